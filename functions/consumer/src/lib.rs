@@ -1,0 +1,244 @@
+//! evtrack consumer: stores queued events exactly once.
+//!
+//! SQS delivers at least once and clients retry, so every write is idempotent (events dedupe
+//! on project + messageId). A message that can never be stored goes to `rejected_events`
+//! with its reason and is not retried; a transient failure (database down) is reported as a
+//! batch item failure, so SQS delivers that message again and, after repeated failures,
+//! moves it to the dead-letter queue.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use evtrack::event::Event;
+use evtrack::ids::ProjectId;
+use evtrack::queue::Envelope;
+use evtrack::store::{EventRow, Rejection, Store, StoreError};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// One queue message as the consumer sees it.
+pub struct QueueMessage<'a> {
+    pub id: &'a str,
+    pub body: Option<&'a str>,
+}
+
+/// What a batch came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Messages to deliver again.
+    pub failed: Vec<String>,
+    pub events_stored: u64,
+    pub events_seen: u64,
+    pub rejected: u64,
+}
+
+pub struct Consumer {
+    store: Store,
+    /// Public → private project ids; they never change, so no expiry.
+    projects: Mutex<HashMap<Uuid, ProjectId>>,
+}
+
+/// A message whose envelope decoded, with its events that passed validation.
+struct Decoded<'a> {
+    id: &'a str,
+    project: ProjectId,
+    envelope: Envelope,
+    events: Vec<(usize, Event)>,
+}
+
+impl Consumer {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            projects: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Lambda handler: an SQS batch in, the messages to retry out.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let messages: Vec<QueueMessage> = event
+            .records
+            .iter()
+            .map(|record| QueueMessage {
+                id: record.message_id.as_deref().unwrap_or_default(),
+                body: record.body.as_deref(),
+            })
+            .collect();
+        let report = self.process(&messages).await;
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = report
+            .failed
+            .into_iter()
+            .map(|id| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                failure
+            })
+            .collect();
+        response
+    }
+
+    pub async fn process(&self, messages: &[QueueMessage<'_>]) -> Report {
+        let mut report = Report::default();
+        let mut rejections = Vec::new();
+        let mut decoded = Vec::new();
+        for message in messages {
+            match self.decode(message, &mut rejections).await {
+                Ok(Some(message)) => decoded.push(message),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(message_id = message.id, error = %err, "message left for redelivery");
+                    report.failed.push(message.id.to_string());
+                }
+            }
+        }
+        report.events_seen = decoded.iter().map(|m| m.events.len() as u64).sum();
+        let rows: Vec<EventRow> = decoded.iter().flat_map(rows_of).collect();
+        match self.store.write_batch(&rows, &rejections).await {
+            Ok(written) => {
+                report.events_stored = written.events_inserted;
+                report.rejected = rejections.len() as u64;
+            }
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, messages = messages.len(), "batch not stored; left for redelivery");
+                report.failed = messages.iter().map(|m| m.id.to_string()).collect();
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "batch refused by the database; storing message by message");
+                self.isolate(&decoded, rejections, &mut report).await;
+            }
+        }
+        tracing::info!(
+            messages = messages.len(),
+            events_seen = report.events_seen,
+            events_stored = report.events_stored,
+            rejected = report.rejected,
+            failed = report.failed.len(),
+            "batch processed"
+        );
+        report
+    }
+
+    /// The envelope and its events, or `None` when the whole message was rejected.
+    /// `Err` means "not now" (the project lookup failed).
+    async fn decode<'a>(
+        &self,
+        message: &QueueMessage<'a>,
+        rejections: &mut Vec<Rejection>,
+    ) -> Result<Option<Decoded<'a>>, StoreError> {
+        let reject = |rejections: &mut Vec<Rejection>, project, index: i32, reason: String, raw: &[u8]| {
+            tracing::warn!(message_id = message.id, index, reason = %reason, "rejected");
+            rejections.push(Rejection {
+                project,
+                queue_message_id: message.id.to_string(),
+                item_index: index,
+                reason,
+                raw: raw.to_vec(),
+            });
+        };
+        let Some(body) = message.body else {
+            reject(rejections, None, -1, "message has no body".into(), b"");
+            return Ok(None);
+        };
+        let envelope = match Envelope::decode(body) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                reject(rejections, None, -1, reason, body.as_bytes());
+                return Ok(None);
+            }
+        };
+        let Some(project) = self.project_id(envelope.project).await? else {
+            reject(
+                rejections,
+                None,
+                -1,
+                format!("unknown project {}", envelope.project),
+                body.as_bytes(),
+            );
+            return Ok(None);
+        };
+        let mut events = Vec::with_capacity(envelope.events.len());
+        for (index, raw) in envelope.events.iter().enumerate() {
+            let checked = serde_json::from_str::<Event>(raw.get())
+                .map_err(|err| format!("undecodable event: {err}"))
+                .and_then(|event| {
+                    event
+                        .validate()
+                        .map(|()| event)
+                        .map_err(|p| format!("invalid event: {p}"))
+                });
+            match checked {
+                Ok(event) => events.push((index, event)),
+                Err(reason) => reject(rejections, Some(project), index as i32, reason, raw.get().as_bytes()),
+            }
+        }
+        Ok(Some(Decoded {
+            id: message.id,
+            project,
+            envelope,
+            events,
+        }))
+    }
+
+    async fn project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {
+        if let Some(id) = self.projects.lock().unwrap_or_else(|p| p.into_inner()).get(&uid) {
+            return Ok(Some(*id));
+        }
+        let id = self.store.project_id_any_state(uid).await?;
+        if let Some(id) = id {
+            self.projects.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, id);
+        }
+        Ok(id)
+    }
+
+    /// The database refused something in the batch: find it event by event, reject what
+    /// it refuses, store the rest.
+    async fn isolate(&self, decoded: &[Decoded<'_>], mut rejections: Vec<Rejection>, report: &mut Report) {
+        let mut failed_messages: Vec<&str> = Vec::new();
+        for message in decoded {
+            for ((index, event), row) in message.events.iter().zip(rows_of(message)) {
+                match self.store.write_batch(std::slice::from_ref(&row), &[]).await {
+                    Ok(written) => report.events_stored += written.events_inserted,
+                    Err(err) if err.is_transient() => {
+                        failed_messages.push(message.id);
+                        break;
+                    }
+                    Err(err) => rejections.push(Rejection {
+                        project: Some(message.project),
+                        queue_message_id: message.id.to_string(),
+                        item_index: *index as i32,
+                        reason: err.to_string(),
+                        raw: serde_json::to_vec(event).unwrap_or_default(),
+                    }),
+                }
+            }
+        }
+        match self.store.write_batch(&[], &rejections).await {
+            Ok(_) => report.rejected = rejections.len() as u64,
+            Err(err) => {
+                tracing::warn!(error = %err, "rejections not recorded; left for redelivery");
+                failed_messages.extend(
+                    rejections
+                        .iter()
+                        .map(|r| r.queue_message_id.as_str())
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        failed_messages.sort_unstable();
+        failed_messages.dedup();
+        report.failed.extend(failed_messages.into_iter().map(str::to_string));
+    }
+}
+
+fn rows_of<'a>(message: &'a Decoded<'_>) -> impl Iterator<Item = EventRow<'a>> {
+    // An address that does not parse is dropped, not stored.
+    let ip = message.envelope.ip.as_deref().filter(|ip| ip.parse::<IpAddr>().is_ok());
+    message.events.iter().map(move |(_, event)| EventRow {
+        project: message.project,
+        event,
+        received_at: message.envelope.received_at,
+        ip,
+        write_key_uid: Some(message.envelope.key),
+    })
+}

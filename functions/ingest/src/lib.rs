@@ -1,0 +1,110 @@
+//! evtrack ingest: Segment- and PostHog-compatible HTTP routes that authenticate, decode,
+//! validate and queue events. It never writes to the database; it answers 200 only once
+//! the queue has taken every event, so an SDK retries anything not durably queued.
+//!
+//! The same router runs on Lambda (`lambda_http::run`) and in the local stack.
+
+mod credentials;
+mod errors;
+mod routes;
+
+pub use routes::router;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use errors::Rejected;
+use evtrack::config::{Config, Limits};
+use evtrack::event::{body, wire, wire::Shape};
+use evtrack::http::{client_ip, truncate_ip};
+use evtrack::keys::{KeyHasher, WriteKeyVerifier};
+use evtrack::limits::RateLimiter;
+use evtrack::queue::EventQueue;
+use evtrack::queue::envelope::{Receipt, pack};
+use evtrack::store::Store;
+use http::header;
+
+/// Everything a request needs, built once per process.
+pub struct Ingest {
+    limits: Limits,
+    keys: WriteKeyVerifier,
+    limiter: RateLimiter,
+    queue: EventQueue,
+}
+
+impl Ingest {
+    pub fn new(config: &Config, store: Store, queue: EventQueue) -> Self {
+        let hasher = KeyHasher::new(&config.key_pepper, config.key_pepper_version);
+        Self {
+            limits: config.limits.clone(),
+            keys: WriteKeyVerifier::new(store, hasher, config.key_cache_ttl),
+            limiter: RateLimiter::new(Some(config.redis_url.expose()), config.rate_limit_events_per_second),
+            queue,
+        }
+    }
+
+    pub fn queue(&self) -> &EventQueue {
+        &self.queue
+    }
+
+    /// decode → authenticate → validate → rate limit → queue.
+    pub async fn accept(&self, shape: Shape, request: Request) -> Result<Response, Rejected> {
+        let (parts, body) = request.into_parts();
+        let limit = self.request_limit(shape);
+        let raw = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| errors::request_too_large(limit))?;
+        let header_text = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value: &http::HeaderValue| value.to_str().ok())
+        };
+        let json = body::json_bytes(
+            raw,
+            header_text(header::CONTENT_ENCODING),
+            header_text(header::CONTENT_TYPE),
+            limit,
+        )?;
+        let payload = wire::parse(shape, &json, &self.limits)?;
+        let key = credentials::find(&parts, &payload.body_keys)?;
+        let access = self.keys.verify(&key).await?;
+        let received_at = Utc::now();
+        let events = payload.normalise(received_at, &self.limits)?;
+        if events.is_empty() {
+            return Ok(success(shape));
+        }
+        self.limiter.check(access.key_uid, events.len()).await?;
+        let ip = client_ip(&parts.extensions)
+            .map(|ip| if access.store_full_ip { ip } else { truncate_ip(ip) })
+            .map(|ip| ip.to_string());
+        let receipt = Receipt {
+            project: access.project_uid,
+            key: access.key_uid,
+            received_at,
+            ip: ip.as_deref(),
+        };
+        let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes)?;
+        self.queue.send_all(bodies).await?;
+        tracing::debug!(events = events.len(), project = %access.project_uid, "events queued");
+        Ok(success(shape))
+    }
+
+    fn request_limit(&self, shape: Shape) -> usize {
+        if shape.is_posthog() {
+            self.limits.max_posthog_request_bytes
+        } else {
+            self.limits.max_segment_request_bytes
+        }
+    }
+}
+
+/// Exactly 200: the Python SDKs treat any other 2xx as a failure and resend.
+fn success(shape: Shape) -> Response {
+    let body = if shape.is_posthog() {
+        serde_json::json!({"status": 1})
+    } else {
+        serde_json::json!({"success": true})
+    };
+    (http::StatusCode::OK, axum::Json(body)).into_response()
+}

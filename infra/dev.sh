@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# evtrack's developer commands. Run from anywhere; paths are relative to the repository.
+#
+#   infra/dev.sh up        start MariaDB and Redis if needed, then run the local stack
+#   infra/dev.sh test      start what the tests need, then fmt check, clippy, every test
+#   infra/dev.sh services  only make sure MariaDB and Redis are running
+#   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md)
+#
+# On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
+# (mariadb-server, redis-server, python3-venv) and moto from PyPI into .venv-test/;
+# it uses sudo when not run as root.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+MYSQL_PORT=${EVTRACK_MYSQL_PORT:-3306}
+REDIS_PORT=${EVTRACK_REDIS_PORT:-6379}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root (or sudo) to run: $*"
+  fi
+}
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 60); do listening "$port" && return 0; sleep 0.5; done
+  die "$what did not start listening on 127.0.0.1:$port"
+}
+
+APT_UPDATED=
+apt_install() {
+  command -v apt-get >/dev/null || die "install $* with your package manager, then run this again"
+  if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  say "installing $* (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_mariadb() {
+  if ! listening "$MYSQL_PORT"; then
+    if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+      apt_install mariadb-server
+    fi
+    say "starting MariaDB"
+    as_root mkdir -p /run/mysqld
+    as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    wait_for_port "$MYSQL_PORT" MariaDB
+  fi
+  # A fresh MariaDB lets root in only over the socket; the tests connect over TCP.
+  if command -v mariadb >/dev/null && ! mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+    say "allowing root over TCP without a password (development database)"
+    as_root mariadb -uroot -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;" \
+      || die "MariaDB is running but root cannot log in over TCP; set EVTRACK_TEST_DATABASE_URL"
+  fi
+}
+
+ensure_redis() {
+  listening "$REDIS_PORT" && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  say "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >/dev/null
+  wait_for_port "$REDIS_PORT" Redis
+}
+
+services() {
+  ensure_mariadb
+  ensure_redis
+}
+
+# moto's SQS server, in a virtualenv of our own, on a free port; stopped when we exit.
+start_moto() {
+  local venv="$ROOT/.venv-test"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
+    say "installing moto (PyPI) into .venv-test"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  fi
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
+  MOTO_PID=$!
+  trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+  wait_for_port "$port" "moto (SQS)"
+  export EVTRACK_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+  say "SQS endpoint (moto): $EVTRACK_TEST_SQS_ENDPOINT"
+}
+
+case "${1:-}" in
+  up)
+    services
+    exec cargo run --release --quiet -p evtrack-cli --bin evtrack -- up
+    ;;
+  test)
+    services
+    mkdir -p target
+    start_moto
+    say "cargo fmt --check"
+    cargo fmt --all -- --check
+    say "cargo clippy"
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+    say "building the binaries the end-to-end tests run"
+    cargo build --workspace --bins --quiet
+    say "cargo test"
+    cargo test --workspace --quiet
+    ;;
+  services)
+    services
+    ;;
+  bench)
+    services
+    cargo bench -p evtrack-tests --bench throughput
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

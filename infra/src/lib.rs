@@ -1,0 +1,4 @@
+//! The `evtrack` command line: the local stack (`up`) and operator tasks.
+
+pub mod commands;
+pub mod stack;

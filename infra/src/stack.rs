@@ -1,0 +1,268 @@
+//! `evtrack up`: the whole system on one machine. Ingest serves the very router the Lambda
+//! runs; the consumer drains an in-process queue (or long-polls SQS when
+//! EVTRACK_SQS_QUEUE_URL is set, deleting only what the consumer reports done, as Lambda's
+//! event source mapping does). Ctrl-C stops accepting, then drains: nothing accepted is lost.
+
+use crate::commands::{issue_key, open_store};
+use anyhow::Context;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use evtrack::Config;
+use evtrack::keys::Scope;
+use evtrack::queue::local::{self, QueuedMessage};
+use evtrack::queue::{EventQueue, sqs};
+use evtrack::store::Store;
+use evtrack_consumer::Consumer;
+use evtrack_ingest::Ingest;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, watch};
+
+/// Messages per consumer call, as Lambda's default SQS batch size.
+const BATCH_SIZE: usize = 10;
+/// Concurrent consumer calls (Lambda would run several instances).
+const CONSUMERS: usize = 2;
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    warn_if_redis_is_down(&config).await;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set EVTRACK_LISTEN)", config.listen))?;
+    let address = listener.local_addr()?;
+    println!("evtrack is listening on http://{address}");
+    introduce_project(&store, &config, address).await?;
+    let consumer = Arc::new(Consumer::new(store.clone()));
+    match config.sqs_queue_url.clone() {
+        None => {
+            let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
+            let ingest = Arc::new(Ingest::new(&config, store.clone(), EventQueue::Local(queue)));
+            let drain = tokio::spawn(drain_local_queue(receiver, consumer));
+            println!(
+                "queue: in-process (capacity {} messages); consumer: {CONSUMERS} workers",
+                config.local_queue_capacity
+            );
+            serve(listener, ingest).await?;
+            println!("stopped accepting events; storing what is queued…");
+            drain.await?;
+        }
+        Some(queue_url) => {
+            let client = sqs::client_from_env().await;
+            let queue = sqs::SqsQueue::new(client.clone(), &queue_url, config.limits.max_queue_batch_bytes);
+            let ingest = Arc::new(Ingest::new(&config, store.clone(), EventQueue::Sqs(queue)));
+            let (stop, stopped) = watch::channel(false);
+            let poller = tokio::spawn(poll_sqs(client, queue_url.clone(), consumer, stopped));
+            println!("queue: SQS {queue_url}");
+            serve(listener, ingest).await?;
+            stop.send(true).ok();
+            poller.await?;
+        }
+    }
+    println!("all accepted events are stored; bye");
+    store.close().await;
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
+    let app = evtrack_ingest::router(ingest).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+async fn warn_if_redis_is_down(config: &Config) {
+    let reachable = async {
+        let client = redis::Client::open(config.redis_url.expose().as_str()).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
+    };
+    if tokio::time::timeout(Duration::from_secs(2), reachable)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!(
+            "warning: Redis is not reachable (EVTRACK_REDIS_URL); rate limiting falls back to this process.\n  \
+             Start it with `infra/dev.sh services`, or `redis-server --daemonize yes`."
+        );
+    }
+}
+
+/// On first run, a development project and write key, printed with a curl to try.
+async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) -> anyhow::Result<()> {
+    let projects = store.list_projects().await?;
+    if let Some(project) = projects.first() {
+        println!("project {:?}: {}", project.name, project.uid);
+        println!("  a new write key: evtrack key create --project {}", project.uid);
+        return Ok(());
+    }
+    let project = store.create_project("Development").await?;
+    let (_, key) = issue_key(
+        store,
+        config,
+        Some(project.uid),
+        Scope::Write,
+        "development",
+        Some(chrono::Duration::days(365)),
+    )
+    .await?;
+    println!("created project \"Development\": {}", project.uid);
+    println!("write key (shown once; keep it): {}", key.reveal());
+    println!("try it:");
+    println!(
+        "  curl -sS http://{address}/v1/track -u '{}:' -H 'Content-Type: application/json' \\\n    -d '{{\"userId\":\"user-1\",\"event\":\"Signed Up\",\"properties\":{{\"plan\":\"pro\"}}}}'",
+        key.reveal()
+    );
+    Ok(())
+}
+
+/// Runs consumer workers until the queue is closed (ingest stopped) and empty.
+async fn drain_local_queue(receiver: mpsc::Receiver<QueuedMessage>, consumer: Arc<Consumer>) {
+    let receiver = Arc::new(Mutex::new(receiver));
+    let workers: Vec<_> = (0..CONSUMERS)
+        .map(|_| tokio::spawn(consume_local(receiver.clone(), consumer.clone())))
+        .collect();
+    for worker in workers {
+        worker.await.ok();
+    }
+}
+
+async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, consumer: Arc<Consumer>) {
+    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    loop {
+        batch.clear();
+        if receiver.lock().await.recv_many(&mut batch, BATCH_SIZE).await == 0 {
+            return;
+        }
+        let mut pending = std::mem::take(&mut batch);
+        let mut delay = Duration::from_millis(100);
+        // Failed messages are delivered again until stored, like SQS without a DLQ: the
+        // local queue has nowhere else to keep them. Holding them here is the backpressure.
+        loop {
+            let response = consumer.handle(sqs_event(&pending)).await;
+            let failed: HashSet<String> = response
+                .batch_item_failures
+                .into_iter()
+                .map(|failure| failure.item_identifier)
+                .collect();
+            pending.retain(|message| failed.contains(&message.id));
+            if pending.is_empty() {
+                break;
+            }
+            tracing::warn!(
+                messages = pending.len(),
+                retry_in_ms = delay.as_millis() as u64,
+                "redelivering"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+            pending.iter_mut().for_each(|message| message.receive_count += 1);
+        }
+    }
+}
+
+fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|message| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(message.id.clone());
+            record.body = Some(message.body.clone());
+            record
+                .attributes
+                .insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
+            record
+        })
+        .collect();
+    event
+}
+
+/// Long-polls SQS like Lambda's event source mapping: a batch to the consumer, then deletes
+/// exactly the messages it did not report as failed.
+async fn poll_sqs(
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    consumer: Arc<Consumer>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let receive = client
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(BATCH_SIZE as i32)
+            .wait_time_seconds(5)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send();
+        let output = tokio::select! {
+            output = receive => output,
+            _ = stop.changed() => break,
+        };
+        let messages = match output {
+            Ok(output) => output.messages.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "receive failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .iter()
+            .map(|message| {
+                let mut record = SqsMessage::default();
+                record.message_id = message.message_id.clone();
+                record.receipt_handle = message.receipt_handle.clone();
+                record.body = message.body.clone();
+                record
+            })
+            .collect();
+        let response = consumer.handle(event).await;
+        let failed: HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|failure| failure.item_identifier)
+            .collect();
+        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, message)| !message.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+            .filter_map(|(index, message)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(message.receipt_handle.clone()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !done.is_empty()
+            && let Err(err) = client
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(done))
+                .send()
+                .await
+        {
+            // Not deleted means delivered again: stored once all the same (idempotent).
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "delete failed");
+        }
+    }
+}

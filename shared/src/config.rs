@@ -1,0 +1,191 @@
+//! Every setting, read from the environment once, with defaults that work on a developer's
+//! machine. Secrets are wrapped so that they never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A value that must not appear in logs or debug output.
+#[derive(Clone)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The development pepper. Anything deployed must set `EVTRACK_KEY_PEPPER`; the Lambda
+/// entry points refuse to start with this value.
+pub const DEVELOPMENT_PEPPER: &str = "evtrack-development-pepper-do-not-deploy";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `mysql://user:pass@host:port/db?...`; the database name is created by `evtrack up`.
+    pub database_url: Secret<String>,
+    /// Connections per process. Lambda runs one request at a time: keep it small.
+    pub database_pool_max: usize,
+    pub redis_url: Secret<String>,
+    /// SQS queue URL; without it the local stack uses an in-process queue.
+    pub sqs_queue_url: Option<String>,
+    /// Keyed-hash secret for API keys, and its version (stored beside every hash).
+    pub key_pepper: Secret<String>,
+    pub key_pepper_version: u16,
+    pub key_cache_ttl: Duration,
+    pub limits: Limits,
+    /// Events per second per write key; 0 disables rate limiting.
+    pub rate_limit_events_per_second: u32,
+    pub listen: SocketAddr,
+    /// In-process queue capacity, in queue messages (each up to `max_queue_message_bytes`).
+    pub local_queue_capacity: usize,
+    /// How long ingest waits for queue capacity before answering 503.
+    pub queue_send_timeout: Duration,
+}
+
+/// Published ingest limits; every error that enforces one names it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_segment_request_bytes: usize,
+    pub max_posthog_request_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_queue_message_bytes: usize,
+    pub max_queue_batch_bytes: usize,
+    /// Events dated further ahead than this (after correction) are clamped to receipt time.
+    pub future_tolerance: chrono::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 32 * 1024,
+            max_segment_request_bytes: 500 * 1024,
+            max_posthog_request_bytes: 5 * 1024 * 1024,
+            max_batch_events: 2500,
+            max_queue_message_bytes: 256 * 1024,
+            max_queue_batch_bytes: 1024 * 1024,
+            future_tolerance: chrono::Duration::hours(24),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the config from any name → value lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty variable counts as unset (so an empty pepper is never used).
+        let get = |name: &str| get(name).filter(|value| !value.trim().is_empty());
+        let string = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
+        let defaults = Limits::default();
+        Ok(Self {
+            database_url: Secret::new(string(
+                "EVTRACK_DATABASE_URL",
+                "mysql://root@127.0.0.1:3306/evtrack?prefer_socket=false",
+            )),
+            database_pool_max: parse(&get, "EVTRACK_DATABASE_POOL_MAX", 4)?,
+            redis_url: Secret::new(string("EVTRACK_REDIS_URL", "redis://127.0.0.1:6379")),
+            sqs_queue_url: get("EVTRACK_SQS_QUEUE_URL").filter(|url| !url.is_empty()),
+            key_pepper: Secret::new(string("EVTRACK_KEY_PEPPER", DEVELOPMENT_PEPPER)),
+            key_pepper_version: parse(&get, "EVTRACK_KEY_PEPPER_VERSION", 1)?,
+            key_cache_ttl: Duration::from_secs(parse(&get, "EVTRACK_KEY_CACHE_SECONDS", 30)?),
+            limits: Limits {
+                max_event_bytes: parse(&get, "EVTRACK_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
+                max_segment_request_bytes: parse(
+                    &get,
+                    "EVTRACK_MAX_REQUEST_BYTES",
+                    defaults.max_segment_request_bytes,
+                )?,
+                max_posthog_request_bytes: parse(
+                    &get,
+                    "EVTRACK_MAX_POSTHOG_REQUEST_BYTES",
+                    defaults.max_posthog_request_bytes,
+                )?,
+                max_batch_events: parse(&get, "EVTRACK_MAX_BATCH_EVENTS", defaults.max_batch_events)?,
+                ..defaults
+            },
+            rate_limit_events_per_second: parse(&get, "EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", 20_000)?,
+            listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
+            local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
+            queue_send_timeout: Duration::from_millis(parse(&get, "EVTRACK_QUEUE_SEND_TIMEOUT_MS", 10_000)?),
+        })
+    }
+
+    /// The default config with some settings replaced; for tests and tools.
+    pub fn with_overrides(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+                .or_else(|| std::env::var(name).ok())
+        })
+    }
+
+    pub fn uses_development_pepper(&self) -> bool {
+        self.key_pepper.expose() == DEVELOPMENT_PEPPER
+    }
+}
+
+fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    match get(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|err: T::Err| ConfigError {
+            name,
+            value: value.clone(),
+            reason: err.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_local_and_limits_published() {
+        let config = Config::from_lookup(|_| None).expect("defaults parse");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.limits.max_event_bytes, 32 * 1024);
+        assert_eq!(config.limits.max_batch_events, 2500);
+        assert!(config.uses_development_pepper());
+    }
+
+    #[test]
+    fn bad_number_names_the_setting() {
+        let err = Config::from_lookup(|name| (name == "EVTRACK_MAX_BATCH_EVENTS").then(|| "lots".into()))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("EVTRACK_MAX_BATCH_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_lookup(|_| None).expect("defaults parse");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(DEVELOPMENT_PEPPER));
+        assert!(!printed.contains("mysql://"));
+    }
+}

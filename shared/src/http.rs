@@ -1,0 +1,125 @@
+//! HTTP concerns shared by the HTTP functions: the JSON error body every SDK can read,
+//! security headers, and the client's IP address (from API Gateway or the local socket).
+
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// An error answer: `{"success":false,"code","message","detail"}`. segment-python reads
+/// `code` and `message`, posthog-python reads `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "success": false,
+            "code": self.code,
+            "message": self.message,
+            "detail": self.message,
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Headers every response carries (OWASP secure headers for an API).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The client's address: API Gateway's `sourceIp` on Lambda, the socket's peer locally.
+pub fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
+        extensions.get::<lambda_http::request::RequestContext>()
+    {
+        return context.http.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+}
+
+/// Drops the host part of an address: the last octet of IPv4 (/24), all but the first
+/// 48 bits of IPv6, as analytics tools do by default.
+pub fn truncate_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => truncate_ip(IpAddr::V4(v4)),
+            None => {
+                let [a, b, c, ..] = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_the_network_only() {
+        assert_eq!(
+            truncate_ip("203.0.113.77".parse().expect("ip")).to_string(),
+            "203.0.113.0"
+        );
+        assert_eq!(
+            truncate_ip("2001:db8:abcd:12::1".parse().expect("ip")).to_string(),
+            "2001:db8:abcd::"
+        );
+        assert_eq!(
+            truncate_ip("::ffff:198.51.100.9".parse().expect("ip")).to_string(),
+            "198.51.100.0"
+        );
+    }
+}

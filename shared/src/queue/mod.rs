@@ -1,0 +1,34 @@
+//! The queue between ingest and the consumer. Ingest sends envelopes (`envelope`); on AWS
+//! they go to SQS (`sqs`), on one machine through a bounded in-process channel (`local`)
+//! whose fullness pushes back on ingest instead of growing without bound.
+
+pub mod envelope;
+pub mod local;
+pub mod sqs;
+
+pub use envelope::Envelope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue full: no room within {0:?}")]
+    Full(std::time::Duration),
+}
+
+/// Where ingest sends envelopes.
+pub enum EventQueue {
+    Sqs(sqs::SqsQueue),
+    Local(local::LocalQueue),
+}
+
+impl EventQueue {
+    /// Sends every body, or fails; a failure may leave some bodies sent (the client's retry
+    /// is deduplicated downstream by messageId).
+    pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+        match self {
+            EventQueue::Sqs(queue) => queue.send_all(bodies).await,
+            EventQueue::Local(queue) => queue.send_all(bodies).await,
+        }
+    }
+}

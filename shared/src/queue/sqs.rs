@@ -1,0 +1,141 @@
+//! The SQS adapter. SendMessageBatch takes at most 10 entries, and entries can fail one by
+//! one inside a successful call: every entry is checked, and failed ones are sent again.
+
+use super::QueueError;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::future::join_all;
+use std::time::Duration;
+
+const ENTRIES_PER_CALL: usize = 10;
+const ATTEMPTS: u32 = 3;
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+    max_batch_bytes: usize,
+}
+
+/// A client from the environment (region, credentials, `AWS_ENDPOINT_URL_SQS`), with
+/// timeouts short enough for a request path.
+pub async fn client_from_env() -> Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(12))
+        .build();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>, max_batch_bytes: usize) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            max_batch_bytes,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+        let calls = group_into_calls(bodies, self.max_batch_bytes);
+        let results = join_all(calls.into_iter().map(|entries| self.send_call(entries))).await;
+        results.into_iter().collect()
+    }
+
+    /// One SendMessageBatch, repeated for the entries that failed.
+    async fn send_call(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+        let mut pending: Vec<(String, String)> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| (i.to_string(), body))
+            .collect();
+        let mut last_error = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let entries = pending
+                .iter()
+                .map(|(id, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .message_body(body)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| QueueError::Unavailable(err.to_string()))?;
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(output) => {
+                    let failed = output.failed();
+                    if failed.is_empty() {
+                        return Ok(());
+                    }
+                    last_error = failed
+                        .iter()
+                        .map(|entry| format!("{}: {}", entry.code(), entry.message().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    pending.retain(|(id, _)| failed.iter().any(|entry| entry.id() == id));
+                }
+                Err(err) => {
+                    last_error = aws_sdk_sqs::error::DisplayErrorContext(&err).to_string();
+                }
+            }
+            tracing::warn!(attempt, error = %last_error, "SendMessageBatch incomplete; retrying");
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+        }
+        Err(QueueError::Unavailable(last_error))
+    }
+}
+
+/// Groups bodies into calls of at most 10 entries and `max_batch_bytes` in total.
+fn group_into_calls(bodies: Vec<String>, max_batch_bytes: usize) -> Vec<Vec<String>> {
+    let mut calls: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for body in bodies {
+        let fits = calls
+            .last()
+            .is_some_and(|call| call.len() < ENTRIES_PER_CALL && bytes + body.len() <= max_batch_bytes);
+        if !fits {
+            calls.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += body.len();
+        if let Some(call) = calls.last_mut() {
+            call.push(body);
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_hold_at_most_ten_entries_and_the_byte_limit() {
+        let bodies: Vec<String> = (0..23).map(|_| "x".repeat(100)).collect();
+        let sizes: Vec<usize> = group_into_calls(bodies, 1_000_000).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![10, 10, 3]);
+        let bodies: Vec<String> = (0..5).map(|_| "x".repeat(400)).collect();
+        let sizes: Vec<usize> = group_into_calls(bodies, 1000).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+}

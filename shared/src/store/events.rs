@@ -1,0 +1,339 @@
+//! The consumer's writes: events and what identify, alias and group calls build, in one
+//! short transaction per batch. Every statement is idempotent, so a redelivered batch
+//! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
+
+use super::{Store, StoreError, to_db_time};
+use crate::event::{Event, EventType, JsonObject};
+use crate::ids::{ProjectId, new_public_id};
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Rows per INSERT: large enough to be fast, small enough for any statement limit
+/// (500 × 20 placeholders, far below 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+/// Deadlocks between concurrent consumers are retried this many times in place.
+const ATTEMPTS: usize = 3;
+/// PlanetScale caps a transaction at 20 s; stay well inside it.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An event to store, with what the envelope says about its receipt.
+pub struct EventRow<'a> {
+    pub project: ProjectId,
+    pub event: &'a Event,
+    pub received_at: DateTime<Utc>,
+    pub ip: Option<&'a str>,
+    pub write_key_uid: Option<Uuid>,
+}
+
+/// Something that can never be stored, kept with the reason.
+pub struct Rejection {
+    pub project: Option<ProjectId>,
+    pub queue_message_id: String,
+    /// The event's position in its queue message, or -1 for the whole message.
+    pub item_index: i32,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchWrite {
+    /// Events stored now; the rest of the rows were already there.
+    pub events_inserted: u64,
+    pub rejections_recorded: u64,
+}
+
+impl Store {
+    /// Stores a batch atomically: all of it, or (on error) none of it.
+    pub async fn write_batch(&self, rows: &[EventRow<'_>], rejections: &[Rejection]) -> Result<BatchWrite, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
+            };
+            match result {
+                Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once(&self, rows: &[EventRow<'_>], rejections: &[Rejection]) -> Result<BatchWrite, StoreError> {
+        let mut conn = self.conn().await?;
+        let options = TxOpts::default()
+            .with_isolation_level(IsolationLevel::ReadCommitted)
+            .to_owned();
+        let mut tx = conn.start_transaction(options).await?;
+        let mut outcome = BatchWrite::default();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            outcome.events_inserted += insert_events(&mut tx, chunk).await?;
+        }
+        upsert_users(&mut tx, rows).await?;
+        insert_aliases(&mut tx, rows).await?;
+        upsert_groups(&mut tx, rows).await?;
+        for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
+            outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+fn is_lock_conflict(reason: &str) -> bool {
+    reason.contains("1213") || reason.contains("1205") || reason.to_lowercase().contains("deadlock")
+}
+
+/// `INSERT INTO table (columns) VALUES (?,..),(?,..) suffix`, for `rows` rows.
+fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) -> String {
+    let one = format!("({})", vec!["?"; columns.len()].join(","));
+    let values = vec![one.as_str(); rows].join(",");
+    format!("INSERT INTO {table} ({}) VALUES {values} {suffix}", columns.join(","))
+}
+
+async fn execute(tx: &mut Transaction<'_>, sql: String, values: Vec<Value>) -> Result<u64, StoreError> {
+    if values.is_empty() {
+        return Ok(0);
+    }
+    tx.exec_drop(sql, Params::Positional(values)).await?;
+    Ok(tx.affected_rows())
+}
+
+fn json(object: &Option<JsonObject>) -> Value {
+    match object {
+        Some(object) => Value::from(serde_json::Value::Object(object.clone()).to_string()),
+        None => Value::NULL,
+    }
+}
+
+fn time(at: DateTime<Utc>) -> Value {
+    Value::from(to_db_time(at))
+}
+
+const EVENT_COLUMNS: &[&str] = &[
+    "uid",
+    "project_id",
+    "message_id",
+    "type",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "previous_id",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "timestamp_clamped",
+    "ip",
+    "write_key_uid",
+];
+
+async fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+    let mut values = Vec::with_capacity(rows.len() * EVENT_COLUMNS.len());
+    for row in rows {
+        let event = row.event;
+        values.extend([
+            Value::from(new_public_id()),
+            Value::from(row.project.0),
+            Value::from(event.message_id.as_str()),
+            Value::from(event.kind.as_str()),
+            Value::from(event.name.as_deref()),
+            Value::from(event.user_id.as_deref()),
+            Value::from(event.anonymous_id.as_deref()),
+            Value::from(event.group_id.as_deref()),
+            Value::from(event.previous_id.as_deref()),
+            json(&event.properties),
+            json(&event.traits),
+            json(&event.context),
+            json(&event.integrations),
+            time(event.timestamp),
+            event.original_timestamp.map_or(Value::NULL, time),
+            event.sent_at.map_or(Value::NULL, time),
+            time(row.received_at),
+            Value::from(event.timestamp_clamped),
+            Value::from(row.ip),
+            row.write_key_uid.map_or(Value::NULL, Value::from),
+        ]);
+    }
+    // A duplicate (project, messageId) is a no-op, and counts 0 affected rows.
+    let sql = multi_row_insert(
+        "events",
+        EVENT_COLUMNS,
+        rows.len(),
+        "ON DUPLICATE KEY UPDATE message_id = message_id",
+    );
+    execute(tx, sql, values).await
+}
+
+/// Traits merge per key; of two identifies the later event wins, whichever arrives first,
+/// and applying the same identify twice changes nothing.
+const MERGE_TRAITS: &str = "traits = IF(VALUES(traits_at) >= traits_at,
+        JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
+        JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}'))),
+    traits_at = GREATEST(traits_at, VALUES(traits_at))";
+
+async fn upsert_users(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+    let identifies: Vec<_> = rows
+        .iter()
+        .filter(|row| row.event.kind == EventType::Identify && row.event.user_id.is_some())
+        .collect();
+    let mut affected = 0;
+    for chunk in identifies.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * 7);
+        for row in chunk {
+            let at = time(row.event.timestamp);
+            values.extend([
+                Value::from(new_public_id()),
+                Value::from(row.project.0),
+                Value::from(row.event.user_id.as_deref()),
+                json(&row.event.traits),
+                at.clone(),
+                at.clone(),
+                at,
+            ]);
+        }
+        let suffix = format!(
+            "ON DUPLICATE KEY UPDATE {MERGE_TRAITS},
+               first_seen_at = LEAST(first_seen_at, VALUES(first_seen_at)),
+               last_seen_at = GREATEST(last_seen_at, VALUES(last_seen_at))"
+        );
+        let columns = [
+            "uid",
+            "project_id",
+            "user_id",
+            "traits",
+            "traits_at",
+            "first_seen_at",
+            "last_seen_at",
+        ];
+        affected += execute(tx, multi_row_insert("users", &columns, chunk.len(), &suffix), values).await?;
+    }
+    Ok(affected)
+}
+
+async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+    let links: Vec<(ProjectId, &str, &str, &str)> = rows
+        .iter()
+        .filter_map(|row| {
+            let event = row.event;
+            let user = event.user_id.as_deref()?;
+            match event.kind {
+                EventType::Alias => Some((row.project, event.previous_id.as_deref()?, user, "alias")),
+                EventType::Identify => Some((row.project, event.anonymous_id.as_deref()?, user, "identify")),
+                _ => None,
+            }
+        })
+        .filter(|(_, alias, user, _)| alias != user)
+        .collect();
+    let mut affected = 0;
+    for chunk in links.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * 5);
+        for (project, alias, user, source) in chunk {
+            values.extend([
+                Value::from(new_public_id()),
+                Value::from(project.0),
+                Value::from(*alias),
+                Value::from(*user),
+                Value::from(*source),
+            ]);
+        }
+        let columns = ["uid", "project_id", "alias", "user_id", "source"];
+        let sql = multi_row_insert(
+            "aliases",
+            &columns,
+            chunk.len(),
+            "ON DUPLICATE KEY UPDATE alias = alias",
+        );
+        affected += execute(tx, sql, values).await?;
+    }
+    Ok(affected)
+}
+
+async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+    let groups: Vec<_> = rows.iter().filter(|row| row.event.kind == EventType::Group).collect();
+    let mut affected = 0;
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        let mut profiles = Vec::with_capacity(chunk.len() * 5);
+        let mut members = Vec::with_capacity(chunk.len() * 3);
+        for row in chunk {
+            let event = row.event;
+            profiles.extend([
+                Value::from(new_public_id()),
+                Value::from(row.project.0),
+                Value::from(event.group_id.as_deref()),
+                json(&event.traits),
+                time(event.timestamp),
+            ]);
+            let member = event.user_id.as_deref().or(event.anonymous_id.as_deref());
+            members.extend([
+                Value::from(row.project.0),
+                Value::from(event.group_id.as_deref()),
+                Value::from(member),
+            ]);
+        }
+        let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
+        let suffix = format!("ON DUPLICATE KEY UPDATE {MERGE_TRAITS}");
+        affected += execute(
+            tx,
+            multi_row_insert("group_profiles", &columns, chunk.len(), &suffix),
+            profiles,
+        )
+        .await?;
+        let columns = ["project_id", "group_id", "member_id"];
+        let sql = multi_row_insert(
+            "group_members",
+            &columns,
+            chunk.len(),
+            "ON DUPLICATE KEY UPDATE member_id = member_id",
+        );
+        affected += execute(tx, sql, members).await?;
+    }
+    Ok(affected)
+}
+
+async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -> Result<u64, StoreError> {
+    let mut values = Vec::with_capacity(rejections.len() * 7);
+    for rejection in rejections {
+        let reason: String = rejection.reason.chars().take(1000).collect();
+        values.extend([
+            Value::from(new_public_id()),
+            rejection.project.map_or(Value::NULL, |p| Value::from(p.0)),
+            Value::from(rejection.queue_message_id.as_str()),
+            Value::from(rejection.item_index),
+            Value::from(reason),
+            Value::from(rejection.raw.as_slice()),
+        ]);
+    }
+    let columns = ["uid", "project_id", "queue_message_id", "item_index", "reason", "raw"];
+    let sql = multi_row_insert(
+        "rejected_events",
+        &columns,
+        rejections.len(),
+        "ON DUPLICATE KEY UPDATE item_index = item_index",
+    );
+    execute(tx, sql, values).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_insert_has_one_placeholder_per_value() {
+        let sql = multi_row_insert("t", &["a", "b"], 3, "ON DUPLICATE KEY UPDATE a = a");
+        assert_eq!(
+            sql,
+            "INSERT INTO t (a,b) VALUES (?,?),(?,?),(?,?) ON DUPLICATE KEY UPDATE a = a"
+        );
+    }
+}

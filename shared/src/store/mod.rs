@@ -1,0 +1,166 @@
+//! MySQL: the one place that knows SQL. Every read of a soft-deletable table goes through
+//! here and filters `deleted_at`.
+
+mod events;
+mod keys;
+pub mod migrations;
+mod projects;
+
+pub use events::{BatchWrite, EventRow, Rejection};
+pub use keys::{KeyRecord, NewKey};
+pub use projects::Project;
+
+use crate::config::Secret;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use std::time::Duration;
+
+/// Failures of the store, split by what the caller should do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Connection lost, server down, deadlock, timeout: try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The server refused the data itself (too long, invalid JSON, ...): retrying cannot help.
+    #[error("database refused the data: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Server error codes that mean "this data can never be stored", not "try later".
+const DATA_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1264, // out of range
+    1265, // data truncated
+    1292, // incorrect datetime
+    1366, // incorrect string value
+    1406, // data too long
+    3140, // invalid JSON text (MySQL)
+    3157, // JSON nesting too deep (MySQL)
+    4025, // CHECK constraint failed (MariaDB's JSON_VALID)
+    4038, // JSON syntax error (MariaDB)
+    4040, // JSON nesting too deep (MariaDB)
+];
+
+impl From<mysql_async::Error> for StoreError {
+    fn from(err: mysql_async::Error) -> Self {
+        match &err {
+            mysql_async::Error::Server(server) if DATA_ERRORS.contains(&server.code) => {
+                StoreError::Refused(server.message.clone())
+            }
+            _ => StoreError::Unavailable(err.to_string()),
+        }
+    }
+}
+
+impl From<mysql_async::UrlError> for StoreError {
+    fn from(err: mysql_async::UrlError) -> Self {
+        StoreError::Config(format!("EVTRACK_DATABASE_URL is not a valid MySQL URL: {err}"))
+    }
+}
+
+/// Bounds every database round trip: a cut network must fail fast, not hang a request.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// A pool for `url`. Connects lazily: nothing is opened until the first query.
+    pub fn connect(url: &Secret<String>, pool_max: usize) -> Result<Self, StoreError> {
+        let opts = Opts::from_url(url.expose())?;
+        let constraints = PoolConstraints::new(0, pool_max.max(1))
+            .ok_or_else(|| StoreError::Config("EVTRACK_DATABASE_POOL_MAX must be at least 1".into()))?;
+        let pool_opts = PoolOpts::default()
+            .with_constraints(constraints)
+            .with_inactive_connection_ttl(Duration::from_secs(60))
+            // PlanetScale may drop connections after a day; recycle well before that.
+            .with_abs_conn_ttl(Some(Duration::from_secs(3600)));
+        let builder = OptsBuilder::from_opts(opts)
+            .pool_opts(pool_opts)
+            .init(vec!["SET time_zone = '+00:00'"]);
+        Ok(Self {
+            pool: Pool::new(builder),
+        })
+    }
+
+    /// Creates the database named in `url` if it does not exist (local stack, tests).
+    pub async fn create_database(url: &Secret<String>) -> Result<(), StoreError> {
+        let opts = Opts::from_url(url.expose())?;
+        let name = opts
+            .db_name()
+            .ok_or_else(|| StoreError::Config("EVTRACK_DATABASE_URL names no database".into()))?
+            .to_string();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StoreError::Config(format!(
+                "database name {name:?} must be letters, digits and _"
+            )));
+        }
+        let server = OptsBuilder::from_opts(opts).db_name(None::<String>);
+        let mut conn = with_timeout(Conn::new(server)).await?;
+        // The name is checked above; identifiers cannot be bound as parameters.
+        let create = format!("CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
+        with_timeout(conn.query_drop(create)).await?;
+        conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    /// Drops the database named in `url` (tests).
+    pub async fn drop_database(url: &Secret<String>) -> Result<(), StoreError> {
+        let opts = Opts::from_url(url.expose())?;
+        let Some(name) = opts.db_name().map(str::to_string) else {
+            return Ok(());
+        };
+        let server = OptsBuilder::from_opts(opts).db_name(None::<String>);
+        let mut conn = with_timeout(Conn::new(server)).await?;
+        with_timeout(conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))).await?;
+        conn.disconnect().await.ok();
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        with_timeout(conn.ping()).await
+    }
+
+    pub async fn close(self) {
+        self.pool.disconnect().await.ok();
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        with_timeout(self.pool.get_conn()).await
+    }
+}
+
+async fn with_timeout<T>(
+    future: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, future).await {
+        Ok(result) => result.map_err(StoreError::from),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {} s",
+            STATEMENT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Stored times are UTC (`time_zone` is set per connection).
+fn to_db_time(at: DateTime<Utc>) -> NaiveDateTime {
+    at.naive_utc()
+}
+
+fn from_db_time(at: NaiveDateTime) -> DateTime<Utc> {
+    at.and_utc()
+}

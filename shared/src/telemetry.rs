@@ -1,0 +1,22 @@
+//! Logging, set up in one place: JSON lines on Lambda (CloudWatch), readable text locally.
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let result = match format {
+        // Lambda adds its own timestamps and request ids to every line.
+        LogFormat::Json => builder.json().flatten_event(true).without_time().try_init(),
+        LogFormat::Text => builder.with_writer(std::io::stderr).try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}

@@ -1,0 +1,154 @@
+//! The consumer handler the Lambda runs: exactly once under redelivery, retries and
+//! concurrency; poison kept with its reason; profiles merged in event-time order.
+
+use chrono::{Duration, SecondsFormat, Utc};
+use evtrack_tests::*;
+use serde_json::json;
+
+async fn queue_batch(app: &TestApp, events: serde_json::Value) -> Vec<evtrack::queue::local::QueuedMessage> {
+    let reply = app
+        .send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events})))
+        .await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+    app.take_queued().await
+}
+
+fn tracks(n: usize, prefix: &str) -> serde_json::Value {
+    json!(
+        (0..n)
+            .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{prefix}-{i}")}))
+            .collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test]
+async fn duplicate_delivery_stores_one_row() {
+    let app = TestApp::new().await;
+    let messages = queue_batch(&app, tracks(50, "dup")).await;
+    for _ in 0..3 {
+        let response = app.consumer.handle(sqs_event(&messages)).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    assert_eq!(app.db.count("events").await, 50, "50 events delivered 3 times");
+}
+
+#[tokio::test]
+async fn a_retried_client_batch_stores_one_row_per_event() {
+    let app = TestApp::new().await;
+    let first = queue_batch(&app, tracks(20, "retry")).await;
+    let second = queue_batch(&app, tracks(20, "retry")).await;
+    let mut both = first;
+    both.extend(second);
+    assert!(
+        app.consumer
+            .handle(sqs_event(&both))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(app.db.count("events").await, 20, "a batch sent twice, 20 rows");
+}
+
+#[tokio::test]
+async fn concurrent_consumers_store_each_event_once() {
+    let app = TestApp::new().await;
+    let messages = queue_batch(&app, tracks(300, "conc")).await;
+    let event = sqs_event(&messages);
+    let runs = (0..4).map(|_| app.consumer.handle(event.clone()));
+    for response in futures::future::join_all(runs).await {
+        assert!(response.batch_item_failures.is_empty());
+    }
+    assert_eq!(
+        app.db.count("events").await,
+        300,
+        "4 concurrent consumers of the same 300 events"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
+    let app = TestApp::new().await;
+    let good = queue_batch(&app, tracks(5, "good")).await;
+    let envelope: serde_json::Value = serde_json::from_str(&good[0].body).expect("envelope");
+    let mut half_bad = envelope.clone();
+    half_bad["events"][1] = json!({"message_id": "bad", "type": "track"});
+    let mut unknown_project = envelope.clone();
+    unknown_project["project"] = json!(uuid::Uuid::now_v7());
+    let mut records = vec![
+        sqs_message("good", Some(&good[0].body)),
+        sqs_message("not-json", Some("{{{ not json")),
+        sqs_message("no-body", None),
+        sqs_message("unknown-project", Some(&unknown_project.to_string())),
+        sqs_message("half-bad", Some(&half_bad.to_string().replace("good-", "half-"))),
+    ];
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.append(&mut records);
+    for _ in 0..2 {
+        let response = app.consumer.handle(event.clone()).await;
+        assert!(response.batch_item_failures.is_empty(), "poison is not retried");
+    }
+    assert_eq!(app.db.count("events WHERE message_id LIKE 'good-%'").await, 5);
+    assert_eq!(
+        app.db.count("events WHERE message_id LIKE 'half-%'").await,
+        4,
+        "the other events of the half-bad message"
+    );
+    let rejected: Vec<(String, i32, String)> = app
+        .db
+        .query("SELECT queue_message_id, item_index, reason FROM rejected_events ORDER BY queue_message_id")
+        .await;
+    let summary: Vec<(&str, i32)> = rejected.iter().map(|(id, index, _)| (id.as_str(), *index)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("half-bad", 1),
+            ("no-body", -1),
+            ("not-json", -1),
+            ("unknown-project", -1)
+        ],
+        "recorded once despite redelivery"
+    );
+    assert!(rejected[0].2.contains("event"), "{}", rejected[0].2);
+    assert!(rejected[2].2.contains("undecodable envelope"), "{}", rejected[2].2);
+    assert!(rejected[3].2.contains("unknown project"), "{}", rejected[3].2);
+}
+
+#[tokio::test]
+async fn identify_traits_merge_by_event_time_whatever_the_delivery_order() {
+    let app = TestApp::new().await;
+    let at = |minutes: i64| (Utc::now() - Duration::minutes(minutes)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let older = queue_batch(&app, json!([{"type": "identify", "userId": "u", "messageId": "i-old", "timestamp": at(10), "traits": {"plan": "free", "name": "Ada"}}])).await;
+    let newer = queue_batch(&app, json!([{"type": "identify", "userId": "u", "messageId": "i-new", "timestamp": at(1), "traits": {"plan": "pro"}}])).await;
+    // Newer first, then older, then the newer again (a redelivery).
+    for messages in [&newer, &older, &newer] {
+        assert!(
+            app.consumer
+                .handle(sqs_event(messages))
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    let traits: Vec<String> = app.db.query("SELECT traits FROM users WHERE user_id = 'u'").await;
+    let traits: serde_json::Value = serde_json::from_str(&traits[0]).expect("json");
+    assert_eq!(traits, json!({"plan": "pro", "name": "Ada"}));
+}
+
+#[tokio::test]
+async fn alias_links_the_previous_id() {
+    let app = TestApp::new().await;
+    let messages = queue_batch(
+        &app,
+        json!([{"type": "alias", "previousId": "anon-9", "userId": "u-9", "messageId": "a-1"}]),
+    )
+    .await;
+    assert!(
+        app.consumer
+            .handle(sqs_event(&messages))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let aliases: Vec<(String, String, String)> = app.db.query("SELECT alias, user_id, source FROM aliases").await;
+    assert_eq!(aliases, vec![("anon-9".into(), "u-9".into(), "alias".into())]);
+}

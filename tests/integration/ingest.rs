@@ -1,0 +1,512 @@
+//! Ingest through the router the Lambda runs: every body shape of PROTOCOL.md lands, and
+//! every bad input gets a clear JSON error and queues nothing.
+
+use axum::body::Body;
+use chrono::{Duration, SecondsFormat, Utc};
+use evtrack::keys::Scope;
+use evtrack_tests::*;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+fn iso(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+type EventRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+/// message_id, type, name, user_id, anonymous_id, ms between timestamp and received_at, ip
+async fn stored(app: &TestApp) -> Vec<EventRow> {
+    app.db
+        .query(
+            "SELECT message_id, type, name, user_id, anonymous_id,
+                    TIMESTAMPDIFF(MICROSECOND, timestamp, received_at) DIV 1000, ip
+             FROM events ORDER BY message_id",
+        )
+        .await
+}
+
+/// (id, JSON column) rows, the JSON parsed (MariaDB and MySQL format it differently).
+async fn json_rows(app: &TestApp, sql: &str) -> Vec<(String, Value)> {
+    let rows: Vec<(String, String)> = app.db.query(sql).await;
+    rows.into_iter()
+        .map(|(id, text)| (id, serde_json::from_str(&text).expect("JSON column")))
+        .collect()
+}
+
+async fn assert_accepted(app: &TestApp, request: Request<Body>, expected_body: Value) {
+    let reply = app.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json, expected_body);
+    assert_eq!(app.consume_queued().await, Vec::<String>::new(), "no message failed");
+}
+
+#[tokio::test]
+async fn segment_batch_with_the_key_in_the_body_is_stored_with_corrected_timestamps() {
+    let app = TestApp::new().await;
+    // The client's clock runs an hour fast; its event happened 10 s before it sent the batch.
+    let client_now = Utc::now() + Duration::hours(1);
+    let body = json!({
+        "writeKey": app.key,
+        "sentAt": iso(client_now),
+        "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+        "batch": [
+            {"type": "track", "event": "Order Completed", "userId": "u-1", "messageId": "m-1",
+             "timestamp": iso(client_now - Duration::seconds(10)), "properties": {"total": 20.5}},
+            {"type": "identify", "userId": "u-1", "anonymousId": "anon-1", "messageId": "m-2",
+             "timestamp": iso(client_now), "traits": {"plan": "pro"}},
+        ]
+    });
+    assert_accepted(&app, post_json("/v1/batch", None, &body), json!({"success": true})).await;
+    let rows = stored(&app).await;
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "m-1".into(),
+                "track".into(),
+                Some("Order Completed".into()),
+                Some("u-1".into()),
+                None,
+                10_000,
+                Some("203.0.113.0".into())
+            ),
+            (
+                "m-2".into(),
+                "identify".into(),
+                None,
+                Some("u-1".into()),
+                Some("anon-1".into()),
+                0,
+                Some("203.0.113.0".into())
+            ),
+        ]
+    );
+    let context: Vec<String> = app
+        .db
+        .query("SELECT context FROM events WHERE message_id = 'm-1'")
+        .await;
+    assert!(
+        context[0].contains("analytics-python"),
+        "batch context applies: {}",
+        context[0]
+    );
+    assert_eq!(
+        json_rows(&app, "SELECT user_id, traits FROM users").await,
+        vec![("u-1".into(), json!({"plan": "pro"}))]
+    );
+    let aliases: Vec<(String, String, String)> = app.db.query("SELECT alias, user_id, source FROM aliases").await;
+    assert_eq!(aliases, vec![("anon-1".into(), "u-1".into(), "identify".into())]);
+}
+
+#[tokio::test]
+async fn the_key_in_basic_auth_or_in_both_places_is_accepted() {
+    let app = TestApp::new().await;
+    let message = |id: &str| json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": id}]});
+    assert_accepted(
+        &app,
+        post_json("/v1/batch", Some(&app.key), &message("basic")),
+        json!({"success": true}),
+    )
+    .await;
+    let mut both = message("both");
+    both["writeKey"] = json!(app.key);
+    assert_accepted(
+        &app,
+        post_json("/v1/batch", Some(&app.key), &both),
+        json!({"success": true}),
+    )
+    .await;
+    assert_eq!(app.db.count("events").await, 2);
+}
+
+#[tokio::test]
+async fn rudderstack_gzip_with_basic_auth_is_stored() {
+    let app = TestApp::new().await;
+    let now = Utc::now();
+    let body = json!({
+        "sentAt": iso(now),
+        "batch": [{"type": "page", "name": "Pricing", "anonymousId": "anon-r", "messageId": "r-1",
+                   "originalTimestamp": iso(now - Duration::seconds(3)), "channel": "server",
+                   "properties": {"path": "/pricing"}}]
+    });
+    let request = post_bytes(
+        "/v1/batch",
+        Some(&app.key),
+        "application/json",
+        Some("gzip"),
+        gzip(body.to_string().as_bytes()),
+    );
+    assert_accepted(&app, request, json!({"success": true})).await;
+    let rows = stored(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.as_deref(), rows[0].4.as_deref()),
+        ("page", Some("Pricing"), Some("anon-r"))
+    );
+    assert_eq!(
+        rows[0].5, 3_000,
+        "timestamp corrected from originalTimestamp and sentAt"
+    );
+}
+
+#[tokio::test]
+async fn posthog_batch_with_api_key_is_stored_and_builds_profiles() {
+    let app = TestApp::new().await;
+    let body = json!({
+        "api_key": app.key,
+        "sent_at": iso(Utc::now()),
+        "batch": [
+            {"event": "$identify", "distinct_id": "ph-user", "uuid": "0190a0e0-0000-7000-8000-0000000000a1",
+             "properties": {"$set": {"email": "a@example.com"}, "$anon_distinct_id": "ph-anon", "$lib": "posthog-python", "$lib_version": "7.0.0"},
+             "timestamp": iso(Utc::now())},
+            {"event": "file uploaded", "distinct_id": "ph-user", "uuid": "0190a0e0-0000-7000-8000-0000000000a2",
+             "properties": {"size": 12}},
+            {"event": "$groupidentify", "distinct_id": "ph-user", "uuid": "0190a0e0-0000-7000-8000-0000000000a3",
+             "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 5}}},
+        ]
+    });
+    assert_accepted(&app, post_json("/batch/", None, &body), json!({"status": 1})).await;
+    let rows = stored(&app).await;
+    let kinds: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.1.as_str(), r.2.as_deref())).collect();
+    assert_eq!(
+        kinds,
+        vec![("identify", None), ("track", Some("file uploaded")), ("group", None)]
+    );
+    assert_eq!(
+        json_rows(&app, "SELECT user_id, traits FROM users").await,
+        vec![("ph-user".into(), json!({"email": "a@example.com"}))]
+    );
+    assert_eq!(
+        json_rows(&app, "SELECT group_id, traits FROM group_profiles").await,
+        vec![("acme".into(), json!({"seats": 5, "$group_type": "company"}))]
+    );
+    let members: Vec<(String, String)> = app.db.query("SELECT group_id, member_id FROM group_members").await;
+    assert_eq!(members, vec![("acme".to_string(), "ph-user".to_string())]);
+    let context: Vec<String> = app.db.query("SELECT context FROM events WHERE type = 'identify'").await;
+    assert!(context[0].contains("posthog-python"), "{}", context[0]);
+}
+
+#[tokio::test]
+async fn posthog_capture_endpoints_take_single_events_and_arrays() {
+    let app = TestApp::new().await;
+    let single = json!({"api_key": app.key, "event": "signed up", "distinct_id": "d1"});
+    assert_accepted(&app, post_json("/capture/", None, &single), json!({"status": 1})).await;
+    let array = json!([{"event": "$pageview", "distinct_id": "d2", "properties": {"token": app.key, "title": "Home"}}]);
+    let request = post_bytes("/e/", None, "text/plain", None, gzip(array.to_string().as_bytes()));
+    assert_accepted(&app, request, json!({"status": 1})).await;
+    assert_eq!(app.db.count("events WHERE type = 'page' AND name = 'Home'").await, 1);
+    assert_eq!(app.db.count("events").await, 2);
+}
+
+#[tokio::test]
+async fn browser_text_plain_single_call_is_stored() {
+    let app = TestApp::new().await;
+    let body = json!({
+        "type": "track", "event": "Button Clicked", "anonymousId": "browser-anon",
+        "messageId": "ajs-next-1714564800000-4d6ac1e1-4d7b-4d9b-8a5e-8f5e5bde0d55",
+        "writeKey": app.key, "sentAt": iso(Utc::now()), "timestamp": iso(Utc::now()),
+        "context": {"page": {"url": "https://shop.example/"}, "userAgent": "Mozilla/5.0"}
+    });
+    let request = post_bytes("/v1/t", None, "text/plain", None, body.to_string().into_bytes());
+    assert_accepted(&app, request, json!({"success": true})).await;
+    let rows = stored(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.as_deref()),
+        ("track", Some("Button Clicked"))
+    );
+}
+
+#[tokio::test]
+async fn beacon_with_the_key_in_the_query_is_stored() {
+    let app = TestApp::new().await;
+    let body = json!({"batch": [{"type": "screen", "name": "Home", "userId": "u-b", "messageId": "b-1"}]});
+    let path = format!("/beacon/v1/batch?writeKey={}", app.key);
+    let request = post_bytes(&path, None, "text/plain", None, body.to_string().into_bytes());
+    assert_accepted(&app, request, json!({"success": true})).await;
+    assert_eq!(
+        app.db
+            .count("events WHERE type = 'screen' AND message_id = 'b-1'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_missing_unknown_or_malformed_key_gets_one_401_body_and_queues_nothing() {
+    let app = TestApp::new().await;
+    let batch = json!({"batch": [{"type": "track", "event": "E", "userId": "u"}]});
+    let unknown = evtrack::keys::ApiKey::generate(Scope::Write);
+    let mut bodies = Vec::new();
+    for key in [None, Some("not-a-key"), Some(unknown.reveal())] {
+        let reply = app.send(post_json("/v1/batch", key, &batch)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        bodies.push(reply.json);
+    }
+    assert!(
+        bodies.iter().all(|body| body == &bodies[0]),
+        "one body for all: {bodies:?}"
+    );
+    assert_eq!(bodies[0]["code"], "unauthorized");
+    assert!(bodies[0]["message"].is_string());
+    assert_eq!(bodies[0]["success"], false);
+    assert!(app.take_queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn two_different_keys_or_a_read_key_are_refused() {
+    let app = TestApp::new().await;
+    let (_, read_key) = project_with_key(&app.db, &app.config, Scope::Read).await;
+    let batch = json!({"writeKey": app.key, "batch": [{"type": "track", "event": "E", "userId": "u"}]});
+    let reply = app.send(post_json("/v1/batch", Some(&read_key), &batch)).await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("conflicting_keys"))
+    );
+    let batch = json!({"batch": [{"type": "track", "event": "E", "userId": "u"}]});
+    let reply = app.send(post_json("/v1/batch", Some(&read_key), &batch)).await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    assert!(app.take_queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn limits_are_enforced_and_named() {
+    let app = TestApp::new().await;
+    let event = json!({"type": "track", "event": "E", "userId": "u"});
+    let too_many = json!({"batch": vec![event.clone(); 2501]});
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &too_many)).await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("too_many_events"))
+    );
+    assert!(
+        reply.json["message"].as_str().unwrap_or_default().contains("2500"),
+        "{}",
+        reply.json
+    );
+
+    let big_event =
+        json!({"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"blob": "x".repeat(33_000)}}]});
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &big_event)).await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("event_too_large"))
+    );
+    assert!(
+        reply.json["message"].as_str().unwrap_or_default().contains("32768"),
+        "{}",
+        reply.json
+    );
+
+    let events: Vec<Value> = (0..40)
+        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": i.to_string(), "properties": {"blob": "y".repeat(15_000)}}))
+        .collect();
+    let reply = app
+        .send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events})))
+        .await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+    );
+    assert!(
+        reply.json["message"].as_str().unwrap_or_default().contains("512000"),
+        "{}",
+        reply.json
+    );
+    assert!(app.take_queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_at_the_inflated_limit() {
+    let app = TestApp::new().await;
+    // 100 MB of JSON whitespace compresses to about 100 KB.
+    let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
+    assert!(bomb.len() < 512_000);
+    let reply = app
+        .send(post_bytes(
+            "/v1/batch",
+            Some(&app.key),
+            "application/json",
+            Some("gzip"),
+            bomb,
+        ))
+        .await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+    );
+    assert!(
+        reply.json["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("after decompression")
+    );
+    assert!(app.take_queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn hostile_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
+    let app = TestApp::new().await;
+    let track = |extra: Value| {
+        let mut event = json!({"type": "track", "event": "E", "userId": "u"});
+        if let (Value::Object(event), Value::Object(extra)) = (&mut event, extra) {
+            event.extend(extra);
+        }
+        json!({"batch": [event]}).to_string().into_bytes()
+    };
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let mut deep_object = json!(1);
+    for _ in 0..40 {
+        deep_object = json!({"a": deep_object});
+    }
+    let many_properties: serde_json::Map<String, Value> = (0..10_000).map(|i| (format!("p{i}"), json!(i))).collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("invalid UTF-8", b"{\"batch\":[{\"type\":\"track\",\"event\":\"\xff\xfe\"}]}".to_vec(), "invalid_json"),
+        ("truncated JSON", b"{\"batch\":[{\"type\":".to_vec(), "invalid_json"),
+        ("empty body", Vec::new(), "invalid_json"),
+        ("deep nesting", format!("{{\"batch\":[{{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{{\"a\":{deep}}}}}]}}").into_bytes(), "invalid_event"),
+        ("nesting the database refuses", track(json!({"properties": deep_object})), "invalid_event"),
+        ("huge number", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{\"n\":1e400}}]}".to_vec(), "invalid_event"),
+        ("NUL in an id", track(json!({"userId": "a\u{0}b"})), "invalid_event"),
+        ("newline in an id (log injection)", track(json!({"userId": "u\n2024-01-01 INFO forged"})), "invalid_event"),
+        ("absurd timestamp", track(json!({"timestamp": "99999-01-01T00:00:00Z"})), "invalid_event"),
+        ("year 1", track(json!({"timestamp": "0001-01-01T00:00:00Z"})), "invalid_event"),
+        ("unknown type", b"{\"batch\":[{\"type\":\"drop table\",\"userId\":\"u\"}]}".to_vec(), "invalid_event"),
+        ("no user", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\"}]}".to_vec(), "invalid_event"),
+        ("properties not an object", track(json!({"properties": [1, 2]})), "invalid_event"),
+        ("batch not an array", b"{\"batch\":{}}".to_vec(), "invalid_json"),
+        ("10k properties", track(json!({"properties": many_properties})), "event_too_large"),
+        ("long user id", track(json!({"userId": "u".repeat(300)})), "invalid_event"),
+    ];
+    for (name, body, code) in cases {
+        let reply = app
+            .send(post_bytes("/v1/batch", Some(&app.key), "application/json", None, body))
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{name}: {} {}",
+            reply.status,
+            reply.json
+        );
+        assert_eq!(reply.json["code"], code, "{name}: {}", reply.json);
+        assert!(!reply.json["message"].as_str().unwrap_or_default().is_empty(), "{name}");
+    }
+    assert!(app.take_queued().await.is_empty(), "nothing was queued");
+    assert_eq!(app.db.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn sql_and_markup_in_values_are_stored_as_data() {
+    let app = TestApp::new().await;
+    let nasty = "'); DROP TABLE events; -- <script>alert(1)</script>";
+    let body = json!({"batch": [{"type": "track", "event": nasty, "userId": nasty, "messageId": nasty, "properties": {nasty: nasty}}]});
+    assert_accepted(
+        &app,
+        post_json("/v1/batch", Some(&app.key), &body),
+        json!({"success": true}),
+    )
+    .await;
+    let rows = stored(&app).await;
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].2.as_deref(), rows[0].3.as_deref()),
+        (nasty, Some(nasty), Some(nasty))
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_any_origin_on_ingest_without_credentials() {
+    let app = TestApp::new().await;
+    let preflight = Request::options("/v1/batch")
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-retry-count,anonymousid",
+        )
+        .body(Body::empty())
+        .expect("request");
+    let reply = app.send(preflight).await;
+    assert!(reply.status.is_success(), "{}", reply.status);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    let allowed = reply.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    for header in ["authorization", "content-type", "x-retry-count", "anonymousid"] {
+        assert!(allowed.contains(header), "{allowed}");
+    }
+    assert!(!reply.headers.contains_key("access-control-allow-credentials"));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors_and_security_headers() {
+    let app = TestApp::new().await;
+    let reply = app
+        .send(Request::get("/v1/nope").body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let reply = app
+        .send(Request::get("/v1/batch").body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn a_full_rate_window_answers_429_with_retry_after() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "10")]).await;
+    let batch = |n: usize| json!({"batch": (0..n).map(|_| json!({"type": "track", "event": "E", "userId": "u"})).collect::<Vec<_>>()});
+    // A window boundary between the two requests resets the count; try a few pairs.
+    let mut refused = None;
+    for _ in 0..5 {
+        let first = app.send(post_json("/v1/batch", Some(&app.key), &batch(10))).await;
+        assert_eq!(first.status, StatusCode::OK);
+        let second = app.send(post_json("/v1/batch", Some(&app.key), &batch(1))).await;
+        if second.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(second);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let refused = refused.expect("the second request in a full window is refused");
+    assert_eq!(refused.json["code"], "rate_limited");
+    assert_eq!(refused.headers["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn redis_down_still_serves_and_limits_per_instance() {
+    let db = TestDb::new().await;
+    let app = TestApp::with(
+        db,
+        &[
+            ("EVTRACK_REDIS_URL", "redis://127.0.0.1:1"),
+            ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "1000000"),
+        ],
+    )
+    .await;
+    let batch = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "r-1"}]});
+    for _ in 0..3 {
+        let reply = app.send(post_json("/v1/batch", Some(&app.key), &batch)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    }
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(
+        app.db.count("events").await,
+        1,
+        "three deliveries of one messageId, one row"
+    );
+}

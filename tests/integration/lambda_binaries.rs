@@ -1,0 +1,203 @@
+//! The built Lambda binaries, not just their handlers: each runs against a small fake of the
+//! Lambda Runtime API, is fed a real event payload, and must answer it.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use evtrack::keys::Scope;
+use evtrack_tests::*;
+use http::HeaderMap;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+struct FakeRuntime {
+    invocations: Arc<Mutex<VecDeque<(String, String)>>>,
+    answers: mpsc::UnboundedSender<(String, String)>,
+}
+
+/// Serves the Runtime API on a free port; returns its address and the answers channel
+/// (kind, body) where kind is `response`, `error` or `init-error`.
+async fn start_runtime(payload: Value) -> (String, mpsc::UnboundedReceiver<(String, String)>) {
+    let (answers, received) = mpsc::unbounded_channel();
+    let runtime = FakeRuntime {
+        invocations: Arc::new(Mutex::new(VecDeque::from([(
+            "request-1".to_string(),
+            payload.to_string(),
+        )]))),
+        answers,
+    };
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(
+                |State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
+                    rt.answers.send(("response".into(), body)).ok();
+                    http::StatusCode::ACCEPTED
+                },
+            ),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            post(
+                |State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
+                    rt.answers.send(("error".into(), body)).ok();
+                    http::StatusCode::ACCEPTED
+                },
+            ),
+        )
+        .route(
+            "/2018-06-01/runtime/init/error",
+            post(|State(rt): State<FakeRuntime>, body: String| async move {
+                rt.answers.send(("init-error".into(), body)).ok();
+                http::StatusCode::ACCEPTED
+            }),
+        )
+        .with_state(runtime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (address, received)
+}
+
+async fn next_invocation(State(runtime): State<FakeRuntime>) -> (HeaderMap, String) {
+    loop {
+        let next = runtime.invocations.lock().expect("lock").pop_front();
+        if let Some((id, payload)) = next {
+            let mut headers = HeaderMap::new();
+            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
+            headers.insert(
+                "lambda-runtime-deadline-ms",
+                deadline.to_string().parse().expect("header"),
+            );
+            headers.insert(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:000000000000:function:test"
+                    .parse()
+                    .expect("header"),
+            );
+            headers.insert("content-type", "application/json".parse().expect("header"));
+            return (headers, payload);
+        }
+        // No more work: a real runtime would freeze the process here.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn run_lambda(binary: &str, runtime_api: &str, env: &[(&str, String)]) -> Running {
+    let mut command = Command::new(workspace_binary(binary));
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", binary)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test-stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "test-group")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Running(command.spawn().expect("lambda binary starts"))
+}
+
+async fn answer(received: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, Value) {
+    let (kind, body) = tokio::time::timeout(Duration::from_secs(60), received.recv())
+        .await
+        .expect("the function answered within 60 s")
+        .expect("answer");
+    (kind, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+#[tokio::test]
+async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
+    let db = TestDb::new().await;
+    let pepper = "lambda-test-pepper";
+    let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper)]);
+    let (_, key) = project_with_key(&db, &config, Scope::Write).await;
+    let client = sqs_client(&sqs_endpoint());
+    let queue_url = fresh_queue(&client).await;
+    let env = vec![
+        ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
+        ("EVTRACK_KEY_PEPPER", pepper.to_string()),
+        ("EVTRACK_SQS_QUEUE_URL", queue_url.clone()),
+        ("EVTRACK_REDIS_URL", redis_url()),
+        ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
+    ];
+
+    // An API Gateway HTTP API (payload v2) request, as the ingest function receives it.
+    let body = json!({"batch": [{"type": "track", "event": "Lambda Works", "userId": "u", "messageId": "lambda-1"}]});
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+    let request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/batch", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "authorization": format!("Basic {basic}"), "host": "ingest.example"},
+        "requestContext": {
+            "accountId": "000000000000", "apiId": "api", "domainName": "ingest.example", "domainPrefix": "ingest",
+            "http": {"method": "POST", "path": "/v1/batch", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
+            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 0
+        },
+        "body": body.to_string(), "isBase64Encoded": false
+    });
+    let (runtime_api, mut received) = start_runtime(request).await;
+    let _ingest = run_lambda("ingest", &runtime_api, &env);
+    let (kind, response) = answer(&mut received).await;
+    assert_eq!(kind, "response", "{response}");
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["body"], json!({"success": true}).to_string());
+
+    let messages = receive_all(&client, &queue_url).await;
+    assert_eq!(messages.len(), 1);
+    let envelope: Value = serde_json::from_str(messages[0].body().unwrap_or_default()).expect("envelope");
+    assert_eq!(envelope["ip"], "198.51.100.0", "the API Gateway source IP, truncated");
+
+    // The SQS event the event source mapping would deliver.
+    let sqs_event = json!({"Records": [{
+        "messageId": messages[0].message_id(), "receiptHandle": messages[0].receipt_handle(),
+        "body": messages[0].body(), "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:events", "awsRegion": "us-east-1"
+    }]});
+    let (runtime_api, mut received) = start_runtime(sqs_event).await;
+    let _consumer = run_lambda("consumer", &runtime_api, &env);
+    let (kind, response) = answer(&mut received).await;
+    assert_eq!(kind, "response", "{response}");
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_eq!(
+        db.count("events WHERE message_id = 'lambda-1' AND ip = '198.51.100.0'")
+            .await,
+        1
+    );
+}
+
+#[test]
+fn the_ingest_binary_refuses_to_start_with_the_development_pepper() {
+    for pepper in ["", evtrack::config::DEVELOPMENT_PEPPER] {
+        let output = Command::new(workspace_binary("ingest"))
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+            .env("EVTRACK_KEY_PEPPER", pepper)
+            .env("EVTRACK_SQS_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("EVTRACK_KEY_PEPPER is not set"), "{stderr}");
+    }
+}

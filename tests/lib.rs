@@ -1,0 +1,323 @@
+//! Test helpers: a fresh database per test, the ingest router and consumer wired to it,
+//! an SQS endpoint (moto) with a fresh queue per test, and a TCP proxy to cut services.
+//!
+//! The services must be running (`infra/dev.sh test` starts them); a missing service fails
+//! the test with the reason, never skips it.
+
+pub mod proxy;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use evtrack::Config;
+use evtrack::config::Secret;
+use evtrack::keys::Scope;
+use evtrack::queue::EventQueue;
+use evtrack::queue::local::{self, QueuedMessage};
+use evtrack::queue::sqs::SqsQueue;
+use evtrack::store::Store;
+use evtrack_consumer::Consumer;
+use evtrack_ingest::Ingest;
+use http::{Request, StatusCode};
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// The MySQL server the tests use (no database name); root can create databases.
+pub fn database_server_url() -> String {
+    std::env::var("EVTRACK_TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("EVTRACK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The SQS-compatible endpoint (moto) started by `infra/dev.sh test`.
+pub fn sqs_endpoint() -> String {
+    std::env::var("EVTRACK_TEST_SQS_ENDPOINT").expect(
+        "EVTRACK_TEST_SQS_ENDPOINT is not set: run the tests with `infra/dev.sh test`, which starts moto's SQS server",
+    )
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDb {
+    pub name: String,
+    pub url: Secret<String>,
+    pub store: Store,
+    pool: mysql_async::Pool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::on_server(&database_server_url()).await
+    }
+
+    /// A database reached through `server` (e.g. a proxy), created through the real server.
+    pub async fn on_server(server: &str) -> Self {
+        let name = format!("evtrack_test_{}", Uuid::now_v7().simple());
+        let direct = Secret::new(format!("{}/{name}?prefer_socket=false", database_server_url()));
+        Store::create_database(&direct)
+            .await
+            .unwrap_or_else(|err| panic!("MariaDB must be running at {}: {err}", database_server_url()));
+        let store = Store::connect(&direct, 2).expect("store");
+        store.migrate().await.expect("migrations apply");
+        let url = Secret::new(format!("{server}/{name}?prefer_socket=false"));
+        let pool = mysql_async::Pool::new(direct.expose().as_str());
+        let store = Store::connect(&url, 4).expect("store");
+        Self { name, url, store, pool }
+    }
+
+    pub async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
+        let mut conn = self.pool.get_conn().await.expect("test connection");
+        conn.query(sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    pub async fn count(&self, table_and_condition: &str) -> u64 {
+        let rows: Vec<u64> = self.query(&format!("SELECT COUNT(*) FROM {table_and_condition}")).await;
+        rows[0]
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = Secret::new(format!("{}/{}", database_server_url(), self.name));
+        // Drop runs outside async; a small runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(async { Store::drop_database(&url).await.ok() });
+            }
+        })
+        .join();
+    }
+}
+
+/// Test settings: the development pepper, a per-test database, rate limiting off unless set.
+pub fn config(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("EVTRACK_DATABASE_URL", db.url.expose()),
+        ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0"),
+        ("EVTRACK_QUEUE_SEND_TIMEOUT_MS", "500"),
+    ];
+    let redis = redis_url();
+    pairs.push(("EVTRACK_REDIS_URL", &redis));
+    pairs.extend_from_slice(overrides);
+    // Later pairs win: reverse so that `find` sees overrides first.
+    pairs.reverse();
+    Config::with_overrides(&pairs).expect("test config")
+}
+
+/// A project and its write key in `db`.
+pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uuid, String) {
+    let project = db.store.create_project("test project").await.expect("project");
+    let (_, key) = evtrack_cli::commands::issue_key(&db.store, config, Some(project.uid), scope, "test", None)
+        .await
+        .expect("key");
+    (project.uid, key.reveal().to_string())
+}
+
+/// Ingest and consumer over one test database, with the in-process queue.
+pub struct TestApp {
+    pub db: TestDb,
+    pub config: Config,
+    pub router: Router,
+    pub consumer: Consumer,
+    pub project: Uuid,
+    pub key: String,
+    queued: tokio::sync::Mutex<mpsc::Receiver<QueuedMessage>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub json: Value,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(TestDb::new().await, &[]).await
+    }
+
+    pub async fn with(db: TestDb, overrides: &[(&str, &str)]) -> Self {
+        let config = config(&db, overrides);
+        let (project, key) = project_with_key(&db, &config, Scope::Write).await;
+        let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
+        let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
+        let consumer = Consumer::new(db.store.clone());
+        Self {
+            router: evtrack_ingest::router(ingest),
+            consumer,
+            config,
+            project,
+            key,
+            db,
+            queued: tokio::sync::Mutex::new(receiver),
+        }
+    }
+
+    /// Sends a request through the ingest router, as from 203.0.113.77.
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        send(&self.router, request).await
+    }
+
+    /// Everything queued so far, as SQS messages.
+    pub async fn take_queued(&self) -> Vec<QueuedMessage> {
+        let mut receiver = self.queued.lock().await;
+        let mut messages = Vec::new();
+        while let Ok(message) = receiver.try_recv() {
+            messages.push(message);
+        }
+        messages
+    }
+
+    /// Runs the consumer on everything queued; returns the ids it reported as failed.
+    pub async fn consume_queued(&self) -> Vec<String> {
+        let messages = self.take_queued().await;
+        let response = self.consumer.handle(sqs_event(&messages)).await;
+        response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect()
+    }
+}
+
+pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 77], 50_000))));
+    let response = router.clone().oneshot(request).await.expect("router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply { status, headers, json }
+}
+
+pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages.iter().map(|m| sqs_message(&m.id, Some(&m.body))).collect();
+    event
+}
+
+pub fn sqs_message(id: &str, body: Option<&str>) -> SqsMessage {
+    let mut record = SqsMessage::default();
+    record.message_id = Some(id.to_string());
+    record.body = body.map(str::to_string);
+    record
+}
+
+/// A JSON POST with optional Basic auth.
+pub fn post_json(path: &str, basic_key: Option<&str>, body: &Value) -> Request<Body> {
+    post_bytes(path, basic_key, "application/json", None, body.to_string().into_bytes())
+}
+
+pub fn post_bytes(
+    path: &str,
+    basic_key: Option<&str>,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> Request<Body> {
+    use base64::Engine;
+    let mut builder = Request::post(path).header(http::header::CONTENT_TYPE, content_type);
+    if let Some(key) = basic_key {
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        builder = builder.header(http::header::AUTHORIZATION, format!("Basic {credentials}"));
+    }
+    if let Some(encoding) = encoding {
+        builder = builder.header(http::header::CONTENT_ENCODING, encoding);
+    }
+    builder.body(Body::from(body)).expect("valid request")
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("in memory");
+    encoder.finish().expect("in memory")
+}
+
+/// An SQS client for the test endpoint, with dummy credentials.
+pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(std::time::Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A fresh queue on the test endpoint (moto slows down as a queue fills).
+pub async fn fresh_queue(client: &aws_sdk_sqs::Client) -> String {
+    let name = format!("evtrack-test-{}", Uuid::now_v7().simple());
+    let output = client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "SQS endpoint {} must be running: {}",
+                sqs_endpoint(),
+                aws_sdk_sqs::error::DisplayErrorContext(&err)
+            )
+        });
+    output.queue_url.expect("queue url")
+}
+
+pub fn sqs_queue(client: &aws_sdk_sqs::Client, queue_url: &str) -> SqsQueue {
+    SqsQueue::new(client.clone(), queue_url, 1024 * 1024)
+}
+
+/// Receives until the queue answers empty.
+pub async fn receive_all(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let output = client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .expect("receive");
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return all;
+        }
+        all.extend(messages);
+    }
+}
+
+/// A binary of this workspace, built by `cargo build --bins` (the test command does that).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let test_exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/integration-… → target/<profile>/<name>
+    let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first (infra/dev.sh test does)",
+        path.display()
+    );
+    path
+}
