@@ -74,21 +74,32 @@ services() {
   ensure_redis
 }
 
-# moto's SQS server, in a virtualenv of our own, on a free port; stopped when we exit.
-start_moto() {
-  local venv="$ROOT/.venv-test"
-  if [ ! -x "$venv/bin/moto_server" ]; then
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
-    say "installing moto (PyPI) into .venv-test"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+# The test tools (moto's SQS server, the real Python SDKs) in a virtualenv of our own,
+# reinstalled when tests/sdk/requirements.txt changes.
+ensure_test_venv() {
+  local venv="$ROOT/.venv-test" requirements="$ROOT/tests/sdk/requirements.txt"
+  local stamp="$venv/.requirements"
+  if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$stamp"; then return 0; fi
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    apt_install python3-venv
+    rm -rf "$venv"
+    python3 -m venv "$venv"
   fi
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  say "installing the test tools (PyPI) into .venv-test"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+}
+
+# moto's SQS server on a free port, stopped when we exit.
+start_moto() {
+  local venv="$ROOT/.venv-test" port
+  port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
   MOTO_PID=$!
   trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
   wait_for_port "$port" "moto (SQS)"
   export EVTRACK_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+  export EVTRACK_TEST_PYTHON="$venv/bin/python"
   say "SQS endpoint (moto): $EVTRACK_TEST_SQS_ENDPOINT"
 }
 
@@ -100,6 +111,7 @@ case "${1:-}" in
   test)
     services
     mkdir -p target
+    ensure_test_venv
     start_moto
     say "cargo fmt --check"
     cargo fmt --all -- --check

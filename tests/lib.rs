@@ -321,3 +321,122 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// `evtrack up` running as a process on a database of its own, as a user runs it.
+pub struct StackProcess {
+    child: std::process::Child,
+    pub address: String,
+    pub key: String,
+    pub database_url: String,
+    output: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl StackProcess {
+    pub fn start(extra_env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let name = format!("evtrack_test_up_{}", Uuid::now_v7().simple());
+        let database_url = format!("{}/{name}?prefer_socket=false", database_server_url());
+        let mut command = std::process::Command::new(workspace_binary("evtrack"));
+        command
+            .arg("up")
+            .env("EVTRACK_DATABASE_URL", &database_url)
+            .env("EVTRACK_LISTEN", "127.0.0.1:0")
+            .env("EVTRACK_REDIS_URL", redis_url())
+            .env_remove("EVTRACK_SQS_QUEUE_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("evtrack up starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (mut address, mut key) = (None, None);
+        while address.is_none() || key.is_none() {
+            let line = lines
+                .next()
+                .expect("evtrack up printed its address and key")
+                .expect("line");
+            if let Some(rest) = line.strip_prefix("evtrack is listening on ") {
+                address = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("write key (shown once; keep it): ") {
+                key = Some(rest.trim().to_string());
+            }
+        }
+        let output = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        Self {
+            child,
+            address: address.expect("address"),
+            key: key.expect("key"),
+            database_url,
+            output: Some(output),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits up to a minute for the exit; returns the exit
+    /// status and everything printed after start-up.
+    pub fn interrupt(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let started = std::time::Instant::now();
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "evtrack up did not exit after Ctrl-C"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let output = self
+            .output
+            .take()
+            .map(|reader| reader.join().expect("stdout reader"))
+            .unwrap_or_default();
+        (exit, output)
+    }
+
+    /// One number from the stack's database.
+    pub async fn count(&self, sql: &str) -> u64 {
+        let pool = mysql_async::Pool::new(self.database_url.as_str());
+        let mut conn = pool.get_conn().await.expect("connection");
+        let count: Option<u64> = conn.query_first(sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+        drop(conn);
+        pool.disconnect().await.ok();
+        count.unwrap_or_default()
+    }
+
+    /// Polls `sql` until it returns `expected` or `timeout` passes; returns the last value.
+    pub async fn wait_for_count(&self, sql: &str, expected: u64, timeout: std::time::Duration) -> u64 {
+        let started = std::time::Instant::now();
+        loop {
+            let count = self.count(sql).await;
+            if count == expected || started.elapsed() > timeout {
+                return count;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for StackProcess {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let url = Secret::new(self.database_url.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(async { Store::drop_database(&url).await.ok() });
+            }
+        })
+        .join();
+    }
+}

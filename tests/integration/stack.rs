@@ -1,52 +1,20 @@
-//! `evtrack up` as a user runs it: a process, HTTP from outside, rows in MySQL, and a
-//! Ctrl-C that stores everything accepted before it exits.
+//! `evtrack up` as a user runs it: a process, HTTP from outside (curl-like requests and the
+//! real SDKs), rows in MySQL, and a Ctrl-C that stores everything accepted before it exits.
 
 use evtrack_tests::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test]
 async fn evtrack_up_serves_ingest_and_drains_on_ctrl_c() {
-    let db = TestDb::new().await;
-    // A database `up` creates itself, so drop ours first and let it.
-    let name = format!("{}_up", db.name);
-    let url = format!("{}/{name}?prefer_socket=false", database_server_url());
-    let mut child = Command::new(workspace_binary("evtrack"))
-        .arg("up")
-        .env("EVTRACK_DATABASE_URL", &url)
-        .env("EVTRACK_LISTEN", "127.0.0.1:0")
-        .env("EVTRACK_REDIS_URL", redis_url())
-        .env_remove("EVTRACK_SQS_QUEUE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("evtrack up starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut address, mut key) = (None, None);
-    while address.is_none() || key.is_none() {
-        let line = lines
-            .next()
-            .expect("evtrack up printed its address and key")
-            .expect("line");
-        if let Some(rest) = line.strip_prefix("evtrack is listening on ") {
-            address = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.strip_prefix("write key (shown once; keep it): ") {
-            key = Some(rest.trim().to_string());
-        }
-    }
-    let (address, key) = (address.expect("address"), key.expect("key"));
-    let printed = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-
+    let mut stack = StackProcess::start(&[]);
     let http = reqwest::Client::new();
     let mut sent = 0;
     for round in 0..20 {
         let batch = json!({"batch": (0..50).map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("e2e-{round}-{i}")})).collect::<Vec<_>>()});
         let response = http
-            .post(format!("{address}/v1/batch"))
-            .basic_auth(&key, Some(""))
+            .post(format!("{}/v1/batch", stack.address))
+            .basic_auth(&stack.key, Some(""))
             .json(&batch)
             .send()
             .await
@@ -54,10 +22,9 @@ async fn evtrack_up_serves_ingest_and_drains_on_ctrl_c() {
         assert_eq!(response.status(), 200);
         sent += 50;
     }
-    let posthog =
-        json!({"api_key": key, "batch": [{"event": "$pageview", "distinct_id": "d", "properties": {"title": "Home"}}]});
+    let posthog = json!({"api_key": stack.key, "batch": [{"event": "$pageview", "distinct_id": "d", "properties": {"title": "Home"}}]});
     let response = http
-        .post(format!("{address}/batch/"))
+        .post(format!("{}/batch/", stack.address))
         .json(&posthog)
         .send()
         .await
@@ -69,39 +36,92 @@ async fn evtrack_up_serves_ingest_and_drains_on_ctrl_c() {
     sent += 1;
 
     // Ctrl-C right after the last request: whatever is still queued must be stored.
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "evtrack up did not exit after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (exit, output) = stack.interrupt();
     assert!(exit.success(), "{exit:?}");
-    let output = printed.join().expect("stdout reader");
     assert!(
         output
             .iter()
             .any(|line| line.contains("all accepted events are stored")),
         "{output:?}"
     );
+    assert_eq!(
+        stack.count("SELECT COUNT(*) FROM events").await,
+        sent,
+        "every accepted event is in MySQL after exit"
+    );
+}
 
-    let store_url = evtrack::config::Secret::new(url.clone());
-    let pool = mysql_async::Pool::new(url.as_str());
-    let mut conn = pool.get_conn().await.expect("connection");
-    let count: Option<u64> = mysql_async::prelude::Queryable::query_first(&mut conn, "SELECT COUNT(*) FROM events")
+/// The Python SDKs, unchanged but for their host, against the running stack.
+#[tokio::test]
+async fn the_real_python_sdks_deliver_every_call() {
+    let python = std::env::var("EVTRACK_TEST_PYTHON").expect(
+        "EVTRACK_TEST_PYTHON is not set: run the tests with `infra/dev.sh test`, which installs the SDKs into .venv-test",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/python_sdks.py");
+    let stack = StackProcess::start(&[]);
+    let run = format!("r{}", uuid::Uuid::now_v7().simple());
+    let output = tokio::process::Command::new(&python)
+        .args([script, &stack.address, &stack.key, &run])
+        .output()
         .await
-        .expect("count");
-    drop(conn);
-    pool.disconnect().await.ok();
-    evtrack::store::Store::drop_database(&store_url).await.ok();
-    assert_eq!(count, Some(sent), "every accepted event is in MySQL after exit");
+        .expect("python runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "SDKs reported errors: {stderr}");
+    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("counts");
+    assert_eq!(sent, json!({"segment": 12, "rudder": 6, "posthog": 5}));
+
+    let total = stack
+        .wait_for_count("SELECT COUNT(*) FROM events", 23, Duration::from_secs(20))
+        .await;
+    assert_eq!(total, 23, "12 Segment + 6 RudderStack + 5 PostHog calls");
+    for sdk in ["segment", "segment-gzip", "rudder"] {
+        let per_type = stack
+            .count(&format!(
+                "SELECT COUNT(DISTINCT type) FROM events WHERE user_id = '{run}-{sdk}-user'"
+            ))
+            .await;
+        assert_eq!(per_type, 6, "{sdk}: identify, track, page, screen, group, alias");
+        let traits = stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM users WHERE user_id = '{run}-{sdk}-user' AND JSON_VALUE(traits, '$.plan') = 'pro'"
+            ))
+            .await;
+        assert_eq!(traits, 1, "{sdk}: identify traits in users");
+        let links = stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM aliases WHERE user_id = '{run}-{sdk}-user'"
+            ))
+            .await;
+        assert_eq!(links, 2, "{sdk}: the anonymous id and the alias");
+    }
+    let posthog_user = format!("{run}-posthog-user");
+    assert_eq!(
+        stack.count(&format!("SELECT COUNT(*) FROM users WHERE user_id = '{posthog_user}' AND JSON_VALUE(traits, '$.email') = 'ada@example.com'")).await,
+        1,
+        "posthog set() becomes the user's traits"
+    );
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM aliases WHERE alias = '{run}-posthog-anon' AND user_id = '{posthog_user}'"
+            ))
+            .await,
+        1,
+        "posthog alias() links the previous id"
+    );
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM group_profiles WHERE group_id = '{run}-posthog-acme'"
+            ))
+            .await,
+        1
+    );
+    // Skew correction ran on every SDK's events: none lands more than a minute from receipt.
+    assert_eq!(
+        stack
+            .count("SELECT COUNT(*) FROM events WHERE ABS(TIMESTAMPDIFF(SECOND, timestamp, received_at)) > 60")
+            .await,
+        0
+    );
 }

@@ -248,6 +248,15 @@ fn segment_event(
         _ => batch_sent_at(batch)?,
     };
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
+    let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?);
+    let mut traits = take_object(&mut message, "traits")?;
+    if kind == EventType::Identify && traits.is_none() {
+        // RudderStack's SDKs send identify traits in context.traits only.
+        traits = match context.as_ref().and_then(|context| context.get("traits")) {
+            Some(Value::Object(in_context)) => Some(in_context.clone()),
+            _ => None,
+        };
+    }
     Ok(Event {
         message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
         kind,
@@ -257,8 +266,8 @@ fn segment_event(
         group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
         previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
         properties: take_object(&mut message, "properties")?,
-        traits: take_object(&mut message, "traits")?,
-        context: merged(batch.context.as_ref(), take_object(&mut message, "context")?),
+        traits,
+        context,
         integrations: merged(batch.integrations.as_ref(), take_object(&mut message, "integrations")?),
         timestamp,
         original_timestamp: original,
@@ -302,10 +311,14 @@ fn posthog_event(
     };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
     let kind = match event_name.as_str() {
-        "$identify" => {
+        // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
+        "$identify" | "$set" => {
             user_id = Some(distinct_id.clone());
             anonymous_id = property_id(&properties, "$anon_distinct_id")?;
-            traits = object_property(&properties, "$set")?;
+            traits = match object_property(&properties, "$set")? {
+                Some(traits) => Some(traits),
+                None => take_object(&mut message, "$set")?,
+            };
             EventType::Identify
         }
         "$create_alias" => {
@@ -506,6 +519,16 @@ mod tests {
     }
 
     #[test]
+    fn identify_traits_may_come_in_context_as_rudderstack_sends_them() {
+        let events = events(
+            Shape::SegmentBatch,
+            json!({"batch": [{"type": "identify", "userId": "u", "context": {"traits": {"plan": "pro"}}}]}),
+        )
+        .expect("valid");
+        assert_eq!(events[0].traits.as_ref().expect("traits")["plan"], "pro");
+    }
+
+    #[test]
     fn mismatched_type_on_a_single_endpoint_is_refused() {
         let err = events(
             Shape::SegmentSingle(EventType::Page),
@@ -533,13 +556,14 @@ mod tests {
                 {"event": "$groupidentify", "distinct_id": "u-1", "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 5}}},
                 {"event": "$pageview", "distinct_id": "u-1", "properties": {"title": "Home"}},
                 {"event": "$screen", "distinct_id": "u-1", "properties": {"$screen_name": "Settings"}},
+                {"event": "$set", "distinct_id": "u-2", "$set": {"plan": "team"}},
                 {"event": "clicked", "distinct_id": "dev-1", "properties": {"$device_id": "dev-1"}, "uuid": "0190a0e0-0000-7000-8000-000000000001"}
             ], "api_key": "k"}),
         )
         .expect("valid");
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         use EventType::*;
-        assert_eq!(kinds, vec![Identify, Alias, Group, Page, Screen, Track]);
+        assert_eq!(kinds, vec![Identify, Alias, Group, Page, Screen, Identify, Track]);
         assert_eq!(events[0].traits.as_ref().expect("traits")["plan"], "pro");
         assert_eq!(events[0].anonymous_id.as_deref(), Some("anon-1"));
         assert_eq!(
@@ -549,8 +573,9 @@ mod tests {
         assert_eq!(events[2].group_id.as_deref(), Some("acme"));
         assert_eq!(events[3].name.as_deref(), Some("Home"));
         assert_eq!(events[4].name.as_deref(), Some("Settings"));
-        assert_eq!(events[5].anonymous_id.as_deref(), Some("dev-1"));
-        assert_eq!(events[5].message_id, "0190a0e0-0000-7000-8000-000000000001");
+        assert_eq!(events[5].traits.as_ref().expect("traits")["plan"], "team");
+        assert_eq!(events[6].anonymous_id.as_deref(), Some("dev-1"));
+        assert_eq!(events[6].message_id, "0190a0e0-0000-7000-8000-000000000001");
     }
 
     #[test]
