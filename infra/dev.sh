@@ -127,6 +127,8 @@ case "${1:-}" in
     ;;
   bench)
     services
+    say "building the release binary the end-to-end benchmark runs"
+    cargo build --release --quiet -p evtrack-cli --bin evtrack
     cargo bench -p evtrack-tests --bench throughput
     ;;
   *)

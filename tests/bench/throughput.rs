@@ -1,1 +1,383 @@
-fn main() {}
+//! Throughput benchmarks. Every figure is printed beside a bound measured in the same run on
+//! the same machine, and as a ratio to it (BENCHMARKS.md records method and results).
+//!
+//! 1. ingest: the ingest router (the one Lambda and `evtrack up` run) over loopback HTTP,
+//!    vs bare HTTP servers that read the same bodies and parse them into JSON values (or not).
+//! 2. consumer: the consumer handler storing queued events into MariaDB, vs LOAD DATA of the
+//!    same rows into the same table.
+//! 3. end to end: `evtrack up` (release build, in-process queue), HTTP in, rows in MySQL out:
+//!    sustained events/s, request latency, peak RSS with twice the load (bounded queue).
+//!
+//! Run with `infra/dev.sh bench` (builds the release binary first). EVTRACK_BENCH_REQUESTS
+//! sets the requests per run (default 1500 batches of 100 events).
+
+use axum::routing::post;
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use evtrack::config::Limits;
+use evtrack::event::wire::{self, Shape};
+use evtrack::keys::Scope;
+use evtrack::queue::EventQueue;
+use evtrack::queue::envelope::{Receipt, pack};
+use evtrack::queue::local;
+use evtrack_consumer::{Consumer, QueueMessage};
+use evtrack_tests::*;
+use mysql_async::prelude::Queryable;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const CONNECTIONS: usize = 32;
+const EVENTS_PER_REQUEST: usize = 100;
+const ROUNDS: usize = 3;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let requests: usize = std::env::var("EVTRACK_BENCH_REQUESTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500);
+        println!(
+            "machine: {} cores; {} requests of {EVENTS_PER_REQUEST} events per run; {CONNECTIONS} connections",
+            cores(),
+            requests
+        );
+        let ingest = bench_ingest(requests).await;
+        let load_data = bench_consumer(requests * EVENTS_PER_REQUEST).await;
+        bench_end_to_end(requests, ingest, load_data).await;
+    });
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One Segment batch of 100 track events of about 350 bytes each, with unique messageIds.
+fn batch_body(run: &str, request: usize) -> Bytes {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let events: Vec<_> = (0..EVENTS_PER_REQUEST)
+        .map(|i| {
+            json!({
+                "type": "track", "event": "Product Viewed", "userId": format!("user-{:05}", (request * 7 + i) % 50_000),
+                "messageId": format!("{run}-{request}-{i}"), "timestamp": now,
+                "properties": {"product_id": format!("sku-{}", i * 31 % 997), "price": 19.99, "currency": "EUR",
+                               "category": "shoes", "position": i % 12, "list": "search results"},
+                "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "locale": "de-DE"}
+            })
+        })
+        .collect();
+    Bytes::from(json!({"batch": events, "sentAt": now}).to_string())
+}
+
+fn bodies(requests: usize) -> Arc<Vec<Bytes>> {
+    let run = Uuid::now_v7().simple().to_string();
+    Arc::new((0..requests).map(|request| batch_body(&run, request)).collect())
+}
+
+struct Load {
+    events_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    failures: usize,
+}
+
+/// `CONNECTIONS` clients posting every body once; events/s and latency percentiles.
+async fn load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>) -> Load {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, next, bodies, url, key) = (
+                client.clone(),
+                next.clone(),
+                bodies.clone(),
+                url.to_string(),
+                key.map(str::to_string),
+            );
+            tokio::spawn(async move {
+                let (mut latencies, mut failures) = (Vec::new(), 0);
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(index) else { break };
+                    let mut request = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone());
+                    if let Some(key) = &key {
+                        request = request.basic_auth(key, Some(""));
+                    }
+                    let sent = Instant::now();
+                    match request.send().await {
+                        Ok(response) if response.status() == 200 => {
+                            let _ = response.bytes().await;
+                        }
+                        _ => failures += 1,
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failures) = (Vec::new(), 0);
+    for worker in workers {
+        let (mut worker_latencies, worker_failures) = worker.await.expect("load worker");
+        latencies.append(&mut worker_latencies);
+        failures += worker_failures;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Load {
+        events_per_sec: (bodies.len() * EVENTS_PER_REQUEST) as f64 / elapsed.as_secs_f64(),
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        failures,
+    }
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .ok();
+    });
+    format!("http://{address}")
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Returns the bare parsing server's events/s (the ingest bound).
+async fn bench_ingest(requests: usize) -> f64 {
+    let db = TestDb::new().await;
+    let config = config(&db, &[("EVTRACK_LOCAL_QUEUE_CAPACITY", "4096")]);
+    let (_, key) = project_with_key(&db, &config, Scope::Write).await;
+    let (queue, mut receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
+    // A consumer that discards: this measures ingest alone.
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while receiver.recv_many(&mut batch, 64).await > 0 {
+            batch.clear();
+        }
+    });
+    let ingest = Arc::new(evtrack_ingest::Ingest::new(
+        &config,
+        db.store.clone(),
+        EventQueue::Local(queue),
+    ));
+    let ingest_url = format!("{}/v1/batch", serve(evtrack_ingest::router(ingest)).await);
+    let parse_url = serve(axum::Router::new().route(
+        "/v1/batch",
+        post(|body: Bytes| async move {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            drop(value);
+            axum::Json(json!({"success": true}))
+        }),
+    ))
+    .await
+        + "/v1/batch";
+    let plain_url = serve(axum::Router::new().route(
+        "/v1/batch",
+        post(|body: Bytes| async move {
+            drop(body);
+            axum::Json(json!({"success": true}))
+        }),
+    ))
+    .await
+        + "/v1/batch";
+
+    let warmup = bodies(200);
+    for url in [&plain_url, &parse_url, &ingest_url] {
+        load(url, Some(&key), warmup.clone()).await;
+    }
+    let (mut plain, mut parse, mut ingest) = (Vec::new(), Vec::new(), Vec::new());
+    let mut latency = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let round = bodies(requests);
+        plain.push(load(&plain_url, Some(&key), round.clone()).await.events_per_sec);
+        parse.push(load(&parse_url, Some(&key), round.clone()).await.events_per_sec);
+        let run = load(&ingest_url, Some(&key), round).await;
+        assert_eq!(run.failures, 0, "ingest refused requests");
+        latency = (run.p50, run.p99);
+        ingest.push(run.events_per_sec);
+    }
+    let (plain, parse, ingest) = (median(plain), median(parse), median(ingest));
+    println!("\n## ingest router (discarding consumer), median of {ROUNDS} runs");
+    println!("bare server, reads body only:        {plain:>10.0} events/s");
+    println!("bare server, parses JSON (the bound): {parse:>10.0} events/s");
+    println!(
+        "evtrack ingest:                      {ingest:>10.0} events/s  p50 {:?}  p99 {:?}",
+        latency.0, latency.1
+    );
+    println!("ratio to parsing bound:     {:.2}", ingest / parse);
+    println!("ratio to non-parsing bound: {:.2}", ingest / plain);
+    parse
+}
+
+/// Queue message bodies exactly as ingest packs them, for `events` events.
+async fn queued_bodies(project: Uuid, key: Uuid, events: usize) -> Vec<String> {
+    let limits = Limits::default();
+    let run = Uuid::now_v7().simple().to_string();
+    let mut all = Vec::new();
+    for request in 0..events / EVENTS_PER_REQUEST {
+        let received_at = Utc::now();
+        let payload = wire::parse(Shape::SegmentBatch, &batch_body(&run, request), &limits).expect("parses");
+        let events = payload.normalise(received_at, &limits).expect("valid");
+        let receipt = Receipt {
+            project,
+            key,
+            received_at,
+            ip: Some("203.0.113.0"),
+        };
+        all.extend(pack(&receipt, &events, limits.max_queue_message_bytes).expect("fits"));
+    }
+    all
+}
+
+/// Returns LOAD DATA's rows/s (the bulk-load bound).
+async fn bench_consumer(events: usize) -> f64 {
+    let (mut consumer_rates, mut load_rates) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let db = TestDb::new().await;
+        let project = db.store.create_project("bench").await.expect("project");
+        let bodies = queued_bodies(project.uid, Uuid::now_v7(), events).await;
+        let consumer = Arc::new(Consumer::new(db.store.clone()));
+        let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        // Two consumers taking batches of 10 messages, as `evtrack up` runs them.
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
+                tokio::spawn(async move {
+                    while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
+                        let messages: Vec<QueueMessage> = batch
+                            .iter()
+                            .zip(&ids)
+                            .map(|(body, id)| QueueMessage { id, body: Some(body) })
+                            .collect();
+                        let report = consumer.process(&messages).await;
+                        assert!(report.failed.is_empty());
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("consumer worker");
+        }
+        let consumer_rate = events as f64 / started.elapsed().as_secs_f64();
+        assert_eq!(db.count("events").await, events as u64);
+        consumer_rates.push(consumer_rate);
+
+        // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
+        let rows: Vec<String> = db
+            .query(
+                "SELECT CONCAT_WS('\t', HEX(uid), project_id, message_id, type, IFNULL(name, '\\\\N'), IFNULL(user_id, '\\\\N'),
+                   '\\\\N', '\\\\N', '\\\\N', IFNULL(properties, '\\\\N'), '\\\\N', IFNULL(context, '\\\\N'), '\\\\N',
+                   timestamp, IFNULL(original_timestamp, '\\\\N'), IFNULL(sent_at, '\\\\N'), received_at,
+                   timestamp_clamped, IFNULL(ip, '\\\\N'), HEX(write_key_uid)) FROM events",
+            )
+            .await;
+        let path = std::env::temp_dir().join(format!("evtrack-bench-{}.tsv", Uuid::now_v7().simple()));
+        std::fs::write(&path, rows.join("\n")).expect("write TSV");
+        let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(db.url.expose()).expect("url"))
+            .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new([&path])));
+        let mut conn = mysql_async::Conn::new(opts).await.expect("connection");
+        conn.query_drop("TRUNCATE TABLE events").await.expect("truncate");
+        let started = Instant::now();
+        conn.query_drop(format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE events
+             (@uid, project_id, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
+              properties, traits, context, integrations, timestamp, original_timestamp, sent_at, received_at,
+              timestamp_clamped, ip, @key) SET uid = UNHEX(@uid), write_key_uid = UNHEX(@key)",
+            path.display()
+        ))
+        .await
+        .expect("LOAD DATA");
+        let load_rate = events as f64 / started.elapsed().as_secs_f64();
+        conn.disconnect().await.ok();
+        std::fs::remove_file(&path).ok();
+        assert_eq!(db.count("events").await, events as u64);
+        load_rates.push(load_rate);
+    }
+    let (consumer, load) = (median(consumer_rates), median(load_rates));
+    println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
+    println!("LOAD DATA of the same rows (the bound): {load:>10.0} rows/s");
+    println!("evtrack consumer (2 workers):          {consumer:>10.0} events/s");
+    println!("ratio to bulk-load bound: {:.2}", consumer / load);
+    load
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
+    println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
+    for scale in [1, 2] {
+        let total_requests = requests * scale;
+        let stack = StackProcess::start(&[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
+        let url = format!("{}/v1/batch", stack.address);
+        let warmup = bodies(20);
+        load(&url, Some(&stack.key), warmup).await;
+        let idle_rss = rss_kib(stack.pid(), "VmRSS");
+        let all = bodies(total_requests);
+        let expected = (total_requests * EVENTS_PER_REQUEST + 20 * EVENTS_PER_REQUEST) as u64;
+        let started = Instant::now();
+        let http = load(&url, Some(&stack.key), all).await;
+        let accepted_in = started.elapsed();
+        let stored = stack
+            .wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(300))
+            .await;
+        let stored_in = started.elapsed();
+        assert_eq!(stored, expected, "every accepted event stored");
+        assert_eq!(http.failures, 0);
+        let events = (total_requests * EVENTS_PER_REQUEST) as f64;
+        let peak_rss = rss_kib(stack.pid(), "VmHWM");
+        println!(
+            "{:>7} events: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
+             (ratio to bulk-load bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \
+             RSS idle {} MiB, peak {} MiB",
+            events,
+            events / accepted_in.as_secs_f64(),
+            events / accepted_in.as_secs_f64() / ingest_bound,
+            events / stored_in.as_secs_f64(),
+            events / stored_in.as_secs_f64() / load_bound,
+            (stored_in - accepted_in).as_secs_f64(),
+            http.p50,
+            http.p99,
+            idle_rss / 1024,
+            peak_rss / 1024,
+        );
+    }
+}
