@@ -23,11 +23,17 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 /// Messages per consumer call, as Lambda's default SQS batch size.
 const BATCH_SIZE: usize = 10;
-/// Concurrent consumer calls (Lambda would run several instances).
-const CONSUMERS: usize = 2;
+/// Concurrent consumer calls (Lambda would run several instances). Four keep two cores busy:
+/// while one batch waits on the database, another is being decoded (BENCHMARKS.md).
+pub const CONSUMERS: usize = 4;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 pub async fn up(config: Config) -> anyhow::Result<()> {
+    // One connection per consumer worker, and some for ingest's key checks.
+    let config = Config {
+        database_pool_max: config.database_pool_max.max(CONSUMERS + 2),
+        ..config
+    };
     let store = open_store(&config).await?;
     warn_if_redis_is_down(&config).await;
     let listener = TcpListener::bind(config.listen)

@@ -49,9 +49,21 @@ fn main() {
             cores(),
             requests
         );
-        let ingest = bench_ingest(requests).await;
-        let load_data = bench_consumer(requests * EVENTS_PER_REQUEST).await;
-        bench_end_to_end(requests, ingest, load_data).await;
+        // EVTRACK_BENCH_ONLY=consumer (or ingest) runs one part, for quick iterations.
+        let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
+        let ingest = if only.is_empty() || only == "ingest" {
+            bench_ingest(requests).await
+        } else {
+            f64::NAN
+        };
+        let load_data = if only.is_empty() || only == "consumer" {
+            bench_consumer(requests * EVENTS_PER_REQUEST).await
+        } else {
+            f64::NAN
+        };
+        if only.is_empty() {
+            bench_end_to_end(requests, ingest, load_data).await;
+        }
     });
 }
 
@@ -266,8 +278,8 @@ async fn bench_consumer(events: usize) -> f64 {
         let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
-        // Two consumers taking batches of 10 messages, as `evtrack up` runs them.
-        let workers: Vec<_> = (0..2)
+        // Consumers taking batches of 10 messages, as many as `evtrack up` runs.
+        let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
             .map(|_| {
                 let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
                 tokio::spawn(async move {
@@ -325,7 +337,10 @@ async fn bench_consumer(events: usize) -> f64 {
     let (consumer, load) = (median(consumer_rates), median(load_rates));
     println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
     println!("LOAD DATA of the same rows (the bound): {load:>10.0} rows/s");
-    println!("evtrack consumer (2 workers):          {consumer:>10.0} events/s");
+    println!(
+        "evtrack consumer ({} workers):          {consumer:>10.0} events/s",
+        evtrack_cli::stack::CONSUMERS
+    );
     println!("ratio to bulk-load bound: {:.2}", consumer / load);
     load
 }

@@ -8,6 +8,7 @@ pub mod wire;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -65,9 +66,11 @@ impl fmt::Display for EventType {
 pub type JsonObject = Map<String, Value>;
 
 /// One analytics event, as stored. Built only by `wire` (or decoded from the queue and
-/// re-checked with [`Event::validate`]).
+/// re-checked with [`Event::validate`]). Ingest holds its JSON fields parsed; the consumer
+/// keeps them as the raw text it stores ([`QueuedEvent`]), which spares it parsing and
+/// re-serialising every property.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct Event<J = JsonObject> {
     pub message_id: String,
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -83,13 +86,13 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties: Option<JsonObject>,
+    pub properties: Option<J>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traits: Option<JsonObject>,
+    pub traits: Option<J>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<JsonObject>,
+    pub context: Option<J>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrations: Option<JsonObject>,
+    pub integrations: Option<J>,
     /// When it happened, corrected for the client's clock skew.
     pub timestamp: DateTime<Utc>,
     /// The timestamp as the client sent it.
@@ -102,12 +105,33 @@ pub struct Event {
     pub timestamp_clamped: bool,
 }
 
+/// An event as the consumer reads it from the queue: JSON fields as raw text.
+pub type QueuedEvent = Event<Box<RawValue>>;
+
+/// A JSON object field of an event, parsed or raw.
+pub trait JsonField {
+    /// Nesting depth (an object of scalars is 1), or `None` when it is not a JSON object.
+    fn object_depth(&self) -> Option<usize>;
+}
+
+impl JsonField for JsonObject {
+    fn object_depth(&self) -> Option<usize> {
+        Some(object_depth(self))
+    }
+}
+
+impl JsonField for Box<RawValue> {
+    fn object_depth(&self) -> Option<usize> {
+        raw_object_depth(self.get())
+    }
+}
+
 /// Why an event cannot be accepted; the message is shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct EventProblem(pub String);
 
-impl Event {
+impl<J: JsonField> Event<J> {
     /// The invariants every stored event holds. Ingest builds events that hold them; the
     /// consumer checks again because the queue is input too.
     pub fn validate(&self) -> Result<(), EventProblem> {
@@ -132,12 +156,15 @@ impl Event {
             ("context", &self.context),
             ("integrations", &self.integrations),
         ] {
-            if let Some(object) = object
-                && object_depth(object) > MAX_JSON_DEPTH
-            {
-                return Err(problem(format!(
-                    "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-                )));
+            match object.as_ref().map(JsonField::object_depth) {
+                None => {}
+                Some(None) => return Err(problem(format!("{field} must be a JSON object"))),
+                Some(Some(depth)) if depth > MAX_JSON_DEPTH => {
+                    return Err(problem(format!(
+                        "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+                Some(Some(_)) => {}
             }
         }
         if self.user_id.is_none() && self.anonymous_id.is_none() {
@@ -172,6 +199,30 @@ fn object_depth(object: &JsonObject) -> usize {
         }
     }
     deepest
+}
+
+/// The same depth, counted on raw JSON text (known to be valid JSON) without parsing it.
+fn raw_object_depth(json: &str) -> Option<usize> {
+    if !json.trim_start().starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Some(deepest)
 }
 
 fn problem(message: impl Into<String>) -> EventProblem {
@@ -258,6 +309,35 @@ mod tests {
             Err(EventProblem(format!(
                 "properties is nested deeper than {MAX_JSON_DEPTH} levels"
             )))
+        );
+    }
+
+    #[test]
+    fn raw_depth_matches_parsed_depth_and_ignores_brackets_in_strings() {
+        for text in [
+            r#"{}"#,
+            r#"{"a":1}"#,
+            r#"{"a":{"b":[1,{"c":2}]}}"#,
+            r#"{"a":"{[{[\"{"}"#,
+            r#"{"a":[[[]]],"b":{}}"#,
+        ] {
+            let parsed: JsonObject = serde_json::from_str(text).expect("object");
+            let raw: Box<RawValue> = serde_json::from_str(text).expect("raw");
+            assert_eq!(raw.object_depth(), parsed.object_depth(), "{text}");
+        }
+        let raw: Box<RawValue> = serde_json::from_str("[1]").expect("raw");
+        assert_eq!(raw.object_depth(), None);
+    }
+
+    #[test]
+    fn a_queued_event_with_a_non_object_field_is_refused() {
+        let json = serde_json::to_string(&track())
+            .expect("serialises")
+            .replacen('{', r#"{"properties":[1],"#, 1);
+        let queued: QueuedEvent = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(
+            queued.validate(),
+            Err(EventProblem("properties must be a JSON object".into()))
         );
     }
 

@@ -3,11 +3,12 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::{Store, StoreError, to_db_time};
-use crate::event::{Event, EventType, JsonObject};
+use crate::event::{EventType, QueuedEvent};
 use crate::ids::{ProjectId, new_public_id};
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
+use serde_json::value::RawValue;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -22,7 +23,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// An event to store, with what the envelope says about its receipt.
 pub struct EventRow<'a> {
     pub project: ProjectId,
-    pub event: &'a Event,
+    pub event: &'a QueuedEvent,
     pub received_at: DateTime<Utc>,
     pub ip: Option<&'a str>,
     pub write_key_uid: Option<Uuid>,
@@ -104,11 +105,9 @@ async fn execute(tx: &mut Transaction<'_>, sql: String, values: Vec<Value>) -> R
     Ok(tx.affected_rows())
 }
 
-fn json(object: &Option<JsonObject>) -> Value {
-    match object {
-        Some(object) => Value::from(serde_json::Value::Object(object.clone()).to_string()),
-        None => Value::NULL,
-    }
+/// A JSON column's value: the text as it came from the queue.
+fn json(object: &Option<Box<RawValue>>) -> Value {
+    object.as_deref().map_or(Value::NULL, |raw| Value::from(raw.get()))
 }
 
 fn time(at: DateTime<Utc>) -> Value {
