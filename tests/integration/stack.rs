@@ -125,3 +125,73 @@ async fn the_real_python_sdks_deliver_every_call() {
         0
     );
 }
+
+/// With EVTRACK_SQS_QUEUE_URL set, `evtrack up` queues to SQS and long-polls it like the
+/// Lambda event source mapping, deleting what is stored or rejected, and nothing else.
+#[tokio::test]
+async fn evtrack_up_with_sqs_stores_everything_and_empties_the_queue() {
+    let endpoint = sqs_endpoint();
+    let client = sqs_client(&endpoint);
+    let queue_url = fresh_queue(&client).await;
+    let mut stack = StackProcess::start(&[
+        ("EVTRACK_SQS_QUEUE_URL", &queue_url),
+        ("AWS_ENDPOINT_URL_SQS", &endpoint),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]);
+    client
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body("not an envelope")
+        .send()
+        .await
+        .expect("poison sent");
+    let http = reqwest::Client::new();
+    for round in 0..5 {
+        let batch = json!({"batch": (0..20).map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("sqs-{round}-{i}")})).collect::<Vec<_>>()});
+        let response = http
+            .post(format!("{}/v1/batch", stack.address))
+            .basic_auth(&stack.key, Some(""))
+            .json(&batch)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    let stored = stack
+        .wait_for_count("SELECT COUNT(*) FROM events", 100, Duration::from_secs(30))
+        .await;
+    assert_eq!(stored, 100);
+    let rejected = stack
+        .wait_for_count("SELECT COUNT(*) FROM rejected_events", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(rejected, 1, "the poison message is kept with its reason");
+
+    let started = std::time::Instant::now();
+    let left = loop {
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .expect("attributes");
+        let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let left = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        if left == 0 || started.elapsed() > Duration::from_secs(15) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(left, 0, "every stored or rejected message is deleted from the queue");
+    let (exit, _) = stack.interrupt();
+    assert!(exit.success(), "{exit:?}");
+}

@@ -7,7 +7,7 @@
 //! moves it to the dead-letter queue.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use evtrack::event::QueuedEvent;
+use evtrack::event::Event;
 use evtrack::ids::ProjectId;
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
@@ -43,7 +43,7 @@ struct Decoded<'a> {
     id: &'a str,
     project: ProjectId,
     envelope: Envelope,
-    events: Vec<(usize, QueuedEvent)>,
+    events: Vec<(usize, Event)>,
 }
 
 impl Consumer {
@@ -159,7 +159,7 @@ impl Consumer {
         };
         let mut events = Vec::with_capacity(envelope.events.len());
         for (index, raw) in envelope.events.iter().enumerate() {
-            let checked = serde_json::from_str::<QueuedEvent>(raw.get())
+            let checked = serde_json::from_str::<Event>(raw.get())
                 .map_err(|err| format!("undecodable event: {err}"))
                 .and_then(|event| {
                     event

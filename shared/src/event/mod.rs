@@ -65,12 +65,14 @@ impl fmt::Display for EventType {
 
 pub type JsonObject = Map<String, Value>;
 
+/// A JSON object as text, carried from the request to its column without being rebuilt.
+pub type JsonText = Box<RawValue>;
+
 /// One analytics event, as stored. Built only by `wire` (or decoded from the queue and
-/// re-checked with [`Event::validate`]). Ingest holds its JSON fields parsed; the consumer
-/// keeps them as the raw text it stores ([`QueuedEvent`]), which spares it parsing and
-/// re-serialising every property.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event<J = JsonObject> {
+/// re-checked with [`Event::validate`]). Properties, traits, context and integrations stay
+/// JSON text from request to column: checked, never rebuilt value by value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
     pub message_id: String,
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -86,13 +88,13 @@ pub struct Event<J = JsonObject> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties: Option<J>,
+    pub properties: Option<JsonText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traits: Option<J>,
+    pub traits: Option<JsonText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<J>,
+    pub context: Option<JsonText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrations: Option<J>,
+    pub integrations: Option<JsonText>,
     /// When it happened, corrected for the client's clock skew.
     pub timestamp: DateTime<Utc>,
     /// The timestamp as the client sent it.
@@ -105,33 +107,12 @@ pub struct Event<J = JsonObject> {
     pub timestamp_clamped: bool,
 }
 
-/// An event as the consumer reads it from the queue: JSON fields as raw text.
-pub type QueuedEvent = Event<Box<RawValue>>;
-
-/// A JSON object field of an event, parsed or raw.
-pub trait JsonField {
-    /// Nesting depth (an object of scalars is 1), or `None` when it is not a JSON object.
-    fn object_depth(&self) -> Option<usize>;
-}
-
-impl JsonField for JsonObject {
-    fn object_depth(&self) -> Option<usize> {
-        Some(object_depth(self))
-    }
-}
-
-impl JsonField for Box<RawValue> {
-    fn object_depth(&self) -> Option<usize> {
-        raw_object_depth(self.get())
-    }
-}
-
 /// Why an event cannot be accepted; the message is shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct EventProblem(pub String);
 
-impl<J: JsonField> Event<J> {
+impl Event {
     /// The invariants every stored event holds. Ingest builds events that hold them; the
     /// consumer checks again because the queue is input too.
     pub fn validate(&self) -> Result<(), EventProblem> {
@@ -156,15 +137,8 @@ impl<J: JsonField> Event<J> {
             ("context", &self.context),
             ("integrations", &self.integrations),
         ] {
-            match object.as_ref().map(JsonField::object_depth) {
-                None => {}
-                Some(None) => return Err(problem(format!("{field} must be a JSON object"))),
-                Some(Some(depth)) if depth > MAX_JSON_DEPTH => {
-                    return Err(problem(format!(
-                        "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-                    )));
-                }
-                Some(Some(_)) => {}
+            if let Some(text) = object {
+                check_json_object(field, text)?;
             }
         }
         if self.user_id.is_none() && self.anonymous_id.is_none() {
@@ -181,48 +155,81 @@ impl<J: JsonField> Event<J> {
     }
 }
 
-/// Nesting depth of an object (an object of scalars is 1), without recursion.
-fn object_depth(object: &JsonObject) -> usize {
-    let mut deepest = 1;
-    let mut stack: Vec<(&Value, usize)> = object.values().map(|value| (value, 2)).collect();
-    while let Some((value, depth)) = stack.pop() {
-        match value {
-            Value::Object(inner) => {
-                deepest = deepest.max(depth);
-                stack.extend(inner.values().map(|value| (value, depth + 1)));
-            }
-            Value::Array(items) => {
-                deepest = deepest.max(depth);
-                stack.extend(items.iter().map(|value| (value, depth + 1)));
-            }
-            _ => {}
-        }
+/// Checks a JSON field as the database will: an object, nested at most [`MAX_JSON_DEPTH`]
+/// levels, numbers in range, strings well escaped. Walks the text without building values.
+pub fn check_json_object(field: &str, text: &RawValue) -> Result<(), EventProblem> {
+    if !text.get().trim_start().starts_with('{') {
+        return Err(problem(format!("{field} must be a JSON object")));
     }
-    deepest
+    match serde_json::from_str::<JsonDepth>(text.get()) {
+        Ok(JsonDepth(depth)) if depth <= MAX_JSON_DEPTH => Ok(()),
+        Ok(_) => Err(problem(format!(
+            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
+        ))),
+        Err(err) if err.to_string().contains("recursion limit") => Err(problem(format!(
+            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
+        ))),
+        Err(err) => Err(problem(format!("{field} is not valid JSON: {err}"))),
+    }
 }
 
-/// The same depth, counted on raw JSON text (known to be valid JSON) without parsing it.
-fn raw_object_depth(json: &str) -> Option<usize> {
-    if !json.trim_start().starts_with('{') {
-        return None;
+/// The nesting depth of a JSON value (a scalar is 0, an object of scalars 1).
+struct JsonDepth(usize);
+
+impl<'de> Deserialize<'de> for JsonDepth {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonDepthVisitor)
     }
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in json.bytes() {
-        match (in_string, escaped, byte) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b'{' | b'[') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
-            _ => {}
+}
+
+struct JsonDepthVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonDepthVisitor {
+    type Value = JsonDepth;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_unit<E>(self) -> Result<JsonDepth, E> {
+        Ok(JsonDepth(0))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<JsonDepth, A::Error> {
+        let mut deepest = 0;
+        while let Some(JsonDepth(depth)) = items.next_element()? {
+            deepest = deepest.max(depth);
         }
+        Ok(JsonDepth(deepest + 1))
     }
-    Some(deepest)
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<JsonDepth, A::Error> {
+        let mut deepest = 0;
+        while let Some((JsonDepth(_), JsonDepth(depth))) = entries.next_entry()? {
+            deepest = deepest.max(depth);
+        }
+        Ok(JsonDepth(deepest + 1))
+    }
 }
 
 fn problem(message: impl Into<String>) -> EventProblem {
@@ -291,54 +298,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn deep_nesting_is_refused_by_name() {
-        let mut value = serde_json::json!(1);
-        for _ in 0..=MAX_JSON_DEPTH {
-            value = serde_json::json!({ "a": value });
-        }
-        let Value::Object(properties) = value else {
-            unreachable!()
-        };
-        let event = Event {
-            properties: Some(properties),
-            ..track()
-        };
-        assert_eq!(
-            event.validate(),
-            Err(EventProblem(format!(
-                "properties is nested deeper than {MAX_JSON_DEPTH} levels"
-            )))
-        );
+    fn raw(text: &str) -> JsonText {
+        serde_json::from_str(text).expect("valid JSON")
     }
 
     #[test]
-    fn raw_depth_matches_parsed_depth_and_ignores_brackets_in_strings() {
-        for text in [
+    fn json_fields_are_checked_as_the_database_would() {
+        for ok in [
             r#"{}"#,
-            r#"{"a":1}"#,
-            r#"{"a":{"b":[1,{"c":2}]}}"#,
-            r#"{"a":"{[{[\"{"}"#,
-            r#"{"a":[[[]]],"b":{}}"#,
+            r#"{"a":{"b":[1,{"c":"}]{["}]}}"#,
+            r#"{"n":1.5e300,"s":"\u00e9"}"#,
         ] {
-            let parsed: JsonObject = serde_json::from_str(text).expect("object");
-            let raw: Box<RawValue> = serde_json::from_str(text).expect("raw");
-            assert_eq!(raw.object_depth(), parsed.object_depth(), "{text}");
+            assert_eq!(check_json_object("properties", &raw(ok)), Ok(()), "{ok}");
         }
-        let raw: Box<RawValue> = serde_json::from_str("[1]").expect("raw");
-        assert_eq!(raw.object_depth(), None);
+        for (bad, expected) in [
+            ("[1]", "must be a JSON object"),
+            (r#""text""#, "must be a JSON object"),
+            (r#"{"n":1e400}"#, "number out of range"),
+            (r#"{"s":"\ud800"}"#, "escape"),
+        ] {
+            let Err(EventProblem(reason)) = check_json_object("properties", &raw(bad)) else {
+                panic!("{bad} must be refused");
+            };
+            assert!(reason.contains(expected), "{bad}: {reason}");
+        }
     }
 
     #[test]
-    fn a_queued_event_with_a_non_object_field_is_refused() {
-        let json = serde_json::to_string(&track())
-            .expect("serialises")
-            .replacen('{', r#"{"properties":[1],"#, 1);
-        let queued: QueuedEvent = serde_json::from_str(&json).expect("decodes");
-        assert_eq!(
-            queued.validate(),
-            Err(EventProblem("properties must be a JSON object".into()))
-        );
+    fn depth_is_counted_by_objects_and_arrays() {
+        let nested = |levels: usize| format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+        assert_eq!(check_json_object("traits", &raw(&nested(MAX_JSON_DEPTH))), Ok(()));
+        let err = check_json_object("traits", &raw(&nested(MAX_JSON_DEPTH + 1))).expect_err("too deep");
+        assert!(err.0.contains("nested deeper than 30"), "{err}");
+        let err = check_json_object("traits", &raw(&nested(500))).expect_err("too deep");
+        assert!(err.0.contains("nested deeper than 30"), "{err}");
     }
 
     #[test]
@@ -353,9 +346,13 @@ mod tests {
 
     #[test]
     fn serialised_form_round_trips() {
-        let event = track();
+        let event = Event {
+            properties: Some(raw(r#"{"plan":"pro"}"#)),
+            ..track()
+        };
         let json = serde_json::to_string(&event).expect("serialises");
         let back: Event = serde_json::from_str(&json).expect("parses");
-        assert_eq!(back, event);
+        assert_eq!(serde_json::to_string(&back).expect("serialises"), json);
+        assert_eq!(back.validate(), Ok(()));
     }
 }

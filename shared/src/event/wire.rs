@@ -4,12 +4,17 @@
 //! [`Payload::normalise`] turns the messages into events.
 
 use super::time::{corrected_timestamp, parse_timestamp};
-use super::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
+use super::{Event, EventType, JsonObject, JsonText, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
 use crate::config::Limits;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// A message's top-level fields, each still JSON text: only the small ones (ids, names,
+/// times) are ever parsed; properties and context pass through as text.
+type Message = HashMap<String, JsonText>;
 
 /// Which wire shape a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +51,7 @@ pub enum WireError {
 #[derive(Debug)]
 pub struct Payload {
     shape: Shape,
-    messages: Vec<JsonObject>,
+    messages: Vec<Message>,
     batch: BatchFields,
     /// Distinct write keys found in the body, in the order found.
     pub body_keys: Vec<String>,
@@ -58,6 +63,13 @@ struct BatchFields {
     sent_at: Option<Value>,
     context: Option<JsonObject>,
     integrations: Option<JsonObject>,
+}
+
+/// Just the token of a PostHog `properties` object.
+#[derive(Deserialize)]
+struct TokenOnly {
+    #[serde(default)]
+    token: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -133,18 +145,15 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
                 limit: limits.max_event_bytes,
             });
         }
-        let message = match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(message)) => message,
-            Ok(_) => {
+        let message = match raw.get().trim_start().as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<Message>(raw.get()).map_err(|err| WireError::InvalidEvent {
+                index,
+                reason: format!("invalid JSON: {err}"),
+            })?,
+            _ => {
                 return Err(WireError::InvalidEvent {
                     index,
                     reason: "must be a JSON object".into(),
-                });
-            }
-            Err(err) => {
-                return Err(WireError::InvalidEvent {
-                    index,
-                    reason: format!("invalid JSON: {err}"),
                 });
             }
         };
@@ -176,22 +185,23 @@ impl Payload {
         }
     }
 
-    fn add_message_keys(&mut self, message: &JsonObject) {
+    fn add_message_keys(&mut self, message: &Message) {
         let names: &[&str] = match self.shape {
             Shape::SegmentSingle(_) => &["writeKey"],
             Shape::SegmentBatch => &[],
             Shape::PostHog => &["api_key", "token"],
         };
         for name in names {
-            if let Some(value) = message.get(*name) {
-                self.add_key(&value.clone());
+            if let Some(value) = message.get(*name).and_then(|raw| serde_json::from_str(raw.get()).ok()) {
+                self.add_key(&value);
             }
         }
         // posthog-js puts the project token in every event's properties.
         if self.shape.is_posthog()
-            && let Some(token) = message.get("properties").and_then(|p| p.get("token"))
+            && let Some(properties) = message.get("properties")
+            && let Ok(Some(token)) = serde_json::from_str::<TokenOnly>(properties.get()).map(|p| p.token)
         {
-            self.add_key(&token.clone());
+            self.add_key(&token);
         }
     }
 
@@ -218,7 +228,7 @@ impl Payload {
 }
 
 fn segment_event(
-    mut message: JsonObject,
+    mut message: Message,
     route_kind: Option<EventType>,
     batch: &BatchFields,
     received_at: DateTime<Utc>,
@@ -239,22 +249,22 @@ fn segment_event(
         EventType::Page | EventType::Screen => take_string(&mut message, "name")?,
         _ => None,
     };
-    let original = parse_timestamp(
-        "timestamp",
-        &first_present(&mut message, &["timestamp", "originalTimestamp"]),
-    )?;
-    let sent_at = match message.remove("sentAt") {
-        Some(value) if !value.is_null() => parse_timestamp("sentAt", &value)?,
-        _ => batch_sent_at(batch)?,
+    let original = match take_value(&mut message, "timestamp")? {
+        Value::Null => parse_timestamp("originalTimestamp", &take_value(&mut message, "originalTimestamp")?)?,
+        value => parse_timestamp("timestamp", &value)?,
+    };
+    let sent_at = match take_value(&mut message, "sentAt")? {
+        Value::Null => batch_sent_at(batch)?,
+        value => parse_timestamp("sentAt", &value)?,
     };
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
-    let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?);
+    let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?)?;
     let mut traits = take_object(&mut message, "traits")?;
     if kind == EventType::Identify && traits.is_none() {
         // RudderStack's SDKs send identify traits in context.traits only.
-        traits = match context.as_ref().and_then(|context| context.get("traits")) {
-            Some(Value::Object(in_context)) => Some(in_context.clone()),
-            _ => None,
+        traits = match &context {
+            Some(context) => object_property(&parse_object("context", context)?, "traits")?,
+            None => None,
         };
     }
     Ok(Event {
@@ -268,7 +278,7 @@ fn segment_event(
         properties: take_object(&mut message, "properties")?,
         traits,
         context,
-        integrations: merged(batch.integrations.as_ref(), take_object(&mut message, "integrations")?),
+        integrations: merged(batch.integrations.as_ref(), take_object(&mut message, "integrations")?)?,
         timestamp,
         original_timestamp: original,
         sent_at,
@@ -277,23 +287,27 @@ fn segment_event(
 }
 
 fn posthog_event(
-    mut message: JsonObject,
+    mut message: Message,
     batch: &BatchFields,
     received_at: DateTime<Utc>,
     limits: &Limits,
 ) -> Result<Event, String> {
     let event_name = take_string(&mut message, "event")?.ok_or("event is required")?;
     check_text("event", &event_name, MAX_ID_CHARS).map_err(|p| p.0)?;
-    let mut properties = take_object(&mut message, "properties")?.unwrap_or_default();
-    let distinct_id = match message.remove("distinct_id").filter(|v| !v.is_null()) {
-        Some(value) => id_value("distinct_id", value, MAX_ID_CHARS)?,
-        None => match properties.get("distinct_id").or_else(|| properties.get("$distinct_id")) {
+    // PostHog keeps identity in properties: these are parsed.
+    let mut properties = match take_object(&mut message, "properties")? {
+        Some(text) => parse_object("properties", &text)?,
+        None => Map::new(),
+    };
+    let distinct_id = match take_value(&mut message, "distinct_id")? {
+        Value::Null => match properties.get("distinct_id").or_else(|| properties.get("$distinct_id")) {
             Some(value) => id_value("distinct_id", value.clone(), MAX_ID_CHARS)?,
             None => None,
         },
+        value => id_value("distinct_id", value, MAX_ID_CHARS)?,
     }
     .ok_or("distinct_id is required")?;
-    let original = parse_timestamp("timestamp", &message.remove("timestamp").unwrap_or(Value::Null))?;
+    let original = parse_timestamp("timestamp", &take_value(&mut message, "timestamp")?)?;
     let sent_at = batch_sent_at(batch)?;
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
     let property_id = |properties: &JsonObject, name: &str| -> Result<Option<String>, String> {
@@ -330,11 +344,15 @@ fn posthog_event(
         }
         "$groupidentify" => {
             group_id = property_id(&properties, "$group_key")?;
-            let mut group_traits = object_property(&properties, "$group_set")?.unwrap_or_default();
+            let mut group_traits = match properties.get("$group_set") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(set)) => set.clone(),
+                Some(_) => return Err("$group_set must be a JSON object".into()),
+            };
             if let Some(group_type) = properties.get("$group_type") {
                 group_traits.insert("$group_type".into(), group_type.clone());
             }
-            traits = Some(group_traits);
+            traits = Some(as_text(&group_traits)?);
             EventType::Group
         }
         "$pageview" => {
@@ -354,7 +372,9 @@ fn posthog_event(
         }
     };
     properties.remove("token");
-    let library = library_context(&properties);
+    let library = library_context(&properties)
+        .map(|library| as_text(&library))
+        .transpose()?;
     Ok(Event {
         message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
         kind,
@@ -363,9 +383,9 @@ fn posthog_event(
         anonymous_id,
         group_id,
         previous_id,
-        properties: Some(properties),
+        properties: Some(as_text(&properties)?),
         traits,
-        context: merged(batch.context.as_ref(), library),
+        context: merged(batch.context.as_ref(), library)?,
         integrations: None,
         timestamp,
         original_timestamp: original,
@@ -398,40 +418,38 @@ fn batch_sent_at(batch: &BatchFields) -> Result<Option<DateTime<Utc>>, String> {
         .map_or(Ok(None), |value| parse_timestamp("sentAt", value))
 }
 
-fn first_present(message: &mut JsonObject, names: &[&str]) -> Value {
-    names
-        .iter()
-        .filter_map(|name| message.remove(*name))
-        .find(|value| !value.is_null())
-        .unwrap_or(Value::Null)
-}
-
 /// A message's context or integrations over the batch's (the message wins per key).
-fn merged(batch: Option<&JsonObject>, message: Option<JsonObject>) -> Option<JsonObject> {
+fn merged(batch: Option<&JsonObject>, message: Option<JsonText>) -> Result<Option<JsonText>, String> {
     match (batch, message) {
-        (None, message) => message,
-        (Some(batch), None) => Some(batch.clone()),
+        (None, message) => Ok(message),
+        (Some(batch), None) => as_text(batch).map(Some),
         (Some(batch), Some(message)) => {
             let mut combined = batch.clone();
-            combined.extend(message);
-            Some(combined)
+            combined.extend(parse_object("context", &message)?);
+            as_text(&combined).map(Some)
         }
     }
 }
 
-fn take_string(message: &mut JsonObject, field: &str) -> Result<Option<String>, String> {
+/// A small top-level field, parsed; absent is `null`.
+fn take_value(message: &mut Message, field: &str) -> Result<Value, String> {
     match message.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(format!("{field} must be a string")),
+        None => Ok(Value::Null),
+        Some(text) => serde_json::from_str(text.get()).map_err(|err| format!("{field}: {err}")),
+    }
+}
+
+fn take_string(message: &mut Message, field: &str) -> Result<Option<String>, String> {
+    match take_value(message, field)? {
+        Value::Null => Ok(None),
+        Value::String(text) => Ok(Some(text)),
+        _ => Err(format!("{field} must be a string")),
     }
 }
 
 /// Ids may come as strings or integers (some SDKs send numeric user ids).
-fn take_id(message: &mut JsonObject, field: &str, max_chars: usize) -> Result<Option<String>, String> {
-    message
-        .remove(field)
-        .map_or(Ok(None), |value| id_value(field, value, max_chars))
+fn take_id(message: &mut Message, field: &str, max_chars: usize) -> Result<Option<String>, String> {
+    id_value(field, take_value(message, field)?, max_chars)
 }
 
 fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Option<String>, String> {
@@ -446,12 +464,30 @@ fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Option<String
     Ok(Some(id))
 }
 
-fn take_object(message: &mut JsonObject, field: &str) -> Result<Option<JsonObject>, String> {
-    optional_object(field, message.remove(field))
+/// A JSON-object field kept as text (checked in full by `Event::validate`); `null` is absent.
+fn take_object(message: &mut Message, field: &str) -> Result<Option<JsonText>, String> {
+    match message.remove(field) {
+        None => Ok(None),
+        Some(text) if text.get().trim() == "null" => Ok(None),
+        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(text)),
+        Some(_) => Err(format!("{field} must be a JSON object")),
+    }
 }
 
-fn object_property(properties: &JsonObject, field: &str) -> Result<Option<JsonObject>, String> {
-    optional_object(field, properties.get(field).cloned())
+fn parse_object(field: &str, text: &RawValue) -> Result<JsonObject, String> {
+    serde_json::from_str(text.get()).map_err(|err| format!("{field}: {err}"))
+}
+
+fn object_property(object: &JsonObject, field: &str) -> Result<Option<JsonText>, String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(inner)) => as_text(inner).map(Some),
+        Some(_) => Err(format!("{field} must be a JSON object")),
+    }
+}
+
+fn as_text(object: &JsonObject) -> Result<JsonText, String> {
+    to_raw_value(object).map_err(|err| err.to_string())
 }
 
 fn optional_object(field: &str, value: Option<Value>) -> Result<Option<JsonObject>, String> {
@@ -470,6 +506,12 @@ fn truncated(text: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A JSON text field, parsed for assertions.
+    fn parsed(text: &Option<JsonText>) -> Value {
+        text.as_ref()
+            .map_or(Value::Null, |text| serde_json::from_str(text.get()).expect("JSON"))
+    }
 
     fn received() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2024-05-01T12:00:10Z")
@@ -501,7 +543,7 @@ mod tests {
         assert_eq!(event.name.as_deref(), Some("Order Completed"));
         assert_eq!(event.user_id.as_deref(), Some("42"));
         assert_eq!(event.timestamp.to_rfc3339(), "2024-05-01T12:00:05+00:00");
-        let context = event.context.as_ref().expect("context");
+        let context = parsed(&event.context);
         assert_eq!(context["library"]["name"], "analytics-python");
         assert_eq!(context["page"]["path"], "/");
     }
@@ -525,7 +567,7 @@ mod tests {
             json!({"batch": [{"type": "identify", "userId": "u", "context": {"traits": {"plan": "pro"}}}]}),
         )
         .expect("valid");
-        assert_eq!(events[0].traits.as_ref().expect("traits")["plan"], "pro");
+        assert_eq!(parsed(&events[0].traits)["plan"], "pro");
     }
 
     #[test]
@@ -564,7 +606,7 @@ mod tests {
         let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
         use EventType::*;
         assert_eq!(kinds, vec![Identify, Alias, Group, Page, Screen, Identify, Track]);
-        assert_eq!(events[0].traits.as_ref().expect("traits")["plan"], "pro");
+        assert_eq!(parsed(&events[0].traits)["plan"], "pro");
         assert_eq!(events[0].anonymous_id.as_deref(), Some("anon-1"));
         assert_eq!(
             (events[1].previous_id.as_deref(), events[1].user_id.as_deref()),
@@ -573,7 +615,7 @@ mod tests {
         assert_eq!(events[2].group_id.as_deref(), Some("acme"));
         assert_eq!(events[3].name.as_deref(), Some("Home"));
         assert_eq!(events[4].name.as_deref(), Some("Settings"));
-        assert_eq!(events[5].traits.as_ref().expect("traits")["plan"], "team");
+        assert_eq!(parsed(&events[5].traits)["plan"], "team");
         assert_eq!(events[6].anonymous_id.as_deref(), Some("dev-1"));
         assert_eq!(events[6].message_id, "0190a0e0-0000-7000-8000-000000000001");
     }
@@ -599,7 +641,7 @@ mod tests {
     fn hostile_bodies_get_clear_errors() {
         let limits = Limits::default();
         let deep = format!(
-            "{{\"batch\":[{{\"properties\":{}1{}}}]}}",
+            "{{\"batch\":[{{\"type\":\"track\",\"event\":\"x\",\"userId\":\"u\",\"properties\":{{\"a\":{}1{}}}}}]}}",
             "[".repeat(200),
             "]".repeat(200)
         );
@@ -607,13 +649,15 @@ mod tests {
             (&b"\xff\xfe"[..], "UTF-8"),
             (b"{\"batch\":", "JSON"),
             (b"[1]", "JSON object"),
-            (deep.as_bytes(), "recursion limit"),
+            (deep.as_bytes(), "properties is nested deeper than 30 levels"),
             (
                 b"{\"batch\":[{\"type\":\"track\",\"event\":\"x\",\"userId\":\"u\",\"properties\":{\"n\":1e999}}]}",
                 "number out of range",
             ),
         ] {
-            let err = parse(Shape::SegmentBatch, body, &limits).expect_err("must fail");
+            let err = parse(Shape::SegmentBatch, body, &limits)
+                .and_then(|payload| payload.normalise(received(), &limits))
+                .expect_err("must fail");
             assert!(err.to_string().contains(expected), "{err} should mention {expected}");
         }
     }

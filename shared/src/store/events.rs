@@ -3,7 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::{Store, StoreError, to_db_time};
-use crate::event::{EventType, QueuedEvent};
+use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
@@ -23,7 +23,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// An event to store, with what the envelope says about its receipt.
 pub struct EventRow<'a> {
     pub project: ProjectId,
-    pub event: &'a QueuedEvent,
+    pub event: &'a Event,
     pub received_at: DateTime<Utc>,
     pub ip: Option<&'a str>,
     pub write_key_uid: Option<Uuid>,
