@@ -114,9 +114,8 @@ pub fn config(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
 /// A project and its write key in `db`.
 pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uuid, String) {
     let project = db.store.create_project("test project").await.expect("project");
-    let (_, key) = evtrack_cli::commands::issue_key(&db.store, config, Some(project.uid), scope, "test", None)
-        .await
-        .expect("key");
+    let (_, key) =
+        evtrack_cli::commands::issue_key(&db.store, config, Some(project.uid), scope, "test", None).await.expect("key");
     (project.uid, key.reveal().to_string())
 }
 
@@ -177,25 +176,22 @@ impl TestApp {
     /// Runs the consumer on everything queued; returns the ids it reported as failed.
     pub async fn consume_queued(&self) -> Vec<String> {
         let messages = self.take_queued().await;
-        let response = self.consumer.handle(sqs_event(&messages)).await;
-        response
-            .batch_item_failures
-            .into_iter()
-            .map(|f| f.item_identifier)
-            .collect()
+        self.deliver(&messages).await
+    }
+
+    /// Delivers messages to the consumer handler as SQS would; returns the failed ids.
+    pub async fn deliver(&self, messages: &[QueuedMessage]) -> Vec<String> {
+        let response = self.consumer.handle(sqs_event(messages)).await;
+        response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
     }
 }
 
 pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
-    request
-        .extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 77], 50_000))));
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([203, 0, 113, 77], 50_000))));
     let response = router.clone().oneshot(request).await.expect("router is infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
     let json = if bytes.is_empty() {
         Value::Null
     } else {
@@ -215,6 +211,16 @@ pub fn sqs_message(id: &str, body: Option<&str>) -> SqsMessage {
     record.message_id = Some(id.to_string());
     record.body = body.map(str::to_string);
     record
+}
+
+/// `n` Segment track messages with messageIds `{prefix}-0`…, each padded by `padding` bytes.
+pub fn track_messages(n: usize, prefix: &str, padding: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            serde_json::json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{prefix}-{i}"),
+                               "properties": {"padding": "p".repeat(padding)}})
+        })
+        .collect()
 }
 
 /// A JSON POST with optional Basic auth.
@@ -254,9 +260,7 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
         .timeout_config(
             aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
                 .operation_timeout(std::time::Duration::from_secs(5))
@@ -269,18 +273,9 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
 /// A fresh queue on the test endpoint (moto slows down as a queue fills).
 pub async fn fresh_queue(client: &aws_sdk_sqs::Client) -> String {
     let name = format!("evtrack-test-{}", Uuid::now_v7().simple());
-    let output = client
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "SQS endpoint {} must be running: {}",
-                sqs_endpoint(),
-                aws_sdk_sqs::error::DisplayErrorContext(&err)
-            )
-        });
+    let output = client.create_queue().queue_name(name).send().await.unwrap_or_else(|err| {
+        panic!("SQS endpoint {} must be running: {}", sqs_endpoint(), aws_sdk_sqs::error::DisplayErrorContext(&err))
+    });
     output.queue_url.expect("queue url")
 }
 
@@ -314,11 +309,7 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     // target/<profile>/deps/integration-… → target/<profile>/<name>
     let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first (infra/dev.sh test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (infra/dev.sh test does)", path.display());
     path
 }
 
@@ -352,10 +343,7 @@ impl StackProcess {
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let (mut address, mut key) = (None, None);
         while address.is_none() || key.is_none() {
-            let line = lines
-                .next()
-                .expect("evtrack up printed its address and key")
-                .expect("line");
+            let line = lines.next().expect("evtrack up printed its address and key").expect("line");
             if let Some(rest) = line.strip_prefix("evtrack is listening on ") {
                 address = Some(rest.trim().to_string());
             }
@@ -364,13 +352,7 @@ impl StackProcess {
             }
         }
         let output = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-        Self {
-            child,
-            address: address.expect("address"),
-            key: key.expect("key"),
-            database_url,
-            output: Some(output),
-        }
+        Self { child, address: address.expect("address"), key: key.expect("key"), database_url, output: Some(output) }
     }
 
     pub fn pid(&self) -> u32 {
@@ -380,27 +362,18 @@ impl StackProcess {
     /// Sends SIGINT (Ctrl-C) and waits up to a minute for the exit; returns the exit
     /// status and everything printed after start-up.
     pub fn interrupt(&mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
+        let status =
+            std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success());
         let started = std::time::Instant::now();
         let exit = loop {
             if let Some(exit) = self.child.try_wait().expect("wait") {
                 break exit;
             }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(60),
-                "evtrack up did not exit after Ctrl-C"
-            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "evtrack up did not exit after Ctrl-C");
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
-        let output = self
-            .output
-            .take()
-            .map(|reader| reader.join().expect("stdout reader"))
-            .unwrap_or_default();
+        let output = self.output.take().map(|reader| reader.join().expect("stdout reader")).unwrap_or_default();
         (exit, output)
     }
 

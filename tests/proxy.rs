@@ -38,12 +38,7 @@ impl Proxy {
                 }
             })
         };
-        Self {
-            address,
-            cut,
-            connections,
-            acceptor,
-        }
+        Self { address, cut, connections, acceptor }
     }
 
     /// Closes every open connection and refuses new ones.

@@ -95,10 +95,7 @@ pub async fn list_projects(config: &Config, output: Output) -> anyhow::Result<()
     let store = open_store(config).await?;
     let projects = store.list_projects().await?;
     match output {
-        Output::Json => println!(
-            "{}",
-            json!({ "projects": projects.iter().map(project_json).collect::<Vec<_>>() })
-        ),
+        Output::Json => println!("{}", json!({ "projects": projects.iter().map(project_json).collect::<Vec<_>>() })),
         Output::Text => {
             for project in &projects {
                 println!("{}  {}", project.uid, project.name);
@@ -148,11 +145,7 @@ pub async fn create_key(config: &Config, args: KeyArgs) -> anyhow::Result<()> {
             json!({"id": uid, "key": key.reveal(), "scope": scope.as_str(), "project": args.project, "expires_at": expires_at})
         );
     } else {
-        println!(
-            "{} key {uid} created; it is shown only this once:\n\n  {}\n",
-            scope.as_str(),
-            key.reveal()
-        );
+        println!("{} key {uid} created; it is shown only this once:\n\n  {}\n", scope.as_str(), key.reveal());
         match expires_at {
             Some(at) => println!("It expires at {at}."),
             None => println!("It never expires."),

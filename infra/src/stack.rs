@@ -30,10 +30,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 pub async fn up(config: Config) -> anyhow::Result<()> {
     // One connection per consumer worker, and some for ingest's key checks.
-    let config = Config {
-        database_pool_max: config.database_pool_max.max(CONSUMERS + 2),
-        ..config
-    };
+    let config = Config { database_pool_max: config.database_pool_max.max(CONSUMERS + 2), ..config };
     let store = open_store(&config).await?;
     warn_if_redis_is_down(&config).await;
     let listener = TcpListener::bind(config.listen)
@@ -75,9 +72,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
 
 async fn serve(listener: TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
     let app = evtrack_ingest::router(ingest).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 
@@ -96,12 +91,7 @@ async fn warn_if_redis_is_down(config: &Config) {
         let mut connection = client.get_multiplexed_async_connection().await.ok()?;
         redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
     };
-    if tokio::time::timeout(Duration::from_secs(2), reachable)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    if tokio::time::timeout(Duration::from_secs(2), reachable).await.ok().flatten().is_none() {
         eprintln!(
             "warning: Redis is not reachable (EVTRACK_REDIS_URL); rate limiting falls back to this process.\n  \
              Start it with `infra/dev.sh services`, or `redis-server --daemonize yes`."
@@ -118,15 +108,9 @@ async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) 
         return Ok(());
     }
     let project = store.create_project("Development").await?;
-    let (_, key) = issue_key(
-        store,
-        config,
-        Some(project.uid),
-        Scope::Write,
-        "development",
-        Some(chrono::Duration::days(365)),
-    )
-    .await?;
+    let (_, key) =
+        issue_key(store, config, Some(project.uid), Scope::Write, "development", Some(chrono::Duration::days(365)))
+            .await?;
     println!("created project \"Development\": {}", project.uid);
     println!("write key (shown once; keep it): {}", key.reveal());
     println!("try it:");
@@ -140,9 +124,8 @@ async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) 
 /// Runs consumer workers until the queue is closed (ingest stopped) and empty.
 async fn drain_local_queue(receiver: mpsc::Receiver<QueuedMessage>, consumer: Arc<Consumer>) {
     let receiver = Arc::new(Mutex::new(receiver));
-    let workers: Vec<_> = (0..CONSUMERS)
-        .map(|_| tokio::spawn(consume_local(receiver.clone(), consumer.clone())))
-        .collect();
+    let workers: Vec<_> =
+        (0..CONSUMERS).map(|_| tokio::spawn(consume_local(receiver.clone(), consumer.clone()))).collect();
     for worker in workers {
         worker.await.ok();
     }
@@ -161,20 +144,13 @@ async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, cons
         // local queue has nowhere else to keep them. Holding them here is the backpressure.
         loop {
             let response = consumer.handle(sqs_event(&pending)).await;
-            let failed: HashSet<String> = response
-                .batch_item_failures
-                .into_iter()
-                .map(|failure| failure.item_identifier)
-                .collect();
+            let failed: HashSet<String> =
+                response.batch_item_failures.into_iter().map(|failure| failure.item_identifier).collect();
             pending.retain(|message| failed.contains(&message.id));
             if pending.is_empty() {
                 break;
             }
-            tracing::warn!(
-                messages = pending.len(),
-                retry_in_ms = delay.as_millis() as u64,
-                "redelivering"
-            );
+            tracing::warn!(messages = pending.len(), retry_in_ms = delay.as_millis() as u64, "redelivering");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
             pending.iter_mut().for_each(|message| message.receive_count += 1);
@@ -190,9 +166,7 @@ fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
             let mut record = SqsMessage::default();
             record.message_id = Some(message.id.clone());
             record.body = Some(message.body.clone());
-            record
-                .attributes
-                .insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
+            record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
             record
         })
         .collect();
@@ -242,11 +216,8 @@ async fn poll_sqs(
             })
             .collect();
         let response = consumer.handle(event).await;
-        let failed: HashSet<String> = response
-            .batch_item_failures
-            .into_iter()
-            .map(|failure| failure.item_identifier)
-            .collect();
+        let failed: HashSet<String> =
+            response.batch_item_failures.into_iter().map(|failure| failure.item_identifier).collect();
         let done: Vec<DeleteMessageBatchRequestEntry> = messages
             .iter()
             .enumerate()
@@ -260,12 +231,7 @@ async fn poll_sqs(
             })
             .collect();
         if !done.is_empty()
-            && let Err(err) = client
-                .delete_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(done))
-                .send()
-                .await
+            && let Err(err) = client.delete_message_batch().queue_url(&queue_url).set_entries(Some(done)).send().await
         {
             // Not deleted means delivered again: stored once all the same (idempotent).
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "delete failed");

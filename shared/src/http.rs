@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
+        Self { status, code, message: message.into(), retry_after_secs: None }
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -47,9 +42,7 @@ impl IntoResponse for ApiError {
         });
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -64,10 +57,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
@@ -109,17 +99,8 @@ mod tests {
 
     #[test]
     fn truncation_keeps_the_network_only() {
-        assert_eq!(
-            truncate_ip("203.0.113.77".parse().expect("ip")).to_string(),
-            "203.0.113.0"
-        );
-        assert_eq!(
-            truncate_ip("2001:db8:abcd:12::1".parse().expect("ip")).to_string(),
-            "2001:db8:abcd::"
-        );
-        assert_eq!(
-            truncate_ip("::ffff:198.51.100.9".parse().expect("ip")).to_string(),
-            "198.51.100.0"
-        );
+        assert_eq!(truncate_ip("203.0.113.77".parse().expect("ip")).to_string(), "203.0.113.0");
+        assert_eq!(truncate_ip("2001:db8:abcd:12::1".parse().expect("ip")).to_string(), "2001:db8:abcd::");
+        assert_eq!(truncate_ip("::ffff:198.51.100.9".parse().expect("ip")).to_string(), "198.51.100.0");
     }
 }

@@ -46,9 +46,7 @@ impl Scope {
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [Scope::Write, Scope::Read, Scope::Admin]
-            .into_iter()
-            .find(|s| s.as_str() == name)
+        [Scope::Write, Scope::Read, Scope::Admin].into_iter().find(|s| s.as_str() == name)
     }
 
     fn prefix(self) -> &'static str {
@@ -87,10 +85,7 @@ impl ApiKey {
             text.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
         }
         text.push_str(&checksum(&text));
-        Self {
-            text: Secret::new(text),
-            scope,
-        }
+        Self { text: Secret::new(text), scope }
     }
 
     pub fn parse(text: &str) -> Result<Self, MalformedKey> {
@@ -110,10 +105,7 @@ impl ApiKey {
         if checksum(body) != sum {
             return Err(MalformedKey);
         }
-        Ok(Self {
-            text: Secret::new(text.to_string()),
-            scope,
-        })
+        Ok(Self { text: Secret::new(text.to_string()), scope })
     }
 
     pub fn scope(&self) -> Scope {
@@ -159,10 +151,7 @@ pub struct KeyHasher {
 
 impl KeyHasher {
     pub fn new(pepper: &Secret<String>, version: u16) -> Self {
-        Self {
-            pepper: Secret::new(pepper.expose().as_bytes().to_vec()),
-            version,
-        }
+        Self { pepper: Secret::new(pepper.expose().as_bytes().to_vec()), version }
     }
 
     pub fn version(&self) -> u16 {
@@ -216,11 +205,9 @@ pub fn write_access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> R
         return Err(AccessDenied::Unauthenticated);
     }
     match (record.scope, record.project_uid) {
-        (Scope::Write, Some(project_uid)) => Ok(WriteAccess {
-            project_uid,
-            key_uid: record.key_uid,
-            store_full_ip: record.store_full_ip,
-        }),
+        (Scope::Write, Some(project_uid)) => {
+            Ok(WriteAccess { project_uid, key_uid: record.key_uid, store_full_ip: record.store_full_ip })
+        }
         _ => Err(AccessDenied::WrongScope),
     }
 }
@@ -289,11 +276,7 @@ impl WriteKeyVerifier {
     }
 
     fn cached(&self, hash: &KeyHash) -> Option<Cached> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .get(hash)
-            .cloned()
+        self.cache.lock().unwrap_or_else(|poison| poison.into_inner()).get(hash).cloned()
     }
 
     fn remember(&self, hash: KeyHash, answer: Result<WriteAccess, AccessDenied>) {
@@ -331,13 +314,7 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        for text in [
-            "",
-            "evtw_",
-            "Bearer x",
-            "evtx_000000000000000000000000000000000000",
-            "ключ",
-        ] {
+        for text in ["", "evtw_", "Bearer x", "evtx_000000000000000000000000000000000000", "ключ"] {
             assert!(ApiKey::parse(text).is_err(), "{text}");
         }
     }

@@ -35,15 +35,9 @@ const EVENTS_PER_REQUEST: usize = 100;
 const ROUNDS: usize = 3;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let requests: usize = std::env::var("EVTRACK_BENCH_REQUESTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1500);
+        let requests: usize = std::env::var("EVTRACK_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
         println!(
             "machine: {} cores; {} requests of {EVENTS_PER_REQUEST} events per run; {CONNECTIONS} connections",
             cores(),
@@ -51,11 +45,7 @@ fn main() {
         );
         // EVTRACK_BENCH_ONLY=consumer (or ingest) runs one part, for quick iterations.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
-        let ingest = if only.is_empty() || only == "ingest" {
-            bench_ingest(requests).await
-        } else {
-            f64::NAN
-        };
+        let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
         let load_data = if only.is_empty() || only == "consumer" {
             bench_consumer(requests * EVENTS_PER_REQUEST).await
         } else {
@@ -102,30 +92,19 @@ struct Load {
 
 /// `CONNECTIONS` clients posting every body once; events/s and latency percentiles.
 async fn load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>) -> Load {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONNECTIONS)
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
-            let (client, next, bodies, url, key) = (
-                client.clone(),
-                next.clone(),
-                bodies.clone(),
-                url.to_string(),
-                key.map(str::to_string),
-            );
+            let (client, next, bodies, url, key) =
+                (client.clone(), next.clone(), bodies.clone(), url.to_string(), key.map(str::to_string));
             tokio::spawn(async move {
                 let (mut latencies, mut failures) = (Vec::new(), 0);
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(index) else { break };
-                    let mut request = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone());
+                    let mut request = client.post(&url).header("content-type", "application/json").body(body.clone());
                     if let Some(key) = &key {
                         request = request.basic_auth(key, Some(""));
                     }
@@ -168,9 +147,7 @@ async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .ok();
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.ok();
     });
     format!("http://{address}")
 }
@@ -193,11 +170,7 @@ async fn bench_ingest(requests: usize) -> f64 {
             batch.clear();
         }
     });
-    let ingest = Arc::new(evtrack_ingest::Ingest::new(
-        &config,
-        db.store.clone(),
-        EventQueue::Local(queue),
-    ));
+    let ingest = Arc::new(evtrack_ingest::Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
     let ingest_url = format!("{}/v1/batch", serve(evtrack_ingest::router(ingest)).await);
     let parse_url = serve(axum::Router::new().route(
         "/v1/batch",
@@ -238,10 +211,7 @@ async fn bench_ingest(requests: usize) -> f64 {
     println!("\n## ingest router (discarding consumer), median of {ROUNDS} runs");
     println!("bare server, reads body only:        {plain:>10.0} events/s");
     println!("bare server, parses JSON (the bound): {parse:>10.0} events/s");
-    println!(
-        "evtrack ingest:                      {ingest:>10.0} events/s  p50 {:?}  p99 {:?}",
-        latency.0, latency.1
-    );
+    println!("evtrack ingest:                      {ingest:>10.0} events/s  p50 {:?}  p99 {:?}", latency.0, latency.1);
     println!("ratio to parsing bound:     {:.2}", ingest / parse);
     println!("ratio to non-parsing bound: {:.2}", ingest / plain);
     parse
@@ -256,12 +226,7 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize) -> Vec<String> {
         let received_at = Utc::now();
         let payload = wire::parse(Shape::SegmentBatch, &batch_body(&run, request), &limits).expect("parses");
         let events = payload.normalise(received_at, &limits).expect("valid");
-        let receipt = Receipt {
-            project,
-            key,
-            received_at,
-            ip: Some("203.0.113.0"),
-        };
+        let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0") };
         all.extend(pack(&receipt, &events, limits.max_queue_message_bytes).expect("fits"));
     }
     all
@@ -285,11 +250,8 @@ async fn bench_consumer(events: usize) -> f64 {
                 tokio::spawn(async move {
                     while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
-                        let messages: Vec<QueueMessage> = batch
-                            .iter()
-                            .zip(&ids)
-                            .map(|(body, id)| QueueMessage { id, body: Some(body) })
-                            .collect();
+                        let messages: Vec<QueueMessage> =
+                            batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
                         let report = consumer.process(&messages).await;
                         assert!(report.failed.is_empty());
                     }
@@ -337,10 +299,7 @@ async fn bench_consumer(events: usize) -> f64 {
     let (consumer, load) = (median(consumer_rates), median(load_rates));
     println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
     println!("LOAD DATA of the same rows (the bound): {load:>10.0} rows/s");
-    println!(
-        "evtrack consumer ({} workers):          {consumer:>10.0} events/s",
-        evtrack_cli::stack::CONSUMERS
-    );
+    println!("evtrack consumer ({} workers):          {consumer:>10.0} events/s", evtrack_cli::stack::CONSUMERS);
     println!("ratio to bulk-load bound: {:.2}", consumer / load);
     load
 }
@@ -371,9 +330,7 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         let started = Instant::now();
         let http = load(&url, Some(&stack.key), all).await;
         let accepted_in = started.elapsed();
-        let stored = stack
-            .wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(300))
-            .await;
+        let stored = stack.wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(300)).await;
         let stored_in = started.elapsed();
         assert_eq!(stored, expected, "every accepted event stored");
         assert_eq!(http.failures, 0);

@@ -6,19 +6,13 @@ use evtrack_tests::*;
 use serde_json::json;
 
 async fn queue_batch(app: &TestApp, events: serde_json::Value) -> Vec<evtrack::queue::local::QueuedMessage> {
-    let reply = app
-        .send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events})))
-        .await;
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events}))).await;
     assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
     app.take_queued().await
 }
 
 fn tracks(n: usize, prefix: &str) -> serde_json::Value {
-    json!(
-        (0..n)
-            .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{prefix}-{i}")}))
-            .collect::<Vec<_>>()
-    )
+    json!(track_messages(n, prefix, 0))
 }
 
 #[tokio::test]
@@ -26,8 +20,7 @@ async fn duplicate_delivery_stores_one_row() {
     let app = TestApp::new().await;
     let messages = queue_batch(&app, tracks(50, "dup")).await;
     for _ in 0..3 {
-        let response = app.consumer.handle(sqs_event(&messages)).await;
-        assert!(response.batch_item_failures.is_empty());
+        assert!(app.deliver(&messages).await.is_empty());
     }
     assert_eq!(app.db.count("events").await, 50, "50 events delivered 3 times");
 }
@@ -39,13 +32,7 @@ async fn a_retried_client_batch_stores_one_row_per_event() {
     let second = queue_batch(&app, tracks(20, "retry")).await;
     let mut both = first;
     both.extend(second);
-    assert!(
-        app.consumer
-            .handle(sqs_event(&both))
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(app.deliver(&both).await.is_empty());
     assert_eq!(app.db.count("events").await, 20, "a batch sent twice, 20 rows");
 }
 
@@ -58,11 +45,7 @@ async fn concurrent_consumers_store_each_event_once() {
     for response in futures::future::join_all(runs).await {
         assert!(response.batch_item_failures.is_empty());
     }
-    assert_eq!(
-        app.db.count("events").await,
-        300,
-        "4 concurrent consumers of the same 300 events"
-    );
+    assert_eq!(app.db.count("events").await, 300, "4 concurrent consumers of the same 300 events");
 }
 
 #[tokio::test]
@@ -100,12 +83,7 @@ async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
     let summary: Vec<(&str, i32)> = rejected.iter().map(|(id, index, _)| (id.as_str(), *index)).collect();
     assert_eq!(
         summary,
-        vec![
-            ("half-bad", 1),
-            ("no-body", -1),
-            ("not-json", -1),
-            ("unknown-project", -1)
-        ],
+        vec![("half-bad", 1), ("no-body", -1), ("not-json", -1), ("unknown-project", -1)],
         "recorded once despite redelivery"
     );
     assert!(rejected[0].2.contains("event"), "{}", rejected[0].2);
@@ -121,13 +99,7 @@ async fn identify_traits_merge_by_event_time_whatever_the_delivery_order() {
     let newer = queue_batch(&app, json!([{"type": "identify", "userId": "u", "messageId": "i-new", "timestamp": at(1), "traits": {"plan": "pro"}}])).await;
     // Newer first, then older, then the newer again (a redelivery).
     for messages in [&newer, &older, &newer] {
-        assert!(
-            app.consumer
-                .handle(sqs_event(messages))
-                .await
-                .batch_item_failures
-                .is_empty()
-        );
+        assert!(app.deliver(messages).await.is_empty());
     }
     let traits: Vec<String> = app.db.query("SELECT traits FROM users WHERE user_id = 'u'").await;
     let traits: serde_json::Value = serde_json::from_str(&traits[0]).expect("json");
@@ -137,18 +109,10 @@ async fn identify_traits_merge_by_event_time_whatever_the_delivery_order() {
 #[tokio::test]
 async fn alias_links_the_previous_id() {
     let app = TestApp::new().await;
-    let messages = queue_batch(
-        &app,
-        json!([{"type": "alias", "previousId": "anon-9", "userId": "u-9", "messageId": "a-1"}]),
-    )
-    .await;
-    assert!(
-        app.consumer
-            .handle(sqs_event(&messages))
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    let messages =
+        queue_batch(&app, json!([{"type": "alias", "previousId": "anon-9", "userId": "u-9", "messageId": "a-1"}]))
+            .await;
+    assert!(app.deliver(&messages).await.is_empty());
     let aliases: Vec<(String, String, String)> = app.db.query("SELECT alias, user_id, source FROM aliases").await;
     assert_eq!(aliases, vec![("anon-9".into(), "u-9".into(), "alias".into())]);
 }

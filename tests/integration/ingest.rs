@@ -12,15 +12,7 @@ fn iso(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-type EventRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-);
+type EventRow = (String, String, Option<String>, Option<String>, Option<String>, i64, Option<String>);
 
 /// message_id, type, name, user_id, anonymous_id, ms between timestamp and received_at, ip
 async fn stored(app: &TestApp) -> Vec<EventRow> {
@@ -36,9 +28,7 @@ async fn stored(app: &TestApp) -> Vec<EventRow> {
 /// (id, JSON column) rows, the JSON parsed (MariaDB and MySQL format it differently).
 async fn json_rows(app: &TestApp, sql: &str) -> Vec<(String, Value)> {
     let rows: Vec<(String, String)> = app.db.query(sql).await;
-    rows.into_iter()
-        .map(|(id, text)| (id, serde_json::from_str(&text).expect("JSON column")))
-        .collect()
+    rows.into_iter().map(|(id, text)| (id, serde_json::from_str(&text).expect("JSON column"))).collect()
 }
 
 async fn assert_accepted(app: &TestApp, request: Request<Body>, expected_body: Value) {
@@ -89,15 +79,8 @@ async fn segment_batch_with_the_key_in_the_body_is_stored_with_corrected_timesta
             ),
         ]
     );
-    let context: Vec<String> = app
-        .db
-        .query("SELECT context FROM events WHERE message_id = 'm-1'")
-        .await;
-    assert!(
-        context[0].contains("analytics-python"),
-        "batch context applies: {}",
-        context[0]
-    );
+    let context: Vec<String> = app.db.query("SELECT context FROM events WHERE message_id = 'm-1'").await;
+    assert!(context[0].contains("analytics-python"), "batch context applies: {}", context[0]);
     assert_eq!(
         json_rows(&app, "SELECT user_id, traits FROM users").await,
         vec![("u-1".into(), json!({"plan": "pro"}))]
@@ -110,20 +93,10 @@ async fn segment_batch_with_the_key_in_the_body_is_stored_with_corrected_timesta
 async fn the_key_in_basic_auth_or_in_both_places_is_accepted() {
     let app = TestApp::new().await;
     let message = |id: &str| json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": id}]});
-    assert_accepted(
-        &app,
-        post_json("/v1/batch", Some(&app.key), &message("basic")),
-        json!({"success": true}),
-    )
-    .await;
+    assert_accepted(&app, post_json("/v1/batch", Some(&app.key), &message("basic")), json!({"success": true})).await;
     let mut both = message("both");
     both["writeKey"] = json!(app.key);
-    assert_accepted(
-        &app,
-        post_json("/v1/batch", Some(&app.key), &both),
-        json!({"success": true}),
-    )
-    .await;
+    assert_accepted(&app, post_json("/v1/batch", Some(&app.key), &both), json!({"success": true})).await;
     assert_eq!(app.db.count("events").await, 2);
 }
 
@@ -137,13 +110,8 @@ async fn rudderstack_gzip_with_basic_auth_is_stored() {
                    "originalTimestamp": iso(now - Duration::seconds(3)), "channel": "server",
                    "properties": {"path": "/pricing"}}]
     });
-    let request = post_bytes(
-        "/v1/batch",
-        Some(&app.key),
-        "application/json",
-        Some("gzip"),
-        gzip(body.to_string().as_bytes()),
-    );
+    let request =
+        post_bytes("/v1/batch", Some(&app.key), "application/json", Some("gzip"), gzip(body.to_string().as_bytes()));
     assert_accepted(&app, request, json!({"success": true})).await;
     let rows = stored(&app).await;
     assert_eq!(rows.len(), 1);
@@ -151,10 +119,7 @@ async fn rudderstack_gzip_with_basic_auth_is_stored() {
         (rows[0].1.as_str(), rows[0].2.as_deref(), rows[0].4.as_deref()),
         ("page", Some("Pricing"), Some("anon-r"))
     );
-    assert_eq!(
-        rows[0].5, 3_000,
-        "timestamp corrected from originalTimestamp and sentAt"
-    );
+    assert_eq!(rows[0].5, 3_000, "timestamp corrected from originalTimestamp and sentAt");
 }
 
 #[tokio::test]
@@ -176,10 +141,7 @@ async fn posthog_batch_with_api_key_is_stored_and_builds_profiles() {
     assert_accepted(&app, post_json("/batch/", None, &body), json!({"status": 1})).await;
     let rows = stored(&app).await;
     let kinds: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.1.as_str(), r.2.as_deref())).collect();
-    assert_eq!(
-        kinds,
-        vec![("identify", None), ("track", Some("file uploaded")), ("group", None)]
-    );
+    assert_eq!(kinds, vec![("identify", None), ("track", Some("file uploaded")), ("group", None)]);
     assert_eq!(
         json_rows(&app, "SELECT user_id, traits FROM users").await,
         vec![("ph-user".into(), json!({"email": "a@example.com"}))]
@@ -219,10 +181,7 @@ async fn browser_text_plain_single_call_is_stored() {
     assert_accepted(&app, request, json!({"success": true})).await;
     let rows = stored(&app).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (rows[0].1.as_str(), rows[0].2.as_deref()),
-        ("track", Some("Button Clicked"))
-    );
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_deref()), ("track", Some("Button Clicked")));
 }
 
 #[tokio::test]
@@ -232,12 +191,7 @@ async fn beacon_with_the_key_in_the_query_is_stored() {
     let path = format!("/beacon/v1/batch?writeKey={}", app.key);
     let request = post_bytes(&path, None, "text/plain", None, body.to_string().into_bytes());
     assert_accepted(&app, request, json!({"success": true})).await;
-    assert_eq!(
-        app.db
-            .count("events WHERE type = 'screen' AND message_id = 'b-1'")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count("events WHERE type = 'screen' AND message_id = 'b-1'").await, 1);
 }
 
 #[tokio::test]
@@ -251,10 +205,7 @@ async fn a_missing_unknown_or_malformed_key_gets_one_401_body_and_queues_nothing
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         bodies.push(reply.json);
     }
-    assert!(
-        bodies.iter().all(|body| body == &bodies[0]),
-        "one body for all: {bodies:?}"
-    );
+    assert!(bodies.iter().all(|body| body == &bodies[0]), "one body for all: {bodies:?}");
     assert_eq!(bodies[0]["code"], "unauthorized");
     assert!(bodies[0]["message"].is_string());
     assert_eq!(bodies[0]["success"], false);
@@ -267,16 +218,10 @@ async fn two_different_keys_or_a_read_key_are_refused() {
     let (_, read_key) = project_with_key(&app.db, &app.config, Scope::Read).await;
     let batch = json!({"writeKey": app.key, "batch": [{"type": "track", "event": "E", "userId": "u"}]});
     let reply = app.send(post_json("/v1/batch", Some(&read_key), &batch)).await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("conflicting_keys"))
-    );
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("conflicting_keys")));
     let batch = json!({"batch": [{"type": "track", "event": "E", "userId": "u"}]});
     let reply = app.send(post_json("/v1/batch", Some(&read_key), &batch)).await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("forbidden"))
-    );
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
     assert!(app.take_queued().await.is_empty());
 }
 
@@ -286,44 +231,21 @@ async fn limits_are_enforced_and_named() {
     let event = json!({"type": "track", "event": "E", "userId": "u"});
     let too_many = json!({"batch": vec![event.clone(); 2501]});
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &too_many)).await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("too_many_events"))
-    );
-    assert!(
-        reply.json["message"].as_str().unwrap_or_default().contains("2500"),
-        "{}",
-        reply.json
-    );
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::BAD_REQUEST, Some("too_many_events")));
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("2500"), "{}", reply.json);
 
     let big_event =
         json!({"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"blob": "x".repeat(33_000)}}]});
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &big_event)).await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("event_too_large"))
-    );
-    assert!(
-        reply.json["message"].as_str().unwrap_or_default().contains("32768"),
-        "{}",
-        reply.json
-    );
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("event_too_large")));
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("32768"), "{}", reply.json);
 
     let events: Vec<Value> = (0..40)
         .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": i.to_string(), "properties": {"blob": "y".repeat(15_000)}}))
         .collect();
-    let reply = app
-        .send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events})))
-        .await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
-    );
-    assert!(
-        reply.json["message"].as_str().unwrap_or_default().contains("512000"),
-        "{}",
-        reply.json
-    );
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &json!({"batch": events}))).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large")));
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("512000"), "{}", reply.json);
     assert!(app.take_queued().await.is_empty());
 }
 
@@ -333,25 +255,9 @@ async fn a_gzip_bomb_is_refused_at_the_inflated_limit() {
     // 100 MB of JSON whitespace compresses to about 100 KB.
     let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
     assert!(bomb.len() < 512_000);
-    let reply = app
-        .send(post_bytes(
-            "/v1/batch",
-            Some(&app.key),
-            "application/json",
-            Some("gzip"),
-            bomb,
-        ))
-        .await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
-    );
-    assert!(
-        reply.json["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("after decompression")
-    );
+    let reply = app.send(post_bytes("/v1/batch", Some(&app.key), "application/json", Some("gzip"), bomb)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large")));
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("after decompression"));
     assert!(app.take_queued().await.is_empty());
 }
 
@@ -390,15 +296,8 @@ async fn hostile_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
         ("long user id", track(json!({"userId": "u".repeat(300)})), "invalid_event"),
     ];
     for (name, body, code) in cases {
-        let reply = app
-            .send(post_bytes("/v1/batch", Some(&app.key), "application/json", None, body))
-            .await;
-        assert!(
-            reply.status.is_client_error(),
-            "{name}: {} {}",
-            reply.status,
-            reply.json
-        );
+        let reply = app.send(post_bytes("/v1/batch", Some(&app.key), "application/json", None, body)).await;
+        assert!(reply.status.is_client_error(), "{name}: {} {}", reply.status, reply.json);
         assert_eq!(reply.json["code"], code, "{name}: {}", reply.json);
         assert!(!reply.json["message"].as_str().unwrap_or_default().is_empty(), "{name}");
     }
@@ -411,17 +310,9 @@ async fn sql_and_markup_in_values_are_stored_as_data() {
     let app = TestApp::new().await;
     let nasty = "'); DROP TABLE events; -- <script>alert(1)</script>";
     let body = json!({"batch": [{"type": "track", "event": nasty, "userId": nasty, "messageId": nasty, "properties": {nasty: nasty}}]});
-    assert_accepted(
-        &app,
-        post_json("/v1/batch", Some(&app.key), &body),
-        json!({"success": true}),
-    )
-    .await;
+    assert_accepted(&app, post_json("/v1/batch", Some(&app.key), &body), json!({"success": true})).await;
     let rows = stored(&app).await;
-    assert_eq!(
-        (rows[0].0.as_str(), rows[0].2.as_deref(), rows[0].3.as_deref()),
-        (nasty, Some(nasty), Some(nasty))
-    );
+    assert_eq!((rows[0].0.as_str(), rows[0].2.as_deref(), rows[0].3.as_deref()), (nasty, Some(nasty), Some(nasty)));
 }
 
 #[tokio::test]
@@ -430,19 +321,13 @@ async fn cors_allows_any_origin_on_ingest_without_credentials() {
     let preflight = Request::options("/v1/batch")
         .header("origin", "https://shop.example")
         .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "authorization,content-type,x-retry-count,anonymousid",
-        )
+        .header("access-control-request-headers", "authorization,content-type,x-retry-count,anonymousid")
         .body(Body::empty())
         .expect("request");
     let reply = app.send(preflight).await;
     assert!(reply.status.is_success(), "{}", reply.status);
     assert_eq!(reply.headers["access-control-allow-origin"], "*");
-    let allowed = reply.headers["access-control-allow-headers"]
-        .to_str()
-        .unwrap_or_default()
-        .to_lowercase();
+    let allowed = reply.headers["access-control-allow-headers"].to_str().unwrap_or_default().to_lowercase();
     for header in ["authorization", "content-type", "x-retry-count", "anonymousid"] {
         assert!(allowed.contains(header), "{allowed}");
     }
@@ -452,16 +337,9 @@ async fn cors_allows_any_origin_on_ingest_without_credentials() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors_and_security_headers() {
     let app = TestApp::new().await;
-    let reply = app
-        .send(Request::get("/v1/nope").body(Body::empty()).expect("request"))
-        .await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
-    );
-    let reply = app
-        .send(Request::get("/v1/batch").body(Body::empty()).expect("request"))
-        .await;
+    let reply = app.send(Request::get("/v1/nope").body(Body::empty()).expect("request")).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let reply = app.send(Request::get("/v1/batch").body(Body::empty()).expect("request")).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
 }
@@ -492,10 +370,7 @@ async fn redis_down_still_serves_and_limits_per_instance() {
     let db = TestDb::new().await;
     let app = TestApp::with(
         db,
-        &[
-            ("EVTRACK_REDIS_URL", "redis://127.0.0.1:1"),
-            ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "1000000"),
-        ],
+        &[("EVTRACK_REDIS_URL", "redis://127.0.0.1:1"), ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "1000000")],
     )
     .await;
     let batch = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "r-1"}]});
@@ -504,9 +379,5 @@ async fn redis_down_still_serves_and_limits_per_instance() {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     }
     assert!(app.consume_queued().await.is_empty());
-    assert_eq!(
-        app.db.count("events").await,
-        1,
-        "three deliveries of one messageId, one row"
-    );
+    assert_eq!(app.db.count("events").await, 1, "three deliveries of one messageId, one row");
 }

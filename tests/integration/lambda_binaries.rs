@@ -24,31 +24,24 @@ struct FakeRuntime {
 async fn start_runtime(payload: Value) -> (String, mpsc::UnboundedReceiver<(String, String)>) {
     let (answers, received) = mpsc::unbounded_channel();
     let runtime = FakeRuntime {
-        invocations: Arc::new(Mutex::new(VecDeque::from([(
-            "request-1".to_string(),
-            payload.to_string(),
-        )]))),
+        invocations: Arc::new(Mutex::new(VecDeque::from([("request-1".to_string(), payload.to_string())]))),
         answers,
     };
     let app = axum::Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
-            post(
-                |State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
-                    rt.answers.send(("response".into(), body)).ok();
-                    http::StatusCode::ACCEPTED
-                },
-            ),
+            post(|State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
+                rt.answers.send(("response".into(), body)).ok();
+                http::StatusCode::ACCEPTED
+            }),
         )
         .route(
             "/2018-06-01/runtime/invocation/{id}/error",
-            post(
-                |State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
-                    rt.answers.send(("error".into(), body)).ok();
-                    http::StatusCode::ACCEPTED
-                },
-            ),
+            post(|State(rt): State<FakeRuntime>, Path(_id): Path<String>, body: String| async move {
+                rt.answers.send(("error".into(), body)).ok();
+                http::StatusCode::ACCEPTED
+            }),
         )
         .route(
             "/2018-06-01/runtime/init/error",
@@ -71,15 +64,10 @@ async fn next_invocation(State(runtime): State<FakeRuntime>) -> (HeaderMap, Stri
             let mut headers = HeaderMap::new();
             let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
             headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
-            headers.insert(
-                "lambda-runtime-deadline-ms",
-                deadline.to_string().parse().expect("header"),
-            );
+            headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header"));
             headers.insert(
                 "lambda-runtime-invoked-function-arn",
-                "arn:aws:lambda:us-east-1:000000000000:function:test"
-                    .parse()
-                    .expect("header"),
+                "arn:aws:lambda:us-east-1:000000000000:function:test".parse().expect("header"),
             );
             headers.insert("content-type", "application/json".parse().expect("header"));
             return (headers, payload);
@@ -180,11 +168,7 @@ async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
     let (kind, response) = answer(&mut received).await;
     assert_eq!(kind, "response", "{response}");
     assert_eq!(response, json!({"batchItemFailures": []}));
-    assert_eq!(
-        db.count("events WHERE message_id = 'lambda-1' AND ip = '198.51.100.0'")
-            .await,
-        1
-    );
+    assert_eq!(db.count("events WHERE message_id = 'lambda-1' AND ip = '198.51.100.0'").await, 1);
 }
 
 #[test]

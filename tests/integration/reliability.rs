@@ -12,20 +12,12 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn tracks(n: usize, prefix: &str) -> serde_json::Value {
-    json!({"batch": (0..n)
-        .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("{prefix}-{i}"),
-                        "properties": {"padding": "p".repeat(300)}}))
-        .collect::<Vec<_>>()})
+    json!({"batch": track_messages(n, prefix, 300)})
 }
 
 fn mariadb_address() -> std::net::SocketAddr {
     let url = database_server_url();
-    let host_port = url
-        .trim_start_matches("mysql://")
-        .rsplit('@')
-        .next()
-        .unwrap_or("127.0.0.1:3306")
-        .to_string();
+    let host_port = url.trim_start_matches("mysql://").rsplit('@').next().unwrap_or("127.0.0.1:3306").to_string();
     std::net::ToSocketAddrs::to_socket_addrs(&host_port)
         .ok()
         .and_then(|mut addresses| addresses.next())
@@ -40,36 +32,21 @@ async fn events_go_through_sqs_and_are_stored_once() {
     let (_, key) = project_with_key(&db, &config, Scope::Write).await;
     let client = sqs_client(&sqs_endpoint());
     let queue_url = fresh_queue(&client).await;
-    let ingest = Arc::new(Ingest::new(
-        &config,
-        db.store.clone(),
-        EventQueue::Sqs(sqs_queue(&client, &queue_url)),
-    ));
+    let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Sqs(sqs_queue(&client, &queue_url))));
     let router = evtrack_ingest::router(ingest);
     // 1,200 events of ~400 bytes: more than one 256 KiB message.
     let reply = send(&router, post_json("/v1/batch", Some(&key), &tracks(1200, "sqs"))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let messages = receive_all(&client, &queue_url).await;
     assert!(messages.len() >= 2, "packed into {} messages", messages.len());
-    assert!(
-        messages
-            .iter()
-            .all(|m| m.body().unwrap_or_default().len() <= 256 * 1024)
-    );
+    assert!(messages.iter().all(|m| m.body().unwrap_or_default().len() <= 256 * 1024));
     let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body()))
-        .collect();
+    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
     let consumer = Consumer::new(db.store.clone());
     for _ in 0..2 {
         assert!(consumer.handle(event.clone()).await.batch_item_failures.is_empty());
     }
-    assert_eq!(
-        db.count("events WHERE message_id LIKE 'sqs-%'").await,
-        1200,
-        "1,200 events, each delivered twice"
-    );
+    assert_eq!(db.count("events WHERE message_id LIKE 'sqs-%'").await, 1200, "1,200 events, each delivered twice");
 }
 
 #[tokio::test]
@@ -91,16 +68,11 @@ async fn queue_down_answers_503_and_acknowledges_nothing() {
 async fn a_full_local_queue_answers_503_instead_of_growing() {
     let app = TestApp::with(
         TestDb::new().await,
-        &[
-            ("EVTRACK_LOCAL_QUEUE_CAPACITY", "2"),
-            ("EVTRACK_QUEUE_SEND_TIMEOUT_MS", "50"),
-        ],
+        &[("EVTRACK_LOCAL_QUEUE_CAPACITY", "2"), ("EVTRACK_QUEUE_SEND_TIMEOUT_MS", "50")],
     )
     .await;
     for i in 0..2 {
-        let reply = app
-            .send(post_json("/v1/batch", Some(&app.key), &tracks(1, &format!("q{i}"))))
-            .await;
+        let reply = app.send(post_json("/v1/batch", Some(&app.key), &tracks(1, &format!("q{i}")))).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &tracks(1, "q3"))).await;
@@ -120,29 +92,15 @@ async fn database_down_while_events_arrive_loses_nothing() {
     let proxy = Proxy::start(mariadb_address()).await;
     let db = TestDb::on_server(&format!("mysql://root@{}", proxy.address)).await;
     let app = TestApp::with(db, &[]).await;
-    let warm = app
-        .send(post_json("/v1/batch", Some(&app.key), &tracks(10, "before")))
-        .await;
+    let warm = app.send(post_json("/v1/batch", Some(&app.key), &tracks(10, "before"))).await;
     assert_eq!(warm.status, StatusCode::OK);
 
     proxy.cut().await;
-    let during = app
-        .send(post_json("/v1/batch", Some(&app.key), &tracks(40, "during")))
-        .await;
-    assert_eq!(
-        during.status,
-        StatusCode::OK,
-        "ingest accepts while the database is down: {}",
-        during.json
-    );
+    let during = app.send(post_json("/v1/batch", Some(&app.key), &tracks(40, "during"))).await;
+    assert_eq!(during.status, StatusCode::OK, "ingest accepts while the database is down: {}", during.json);
     let messages = app.take_queued().await;
     let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
-    let response = app.consumer.handle(sqs_event(&messages)).await;
-    let mut failed: Vec<String> = response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect();
+    let mut failed = app.deliver(&messages).await;
     failed.sort();
     let mut expected = ids.clone();
     expected.sort();
@@ -151,13 +109,7 @@ async fn database_down_while_events_arrive_loses_nothing() {
     proxy.restore();
     // SQS redelivers everything reported, and (at least once) some of it twice.
     for _ in 0..2 {
-        assert!(
-            app.consumer
-                .handle(sqs_event(&messages))
-                .await
-                .batch_item_failures
-                .is_empty()
-        );
+        assert!(app.deliver(&messages).await.is_empty());
     }
     assert_eq!(app.db.count("events WHERE message_id LIKE 'before-%'").await, 10);
     assert_eq!(app.db.count("events WHERE message_id LIKE 'during-%'").await, 40);
@@ -170,9 +122,6 @@ async fn an_unknown_key_while_the_database_is_down_gets_503_so_the_sdk_retries()
     let app = TestApp::with(db, &[]).await;
     proxy.cut().await;
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &tracks(1, "x"))).await;
-    assert_eq!(
-        (reply.status, reply.json["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
-    );
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
     assert!(app.take_queued().await.is_empty());
 }

@@ -5,50 +5,37 @@ use evtrack_tests::*;
 use serde_json::json;
 use std::time::Duration;
 
+/// Posts a Segment batch with the stack's key; it must be accepted.
+async fn post_batch(http: &reqwest::Client, stack: &StackProcess, messages: Vec<serde_json::Value>) {
+    let response = http
+        .post(format!("{}/v1/batch", stack.address))
+        .basic_auth(&stack.key, Some(""))
+        .json(&json!({"batch": messages}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+}
+
 #[tokio::test]
 async fn evtrack_up_serves_ingest_and_drains_on_ctrl_c() {
     let mut stack = StackProcess::start(&[]);
     let http = reqwest::Client::new();
     let mut sent = 0;
     for round in 0..20 {
-        let batch = json!({"batch": (0..50).map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("e2e-{round}-{i}")})).collect::<Vec<_>>()});
-        let response = http
-            .post(format!("{}/v1/batch", stack.address))
-            .basic_auth(&stack.key, Some(""))
-            .json(&batch)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200);
+        post_batch(&http, &stack, track_messages(50, &format!("e2e-{round}"), 0)).await;
         sent += 50;
     }
     let posthog = json!({"api_key": stack.key, "batch": [{"event": "$pageview", "distinct_id": "d", "properties": {"title": "Home"}}]});
-    let response = http
-        .post(format!("{}/batch/", stack.address))
-        .json(&posthog)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(
-        response.json::<serde_json::Value>().await.expect("json"),
-        json!({"status": 1})
-    );
+    let response = http.post(format!("{}/batch/", stack.address)).json(&posthog).send().await.expect("request");
+    assert_eq!(response.json::<serde_json::Value>().await.expect("json"), json!({"status": 1}));
     sent += 1;
 
     // Ctrl-C right after the last request: whatever is still queued must be stored.
     let (exit, output) = stack.interrupt();
     assert!(exit.success(), "{exit:?}");
-    assert!(
-        output
-            .iter()
-            .any(|line| line.contains("all accepted events are stored")),
-        "{output:?}"
-    );
-    assert_eq!(
-        stack.count("SELECT COUNT(*) FROM events").await,
-        sent,
-        "every accepted event is in MySQL after exit"
-    );
+    assert!(output.iter().any(|line| line.contains("all accepted events are stored")), "{output:?}");
+    assert_eq!(stack.count("SELECT COUNT(*) FROM events").await, sent, "every accepted event is in MySQL after exit");
 }
 
 /// The Python SDKs, unchanged but for their host, against the running stack.
@@ -70,16 +57,11 @@ async fn the_real_python_sdks_deliver_every_call() {
     let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("counts");
     assert_eq!(sent, json!({"segment": 12, "rudder": 6, "posthog": 5}));
 
-    let total = stack
-        .wait_for_count("SELECT COUNT(*) FROM events", 23, Duration::from_secs(20))
-        .await;
+    let total = stack.wait_for_count("SELECT COUNT(*) FROM events", 23, Duration::from_secs(20)).await;
     assert_eq!(total, 23, "12 Segment + 6 RudderStack + 5 PostHog calls");
     for sdk in ["segment", "segment-gzip", "rudder"] {
-        let per_type = stack
-            .count(&format!(
-                "SELECT COUNT(DISTINCT type) FROM events WHERE user_id = '{run}-{sdk}-user'"
-            ))
-            .await;
+        let per_type =
+            stack.count(&format!("SELECT COUNT(DISTINCT type) FROM events WHERE user_id = '{run}-{sdk}-user'")).await;
         assert_eq!(per_type, 6, "{sdk}: identify, track, page, screen, group, alias");
         let traits = stack
             .count(&format!(
@@ -87,11 +69,7 @@ async fn the_real_python_sdks_deliver_every_call() {
             ))
             .await;
         assert_eq!(traits, 1, "{sdk}: identify traits in users");
-        let links = stack
-            .count(&format!(
-                "SELECT COUNT(*) FROM aliases WHERE user_id = '{run}-{sdk}-user'"
-            ))
-            .await;
+        let links = stack.count(&format!("SELECT COUNT(*) FROM aliases WHERE user_id = '{run}-{sdk}-user'")).await;
         assert_eq!(links, 2, "{sdk}: the anonymous id and the alias");
     }
     let posthog_user = format!("{run}-posthog-user");
@@ -110,18 +88,12 @@ async fn the_real_python_sdks_deliver_every_call() {
         "posthog alias() links the previous id"
     );
     assert_eq!(
-        stack
-            .count(&format!(
-                "SELECT COUNT(*) FROM group_profiles WHERE group_id = '{run}-posthog-acme'"
-            ))
-            .await,
+        stack.count(&format!("SELECT COUNT(*) FROM group_profiles WHERE group_id = '{run}-posthog-acme'")).await,
         1
     );
     // Skew correction ran on every SDK's events: none lands more than a minute from receipt.
     assert_eq!(
-        stack
-            .count("SELECT COUNT(*) FROM events WHERE ABS(TIMESTAMPDIFF(SECOND, timestamp, received_at)) > 60")
-            .await,
+        stack.count("SELECT COUNT(*) FROM events WHERE ABS(TIMESTAMPDIFF(SECOND, timestamp, received_at)) > 60").await,
         0
     );
 }
@@ -140,32 +112,14 @@ async fn evtrack_up_with_sqs_stores_everything_and_empties_the_queue() {
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
     ]);
-    client
-        .send_message()
-        .queue_url(&queue_url)
-        .message_body("not an envelope")
-        .send()
-        .await
-        .expect("poison sent");
+    client.send_message().queue_url(&queue_url).message_body("not an envelope").send().await.expect("poison sent");
     let http = reqwest::Client::new();
     for round in 0..5 {
-        let batch = json!({"batch": (0..20).map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("sqs-{round}-{i}")})).collect::<Vec<_>>()});
-        let response = http
-            .post(format!("{}/v1/batch", stack.address))
-            .basic_auth(&stack.key, Some(""))
-            .json(&batch)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200);
+        post_batch(&http, &stack, track_messages(20, &format!("sqs-{round}"), 0)).await;
     }
-    let stored = stack
-        .wait_for_count("SELECT COUNT(*) FROM events", 100, Duration::from_secs(30))
-        .await;
+    let stored = stack.wait_for_count("SELECT COUNT(*) FROM events", 100, Duration::from_secs(30)).await;
     assert_eq!(stored, 100);
-    let rejected = stack
-        .wait_for_count("SELECT COUNT(*) FROM rejected_events", 1, Duration::from_secs(30))
-        .await;
+    let rejected = stack.wait_for_count("SELECT COUNT(*) FROM rejected_events", 1, Duration::from_secs(30)).await;
     assert_eq!(rejected, 1, "the poison message is kept with its reason");
 
     let started = std::time::Instant::now();
@@ -178,11 +132,7 @@ async fn evtrack_up_with_sqs_stores_everything_and_empties_the_queue() {
             .await
             .expect("attributes");
         let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
-            attributes
-                .attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(u64::MAX)
+            attributes.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX)
         };
         let left = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
             + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);

@@ -48,10 +48,7 @@ struct Decoded<'a> {
 
 impl Consumer {
     pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            projects: Mutex::new(HashMap::new()),
-        }
+        Self { store, projects: Mutex::new(HashMap::new()) }
     }
 
     /// The Lambda handler: an SQS batch in, the messages to retry out.
@@ -148,36 +145,20 @@ impl Consumer {
             }
         };
         let Some(project) = self.project_id(envelope.project).await? else {
-            reject(
-                rejections,
-                None,
-                -1,
-                format!("unknown project {}", envelope.project),
-                body.as_bytes(),
-            );
+            reject(rejections, None, -1, format!("unknown project {}", envelope.project), body.as_bytes());
             return Ok(None);
         };
         let mut events = Vec::with_capacity(envelope.events.len());
         for (index, raw) in envelope.events.iter().enumerate() {
             let checked = serde_json::from_str::<Event>(raw.get())
                 .map_err(|err| format!("undecodable event: {err}"))
-                .and_then(|event| {
-                    event
-                        .validate()
-                        .map(|()| event)
-                        .map_err(|p| format!("invalid event: {p}"))
-                });
+                .and_then(|event| event.validate().map(|()| event).map_err(|p| format!("invalid event: {p}")));
             match checked {
                 Ok(event) => events.push((index, event)),
                 Err(reason) => reject(rejections, Some(project), index as i32, reason, raw.get().as_bytes()),
             }
         }
-        Ok(Some(Decoded {
-            id: message.id,
-            project,
-            envelope,
-            events,
-        }))
+        Ok(Some(Decoded { id: message.id, project, envelope, events }))
     }
 
     async fn project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {
@@ -217,12 +198,7 @@ impl Consumer {
             Ok(_) => report.rejected = rejections.len() as u64,
             Err(err) => {
                 tracing::warn!(error = %err, "rejections not recorded; left for redelivery");
-                failed_messages.extend(
-                    rejections
-                        .iter()
-                        .map(|r| r.queue_message_id.as_str())
-                        .collect::<Vec<_>>(),
-                );
+                failed_messages.extend(rejections.iter().map(|r| r.queue_message_id.as_str()).collect::<Vec<_>>());
             }
         }
         failed_messages.sort_unstable();

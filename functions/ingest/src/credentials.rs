@@ -26,11 +26,7 @@ pub fn find(parts: &Parts, body_keys: &[String]) -> Result<String, ApiError> {
     match found.len() {
         0 => Err(unauthorized()),
         1 => Ok(found.remove(0)),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "conflicting_keys",
-            "the request carries two different keys",
-        )),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "conflicting_keys", "the request carries two different keys")),
     }
 }
 
@@ -42,9 +38,7 @@ fn from_authorization(value: &str) -> Result<String, ApiError> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(unauthorized());
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .map_err(|_| unauthorized())?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| unauthorized())?;
     let text = String::from_utf8(decoded).map_err(|_| unauthorized())?;
     // `key:` (RudderStack, Segment) — the key is the user; the password is empty.
     let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
@@ -68,45 +62,27 @@ mod tests {
     }
 
     fn basic(key: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
     }
 
     #[test]
     fn the_key_is_found_wherever_sdks_put_it() {
-        assert_eq!(
-            find(&parts(Some(&basic("k1")), "/v1/batch"), &[]).ok(),
-            Some("k1".into())
-        );
-        assert_eq!(
-            find(&parts(Some("Bearer k2"), "/v1/batch"), &[]).ok(),
-            Some("k2".into())
-        );
+        assert_eq!(find(&parts(Some(&basic("k1")), "/v1/batch"), &[]).ok(), Some("k1".into()));
+        assert_eq!(find(&parts(Some("Bearer k2"), "/v1/batch"), &[]).ok(), Some("k2".into()));
         assert_eq!(find(&parts(None, "/v1/batch"), &["k3".into()]).ok(), Some("k3".into()));
-        assert_eq!(
-            find(&parts(None, "/beacon/v1/batch?writeKey=k4"), &[]).ok(),
-            Some("k4".into())
-        );
+        assert_eq!(find(&parts(None, "/beacon/v1/batch?writeKey=k4"), &[]).ok(), Some("k4".into()));
     }
 
     #[test]
     fn the_same_key_twice_is_fine_two_different_keys_are_not() {
-        assert_eq!(
-            find(&parts(Some(&basic("k1")), "/v1/batch"), &["k1".into()]).ok(),
-            Some("k1".into())
-        );
+        assert_eq!(find(&parts(Some(&basic("k1")), "/v1/batch"), &["k1".into()]).ok(), Some("k1".into()));
         let err = find(&parts(Some(&basic("k1")), "/v1/batch"), &["k2".into()]).expect_err("conflict");
         assert_eq!((err.status, err.code), (StatusCode::UNAUTHORIZED, "conflicting_keys"));
     }
 
     #[test]
     fn no_key_or_a_garbled_header_is_unauthorized() {
-        assert_eq!(
-            find(&parts(None, "/v1/batch"), &[]).map_err(|e| e.status),
-            Err(StatusCode::UNAUTHORIZED)
-        );
+        assert_eq!(find(&parts(None, "/v1/batch"), &[]).map_err(|e| e.status), Err(StatusCode::UNAUTHORIZED));
         assert_eq!(
             find(&parts(Some("Basic !!!"), "/v1/batch"), &[]).map_err(|e| e.status),
             Err(StatusCode::UNAUTHORIZED)

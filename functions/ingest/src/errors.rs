@@ -12,11 +12,7 @@ use evtrack::queue::envelope::TooLargeForQueue;
 use http::StatusCode;
 
 pub fn request_too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "request_too_large",
-        format!("request body exceeds {limit} bytes"),
-    )
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", format!("request body exceeds {limit} bytes"))
 }
 
 impl From<BodyError> for Rejected {
@@ -64,19 +60,13 @@ impl From<VerifyError> for Rejected {
     fn from(err: VerifyError) -> Self {
         Rejected(match err {
             VerifyError::Denied(AccessDenied::Unauthenticated) => super::credentials::unauthorized(),
-            VerifyError::Denied(AccessDenied::WrongScope) => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this key cannot send events; use a write key",
-            ),
+            VerifyError::Denied(AccessDenied::WrongScope) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this key cannot send events; use a write key")
+            }
             VerifyError::Unavailable(reason) => {
                 tracing::warn!(error = %reason, "write key check failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "cannot check keys right now; retry",
-                )
-                .retry_after(5)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cannot check keys right now; retry")
+                    .retry_after(5)
             }
         })
     }
@@ -85,12 +75,8 @@ impl From<VerifyError> for Rejected {
 impl From<RateLimited> for Rejected {
     fn from(limited: RateLimited) -> Self {
         Rejected(
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many events for this key; retry later",
-            )
-            .retry_after(limited.retry_after_secs),
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many events for this key; retry later")
+                .retry_after(limited.retry_after_secs),
         )
     }
 }
@@ -99,22 +85,14 @@ impl From<QueueError> for Rejected {
     fn from(err: QueueError) -> Self {
         tracing::warn!(error = %err, "events not queued; answering 503");
         Rejected(
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                "events were not queued; retry",
-            )
-            .retry_after(1),
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", "events were not queued; retry")
+                .retry_after(1),
         )
     }
 }
 
 impl From<TooLargeForQueue> for Rejected {
     fn from(err: TooLargeForQueue) -> Self {
-        Rejected(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event_too_large",
-            err.to_string(),
-        ))
+        Rejected(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", err.to_string()))
     }
 }

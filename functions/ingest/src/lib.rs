@@ -51,21 +51,10 @@ impl Ingest {
     pub async fn accept(&self, shape: Shape, request: Request) -> Result<Response, Rejected> {
         let (parts, body) = request.into_parts();
         let limit = self.request_limit(shape);
-        let raw = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| errors::request_too_large(limit))?;
-        let header_text = |name| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|value: &http::HeaderValue| value.to_str().ok())
-        };
-        let json = body::json_bytes(
-            raw,
-            header_text(header::CONTENT_ENCODING),
-            header_text(header::CONTENT_TYPE),
-            limit,
-        )?;
+        let raw = axum::body::to_bytes(body, limit).await.map_err(|_| errors::request_too_large(limit))?;
+        let header_text = |name| parts.headers.get(name).and_then(|value: &http::HeaderValue| value.to_str().ok());
+        let json =
+            body::json_bytes(raw, header_text(header::CONTENT_ENCODING), header_text(header::CONTENT_TYPE), limit)?;
         let payload = wire::parse(shape, &json, &self.limits)?;
         let key = credentials::find(&parts, &payload.body_keys)?;
         let access = self.keys.verify(&key).await?;
@@ -78,12 +67,7 @@ impl Ingest {
         let ip = client_ip(&parts.extensions)
             .map(|ip| if access.store_full_ip { ip } else { truncate_ip(ip) })
             .map(|ip| ip.to_string());
-        let receipt = Receipt {
-            project: access.project_uid,
-            key: access.key_uid,
-            received_at,
-            ip: ip.as_deref(),
-        };
+        let receipt = Receipt { project: access.project_uid, key: access.key_uid, received_at, ip: ip.as_deref() };
         let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes)?;
         self.queue.send_all(bodies).await?;
         tracing::debug!(events = events.len(), project = %access.project_uid, "events queued");
@@ -91,20 +75,12 @@ impl Ingest {
     }
 
     fn request_limit(&self, shape: Shape) -> usize {
-        if shape.is_posthog() {
-            self.limits.max_posthog_request_bytes
-        } else {
-            self.limits.max_segment_request_bytes
-        }
+        if shape.is_posthog() { self.limits.max_posthog_request_bytes } else { self.limits.max_segment_request_bytes }
     }
 }
 
 /// Exactly 200: the Python SDKs treat any other 2xx as a failure and resend.
 fn success(shape: Shape) -> Response {
-    let body = if shape.is_posthog() {
-        serde_json::json!({"status": 1})
-    } else {
-        serde_json::json!({"success": true})
-    };
+    let body = if shape.is_posthog() { serde_json::json!({"status": 1}) } else { serde_json::json!({"success": true}) };
     (http::StatusCode::OK, axum::Json(body)).into_response()
 }

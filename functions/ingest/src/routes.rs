@@ -24,14 +24,10 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     for kind in EventType::ALL {
         let single = accepting(Shape::SegmentSingle(kind));
         let short = &kind.as_str()[..1];
-        router = router
-            .route(&format!("/v1/{kind}"), single.clone())
-            .route(&format!("/v1/{short}"), single);
+        router = router.route(&format!("/v1/{kind}"), single.clone()).route(&format!("/v1/{short}"), single);
     }
     for path in ["/batch", "/capture", "/e", "/i/v0/e"] {
-        router = router
-            .route(path, accepting(Shape::PostHog))
-            .route(&format!("{path}/"), accepting(Shape::PostHog));
+        router = router.route(path, accepting(Shape::PostHog)).route(&format!("{path}/"), accepting(Shape::PostHog));
     }
     router
         .fallback(|| async { ApiError::not_found() })

@@ -33,11 +33,7 @@ pub fn json_bytes(
         Some(value) if value == "gzip" || value == "x-gzip" => true,
         Some(value) => return Err(BodyError::UnsupportedEncoding(value)),
     };
-    let body = if announced_gzip || raw.starts_with(&GZIP_MAGIC) {
-        inflate(&raw, limit)?
-    } else {
-        raw
-    };
+    let body = if announced_gzip || raw.starts_with(&GZIP_MAGIC) { inflate(&raw, limit)? } else { raw };
     let is_form = content_type.is_some_and(|value| value.trim_start().starts_with("application/x-www-form-urlencoded"));
     if is_form && !body.starts_with(b"{") && !body.starts_with(b"[") {
         return form_data(&body, limit);
@@ -98,24 +94,15 @@ mod tests {
     #[test]
     fn gzip_is_inflated_by_header_or_by_magic_bytes() {
         let compressed = gzip(b"{\"a\":1}");
-        assert_eq!(
-            json_bytes(compressed.clone(), Some("gzip"), None, 100).as_deref(),
-            Ok(&b"{\"a\":1}"[..])
-        );
-        assert_eq!(
-            json_bytes(compressed, None, Some("text/plain"), 100).as_deref(),
-            Ok(&b"{\"a\":1}"[..])
-        );
+        assert_eq!(json_bytes(compressed.clone(), Some("gzip"), None, 100).as_deref(), Ok(&b"{\"a\":1}"[..]));
+        assert_eq!(json_bytes(compressed, None, Some("text/plain"), 100).as_deref(), Ok(&b"{\"a\":1}"[..]));
     }
 
     #[test]
     fn a_gzip_bomb_stops_at_the_limit() {
         let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
         assert!(bomb.len() < 100 * 1024, "the bomb is small: {}", bomb.len());
-        assert_eq!(
-            json_bytes(bomb, Some("gzip"), None, 1024),
-            Err(BodyError::TooLarge { limit: 1024 })
-        );
+        assert_eq!(json_bytes(bomb, Some("gzip"), None, 1024), Err(BodyError::TooLarge { limit: 1024 }));
     }
 
     #[test]
@@ -133,9 +120,7 @@ mod tests {
     #[test]
     fn posthog_form_posts_are_decoded() {
         let encoded = base64::engine::general_purpose::STANDARD.encode(b"[{\"event\":\"x\"}]");
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("data", &encoded)
-            .finish();
+        let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("data", &encoded).finish();
         assert_eq!(
             json_bytes(Bytes::from(body), None, Some("application/x-www-form-urlencoded"), 100).as_deref(),
             Ok(&b"[{\"event\":\"x\"}]"[..])

@@ -32,14 +32,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
-        Self::Track,
-        Self::Identify,
-        Self::Page,
-        Self::Screen,
-        Self::Group,
-        Self::Alias,
-    ];
+    pub const ALL: [EventType; 6] = [Self::Track, Self::Identify, Self::Page, Self::Screen, Self::Group, Self::Alias];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -163,12 +156,10 @@ pub fn check_json_object(field: &str, text: &RawValue) -> Result<(), EventProble
     }
     match serde_json::from_str::<JsonDepth>(text.get()) {
         Ok(JsonDepth(depth)) if depth <= MAX_JSON_DEPTH => Ok(()),
-        Ok(_) => Err(problem(format!(
-            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-        ))),
-        Err(err) if err.to_string().contains("recursion limit") => Err(problem(format!(
-            "{field} is nested deeper than {MAX_JSON_DEPTH} levels"
-        ))),
+        Ok(_) => Err(problem(format!("{field} is nested deeper than {MAX_JSON_DEPTH} levels"))),
+        Err(err) if err.to_string().contains("recursion limit") => {
+            Err(problem(format!("{field} is nested deeper than {MAX_JSON_DEPTH} levels")))
+        }
         Err(err) => Err(problem(format!("{field} is not valid JSON: {err}"))),
     }
 }
@@ -248,28 +239,34 @@ pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(
     Ok(())
 }
 
+/// A valid track event, for tests.
+#[cfg(test)]
+pub(crate) fn sample_track(message_id: &str) -> Event {
+    Event {
+        message_id: message_id.into(),
+        kind: EventType::Track,
+        name: Some("Signed Up".into()),
+        user_id: Some("u-1".into()),
+        anonymous_id: None,
+        group_id: None,
+        previous_id: None,
+        properties: None,
+        traits: None,
+        context: None,
+        integrations: None,
+        timestamp: Utc::now(),
+        original_timestamp: None,
+        sent_at: None,
+        timestamp_clamped: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn track() -> Event {
-        Event {
-            message_id: "m-1".into(),
-            kind: EventType::Track,
-            name: Some("Signed Up".into()),
-            user_id: Some("u-1".into()),
-            anonymous_id: None,
-            group_id: None,
-            previous_id: None,
-            properties: None,
-            traits: None,
-            context: None,
-            integrations: None,
-            timestamp: Utc::now(),
-            original_timestamp: None,
-            sent_at: None,
-            timestamp_clamped: false,
-        }
+        sample_track("m-1")
     }
 
     #[test]
@@ -279,23 +276,14 @@ mod tests {
 
     #[test]
     fn an_event_without_any_user_is_refused() {
-        let event = Event {
-            user_id: None,
-            ..track()
-        };
+        let event = Event { user_id: None, ..track() };
         assert!(event.validate().is_err());
     }
 
     #[test]
     fn control_characters_in_ids_are_refused() {
-        let event = Event {
-            user_id: Some("a\nb".into()),
-            ..track()
-        };
-        assert_eq!(
-            event.validate(),
-            Err(EventProblem("userId contains control characters".into()))
-        );
+        let event = Event { user_id: Some("a\nb".into()), ..track() };
+        assert_eq!(event.validate(), Err(EventProblem("userId contains control characters".into())));
     }
 
     fn raw(text: &str) -> JsonText {
@@ -304,11 +292,7 @@ mod tests {
 
     #[test]
     fn json_fields_are_checked_as_the_database_would() {
-        for ok in [
-            r#"{}"#,
-            r#"{"a":{"b":[1,{"c":"}]{["}]}}"#,
-            r#"{"n":1.5e300,"s":"\u00e9"}"#,
-        ] {
+        for ok in [r#"{}"#, r#"{"a":{"b":[1,{"c":"}]{["}]}}"#, r#"{"n":1.5e300,"s":"\u00e9"}"#] {
             assert_eq!(check_json_object("properties", &raw(ok)), Ok(()), "{ok}");
         }
         for (bad, expected) in [
@@ -336,20 +320,13 @@ mod tests {
 
     #[test]
     fn alias_needs_both_ids() {
-        let event = Event {
-            kind: EventType::Alias,
-            previous_id: None,
-            ..track()
-        };
+        let event = Event { kind: EventType::Alias, previous_id: None, ..track() };
         assert!(event.validate().is_err());
     }
 
     #[test]
     fn serialised_form_round_trips() {
-        let event = Event {
-            properties: Some(raw(r#"{"plan":"pro"}"#)),
-            ..track()
-        };
+        let event = Event { properties: Some(raw(r#"{"plan":"pro"}"#)), ..track() };
         let json = serde_json::to_string(&event).expect("serialises");
         let back: Event = serde_json::from_str(&json).expect("parses");
         assert_eq!(serde_json::to_string(&back).expect("serialises"), json);

@@ -10,9 +10,7 @@ pub fn parse_timestamp(field: &str, value: &Value) -> Result<Option<DateTime<Utc
         Value::Null => return Ok(None),
         Value::String(text) if text.is_empty() => return Ok(None),
         Value::String(text) => parse_text(text),
-        Value::Number(number) => number
-            .as_i64()
-            .and_then(|millis| Utc.timestamp_millis_opt(millis).single()),
+        Value::Number(number) => number.as_i64().and_then(|millis| Utc.timestamp_millis_opt(millis).single()),
         _ => return Err(format!("{field} must be an ISO 8601 string")),
     };
     let parsed = parsed.ok_or_else(|| format!("{field} is not a valid ISO 8601 timestamp"))?;
@@ -29,14 +27,10 @@ fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
         return Some(with_offset.with_timezone(&Utc));
     }
-    [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-    ]
-    .iter()
-    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-    .map(|naive| naive.and_utc())
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc())
 }
 
 fn earliest() -> DateTime<Utc> {
@@ -44,9 +38,7 @@ fn earliest() -> DateTime<Utc> {
 }
 
 fn latest() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
-        .single()
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The event time on the server's clock: `receivedAt − (sentAt − originalTimestamp)` when the
@@ -89,21 +81,13 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp("timestamp", &json!(text)), Ok(Some(expected)), "{text}");
         }
-        assert_eq!(
-            parse_timestamp("timestamp", &json!(1714564800123_i64)),
-            Ok(Some(expected))
-        );
+        assert_eq!(parse_timestamp("timestamp", &json!(1714564800123_i64)), Ok(Some(expected)));
         assert_eq!(parse_timestamp("timestamp", &Value::Null), Ok(None));
     }
 
     #[test]
     fn absurd_timestamps_are_refused_with_the_field_name() {
-        for value in [
-            json!("yesterday"),
-            json!("0001-01-01T00:00:00Z"),
-            json!(true),
-            json!(1e300),
-        ] {
+        for value in [json!("yesterday"), json!("0001-01-01T00:00:00Z"), json!(true), json!(1e300)] {
             let err = parse_timestamp("sentAt", &value).expect_err("must fail");
             assert!(err.contains("sentAt"), "{err}");
         }
@@ -124,23 +108,14 @@ mod tests {
     fn without_sent_at_the_client_timestamp_stands() {
         let received = at("2024-05-01T12:00:10Z");
         let original = at("2024-05-01T11:00:00Z");
-        assert_eq!(
-            corrected_timestamp(received, Some(original), None, Duration::hours(24)),
-            (original, false)
-        );
-        assert_eq!(
-            corrected_timestamp(received, None, None, Duration::hours(24)),
-            (received, false)
-        );
+        assert_eq!(corrected_timestamp(received, Some(original), None, Duration::hours(24)), (original, false));
+        assert_eq!(corrected_timestamp(received, None, None, Duration::hours(24)), (received, false));
     }
 
     #[test]
     fn far_future_is_clamped_and_flagged() {
         let received = at("2024-05-01T12:00:00Z");
         let original = at("2031-01-01T00:00:00Z");
-        assert_eq!(
-            corrected_timestamp(received, Some(original), None, Duration::hours(24)),
-            (received, true)
-        );
+        assert_eq!(corrected_timestamp(received, Some(original), None, Duration::hours(24)), (received, true));
     }
 }

@@ -94,12 +94,7 @@ struct BatchBody<'a> {
 pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, WireError> {
     let text = std::str::from_utf8(json).map_err(|err| WireError::InvalidJson(format!("not UTF-8 ({err})")))?;
     let first = text.trim_start().as_bytes().first().copied();
-    let mut payload = Payload {
-        shape,
-        messages: Vec::new(),
-        batch: BatchFields::default(),
-        body_keys: Vec::new(),
-    };
+    let mut payload = Payload { shape, messages: Vec::new(), batch: BatchFields::default(), body_keys: Vec::new() };
     let raw_messages: Vec<&RawValue> = match (shape, first) {
         (Shape::PostHog, Some(b'[')) => serde_json::from_str(text).map_err(invalid_json)?,
         (_, Some(b'{')) => {
@@ -131,30 +126,18 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
         _ => return Err(WireError::Shape("body must be a JSON object".into())),
     };
     if raw_messages.len() > limits.max_batch_events {
-        return Err(WireError::TooManyEvents {
-            count: raw_messages.len(),
-            limit: limits.max_batch_events,
-        });
+        return Err(WireError::TooManyEvents { count: raw_messages.len(), limit: limits.max_batch_events });
     }
     for (index, raw) in raw_messages.into_iter().enumerate() {
         let size = raw.get().len();
         if size > limits.max_event_bytes {
-            return Err(WireError::EventTooLarge {
-                index,
-                size,
-                limit: limits.max_event_bytes,
-            });
+            return Err(WireError::EventTooLarge { index, size, limit: limits.max_event_bytes });
         }
         let message = match raw.get().trim_start().as_bytes().first() {
-            Some(b'{') => serde_json::from_str::<Message>(raw.get()).map_err(|err| WireError::InvalidEvent {
-                index,
-                reason: format!("invalid JSON: {err}"),
-            })?,
+            Some(b'{') => serde_json::from_str::<Message>(raw.get())
+                .map_err(|err| WireError::InvalidEvent { index, reason: format!("invalid JSON: {err}") })?,
             _ => {
-                return Err(WireError::InvalidEvent {
-                    index,
-                    reason: "must be a JSON object".into(),
-                });
+                return Err(WireError::InvalidEvent { index, reason: "must be a JSON object".into() });
             }
         };
         payload.add_message_keys(&message);
@@ -207,9 +190,7 @@ impl Payload {
 
     /// Turns every message into an event, or names the first one that cannot be accepted.
     pub fn normalise(self, received_at: DateTime<Utc>, limits: &Limits) -> Result<Vec<Event>, WireError> {
-        let Payload {
-            shape, messages, batch, ..
-        } = self;
+        let Payload { shape, messages, batch, .. } = self;
         messages
             .into_iter()
             .enumerate()
@@ -311,18 +292,12 @@ fn posthog_event(
     let sent_at = batch_sent_at(batch)?;
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
     let property_id = |properties: &JsonObject, name: &str| -> Result<Option<String>, String> {
-        properties
-            .get(name)
-            .cloned()
-            .map_or(Ok(None), |value| id_value(name, value, MAX_ID_CHARS))
+        properties.get(name).cloned().map_or(Ok(None), |value| id_value(name, value, MAX_ID_CHARS))
     };
     // An anonymous browser's distinct_id is its device id (posthog-js).
     let is_anonymous = properties.get("$device_id").and_then(Value::as_str) == Some(distinct_id.as_str());
-    let (mut user_id, mut anonymous_id) = if is_anonymous {
-        (None, Some(distinct_id.clone()))
-    } else {
-        (Some(distinct_id.clone()), None)
-    };
+    let (mut user_id, mut anonymous_id) =
+        if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
     let kind = match event_name.as_str() {
         // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
@@ -360,10 +335,7 @@ fn posthog_event(
             EventType::Page
         }
         "$screen" => {
-            name = properties
-                .get("$screen_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            name = properties.get("$screen_name").and_then(Value::as_str).map(str::to_owned);
             EventType::Screen
         }
         _ => {
@@ -372,9 +344,7 @@ fn posthog_event(
         }
     };
     properties.remove("token");
-    let library = library_context(&properties)
-        .map(|library| as_text(&library))
-        .transpose()?;
+    let library = library_context(&properties).map(|library| as_text(&library)).transpose()?;
     Ok(Event {
         message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
         kind,
@@ -412,10 +382,7 @@ fn generated_message_id() -> String {
 }
 
 fn batch_sent_at(batch: &BatchFields) -> Result<Option<DateTime<Utc>>, String> {
-    batch
-        .sent_at
-        .as_ref()
-        .map_or(Ok(None), |value| parse_timestamp("sentAt", value))
+    batch.sent_at.as_ref().map_or(Ok(None), |value| parse_timestamp("sentAt", value))
 }
 
 /// A message's context or integrations over the batch's (the message wins per key).
@@ -509,14 +476,11 @@ mod tests {
 
     /// A JSON text field, parsed for assertions.
     fn parsed(text: &Option<JsonText>) -> Value {
-        text.as_ref()
-            .map_or(Value::Null, |text| serde_json::from_str(text.get()).expect("JSON"))
+        text.as_ref().map_or(Value::Null, |text| serde_json::from_str(text.get()).expect("JSON"))
     }
 
     fn received() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2024-05-01T12:00:10Z")
-            .expect("valid")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2024-05-01T12:00:10Z").expect("valid").with_timezone(&Utc)
     }
 
     fn events(shape: Shape, body: Value) -> Result<Vec<Event>, WireError> {
@@ -572,11 +536,8 @@ mod tests {
 
     #[test]
     fn mismatched_type_on_a_single_endpoint_is_refused() {
-        let err = events(
-            Shape::SegmentSingle(EventType::Page),
-            json!({"type": "track", "userId": "u"}),
-        )
-        .expect_err("must fail");
+        let err = events(Shape::SegmentSingle(EventType::Page), json!({"type": "track", "userId": "u"}))
+            .expect_err("must fail");
         assert!(err.to_string().contains("does not match"), "{err}");
     }
 
@@ -608,10 +569,7 @@ mod tests {
         assert_eq!(kinds, vec![Identify, Alias, Group, Page, Screen, Identify, Track]);
         assert_eq!(parsed(&events[0].traits)["plan"], "pro");
         assert_eq!(events[0].anonymous_id.as_deref(), Some("anon-1"));
-        assert_eq!(
-            (events[1].previous_id.as_deref(), events[1].user_id.as_deref()),
-            (Some("anon-2"), Some("u-1"))
-        );
+        assert_eq!((events[1].previous_id.as_deref(), events[1].user_id.as_deref()), (Some("anon-2"), Some("u-1")));
         assert_eq!(events[2].group_id.as_deref(), Some("acme"));
         assert_eq!(events[3].name.as_deref(), Some("Home"));
         assert_eq!(events[4].name.as_deref(), Some("Settings"));
@@ -622,11 +580,7 @@ mod tests {
 
     #[test]
     fn limits_are_named_in_errors() {
-        let limits = Limits {
-            max_batch_events: 2,
-            max_event_bytes: 64,
-            ..Limits::default()
-        };
+        let limits = Limits { max_batch_events: 2, max_event_bytes: 64, ..Limits::default() };
         let three = json!({"batch": [{}, {}, {}]}).to_string();
         assert_eq!(
             parse(Shape::SegmentBatch, three.as_bytes(), &limits).expect_err("too many"),
@@ -669,12 +623,6 @@ mod tests {
             json!({"batch": [{"type": "track", "event": "ok", "userId": "u"}, {"type": "track", "userId": "u"}]}),
         )
         .expect_err("must fail");
-        assert_eq!(
-            err,
-            WireError::InvalidEvent {
-                index: 1,
-                reason: "a track needs an event name".into()
-            }
-        );
+        assert_eq!(err, WireError::InvalidEvent { index: 1, reason: "a track needs an event name".into() });
     }
 }

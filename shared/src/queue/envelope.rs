@@ -65,15 +65,9 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
     let mut body = head.clone();
     let mut in_body = 0;
     for (index, event) in events.iter().enumerate() {
-        let json = serde_json::to_string(event).map_err(|_| TooLargeForQueue {
-            index,
-            limit: max_bytes,
-        })?;
+        let json = serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes })?;
         if head.len() + json.len() + TAIL.len() > max_bytes {
-            return Err(TooLargeForQueue {
-                index,
-                limit: max_bytes,
-            });
+            return Err(TooLargeForQueue { index, limit: max_bytes });
         }
         if in_body > 0 && body.len() + 1 + json.len() + TAIL.len() > max_bytes {
             body.push_str(TAIL);
@@ -96,36 +90,15 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
 
     fn event(n: usize) -> Event {
-        Event {
-            message_id: format!("m-{n}"),
-            kind: EventType::Track,
-            name: Some("x".repeat(100)),
-            user_id: Some("u".into()),
-            anonymous_id: None,
-            group_id: None,
-            previous_id: None,
-            properties: None,
-            traits: None,
-            context: None,
-            integrations: None,
-            timestamp: Utc::now(),
-            original_timestamp: None,
-            sent_at: None,
-            timestamp_clamped: false,
-        }
+        Event { name: Some("x".repeat(100)), ..crate::event::sample_track(&format!("m-{n}")) }
     }
 
     #[test]
     fn packs_into_messages_within_the_limit_and_decodes_back() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: Some("1.2.3.0"),
-        };
+        let receipt =
+            Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: Some("1.2.3.0") };
         let events: Vec<Event> = (0..100).map(event).collect();
         let bodies = pack(&receipt, &events, 2048).expect("fits");
         assert!(bodies.len() > 1);
@@ -145,27 +118,14 @@ mod tests {
 
     #[test]
     fn no_events_no_messages() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-        };
+        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
         assert_eq!(pack(&receipt, &[], 1024), Ok(vec![]));
     }
 
     #[test]
     fn an_event_larger_than_a_message_is_refused() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-        };
-        assert_eq!(
-            pack(&receipt, &[event(1)], 100),
-            Err(TooLargeForQueue { index: 0, limit: 100 })
-        );
+        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
+        assert_eq!(pack(&receipt, &[event(1)], 100), Err(TooLargeForQueue { index: 0, limit: 100 }));
     }
 
     #[test]

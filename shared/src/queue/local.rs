@@ -23,14 +23,7 @@ pub struct LocalQueue {
 
 pub fn channel(capacity: usize, send_timeout: Duration) -> (LocalQueue, mpsc::Receiver<QueuedMessage>) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    (
-        LocalQueue {
-            sender,
-            send_timeout,
-            next_id: AtomicU64::new(1),
-        },
-        receiver,
-    )
+    (LocalQueue { sender, send_timeout, next_id: AtomicU64::new(1) }, receiver)
 }
 
 impl LocalQueue {
@@ -40,9 +33,7 @@ impl LocalQueue {
             return Ok(());
         }
         if bodies.len() > self.sender.max_capacity() {
-            return Err(QueueError::Unavailable(
-                "request needs more messages than the queue holds".into(),
-            ));
+            return Err(QueueError::Unavailable("request needs more messages than the queue holds".into()));
         }
         let permits = match tokio::time::timeout(self.send_timeout, self.sender.reserve_many(bodies.len())).await {
             Ok(Ok(permits)) => permits,
@@ -51,11 +42,7 @@ impl LocalQueue {
         };
         for (permit, body) in permits.zip(bodies) {
             let id = format!("local-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-            permit.send(QueuedMessage {
-                id,
-                body,
-                receive_count: 1,
-            });
+            permit.send(QueuedMessage { id, body, receive_count: 1 });
         }
         Ok(())
     }
@@ -78,14 +65,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_after_the_timeout() {
         let (queue, mut receiver) = channel(2, Duration::from_millis(20));
-        queue
-            .send_all(vec!["a".into(), "b".into()])
-            .await
-            .expect("room for two");
-        assert!(matches!(
-            queue.send_all(vec!["c".into()]).await,
-            Err(QueueError::Full(_))
-        ));
+        queue.send_all(vec!["a".into(), "b".into()]).await.expect("room for two");
+        assert!(matches!(queue.send_all(vec!["c".into()]).await, Err(QueueError::Full(_))));
         assert_eq!(receiver.recv().await.map(|m| m.body), Some("a".to_string()));
         queue.send_all(vec!["c".into()]).await.expect("room again");
     }

@@ -25,20 +25,13 @@ pub async fn client_from_env() -> Client {
         .operation_attempt_timeout(Duration::from_secs(5))
         .operation_timeout(Duration::from_secs(12))
         .build();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
     Client::new(&config)
 }
 
 impl SqsQueue {
     pub fn new(client: Client, queue_url: impl Into<String>, max_batch_bytes: usize) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
-            max_batch_bytes,
-        }
+        Self { client, queue_url: queue_url.into(), max_batch_bytes }
     }
 
     pub fn client(&self) -> &Client {
@@ -57,31 +50,16 @@ impl SqsQueue {
 
     /// One SendMessageBatch, repeated for the entries that failed.
     async fn send_call(&self, bodies: Vec<String>) -> Result<(), QueueError> {
-        let mut pending: Vec<(String, String)> = bodies
-            .into_iter()
-            .enumerate()
-            .map(|(i, body)| (i.to_string(), body))
-            .collect();
+        let mut pending: Vec<(String, String)> =
+            bodies.into_iter().enumerate().map(|(i, body)| (i.to_string(), body)).collect();
         let mut last_error = String::new();
         for attempt in 1..=ATTEMPTS {
             let entries = pending
                 .iter()
-                .map(|(id, body)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(id)
-                        .message_body(body)
-                        .build()
-                })
+                .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| QueueError::Unavailable(err.to_string()))?;
-            match self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
+            match self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
                 Ok(output) => {
                     let failed = output.failed();
                     if failed.is_empty() {
@@ -110,9 +88,8 @@ fn group_into_calls(bodies: Vec<String>, max_batch_bytes: usize) -> Vec<Vec<Stri
     let mut calls: Vec<Vec<String>> = Vec::new();
     let mut bytes = 0;
     for body in bodies {
-        let fits = calls
-            .last()
-            .is_some_and(|call| call.len() < ENTRIES_PER_CALL && bytes + body.len() <= max_batch_bytes);
+        let fits =
+            calls.last().is_some_and(|call| call.len() < ENTRIES_PER_CALL && bytes + body.len() <= max_batch_bytes);
         if !fits {
             calls.push(Vec::new());
             bytes = 0;

@@ -67,9 +67,7 @@ impl Store {
 
     async fn write_once(&self, rows: &[EventRow<'_>], rejections: &[Rejection]) -> Result<BatchWrite, StoreError> {
         let mut conn = self.conn().await?;
-        let options = TxOpts::default()
-            .with_isolation_level(IsolationLevel::ReadCommitted)
-            .to_owned();
+        let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -165,12 +163,7 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Resul
         ]);
     }
     // A duplicate (project, messageId) is a no-op, and counts 0 affected rows.
-    let sql = multi_row_insert(
-        "events",
-        EVENT_COLUMNS,
-        rows.len(),
-        "ON DUPLICATE KEY UPDATE message_id = message_id",
-    );
+    let sql = multi_row_insert("events", EVENT_COLUMNS, rows.len(), "ON DUPLICATE KEY UPDATE message_id = message_id");
     execute(tx, sql, values).await
 }
 
@@ -182,10 +175,8 @@ const MERGE_TRAITS: &str = "traits = IF(VALUES(traits_at) >= traits_at,
     traits_at = GREATEST(traits_at, VALUES(traits_at))";
 
 async fn upsert_users(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
-    let identifies: Vec<_> = rows
-        .iter()
-        .filter(|row| row.event.kind == EventType::Identify && row.event.user_id.is_some())
-        .collect();
+    let identifies: Vec<_> =
+        rows.iter().filter(|row| row.event.kind == EventType::Identify && row.event.user_id.is_some()).collect();
     let mut affected = 0;
     for chunk in identifies.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 7);
@@ -206,15 +197,7 @@ async fn upsert_users(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result
                first_seen_at = LEAST(first_seen_at, VALUES(first_seen_at)),
                last_seen_at = GREATEST(last_seen_at, VALUES(last_seen_at))"
         );
-        let columns = [
-            "uid",
-            "project_id",
-            "user_id",
-            "traits",
-            "traits_at",
-            "first_seen_at",
-            "last_seen_at",
-        ];
+        let columns = ["uid", "project_id", "user_id", "traits", "traits_at", "first_seen_at", "last_seen_at"];
         affected += execute(tx, multi_row_insert("users", &columns, chunk.len(), &suffix), values).await?;
     }
     Ok(affected)
@@ -247,12 +230,7 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Resu
             ]);
         }
         let columns = ["uid", "project_id", "alias", "user_id", "source"];
-        let sql = multi_row_insert(
-            "aliases",
-            &columns,
-            chunk.len(),
-            "ON DUPLICATE KEY UPDATE alias = alias",
-        );
+        let sql = multi_row_insert("aliases", &columns, chunk.len(), "ON DUPLICATE KEY UPDATE alias = alias");
         affected += execute(tx, sql, values).await?;
     }
     Ok(affected)
@@ -274,27 +252,14 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Resul
                 time(event.timestamp),
             ]);
             let member = event.user_id.as_deref().or(event.anonymous_id.as_deref());
-            members.extend([
-                Value::from(row.project.0),
-                Value::from(event.group_id.as_deref()),
-                Value::from(member),
-            ]);
+            members.extend([Value::from(row.project.0), Value::from(event.group_id.as_deref()), Value::from(member)]);
         }
         let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
         let suffix = format!("ON DUPLICATE KEY UPDATE {MERGE_TRAITS}");
-        affected += execute(
-            tx,
-            multi_row_insert("group_profiles", &columns, chunk.len(), &suffix),
-            profiles,
-        )
-        .await?;
+        affected += execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), profiles).await?;
         let columns = ["project_id", "group_id", "member_id"];
-        let sql = multi_row_insert(
-            "group_members",
-            &columns,
-            chunk.len(),
-            "ON DUPLICATE KEY UPDATE member_id = member_id",
-        );
+        let sql =
+            multi_row_insert("group_members", &columns, chunk.len(), "ON DUPLICATE KEY UPDATE member_id = member_id");
         affected += execute(tx, sql, members).await?;
     }
     Ok(affected)
@@ -330,9 +295,6 @@ mod tests {
     #[test]
     fn multi_row_insert_has_one_placeholder_per_value() {
         let sql = multi_row_insert("t", &["a", "b"], 3, "ON DUPLICATE KEY UPDATE a = a");
-        assert_eq!(
-            sql,
-            "INSERT INTO t (a,b) VALUES (?,?),(?,?),(?,?) ON DUPLICATE KEY UPDATE a = a"
-        );
+        assert_eq!(sql, "INSERT INTO t (a,b) VALUES (?,?),(?,?),(?,?) ON DUPLICATE KEY UPDATE a = a");
     }
 }

@@ -32,16 +32,7 @@ pub struct KeyRecord {
     pub deleted: bool,
 }
 
-type KeyRow = (
-    Uuid,
-    String,
-    Option<Uuid>,
-    bool,
-    Vec<u8>,
-    Option<NaiveDateTime>,
-    Option<NaiveDateTime>,
-    bool,
-);
+type KeyRow = (Uuid, String, Option<Uuid>, bool, Vec<u8>, Option<NaiveDateTime>, Option<NaiveDateTime>, bool);
 
 impl Store {
     pub async fn insert_key(&self, key: NewKey<'_>) -> Result<Uuid, StoreError> {
@@ -50,10 +41,7 @@ impl Store {
             (Scope::Admin, Some(_)) => return Err(StoreError::Refused("admin keys belong to no project".into())),
             (_, None) => return Err(StoreError::Refused("write and read keys need a project".into())),
             (_, Some(uid)) => Some(
-                self.live_project_id(uid)
-                    .await?
-                    .ok_or_else(|| StoreError::Refused(format!("no project {uid}")))?
-                    .0,
+                self.live_project_id(uid).await?.ok_or_else(|| StoreError::Refused(format!("no project {uid}")))?.0,
             ),
         };
         let uid = new_public_id();
@@ -90,9 +78,8 @@ impl Store {
             return Ok(None);
         };
         let scope = Scope::parse(&scope).ok_or_else(|| StoreError::Refused(format!("unknown scope {scope}")))?;
-        let key_hash: [u8; 32] = key_hash
-            .try_into()
-            .map_err(|_| StoreError::Refused("stored key hash is not 32 bytes".into()))?;
+        let key_hash: [u8; 32] =
+            key_hash.try_into().map_err(|_| StoreError::Refused("stored key hash is not 32 bytes".into()))?;
         Ok(Some(KeyRecord {
             key_uid,
             scope,

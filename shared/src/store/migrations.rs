@@ -11,18 +11,12 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_write_path",
-    sql: include_str!("../../../migrations/0001_write_path.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "0001_write_path", sql: include_str!("../../../migrations/0001_write_path.sql") }];
 
 impl Migration {
     pub fn checksum(&self) -> String {
-        Sha256::digest(self.sql.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(self.sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Statements end with `;` at the end of a line; `--` comment lines are dropped.
@@ -57,10 +51,9 @@ impl Store {
         .await?;
         let mut applied_now = Vec::new();
         for migration in MIGRATIONS {
-            let recorded: Option<String> = with_timeout(conn.exec_first(
-                "SELECT checksum FROM schema_migrations WHERE version = ?",
-                (migration.version,),
-            ))
+            let recorded: Option<String> = with_timeout(
+                conn.exec_first("SELECT checksum FROM schema_migrations WHERE version = ?", (migration.version,)),
+            )
             .await?;
             match recorded {
                 Some(checksum) if checksum == migration.checksum() => continue,
@@ -120,10 +113,7 @@ mod tests {
         };
         assert_eq!(
             migration.statements(),
-            vec![
-                "CREATE TABLE a (x INT)".to_string(),
-                "CREATE TABLE b (y VARCHAR(3) DEFAULT ';')".to_string()
-            ]
+            vec!["CREATE TABLE a (x INT)".to_string(), "CREATE TABLE b (y VARCHAR(3) DEFAULT ';')".to_string()]
         );
     }
 }

@@ -88,12 +88,8 @@ impl Store {
             .with_inactive_connection_ttl(Duration::from_secs(60))
             // PlanetScale may drop connections after a day; recycle well before that.
             .with_abs_conn_ttl(Some(Duration::from_secs(3600)));
-        let builder = OptsBuilder::from_opts(opts)
-            .pool_opts(pool_opts)
-            .init(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self {
-            pool: Pool::new(builder),
-        })
+        let builder = OptsBuilder::from_opts(opts).pool_opts(pool_opts).init(vec!["SET time_zone = '+00:00'"]);
+        Ok(Self { pool: Pool::new(builder) })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
@@ -104,9 +100,7 @@ impl Store {
             .ok_or_else(|| StoreError::Config("EVTRACK_DATABASE_URL names no database".into()))?
             .to_string();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(StoreError::Config(format!(
-                "database name {name:?} must be letters, digits and _"
-            )));
+            return Err(StoreError::Config(format!("database name {name:?} must be letters, digits and _")));
         }
         let server = OptsBuilder::from_opts(opts).db_name(None::<String>);
         let mut conn = with_timeout(Conn::new(server)).await?;
@@ -149,10 +143,7 @@ async fn with_timeout<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(STATEMENT_TIMEOUT, future).await {
         Ok(result) => result.map_err(StoreError::from),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "no answer within {} s",
-            STATEMENT_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(StoreError::Unavailable(format!("no answer within {} s", STATEMENT_TIMEOUT.as_secs()))),
     }
 }
 

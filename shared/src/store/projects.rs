@@ -19,13 +19,7 @@ type ProjectRow = (Uuid, String, Option<u32>, bool, NaiveDateTime);
 
 fn project(row: ProjectRow) -> Project {
     let (uid, name, retention_days, store_full_ip, created_at) = row;
-    Project {
-        uid,
-        name,
-        retention_days,
-        store_full_ip,
-        created_at: from_db_time(created_at),
-    }
+    Project { uid, name, retention_days, store_full_ip, created_at: from_db_time(created_at) }
 }
 
 const PROJECT_COLUMNS: &str = "uid, name, retention_days, store_full_ip, created_at";
@@ -39,9 +33,7 @@ impl Store {
         let uid = new_public_id();
         let mut conn = self.conn().await?;
         with_timeout(conn.exec_drop("INSERT INTO projects (uid, name) VALUES (?, ?)", (uid, name))).await?;
-        self.project(uid)
-            .await?
-            .ok_or_else(|| StoreError::Unavailable("project vanished after insert".into()))
+        self.project(uid).await?.ok_or_else(|| StoreError::Unavailable("project vanished after insert".into()))
     }
 
     pub async fn project(&self, uid: Uuid) -> Result<Option<Project>, StoreError> {
@@ -56,9 +48,9 @@ impl Store {
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
         let mut conn = self.conn().await?;
-        let rows: Vec<ProjectRow> = with_timeout(conn.query(format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE deleted_at IS NULL ORDER BY id"
-        )))
+        let rows: Vec<ProjectRow> = with_timeout(
+            conn.query(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE deleted_at IS NULL ORDER BY id")),
+        )
         .await?;
         Ok(rows.into_iter().map(project).collect())
     }
