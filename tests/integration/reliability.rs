@@ -125,3 +125,25 @@ async fn an_unknown_key_while_the_database_is_down_gets_503_so_the_sdk_retries()
     assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
     assert!(app.take_queued().await.is_empty());
 }
+
+/// SQS refuses U+FFFE and U+FFFF in message bodies; an event holding them still gets through.
+#[tokio::test]
+async fn characters_sqs_refuses_are_carried_escaped() {
+    let db = TestDb::new().await;
+    let config = config(&db, &[]);
+    let (_, key) = project_with_key(&db, &config, Scope::Write).await;
+    let client = sqs_client(&sqs_endpoint());
+    let queue_url = fresh_queue(&client).await;
+    let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Sqs(sqs_queue(&client, &queue_url))));
+    let router = evtrack_ingest::router(ingest);
+    let body = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "nonchar",
+                                 "properties": {"s": "a\u{FFFF}b\u{FFFE}"}}]});
+    let reply = send(&router, post_json("/v1/batch", Some(&key), &body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let messages = receive_all(&client, &queue_url).await;
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
+    assert!(Consumer::new(db.store.clone()).handle(event).await.batch_item_failures.is_empty());
+    let stored: Vec<String> = db.query("SELECT JSON_VALUE(properties, '$.s') FROM events").await;
+    assert_eq!(stored, vec!["a\u{FFFF}b\u{FFFE}".to_string()]);
+}

@@ -65,7 +65,7 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
     let mut body = head.clone();
     let mut in_body = 0;
     for (index, event) in events.iter().enumerate() {
-        let json = serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes })?;
+        let json = sqs_safe(serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes })?);
         if head.len() + json.len() + TAIL.len() > max_bytes {
             return Err(TooLargeForQueue { index, limit: max_bytes });
         }
@@ -85,6 +85,17 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
         bodies.push(body);
     }
     Ok(bodies)
+}
+
+/// SQS allows only XML characters in a message body: U+FFFE and U+FFFF are refused with
+/// InvalidMessageContents (older AWS docs: silently replaced by U+FFFD), so a request holding
+/// them would fail forever or be altered. In valid JSON they can only stand inside strings,
+/// where the `\uXXXX` escape means the same character. (moto does not enforce this.)
+fn sqs_safe(json: String) -> String {
+    if !json.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return json;
+    }
+    json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
 }
 
 #[cfg(test)]
@@ -114,6 +125,21 @@ mod tests {
         }
         let as_json = |events: &[Event]| serde_json::to_string(events).expect("serialises");
         assert_eq!(as_json(&decoded), as_json(&events));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped_and_mean_the_same() {
+        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
+        let properties: crate::event::JsonText =
+            serde_json::from_str("{\"s\":\"a\u{FFFF}b\u{FFFE}\"}").expect("valid JSON");
+        let event = Event { properties: Some(properties), ..event(1) };
+        let bodies = pack(&receipt, &[event], 4096).expect("fits");
+        assert!(!bodies[0].contains(['\u{FFFE}', '\u{FFFF}']), "{}", bodies[0]);
+        let envelope = Envelope::decode(&bodies[0]).expect("decodes");
+        let decoded: Event = serde_json::from_str(envelope.events[0].get()).expect("event");
+        let value: serde_json::Value =
+            serde_json::from_str(decoded.properties.expect("properties").get()).expect("json");
+        assert_eq!(value["s"], "a\u{FFFF}b\u{FFFE}");
     }
 
     #[test]
