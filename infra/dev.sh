@@ -7,7 +7,8 @@
 #   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md)
 #
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
-# (mariadb-server, redis-server, python3-venv) and moto from PyPI into .venv-test/;
+# (mariadb-server, redis-server, python3-venv, nodejs, npm), moto and the Python SDKs from
+# PyPI into .venv-test/, and the Node SDKs from npm into tests/sdk/node/;
 # it uses sudo when not run as root.
 set -euo pipefail
 
@@ -90,6 +91,19 @@ ensure_test_venv() {
   cp "$requirements" "$stamp"
 }
 
+# The real Node SDKs (versions pinned in tests/sdk/node/package-lock.json).
+ensure_node_sdks() {
+  command -v npm >/dev/null || apt_install nodejs npm
+  local dir="$ROOT/tests/sdk/node"
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.evtrack-installed" 2>/dev/null; then
+    say "installing the Node SDKs (npm) into tests/sdk/node"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    cp "$dir/package-lock.json" "$dir/node_modules/.evtrack-installed"
+  fi
+  EVTRACK_TEST_NODE=$(command -v node)
+  export EVTRACK_TEST_NODE
+}
+
 # moto's SQS server on a free port, stopped when we exit.
 start_moto() {
   local venv="$ROOT/.venv-test" port
@@ -112,6 +126,7 @@ case "${1:-}" in
     services
     mkdir -p target
     ensure_test_venv
+    ensure_node_sdks
     start_moto
     say "cargo fmt --check"
     cargo fmt --all -- --check
@@ -132,7 +147,7 @@ case "${1:-}" in
     cargo bench -p evtrack-tests --bench throughput
     ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -145,3 +145,54 @@ async fn evtrack_up_with_sqs_stores_everything_and_empties_the_queue() {
     let (exit, _) = stack.interrupt();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The Node SDKs, unchanged but for their host, against the running stack.
+#[tokio::test]
+async fn the_real_node_sdks_deliver_every_call() {
+    let node = std::env::var("EVTRACK_TEST_NODE")
+        .expect("EVTRACK_TEST_NODE is not set: run the tests with `infra/dev.sh test`, which installs the Node SDKs");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/node/send.mjs");
+    let stack = StackProcess::start(&[]);
+    let run = format!("r{}", uuid::Uuid::now_v7().simple());
+    let output = tokio::process::Command::new(&node)
+        .args([script, &stack.address, &stack.key, &run])
+        .output()
+        .await
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "SDKs reported errors: {stderr}");
+    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("counts");
+    assert_eq!(sent, json!({"segment-node": 6, "posthog-node": 4}));
+
+    let total = stack.wait_for_count("SELECT COUNT(*) FROM events", 10, Duration::from_secs(20)).await;
+    assert_eq!(total, 10, "6 analytics-node + 4 posthog-node calls");
+    let segment_user = format!("{run}-segment-node-user");
+    assert_eq!(
+        stack.count(&format!("SELECT COUNT(DISTINCT type) FROM events WHERE user_id = '{segment_user}'")).await,
+        6,
+        "identify, track, page, screen, group, alias"
+    );
+    // analytics-node's own messageIds (`node-next-<ms>-<uuid>`) are kept.
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM events WHERE user_id = '{segment_user}' AND message_id LIKE 'node-next-%'"
+            ))
+            .await,
+        6
+    );
+    let posthog_user = format!("{run}-posthog-node-user");
+    assert_eq!(
+        stack.count(&format!("SELECT COUNT(*) FROM users WHERE user_id IN ('{segment_user}', '{posthog_user}')")).await,
+        2
+    );
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM aliases WHERE alias = '{run}-posthog-node-anon' AND user_id = '{posthog_user}'"
+            ))
+            .await,
+        1,
+        "posthog-node alias() links the anonymous id to the user"
+    );
+}
