@@ -196,3 +196,39 @@ async fn the_real_node_sdks_deliver_every_call() {
         "posthog-node alias() links the anonymous id to the user"
     );
 }
+
+/// Gzip bombs are refused at the inflated-size limit: memory stays flat while they arrive.
+#[tokio::test]
+async fn gzip_bombs_do_not_grow_memory() {
+    let stack = StackProcess::start(&[]);
+    // 200 MB of JSON whitespace, about 200 KB compressed: under the 500 KB body limit.
+    let bomb = bytes::Bytes::from(gzip(&vec![b' '; 200 * 1024 * 1024]));
+    let http = reqwest::Client::new();
+    let before = peak_rss_kib(stack.pid());
+    let sends = (0..8).map(|_| {
+        http.post(format!("{}/v1/batch", stack.address))
+            .basic_auth(&stack.key, Some(""))
+            .header("content-encoding", "gzip")
+            .body(bomb.clone())
+            .send()
+    });
+    for response in futures::future::join_all(sends).await {
+        let response = response.expect("request");
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "request_too_large");
+    }
+    let after = peak_rss_kib(stack.pid());
+    // Inflating all eight would take 1.6 GB; the cap keeps each below 512 KB.
+    assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmHWM")
+}
