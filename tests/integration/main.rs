@@ -4,5 +4,6 @@
 mod consumer;
 mod ingest;
 mod lambda_binaries;
+mod openapi;
 mod reliability;
 mod stack;

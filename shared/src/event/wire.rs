@@ -110,6 +110,10 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
                     return Err(WireError::Shape("body needs a \"batch\" array of events".into()));
                 }
                 (_, Some(batch)) => {
+                    // Checked now, so that even an empty batch with a bad sentAt is refused.
+                    if let Some(sent_at) = &body.sent_at {
+                        parse_timestamp("sentAt", sent_at).map_err(WireError::Shape)?;
+                    }
                     payload.batch = BatchFields {
                         sent_at: body.sent_at,
                         context: optional_object("context", body.context).map_err(WireError::Shape)?,
@@ -425,6 +429,10 @@ fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Option<String
         Value::String(text) if text.is_empty() => return Ok(None),
         Value::String(text) => text,
         Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
+        // `42.0` is the integer 42 (JSON has one number type).
+        Value::Number(number) if number.as_f64().is_some_and(|n| n.fract() == 0.0 && n.abs() < 9.0e15) => {
+            format!("{}", number.as_f64().unwrap_or_default() as i64)
+        }
         _ => return Err(format!("{field} must be a string")),
     };
     check_text(field, &id, max_chars).map_err(|p| p.0)?;
@@ -532,6 +540,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(parsed(&events[0].traits)["plan"], "pro");
+    }
+
+    #[test]
+    fn integral_numbers_are_ids_and_a_bad_batch_sent_at_is_refused_even_when_empty() {
+        let integral = events(Shape::SegmentBatch, json!({"batch": [{"type": "track", "event": "E", "userId": 42.0}]}))
+            .expect("valid");
+        assert_eq!(integral[0].user_id.as_deref(), Some("42"));
+        assert!(
+            events(Shape::SegmentBatch, json!({"batch": [{"type": "track", "event": "E", "userId": 4.2}]})).is_err()
+        );
+        let err = events(Shape::SegmentBatch, json!({"batch": [], "sentAt": "AAA"})).expect_err("bad sentAt");
+        assert!(err.to_string().contains("sentAt"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,38 @@
+//! The ingest routes against their OpenAPI description (functions/ingest/openapi.yaml):
+//! schemathesis generates requests from it and checks every answer — no 5xx, status codes,
+//! content types, headers and bodies as described.
+
+use evtrack_tests::*;
+use std::path::PathBuf;
+
+#[tokio::test]
+async fn ingest_answers_as_its_openapi_description_says() {
+    let python = std::env::var("EVTRACK_TEST_PYTHON")
+        .expect("EVTRACK_TEST_PYTHON is not set: run the tests with `infra/dev.sh test`, which installs schemathesis");
+    let schemathesis = PathBuf::from(python).with_file_name("schemathesis");
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/ingest/openapi.yaml");
+    let stack = StackProcess::start(&[]);
+    let report = std::env::temp_dir().join(format!("evtrack-schemathesis-{}", uuid::Uuid::now_v7().simple()));
+    let output = tokio::process::Command::new(&schemathesis)
+        .current_dir(std::env::temp_dir())
+        .args(["run", spec, "--url", &stack.address, "--auth", &format!("{}:", stack.key)])
+        .args(["--max-examples", "25", "--seed", "1", "--workers", "1"])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_headers_conformance,response_schema_conformance",
+        ])
+        .arg("--report-dir")
+        .arg(&report)
+        .output()
+        .await
+        .unwrap_or_else(|err| panic!("{} must be installed: {err}", schemathesis.display()));
+    std::fs::remove_dir_all(&report).ok();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("26 passed"), "every operation was tested:\n{stdout}");
+}
