@@ -1,6 +1,7 @@
 //! All integration and end-to-end tests, in one binary (one link). They need MariaDB,
 //! Redis and moto's SQS server: `infra/dev.sh test` starts them.
 
+mod cli;
 mod consumer;
 mod ingest;
 mod lambda_binaries;

@@ -1,0 +1,65 @@
+//! The operator commands and the migration runner, as an operator uses them.
+
+use evtrack_tests::*;
+use http::StatusCode;
+use mysql_async::prelude::Queryable;
+use serde_json::{Value, json};
+use std::process::Command;
+
+fn evtrack(db: &TestDb, args: &[&str]) -> Value {
+    let output = Command::new(workspace_binary("evtrack"))
+        .args(args)
+        .env("EVTRACK_DATABASE_URL", db.url.expose())
+        .output()
+        .expect("evtrack runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "evtrack {args:?}: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("evtrack {args:?} printed no JSON ({err}): {stdout}"))
+}
+
+#[tokio::test]
+async fn project_and_key_commands_print_json_and_the_key_works() {
+    let app = TestApp::new().await;
+    let project = evtrack(&app.db, &["project", "create", "--name", "Web shop", "--json"]);
+    assert_eq!(project["name"], "Web shop");
+    let project_id = project["id"].as_str().expect("project id").to_string();
+    let listed = evtrack(&app.db, &["project", "list", "--json"]);
+    assert!(listed["projects"].as_array().expect("projects").iter().any(|p| p["id"] == project["id"]));
+
+    let key = evtrack(&app.db, &["key", "create", "--project", &project_id, "--name", "server", "--json"]);
+    assert_eq!((key["scope"].as_str(), key["project"].as_str()), (Some("write"), Some(project_id.as_str())));
+    assert!(key["expires_at"].is_string(), "keys expire by default: {key}");
+    let plaintext = key["key"].as_str().expect("key").to_string();
+    assert!(plaintext.starts_with("evtw_"));
+
+    let body = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "cli-1"}]});
+    let reply = app.send(post_json("/v1/batch", Some(&plaintext), &body)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    let stored: Vec<String> = app
+        .db
+        .query("SELECT HEX(p.uid) FROM events e JOIN projects p ON p.id = e.project_id WHERE e.message_id = 'cli-1'")
+        .await;
+    assert_eq!(stored, vec![project_id.replace('-', "").to_uppercase()], "stored under the new project");
+    // The row holds a 12-character display prefix and a keyed hash, never the key.
+    let rows: Vec<(String, String)> = app
+        .db
+        .query("SELECT display_prefix, CONCAT_WS('|', name, display_prefix, HEX(key_hash), LENGTH(key_hash)) FROM api_keys WHERE name = 'server'")
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, plaintext[..12]);
+    assert!(!rows[0].1.contains(&plaintext[12..]), "the secret part of the key is not stored");
+}
+
+#[tokio::test]
+async fn a_migration_edited_after_it_was_applied_is_refused() {
+    let db = TestDb::new().await;
+    assert_eq!(db.store.migrate().await.expect("up to date"), Vec::<&str>::new(), "already applied");
+    let pool = mysql_async::Pool::new(db.url.expose().as_str());
+    let mut conn = pool.get_conn().await.expect("connection");
+    conn.query_drop("UPDATE schema_migrations SET checksum = REPEAT('0', 64) WHERE version = 1").await.expect("update");
+    drop(conn);
+    pool.disconnect().await.ok();
+    let err = db.store.migrate().await.expect_err("refused");
+    assert!(err.to_string().contains("0001_write_path changed after it was applied"), "{err}");
+}
