@@ -83,16 +83,20 @@ impl TestDb {
     }
 }
 
+/// Drops a database from a `Drop` impl, which runs outside async: a small runtime on its
+/// own thread does it.
+fn drop_database_blocking(url: Secret<String>) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(async { Store::drop_database(&url).await.ok() });
+        }
+    })
+    .join();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let url = Secret::new(format!("{}/{}", database_server_url(), self.name));
-        // Drop runs outside async; a small runtime on its own thread does the cleanup.
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async { Store::drop_database(&url).await.ok() });
-            }
-        })
-        .join();
+        drop_database_blocking(Secret::new(format!("{}/{}", database_server_url(), self.name)));
     }
 }
 
@@ -200,9 +204,12 @@ pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
     Reply { status, headers, json }
 }
 
-pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+pub use evtrack_cli::stack::sqs_event;
+
+/// Messages received from SQS, as the event Lambda would deliver.
+pub fn sqs_event_of(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
     let mut event = SqsEvent::default();
-    event.records = messages.iter().map(|m| sqs_message(&m.id, Some(&m.body))).collect();
+    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
     event
 }
 
@@ -404,12 +411,28 @@ impl Drop for StackProcess {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
-        let url = Secret::new(self.database_url.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                runtime.block_on(async { Store::drop_database(&url).await.ok() });
-            }
-        })
-        .join();
+        drop_database_blocking(Secret::new(self.database_url.clone()));
     }
+}
+
+/// A memory figure of a process in KiB, from /proc: `VmRSS` (now) or `VmHWM` (peak).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"))
+}
+
+/// Ingest over a fresh moto queue: the router, the SQS client and the queue URL.
+pub async fn ingest_over_sqs(db: &TestDb) -> (Router, String, aws_sdk_sqs::Client, String) {
+    let config = config(db, &[]);
+    let (_, key) = project_with_key(db, &config, Scope::Write).await;
+    let client = sqs_client(&sqs_endpoint());
+    let queue_url = fresh_queue(&client).await;
+    let queue = EventQueue::Sqs(sqs_queue(&client, &queue_url));
+    let router = evtrack_ingest::router(Arc::new(Ingest::new(&config, db.store.clone(), queue)));
+    (router, key, client, queue_url)
 }

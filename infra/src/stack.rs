@@ -158,7 +158,8 @@ async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, cons
     }
 }
 
-fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+/// Queued messages as the SQS event Lambda would deliver.
+pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = messages
         .iter()

@@ -304,18 +304,6 @@ async fn bench_consumer(events: usize) -> f64 {
     load
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
     for scale in [1, 2] {
@@ -324,7 +312,7 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         let url = format!("{}/v1/batch", stack.address);
         let warmup = bodies(20);
         load(&url, Some(&stack.key), warmup).await;
-        let idle_rss = rss_kib(stack.pid(), "VmRSS");
+        let idle_rss = memory_kib(stack.pid(), "VmRSS");
         let all = bodies(total_requests);
         let expected = (total_requests * EVENTS_PER_REQUEST + 20 * EVENTS_PER_REQUEST) as u64;
         let started = Instant::now();
@@ -335,7 +323,7 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         assert_eq!(stored, expected, "every accepted event stored");
         assert_eq!(http.failures, 0);
         let events = (total_requests * EVENTS_PER_REQUEST) as f64;
-        let peak_rss = rss_kib(stack.pid(), "VmHWM");
+        let peak_rss = memory_kib(stack.pid(), "VmHWM");
         println!(
             "{:>7} events: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
              (ratio to bulk-load bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \

@@ -28,20 +28,14 @@ fn mariadb_address() -> std::net::SocketAddr {
 #[tokio::test]
 async fn events_go_through_sqs_and_are_stored_once() {
     let db = TestDb::new().await;
-    let config = config(&db, &[]);
-    let (_, key) = project_with_key(&db, &config, Scope::Write).await;
-    let client = sqs_client(&sqs_endpoint());
-    let queue_url = fresh_queue(&client).await;
-    let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Sqs(sqs_queue(&client, &queue_url))));
-    let router = evtrack_ingest::router(ingest);
+    let (router, key, client, queue_url) = ingest_over_sqs(&db).await;
     // 1,200 events of ~400 bytes: more than one 256 KiB message.
     let reply = send(&router, post_json("/v1/batch", Some(&key), &tracks(1200, "sqs"))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let messages = receive_all(&client, &queue_url).await;
     assert!(messages.len() >= 2, "packed into {} messages", messages.len());
     assert!(messages.iter().all(|m| m.body().unwrap_or_default().len() <= 256 * 1024));
-    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
+    let event = sqs_event_of(&messages);
     let consumer = Consumer::new(db.store.clone());
     for _ in 0..2 {
         assert!(consumer.handle(event.clone()).await.batch_item_failures.is_empty());
@@ -130,19 +124,13 @@ async fn an_unknown_key_while_the_database_is_down_gets_503_so_the_sdk_retries()
 #[tokio::test]
 async fn characters_sqs_refuses_are_carried_escaped() {
     let db = TestDb::new().await;
-    let config = config(&db, &[]);
-    let (_, key) = project_with_key(&db, &config, Scope::Write).await;
-    let client = sqs_client(&sqs_endpoint());
-    let queue_url = fresh_queue(&client).await;
-    let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Sqs(sqs_queue(&client, &queue_url))));
-    let router = evtrack_ingest::router(ingest);
+    let (router, key, client, queue_url) = ingest_over_sqs(&db).await;
     let body = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "nonchar",
                                  "properties": {"s": "a\u{FFFF}b\u{FFFE}"}}]});
     let reply = send(&router, post_json("/v1/batch", Some(&key), &body)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let messages = receive_all(&client, &queue_url).await;
-    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
+    let event = sqs_event_of(&messages);
     assert!(Consumer::new(db.store.clone()).handle(event).await.batch_item_failures.is_empty());
     let stored: Vec<String> = db.query("SELECT JSON_VALUE(properties, '$.s') FROM events").await;
     assert_eq!(stored, vec!["a\u{FFFF}b\u{FFFE}".to_string()]);

@@ -38,23 +38,30 @@ async fn evtrack_up_serves_ingest_and_drains_on_ctrl_c() {
     assert_eq!(stack.count("SELECT COUNT(*) FROM events").await, sent, "every accepted event is in MySQL after exit");
 }
 
+/// Runs an SDK script (tests/sdk/) with the interpreter named by `interpreter_variable`,
+/// against `stack`; it must report no SDK error. Returns the run id (the prefix of every id
+/// it sent) and the counts it printed.
+async fn run_sdk_script(stack: &StackProcess, interpreter_variable: &str, script: &str) -> (String, serde_json::Value) {
+    let interpreter = std::env::var(interpreter_variable).unwrap_or_else(|_| {
+        panic!("{interpreter_variable} is not set: run the tests with `infra/dev.sh test`, which installs the SDKs")
+    });
+    let script = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+    let run = format!("r{}", uuid::Uuid::now_v7().simple());
+    let output = tokio::process::Command::new(&interpreter)
+        .args([&script, &stack.address, &stack.key, &run])
+        .output()
+        .await
+        .unwrap_or_else(|err| panic!("{interpreter} {script}: {err}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "SDKs reported errors: {stderr}");
+    (run, serde_json::from_slice(&output.stdout).expect("counts"))
+}
+
 /// The Python SDKs, unchanged but for their host, against the running stack.
 #[tokio::test]
 async fn the_real_python_sdks_deliver_every_call() {
-    let python = std::env::var("EVTRACK_TEST_PYTHON").expect(
-        "EVTRACK_TEST_PYTHON is not set: run the tests with `infra/dev.sh test`, which installs the SDKs into .venv-test",
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/python_sdks.py");
     let stack = StackProcess::start(&[]);
-    let run = format!("r{}", uuid::Uuid::now_v7().simple());
-    let output = tokio::process::Command::new(&python)
-        .args([script, &stack.address, &stack.key, &run])
-        .output()
-        .await
-        .expect("python runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDKs reported errors: {stderr}");
-    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("counts");
+    let (run, sent) = run_sdk_script(&stack, "EVTRACK_TEST_PYTHON", "sdk/python_sdks.py").await;
     assert_eq!(sent, json!({"segment": 12, "rudder": 6, "posthog": 5}));
 
     let total = stack.wait_for_count("SELECT COUNT(*) FROM events", 23, Duration::from_secs(20)).await;
@@ -149,19 +156,8 @@ async fn evtrack_up_with_sqs_stores_everything_and_empties_the_queue() {
 /// The Node SDKs, unchanged but for their host, against the running stack.
 #[tokio::test]
 async fn the_real_node_sdks_deliver_every_call() {
-    let node = std::env::var("EVTRACK_TEST_NODE")
-        .expect("EVTRACK_TEST_NODE is not set: run the tests with `infra/dev.sh test`, which installs the Node SDKs");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/node/send.mjs");
     let stack = StackProcess::start(&[]);
-    let run = format!("r{}", uuid::Uuid::now_v7().simple());
-    let output = tokio::process::Command::new(&node)
-        .args([script, &stack.address, &stack.key, &run])
-        .output()
-        .await
-        .expect("node runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDKs reported errors: {stderr}");
-    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("counts");
+    let (run, sent) = run_sdk_script(&stack, "EVTRACK_TEST_NODE", "sdk/node/send.mjs").await;
     assert_eq!(sent, json!({"segment-node": 6, "posthog-node": 4}));
 
     let total = stack.wait_for_count("SELECT COUNT(*) FROM events", 10, Duration::from_secs(20)).await;
@@ -204,7 +200,7 @@ async fn gzip_bombs_do_not_grow_memory() {
     // 200 MB of JSON whitespace, about 200 KB compressed: under the 500 KB body limit.
     let bomb = bytes::Bytes::from(gzip(&vec![b' '; 200 * 1024 * 1024]));
     let http = reqwest::Client::new();
-    let before = peak_rss_kib(stack.pid());
+    let before = memory_kib(stack.pid(), "VmHWM");
     let sends = (0..8).map(|_| {
         http.post(format!("{}/v1/batch", stack.address))
             .basic_auth(&stack.key, Some(""))
@@ -218,17 +214,7 @@ async fn gzip_bombs_do_not_grow_memory() {
         let body: serde_json::Value = response.json().await.expect("json");
         assert_eq!(body["code"], "request_too_large");
     }
-    let after = peak_rss_kib(stack.pid());
+    let after = memory_kib(stack.pid(), "VmHWM");
     // Inflating all eight would take 1.6 GB; the cap keeps each below 512 KB.
     assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmHWM")
 }
