@@ -12,7 +12,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use evtrack::Config;
 use evtrack::config::Secret;
-use evtrack::keys::Scope;
+use evtrack::keys::keyring::Keyring;
+use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::EventQueue;
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::sqs::SqsQueue;
@@ -77,6 +78,12 @@ impl TestDb {
         conn.query(sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"))
     }
 
+    /// Runs a statement (to set up a state, e.g. move a time into the past).
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.pool.get_conn().await.expect("connection");
+        conn.query_drop(sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
     pub async fn count(&self, table_and_condition: &str) -> u64 {
         let rows: Vec<u64> = self.query(&format!("SELECT COUNT(*) FROM {table_and_condition}")).await;
         rows[0]
@@ -119,8 +126,10 @@ pub fn config(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
 pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uuid, String) {
     let project = db.store.create_project("test project").await.expect("project");
     let (_, key) =
-        evtrack_cli::commands::issue_key(&db.store, config, Some(project.uid), scope, "test", None).await.expect("key");
-    (project.uid, key.reveal().to_string())
+        evtrack_cli::commands::issue_key(&db.store, config, Some(project.id), scope, "test", Expiry::Default)
+            .await
+            .expect("key");
+    (project.id, key.reveal().to_string())
 }
 
 /// Ingest and consumer over one test database, with the in-process queue.
@@ -131,6 +140,9 @@ pub struct TestApp {
     pub consumer: Consumer,
     pub project: Uuid,
     pub key: String,
+    /// An admin key (no project).
+    pub admin: String,
+    pub keyring: Arc<Keyring>,
     queued: tokio::sync::Mutex<mpsc::Receiver<QueuedMessage>>,
 }
 
@@ -151,18 +163,26 @@ impl TestApp {
         let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
         let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
         let consumer = Consumer::new(db.store.clone());
+        let (_, admin) =
+            evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
+                .await
+                .expect("admin key");
+        let keyring = evtrack_cli::commands::keyring(&db.store, &config).await.expect("keyring");
+        let api = Arc::new(evtrack_api::Api::new(&config, db.store.clone(), keyring.clone()));
         Self {
-            router: evtrack_ingest::router(ingest),
+            router: evtrack_cli::stack::app(ingest, api),
             consumer,
             config,
             project,
             key,
+            admin: admin.reveal().to_string(),
+            keyring,
             db,
             queued: tokio::sync::Mutex::new(receiver),
         }
     }
 
-    /// Sends a request through the ingest router, as from 203.0.113.77.
+    /// Sends a request through the ingest and api routers, as from 203.0.113.77.
     pub async fn send(&self, request: Request<Body>) -> Reply {
         send(&self.router, request).await
     }
@@ -254,6 +274,16 @@ pub fn post_bytes(
     builder.body(Body::from(body)).expect("valid request")
 }
 
+/// An api request with `Authorization: Bearer <key>` and an optional JSON body.
+pub fn api_request(method: &str, path: &str, key: &str, body: Option<&Value>) -> Request<Body> {
+    let builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(http::header::CONTENT_TYPE, "application/json");
+    builder.body(body.map_or_else(Body::empty, |body| Body::from(body.to_string()))).expect("valid request")
+}
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -325,7 +355,10 @@ pub struct StackProcess {
     child: std::process::Child,
     pub address: String,
     pub key: String,
+    pub admin_key: String,
     pub database_url: String,
+    /// Where the stack's logs (stderr) go.
+    pub log_path: std::path::PathBuf,
     output: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
@@ -334,6 +367,8 @@ impl StackProcess {
         use std::io::{BufRead, BufReader};
         let name = format!("evtrack_test_up_{}", Uuid::now_v7().simple());
         let database_url = format!("{}/{name}?prefer_socket=false", database_server_url());
+        let log_path = std::env::temp_dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = std::process::Command::new(workspace_binary("evtrack"));
         command
             .arg("up")
@@ -342,24 +377,39 @@ impl StackProcess {
             .env("EVTRACK_REDIS_URL", redis_url())
             .env_remove("EVTRACK_SQS_QUEUE_URL")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(log);
         for (name, value) in extra_env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("evtrack up starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (mut address, mut key) = (None, None);
-        while address.is_none() || key.is_none() {
-            let line = lines.next().expect("evtrack up printed its address and key").expect("line");
+        let (mut address, mut key, mut admin_key) = (None, None, None);
+        // The start-up banner ends with the queue line.
+        loop {
+            let line = lines.next().expect("evtrack up printed its address and keys").expect("line");
+            if line.starts_with("queue: ") {
+                break;
+            }
             if let Some(rest) = line.strip_prefix("evtrack is listening on ") {
                 address = Some(rest.trim().to_string());
             }
             if let Some(rest) = line.strip_prefix("write key (shown once; keep it): ") {
                 key = Some(rest.trim().to_string());
             }
+            if let Some(rest) = line.strip_prefix("admin key (shown once; keep it): ") {
+                admin_key = Some(rest.trim().to_string());
+            }
         }
         let output = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-        Self { child, address: address.expect("address"), key: key.expect("key"), database_url, output: Some(output) }
+        Self {
+            child,
+            address: address.expect("address"),
+            key: key.expect("key"),
+            admin_key: admin_key.expect("admin key"),
+            database_url,
+            log_path,
+            output: Some(output),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -411,6 +461,7 @@ impl Drop for StackProcess {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+        std::fs::remove_file(&self.log_path).ok();
         drop_database_blocking(Secret::new(self.database_url.clone()));
     }
 }

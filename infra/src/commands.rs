@@ -1,12 +1,16 @@
-//! Operator tasks: migrations, projects, keys. Each opens the database named by
+//! Operator tasks: migrations, projects, keys, jobs. Each opens the database named by
 //! EVTRACK_DATABASE_URL, does one thing, and prints text or (with --json) one JSON object.
 
 use anyhow::{Context, bail};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
-use evtrack::keys::{ApiKey, KeyHasher, Scope};
-use evtrack::store::{NewKey, Project, Store};
+use evtrack::jobs::{Outcome, Trigger};
+use evtrack::keys::keyring::{Keyring, MasterKeys};
+use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
+use evtrack::store::{KeyInfo, Project, Store};
+use evtrack_rotate_keys::RotateKeys;
 use serde_json::json;
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,23 +27,40 @@ impl Output {
 
 #[derive(Debug, clap::Args)]
 pub struct KeyArgs {
-    /// The project's id (not needed for admin keys).
+    /// The project's id.
     #[arg(long)]
-    pub project: Option<Uuid>,
-    /// write (ingest only), read, or admin.
+    pub project: Uuid,
+    /// write (ingest only; may ship in a browser) or read (the project's data).
     #[arg(long, default_value = "write")]
     pub scope: String,
+    #[command(flatten)]
+    pub lifetime: NewKeyArgs,
+}
+
+/// What every new key takes: a label and a lifetime.
+#[derive(Debug, clap::Args)]
+pub struct NewKeyArgs {
     /// A label to recognise the key by.
     #[arg(long, default_value = "")]
     pub name: String,
-    /// Days until the key expires.
-    #[arg(long, default_value_t = 365)]
-    pub expires_days: u32,
+    /// Days until the key expires (default: the scope's, see EVTRACK_KEY_EXPIRY_DAYS_*).
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires_days: Option<u32>,
     /// Never expire (only when asked for explicitly).
     #[arg(long)]
     pub no_expiry: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+impl NewKeyArgs {
+    fn expiry(&self) -> Expiry {
+        match (self.no_expiry, self.expires_days) {
+            (true, _) => Expiry::Never,
+            (false, Some(days)) => Expiry::After(Duration::days(i64::from(days))),
+            (false, None) => Expiry::Default,
+        }
+    }
 }
 
 /// Creates the database if needed, applies migrations, and returns a store on it.
@@ -71,13 +92,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 fn project_json(project: &Project) -> serde_json::Value {
-    json!({
-        "id": project.uid,
-        "name": project.name,
-        "retention_days": project.retention_days,
-        "store_full_ip": project.store_full_ip,
-        "created_at": project.created_at,
-    })
+    serde_json::to_value(project).unwrap_or_default()
 }
 
 pub async fn create_project(config: &Config, name: &str, output: Output) -> anyhow::Result<()> {
@@ -85,7 +100,7 @@ pub async fn create_project(config: &Config, name: &str, output: Output) -> anyh
     let project = store.create_project(name).await?;
     match output {
         Output::Json => println!("{}", project_json(&project)),
-        Output::Text => println!("created project {:?} with id {}", project.name, project.uid),
+        Output::Text => println!("created project {:?} with id {}", project.name, project.id),
     }
     store.close().await;
     Ok(())
@@ -98,7 +113,7 @@ pub async fn list_projects(config: &Config, output: Output) -> anyhow::Result<()
         Output::Json => println!("{}", json!({ "projects": projects.iter().map(project_json).collect::<Vec<_>>() })),
         Output::Text => {
             for project in &projects {
-                println!("{}  {}", project.uid, project.name);
+                println!("{}  {}", project.id, project.name);
             }
         }
     }
@@ -113,44 +128,128 @@ pub async fn issue_key(
     project: Option<Uuid>,
     scope: Scope,
     name: &str,
-    expires_in: Option<Duration>,
-) -> anyhow::Result<(Uuid, ApiKey)> {
-    let key = ApiKey::generate(scope);
-    let hasher = KeyHasher::new(&config.key_pepper, config.key_pepper_version);
-    let uid = store
-        .insert_key(NewKey {
-            project_uid: project,
-            scope,
-            name,
-            hash: hasher.hash(&key),
-            pepper_version: hasher.version(),
-            display_prefix: key.display_prefix(),
-            expires_at: expires_in.map(|after| Utc::now() + after),
-        })
-        .await?;
-    Ok((uid, key))
+    expiry: Expiry,
+) -> anyhow::Result<(KeyInfo, ApiKey)> {
+    let service = KeyService::new(store.clone(), config);
+    Ok(service.create(NewKeyRequest { project, scope, name, expiry }).await?)
 }
 
 pub async fn create_key(config: &Config, args: KeyArgs) -> anyhow::Result<()> {
-    let Some(scope) = Scope::parse(&args.scope) else {
-        bail!("--scope must be write, read or admin");
+    let scope = match Scope::parse(&args.scope) {
+        Some(scope @ (Scope::Write | Scope::Read)) => scope,
+        _ => bail!("--scope must be write or read (admin keys: `evtrack admin-key create`)"),
     };
-    let expires_in = (!args.no_expiry).then(|| Duration::days(i64::from(args.expires_days)));
+    new_key(config, Some(args.project), scope, &args.lifetime).await
+}
+
+pub async fn create_admin_key(config: &Config, args: NewKeyArgs) -> anyhow::Result<()> {
+    new_key(config, None, Scope::Admin, &args).await
+}
+
+async fn new_key(config: &Config, project: Option<Uuid>, scope: Scope, args: &NewKeyArgs) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let (uid, key) = issue_key(&store, config, args.project, scope, &args.name, expires_in).await?;
-    let expires_at = expires_in.map(|after| Utc::now() + after);
-    if args.json {
-        println!(
-            "{}",
-            json!({"id": uid, "key": key.reveal(), "scope": scope.as_str(), "project": args.project, "expires_at": expires_at})
-        );
+    let (info, key) = issue_key(&store, config, project, scope, &args.name, args.expiry()).await?;
+    print_new_key(&info, &key, args.json);
+    store.close().await;
+    Ok(())
+}
+
+fn print_new_key(info: &KeyInfo, key: &ApiKey, json: bool) {
+    if json {
+        let mut value = serde_json::to_value(info).unwrap_or_default();
+        value["key"] = json!(key.reveal());
+        println!("{value}");
+        return;
+    }
+    println!("{} key {} created; it is shown only this once:\n\n  {}\n", info.scope.as_str(), info.id, key.reveal());
+    match info.expires_at {
+        Some(at) => println!("It expires at {at}."),
+        None => println!("It never expires."),
+    }
+}
+
+pub async fn list_keys(config: &Config, project: Option<Uuid>, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let keys = store.list_keys(project, None, usize::MAX).await?;
+    if json {
+        println!("{}", json!({ "keys": keys }));
     } else {
-        println!("{} key {uid} created; it is shown only this once:\n\n  {}\n", scope.as_str(), key.reveal());
-        match expires_at {
-            Some(at) => println!("It expires at {at}."),
-            None => println!("It never expires."),
+        for key in &keys {
+            let expires = key.expires_at.map_or("never".to_string(), |at| at.to_rfc3339());
+            println!(
+                "{}  {:<5}  {}…  {:<8}  expires {}  {}",
+                key.id,
+                key.scope.as_str(),
+                key.prefix,
+                key.status,
+                expires,
+                key.name
+            );
         }
     }
     store.close().await;
     Ok(())
+}
+
+pub async fn rotate_key(config: &Config, key: Uuid, grace_hours: Option<u32>, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let service = KeyService::new(store.clone(), config);
+    let grace = grace_hours.map(|hours| Duration::hours(i64::from(hours)));
+    let (info, new_key) = service.rotate(key, grace).await?;
+    print_new_key(&info, &new_key, json);
+    if !json {
+        let old = store.key_info(key).await?;
+        if let Some(ends) = old.and_then(|old| old.grace_ends_at) {
+            println!("The old key {key} keeps working until {ends}.");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn revoke_key(config: &Config, key: Uuid, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let info = KeyService::new(store.clone(), config).revoke(key).await?;
+    if json {
+        println!("{}", json!(info));
+    } else {
+        println!(
+            "key {} revoked; ingest may accept it for up to {} s more (its key cache).",
+            info.id,
+            config.key_cache_ttl.as_secs()
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Runs a job's slot (now, to the second, unless given) through the job ledger.
+pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let trigger = Trigger::new(slot.unwrap_or_else(Utc::now), "cli");
+    let outcome = match name {
+        evtrack_rotate_keys::JOB => rotate_keys_job(&store, config).await?.run(trigger).await?,
+        other => bail!("no job named {other:?}; jobs: {}", evtrack_rotate_keys::JOB),
+    };
+    if json {
+        println!("{}", evtrack_rotate_keys::outcome_json(&outcome));
+    } else {
+        let run = outcome.run();
+        let verb = if matches!(outcome, Outcome::Ran(_)) { "ran" } else { "already taken; nothing done:" };
+        println!("{name} slot {} {verb} (run {}, {})", run.slot, run.id, run.state);
+        for step in &run.steps {
+            println!("  {:<24} {:>8} rows  {:>6} ms", step.name, step.rows, step.duration_ms);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn rotate_keys_job(store: &Store, config: &Config) -> anyhow::Result<RotateKeys> {
+    Ok(RotateKeys::new(store.clone(), keyring(store, config).await?, config.job_lease))
+}
+
+pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {
+    let master = MasterKeys::load(config).await?;
+    Ok(Arc::new(Keyring::new(store.clone(), master, config.keyring_policy.clone())))
 }

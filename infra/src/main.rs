@@ -1,8 +1,9 @@
 use clap::{Parser, Subcommand};
 use evtrack::Config;
 use evtrack::telemetry::{LogFormat, init};
-use evtrack_cli::commands::{self, KeyArgs, Output};
+use evtrack_cli::commands::{self, KeyArgs, NewKeyArgs, Output};
 use std::process::ExitCode;
+use uuid::Uuid;
 
 /// evtrack: serverless event tracking. Settings come from EVTRACK_* environment variables
 /// (see the README).
@@ -15,16 +16,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the local stack: ingest on EVTRACK_LISTEN, the consumer, migrations, a dev project.
+    /// Run the local stack: ingest and api on EVTRACK_LISTEN, the consumer, the job
+    /// schedules, migrations, and on first run a development project and keys.
     Up,
     /// Create the database if needed and apply pending migrations.
     Migrate,
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
-    /// Manage API keys.
+    /// Manage a project's API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Admin keys (projects, keys, jobs); `create` bootstraps the first one.
+    #[command(subcommand, name = "admin-key")]
+    AdminKey(AdminKeyCommand),
+    /// Scheduled jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminKeyCommand {
+    /// Create an admin key (needs database access); printed once, never stored in clear.
+    Create(NewKeyArgs),
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Run one slot of a job through the job ledger (once, however often it is asked).
+    Run {
+        /// rotate-keys
+        name: String,
+        /// The slot (RFC 3339); now, to the second, by default.
+        #[arg(long)]
+        slot: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -48,6 +76,28 @@ enum ProjectCommand {
 enum KeyCommand {
     /// Create an API key; the key is printed once and never stored in clear.
     Create(KeyArgs),
+    /// List keys (never the keys themselves: their prefix, scope, status, expiry).
+    List {
+        #[arg(long)]
+        project: Option<Uuid>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key: prints the new key; the old one works until its grace period ends.
+    Rotate {
+        id: Uuid,
+        /// Hours the old key keeps working (default 24; 0 for a leaked key).
+        #[arg(long)]
+        grace_hours: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a key now.
+    Revoke {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +121,13 @@ async fn main() -> ExitCode {
             commands::list_projects(&config, Output::from_flag(json)).await
         }
         Command::Key(KeyCommand::Create(args)) => commands::create_key(&config, args).await,
+        Command::Key(KeyCommand::List { project, json }) => commands::list_keys(&config, project, json).await,
+        Command::Key(KeyCommand::Rotate { id, grace_hours, json }) => {
+            commands::rotate_key(&config, id, grace_hours, json).await
+        }
+        Command::Key(KeyCommand::Revoke { id, json }) => commands::revoke_key(&config, id, json).await,
+        Command::AdminKey(AdminKeyCommand::Create(args)) => commands::create_admin_key(&config, args).await,
+        Command::Job(JobCommand::Run { name, slot, json }) => commands::run_job(&config, &name, slot, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

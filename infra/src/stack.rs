@@ -1,19 +1,23 @@
-//! `evtrack up`: the whole system on one machine. Ingest serves the very router the Lambda
-//! runs; the consumer drains an in-process queue (or long-polls SQS when
+//! `evtrack up`: the whole system on one machine. Ingest and the api serve the very routers
+//! their Lambdas run, on one port; scheduled jobs are fired on their schedules as
+//! EventBridge Scheduler would (through the same job ledger); the consumer drains an in-process queue (or long-polls SQS when
 //! EVTRACK_SQS_QUEUE_URL is set, deleting only what the consumer reports done, as Lambda's
 //! event source mapping does). Ctrl-C stops accepting, then drains: nothing accepted is lost.
 
-use crate::commands::{issue_key, open_store};
+use crate::commands::{issue_key, keyring, open_store, rotate_keys_job};
 use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
-use evtrack::keys::Scope;
+use evtrack::jobs::Trigger;
+use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::{EventQueue, sqs};
 use evtrack::store::Store;
+use evtrack_api::Api;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
+use evtrack_rotate_keys::RotateKeys;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +43,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("evtrack is listening on http://{address}");
     introduce_project(&store, &config, address).await?;
+    let api = Arc::new(Api::new(&config, store.clone(), keyring(&store, &config).await?));
+    let schedules = tokio::spawn(fire_schedules(rotate_keys_job(&store, &config).await?));
     let consumer = Arc::new(Consumer::new(store.clone()));
     match config.sqs_queue_url.clone() {
         None => {
@@ -49,7 +55,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
                 "queue: in-process (capacity {} messages); consumer: {CONSUMERS} workers",
                 config.local_queue_capacity
             );
-            serve(listener, ingest).await?;
+            serve(listener, ingest, api).await?;
+            schedules.abort();
             println!("stopped accepting events; storing what is queued…");
             drain.await?;
         }
@@ -60,7 +67,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             let (stop, stopped) = watch::channel(false);
             let poller = tokio::spawn(poll_sqs(client, queue_url.clone(), consumer, stopped));
             println!("queue: SQS {queue_url}");
-            serve(listener, ingest).await?;
+            serve(listener, ingest, api).await?;
+            schedules.abort();
             stop.send(true).ok();
             poller.await?;
         }
@@ -70,8 +78,13 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(listener: TcpListener, ingest: Arc<Ingest>) -> anyhow::Result<()> {
-    let app = evtrack_ingest::router(ingest).into_make_service_with_connect_info::<SocketAddr>();
+/// The api's routes, and ingest's for everything else (as API Gateway routes them on AWS).
+pub fn app(ingest: Arc<Ingest>, api: Arc<Api>) -> axum::Router {
+    evtrack_api::router(api).fallback_service(evtrack_ingest::router(ingest))
+}
+
+async fn serve(listener: TcpListener, ingest: Arc<Ingest>, api: Arc<Api>) -> anyhow::Result<()> {
+    let app = app(ingest, api).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
@@ -99,25 +112,47 @@ async fn warn_if_redis_is_down(config: &Config) {
     }
 }
 
-/// On first run, a development project and write key, printed with a curl to try.
+/// How often rotate-keys runs (template.yaml schedules it the same way).
+const ROTATE_KEYS_EVERY: chrono::Duration = chrono::Duration::hours(1);
+
+/// Fires each slot of the schedule, as EventBridge Scheduler does on AWS: the current slot on
+/// start (the ledger makes a repeat of a slot that already ran do nothing), then each next one.
+async fn fire_schedules(rotate_keys: RotateKeys) {
+    loop {
+        let now = chrono::Utc::now();
+        let period = ROTATE_KEYS_EVERY.num_seconds();
+        let slot =
+            chrono::DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(period), 0).unwrap_or(now);
+        if let Err(err) = rotate_keys.run(Trigger::new(slot, "local")).await {
+            tracing::warn!(error = %err, "rotate-keys failed; retrying at the next slot");
+        }
+        let next = slot + ROTATE_KEYS_EVERY;
+        tokio::time::sleep((next - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    }
+}
+
+/// On first run, a development project with a write key and an admin key, printed with a
+/// curl to try.
 async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) -> anyhow::Result<()> {
     let projects = store.list_projects().await?;
     if let Some(project) = projects.first() {
-        println!("project {:?}: {}", project.name, project.uid);
-        println!("  a new write key: evtrack key create --project {}", project.uid);
+        println!("project {:?}: {}", project.name, project.id);
+        println!("  a new write key: evtrack key create --project {}", project.id);
+        println!("  a new admin key: evtrack admin-key create");
         return Ok(());
     }
     let project = store.create_project("Development").await?;
-    let (_, key) =
-        issue_key(store, config, Some(project.uid), Scope::Write, "development", Some(chrono::Duration::days(365)))
-            .await?;
-    println!("created project \"Development\": {}", project.uid);
+    let (_, key) = issue_key(store, config, Some(project.id), Scope::Write, "development", Expiry::Default).await?;
+    let (_, admin) = issue_key(store, config, None, Scope::Admin, "development", Expiry::Default).await?;
+    println!("created project \"Development\": {}", project.id);
     println!("write key (shown once; keep it): {}", key.reveal());
+    println!("admin key (shown once; keep it): {}", admin.reveal());
     println!("try it:");
     println!(
         "  curl -sS http://{address}/v1/track -u '{}:' -H 'Content-Type: application/json' \\\n    -d '{{\"userId\":\"user-1\",\"event\":\"Signed Up\",\"properties\":{{\"plan\":\"pro\"}}}}'",
         key.reveal()
     );
+    println!("  curl -sS http://{address}/v1/projects -H 'Authorization: Bearer {}'", admin.reveal());
     Ok(())
 }
 

@@ -40,7 +40,19 @@ pub struct Config {
     /// Keyed-hash secret for API keys, and its version (stored beside every hash).
     pub key_pepper: Secret<String>,
     pub key_pepper_version: u16,
+    /// The pepper before the last pepper rotation: keys hashed under it keep working until
+    /// they expire or are rotated.
+    pub key_pepper_previous: Option<(Secret<String>, u16)>,
     pub key_cache_ttl: Duration,
+    pub key_policy: KeyPolicy,
+    /// Master keys that seal the signing keyring, newest first: `version:base64,...` (32-byte
+    /// keys). The first seals; the others only open. On AWS the value comes from the Secrets
+    /// Manager secret named by EVTRACK_MASTER_KEYS_SECRET_ID.
+    pub master_keys: Option<Secret<String>>,
+    pub master_keys_secret_id: Option<String>,
+    pub keyring_policy: KeyringPolicy,
+    /// How long a job run owns its slot before another invocation may take it over.
+    pub job_lease: Duration,
     pub limits: Limits,
     /// Events per second per write key; 0 disables rate limiting.
     pub rate_limit_events_per_second: u32,
@@ -78,6 +90,50 @@ impl Default for Limits {
     }
 }
 
+/// Lifetimes of API keys.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub write_expiry: chrono::Duration,
+    pub read_expiry: chrono::Duration,
+    pub admin_expiry: chrono::Duration,
+    /// How long a rotated key keeps working beside its successor, unless the caller says.
+    pub rotation_grace: chrono::Duration,
+    pub max_rotation_grace: chrono::Duration,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            write_expiry: chrono::Duration::days(365),
+            read_expiry: chrono::Duration::days(180),
+            admin_expiry: chrono::Duration::days(90),
+            rotation_grace: chrono::Duration::hours(24),
+            max_rotation_grace: chrono::Duration::days(7),
+        }
+    }
+}
+
+/// Lifetimes of the internal signing keys.
+#[derive(Debug, Clone)]
+pub struct KeyringPolicy {
+    /// A new signing key every this often.
+    pub rotation: chrono::Duration,
+    /// How long a key still verifies after it stopped signing.
+    pub overlap: chrono::Duration,
+    /// How long a retired key's row is kept before it is purged.
+    pub purge_after: chrono::Duration,
+}
+
+impl Default for KeyringPolicy {
+    fn default() -> Self {
+        Self {
+            rotation: chrono::Duration::days(30),
+            overlap: chrono::Duration::days(7),
+            purge_after: chrono::Duration::days(7),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}={value:?}: {reason}")]
 pub struct ConfigError {
@@ -107,7 +163,26 @@ impl Config {
             sqs_queue_url: get("EVTRACK_SQS_QUEUE_URL").filter(|url| !url.is_empty()),
             key_pepper: Secret::new(string("EVTRACK_KEY_PEPPER", DEVELOPMENT_PEPPER)),
             key_pepper_version: parse(&get, "EVTRACK_KEY_PEPPER_VERSION", 1)?,
+            key_pepper_previous: match get("EVTRACK_KEY_PEPPER_PREVIOUS") {
+                None => None,
+                Some(pepper) => Some((Secret::new(pepper), parse(&get, "EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", 0)?)),
+            },
             key_cache_ttl: Duration::from_secs(parse(&get, "EVTRACK_KEY_CACHE_SECONDS", 30)?),
+            key_policy: KeyPolicy {
+                write_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_WRITE", 365)?,
+                read_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_READ", 180)?,
+                admin_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_ADMIN", 90)?,
+                rotation_grace: chrono::Duration::hours(parse(&get, "EVTRACK_KEY_ROTATION_GRACE_HOURS", 24)?),
+                max_rotation_grace: chrono::Duration::hours(parse(&get, "EVTRACK_KEY_ROTATION_GRACE_MAX_HOURS", 168)?),
+            },
+            master_keys: get("EVTRACK_MASTER_KEYS").map(Secret::new),
+            master_keys_secret_id: get("EVTRACK_MASTER_KEYS_SECRET_ID"),
+            keyring_policy: KeyringPolicy {
+                rotation: days(&get, "EVTRACK_SIGNING_KEY_ROTATION_DAYS", 30)?,
+                overlap: days(&get, "EVTRACK_SIGNING_KEY_OVERLAP_DAYS", 7)?,
+                purge_after: days(&get, "EVTRACK_SIGNING_KEY_PURGE_DAYS", 7)?,
+            },
+            job_lease: Duration::from_secs(parse(&get, "EVTRACK_JOB_LEASE_SECONDS", 120)?),
             limits: Limits {
                 max_event_bytes: parse(&get, "EVTRACK_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
                 max_segment_request_bytes: parse(
@@ -144,6 +219,14 @@ impl Config {
     pub fn uses_development_pepper(&self) -> bool {
         self.key_pepper.expose() == DEVELOPMENT_PEPPER
     }
+}
+
+fn days(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u32,
+) -> Result<chrono::Duration, ConfigError> {
+    Ok(chrono::Duration::days(i64::from(parse(get, name, default)?)))
 }
 
 fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>

@@ -75,6 +75,39 @@ pub fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
 }
 
+/// How much of a client's address a project keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpPolicy {
+    /// The network part only (/24, /48), as analytics tools do by default.
+    #[default]
+    Truncate,
+    Full,
+    None,
+}
+
+impl IpPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpPolicy::Truncate => "truncate",
+            IpPolicy::Full => "full",
+            IpPolicy::None => "none",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [IpPolicy::Truncate, IpPolicy::Full, IpPolicy::None].into_iter().find(|policy| policy.as_str() == name)
+    }
+
+    pub fn apply(self, ip: IpAddr) -> Option<IpAddr> {
+        match self {
+            IpPolicy::Truncate => Some(truncate_ip(ip)),
+            IpPolicy::Full => Some(ip),
+            IpPolicy::None => None,
+        }
+    }
+}
+
 /// Drops the host part of an address: the last octet of IPv4 (/24), all but the first
 /// 48 bits of IPv6, as analytics tools do by default.
 pub fn truncate_ip(ip: IpAddr) -> IpAddr {

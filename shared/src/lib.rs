@@ -5,6 +5,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod keys;
 pub mod limits;
 pub mod queue;

@@ -20,3 +20,26 @@ pub fn init(format: LogFormat) {
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }
+
+/// Writes one metric value as a CloudWatch Embedded Metric Format line on stdout: Lambda's
+/// log capture turns it into a metric without an API call. Dimensions must not hold secrets.
+pub fn emit_metric(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)]) {
+    let mut line = serde_json::Map::new();
+    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
+    line.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": chrono::Utc::now().timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": "evtrack",
+                "Dimensions": [names],
+                "Metrics": [{"Name": name, "Unit": unit}],
+            }],
+        }),
+    );
+    for (dimension, value) in dimensions {
+        line.insert((*dimension).into(), serde_json::Value::from(*value));
+    }
+    line.insert(name.into(), serde_json::Value::from(value));
+    println!("{}", serde_json::Value::Object(line));
+}

@@ -238,7 +238,7 @@ async fn bench_consumer(events: usize) -> f64 {
     for _ in 0..ROUNDS {
         let db = TestDb::new().await;
         let project = db.store.create_project("bench").await.expect("project");
-        let bodies = queued_bodies(project.uid, Uuid::now_v7(), events).await;
+        let bodies = queued_bodies(project.id, Uuid::now_v7(), events).await;
         let consumer = Arc::new(Consumer::new(db.store.clone()));
         let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
         let next = Arc::new(AtomicUsize::new(0));

@@ -4,6 +4,8 @@
 mod cli;
 mod consumer;
 mod ingest;
+mod jobs;
+mod keys;
 mod lambda_binaries;
 mod openapi;
 mod reliability;

@@ -1,5 +1,5 @@
-//! The ingest routes against their OpenAPI description (functions/ingest/openapi.yaml):
-//! schemathesis generates requests from it and checks every answer — no 5xx, status codes,
+//! The ingest and api routes against their OpenAPI descriptions (functions/*/openapi.yaml):
+//! schemathesis generates requests from them and checks every answer — no 5xx, status codes,
 //! content types, headers and bodies as described.
 
 use evtrack_tests::*;
@@ -7,15 +7,28 @@ use std::path::PathBuf;
 
 #[tokio::test]
 async fn ingest_answers_as_its_openapi_description_says() {
+    let stack = StackProcess::start(&[]);
+    let auth = ["--auth".to_string(), format!("{}:", stack.key)];
+    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/ingest/openapi.yaml"), &auth, 26).await;
+}
+
+#[tokio::test]
+async fn the_api_answers_as_its_openapi_description_says() {
+    let stack = StackProcess::start(&[]);
+    let auth = ["--header".to_string(), format!("Authorization: Bearer {}", stack.admin_key)];
+    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 13).await;
+}
+
+/// Runs schemathesis on `spec` against `stack`; every one of `operations` must pass.
+async fn schemathesis(stack: &StackProcess, spec: &str, auth: &[String], operations: usize) {
     let python = std::env::var("EVTRACK_TEST_PYTHON")
         .expect("EVTRACK_TEST_PYTHON is not set: run the tests with `infra/dev.sh test`, which installs schemathesis");
     let schemathesis = PathBuf::from(python).with_file_name("schemathesis");
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/ingest/openapi.yaml");
-    let stack = StackProcess::start(&[]);
     let report = std::env::temp_dir().join(format!("evtrack-schemathesis-{}", uuid::Uuid::now_v7().simple()));
     let output = tokio::process::Command::new(&schemathesis)
         .current_dir(std::env::temp_dir())
-        .args(["run", spec, "--url", &stack.address, "--auth", &format!("{}:", stack.key)])
+        .args(["run", spec, "--url", &stack.address])
+        .args(auth)
         .args(["--max-examples", "25", "--seed", "1", "--workers", "1"])
         .args([
             "--checks",
@@ -34,5 +47,5 @@ async fn ingest_answers_as_its_openapi_description_says() {
         "schemathesis found failures:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("26 passed"), "every operation was tested:\n{stdout}");
+    assert!(stdout.contains(&format!("{operations} passed")), "every operation was tested:\n{stdout}");
 }

@@ -218,3 +218,63 @@ async fn gzip_bombs_do_not_grow_memory() {
     // Inflating all eight would take 1.6 GB; the cap keeps each below 512 KB.
     assert!(after < before + 64 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
 }
+
+/// Keys created, rotated, revoked and used through the running stack, with every log level
+/// on:
+/// no plaintext key appears in anything the process writes after start-up.
+#[tokio::test]
+async fn no_plaintext_key_reaches_the_logs() {
+    let mut stack = StackProcess::start(&[("RUST_LOG", "trace")]);
+    let http = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{}{path}", stack.address)).bearer_auth(&stack.admin_key)
+    };
+    let projects: serde_json::Value =
+        admin(reqwest::Method::GET, "/v1/projects").send().await.expect("list").json().await.expect("json");
+    let project = projects["data"][0]["id"].as_str().expect("the development project").to_string();
+    let created: serde_json::Value = admin(reqwest::Method::POST, "/v1/keys")
+        .json(&json!({"scope": "write", "project": project, "name": "logged?"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let (id, first) = (created["id"].as_str().expect("id"), created["key"].as_str().expect("key").to_string());
+    let rotated: serde_json::Value = admin(reqwest::Method::POST, &format!("/v1/keys/{id}/rotate"))
+        .send()
+        .await
+        .expect("rotate")
+        .json()
+        .await
+        .expect("json");
+    let second = rotated["key"].as_str().expect("key").to_string();
+    let mut secrets = vec![first, second, stack.key.clone(), stack.admin_key.clone()];
+    for key in secrets.clone() {
+        let response = http
+            .post(format!("{}/v1/track", stack.address))
+            .basic_auth(&key, Some(""))
+            .json(&json!({"userId": "u", "event": "E"}))
+            .send()
+            .await
+            .expect("track");
+        assert!([200, 403].contains(&response.status().as_u16()));
+        // A near miss (one character off) is refused and must not be logged either.
+        let mut near = key.clone();
+        near.replace_range(8..9, if &key[8..9] == "x" { "y" } else { "x" });
+        http.post(format!("{}/v1/track", stack.address)).basic_auth(&near, Some("")).send().await.expect("track");
+        secrets.push(near);
+    }
+    admin(reqwest::Method::POST, &format!("/v1/keys/{}/revoke", rotated["id"].as_str().expect("id")))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(stack.wait_for_count("SELECT COUNT(*) FROM events", 3, Duration::from_secs(10)).await, 3);
+    let (_, stdout) = stack.interrupt();
+    let logs = std::fs::read_to_string(&stack.log_path).expect("logs");
+    assert!(logs.contains("key rotated") && logs.contains("events queued"), "debug logs were captured: {logs}");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "a key is in the logs");
+        assert!(!stdout.iter().any(|line| line.contains(secret.as_str())), "a key was printed after start-up");
+    }
+}

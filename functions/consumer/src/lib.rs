@@ -7,13 +7,16 @@
 //! moves it to the dead-letter queue.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
 use evtrack::event::Event;
 use evtrack::ids::ProjectId;
+use evtrack::keys::UsageThrottle;
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// One queue message as the consumer sees it.
@@ -36,7 +39,13 @@ pub struct Consumer {
     store: Store,
     /// Public → private project ids; they never change, so no expiry.
     projects: Mutex<HashMap<Uuid, ProjectId>>,
+    /// `last_used_at` of write keys is written from here (ingest never writes the
+    /// database), at most once a minute per key.
+    key_use: UsageThrottle,
 }
+
+/// How often a busy key's `last_used_at` is written.
+pub const KEY_USE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A message whose envelope decoded, with its events that passed validation.
 struct Decoded<'a> {
@@ -48,7 +57,11 @@ struct Decoded<'a> {
 
 impl Consumer {
     pub fn new(store: Store) -> Self {
-        Self { store, projects: Mutex::new(HashMap::new()) }
+        Self::with_key_use_interval(store, KEY_USE_INTERVAL)
+    }
+
+    pub fn with_key_use_interval(store: Store, interval: Duration) -> Self {
+        Self { store, projects: Mutex::new(HashMap::new()), key_use: UsageThrottle::new(interval) }
     }
 
     /// The Lambda handler: an SQS batch in, the messages to retry out.
@@ -95,6 +108,7 @@ impl Consumer {
             Ok(written) => {
                 report.events_stored = written.events_inserted;
                 report.rejected = rejections.len() as u64;
+                self.record_key_use(&decoded).await;
             }
             Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, messages = messages.len(), "batch not stored; left for redelivery");
@@ -159,6 +173,20 @@ impl Consumer {
             }
         }
         Ok(Some(Decoded { id: message.id, project, envelope, events }))
+    }
+
+    /// Best effort: a failure here costs a `last_used_at` update, never an event.
+    async fn record_key_use(&self, decoded: &[Decoded<'_>]) {
+        let mut latest: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        for message in decoded {
+            let at = latest.entry(message.envelope.key).or_insert(message.envelope.received_at);
+            *at = (*at).max(message.envelope.received_at);
+        }
+        let due = self.key_use.due(latest.keys().copied());
+        let uses: Vec<_> = due.into_iter().filter_map(|key| Some((key, *latest.get(&key)?))).collect();
+        if let Err(err) = self.store.touch_keys(&uses).await {
+            tracing::warn!(error = %err, "could not record key use");
+        }
     }
 
     async fn project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {

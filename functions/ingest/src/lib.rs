@@ -16,8 +16,8 @@ use chrono::Utc;
 use errors::Rejected;
 use evtrack::config::{Config, Limits};
 use evtrack::event::{body, wire, wire::Shape};
-use evtrack::http::{client_ip, truncate_ip};
-use evtrack::keys::{KeyHasher, WriteKeyVerifier};
+use evtrack::http::client_ip;
+use evtrack::keys::{AccessDenied, KeyHashers, KeyVerifier, Scope, VerifyError};
 use evtrack::limits::RateLimiter;
 use evtrack::queue::EventQueue;
 use evtrack::queue::envelope::{Receipt, pack};
@@ -27,17 +27,16 @@ use http::header;
 /// Everything a request needs, built once per process.
 pub struct Ingest {
     limits: Limits,
-    keys: WriteKeyVerifier,
+    keys: KeyVerifier,
     limiter: RateLimiter,
     queue: EventQueue,
 }
 
 impl Ingest {
     pub fn new(config: &Config, store: Store, queue: EventQueue) -> Self {
-        let hasher = KeyHasher::new(&config.key_pepper, config.key_pepper_version);
         Self {
             limits: config.limits.clone(),
-            keys: WriteKeyVerifier::new(store, hasher, config.key_cache_ttl),
+            keys: KeyVerifier::cached(store, KeyHashers::from_config(config), config.key_cache_ttl),
             limiter: RateLimiter::new(Some(config.redis_url.expose()), config.rate_limit_events_per_second),
             queue,
         }
@@ -57,20 +56,20 @@ impl Ingest {
             body::json_bytes(raw, header_text(header::CONTENT_ENCODING), header_text(header::CONTENT_TYPE), limit)?;
         let payload = wire::parse(shape, &json, &self.limits)?;
         let key = credentials::find(&parts, &payload.body_keys)?;
-        let access = self.keys.verify(&key).await?;
+        let access = self.keys.verify(&key, Scope::Write).await?;
+        // Write keys always belong to a project (`keys::access`).
+        let project = access.project_uid.ok_or(VerifyError::Denied(AccessDenied::Unauthenticated))?;
         let received_at = Utc::now();
         let events = payload.normalise(received_at, &self.limits)?;
         if events.is_empty() {
             return Ok(success(shape));
         }
         self.limiter.check(access.key_uid, events.len()).await?;
-        let ip = client_ip(&parts.extensions)
-            .map(|ip| if access.store_full_ip { ip } else { truncate_ip(ip) })
-            .map(|ip| ip.to_string());
-        let receipt = Receipt { project: access.project_uid, key: access.key_uid, received_at, ip: ip.as_deref() };
+        let ip = client_ip(&parts.extensions).and_then(|ip| access.ip_policy.apply(ip)).map(|ip| ip.to_string());
+        let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref() };
         let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes)?;
         self.queue.send_all(bodies).await?;
-        tracing::debug!(events = events.len(), project = %access.project_uid, "events queued");
+        tracing::debug!(events = events.len(), project = %project, "events queued");
         Ok(success(shape))
     }
 

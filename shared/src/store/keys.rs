@@ -1,10 +1,13 @@
 //! API key rows. Only keyed hashes are stored; see `crate::keys` for the format.
 
-use super::{Store, StoreError, from_db_time, to_db_time, with_timeout};
+use super::{Store, StoreError, column, from_db_time, time_column, to_db_time, with_timeout};
+use crate::http::IpPolicy;
 use crate::ids::new_public_id;
 use crate::keys::{KeyHash, Scope};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Transaction, TxOpts};
+use serde::Serialize;
 use uuid::Uuid;
 
 pub struct NewKey<'a> {
@@ -24,71 +27,338 @@ pub struct KeyRecord {
     pub key_uid: Uuid,
     pub scope: Scope,
     pub project_uid: Option<Uuid>,
-    pub store_full_ip: bool,
+    pub ip_policy: IpPolicy,
     pub key_hash: [u8; 32],
+    pub pepper_version: u16,
     pub expires_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     /// The key or its project is soft-deleted.
     pub deleted: bool,
 }
 
-type KeyRow = (Uuid, String, Option<Uuid>, bool, Vec<u8>, Option<NaiveDateTime>, Option<NaiveDateTime>, bool);
+/// A key as the admin API and the command line show it: never the key or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub project: Option<Uuid>,
+    pub scope: Scope,
+    pub name: String,
+    /// The first characters of the key, to recognise it by.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set once the key was rotated: it stops working then.
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    pub replaced_by: Option<Uuid>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// `active`, `rotating` (in its grace period), `expired`, `rotated` or `revoked`.
+    pub status: &'static str,
+    pub pepper_version: u16,
+}
+
+impl KeyInfo {
+    fn status_at(&self, now: DateTime<Utc>) -> &'static str {
+        let passed = |at: Option<DateTime<Utc>>| at.is_some_and(|at| at <= now);
+        if passed(self.revoked_at) {
+            "revoked"
+        } else if passed(self.expires_at) {
+            "expired"
+        } else if passed(self.grace_ends_at) {
+            "rotated"
+        } else if self.grace_ends_at.is_some() {
+            "rotating"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// A key expiring soon, as rotate-keys reports it.
+#[derive(Debug, Clone)]
+pub struct ExpiringKey {
+    pub id: Uuid,
+    pub project: Option<Uuid>,
+    pub scope: Scope,
+    pub prefix: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+const KEY_INFO_COLUMNS: &str = "k.uid, p.uid, k.scope, k.name, k.display_prefix, k.created_at, k.expires_at,
+     k.grace_ends_at, r.uid, k.revoked_at, k.last_used_at, k.pepper_version";
+const KEY_INFO_FROM: &str = "api_keys k LEFT JOIN projects p ON p.id = k.project_id
+     LEFT JOIN api_keys r ON r.id = k.replaced_by";
+
+fn key_info(row: Row, now: DateTime<Utc>) -> Result<KeyInfo, StoreError> {
+    let scope: String = column(&row, 2).unwrap_or_default();
+    let mut info = KeyInfo {
+        id: column(&row, 0).ok_or_else(|| StoreError::Refused("key row without uid".into()))?,
+        project: column(&row, 1),
+        scope: parse_scope(&scope)?,
+        name: column(&row, 3).unwrap_or_default(),
+        prefix: column(&row, 4).unwrap_or_default(),
+        created_at: time_column(&row, 5).unwrap_or_default(),
+        expires_at: time_column(&row, 6),
+        grace_ends_at: time_column(&row, 7),
+        replaced_by: column(&row, 8),
+        revoked_at: time_column(&row, 9),
+        last_used_at: time_column(&row, 10),
+        status: "active",
+        pepper_version: column(&row, 11).unwrap_or_default(),
+    };
+    info.status = info.status_at(now);
+    Ok(info)
+}
+
+fn parse_scope(name: &str) -> Result<Scope, StoreError> {
+    Scope::parse(name).ok_or_else(|| StoreError::Refused(format!("unknown scope {name}")))
+}
+
+/// Why a key could not be rotated or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyChangeError {
+    #[error("no such key")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 impl Store {
     pub async fn insert_key(&self, key: NewKey<'_>) -> Result<Uuid, StoreError> {
-        let project_id = match (key.scope, key.project_uid) {
-            (Scope::Admin, None) => None,
-            (Scope::Admin, Some(_)) => return Err(StoreError::Refused("admin keys belong to no project".into())),
-            (_, None) => return Err(StoreError::Refused("write and read keys need a project".into())),
-            (_, Some(uid)) => Some(
-                self.live_project_id(uid).await?.ok_or_else(|| StoreError::Refused(format!("no project {uid}")))?.0,
-            ),
-        };
+        let project_id = self.key_project_id(key.scope, key.project_uid).await?;
         let uid = new_public_id();
         let mut conn = self.conn().await?;
-        with_timeout(conn.exec_drop(
-            "INSERT INTO api_keys (uid, project_id, scope, name, key_hash, pepper_version, display_prefix, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                uid,
-                project_id,
-                key.scope.as_str(),
-                key.name,
-                key.hash.0.to_vec(),
-                key.pepper_version,
-                key.display_prefix,
-                key.expires_at.map(to_db_time),
-            ),
-        ))
-        .await?;
+        with_timeout(conn.exec_drop(INSERT_KEY, new_key_params(uid, project_id, &key))).await?;
         Ok(uid)
+    }
+
+    async fn key_project_id(&self, scope: Scope, project: Option<Uuid>) -> Result<Option<u64>, StoreError> {
+        match (scope, project) {
+            (Scope::Admin, None) => Ok(None),
+            (Scope::Admin, Some(_)) => Err(StoreError::Refused("admin keys belong to no project".into())),
+            (_, None) => Err(StoreError::Refused("write and read keys need a project".into())),
+            (_, Some(uid)) => Ok(Some(
+                self.live_project_id(uid).await?.ok_or_else(|| StoreError::Refused(format!("no project {uid}")))?.0,
+            )),
+        }
     }
 
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<KeyRow> = with_timeout(conn.exec_first(
-            "SELECT k.uid, k.scope, p.uid, COALESCE(p.store_full_ip, 0), k.key_hash, k.expires_at, k.revoked_at,
+        let row: Option<Row> = with_timeout(conn.exec_first(
+            "SELECT k.uid, k.scope, p.uid, COALESCE(p.ip_policy, 'truncate'), k.key_hash, k.pepper_version,
+                    k.expires_at, k.grace_ends_at, k.revoked_at,
                     (k.deleted_at IS NOT NULL OR p.deleted_at IS NOT NULL)
              FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
              WHERE k.key_hash = ?",
             (hash.0.to_vec(),),
         ))
         .await?;
-        let Some((key_uid, scope, project_uid, store_full_ip, key_hash, expires_at, revoked_at, deleted)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let scope = Scope::parse(&scope).ok_or_else(|| StoreError::Refused(format!("unknown scope {scope}")))?;
-        let key_hash: [u8; 32] =
-            key_hash.try_into().map_err(|_| StoreError::Refused("stored key hash is not 32 bytes".into()))?;
+        let scope: String = column(&row, 1).unwrap_or_default();
+        let ip_policy: String = column(&row, 3).unwrap_or_default();
+        let key_hash: Vec<u8> = column(&row, 4).unwrap_or_default();
         Ok(Some(KeyRecord {
-            key_uid,
-            scope,
-            project_uid,
-            store_full_ip,
-            key_hash,
-            expires_at: expires_at.map(from_db_time),
-            revoked_at: revoked_at.map(from_db_time),
-            deleted,
+            key_uid: column(&row, 0).ok_or_else(|| StoreError::Refused("key row without uid".into()))?,
+            scope: parse_scope(&scope)?,
+            project_uid: column(&row, 2),
+            ip_policy: IpPolicy::parse(&ip_policy).unwrap_or_default(),
+            key_hash: key_hash.try_into().map_err(|_| StoreError::Refused("stored key hash is not 32 bytes".into()))?,
+            pepper_version: column(&row, 5).unwrap_or_default(),
+            expires_at: time_column(&row, 6),
+            grace_ends_at: time_column(&row, 7),
+            revoked_at: time_column(&row, 8),
+            deleted: column(&row, 9).unwrap_or(true),
         }))
+    }
+
+    /// A key that is not deleted (and neither is its project).
+    pub async fn key_info(&self, uid: Uuid) -> Result<Option<KeyInfo>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<Row> = with_timeout(conn.exec_first(
+            format!(
+                "SELECT {KEY_INFO_COLUMNS} FROM {KEY_INFO_FROM}
+                 WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL"
+            ),
+            (uid,),
+        ))
+        .await?;
+        row.map(|row| key_info(row, Utc::now())).transpose()
+    }
+
+    /// Keys in id order after `after`, of one project or (with `None`) all of them.
+    pub async fn list_keys(
+        &self,
+        project: Option<Uuid>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = with_timeout(conn.exec(
+            format!(
+                "SELECT {KEY_INFO_COLUMNS} FROM {KEY_INFO_FROM}
+                 WHERE k.deleted_at IS NULL AND p.deleted_at IS NULL
+                   AND (? IS NULL OR p.uid = ?) AND (? IS NULL OR k.uid > ?)
+                 ORDER BY k.uid LIMIT ?"
+            ),
+            (project, project, after, after, limit as u64),
+        ))
+        .await?;
+        let now = Utc::now();
+        rows.into_iter().map(|row| key_info(row, now)).collect()
+    }
+
+    /// Stores `new` as the successor of `old` (same project, scope and name) and ends `old`
+    /// at `grace_ends_at` (or its expiry, if sooner). A key already rotated or no longer
+    /// usable cannot be rotated: its successor can.
+    pub async fn rotate_key(
+        &self,
+        old: Uuid,
+        new: NewKey<'_>,
+        grace_ends_at: DateTime<Utc>,
+    ) -> Result<Uuid, KeyChangeError> {
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+        let current: Option<(u64, Option<u64>, String, bool)> = with_timeout(tx.exec_first(
+            "SELECT k.id, k.project_id, k.scope,
+                    (k.grace_ends_at IS NULL AND k.revoked_at IS NULL
+                     AND (k.expires_at IS NULL OR k.expires_at > NOW(3)))
+             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
+             WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL FOR UPDATE",
+            (old,),
+        ))
+        .await?;
+        let Some((old_id, project_id, scope, usable)) = current else {
+            return Err(KeyChangeError::NotFound);
+        };
+        if !usable {
+            return Err(KeyChangeError::Conflict("only an active key can be rotated (rotate its successor)"));
+        }
+        if scope != new.scope.as_str() {
+            return Err(KeyChangeError::Conflict("a rotated key keeps its scope"));
+        }
+        let uid = new_public_id();
+        with_timeout(tx.exec_drop(INSERT_KEY, new_key_params(uid, project_id, &new))).await?;
+        let new_id = tx.last_insert_id().ok_or_else(|| StoreError::Unavailable("no id for the new key".into()))?;
+        with_timeout(tx.exec_drop(
+            "UPDATE api_keys SET grace_ends_at = LEAST(?, COALESCE(expires_at, ?)), replaced_by = ? WHERE id = ?",
+            (to_db_time(grace_ends_at), to_db_time(grace_ends_at), new_id, old_id),
+        ))
+        .await?;
+        with_timeout(tx.commit()).await?;
+        Ok(uid)
+    }
+
+    /// Ends a key now. Revoking a revoked key changes nothing.
+    pub async fn revoke_key(&self, uid: Uuid) -> Result<(), KeyChangeError> {
+        let mut conn = self.conn().await?;
+        with_timeout(conn.exec_drop(
+            "UPDATE api_keys k LEFT JOIN projects p ON p.id = k.project_id
+             SET k.revoked_at = COALESCE(k.revoked_at, NOW(3))
+             WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL",
+            (uid,),
+        ))
+        .await?;
+        if conn.affected_rows() == 0 && self.key_info(uid).await?.is_none() {
+            return Err(KeyChangeError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Records that keys were used (at most the given time; never moves backwards).
+    pub async fn touch_keys(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        with_timeout(conn.exec_batch(
+            "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, ?), ?) WHERE uid = ?",
+            uses.iter().map(|(uid, at)| (to_db_time(*at), to_db_time(*at), *uid)),
+        ))
+        .await
+    }
+
+    /// Keys still usable that expire before `until`.
+    pub async fn keys_expiring_before(&self, until: DateTime<Utc>) -> Result<Vec<ExpiringKey>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(Uuid, Option<Uuid>, String, String, NaiveDateTime)> = with_timeout(conn.exec(
+            "SELECT k.uid, p.uid, k.scope, k.display_prefix, k.expires_at
+             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
+             WHERE k.ended_at IS NULL AND k.revoked_at IS NULL AND k.grace_ends_at IS NULL
+               AND k.deleted_at IS NULL AND p.deleted_at IS NULL
+               AND k.expires_at > NOW(3) AND k.expires_at <= ?
+             ORDER BY k.expires_at",
+            (to_db_time(until),),
+        ))
+        .await?;
+        rows.into_iter()
+            .map(|(id, project, scope, prefix, expires_at)| {
+                Ok(ExpiringKey {
+                    id,
+                    project,
+                    scope: parse_scope(&scope)?,
+                    prefix,
+                    expires_at: from_db_time(expires_at),
+                })
+            })
+            .collect()
+    }
+}
+
+const INSERT_KEY: &str = "INSERT INTO api_keys
+    (uid, project_id, scope, name, key_hash, pepper_version, display_prefix, expires_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn new_key_params(uid: Uuid, project_id: Option<u64>, key: &NewKey<'_>) -> mysql_async::Params {
+    (
+        uid,
+        project_id,
+        key.scope.as_str(),
+        key.name,
+        key.hash.0.to_vec(),
+        key.pepper_version,
+        key.display_prefix,
+        key.expires_at.map(to_db_time),
+    )
+        .into()
+}
+
+impl Store {
+    /// Marks up to `limit` keys whose rotation grace is over as ended ('rotated').
+    pub async fn end_grace_periods(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
+        with_timeout(conn.exec_drop(
+            "UPDATE api_keys SET ended_at = grace_ends_at, ended_reason = 'rotated'
+             WHERE ended_at IS NULL AND grace_ends_at <= NOW(3) AND revoked_at IS NULL LIMIT ?",
+            (limit,),
+        ))
+        .await?;
+        Ok(conn.affected_rows())
+    }
+
+    /// Marks up to `limit` expired keys as ended ('expired').
+    pub async fn mark_expired_keys(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
+        with_timeout(conn.exec_drop(
+            "UPDATE api_keys SET ended_at = expires_at, ended_reason = 'expired'
+             WHERE ended_at IS NULL AND expires_at <= NOW(3) AND revoked_at IS NULL LIMIT ?",
+            (limit,),
+        ))
+        .await?;
+        Ok(conn.affected_rows())
+    }
+
+    /// Marks up to `limit` revoked keys as ended ('revoked').
+    pub async fn mark_revoked_keys(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
+        with_timeout(conn.exec_drop(
+            "UPDATE api_keys SET ended_at = revoked_at, ended_reason = 'revoked'
+             WHERE ended_at IS NULL AND revoked_at IS NOT NULL LIMIT ?",
+            (limit,),
+        ))
+        .await?;
+        Ok(conn.affected_rows())
     }
 }

@@ -11,8 +11,14 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_write_path", sql: include_str!("../../../migrations/0001_write_path.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_write_path", sql: include_str!("../../../migrations/0001_write_path.sql") },
+    Migration {
+        version: 2,
+        name: "0002_keys_and_jobs",
+        sql: include_str!("../../../migrations/0002_keys_and_jobs.sql"),
+    },
+];
 
 impl Migration {
     pub fn checksum(&self) -> String {

@@ -2,13 +2,17 @@
 //! here and filters `deleted_at`.
 
 mod events;
+mod jobs;
 mod keys;
 pub mod migrations;
 mod projects;
+mod signing;
 
 pub use events::{BatchWrite, EventRow, Rejection};
-pub use keys::{KeyRecord, NewKey};
-pub use projects::Project;
+pub use jobs::{ChunkResult, ClaimResult, FencedError, RunInfo, StepInfo, StepProgress};
+pub use keys::{ExpiringKey, KeyChangeError, KeyInfo, KeyRecord, NewKey};
+pub use projects::{Project, ProjectChanges};
+pub use signing::SealedSigningKey;
 
 use crate::config::Secret;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -133,7 +137,7 @@ impl Store {
         self.pool.disconnect().await.ok();
     }
 
-    async fn conn(&self) -> Result<Conn, StoreError> {
+    pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
         with_timeout(self.pool.get_conn()).await
     }
 }
@@ -154,4 +158,13 @@ fn to_db_time(at: DateTime<Utc>) -> NaiveDateTime {
 
 fn from_db_time(at: NaiveDateTime) -> DateTime<Utc> {
     at.and_utc()
+}
+
+/// A column of a row read by index; `None` for NULL or a value of another type.
+fn column<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: usize) -> Option<T> {
+    row.get_opt(index).and_then(Result::ok)
+}
+
+fn time_column(row: &mysql_async::Row, index: usize) -> Option<DateTime<Utc>> {
+    column::<NaiveDateTime>(row, index).map(from_db_time)
 }

@@ -1,38 +1,87 @@
-//! Projects: the tenant boundary. Reads exclude soft-deleted projects.
+//! Projects: the tenant boundary. Reads exclude soft-deleted projects unless they ask for
+//! them by name (`deleted_projects`, `restore_project`).
 
 use super::{Store, StoreError, from_db_time, with_timeout};
+use crate::http::IpPolicy;
 use crate::ids::{ProjectId, new_public_id};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
+use serde::Serialize;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
-    pub uid: Uuid,
+    pub id: Uuid,
     pub name: String,
+    /// Days events are kept; `None` keeps them.
     pub retention_days: Option<u32>,
-    pub store_full_ip: bool,
+    pub ip_policy: IpPolicy,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
-type ProjectRow = (Uuid, String, Option<u32>, bool, NaiveDateTime);
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectChanges {
+    pub name: Option<String>,
+    /// `Some(None)` keeps events forever.
+    pub retention_days: Option<Option<u32>>,
+    pub ip_policy: Option<IpPolicy>,
+}
+
+type ProjectRow = (Uuid, String, Option<u32>, String, NaiveDateTime, NaiveDateTime, Option<NaiveDateTime>);
 
 fn project(row: ProjectRow) -> Project {
-    let (uid, name, retention_days, store_full_ip, created_at) = row;
-    Project { uid, name, retention_days, store_full_ip, created_at: from_db_time(created_at) }
+    let (id, name, retention_days, ip_policy, created_at, updated_at, deleted_at) = row;
+    Project {
+        id,
+        name,
+        retention_days,
+        ip_policy: IpPolicy::parse(&ip_policy).unwrap_or_default(),
+        created_at: from_db_time(created_at),
+        updated_at: from_db_time(updated_at),
+        deleted_at: deleted_at.map(from_db_time),
+    }
 }
 
-const PROJECT_COLUMNS: &str = "uid, name, retention_days, store_full_ip, created_at";
+const PROJECT_COLUMNS: &str = "uid, name, retention_days, ip_policy, created_at, updated_at, deleted_at";
+/// Longest retention accepted: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+fn check_name(name: &str) -> Result<&str, StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(StoreError::Refused("a project name has 1 to 200 characters and no control characters".into()));
+    }
+    Ok(name)
+}
+
+fn check_retention(days: Option<u32>) -> Result<Option<u32>, StoreError> {
+    match days {
+        Some(days) if !(1..=MAX_RETENTION_DAYS).contains(&days) => {
+            Err(StoreError::Refused(format!("retention_days is 1 to {MAX_RETENTION_DAYS}, or null to keep events")))
+        }
+        _ => Ok(days),
+    }
+}
 
 impl Store {
     pub async fn create_project(&self, name: &str) -> Result<Project, StoreError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(StoreError::Refused("a project name has 1 to 200 characters".into()));
-        }
+        self.create_project_with(name, ProjectChanges::default()).await
+    }
+
+    pub async fn create_project_with(&self, name: &str, settings: ProjectChanges) -> Result<Project, StoreError> {
+        let name = check_name(name)?;
+        let retention = check_retention(settings.retention_days.flatten())?;
         let uid = new_public_id();
         let mut conn = self.conn().await?;
-        with_timeout(conn.exec_drop("INSERT INTO projects (uid, name) VALUES (?, ?)", (uid, name))).await?;
+        with_timeout(conn.exec_drop(
+            "INSERT INTO projects (uid, name, retention_days, ip_policy) VALUES (?, ?, ?, ?)",
+            (uid, name, retention, settings.ip_policy.unwrap_or_default().as_str()),
+        ))
+        .await?;
         self.project(uid).await?.ok_or_else(|| StoreError::Unavailable("project vanished after insert".into()))
     }
 
@@ -47,12 +96,76 @@ impl Store {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        self.projects_page(false, None, usize::MAX).await
+    }
+
+    /// Projects in id order after `after`; soft-deleted ones only (to restore) or live ones.
+    pub async fn projects_page(
+        &self,
+        deleted: bool,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Project>, StoreError> {
         let mut conn = self.conn().await?;
-        let rows: Vec<ProjectRow> = with_timeout(
-            conn.query(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE deleted_at IS NULL ORDER BY id")),
-        )
+        let rows: Vec<ProjectRow> = with_timeout(conn.exec(
+            format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects
+                 WHERE (deleted_at IS NOT NULL) = ? AND (? IS NULL OR uid > ?) ORDER BY uid LIMIT ?"
+            ),
+            (deleted, after, after, limit.min(u64::MAX as usize) as u64),
+        ))
         .await?;
         Ok(rows.into_iter().map(project).collect())
+    }
+
+    /// Applies `changes` to a live project; `None` if there is none.
+    pub async fn update_project(&self, uid: Uuid, changes: ProjectChanges) -> Result<Option<Project>, StoreError> {
+        let name = changes.name.as_deref().map(check_name).transpose()?;
+        let retention = changes.retention_days.map(check_retention).transpose()?;
+        let mut conn = self.conn().await?;
+        with_timeout(conn.exec_drop(
+            "UPDATE projects SET name = COALESCE(?, name),
+                    retention_days = IF(?, ?, retention_days),
+                    ip_policy = COALESCE(?, ip_policy),
+                    updated_at = CURRENT_TIMESTAMP(3)
+             WHERE uid = ? AND deleted_at IS NULL",
+            (name, retention.is_some(), retention.flatten(), changes.ip_policy.map(IpPolicy::as_str), uid),
+        ))
+        .await?;
+        self.project(uid).await
+    }
+
+    /// Soft-deletes a live project: its keys stop working at once (the key check joins the
+    /// project), its data stays until cleanup purges it. `None` if there is no live project.
+    pub async fn delete_project(&self, uid: Uuid) -> Result<Option<Project>, StoreError> {
+        let mut conn = self.conn().await?;
+        with_timeout(conn.exec_drop(
+            "UPDATE projects SET deleted_at = CURRENT_TIMESTAMP(3) WHERE uid = ? AND deleted_at IS NULL",
+            (uid,),
+        ))
+        .await?;
+        if conn.affected_rows() == 0 {
+            return Ok(None);
+        }
+        let row: Option<ProjectRow> =
+            with_timeout(conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE uid = ?"), (uid,)))
+                .await?;
+        Ok(row.map(project))
+    }
+
+    /// Undoes a soft delete; `None` if the project is not (or no longer) deleted.
+    pub async fn restore_project(&self, uid: Uuid) -> Result<Option<Project>, StoreError> {
+        let mut conn = self.conn().await?;
+        with_timeout(conn.exec_drop(
+            "UPDATE projects SET deleted_at = NULL, updated_at = CURRENT_TIMESTAMP(3)
+             WHERE uid = ? AND deleted_at IS NOT NULL",
+            (uid,),
+        ))
+        .await?;
+        if conn.affected_rows() == 0 {
+            return Ok(None);
+        }
+        self.project(uid).await
     }
 
     /// The private id of a project, soft-deleted or not: events queued before a project was

@@ -1,20 +1,26 @@
-//! API keys: format, checksum, keyed hashing, and the cached check of write keys that ingest
-//! does on every request.
+//! API keys: format, checksum, keyed hashing, scopes, expiry and what a stored key allows.
+//! `verifier` checks keys per request, `service` creates, rotates and revokes them, and
+//! `keyring` holds the internal signing keys.
 //!
 //! Format (GitHub's token format is the model): a kind prefix that secret scanners can match
 //! (`evtw_`, `evtr_`, `evta_`), 30 base62 characters from a CSPRNG (178 bits), and 6 base62
 //! characters of CRC32 over the rest, so a mistyped key is refused before any lookup.
 //! Only HMAC-SHA256(pepper, key) is stored, beside the pepper's version.
 
-use crate::config::Secret;
-use crate::store::{KeyRecord, Store, StoreError};
+pub mod keyring;
+mod service;
+mod verifier;
+
+pub use service::{KeyService, NewKeyRequest};
+pub use verifier::{KeyHashers, KeyVerifier, UsageThrottle};
+
+use crate::config::{KeyPolicy, Secret};
+use crate::http::IpPolicy;
+use crate::store::{KeyRecord, StoreError};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -26,7 +32,8 @@ pub const KEY_CHARS: usize = PREFIX_CHARS + RANDOM_CHARS + CHECKSUM_CHARS;
 /// How much of a key may be shown or logged to identify it.
 pub const DISPLAY_PREFIX_CHARS: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Ingest only; may ship in a browser.
     Write,
@@ -166,18 +173,19 @@ impl KeyHasher {
     }
 }
 
-/// What a valid write key lets ingest do.
+/// What a valid key lets its holder do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteAccess {
-    pub project_uid: Uuid,
+pub struct Access {
     pub key_uid: Uuid,
-    /// The project opted in to storing full client IPs.
-    pub store_full_ip: bool,
+    pub scope: Scope,
+    /// The key's project; admin keys have none.
+    pub project_uid: Option<Uuid>,
+    pub ip_policy: IpPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessDenied {
-    /// Missing, malformed, unknown, expired, revoked: one answer for all.
+    /// Missing, malformed, unknown, expired, revoked, past its rotation grace: one answer for all.
     #[error("invalid or missing API key")]
     Unauthenticated,
     #[error("this API key's scope does not allow this")]
@@ -192,99 +200,67 @@ pub enum VerifyError {
     Unavailable(#[from] StoreError),
 }
 
-/// Decides what a stored key allows at `now`.
-pub fn write_access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> Result<WriteAccess, AccessDenied> {
+/// Decides what a stored key allows at `now`, whatever scope is asked for.
+pub fn access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> Result<Access, AccessDenied> {
     // The lookup was by hash; compare again in constant time so a lookup quirk
     // (collation, truncation) can never let a different key through.
     if !bool::from(record.key_hash.ct_eq(&hash.0)) {
         return Err(AccessDenied::Unauthenticated);
     }
+    let before = |limit: Option<DateTime<Utc>>| limit.is_none_or(|at| now < at);
     let usable =
-        record.revoked_at.is_none_or(|at| at > now) && record.expires_at.is_none_or(|at| at > now) && !record.deleted;
-    if !usable {
+        before(record.revoked_at) && before(record.expires_at) && before(record.grace_ends_at) && !record.deleted;
+    let project_matches_scope = record.project_uid.is_some() != (record.scope == Scope::Admin);
+    if !usable || !project_matches_scope {
         return Err(AccessDenied::Unauthenticated);
     }
-    match (record.scope, record.project_uid) {
-        (Scope::Write, Some(project_uid)) => {
-            Ok(WriteAccess { project_uid, key_uid: record.key_uid, store_full_ip: record.store_full_ip })
-        }
-        _ => Err(AccessDenied::WrongScope),
+    Ok(Access {
+        key_uid: record.key_uid,
+        scope: record.scope,
+        project_uid: record.project_uid,
+        ip_policy: record.ip_policy,
+    })
+}
+
+impl Access {
+    /// Scopes do not nest: a write key only ingests, a read key only reads, an admin key
+    /// only manages.
+    pub fn require(self, scope: Scope) -> Result<Self, AccessDenied> {
+        if self.scope == scope { Ok(self) } else { Err(AccessDenied::WrongScope) }
     }
 }
 
-type Cached = (Instant, Result<WriteAccess, AccessDenied>);
-
-/// Checks write keys for ingest, caching answers in process so that ingest does not query
-/// the database per request. A revoked key stops working within `ttl`. While the database
-/// is unreachable, a key that was valid within `stale_if_error` keeps working: nobody can
-/// revoke it then either, and refusing would lose the events.
-pub struct WriteKeyVerifier {
-    store: Store,
-    hasher: KeyHasher,
-    ttl: Duration,
-    negative_ttl: Duration,
-    stale_if_error: Duration,
-    cache: Mutex<HashMap<KeyHash, Cached>>,
+/// When a new key expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The scope's default lifetime (KeyPolicy).
+    Default,
+    After(chrono::Duration),
+    /// Only when asked for explicitly.
+    Never,
 }
 
-/// Bounds memory: past this many distinct keys the cache starts over.
-const CACHE_CAPACITY: usize = 10_000;
-
-impl WriteKeyVerifier {
-    pub fn new(store: Store, hasher: KeyHasher, ttl: Duration) -> Self {
-        Self {
-            store,
-            hasher,
-            ttl,
-            negative_ttl: ttl.min(Duration::from_secs(5)),
-            stale_if_error: Duration::from_secs(3600).max(ttl),
-            cache: Mutex::new(HashMap::new()),
+impl KeyPolicy {
+    pub fn expires_at(&self, scope: Scope, expiry: Expiry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let default = match scope {
+            Scope::Write => self.write_expiry,
+            Scope::Read => self.read_expiry,
+            Scope::Admin => self.admin_expiry,
+        };
+        match expiry {
+            Expiry::Default => Some(now + default),
+            Expiry::After(after) => Some(now + after),
+            Expiry::Never => None,
         }
     }
 
-    pub async fn verify(&self, text: &str) -> Result<WriteAccess, VerifyError> {
-        // A typo or garbage is refused here, without a lookup.
-        let key = ApiKey::parse(text).map_err(|_| AccessDenied::Unauthenticated)?;
-        if key.scope() != Scope::Write {
-            return Err(AccessDenied::WrongScope.into());
+    /// The grace period of a rotation: the default, or what was asked for up to the cap.
+    pub fn rotation_grace(&self, requested: Option<chrono::Duration>) -> Result<chrono::Duration, String> {
+        let grace = requested.unwrap_or(self.rotation_grace);
+        if grace < chrono::Duration::zero() || grace > self.max_rotation_grace {
+            return Err(format!("the grace period is 0 to {} hours", self.max_rotation_grace.num_hours()));
         }
-        let hash = self.hasher.hash(&key);
-        let cached = self.cached(&hash);
-        if let Some((at, answer)) = &cached {
-            let ttl = if answer.is_ok() { self.ttl } else { self.negative_ttl };
-            if at.elapsed() < ttl {
-                return answer.clone().map_err(VerifyError::from);
-            }
-        }
-        match self.store.find_key(&hash).await {
-            Ok(record) => {
-                let answer = match record {
-                    Some(record) => write_access(&record, &hash, Utc::now()),
-                    None => Err(AccessDenied::Unauthenticated),
-                };
-                self.remember(hash, answer.clone());
-                answer.map_err(VerifyError::from)
-            }
-            Err(err) => match cached {
-                Some((at, Ok(access))) if at.elapsed() < self.stale_if_error => {
-                    tracing::warn!(error = %err, "key store unreachable; using the last known answer");
-                    Ok(access)
-                }
-                _ => Err(VerifyError::Unavailable(err)),
-            },
-        }
-    }
-
-    fn cached(&self, hash: &KeyHash) -> Option<Cached> {
-        self.cache.lock().unwrap_or_else(|poison| poison.into_inner()).get(hash).cloned()
-    }
-
-    fn remember(&self, hash: KeyHash, answer: Result<WriteAccess, AccessDenied>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|poison| poison.into_inner());
-        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&hash) {
-            cache.clear();
-        }
-        cache.insert(hash, (Instant::now(), answer));
+        Ok(grace)
     }
 }
 

@@ -1,0 +1,169 @@
+//! evtrack api: management (projects, keys, job runs) for admin keys. The query routes for
+//! read keys build on the same pieces: `Api::authorize`, `Page`, `Failure`.
+//!
+//! The same router runs on Lambda (`lambda_http::run`) and in the local stack.
+
+mod pages;
+mod routes;
+
+pub use pages::Page;
+pub use routes::router;
+
+use axum::response::{IntoResponse, Response};
+use evtrack::Config;
+use evtrack::http::ApiError;
+use evtrack::jobs::JobError;
+use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
+use evtrack::keys::{Access, AccessDenied, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError};
+use evtrack::store::{KeyChangeError, Store, StoreError};
+use evtrack_rotate_keys::RotateKeys;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a request needs, built once per process.
+pub struct Api {
+    store: Store,
+    verifier: KeyVerifier,
+    keys: KeyService,
+    keyring: Arc<Keyring>,
+    usage: UsageThrottle,
+    rotate_keys: RotateKeys,
+}
+
+impl Api {
+    pub fn new(config: &Config, store: Store, keyring: Arc<Keyring>) -> Self {
+        Self {
+            verifier: KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config)),
+            keys: KeyService::new(store.clone(), config),
+            usage: UsageThrottle::new(Duration::from_secs(60)),
+            rotate_keys: RotateKeys::new(store.clone(), keyring.clone(), config.job_lease),
+            keyring,
+            store,
+        }
+    }
+
+    /// The caller's key from `Authorization: Bearer <key>` (or Basic with the key as user),
+    /// checked against the database on every request, and required to have `scope`.
+    pub async fn authorize(&self, headers: &http::HeaderMap, scope: Scope) -> Result<Access, Failure> {
+        let text = bearer_key(headers).ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
+        let access = self.verifier.verify(&text, scope).await?;
+        let due = self.usage.due([access.key_uid]);
+        if let Err(err) =
+            self.store.touch_keys(&due.into_iter().map(|uid| (uid, chrono::Utc::now())).collect::<Vec<_>>()).await
+        {
+            tracing::warn!(error = %err, "could not record key use");
+        }
+        Ok(access)
+    }
+}
+
+fn bearer_key(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string());
+    }
+    None
+}
+
+/// Every way a request can fail, mapped to one status and JSON body each.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Denied(#[from] AccessDenied),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid or expired cursor")]
+    InvalidCursor,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Refused(reason) => Failure::Invalid(reason),
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<VerifyError> for Failure {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::Denied(denied) => Failure::Denied(denied),
+            VerifyError::Unavailable(err) => Failure::Unavailable(err.to_string()),
+        }
+    }
+}
+
+impl From<KeyChangeError> for Failure {
+    fn from(err: KeyChangeError) -> Self {
+        match err {
+            KeyChangeError::NotFound => Failure::NotFound,
+            KeyChangeError::Conflict(reason) => Failure::Conflict(reason.to_string()),
+            KeyChangeError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<KeyringError> for Failure {
+    fn from(err: KeyringError) -> Self {
+        match err {
+            KeyringError::Store(err) => err.into(),
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<VerifyTokenError> for Failure {
+    fn from(err: VerifyTokenError) -> Self {
+        match err {
+            VerifyTokenError::Invalid(_) => Failure::InvalidCursor,
+            VerifyTokenError::Keyring(err) => err.into(),
+        }
+    }
+}
+
+impl From<JobError> for Failure {
+    fn from(err: JobError) -> Self {
+        Failure::Unavailable(err.to_string())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let error = match &self {
+            Failure::Denied(AccessDenied::Unauthenticated) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or missing API key")
+            }
+            Failure::Denied(AccessDenied::WrongScope) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this key's scope does not allow this")
+            }
+            // One body for "missing" and "not yours": nothing to learn about others' data.
+            Failure::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource"),
+            Failure::Invalid(reason) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason.clone()),
+            Failure::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason.clone()),
+            Failure::InvalidCursor => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid or expired cursor; start over")
+            }
+            Failure::Unavailable(reason) => {
+                tracing::warn!(error = %reason, "request failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "temporarily unavailable; retry")
+                    .retry_after(5)
+            }
+        };
+        error.into_response()
+    }
+}

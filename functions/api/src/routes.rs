@@ -1,0 +1,293 @@
+//! The management routes (admin scope): projects, keys, job runs. Handlers are thin: check
+//! the key, read the input, call the store or the key service, shape the answer.
+
+use crate::pages::Page;
+use crate::{Api, Failure};
+use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Utc};
+use evtrack::http::{ApiError, IpPolicy, security_headers};
+use evtrack::jobs::Trigger;
+use evtrack::keys::{Expiry, NewKeyRequest, Scope};
+use evtrack::store::ProjectChanges;
+use evtrack_rotate_keys::outcome_json;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Request bodies are small JSON objects.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest key lifetime that may be asked for (longer: `never_expires`).
+const MAX_KEY_DAYS: u32 = 3650;
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/projects", get(list_projects).post(create_project))
+        .route("/v1/projects/{id}", get(get_project).patch(update_project).delete(delete_project))
+        .route("/v1/projects/{id}/restore", post(restore_project))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{id}", get(get_key))
+        .route("/v1/keys/{id}/rotate", post(rotate_key))
+        .route("/v1/keys/{id}/revoke", post(revoke_key))
+        .route("/v1/jobs/{name}/runs", get(list_runs).post(trigger_run))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .layer(middleware::from_fn(security_headers))
+        .with_state(api)
+}
+
+type Reply = Result<axum::response::Response, Failure>;
+
+/// The query parameters of the list routes. Parsed here rather than by axum's `Query`, so
+/// that a bad query string gets the same JSON error as everything else.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    project: Option<String>,
+    deleted: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(query: Option<&str>) -> Result<Self, Failure> {
+        let mut parsed = Self::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match name.as_ref() {
+                "limit" => &mut parsed.limit,
+                "cursor" => &mut parsed.cursor,
+                "project" => &mut parsed.project,
+                "deleted" => &mut parsed.deleted,
+                // Unknown parameters are ignored, as most APIs do (cache busters and the like).
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(Failure::Invalid(format!("the query parameter {name} is given twice")));
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// A JSON body into `T`; an empty body counts as `{}`. Unknown fields are refused, so a
+/// misspelt setting is an error rather than silently ignored.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Failure::Invalid(format!("the body exceeds {MAX_BODY_BYTES} bytes")));
+    }
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(text).map_err(|err| Failure::Invalid(format!("invalid JSON body: {err}")))
+}
+
+/// A public id from the path; anything else is simply not found.
+fn id(text: &str) -> Result<Uuid, Failure> {
+    Uuid::try_parse(text).map_err(|_| Failure::NotFound)
+}
+
+fn flag(value: Option<&str>, name: &str) -> Result<bool, Failure> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(Failure::Invalid(format!("{name} is true or false"))),
+    }
+}
+
+/// `Some(None)` when the field is present and null, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectInput {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    retention_days: Option<Option<u32>>,
+    ip_policy: Option<IpPolicy>,
+}
+
+impl ProjectInput {
+    fn changes(self) -> ProjectChanges {
+        ProjectChanges { name: self.name, retention_days: self.retention_days, ip_policy: self.ip_policy }
+    }
+}
+
+async fn list_projects(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let query = ListQuery::parse(query.as_deref())?;
+    let deleted = flag(query.deleted.as_deref(), "deleted")?;
+    let list = format!("projects:{deleted}");
+    let page = Page::from_query(&api, list, query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let projects = api.store.projects_page(deleted, page.after, page.fetch()).await?;
+    Ok(Json(page.of(&api, projects, |project| project.id).await?).into_response())
+}
+
+async fn create_project(State(api): State<Arc<Api>>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let input: ProjectInput = body(&bytes)?;
+    let name = input.name.clone().ok_or_else(|| Failure::Invalid("name is required".into()))?;
+    let project = api.store.create_project_with(&name, input.changes()).await?;
+    Ok((StatusCode::CREATED, Json(project)).into_response())
+}
+
+async fn get_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let project = api.store.project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(project).into_response())
+}
+
+async fn update_project(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let uid = id(&uid)?;
+    let input: ProjectInput = body(&bytes)?;
+    let project = api.store.update_project(uid, input.changes()).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(project).into_response())
+}
+
+async fn delete_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let project = api.store.delete_project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(project).into_response())
+}
+
+async fn restore_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let project = api.store.restore_project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(project).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyInput {
+    scope: Scope,
+    project: Option<Uuid>,
+    #[serde(default)]
+    name: String,
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    never_expires: bool,
+}
+
+async fn list_keys(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let query = ListQuery::parse(query.as_deref())?;
+    let project = query.project.as_deref().map(id).transpose()?;
+    let list = format!("keys:{}", project.map(|uid| uid.to_string()).unwrap_or_default());
+    let page = Page::from_query(&api, list, query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let keys = api.store.list_keys(project, page.after, page.fetch()).await?;
+    Ok(Json(page.of(&api, keys, |key| key.id).await?).into_response())
+}
+
+async fn create_key(State(api): State<Arc<Api>>, headers: HeaderMap, bytes: Bytes) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let input: KeyInput = body(&bytes)?;
+    let expiry = match (input.expires_in_days, input.never_expires) {
+        (Some(_), true) => return Err(Failure::Invalid("give expires_in_days or never_expires, not both".into())),
+        (Some(days), false) if (1..=MAX_KEY_DAYS).contains(&days) => {
+            Expiry::After(chrono::Duration::days(i64::from(days)))
+        }
+        (Some(_), false) => return Err(Failure::Invalid(format!("expires_in_days is 1 to {MAX_KEY_DAYS}"))),
+        (None, true) => Expiry::Never,
+        (None, false) => Expiry::Default,
+    };
+    let request = NewKeyRequest { project: input.project, scope: input.scope, name: &input.name, expiry };
+    let (info, key) = api.keys.create(request).await?;
+    Ok((StatusCode::CREATED, Json(with_plaintext(&info, key.reveal()))).into_response())
+}
+
+/// A key's description with its plaintext: shown this once.
+fn with_plaintext(info: &evtrack::store::KeyInfo, key: &str) -> serde_json::Value {
+    let mut value = serde_json::to_value(info).unwrap_or_default();
+    value["key"] = serde_json::Value::from(key);
+    value
+}
+
+async fn get_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let key = api.store.key_info(id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(key).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateInput {
+    /// How long the old key keeps working; 0 for a leaked key.
+    grace_hours: Option<u32>,
+}
+
+async fn rotate_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>, bytes: Bytes) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let uid = id(&uid)?;
+    let input: RotateInput = body(&bytes)?;
+    let grace = input.grace_hours.map(|hours| chrono::Duration::hours(i64::from(hours)));
+    let (info, key) = api.keys.rotate(uid, grace).await?;
+    Ok((StatusCode::CREATED, Json(with_plaintext(&info, key.reveal()))).into_response())
+}
+
+async fn revoke_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    let caller = api.authorize(&headers, Scope::Admin).await?;
+    let uid = id(&uid)?;
+    if uid == caller.key_uid {
+        // Locking oneself out is refused; another admin key can do it (or rotate this one).
+        return Err(Failure::Conflict("a key cannot revoke itself; use another admin key".into()));
+    }
+    let key = api.keys.revoke(uid).await?;
+    Ok(Json(key).into_response())
+}
+
+/// The jobs the api can trigger.
+const JOBS: &[&str] = &[evtrack_rotate_keys::JOB];
+
+fn job(name: &str) -> Result<&'static str, Failure> {
+    JOBS.iter().copied().find(|job| *job == name).ok_or(Failure::NotFound)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerInput {
+    /// The slot to run; now (to the second) by default. Triggering a slot that already ran
+    /// does nothing and says so.
+    slot: Option<DateTime<Utc>>,
+}
+
+async fn trigger_run(State(api): State<Arc<Api>>, headers: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let name = job(&name)?;
+    let input: TriggerInput = body(&bytes)?;
+    let slot = input.slot.unwrap_or_else(Utc::now);
+    // What a DATETIME column holds.
+    if !(2000..=9999).contains(&slot.year()) {
+        return Err(Failure::Invalid("slot is a time between the years 2000 and 9999".into()));
+    }
+    let trigger = Trigger::new(slot, "api");
+    let outcome = match name {
+        evtrack_rotate_keys::JOB => api.rotate_keys.run(trigger).await?,
+        _ => return Err(Failure::NotFound),
+    };
+    let status = if matches!(outcome, evtrack::jobs::Outcome::Ran(_)) { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(outcome_json(&outcome))).into_response())
+}
+
+async fn list_runs(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let name = job(&name)?;
+    let query = ListQuery::parse(query.as_deref())?;
+    let page = Page::from_query(&api, format!("runs:{name}"), query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let runs = api.store.list_runs(name, page.after, page.fetch()).await?;
+    Ok(Json(page.of(&api, runs, |run| run.id).await?).into_response())
+}

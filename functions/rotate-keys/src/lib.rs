@@ -1,0 +1,159 @@
+//! evtrack rotate-keys: the scheduled key housekeeping, once per schedule slot.
+//!
+//! Steps, each idempotent and recorded in the job ledger:
+//! 1. mark keys whose rotation grace is over, expired keys and revoked keys as ended (the
+//!    key check at use time already refuses them; this makes the state visible and indexable);
+//! 2. report keys expiring within `EXPIRY_WARNING` (a log line and a metric per key, by
+//!    display prefix only);
+//! 3. rotate the signing keyring: add the next key before the current one stops signing,
+//!    retire keys whose verification overlap is over, purge retired keys after a while.
+
+use chrono::Utc;
+use evtrack::jobs::{self, Job, JobError, Outcome, Run, Step, Trigger};
+use evtrack::keys::keyring::Keyring;
+use evtrack::store::{ChunkResult, SealedSigningKey, Store, StoreError};
+use evtrack::telemetry::emit_metric;
+use mysql_async::Transaction;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const JOB: &str = "rotate-keys";
+/// Keys expiring within this are reported on every run.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+/// Rows per statement (PlanetScale: keep statements and transactions small).
+const CHUNK: u64 = 1000;
+
+pub struct RotateKeys {
+    store: Store,
+    keyring: Arc<Keyring>,
+    lease: Duration,
+}
+
+impl RotateKeys {
+    pub fn new(store: Store, keyring: Arc<Keyring>, lease: Duration) -> Self {
+        Self { store, keyring, lease }
+    }
+
+    /// Runs the slot of `trigger` unless it already ran (or is running elsewhere).
+    pub async fn run(&self, trigger: Trigger) -> Result<Outcome, JobError> {
+        jobs::run_once(&self.store, self, trigger, self.lease).await
+    }
+}
+
+impl Job for RotateKeys {
+    const NAME: &'static str = JOB;
+
+    async fn steps(&self, run: &Run) -> Result<(), JobError> {
+        let now = Utc::now();
+        let policy = self.keyring.policy();
+        let context = Context {
+            store: &self.store,
+            // The next key is added a while before the current one stops signing, so that
+            // there is always one to sign with even if a scheduled run is late.
+            next_key: self.keyring.new_sealed_key(now),
+            lead: (policy.rotation / 2).min(chrono::Duration::days(1)),
+            purge_before: now - policy.purge_after,
+        };
+        for kind in KeyStep::ALL {
+            run.step(&StepOf { kind, context: &context }).await?;
+        }
+        Ok(())
+    }
+}
+
+struct Context<'a> {
+    store: &'a Store,
+    next_key: SealedSigningKey,
+    lead: chrono::Duration,
+    purge_before: chrono::DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyStep {
+    EndGracePeriods,
+    MarkExpiredKeys,
+    MarkRevokedKeys,
+    ReportExpiringKeys,
+    AddSigningKey,
+    RetireSigningKeys,
+    PurgeSigningKeys,
+}
+
+impl KeyStep {
+    const ALL: [KeyStep; 7] = [
+        KeyStep::EndGracePeriods,
+        KeyStep::MarkExpiredKeys,
+        KeyStep::MarkRevokedKeys,
+        KeyStep::ReportExpiringKeys,
+        KeyStep::AddSigningKey,
+        KeyStep::RetireSigningKeys,
+        KeyStep::PurgeSigningKeys,
+    ];
+}
+
+struct StepOf<'a> {
+    kind: KeyStep,
+    context: &'a Context<'a>,
+}
+
+impl Step for StepOf<'_> {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            KeyStep::EndGracePeriods => "end_grace_periods",
+            KeyStep::MarkExpiredKeys => "mark_expired_keys",
+            KeyStep::MarkRevokedKeys => "mark_revoked_keys",
+            KeyStep::ReportExpiringKeys => "report_expiring_keys",
+            KeyStep::AddSigningKey => "add_signing_key",
+            KeyStep::RetireSigningKeys => "retire_signing_keys",
+            KeyStep::PurgeSigningKeys => "purge_signing_keys",
+        }
+    }
+
+    async fn chunk(&self, tx: &mut Transaction<'_>, _resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
+        let context = self.context;
+        Ok(match self.kind {
+            KeyStep::EndGracePeriods => chunk(Store::end_grace_periods(tx, CHUNK).await?),
+            KeyStep::MarkExpiredKeys => chunk(Store::mark_expired_keys(tx, CHUNK).await?),
+            KeyStep::MarkRevokedKeys => chunk(Store::mark_revoked_keys(tx, CHUNK).await?),
+            KeyStep::ReportExpiringKeys => whole(report_expiring(context.store).await?),
+            KeyStep::AddSigningKey => whole(Store::add_signing_key_if_due(tx, &context.next_key, context.lead).await?),
+            KeyStep::RetireSigningKeys => whole(Store::retire_signing_keys(tx).await?),
+            KeyStep::PurgeSigningKeys => chunk(Store::purge_signing_keys(tx, context.purge_before, CHUNK).await?),
+        })
+    }
+}
+
+async fn report_expiring(store: &Store) -> Result<u64, StoreError> {
+    let now = Utc::now();
+    let keys = store.keys_expiring_before(now + chrono::Duration::days(EXPIRY_WARNING_DAYS)).await?;
+    for key in &keys {
+        let days_left = (key.expires_at - now).num_seconds() as f64 / 86_400.0;
+        tracing::warn!(
+            key_id = %key.id,
+            prefix = key.prefix,
+            scope = key.scope.as_str(),
+            project = ?key.project,
+            expires_at = %key.expires_at,
+            days_left = format!("{days_left:.1}"),
+            "API key expires soon; rotate it"
+        );
+        emit_metric("KeyDaysToExpiry", days_left, "None", &[("KeyPrefix", &key.prefix)]);
+    }
+    Ok(keys.len() as u64)
+}
+
+/// A chunk that touched `rows` rows: the step is done once a chunk comes back short.
+fn chunk(rows: u64) -> ChunkResult {
+    ChunkResult { rows, resume_after: None, done: rows < CHUNK }
+}
+
+/// A step done in one unit.
+fn whole(rows: u64) -> ChunkResult {
+    ChunkResult { rows, resume_after: None, done: true }
+}
+
+/// What the Lambda returns (and the api and the command line print).
+pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+    let ran = matches!(outcome, Outcome::Ran(_));
+    serde_json::json!({ "ran": ran, "run": outcome.run() })
+}

@@ -1,0 +1,174 @@
+//! The job ledger ("API-based cron"): scheduled work is triggered from outside (EventBridge
+//! Scheduler, `POST /v1/jobs/{name}/runs`, `evtrack job run`) and runs once per (job, slot)
+//! however many invocations arrive, concurrently or later.
+//!
+//! A run is a row under a unique (job, slot) key. An invocation owns it while it holds the
+//! lease (timed by the database clock); taking the lease increments a fencing counter, and
+//! every unit of work commits in a transaction that first checks the fence, so a run whose
+//! owner stalled past its lease is taken over and the stale owner can no longer commit.
+//! Steps record their progress (done, resume point, rows, time), so a taken-over run resumes
+//! where the last committed chunk left it and never repeats committed work.
+//! Redis plays no part: the database is the guarantee.
+
+use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
+use chrono::{DateTime, SubsecRound, Utc};
+use mysql_async::Transaction;
+use serde::Deserialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// After this many failed attempts a run is marked failed and its slot is not retried.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// What EventBridge Scheduler sends (the schedule's `Input`): the slot's scheduled time.
+/// Scheduler does not send the classic "Scheduled Event" envelope.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScheduledInvocation {
+    pub scheduled_time: DateTime<Utc>,
+}
+
+/// Who asked for a slot, and which slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Trigger {
+    pub slot: DateTime<Utc>,
+    /// `schedule`, `api`, `cli` or `local`.
+    pub by: &'static str,
+}
+
+impl Trigger {
+    /// Slots are whole seconds, so that retried deliveries of one scheduled time always
+    /// name the same slot.
+    pub fn new(slot: DateTime<Utc>, by: &'static str) -> Self {
+        Self { slot: slot.trunc_subsecs(0), by }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the lease on this run was taken over by another invocation")]
+    LeaseLost,
+    #[error("step {step} failed: {reason}")]
+    Step { step: String, reason: String },
+}
+
+impl From<FencedError> for JobError {
+    fn from(err: FencedError) -> Self {
+        match err {
+            FencedError::LeaseLost => JobError::LeaseLost,
+            FencedError::Store(err) => JobError::Store(err),
+        }
+    }
+}
+
+/// What an invocation came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// This invocation ran (or finished) the slot's run.
+    Ran(RunInfo),
+    /// The slot's run is finished or held by another invocation; nothing was done.
+    AlreadyTaken(RunInfo),
+}
+
+impl Outcome {
+    pub fn run(&self) -> &RunInfo {
+        match self {
+            Outcome::Ran(run) | Outcome::AlreadyTaken(run) => run,
+        }
+    }
+}
+
+/// One step of a job: a unit of work done in chunks, each chunk in the transaction that
+/// checks the run's fence. A chunk must be idempotent (a crash between its commit and the
+/// next chunk repeats nothing, but a chunk whose transaction failed runs again).
+pub trait Step: Sync {
+    fn name(&self) -> &'static str;
+    fn chunk<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'_>,
+        resume_after: Option<&'a str>,
+    ) -> impl Future<Output = Result<ChunkResult, StoreError>> + Send + 'a;
+}
+
+/// A scheduled job: its name in the ledger and its steps, in order.
+pub trait Job: Sync {
+    const NAME: &'static str;
+    fn steps(&self, run: &Run) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// The run an invocation holds the lease of; steps go through it.
+pub struct Run {
+    store: Store,
+    run_id: u64,
+    fence: u64,
+    lease: Duration,
+}
+
+impl Run {
+    /// Runs `step` chunk by chunk until it reports done. A step already done in this run is
+    /// skipped; an unfinished one resumes after its last committed chunk.
+    pub async fn step(&self, step: &impl Step) -> Result<(), JobError> {
+        let name = step.name();
+        let progress = self.store.step_progress(self.run_id, name).await?;
+        if progress.done {
+            return Ok(());
+        }
+        let mut resume_after = progress.resume_after;
+        loop {
+            let result = self
+                .store
+                .fenced_chunk(self.run_id, self.fence, self.lease, step, resume_after.as_deref())
+                .await
+                .map_err(|err| match err {
+                    FencedError::LeaseLost => JobError::LeaseLost,
+                    FencedError::Store(err) => JobError::Step { step: name.to_string(), reason: err.to_string() },
+                })?;
+            if result.done {
+                return Ok(());
+            }
+            resume_after = result.resume_after;
+        }
+    }
+}
+
+/// Runs `job`'s slot unless the slot's run is finished or held by another invocation. On
+/// failure the lease is given up at once, so a retried invocation resumes.
+pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: Duration) -> Result<Outcome, JobError> {
+    let name = J::NAME;
+    let claim = store.claim_run(name, trigger.slot, trigger.by, lease).await?;
+    let (run_id, run_uid, fence) = match claim {
+        ClaimResult::Taken { run_uid } => {
+            let run = run_info(store, run_uid).await?;
+            tracing::info!(job = name, slot = %trigger.slot, state = %run.state, "slot already taken; nothing to do");
+            return Ok(Outcome::AlreadyTaken(run));
+        }
+        ClaimResult::Acquired { run_id, run_uid, fence } => (run_id, run_uid, fence),
+    };
+    tracing::info!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
+    let run = Run { store: store.clone(), run_id, fence, lease };
+    let result = match job.steps(&run).await {
+        Ok(()) => store.finish_run(run_id, fence).await.map_err(JobError::from),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        let step = match &err {
+            JobError::Step { step, .. } => Some(step.as_str()),
+            _ => None,
+        };
+        if !matches!(err, JobError::LeaseLost)
+            && let Err(record) = store.fail_run(run_id, fence, step, &err.to_string(), MAX_ATTEMPTS).await
+        {
+            tracing::warn!(job = name, error = %record, "could not record the failure; the lease will expire");
+        }
+        tracing::warn!(job = name, slot = %trigger.slot, error = %err, "job run failed");
+        return Err(err);
+    }
+    let run = run_info(store, run_uid).await?;
+    tracing::info!(job = name, slot = %trigger.slot, steps = ?run.steps, "job run finished");
+    Ok(Outcome::Ran(run))
+}
+
+async fn run_info(store: &Store, run_uid: Uuid) -> Result<RunInfo, JobError> {
+    Ok(store.run_info(run_uid).await?.ok_or_else(|| StoreError::Unavailable("job run vanished".into()))?)
+}
