@@ -63,3 +63,36 @@ async fn a_migration_edited_after_it_was_applied_is_refused() {
     let err = db.store.migrate().await.expect_err("refused");
     assert!(err.to_string().contains("0001_write_path changed after it was applied"), "{err}");
 }
+
+#[tokio::test]
+async fn admin_key_key_lifecycle_and_job_commands_work_end_to_end() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_KEY_CACHE_SECONDS", "0")]).await;
+    let admin = evtrack(&app.db, &["admin-key", "create", "--name", "ops", "--json"]);
+    assert_eq!((admin["scope"].as_str(), admin["project"].as_str()), (Some("admin"), None));
+    let admin_key = admin["key"].as_str().expect("key");
+    assert_eq!(app.send(api_request("GET", "/v1/projects", admin_key, None)).await.status, StatusCode::OK);
+
+    let project = app.project.to_string();
+    let key = evtrack(&app.db, &["key", "create", "--project", &project, "--expires-days", "7", "--json"]);
+    let (id, old) = (key["id"].as_str().expect("id").to_string(), key["key"].as_str().expect("key").to_string());
+    let rotated = evtrack(&app.db, &["key", "rotate", &id, "--grace-hours", "0", "--json"]);
+    let new = rotated["key"].as_str().expect("new key").to_string();
+    let track = |key: &str| post_json("/v1/track", Some(key), &json!({"userId": "u", "event": "E"}));
+    assert_eq!(app.send(track(&old)).await.status, StatusCode::UNAUTHORIZED, "no grace: the old key ends at once");
+    assert_eq!(app.send(track(&new)).await.status, StatusCode::OK);
+
+    let listed = evtrack(&app.db, &["key", "list", "--project", &project, "--json"]);
+    let statuses: Vec<&str> =
+        listed["keys"].as_array().expect("keys").iter().filter_map(|key| key["status"].as_str()).collect();
+    assert!(statuses.contains(&"rotated") && statuses.contains(&"active"), "{listed}");
+    assert!(!listed.to_string().contains(&new), "listings never hold keys");
+
+    let revoked = evtrack(&app.db, &["key", "revoke", rotated["id"].as_str().expect("id"), "--json"]);
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(app.send(track(&new)).await.status, StatusCode::UNAUTHORIZED);
+
+    let first = evtrack(&app.db, &["job", "run", "rotate-keys", "--slot", "2026-11-26T07:00:00Z", "--json"]);
+    let second = evtrack(&app.db, &["job", "run", "rotate-keys", "--slot", "2026-11-26T07:00:00Z", "--json"]);
+    assert_eq!((first["ran"].as_bool(), second["ran"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(first["run"]["id"], second["run"]["id"]);
+}

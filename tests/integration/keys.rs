@@ -149,6 +149,8 @@ async fn a_revoked_key_stops_within_the_ingest_cache_time_and_at_once_on_the_api
     let admin = create_key(&app, json!({"scope": "admin", "name": "second admin"})).await;
     let (admin_id, admin_key) = (admin["id"].as_str().expect("id"), admin["key"].as_str().expect("key"));
     assert_eq!(app.send(api_request("GET", "/v1/projects", admin_key, None)).await.status, StatusCode::OK);
+    let itself = app.send(api_request("POST", &format!("/v1/keys/{admin_id}/revoke"), admin_key, None)).await;
+    assert_eq!(itself.status, StatusCode::CONFLICT, "a key cannot lock its holder out");
     app.send(api_request("POST", &format!("/v1/keys/{admin_id}/revoke"), &app.admin, None)).await;
     assert_eq!(
         app.send(api_request("GET", "/v1/projects", admin_key, None)).await.status,

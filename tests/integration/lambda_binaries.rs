@@ -185,3 +185,72 @@ fn the_ingest_binary_refuses_to_start_with_the_development_pepper() {
         assert!(stderr.contains("EVTRACK_KEY_PEPPER is not set"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn api_and_rotate_keys_binaries_answer_real_lambda_payloads() {
+    let db = TestDb::new().await;
+    let pepper = "lambda-test-pepper";
+    let master = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper), ("EVTRACK_MASTER_KEYS", master)]);
+    let (_, admin) = evtrack_cli::commands::issue_key(
+        &db.store,
+        &config,
+        None,
+        Scope::Admin,
+        "lambda",
+        evtrack::keys::Expiry::Default,
+    )
+    .await
+    .expect("admin key");
+    let env = vec![
+        ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
+        ("EVTRACK_KEY_PEPPER", pepper.to_string()),
+        ("EVTRACK_MASTER_KEYS", master.to_string()),
+    ];
+
+    let request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/keys", "rawQueryString": "limit=5",
+        "headers": {"authorization": format!("Bearer {}", admin.reveal()), "host": "api.example"},
+        "requestContext": {
+            "accountId": "000000000000", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
+            "http": {"method": "GET", "path": "/v1/keys", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
+            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:12:00:00 +0000", "timeEpoch": 0
+        },
+        "isBase64Encoded": false
+    });
+    let (runtime_api, mut received) = start_runtime(request).await;
+    let _api = run_lambda("api", &runtime_api, &env);
+    let (kind, response) = answer(&mut received).await;
+    assert_eq!((kind.as_str(), &response["statusCode"]), ("response", &json!(200)), "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
+    assert_eq!(body["data"][0]["scope"], "admin", "{body}");
+
+    // EventBridge Scheduler's input, twice for one slot (Scheduler retries): one run.
+    let scheduled = json!({"scheduled_time": "2026-11-26T06:00:00Z"});
+    for expected_ran in [true, false] {
+        let (runtime_api, mut received) = start_runtime(scheduled.clone()).await;
+        let _job = run_lambda("rotate-keys", &runtime_api, &env);
+        let (kind, response) = answer(&mut received).await;
+        assert_eq!(kind, "response", "{response}");
+        assert_eq!(response["ran"], expected_ran, "{response}");
+        assert_eq!(response["run"]["state"], "succeeded");
+    }
+    assert_eq!(db.count("job_runs").await, 1);
+    assert_eq!(db.count("signing_keys WHERE master_version = 1").await, 1);
+}
+
+#[test]
+fn the_api_and_rotate_keys_binaries_refuse_to_start_without_a_master_key() {
+    for binary in ["api", "rotate-keys"] {
+        let output = Command::new(workspace_binary(binary))
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+            .env("EVTRACK_KEY_PEPPER", "a-real-pepper")
+            .env_remove("EVTRACK_MASTER_KEYS")
+            .env_remove("EVTRACK_MASTER_KEYS_SECRET_ID")
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("EVTRACK_MASTER_KEYS_SECRET_ID"), "{binary}: {stderr}");
+    }
+}
