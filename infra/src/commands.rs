@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
 use evtrack::jobs::{Outcome, Trigger};
-use evtrack::keys::keyring::{Keyring, MasterKeys};
+use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::store::{KeyInfo, Project, Store};
 use evtrack_rotate_keys::RotateKeys;
@@ -250,6 +250,5 @@ pub async fn rotate_keys_job(store: &Store, config: &Config) -> anyhow::Result<R
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {
-    let master = MasterKeys::load(config).await?;
-    Ok(Arc::new(Keyring::new(store.clone(), master, config.keyring_policy.clone())))
+    Ok(Arc::new(Keyring::from_config(store.clone(), config).await?))
 }

@@ -219,6 +219,21 @@ impl Config {
     pub fn uses_development_pepper(&self) -> bool {
         self.key_pepper.expose() == DEVELOPMENT_PEPPER
     }
+
+    /// For the Lambda entry points: refuses the development pepper and, when the function
+    /// seals or opens the signing keyring, the development master key.
+    pub fn require_deployed_secrets(&self, needs_master_keys: bool) -> Result<(), String> {
+        if self.uses_development_pepper() {
+            return Err("EVTRACK_KEY_PEPPER is not set; refusing to run with the development pepper".into());
+        }
+        if needs_master_keys && self.master_keys.is_none() && self.master_keys_secret_id.is_none() {
+            return Err(
+                "set EVTRACK_MASTER_KEYS_SECRET_ID (or EVTRACK_MASTER_KEYS); refusing the development master key"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn days(

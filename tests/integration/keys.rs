@@ -198,9 +198,8 @@ async fn a_checksum_typo_is_refused_without_a_database_query() {
     let reply = evtrack_tests::send(&router, track(&key)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "a well-formed key does need the database");
 
-    let master = evtrack::keys::keyring::MasterKeys::load(&dead).await.expect("master keys");
-    let keyring =
-        std::sync::Arc::new(evtrack::keys::keyring::Keyring::new(store.clone(), master, dead.keyring_policy.clone()));
+    let keyring = evtrack::keys::keyring::Keyring::from_config(store.clone(), &dead).await.expect("keyring");
+    let keyring = std::sync::Arc::new(keyring);
     let api = evtrack_api::router(std::sync::Arc::new(evtrack_api::Api::new(&dead, store, keyring)));
     let admin_typo = typo.replace("evtw_", "evta_");
     let reply = evtrack_tests::send(&api, api_request("GET", "/v1/projects", &admin_typo, None)).await;

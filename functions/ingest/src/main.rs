@@ -10,9 +10,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_http::Error> {
     init(LogFormat::Json);
     let config = Config::from_env()?;
-    if config.uses_development_pepper() {
-        return Err("EVTRACK_KEY_PEPPER is not set; refusing to run with the development pepper".into());
-    }
+    config.require_deployed_secrets(false)?;
     let queue_url = config.sqs_queue_url.clone().ok_or("EVTRACK_SQS_QUEUE_URL is not set")?;
     let queue = sqs::SqsQueue::new(sqs::client_from_env().await, queue_url, config.limits.max_queue_batch_bytes);
     let store = Store::connect(&config.database_url, config.database_pool_max)?;

@@ -11,7 +11,7 @@
 use chrono::Utc;
 use evtrack::jobs::{self, Job, JobError, Outcome, Run, Step, Trigger};
 use evtrack::keys::keyring::Keyring;
-use evtrack::store::{ChunkResult, SealedSigningKey, Store, StoreError};
+use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
 use evtrack::telemetry::emit_metric;
 use mysql_async::Transaction;
 use std::sync::Arc;
@@ -112,9 +112,9 @@ impl Step for StepOf<'_> {
     async fn chunk(&self, tx: &mut Transaction<'_>, _resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
         let context = self.context;
         Ok(match self.kind {
-            KeyStep::EndGracePeriods => chunk(Store::end_grace_periods(tx, CHUNK).await?),
-            KeyStep::MarkExpiredKeys => chunk(Store::mark_expired_keys(tx, CHUNK).await?),
-            KeyStep::MarkRevokedKeys => chunk(Store::mark_revoked_keys(tx, CHUNK).await?),
+            KeyStep::EndGracePeriods => chunk(Store::mark_ended_keys(tx, KeyEnd::Rotated, CHUNK).await?),
+            KeyStep::MarkExpiredKeys => chunk(Store::mark_ended_keys(tx, KeyEnd::Expired, CHUNK).await?),
+            KeyStep::MarkRevokedKeys => chunk(Store::mark_ended_keys(tx, KeyEnd::Revoked, CHUNK).await?),
             KeyStep::ReportExpiringKeys => whole(report_expiring(context.store).await?),
             KeyStep::AddSigningKey => whole(Store::add_signing_key_if_due(tx, &context.next_key, context.lead).await?),
             KeyStep::RetireSigningKeys => whole(Store::retire_signing_keys(tx).await?),

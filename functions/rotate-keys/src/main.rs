@@ -3,7 +3,7 @@
 
 use evtrack::Config;
 use evtrack::jobs::{ScheduledInvocation, Trigger};
-use evtrack::keys::keyring::{Keyring, MasterKeys};
+use evtrack::keys::keyring::Keyring;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
 use evtrack_rotate_keys::{RotateKeys, outcome_json};
@@ -14,14 +14,10 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
     let config = Config::from_env()?;
-    if config.master_keys.is_none() && config.master_keys_secret_id.is_none() {
-        return Err(
-            "set EVTRACK_MASTER_KEYS_SECRET_ID (or EVTRACK_MASTER_KEYS); refusing the development master key".into()
-        );
-    }
+    // rotate-keys never hashes API keys, but shares the deployment's checks.
+    config.require_deployed_secrets(true)?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    let keyring =
-        Arc::new(Keyring::new(store.clone(), MasterKeys::load(&config).await?, config.keyring_policy.clone()));
+    let keyring = Arc::new(Keyring::from_config(store.clone(), &config).await?);
     let job = RotateKeys::new(store, keyring, config.job_lease);
     let job = &job;
     lambda_runtime::run(service_fn(async move |event: LambdaEvent<ScheduledInvocation>| {

@@ -141,6 +141,11 @@ impl Keyring {
         Self { store, master, policy, cache: Mutex::new(None) }
     }
 
+    /// The keyring with the master keys and policy `config` names.
+    pub async fn from_config(store: Store, config: &Config) -> Result<Self, KeyringError> {
+        Ok(Self::new(store, MasterKeys::load(config).await?, config.keyring_policy.clone()))
+    }
+
     /// Signs `payload` for `purpose` with the current signing key (adding one if the ring has
     /// none that may sign: on first use, or if rotate-keys has not run in time).
     pub async fn sign(&self, purpose: &str, payload: &[u8]) -> Result<String, KeyringError> {

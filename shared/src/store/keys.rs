@@ -328,37 +328,47 @@ fn new_key_params(uid: Uuid, project_id: Option<u64>, key: &NewKey<'_>) -> mysql
         .into()
 }
 
+/// Why a key ended, as rotate-keys records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEnd {
+    /// Its rotation grace period is over.
+    Rotated,
+    Expired,
+    Revoked,
+}
+
+impl KeyEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyEnd::Rotated => "rotated",
+            KeyEnd::Expired => "expired",
+            KeyEnd::Revoked => "revoked",
+        }
+    }
+
+    /// The column holding when a key ends this way.
+    fn column(self) -> &'static str {
+        match self {
+            KeyEnd::Rotated => "grace_ends_at",
+            KeyEnd::Expired => "expires_at",
+            KeyEnd::Revoked => "revoked_at",
+        }
+    }
+}
+
 impl Store {
-    /// Marks up to `limit` keys whose rotation grace is over as ended ('rotated').
-    pub async fn end_grace_periods(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
-        with_timeout(conn.exec_drop(
-            "UPDATE api_keys SET ended_at = grace_ends_at, ended_reason = 'rotated'
-             WHERE ended_at IS NULL AND grace_ends_at <= NOW(3) AND revoked_at IS NULL LIMIT ?",
-            (limit,),
-        ))
-        .await?;
-        Ok(conn.affected_rows())
-    }
-
-    /// Marks up to `limit` expired keys as ended ('expired').
-    pub async fn mark_expired_keys(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
-        with_timeout(conn.exec_drop(
-            "UPDATE api_keys SET ended_at = expires_at, ended_reason = 'expired'
-             WHERE ended_at IS NULL AND expires_at <= NOW(3) AND revoked_at IS NULL LIMIT ?",
-            (limit,),
-        ))
-        .await?;
-        Ok(conn.affected_rows())
-    }
-
-    /// Marks up to `limit` revoked keys as ended ('revoked').
-    pub async fn mark_revoked_keys(conn: &mut Transaction<'_>, limit: u64) -> Result<u64, StoreError> {
-        with_timeout(conn.exec_drop(
-            "UPDATE api_keys SET ended_at = revoked_at, ended_reason = 'revoked'
-             WHERE ended_at IS NULL AND revoked_at IS NOT NULL LIMIT ?",
-            (limit,),
-        ))
-        .await?;
-        Ok(conn.affected_rows())
+    /// Marks up to `limit` keys that ended this way as ended. A revoked key is marked as
+    /// revoked, whatever else would also have ended it.
+    pub async fn mark_ended_keys(tx: &mut Transaction<'_>, end: KeyEnd, limit: u64) -> Result<u64, StoreError> {
+        let column = end.column();
+        // Both names come from the fixed lists above.
+        let sql = format!(
+            "UPDATE api_keys SET ended_at = {column}, ended_reason = '{reason}'
+             WHERE ended_at IS NULL AND {column} <= NOW(3) AND (revoked_at IS NULL OR revoked_at = {column})
+             LIMIT ?",
+            reason = end.as_str()
+        );
+        with_timeout(tx.exec_drop(sql, (limit,))).await?;
+        Ok(tx.affected_rows())
     }
 }

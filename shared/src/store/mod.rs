@@ -10,7 +10,7 @@ mod signing;
 
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, RunInfo, StepInfo, StepProgress};
-pub use keys::{ExpiringKey, KeyChangeError, KeyInfo, KeyRecord, NewKey};
+pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use projects::{Project, ProjectChanges};
 pub use signing::SealedSigningKey;
 
