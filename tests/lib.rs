@@ -162,7 +162,7 @@ impl TestApp {
         let (project, key) = project_with_key(&db, &config, Scope::Write).await;
         let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
         let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
-        let consumer = Consumer::new(db.store.clone());
+        let consumer = Consumer::new(db.store.clone(), &config);
         let (_, admin) =
             evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
                 .await

@@ -8,7 +8,7 @@ use evtrack::jobs::{Outcome, Trigger};
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::store::{KeyInfo, Project, Store};
-use evtrack_rotate_keys::RotateKeys;
+use evtrack_api::Jobs;
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -227,12 +227,12 @@ pub async fn revoke_key(config: &Config, key: Uuid, json: bool) -> anyhow::Resul
 pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let trigger = Trigger::new(slot.unwrap_or_else(Utc::now), "cli");
-    let outcome = match name {
-        evtrack_rotate_keys::JOB => rotate_keys_job(&store, config).await?.run(trigger).await?,
-        other => bail!("no job named {other:?}; jobs: {}", evtrack_rotate_keys::JOB),
+    let Some(outcome) = jobs(&store, config).await?.run(name, trigger).await else {
+        bail!("no job named {name:?}; jobs: {}", Jobs::NAMES.join(", "));
     };
+    let outcome = outcome?;
     if json {
-        println!("{}", evtrack_rotate_keys::outcome_json(&outcome));
+        println!("{}", outcome.to_json());
     } else {
         let run = outcome.run();
         let verb = if matches!(outcome, Outcome::Ran(_)) { "ran" } else { "already taken; nothing done:" };
@@ -245,10 +245,39 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
     Ok(())
 }
 
-pub async fn rotate_keys_job(store: &Store, config: &Config) -> anyhow::Result<RotateKeys> {
-    Ok(RotateKeys::new(store.clone(), keyring(store, config).await?, config.job_lease))
+/// The scheduled jobs, as their Lambdas run them.
+pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<Jobs> {
+    Ok(Jobs::new(store.clone(), config, keyring(store, config).await?))
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {
     Ok(Arc::new(Keyring::from_config(store.clone(), config).await?))
+}
+
+/// Writes everything held about `user` in `project` to `output` as NDJSON (GDPR access),
+/// with a progress bar on the terminal.
+pub async fn export_user(config: &Config, project: Uuid, user: &str, output: &std::path::Path) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use std::io::Write;
+    let store = open_store(config).await?;
+    let project_id = store.project_id(project).await?.with_context(|| format!("no project {project}"))?;
+    let total = store.count_events_of_user(project_id, user).await?;
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?,
+    );
+    let mut lines = std::pin::pin!(evtrack_api::export::user_export(store.clone(), project_id, user.to_string()));
+    while let Some(text) = lines.try_next().await? {
+        file.write_all(text.as_bytes())?;
+        progress.inc(text.lines().filter(|line| line.starts_with("{\"type\":\"event\"")).count() as u64);
+    }
+    file.flush()?;
+    progress.finish_and_clear();
+    println!("exported {} events and the profile of {user:?} to {}", progress.position(), output.display());
+    store.close().await;
+    Ok(())
 }

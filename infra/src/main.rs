@@ -33,6 +33,15 @@ enum Command {
     /// Scheduled jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Write everything held about a user to a file, as NDJSON (GDPR access).
+    Export {
+        #[arg(long)]
+        project: Uuid,
+        #[arg(long)]
+        user: String,
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -45,7 +54,7 @@ enum AdminKeyCommand {
 enum JobCommand {
     /// Run one slot of a job through the job ledger (once, however often it is asked).
     Run {
-        /// rotate-keys
+        /// rotate-keys or cleanup
         name: String,
         /// The slot (RFC 3339); now, to the second, by default.
         #[arg(long)]
@@ -128,6 +137,7 @@ async fn main() -> ExitCode {
         Command::Key(KeyCommand::Revoke { id, json }) => commands::revoke_key(&config, id, json).await,
         Command::AdminKey(AdminKeyCommand::Create(args)) => commands::create_admin_key(&config, args).await,
         Command::Job(JobCommand::Run { name, slot, json }) => commands::run_job(&config, &name, slot, json).await,
+        Command::Export { project, user, output } => commands::export_user(&config, project, &user, &output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

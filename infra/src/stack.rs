@@ -4,7 +4,7 @@
 //! EVTRACK_SQS_QUEUE_URL is set, deleting only what the consumer reports done, as Lambda's
 //! event source mapping does). Ctrl-C stops accepting, then drains: nothing accepted is lost.
 
-use crate::commands::{issue_key, keyring, open_store, rotate_keys_job};
+use crate::commands::{issue_key, jobs, keyring, open_store};
 use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
@@ -15,9 +15,9 @@ use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::{EventQueue, sqs};
 use evtrack::store::Store;
 use evtrack_api::Api;
+use evtrack_api::Jobs;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
-use evtrack_rotate_keys::RotateKeys;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +44,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     println!("evtrack is listening on http://{address}");
     introduce_project(&store, &config, address).await?;
     let api = Arc::new(Api::new(&config, store.clone(), keyring(&store, &config).await?));
-    let schedules = tokio::spawn(fire_schedules(rotate_keys_job(&store, &config).await?));
-    let consumer = Arc::new(Consumer::new(store.clone()));
+    let schedules = tokio::spawn(fire_schedules(jobs(&store, &config).await?));
+    let consumer = Arc::new(Consumer::new(store.clone(), &config));
     match config.sqs_queue_url.clone() {
         None => {
             let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
@@ -112,21 +112,24 @@ async fn warn_if_redis_is_down(config: &Config) {
     }
 }
 
-/// How often rotate-keys runs (template.yaml schedules it the same way).
-const ROTATE_KEYS_EVERY: chrono::Duration = chrono::Duration::hours(1);
+/// How often each job runs (template.yaml schedules them the same way).
+const SCHEDULE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
-/// Fires each slot of the schedule, as EventBridge Scheduler does on AWS: the current slot on
-/// start (the ledger makes a repeat of a slot that already ran do nothing), then each next one.
-async fn fire_schedules(rotate_keys: RotateKeys) {
+/// Fires each slot of the schedule, as EventBridge Scheduler does on AWS: the current slot of
+/// every job on start (the ledger makes a repeat of a slot that already ran do nothing), then
+/// each next one.
+async fn fire_schedules(jobs: Jobs) {
     loop {
         let now = chrono::Utc::now();
-        let period = ROTATE_KEYS_EVERY.num_seconds();
+        let period = SCHEDULE_EVERY.num_seconds();
         let slot =
             chrono::DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(period), 0).unwrap_or(now);
-        if let Err(err) = rotate_keys.run(Trigger::new(slot, "local")).await {
-            tracing::warn!(error = %err, "rotate-keys failed; retrying at the next slot");
+        for name in Jobs::NAMES {
+            if let Some(Err(err)) = jobs.run(name, Trigger::new(slot, "local")).await {
+                tracing::warn!(job = name, error = %err, "job failed; it resumes at its next slot");
+            }
         }
-        let next = slot + ROTATE_KEYS_EVERY;
+        let next = slot + SCHEDULE_EVERY;
         tokio::time::sleep((next - chrono::Utc::now()).to_std().unwrap_or_default()).await;
     }
 }

@@ -53,6 +53,7 @@ pub struct Config {
     pub keyring_policy: KeyringPolicy,
     /// How long a job run owns its slot before another invocation may take it over.
     pub job_lease: Duration,
+    pub cleanup: CleanupPolicy,
     pub limits: Limits,
     /// Events per second per write key; 0 disables rate limiting.
     pub rate_limit_events_per_second: u32,
@@ -112,6 +113,22 @@ impl Default for KeyPolicy {
         }
     }
 }
+
+/// What the cleanup job keeps, and how much it deletes per statement.
+#[derive(Debug, Clone)]
+pub struct CleanupPolicy {
+    /// Soft-deleted rows can be restored this long, then they are purged.
+    pub soft_delete_grace: chrono::Duration,
+    pub rejected_events_retention: chrono::Duration,
+    pub job_runs_retention: chrono::Duration,
+    /// Completed erasure requests (their audit records, no personal data).
+    pub erasure_audit_retention: chrono::Duration,
+    /// Rows per delete statement.
+    pub chunk_rows: u64,
+}
+
+/// Erased ids stay suppressed longer than SQS keeps a message (14 days at most).
+pub const SUPPRESSION_DAYS: i64 = 15;
 
 /// Lifetimes of the internal signing keys.
 #[derive(Debug, Clone)]
@@ -183,6 +200,13 @@ impl Config {
                 purge_after: days(&get, "EVTRACK_SIGNING_KEY_PURGE_DAYS", 7)?,
             },
             job_lease: Duration::from_secs(parse(&get, "EVTRACK_JOB_LEASE_SECONDS", 120)?),
+            cleanup: CleanupPolicy {
+                soft_delete_grace: days(&get, "EVTRACK_SOFT_DELETE_GRACE_DAYS", 30)?,
+                rejected_events_retention: days(&get, "EVTRACK_REJECTED_EVENTS_RETENTION_DAYS", 30)?,
+                job_runs_retention: days(&get, "EVTRACK_JOB_RUNS_RETENTION_DAYS", 90)?,
+                erasure_audit_retention: days(&get, "EVTRACK_ERASURE_AUDIT_RETENTION_DAYS", 1095)?,
+                chunk_rows: parse(&get, "EVTRACK_CLEANUP_CHUNK_ROWS", 5000)?,
+            },
             limits: Limits {
                 max_event_bytes: parse(&get, "EVTRACK_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
                 max_segment_request_bytes: parse(

@@ -77,6 +77,11 @@ impl Outcome {
             Outcome::Ran(run) | Outcome::AlreadyTaken(run) => run,
         }
     }
+
+    /// What the job Lambdas return, and the api and the command line print.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "ran": matches!(self, Outcome::Ran(_)), "run": self.run() })
+    }
 }
 
 /// One step of a job: a unit of work done in chunks, each chunk in the transaction that
@@ -103,9 +108,16 @@ pub struct Run {
     run_id: u64,
     fence: u64,
     lease: Duration,
+    slot: DateTime<Utc>,
 }
 
 impl Run {
+    /// The slot's time: steps measure ages from it (not from the clock), so that a run
+    /// resumed later deletes exactly what the first attempt would have.
+    pub fn slot(&self) -> DateTime<Utc> {
+        self.slot
+    }
+
     /// Runs `step` chunk by chunk until it reports done. A step already done in this run is
     /// skipped; an unfinished one resumes after its last committed chunk.
     pub async fn step(&self, step: &impl Step) -> Result<(), JobError> {
@@ -146,7 +158,7 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         ClaimResult::Acquired { run_id, run_uid, fence } => (run_id, run_uid, fence),
     };
     tracing::info!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
-    let run = Run { store: store.clone(), run_id, fence, lease };
+    let run = Run { store: store.clone(), run_id, fence, lease, slot: trigger.slot };
     let result = match job.steps(&run).await {
         Ok(()) => store.finish_run(run_id, fence).await.map_err(JobError::from),
         Err(err) => Err(err),
@@ -167,6 +179,21 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
     let run = run_info(store, run_uid).await?;
     tracing::info!(job = name, slot = %trigger.slot, steps = ?run.steps, "job run finished");
     Ok(Outcome::Ran(run))
+}
+
+/// Serves a job function on Lambda: each invocation carries Scheduler's input, whose
+/// scheduled time names the slot; the answer is the outcome (`Outcome::to_json`).
+pub async fn serve_on_lambda(
+    run: impl AsyncFn(Trigger) -> Result<Outcome, JobError>,
+) -> Result<(), lambda_runtime::Error> {
+    let run = &run;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        async move |event: lambda_runtime::LambdaEvent<ScheduledInvocation>| {
+            let outcome = run(Trigger::new(event.payload.scheduled_time, "schedule")).await?;
+            Ok::<_, lambda_runtime::Error>(outcome.to_json())
+        },
+    ))
+    .await
 }
 
 async fn run_info(store: &Store, run_uid: Uuid) -> Result<RunInfo, JobError> {

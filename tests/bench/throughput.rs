@@ -239,7 +239,7 @@ async fn bench_consumer(events: usize) -> f64 {
         let db = TestDb::new().await;
         let project = db.store.create_project("bench").await.expect("project");
         let bodies = queued_bodies(project.id, Uuid::now_v7(), events).await;
-        let consumer = Arc::new(Consumer::new(db.store.clone()));
+        let consumer = Arc::new(Consumer::new(db.store.clone(), &evtrack_tests::config(&db, &[])));
         let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();

@@ -23,8 +23,9 @@ async fn write_key(app: &TestApp) -> (String, String) {
 }
 
 async fn rotate_keys(app: &TestApp, slot: &str) -> Outcome {
-    let job = evtrack_cli::commands::rotate_keys_job(&app.db.store, &app.config).await.expect("job");
-    job.run(Trigger::new(slot.parse().expect("slot"), "test")).await.expect("rotate-keys runs")
+    let jobs = evtrack_cli::commands::jobs(&app.db.store, &app.config).await.expect("jobs");
+    let trigger = Trigger::new(slot.parse().expect("slot"), "test");
+    jobs.run("rotate-keys", trigger).await.expect("a job").expect("rotate-keys runs")
 }
 
 #[tokio::test]
@@ -382,16 +383,18 @@ async fn cursors_signed_by_a_key_in_its_overlap_verify_and_by_a_retired_key_do_n
 #[tokio::test]
 async fn two_rotate_keys_invocations_for_one_slot_run_once() {
     let app = TestApp::new().await;
-    let job = evtrack_cli::commands::rotate_keys_job(&app.db.store, &app.config).await.expect("job");
+    let jobs = evtrack_cli::commands::jobs(&app.db.store, &app.config).await.expect("jobs");
     let trigger = Trigger::new("2026-11-26T04:00:00Z".parse().expect("slot"), "schedule");
-    let (one, two) = tokio::join!(job.run(trigger), job.run(trigger));
+    let (one, two) = tokio::join!(jobs.run("rotate-keys", trigger), jobs.run("rotate-keys", trigger));
+    let (one, two) = (one.expect("a job"), two.expect("a job"));
     let outcomes = [one.expect("first"), two.expect("second")];
     let ran = outcomes.iter().filter(|outcome| matches!(outcome, Outcome::Ran(_))).count();
     assert_eq!(ran, 1, "exactly one invocation ran the slot");
     assert_eq!(app.db.count("job_runs WHERE job = 'rotate-keys'").await, 1);
     assert_eq!(app.db.count("signing_keys").await, 1, "one signing key added, not two");
     // A later retry of the same slot (Scheduler retries) does nothing either.
-    assert!(matches!(job.run(trigger).await.expect("retry"), Outcome::AlreadyTaken(_)));
+    let retry = jobs.run("rotate-keys", trigger).await.expect("a job").expect("retry");
+    assert!(matches!(retry, Outcome::AlreadyTaken(_)));
     let listed = app.send(api_request("GET", "/v1/jobs/rotate-keys/runs", &app.admin, None)).await;
     assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed.json["data"][0]["state"], "succeeded");

@@ -7,6 +7,7 @@ mod ingest;
 mod jobs;
 mod keys;
 mod lambda_binaries;
+mod lifecycle;
 mod openapi;
 mod reliability;
 mod stack;

@@ -36,7 +36,7 @@ async fn events_go_through_sqs_and_are_stored_once() {
     assert!(messages.len() >= 2, "packed into {} messages", messages.len());
     assert!(messages.iter().all(|m| m.body().unwrap_or_default().len() <= 256 * 1024));
     let event = sqs_event_of(&messages);
-    let consumer = Consumer::new(db.store.clone());
+    let consumer = Consumer::new(db.store.clone(), &config(&db, &[]));
     for _ in 0..2 {
         assert!(consumer.handle(event.clone()).await.batch_item_failures.is_empty());
     }
@@ -131,7 +131,7 @@ async fn characters_sqs_refuses_are_carried_escaped() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     let messages = receive_all(&client, &queue_url).await;
     let event = sqs_event_of(&messages);
-    assert!(Consumer::new(db.store.clone()).handle(event).await.batch_item_failures.is_empty());
+    assert!(Consumer::new(db.store.clone(), &config(&db, &[])).handle(event).await.batch_item_failures.is_empty());
     let stored: Vec<String> = db.query("SELECT JSON_VALUE(properties, '$.s') FROM events").await;
     assert_eq!(stored, vec!["a\u{FFFF}b\u{FFFE}".to_string()]);
 }

@@ -3,23 +3,28 @@
 //!
 //! The same router runs on Lambda (`lambda_http::run`) and in the local stack.
 
+mod data;
+pub mod export;
+mod jobs;
 mod pages;
 mod routes;
 
+pub use jobs::Jobs;
 pub use pages::Page;
 pub use routes::router;
 
 use axum::response::{IntoResponse, Response};
 use evtrack::Config;
 use evtrack::http::ApiError;
+use evtrack::ids::ProjectId;
 use evtrack::jobs::JobError;
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
 use evtrack::keys::{Access, AccessDenied, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError};
 use evtrack::store::{KeyChangeError, Store, StoreError};
-use evtrack_rotate_keys::RotateKeys;
 use http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Everything a request needs, built once per process.
 pub struct Api {
@@ -28,7 +33,8 @@ pub struct Api {
     keys: KeyService,
     keyring: Arc<Keyring>,
     usage: UsageThrottle,
-    rotate_keys: RotateKeys,
+    hashers: KeyHashers,
+    jobs: Jobs,
 }
 
 impl Api {
@@ -37,7 +43,8 @@ impl Api {
             verifier: KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config)),
             keys: KeyService::new(store.clone(), config),
             usage: UsageThrottle::new(Duration::from_secs(60)),
-            rotate_keys: RotateKeys::new(store.clone(), keyring.clone(), config.job_lease),
+            hashers: KeyHashers::from_config(config),
+            jobs: Jobs::new(store.clone(), config, keyring.clone()),
             keyring,
             store,
         }
@@ -46,8 +53,16 @@ impl Api {
     /// The caller's key from `Authorization: Bearer <key>` (or Basic with the key as user),
     /// checked against the database on every request, and required to have `scope`.
     pub async fn authorize(&self, headers: &http::HeaderMap, scope: Scope) -> Result<Access, Failure> {
+        self.authorize_any(headers, &[scope]).await
+    }
+
+    /// As `authorize`, for routes that more than one scope may use.
+    pub async fn authorize_any(&self, headers: &http::HeaderMap, scopes: &[Scope]) -> Result<Access, Failure> {
         let text = bearer_key(headers).ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
-        let access = self.verifier.verify(&text, scope).await?;
+        let access = self.verifier.verify_any(&text).await?;
+        if !scopes.contains(&access.scope) {
+            return Err(Failure::Denied(AccessDenied::WrongScope));
+        }
         let due = self.usage.due([access.key_uid]);
         if let Err(err) =
             self.store.touch_keys(&due.into_iter().map(|uid| (uid, chrono::Utc::now())).collect::<Vec<_>>()).await
@@ -55,6 +70,22 @@ impl Api {
             tracing::warn!(error = %err, "could not record key use");
         }
         Ok(access)
+    }
+
+    /// The project a request on project data is about: a read key's own project, or the
+    /// `project` parameter with an admin key. Another project's id is answered as missing.
+    pub async fn project_of(&self, access: &Access, requested: Option<&str>) -> Result<ProjectId, Failure> {
+        let requested = match requested {
+            Some(text) => Some(Uuid::try_parse(text).map_err(|_| Failure::NotFound)?),
+            None => None,
+        };
+        let uid = match (access.project_uid, requested) {
+            (Some(own), Some(asked)) if own != asked => return Err(Failure::NotFound),
+            (Some(own), _) => own,
+            (None, Some(asked)) => asked,
+            (None, None) => return Err(Failure::Invalid("give the project: ?project=<id>".into())),
+        };
+        self.store.project_id(uid).await?.ok_or(Failure::NotFound)
     }
 }
 

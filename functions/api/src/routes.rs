@@ -13,7 +13,6 @@ use evtrack::http::{ApiError, IpPolicy, security_headers};
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::store::ProjectChanges;
-use evtrack_rotate_keys::outcome_json;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -31,10 +30,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/projects/{id}", get(get_project).patch(update_project).delete(delete_project))
         .route("/v1/projects/{id}/restore", post(restore_project))
         .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{id}", get(get_key))
         .route("/v1/keys/{id}/rotate", post(rotate_key))
         .route("/v1/keys/{id}/revoke", post(revoke_key))
+        .route("/v1/keys/{id}", get(get_key).delete(delete_key))
+        .route("/v1/keys/{id}/restore", post(restore_key))
         .route("/v1/jobs/{name}/runs", get(list_runs).post(trigger_run))
+        .merge(crate::data::routes())
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
@@ -42,7 +43,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-type Reply = Result<axum::response::Response, Failure>;
+pub(crate) type Reply = Result<axum::response::Response, Failure>;
 
 /// The query parameters of the list routes. Parsed here rather than by axum's `Query`, so
 /// that a bad query string gets the same JSON error as everything else.
@@ -50,12 +51,12 @@ type Reply = Result<axum::response::Response, Failure>;
 pub struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
-    project: Option<String>,
+    pub(crate) project: Option<String>,
     deleted: Option<String>,
 }
 
 impl ListQuery {
-    fn parse(query: Option<&str>) -> Result<Self, Failure> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Self, Failure> {
         let mut parsed = Self::default();
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             let slot = match name.as_ref() {
@@ -76,7 +77,7 @@ impl ListQuery {
 
 /// A JSON body into `T`; an empty body counts as `{}`. Unknown fields are refused, so a
 /// misspelt setting is an error rather than silently ignored.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
     if bytes.len() > MAX_BODY_BYTES {
         return Err(Failure::Invalid(format!("the body exceeds {MAX_BODY_BYTES} bytes")));
     }
@@ -85,7 +86,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
 }
 
 /// A public id from the path; anything else is simply not found.
-fn id(text: &str) -> Result<Uuid, Failure> {
+pub(crate) fn id(text: &str) -> Result<Uuid, Failure> {
     Uuid::try_parse(text).map_err(|_| Failure::NotFound)
 }
 
@@ -218,6 +219,28 @@ async fn get_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Pat
     Ok(Json(key).into_response())
 }
 
+/// Soft delete: the key stops working at once (ingest: within its key cache time) and is
+/// listed nowhere; restorable until cleanup purges it.
+async fn delete_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    let caller = api.authorize(&headers, Scope::Admin).await?;
+    let uid = id(&uid)?;
+    if uid == caller.key_uid {
+        return Err(Failure::Conflict("a key cannot delete itself; use another admin key".into()));
+    }
+    let key = api.store.key_info(uid).await?.ok_or(Failure::NotFound)?;
+    api.store.set_key_deleted(uid, true).await?;
+    Ok(Json(key).into_response())
+}
+
+async fn restore_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let uid = id(&uid)?;
+    if !api.store.set_key_deleted(uid, false).await? {
+        return Err(Failure::NotFound);
+    }
+    Ok(Json(api.store.key_info(uid).await?.ok_or(Failure::NotFound)?).into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateInput {
@@ -245,11 +268,8 @@ async fn revoke_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): 
     Ok(Json(key).into_response())
 }
 
-/// The jobs the api can trigger.
-const JOBS: &[&str] = &[evtrack_rotate_keys::JOB];
-
 fn job(name: &str) -> Result<&'static str, Failure> {
-    JOBS.iter().copied().find(|job| *job == name).ok_or(Failure::NotFound)
+    crate::Jobs::name(name).ok_or(Failure::NotFound)
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,12 +290,9 @@ async fn trigger_run(State(api): State<Arc<Api>>, headers: HeaderMap, Path(name)
         return Err(Failure::Invalid("slot is a time between the years 2000 and 9999".into()));
     }
     let trigger = Trigger::new(slot, "api");
-    let outcome = match name {
-        evtrack_rotate_keys::JOB => api.rotate_keys.run(trigger).await?,
-        _ => return Err(Failure::NotFound),
-    };
+    let outcome = api.jobs.run(name, trigger).await.ok_or(Failure::NotFound)??;
     let status = if matches!(outcome, evtrack::jobs::Outcome::Ran(_)) { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(outcome_json(&outcome))).into_response())
+    Ok((status, Json(outcome.to_json())).into_response())
 }
 
 async fn list_runs(

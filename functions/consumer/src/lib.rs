@@ -8,9 +8,10 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
+use evtrack::Config;
 use evtrack::event::Event;
 use evtrack::ids::ProjectId;
-use evtrack::keys::UsageThrottle;
+use evtrack::keys::{KeyHashers, UsageThrottle};
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
 use std::collections::HashMap;
@@ -33,10 +34,14 @@ pub struct Report {
     pub events_stored: u64,
     pub events_seen: u64,
     pub rejected: u64,
+    /// Events of erased users, dropped.
+    pub suppressed: u64,
 }
 
 pub struct Consumer {
     store: Store,
+    /// Hash the ids of events to check them against the erasure suppression list.
+    hashers: KeyHashers,
     /// Public → private project ids; they never change, so no expiry.
     projects: Mutex<HashMap<Uuid, ProjectId>>,
     /// `last_used_at` of write keys is written from here (ingest never writes the
@@ -56,12 +61,13 @@ struct Decoded<'a> {
 }
 
 impl Consumer {
-    pub fn new(store: Store) -> Self {
-        Self::with_key_use_interval(store, KEY_USE_INTERVAL)
-    }
-
-    pub fn with_key_use_interval(store: Store, interval: Duration) -> Self {
-        Self { store, projects: Mutex::new(HashMap::new()), key_use: UsageThrottle::new(interval) }
+    pub fn new(store: Store, config: &Config) -> Self {
+        Self {
+            store,
+            hashers: KeyHashers::from_config(config),
+            projects: Mutex::new(HashMap::new()),
+            key_use: UsageThrottle::new(KEY_USE_INTERVAL),
+        }
     }
 
     /// The Lambda handler: an SQS batch in, the messages to retry out.
@@ -104,10 +110,14 @@ impl Consumer {
         }
         report.events_seen = decoded.iter().map(|m| m.events.len() as u64).sum();
         let rows: Vec<EventRow> = decoded.iter().flat_map(rows_of).collect();
-        match self.store.write_batch(&rows, &rejections).await {
+        match self.store.write_batch(&rows, &rejections, &self.hashers).await {
             Ok(written) => {
                 report.events_stored = written.events_inserted;
                 report.rejected = rejections.len() as u64;
+                report.suppressed = written.events_suppressed;
+                if written.events_of_purged_projects > 0 {
+                    tracing::warn!(events = written.events_of_purged_projects, "events of purged projects not stored");
+                }
                 self.record_key_use(&decoded).await;
             }
             Err(err) if err.is_transient() => {
@@ -124,6 +134,7 @@ impl Consumer {
             events_seen = report.events_seen,
             events_stored = report.events_stored,
             rejected = report.rejected,
+            suppressed = report.suppressed,
             failed = report.failed.len(),
             "batch processed"
         );
@@ -206,8 +217,11 @@ impl Consumer {
         let mut failed_messages: Vec<&str> = Vec::new();
         for message in decoded {
             for ((index, event), row) in message.events.iter().zip(rows_of(message)) {
-                match self.store.write_batch(std::slice::from_ref(&row), &[]).await {
-                    Ok(written) => report.events_stored += written.events_inserted,
+                match self.store.write_batch(std::slice::from_ref(&row), &[], &self.hashers).await {
+                    Ok(written) => {
+                        report.events_stored += written.events_inserted;
+                        report.suppressed += written.events_suppressed;
+                    }
                     Err(err) if err.is_transient() => {
                         failed_messages.push(message.id);
                         break;
@@ -222,7 +236,7 @@ impl Consumer {
                 }
             }
         }
-        match self.store.write_batch(&[], &rejections).await {
+        match self.store.write_batch(&[], &rejections, &self.hashers).await {
             Ok(_) => report.rejected = rejections.len() as u64,
             Err(err) => {
                 tracing::warn!(error = %err, "rejections not recorded; left for redelivery");

@@ -12,8 +12,10 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
     let config = Config::from_env()?;
+    // The pepper keys the hashes of the erasure suppression list.
+    config.require_deployed_secrets(false)?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    let consumer = Consumer::new(store);
+    let consumer = Consumer::new(store, &config);
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(consumer.handle(event.payload).await)

@@ -142,18 +142,10 @@ async fn report_expiring(store: &Store) -> Result<u64, StoreError> {
     Ok(keys.len() as u64)
 }
 
-/// A chunk that touched `rows` rows: the step is done once a chunk comes back short.
 fn chunk(rows: u64) -> ChunkResult {
-    ChunkResult { rows, resume_after: None, done: rows < CHUNK }
+    ChunkResult::limited(rows, CHUNK)
 }
 
-/// A step done in one unit.
 fn whole(rows: u64) -> ChunkResult {
-    ChunkResult { rows, resume_after: None, done: true }
-}
-
-/// What the Lambda returns (and the api and the command line print).
-pub fn outcome_json(outcome: &Outcome) -> serde_json::Value {
-    let ran = matches!(outcome, Outcome::Ran(_));
-    serde_json::json!({ "ran": ran, "run": outcome.run() })
+    ChunkResult::whole(rows)
 }

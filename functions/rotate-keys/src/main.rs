@@ -2,16 +2,14 @@
 //! `{"scheduled_time": "<aws.scheduler.scheduled-time>"}` as its input.
 
 use evtrack::Config;
-use evtrack::jobs::{ScheduledInvocation, Trigger};
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
-use evtrack_rotate_keys::{RotateKeys, outcome_json};
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use evtrack_rotate_keys::RotateKeys;
 use std::sync::Arc;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
     let config = Config::from_env()?;
     // rotate-keys never hashes API keys, but shares the deployment's checks.
@@ -19,10 +17,5 @@ async fn main() -> Result<(), Error> {
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
     let keyring = Arc::new(Keyring::from_config(store.clone(), &config).await?);
     let job = RotateKeys::new(store, keyring, config.job_lease);
-    let job = &job;
-    lambda_runtime::run(service_fn(async move |event: LambdaEvent<ScheduledInvocation>| {
-        let outcome = job.run(Trigger::new(event.payload.scheduled_time, "schedule")).await?;
-        Ok::<_, Error>(outcome_json(&outcome))
-    }))
-    .await
+    evtrack::jobs::serve_on_lambda(async |trigger| job.run(trigger).await).await
 }

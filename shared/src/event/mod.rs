@@ -106,6 +106,11 @@ pub struct Event {
 pub struct EventProblem(pub String);
 
 impl Event {
+    /// The ids in this event that name a person (erasure follows these).
+    pub fn subject_ids(&self) -> impl Iterator<Item = &str> {
+        [&self.user_id, &self.anonymous_id, &self.previous_id].into_iter().filter_map(|id| id.as_deref())
+    }
+
     /// The invariants every stored event holds. Ingest builds events that hold them; the
     /// consumer checks again because the queue is input too.
     pub fn validate(&self) -> Result<(), EventProblem> {

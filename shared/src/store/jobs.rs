@@ -54,6 +54,19 @@ pub struct ChunkResult {
     pub done: bool,
 }
 
+impl ChunkResult {
+    /// A chunk of one delete or update limited to `limit` rows: the step is done once a
+    /// chunk comes back short.
+    pub fn limited(rows: u64, limit: u64) -> Self {
+        Self { rows, resume_after: None, done: rows < limit }
+    }
+
+    /// A step done in one unit.
+    pub fn whole(rows: u64) -> Self {
+        Self { rows, resume_after: None, done: true }
+    }
+}
+
 /// The outcome of trying to take a slot.
 #[derive(Debug)]
 pub enum ClaimResult {

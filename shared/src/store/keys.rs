@@ -1,5 +1,6 @@
 //! API key rows. Only keyed hashes are stored; see `crate::keys` for the format.
 
+use super::live::{LIVE_KEYS, LIVE_PROJECTS};
 use super::{Store, StoreError, column, from_db_time, time_column, to_db_time, with_timeout};
 use crate::http::IpPolicy;
 use crate::ids::new_public_id;
@@ -33,8 +34,6 @@ pub struct KeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub grace_ends_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
-    /// The key or its project is soft-deleted.
-    pub deleted: bool,
 }
 
 /// A key as the admin API and the command line show it: never the key or its hash.
@@ -87,8 +86,17 @@ pub struct ExpiringKey {
 
 const KEY_INFO_COLUMNS: &str = "k.uid, p.uid, k.scope, k.name, k.display_prefix, k.created_at, k.expires_at,
      k.grace_ends_at, r.uid, k.revoked_at, k.last_used_at, k.pepper_version";
-const KEY_INFO_FROM: &str = "api_keys k LEFT JOIN projects p ON p.id = k.project_id
-     LEFT JOIN api_keys r ON r.id = k.replaced_by";
+
+/// Live keys `k` with their project `p`; rows of a deleted project are kept out by
+/// `KEY_OF_LIVE_PROJECT` (admin keys have no project).
+fn live_keys() -> String {
+    format!("{LIVE_KEYS} k LEFT JOIN {LIVE_PROJECTS} p ON p.id = k.project_id")
+}
+const KEY_OF_LIVE_PROJECT: &str = "(k.project_id IS NULL OR p.id IS NOT NULL)";
+
+fn key_info_from() -> String {
+    format!("{} LEFT JOIN {LIVE_KEYS} r ON r.id = k.replaced_by", live_keys())
+}
 
 fn key_info(row: Row, now: DateTime<Utc>) -> Result<KeyInfo, StoreError> {
     let scope: String = column(&row, 2).unwrap_or_default();
@@ -149,11 +157,12 @@ impl Store {
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let row: Option<Row> = with_timeout(conn.exec_first(
-            "SELECT k.uid, k.scope, p.uid, COALESCE(p.ip_policy, 'truncate'), k.key_hash, k.pepper_version,
-                    k.expires_at, k.grace_ends_at, k.revoked_at,
-                    (k.deleted_at IS NOT NULL OR p.deleted_at IS NOT NULL)
-             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
-             WHERE k.key_hash = ?",
+            format!(
+                "SELECT k.uid, k.scope, p.uid, COALESCE(p.ip_policy, 'truncate'), k.key_hash, k.pepper_version,
+                        k.expires_at, k.grace_ends_at, k.revoked_at
+                 FROM {} WHERE k.key_hash = ? AND {KEY_OF_LIVE_PROJECT}",
+                live_keys()
+            ),
             (hash.0.to_vec(),),
         ))
         .await?;
@@ -173,7 +182,6 @@ impl Store {
             expires_at: time_column(&row, 6),
             grace_ends_at: time_column(&row, 7),
             revoked_at: time_column(&row, 8),
-            deleted: column(&row, 9).unwrap_or(true),
         }))
     }
 
@@ -181,10 +189,7 @@ impl Store {
     pub async fn key_info(&self, uid: Uuid) -> Result<Option<KeyInfo>, StoreError> {
         let mut conn = self.conn().await?;
         let row: Option<Row> = with_timeout(conn.exec_first(
-            format!(
-                "SELECT {KEY_INFO_COLUMNS} FROM {KEY_INFO_FROM}
-                 WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL"
-            ),
+            format!("SELECT {KEY_INFO_COLUMNS} FROM {} WHERE k.uid = ? AND {KEY_OF_LIVE_PROJECT}", key_info_from()),
             (uid,),
         ))
         .await?;
@@ -201,10 +206,10 @@ impl Store {
         let mut conn = self.conn().await?;
         let rows: Vec<Row> = with_timeout(conn.exec(
             format!(
-                "SELECT {KEY_INFO_COLUMNS} FROM {KEY_INFO_FROM}
-                 WHERE k.deleted_at IS NULL AND p.deleted_at IS NULL
-                   AND (? IS NULL OR p.uid = ?) AND (? IS NULL OR k.uid > ?)
-                 ORDER BY k.uid LIMIT ?"
+                "SELECT {KEY_INFO_COLUMNS} FROM {}
+                 WHERE {KEY_OF_LIVE_PROJECT} AND (? IS NULL OR p.uid = ?) AND (? IS NULL OR k.uid > ?)
+                 ORDER BY k.uid LIMIT ?",
+                key_info_from()
             ),
             (project, project, after, after, limit as u64),
         ))
@@ -228,8 +233,7 @@ impl Store {
             "SELECT k.id, k.project_id, k.scope,
                     (k.grace_ends_at IS NULL AND k.revoked_at IS NULL
                      AND (k.expires_at IS NULL OR k.expires_at > NOW(3)))
-             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
-             WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL FOR UPDATE",
+             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id WHERE k.uid = ? AND k.deleted_at IS NULL AND p.deleted_at IS NULL FOR UPDATE",
             (old,),
         ))
         .await?;
@@ -287,12 +291,13 @@ impl Store {
     pub async fn keys_expiring_before(&self, until: DateTime<Utc>) -> Result<Vec<ExpiringKey>, StoreError> {
         let mut conn = self.conn().await?;
         let rows: Vec<(Uuid, Option<Uuid>, String, String, NaiveDateTime)> = with_timeout(conn.exec(
-            "SELECT k.uid, p.uid, k.scope, k.display_prefix, k.expires_at
-             FROM api_keys k LEFT JOIN projects p ON p.id = k.project_id
-             WHERE k.ended_at IS NULL AND k.revoked_at IS NULL AND k.grace_ends_at IS NULL
-               AND k.deleted_at IS NULL AND p.deleted_at IS NULL
-               AND k.expires_at > NOW(3) AND k.expires_at <= ?
-             ORDER BY k.expires_at",
+            format!(
+                "SELECT k.uid, p.uid, k.scope, k.display_prefix, k.expires_at FROM {}
+                 WHERE {KEY_OF_LIVE_PROJECT} AND k.ended_at IS NULL AND k.revoked_at IS NULL
+                   AND k.grace_ends_at IS NULL AND k.expires_at > NOW(3) AND k.expires_at <= ?
+                 ORDER BY k.expires_at",
+                live_keys()
+            ),
             (to_db_time(until),),
         ))
         .await?;

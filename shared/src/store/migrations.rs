@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_keys_and_jobs",
         sql: include_str!("../../../migrations/0002_keys_and_jobs.sql"),
     },
+    Migration { version: 3, name: "0003_lifecycle", sql: include_str!("../../../migrations/0003_lifecycle.sql") },
 ];
 
 impl Migration {

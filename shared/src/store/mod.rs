@@ -4,6 +4,7 @@
 mod events;
 mod jobs;
 mod keys;
+mod lifecycle;
 pub mod migrations;
 mod projects;
 mod signing;
@@ -11,6 +12,7 @@ mod signing;
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, RunInfo, StepInfo, StepProgress};
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
+pub use lifecycle::{ErasureInfo, EventView, Prunable, SoftTable, UserLinks, UserView};
 pub use projects::{Project, ProjectChanges};
 pub use signing::SealedSigningKey;
 
@@ -19,6 +21,17 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use std::time::Duration;
+
+/// Reads of soft-deletable tables go through these derived tables, so that a deleted row
+/// cannot be read by a query that forgot a filter (the optimizer merges them away). A read
+/// that must see deleted rows names the base table and says so with `/* with deleted */`;
+/// `reads_exclude_deleted_rows_by_construction` below holds every query to that.
+pub(crate) mod live {
+    pub const LIVE_EVENTS: &str = "(SELECT * FROM events WHERE deleted_at IS NULL)";
+    pub const LIVE_USERS: &str = "(SELECT * FROM users WHERE deleted_at IS NULL)";
+    pub const LIVE_PROJECTS: &str = "(SELECT * FROM projects WHERE deleted_at IS NULL)";
+    pub const LIVE_KEYS: &str = "(SELECT * FROM api_keys WHERE deleted_at IS NULL)";
+}
 
 /// Failures of the store, split by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
@@ -167,4 +180,44 @@ fn column<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: usi
 
 fn time_column(row: &mysql_async::Row, index: usize) -> Option<DateTime<Utc>> {
     column::<NaiveDateTime>(row, index).map(from_db_time)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every line of the store that reads a soft-deletable base table (`FROM t` / `JOIN t`)
+    /// must be the `live` definition, a write (DELETE, UPDATE, INSERT), a locking read of a
+    /// write path (FOR UPDATE / LOCK IN SHARE MODE), or say `/* with deleted */`.
+    #[test]
+    fn reads_exclude_deleted_rows_by_construction() {
+        let sources = [
+            ("events.rs", include_str!("events.rs")),
+            ("jobs.rs", include_str!("jobs.rs")),
+            ("keys.rs", include_str!("keys.rs")),
+            ("lifecycle.rs", include_str!("lifecycle.rs")),
+            ("projects.rs", include_str!("projects.rs")),
+            ("signing.rs", include_str!("signing.rs")),
+        ];
+        let allowed = ["DELETE", "UPDATE", "INSERT", "FOR UPDATE", "LOCK IN SHARE MODE", "/* with deleted */"];
+        let mut offending = Vec::new();
+        for (file, source) in sources {
+            for (number, line) in source.lines().enumerate() {
+                let reads_base_table = ["events", "users", "projects", "api_keys"].iter().any(|table| {
+                    [
+                        format!("FROM {table} "),
+                        format!("JOIN {table} "),
+                        format!("FROM {table}\""),
+                        format!("FROM {table}\n"),
+                    ]
+                    .iter()
+                    .any(|pattern| {
+                        line.contains(pattern.as_str()) || line.trim_end().ends_with(&format!("FROM {table}"))
+                    })
+                });
+                if reads_base_table && !allowed.iter().any(|word| line.contains(word)) {
+                    offending.push(format!("{file}:{}: {}", number + 1, line.trim()));
+                }
+            }
+        }
+        assert!(offending.is_empty(), "reads of base tables:\n{}", offending.join("\n"));
+    }
 }

@@ -1,6 +1,7 @@
 //! Projects: the tenant boundary. Reads exclude soft-deleted projects unless they ask for
 //! them by name (`deleted_projects`, `restore_project`).
 
+use super::live::LIVE_PROJECTS;
 use super::{Store, StoreError, from_db_time, with_timeout};
 use crate::http::IpPolicy;
 use crate::ids::{ProjectId, new_public_id};
@@ -87,10 +88,9 @@ impl Store {
 
     pub async fn project(&self, uid: Uuid) -> Result<Option<Project>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<ProjectRow> = with_timeout(conn.exec_first(
-            format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE uid = ? AND deleted_at IS NULL"),
-            (uid,),
-        ))
+        let row: Option<ProjectRow> = with_timeout(
+            conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM {LIVE_PROJECTS} p WHERE uid = ?"), (uid,)),
+        )
         .await?;
         Ok(row.map(project))
     }
@@ -109,7 +109,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let rows: Vec<ProjectRow> = with_timeout(conn.exec(
             format!(
-                "SELECT {PROJECT_COLUMNS} FROM projects
+                "SELECT {PROJECT_COLUMNS} FROM projects /* with deleted */
                  WHERE (deleted_at IS NOT NULL) = ? AND (? IS NULL OR uid > ?) ORDER BY uid LIMIT ?"
             ),
             (deleted, after, after, limit.min(u64::MAX as usize) as u64),
@@ -147,9 +147,10 @@ impl Store {
         if conn.affected_rows() == 0 {
             return Ok(None);
         }
-        let row: Option<ProjectRow> =
-            with_timeout(conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE uid = ?"), (uid,)))
-                .await?;
+        let row: Option<ProjectRow> = with_timeout(
+            conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE uid = ? /* with deleted */"), (uid,)),
+        )
+        .await?;
         Ok(row.map(project))
     }
 
@@ -172,15 +173,20 @@ impl Store {
     /// deleted are still stored (and go with it if it is purged).
     pub async fn project_id_any_state(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {
         let mut conn = self.conn().await?;
-        let id: Option<u64> = with_timeout(conn.exec_first("SELECT id FROM projects WHERE uid = ?", (uid,))).await?;
+        let id: Option<u64> =
+            with_timeout(conn.exec_first("SELECT id FROM projects WHERE uid = ? /* with deleted */", (uid,))).await?;
         Ok(id.map(ProjectId))
+    }
+
+    /// The private id of a live project.
+    pub async fn project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {
+        self.live_project_id(uid).await
     }
 
     pub(super) async fn live_project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {
         let mut conn = self.conn().await?;
         let id: Option<u64> =
-            with_timeout(conn.exec_first("SELECT id FROM projects WHERE uid = ? AND deleted_at IS NULL", (uid,)))
-                .await?;
+            with_timeout(conn.exec_first(format!("SELECT id FROM {LIVE_PROJECTS} p WHERE uid = ?"), (uid,))).await?;
         Ok(id.map(ProjectId))
     }
 }

@@ -1,0 +1,153 @@
+//! Routes on one project's data: events and users (read keys for their project, admin keys
+//! with `?project=`), their soft delete and restore (admin), GDPR erasure and export (admin).
+
+use crate::export::user_export;
+use crate::routes::{ListQuery, Reply, id};
+use crate::{Api, Failure};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use evtrack::ids::ProjectId;
+use evtrack::keys::Scope;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/v1/events/{id}", get(get_event).delete(delete_event))
+        .route("/v1/events/{id}/restore", post(restore_event))
+        .route("/v1/users/{user_id}", get(get_user).delete(erase_user))
+        .route("/v1/users/{user_id}/soft-delete", post(soft_delete_user))
+        .route("/v1/users/{user_id}/restore", post(restore_user))
+        .route("/v1/users/{user_id}/export", get(export_user))
+        .route("/v1/erasures/{id}", get(get_erasure))
+}
+
+/// The caller's project for this request; `scopes` may use the route.
+async fn project(
+    api: &Api,
+    headers: &HeaderMap,
+    query: Option<String>,
+    scopes: &[Scope],
+) -> Result<ProjectId, Failure> {
+    let access = api.authorize_any(headers, scopes).await?;
+    let query = ListQuery::parse(query.as_deref())?;
+    api.project_of(&access, query.project.as_deref()).await
+}
+
+const READ: &[Scope] = &[Scope::Read, Scope::Admin];
+const MANAGE: &[Scope] = &[Scope::Admin];
+
+async fn get_event(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, READ).await?;
+    let event = api.store.event(project, id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(event).into_response())
+}
+
+/// Soft delete: the event disappears from every read and can be restored until cleanup
+/// purges it.
+async fn delete_event(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    changed(api.store.set_event_deleted(project, id(&uid)?, true).await?, "deleted")
+}
+
+async fn restore_event(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    changed(api.store.set_event_deleted(project, id(&uid)?, false).await?, "restored")
+}
+
+async fn get_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, READ).await?;
+    let user = api.store.user(project, &user_id).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(user).into_response())
+}
+
+async fn soft_delete_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    changed(api.store.set_user_deleted(project, &user_id, true).await?, "deleted")
+}
+
+async fn restore_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    changed(api.store.set_user_deleted(project, &user_id, false).await?, "restored")
+}
+
+fn changed(changed: bool, status: &str) -> Reply {
+    if !changed {
+        return Err(Failure::NotFound);
+    }
+    Ok(Json(json!({"success": true, "status": status})).into_response())
+}
+
+/// GDPR erasure: recorded and the user suppressed at once (202); cleanup deletes every row
+/// holding their id or an id linked to it. `GET /v1/erasures/{id}` follows it.
+async fn erase_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    if user_id.is_empty() || user_id.chars().count() > 255 {
+        return Err(Failure::Invalid("a user id has 1 to 255 characters".into()));
+    }
+    let uid = api.store.request_erasure(project, &user_id, &api.hashers).await?;
+    let erasure = api.store.erasure(uid).await?.ok_or(Failure::NotFound)?;
+    tracing::info!(erasure = %uid, "erasure requested");
+    Ok((StatusCode::ACCEPTED, Json(erasure)).into_response())
+}
+
+async fn get_erasure(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
+    api.authorize(&headers, Scope::Admin).await?;
+    let erasure = api.store.erasure(id(&uid)?).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(erasure).into_response())
+}
+
+/// GDPR access: everything held about the user, streamed as NDJSON.
+async fn export_user(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project(&api, &headers, query, MANAGE).await?;
+    let lines = user_export(api.store.clone(), project, user_id).map_err(std::io::Error::other);
+    let mut response = Body::from_stream(lines).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(response)
+}

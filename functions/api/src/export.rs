@@ -1,0 +1,58 @@
+//! GDPR access: everything held about one user of one project, as NDJSON lines — the
+//! profile, the ids linked to it, its groups, then every event carrying any of those ids
+//! (soft-deleted rows included: they are still held), and a closing line with the count so
+//! that a reader can tell a complete export from a cut one.
+
+use evtrack::ids::ProjectId;
+use evtrack::store::{Store, StoreError};
+use futures::Stream;
+use serde_json::json;
+
+/// Events per database page.
+const PAGE: usize = 500;
+
+enum State {
+    Start,
+    Events { subjects: Vec<String>, after: u64, count: u64 },
+    Done,
+}
+
+/// The export's lines, each ending in `\n`, read page by page as the stream is consumed.
+pub fn user_export(
+    store: Store,
+    project: ProjectId,
+    user_id: String,
+) -> impl Stream<Item = Result<String, StoreError>> {
+    futures::stream::try_unfold(State::Start, move |state| {
+        let (store, user_id) = (store.clone(), user_id.clone());
+        async move {
+            match state {
+                State::Start => {
+                    let (profile, links) = store.user_for_export(project, &user_id).await?;
+                    let mut text = line(json!({"type": "profile", "userId": user_id, "profile": profile}));
+                    text.push_str(&line(json!({"type": "linked_ids", "ids": links.aliases})));
+                    text.push_str(&line(json!({"type": "groups", "groupIds": links.groups})));
+                    let subjects = std::iter::once(user_id).chain(links.aliases).collect();
+                    Ok(Some((text, State::Events { subjects, after: 0, count: 0 })))
+                }
+                State::Events { subjects, after, count } => {
+                    let (events, last) = store.events_of_subjects(project, &subjects, after, PAGE).await?;
+                    let count = count + events.len() as u64;
+                    let text: String =
+                        events.iter().map(|event| line(json!({"type": "event", "event": event}))).collect();
+                    match last {
+                        Some(last) if events.len() == PAGE => {
+                            Ok(Some((text, State::Events { subjects, after: last, count })))
+                        }
+                        _ => Ok(Some((text + &line(json!({"type": "end", "events": count})), State::Done))),
+                    }
+                }
+                State::Done => Ok(None),
+            }
+        }
+    })
+}
+
+fn line(value: serde_json::Value) -> String {
+    format!("{value}\n")
+}

@@ -1,0 +1,126 @@
+//! evtrack cleanup: the scheduled data lifecycle, once per schedule slot.
+//!
+//! Steps, each idempotent, chunked (no statement deletes more than `chunk_rows` rows) and
+//! recorded in the job ledger; ages are measured from the slot's time:
+//! 1. GDPR erasures: every row holding an erased user's id or an id linked to it, then the
+//!    request becomes an audit record without the ids;
+//! 2. retention: events older than their project's `retention_days`;
+//! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
+//!    projects with everything that belongs to them);
+//! 4. pruning of rejected events, job runs, erasure audit records and suppressions past
+//!    their own retention.
+
+use chrono::{DateTime, Utc};
+use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
+use evtrack::jobs::{self, Job, JobError, Outcome, Run, Step, Trigger};
+use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
+use mysql_async::Transaction;
+use std::time::Duration;
+
+pub const JOB: &str = "cleanup";
+/// PlanetScale refuses statements touching more than 100k rows.
+const MAX_CHUNK_ROWS: u64 = 100_000;
+
+pub struct Cleanup {
+    store: Store,
+    policy: CleanupPolicy,
+    lease: Duration,
+}
+
+impl Cleanup {
+    pub fn new(store: Store, policy: CleanupPolicy, lease: Duration) -> Self {
+        let chunk_rows = policy.chunk_rows.clamp(1, MAX_CHUNK_ROWS);
+        Self { store, policy: CleanupPolicy { chunk_rows, ..policy }, lease }
+    }
+
+    /// Runs the slot of `trigger` unless it already ran (or is running elsewhere).
+    pub async fn run(&self, trigger: Trigger) -> Result<Outcome, JobError> {
+        jobs::run_once(&self.store, self, trigger, self.lease).await
+    }
+}
+
+impl Job for Cleanup {
+    const NAME: &'static str = JOB;
+
+    async fn steps(&self, run: &Run) -> Result<(), JobError> {
+        let context = Context { policy: &self.policy, slot: run.slot() };
+        for kind in CleanupStep::ALL {
+            run.step(&StepOf { kind, context: &context }).await?;
+        }
+        Ok(())
+    }
+}
+
+struct Context<'a> {
+    policy: &'a CleanupPolicy,
+    slot: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CleanupStep {
+    Erasures,
+    Retention,
+    Purge(SoftTable),
+    PurgeProjects,
+    Prune(Prunable),
+}
+
+impl CleanupStep {
+    const ALL: [CleanupStep; 10] = [
+        CleanupStep::Erasures,
+        CleanupStep::Retention,
+        CleanupStep::Purge(SoftTable::Events),
+        CleanupStep::Purge(SoftTable::Users),
+        CleanupStep::Purge(SoftTable::Keys),
+        CleanupStep::PurgeProjects,
+        CleanupStep::Prune(Prunable::RejectedEvents),
+        CleanupStep::Prune(Prunable::JobRuns),
+        CleanupStep::Prune(Prunable::ErasureAudit),
+        CleanupStep::Prune(Prunable::Suppressions),
+    ];
+}
+
+struct StepOf<'a> {
+    kind: CleanupStep,
+    context: &'a Context<'a>,
+}
+
+impl Step for StepOf<'_> {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            CleanupStep::Erasures => "erasures",
+            CleanupStep::Retention => "retention",
+            CleanupStep::Purge(SoftTable::Events) => "purge_deleted_events",
+            CleanupStep::Purge(SoftTable::Users) => "purge_deleted_users",
+            CleanupStep::Purge(SoftTable::Keys) => "purge_deleted_keys",
+            CleanupStep::PurgeProjects => "purge_deleted_projects",
+            CleanupStep::Prune(Prunable::RejectedEvents) => "prune_rejected_events",
+            CleanupStep::Prune(Prunable::JobRuns) => "prune_job_runs",
+            CleanupStep::Prune(Prunable::ErasureAudit) => "prune_erasure_audit",
+            CleanupStep::Prune(Prunable::Suppressions) => "prune_suppressions",
+        }
+    }
+
+    async fn chunk(&self, tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
+        let Context { policy, slot } = self.context;
+        let limit = policy.chunk_rows;
+        let purge_before = *slot - policy.soft_delete_grace;
+        Ok(match self.kind {
+            CleanupStep::Erasures => Store::erase_chunk(tx, limit).await?,
+            CleanupStep::Retention => Store::delete_expired_events(tx, *slot, resume_after, limit).await?,
+            CleanupStep::Purge(table) => {
+                ChunkResult::limited(Store::purge_deleted(tx, table, purge_before, limit).await?, limit)
+            }
+            CleanupStep::PurgeProjects => Store::purge_deleted_project(tx, purge_before, limit).await?,
+            CleanupStep::Prune(table) => {
+                let kept_for = match table {
+                    Prunable::RejectedEvents => policy.rejected_events_retention,
+                    Prunable::JobRuns => policy.job_runs_retention,
+                    Prunable::ErasureAudit => policy.erasure_audit_retention,
+                    Prunable::Suppressions => chrono::Duration::days(SUPPRESSION_DAYS),
+                };
+                ChunkResult::limited(Store::prune(tx, table, *slot - kept_for, limit).await?, limit)
+            }
+        })
+    }
+}

@@ -1,0 +1,313 @@
+//! The data lifecycle end to end: GDPR erasure (events stored and still queued), export,
+//! soft delete and restore until the purge, retention at its boundary, chunked deletes,
+//! and exactly-once cleanup runs — against real MariaDB and Redis.
+
+use evtrack::queue::local::QueuedMessage;
+use evtrack_tests::{TestApp, TestDb, api_request, post_json};
+use http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn batch(key: &str, messages: Vec<Value>) -> http::Request<axum::body::Body> {
+    post_json("/v1/batch", Some(key), &json!({ "batch": messages }))
+}
+
+async fn run_cleanup(app: &TestApp, slot: &str) -> Value {
+    let reply = app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&json!({"slot": slot})))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    assert_eq!(reply.json["run"]["state"], "succeeded", "{}", reply.json);
+    reply.json
+}
+
+fn step_rows(outcome: &Value, step: &str) -> (u64, u64) {
+    let steps = outcome["run"]["steps"].as_array().expect("steps");
+    let step = steps.iter().find(|s| s["name"] == step).unwrap_or_else(|| panic!("no step {step}"));
+    (step["rows"].as_u64().unwrap_or_default(), step["chunks"].as_u64().unwrap_or_default())
+}
+
+async fn event_uid(app: &TestApp, message_id: &str) -> Uuid {
+    let uids: Vec<Vec<u8>> = app.db.query(&format!("SELECT uid FROM events WHERE message_id = '{message_id}'")).await;
+    Uuid::from_slice(&uids[0]).expect("uid")
+}
+
+/// Rows of the project (or all) that hold `needle` in an id column or a raw body.
+async fn rows_holding(app: &TestApp, needle: &str) -> u64 {
+    let mut total = 0;
+    for (table, columns) in [
+        ("events", "CONCAT_WS('|', user_id, anonymous_id, previous_id, message_id)"),
+        ("users", "user_id"),
+        ("aliases", "CONCAT_WS('|', alias, user_id)"),
+        ("group_members", "member_id"),
+        ("rejected_events", "raw"),
+        ("erasures", "CONCAT_WS('|', COALESCE(user_id, ''), COALESCE(linked_ids, ''), subject_hash)"),
+    ] {
+        total += app.db.count(&format!("{table} WHERE LOCATE('{needle}', {columns}) > 0")).await;
+    }
+    total
+}
+
+#[tokio::test]
+async fn erasure_removes_every_row_of_the_user_also_of_events_still_queued_and_keeps_an_audit_row_without_them() {
+    let app = TestApp::new().await;
+    let run = Uuid::now_v7().simple().to_string();
+    let (user, anonymous) = (format!("erase-me-{run}"), format!("anon-{run}"));
+    let project = app.project.to_string();
+    // Stored before the request: an identify linking the anonymous id, tracks of both ids,
+    // a group call, an alias, and a rejected event that names the user.
+    let stored = vec![
+        json!({"type": "identify", "userId": user, "anonymousId": anonymous, "traits": {"email": "e@example.com"}, "messageId": format!("{run}-1")}),
+        json!({"type": "track", "userId": user, "event": "Bought", "messageId": format!("{run}-2")}),
+        json!({"type": "page", "anonymousId": anonymous, "name": "Home", "messageId": format!("{run}-3")}),
+        json!({"type": "group", "userId": user, "groupId": "acme", "messageId": format!("{run}-4")}),
+        json!({"type": "alias", "userId": user, "previousId": format!("old-{run}"), "messageId": format!("{run}-5")}),
+        json!({"type": "track", "userId": "someone-else", "event": "Kept", "messageId": format!("{run}-6")}),
+    ];
+    assert_eq!(app.send(batch(&app.key, stored)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let poison = json!({"v": 1, "project": app.project, "key": Uuid::now_v7(), "received_at": "2026-11-26T00:00:00Z",
+                        "events": [{"type": "track", "userId": user}]});
+    app.deliver(&[QueuedMessage { id: format!("poison-{run}"), body: poison.to_string(), receive_count: 1 }]).await;
+    assert_eq!(app.db.count(&format!("rejected_events WHERE LOCATE('{user}', raw) > 0")).await, 1);
+    // The same user id in another project must stay.
+    let other = app.send(api_request("POST", "/v1/projects", &app.admin, Some(&json!({"name": "other"})))).await;
+    let other_project = other.json["id"].as_str().expect("id").to_string();
+    let other_key = app
+        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "write", "project": other_project}))))
+        .await
+        .json["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let theirs =
+        json!({"type": "track", "userId": user, "event": "Other project", "messageId": format!("{run}-other")});
+    assert_eq!(app.send(batch(&other_key, vec![theirs])).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    // Queued before the request, stored after it: must never land.
+    let queued = vec![
+        json!({"type": "track", "userId": user, "event": "Late", "messageId": format!("{run}-7")}),
+        json!({"type": "screen", "anonymousId": anonymous, "name": "Late", "messageId": format!("{run}-8")}),
+    ];
+    assert_eq!(app.send(batch(&app.key, queued)).await.status, StatusCode::OK);
+    let in_queue = app.take_queued().await;
+    assert!(rows_holding(&app, &user).await >= 6);
+
+    let erase = api_request("DELETE", &format!("/v1/users/{user}?project={project}"), &app.admin, None);
+    let reply = app.send(erase).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.json);
+    assert_eq!(reply.json["status"], "pending");
+    let erasure = reply.json["id"].as_str().expect("erasure id").to_string();
+
+    // The queued events arrive after the request: dropped.
+    assert!(app.deliver(&in_queue).await.is_empty());
+    assert_eq!(app.db.count(&format!("events WHERE message_id IN ('{run}-7', '{run}-8')")).await, 0);
+
+    let outcome = run_cleanup(&app, "2026-11-26T10:00:00Z").await;
+    assert!(step_rows(&outcome, "erasures").0 >= 8, "{outcome}");
+    // Only the other project's event may hold the user id; nothing holds the linked ids.
+    for (needle, expected) in [(&user, 1), (&anonymous, 0), (&format!("old-{run}"), 0)] {
+        assert_eq!(rows_holding(&app, needle).await, expected, "{needle}");
+    }
+    assert_eq!(app.db.count(&format!("events WHERE message_id = '{run}-other'")).await, 1, "other project untouched");
+    assert_eq!(app.db.count(&format!("events WHERE message_id = '{run}-6'")).await, 1, "other users untouched");
+
+    let audit = app.send(api_request("GET", &format!("/v1/erasures/{erasure}"), &app.admin, None)).await;
+    assert_eq!(audit.json["status"], "done", "{}", audit.json);
+    assert_eq!(audit.json["events_deleted"], 5, "{}", audit.json);
+    assert_eq!((audit.json["profiles_deleted"].as_u64(), audit.json["rejected_deleted"].as_u64()), (Some(1), Some(1)));
+    assert!(!audit.json.to_string().contains(&user), "the audit record holds no personal data");
+    let row: Vec<(Option<String>, Option<String>)> = app.db.query("SELECT user_id, linked_ids FROM erasures").await;
+    assert_eq!(row, vec![(None, None)]);
+
+    // Events sent later under the erased ids are dropped too (the suppression list).
+    let again = json!({"type": "track", "userId": user, "event": "Back", "messageId": format!("{run}-9")});
+    assert_eq!(app.send(batch(&app.key, vec![again])).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count(&format!("events WHERE message_id = '{run}-9'")).await, 0);
+}
+
+#[tokio::test]
+async fn an_export_holds_everything_about_the_user_and_ends_with_its_count() {
+    let app = TestApp::new().await;
+    let events = vec![
+        json!({"type": "identify", "userId": "u-export", "anonymousId": "a-export", "traits": {"plan": "pro"}, "messageId": "x1"}),
+        json!({"type": "track", "userId": "u-export", "event": "One", "properties": {"n": 1}, "messageId": "x2"}),
+        json!({"type": "track", "anonymousId": "a-export", "event": "Before login", "messageId": "x3"}),
+        json!({"type": "group", "userId": "u-export", "groupId": "g-1", "messageId": "x4"}),
+        json!({"type": "track", "userId": "someone-else", "event": "Not theirs", "messageId": "x5"}),
+    ];
+    assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let deleted = event_uid(&app, "x2").await;
+    let path = format!("/v1/events/{deleted}?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::OK);
+
+    let request = api_request("GET", &format!("/v1/users/u-export/export?project={}", app.project), &app.admin, None);
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.expect("response");
+    assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/x-ndjson");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&body).lines().map(|line| serde_json::from_str(line).expect("json")).collect();
+    assert_eq!(lines[0]["profile"]["traits"], json!({"plan": "pro"}));
+    assert_eq!(lines[1]["ids"], json!(["a-export"]));
+    assert_eq!(lines[2]["groupIds"], json!(["g-1"]));
+    let exported: Vec<&str> =
+        lines.iter().filter(|l| l["type"] == "event").filter_map(|l| l["event"]["messageId"].as_str()).collect();
+    assert_eq!(exported, vec!["x1", "x2", "x3", "x4"], "soft-deleted events are still held, so exported");
+    assert_eq!(lines.last().expect("end"), &json!({"type": "end", "events": 4}));
+
+    // The command line writes the same lines to a file.
+    let output = std::env::temp_dir().join(format!("export-{}.ndjson", Uuid::now_v7().simple()));
+    let status = std::process::Command::new(evtrack_tests::workspace_binary("evtrack"))
+        .args(["export", "--project", &app.project.to_string(), "--user", "u-export", "-o"])
+        .arg(&output)
+        .env("EVTRACK_DATABASE_URL", app.db.url.expose())
+        .output()
+        .expect("evtrack export");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let written = std::fs::read_to_string(&output).expect("file");
+    std::fs::remove_file(&output).ok();
+    assert_eq!(written.lines().count(), lines.len());
+    assert!(written.ends_with("{\"events\":4,\"type\":\"end\"}\n") || written.contains("\"type\":\"end\""));
+}
+
+#[tokio::test]
+async fn soft_deleted_events_users_keys_and_projects_are_invisible_restorable_and_purged_after_the_grace() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_KEY_CACHE_SECONDS", "0")]).await;
+    let project = app.project;
+    let events = vec![
+        json!({"type": "identify", "userId": "u-soft", "traits": {"a": 1}, "messageId": "s1"}),
+        json!({"type": "track", "userId": "u-soft", "event": "E", "messageId": "s2"}),
+    ];
+    assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let event = event_uid(&app, "s2").await;
+    let event_path = format!("/v1/events/{event}?project={project}");
+    let user_path = |suffix: &str| format!("/v1/users/u-soft{suffix}?project={project}");
+    let get = |path: String| app.send(api_request("GET", &path, &app.admin, None));
+    let post = |path: String| app.send(api_request("POST", &path, &app.admin, None));
+
+    assert_eq!(get(event_path.clone()).await.json["name"], "E");
+    assert_eq!(get(user_path("")).await.json["traits"], json!({"a": 1}));
+    // A read key reads its own project; an admin key must name it.
+    let read = app
+        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "read", "project": project}))))
+        .await
+        .json["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    assert_eq!(app.send(api_request("GET", &format!("/v1/events/{event}"), &read, None)).await.status, StatusCode::OK);
+    assert_eq!(get(format!("/v1/events/{event}")).await.status, StatusCode::BAD_REQUEST);
+    let elsewhere = format!("/v1/events/{event}?project={}", Uuid::now_v7());
+    assert_eq!(app.send(api_request("GET", &elsewhere, &read, None)).await.status, StatusCode::NOT_FOUND);
+
+    assert_eq!(app.send(api_request("DELETE", &event_path, &app.admin, None)).await.status, StatusCode::OK);
+    assert_eq!(post(user_path("/soft-delete")).await.status, StatusCode::OK);
+    assert_eq!(get(event_path.clone()).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(user_path("")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.send(api_request("GET", &format!("/v1/events/{event}"), &read, None)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(post(format!("/v1/events/{event}/restore?project={project}")).await.status, StatusCode::OK);
+    assert_eq!(post(user_path("/restore")).await.status, StatusCode::OK);
+    assert_eq!(get(event_path.clone()).await.status, StatusCode::OK, "restored");
+    assert_eq!(get(user_path("")).await.status, StatusCode::OK, "restored");
+
+    // Keys: deleted → refused and unlisted; restored → working.
+    let key_id = app.db.query::<Vec<u8>>("SELECT uid FROM api_keys WHERE scope = 'write'").await;
+    let key_id = Uuid::from_slice(&key_id[0]).expect("uid");
+    let track = || post_json("/v1/track", Some(&app.key), &json!({"userId": "u", "event": "E"}));
+    assert_eq!(
+        app.send(api_request("DELETE", &format!("/v1/keys/{key_id}"), &app.admin, None)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(app.send(track()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(format!("/v1/keys/{key_id}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(post(format!("/v1/keys/{key_id}/restore")).await.status, StatusCode::OK);
+    assert_eq!(app.send(track()).await.status, StatusCode::OK);
+    app.take_queued().await;
+
+    // Deleted again and past the 30-day grace: purged, no longer restorable.
+    app.send(api_request("DELETE", &event_path, &app.admin, None)).await;
+    post(user_path("/soft-delete")).await;
+    app.db.execute("UPDATE events SET deleted_at = '2026-10-26 09:59:59' WHERE deleted_at IS NOT NULL").await;
+    app.db.execute("UPDATE users SET deleted_at = '2026-10-26 10:00:01' WHERE deleted_at IS NOT NULL").await;
+    let outcome = run_cleanup(&app, "2026-11-25T10:00:00Z").await;
+    assert_eq!(step_rows(&outcome, "purge_deleted_events").0, 1, "deleted 30 days and 1 s before the slot");
+    assert_eq!(step_rows(&outcome, "purge_deleted_users").0, 0, "deleted 1 s less than 30 days before the slot");
+    assert_eq!(post(format!("/v1/events/{event}/restore?project={project}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(post(user_path("/restore")).await.status, StatusCode::OK, "still inside its grace");
+
+    // A project past its grace goes with everything that belongs to it.
+    let path = format!("/v1/projects/{project}");
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::OK);
+    assert_eq!(get(user_path("")).await.status, StatusCode::NOT_FOUND, "a deleted project's data is invisible");
+    app.db.execute("UPDATE projects SET deleted_at = '2026-10-01 00:00:00' WHERE deleted_at IS NOT NULL").await;
+    run_cleanup(&app, "2026-11-25T11:00:00Z").await;
+    for table in ["projects", "events", "users", "api_keys WHERE scope <> 'admin'"] {
+        assert_eq!(app.db.count(table).await, 0, "{table} purged with its project");
+    }
+    assert_eq!(post(format!("{path}/restore")).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn retention_deletes_exactly_the_events_older_than_the_cutoff_in_chunks() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_CLEANUP_CHUNK_ROWS", "10")]).await;
+    let path = format!("/v1/projects/{}", app.project);
+    let reply = app.send(api_request("PATCH", &path, &app.admin, Some(&json!({"retention_days": 30})))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let keep_all = app.db.store.create_project("keeps everything").await.expect("project");
+    let keep_all: Vec<u64> =
+        app.db.query(&format!("SELECT id FROM projects WHERE uid = UNHEX('{}')", keep_all.id.simple())).await;
+    let project: Vec<u64> =
+        app.db.query(&format!("SELECT id FROM projects WHERE uid = UNHEX('{}')", app.project.simple())).await;
+    // The slot is 2026-11-26 00:00:00; the cut-off 30 days before: 2026-10-27 00:00:00.
+    let mut rows = Vec::new();
+    for n in 0..35 {
+        rows.push((project[0], format!("old-{n}"), format!("2026-10-{:02} 12:00:00.000", 1 + n % 26)));
+    }
+    rows.push((project[0], "just-before".into(), "2026-10-26 23:59:59.999".into()));
+    rows.push((project[0], "at-cutoff".into(), "2026-10-27 00:00:00.000".into()));
+    rows.push((project[0], "just-after".into(), "2026-10-27 00:00:00.001".into()));
+    rows.push((project[0], "recent".into(), "2026-11-25 00:00:00.000".into()));
+    rows.push((keep_all[0], "other-old".into(), "2020-01-01 00:00:00.000".into()));
+    for (project, message, at) in rows {
+        app.db
+            .execute(&format!(
+                "INSERT INTO events (uid, project_id, message_id, type, timestamp, received_at)
+                 VALUES (UNHEX(REPLACE(UUID(), '-', '')), {project}, '{message}', 'track', '{at}', '{at}')"
+            ))
+            .await;
+    }
+    let outcome = run_cleanup(&app, "2026-11-26T00:00:00Z").await;
+    let (rows, chunks) = step_rows(&outcome, "retention");
+    assert_eq!(rows, 36, "35 old ones and the one a millisecond before the cut-off");
+    assert!(chunks >= 4, "at most 10 rows a statement: 36 rows took {chunks} chunks");
+    let left: Vec<String> = app.db.query("SELECT message_id FROM events ORDER BY timestamp").await;
+    assert_eq!(left, vec!["other-old", "at-cutoff", "just-after", "recent"]);
+}
+
+#[tokio::test]
+async fn ten_concurrent_cleanup_triggers_run_once_even_with_redis_down_and_old_logs_are_pruned() {
+    let db = TestDb::new().await;
+    let app = TestApp::with(db, &[("EVTRACK_REDIS_URL", "redis://127.0.0.1:1")]).await;
+    app.db
+        .execute(
+            "INSERT INTO rejected_events (uid, queue_message_id, item_index, reason, raw, created_at)
+             VALUES (UNHEX(REPLACE(UUID(), '-', '')), 'old', -1, 'test', 'x', '2026-09-01 00:00:00'),
+                    (UNHEX(REPLACE(UUID(), '-', '')), 'new', -1, 'test', 'x', '2026-11-25 00:00:00')",
+        )
+        .await;
+    let body = json!({"slot": "2026-11-26T12:00:00Z"});
+    let requests = (0..10).map(|_| app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&body))));
+    let replies = futures::future::join_all(requests).await;
+    let statuses: Vec<u16> = replies.iter().map(|reply| reply.status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|status| **status == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 9, "{statuses:?}");
+    assert_eq!(app.db.count("job_runs WHERE job = 'cleanup'").await, 1);
+    let ran = replies.iter().find(|reply| reply.status == StatusCode::CREATED).expect("the run");
+    assert_eq!(step_rows(&ran.json, "prune_rejected_events").0, 1, "30-day retention of rejected events");
+    let left: Vec<String> = app.db.query("SELECT queue_message_id FROM rejected_events").await;
+    assert_eq!(left, vec!["new"]);
+}
