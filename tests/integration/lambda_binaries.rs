@@ -187,7 +187,7 @@ fn the_ingest_binary_refuses_to_start_with_the_development_pepper() {
 }
 
 #[tokio::test]
-async fn api_and_rotate_keys_binaries_answer_real_lambda_payloads() {
+async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
     let db = TestDb::new().await;
     let pepper = "lambda-test-pepper";
     let master = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
@@ -225,17 +225,19 @@ async fn api_and_rotate_keys_binaries_answer_real_lambda_payloads() {
     let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
     assert_eq!(body["data"][0]["scope"], "admin", "{body}");
 
-    // EventBridge Scheduler's input, twice for one slot (Scheduler retries): one run.
+    // EventBridge Scheduler's input, twice for one slot (Scheduler retries): one run each.
     let scheduled = json!({"scheduled_time": "2026-11-26T06:00:00Z"});
-    for expected_ran in [true, false] {
-        let (runtime_api, mut received) = start_runtime(scheduled.clone()).await;
-        let _job = run_lambda("rotate-keys", &runtime_api, &env);
-        let (kind, response) = answer(&mut received).await;
-        assert_eq!(kind, "response", "{response}");
-        assert_eq!(response["ran"], expected_ran, "{response}");
-        assert_eq!(response["run"]["state"], "succeeded");
+    for job in ["rotate-keys", "cleanup"] {
+        for expected_ran in [true, false] {
+            let (runtime_api, mut received) = start_runtime(scheduled.clone()).await;
+            let _job = run_lambda(job, &runtime_api, &env);
+            let (kind, response) = answer(&mut received).await;
+            assert_eq!(kind, "response", "{job}: {response}");
+            assert_eq!((&response["ran"], &response["run"]["job"]), (&json!(expected_ran), &json!(job)), "{response}");
+            assert_eq!(response["run"]["state"], "succeeded");
+        }
     }
-    assert_eq!(db.count("job_runs").await, 1);
+    assert_eq!(db.count("job_runs").await, 2);
     assert_eq!(db.count("signing_keys WHERE master_version = 1").await, 1);
 }
 
