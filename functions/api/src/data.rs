@@ -2,18 +2,19 @@
 //! with `?project=`), their soft delete and restore (admin), GDPR erasure and export (admin).
 
 use crate::export::user_export;
-use crate::routes::{ListQuery, Reply, id};
+use crate::routes::{Admin, ListQuery, Reply, id};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use evtrack::ids::ProjectId;
 use evtrack::keys::Scope;
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -28,82 +29,54 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/v1/erasures/{id}", get(get_erasure))
 }
 
-/// The caller's project for this request; `scopes` may use the route.
-async fn project(
-    api: &Api,
-    headers: &HeaderMap,
-    query: Option<String>,
-    scopes: &[Scope],
-) -> Result<ProjectId, Failure> {
-    let access = api.authorize_any(headers, scopes).await?;
-    let query = ListQuery::parse(query.as_deref())?;
-    api.project_of(&access, query.project.as_deref()).await
+/// The project a request on project data is about, from a key allowed on the route: a read
+/// key's own project, or `?project=` with an admin key. Taken before anything else is read.
+pub struct OnProject<const ADMIN_ONLY: bool>(ProjectId);
+/// Read or admin keys.
+type Reading = OnProject<false>;
+/// Admin keys only.
+type Managing = OnProject<true>;
+
+impl<const ADMIN_ONLY: bool> FromRequestParts<Arc<Api>> for OnProject<ADMIN_ONLY> {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
+        let scopes: &[Scope] = if ADMIN_ONLY { &[Scope::Admin] } else { &[Scope::Read, Scope::Admin] };
+        let access = api.authorize_any(&parts.headers, scopes).await?;
+        let query = ListQuery::parse(parts.uri.query())?;
+        Ok(Self(api.project_of(&access, query.project.as_deref()).await?))
+    }
 }
 
-const READ: &[Scope] = &[Scope::Read, Scope::Admin];
-const MANAGE: &[Scope] = &[Scope::Admin];
-
-async fn get_event(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(uid): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, READ).await?;
+async fn get_event(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(uid): Path<String>) -> Reply {
     let event = api.store.event(project, id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(event).into_response())
 }
 
 /// Soft delete: the event disappears from every read and can be restored until cleanup
 /// purges it.
-async fn delete_event(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(uid): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
+async fn delete_event(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(uid): Path<String>) -> Reply {
     changed(api.store.set_event_deleted(project, id(&uid)?, true).await?, "deleted")
 }
 
-async fn restore_event(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(uid): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
+async fn restore_event(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(uid): Path<String>) -> Reply {
     changed(api.store.set_event_deleted(project, id(&uid)?, false).await?, "restored")
 }
 
-async fn get_user(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, READ).await?;
+async fn get_user(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(user_id): Path<String>) -> Reply {
     let user = api.store.user(project, &user_id).await?.ok_or(Failure::NotFound)?;
     Ok(Json(user).into_response())
 }
 
 async fn soft_delete_user(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    OnProject(project): Managing,
     Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
 ) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
     changed(api.store.set_user_deleted(project, &user_id, true).await?, "deleted")
 }
 
-async fn restore_user(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
+async fn restore_user(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(user_id): Path<String>) -> Reply {
     changed(api.store.set_user_deleted(project, &user_id, false).await?, "restored")
 }
 
@@ -116,13 +89,7 @@ fn changed(changed: bool, status: &str) -> Reply {
 
 /// GDPR erasure: recorded and the user suppressed at once (202); cleanup deletes every row
 /// holding their id or an id linked to it. `GET /v1/erasures/{id}` follows it.
-async fn erase_user(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
+async fn erase_user(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(user_id): Path<String>) -> Reply {
     if user_id.is_empty() || user_id.chars().count() > 255 {
         return Err(Failure::Invalid("a user id has 1 to 255 characters".into()));
     }
@@ -132,20 +99,13 @@ async fn erase_user(
     Ok((StatusCode::ACCEPTED, Json(erasure)).into_response())
 }
 
-async fn get_erasure(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn get_erasure(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let erasure = api.store.erasure(id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(erasure).into_response())
 }
 
 /// GDPR access: everything held about the user, streamed as NDJSON.
-async fn export_user(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Reply {
-    let project = project(&api, &headers, query, MANAGE).await?;
+async fn export_user(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(user_id): Path<String>) -> Reply {
     let lines = user_export(api.store.clone(), project, user_id).map_err(std::io::Error::other);
     let mut response = Body::from_stream(lines).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));

@@ -3,7 +3,7 @@
 
 use crate::pages::Page;
 use crate::{Api, Failure};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -11,9 +11,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use evtrack::http::{ApiError, IpPolicy, security_headers};
 use evtrack::jobs::Trigger;
-use evtrack::keys::{Expiry, NewKeyRequest, Scope};
+use evtrack::keys::{Access, Expiry, NewKeyRequest, Scope};
 use evtrack::store::ProjectChanges;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
+use http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -44,6 +45,17 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 pub(crate) type Reply = Result<axum::response::Response, Failure>;
+
+/// The caller holds an admin key (checked before anything else is read).
+pub(crate) struct Admin(pub Access);
+
+impl FromRequestParts<Arc<Api>> for Admin {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
+        Ok(Self(api.authorize(&parts.headers, Scope::Admin).await?))
+    }
+}
 
 /// The query parameters of the list routes. Parsed here rather than by axum's `Query`, so
 /// that a bad query string gets the same JSON error as everything else.
@@ -118,8 +130,7 @@ impl ProjectInput {
     }
 }
 
-async fn list_projects(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn list_projects(State(api): State<Arc<Api>>, _: Admin, RawQuery(query): RawQuery) -> Reply {
     let query = ListQuery::parse(query.as_deref())?;
     let deleted = flag(query.deleted.as_deref(), "deleted")?;
     let list = format!("projects:{deleted}");
@@ -128,41 +139,31 @@ async fn list_projects(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery
     Ok(Json(page.of(&api, projects, |project| project.id).await?).into_response())
 }
 
-async fn create_project(State(api): State<Arc<Api>>, headers: HeaderMap, bytes: Bytes) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn create_project(State(api): State<Arc<Api>>, _: Admin, bytes: Bytes) -> Reply {
     let input: ProjectInput = body(&bytes)?;
     let name = input.name.clone().ok_or_else(|| Failure::Invalid("name is required".into()))?;
     let project = api.store.create_project_with(&name, input.changes()).await?;
     Ok((StatusCode::CREATED, Json(project)).into_response())
 }
 
-async fn get_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn get_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let project = api.store.project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(project).into_response())
 }
 
-async fn update_project(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(uid): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn update_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>, bytes: Bytes) -> Reply {
     let uid = id(&uid)?;
     let input: ProjectInput = body(&bytes)?;
     let project = api.store.update_project(uid, input.changes()).await?.ok_or(Failure::NotFound)?;
     Ok(Json(project).into_response())
 }
 
-async fn delete_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn delete_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let project = api.store.delete_project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(project).into_response())
 }
 
-async fn restore_project(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn restore_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let project = api.store.restore_project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(project).into_response())
 }
@@ -179,8 +180,7 @@ struct KeyInput {
     never_expires: bool,
 }
 
-async fn list_keys(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn list_keys(State(api): State<Arc<Api>>, _: Admin, RawQuery(query): RawQuery) -> Reply {
     let query = ListQuery::parse(query.as_deref())?;
     let project = query.project.as_deref().map(id).transpose()?;
     let list = format!("keys:{}", project.map(|uid| uid.to_string()).unwrap_or_default());
@@ -189,8 +189,7 @@ async fn list_keys(State(api): State<Arc<Api>>, headers: HeaderMap, RawQuery(que
     Ok(Json(page.of(&api, keys, |key| key.id).await?).into_response())
 }
 
-async fn create_key(State(api): State<Arc<Api>>, headers: HeaderMap, bytes: Bytes) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn create_key(State(api): State<Arc<Api>>, _: Admin, bytes: Bytes) -> Reply {
     let input: KeyInput = body(&bytes)?;
     let expiry = match (input.expires_in_days, input.never_expires) {
         (Some(_), true) => return Err(Failure::Invalid("give expires_in_days or never_expires, not both".into())),
@@ -213,16 +212,14 @@ fn with_plaintext(info: &evtrack::store::KeyInfo, key: &str) -> serde_json::Valu
     value
 }
 
-async fn get_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn get_key(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let key = api.store.key_info(id(&uid)?).await?.ok_or(Failure::NotFound)?;
     Ok(Json(key).into_response())
 }
 
 /// Soft delete: the key stops working at once (ingest: within its key cache time) and is
 /// listed nowhere; restorable until cleanup purges it.
-async fn delete_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    let caller = api.authorize(&headers, Scope::Admin).await?;
+async fn delete_key(State(api): State<Arc<Api>>, Admin(caller): Admin, Path(uid): Path<String>) -> Reply {
     let uid = id(&uid)?;
     if uid == caller.key_uid {
         return Err(Failure::Conflict("a key cannot delete itself; use another admin key".into()));
@@ -232,8 +229,7 @@ async fn delete_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): 
     Ok(Json(key).into_response())
 }
 
-async fn restore_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn restore_key(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
     let uid = id(&uid)?;
     if !api.store.set_key_deleted(uid, false).await? {
         return Err(Failure::NotFound);
@@ -248,8 +244,7 @@ struct RotateInput {
     grace_hours: Option<u32>,
 }
 
-async fn rotate_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>, bytes: Bytes) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn rotate_key(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>, bytes: Bytes) -> Reply {
     let uid = id(&uid)?;
     let input: RotateInput = body(&bytes)?;
     let grace = input.grace_hours.map(|hours| chrono::Duration::hours(i64::from(hours)));
@@ -257,8 +252,7 @@ async fn rotate_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): 
     Ok((StatusCode::CREATED, Json(with_plaintext(&info, key.reveal()))).into_response())
 }
 
-async fn revoke_key(State(api): State<Arc<Api>>, headers: HeaderMap, Path(uid): Path<String>) -> Reply {
-    let caller = api.authorize(&headers, Scope::Admin).await?;
+async fn revoke_key(State(api): State<Arc<Api>>, Admin(caller): Admin, Path(uid): Path<String>) -> Reply {
     let uid = id(&uid)?;
     if uid == caller.key_uid {
         // Locking oneself out is refused; another admin key can do it (or rotate this one).
@@ -280,8 +274,7 @@ struct TriggerInput {
     slot: Option<DateTime<Utc>>,
 }
 
-async fn trigger_run(State(api): State<Arc<Api>>, headers: HeaderMap, Path(name): Path<String>, bytes: Bytes) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
+async fn trigger_run(State(api): State<Arc<Api>>, _: Admin, Path(name): Path<String>, bytes: Bytes) -> Reply {
     let name = job(&name)?;
     let input: TriggerInput = body(&bytes)?;
     let slot = input.slot.unwrap_or_else(Utc::now);
@@ -297,11 +290,10 @@ async fn trigger_run(State(api): State<Arc<Api>>, headers: HeaderMap, Path(name)
 
 async fn list_runs(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    api.authorize(&headers, Scope::Admin).await?;
     let name = job(&name)?;
     let query = ListQuery::parse(query.as_deref())?;
     let page = Page::from_query(&api, format!("runs:{name}"), query.limit.as_deref(), query.cursor.as_deref()).await?;
