@@ -428,3 +428,28 @@ async fn keys_expiring_soon_are_reported_and_expired_ones_marked() {
     let info = app.send(api_request("GET", &format!("/v1/keys/{expired_id}"), &app.admin, None)).await;
     assert_eq!(info.json["status"], "expired");
 }
+
+#[tokio::test]
+async fn keys_hashed_under_the_previous_pepper_keep_working_after_a_pepper_rotation() {
+    let db = TestDb::new().await;
+    let before = config(&db, &[("EVTRACK_KEY_PEPPER", "pepper-one"), ("EVTRACK_KEY_PEPPER_VERSION", "1")]);
+    let (_, old_key) = evtrack_tests::project_with_key(&db, &before, evtrack::keys::Scope::Write).await;
+    let after = [
+        ("EVTRACK_KEY_PEPPER", "pepper-two"),
+        ("EVTRACK_KEY_PEPPER_VERSION", "2"),
+        ("EVTRACK_KEY_PEPPER_PREVIOUS", "pepper-one"),
+        ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "1"),
+    ];
+    let app = TestApp::with(db, &after).await;
+    assert_eq!(app.send(track(&old_key)).await.status, StatusCode::OK, "hashed under pepper 1");
+    assert_eq!(app.send(track(&app.key)).await.status, StatusCode::OK, "hashed under pepper 2");
+    let versions: Vec<u16> = app.db.query("SELECT pepper_version FROM api_keys ORDER BY id").await;
+    assert_eq!(versions, vec![1, 2, 2]);
+    // Without the previous pepper, keys of pepper 1 stop working.
+    let config = config(&app.db, &after[..2]);
+    let store = app.db.store.clone();
+    let (queue, _receiver) = evtrack::queue::local::channel(4, Duration::from_millis(10));
+    let ingest = evtrack_ingest::Ingest::new(&config, store, evtrack::queue::EventQueue::Local(queue));
+    let router = evtrack_ingest::router(std::sync::Arc::new(ingest));
+    assert_eq!(evtrack_tests::send(&router, track(&old_key)).await.status, StatusCode::UNAUTHORIZED);
+}

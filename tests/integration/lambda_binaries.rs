@@ -256,3 +256,60 @@ fn the_api_and_rotate_keys_binaries_refuse_to_start_without_a_master_key() {
         assert!(stderr.contains("EVTRACK_MASTER_KEYS_SECRET_ID"), "{binary}: {stderr}");
     }
 }
+
+/// On AWS the master keys come from Secrets Manager: the api binary reads them from the
+/// secret EVTRACK_MASTER_KEYS_SECRET_ID names (moto's Secrets Manager here) and signs with
+/// them.
+#[tokio::test]
+async fn the_api_binary_reads_its_master_keys_from_secrets_manager() {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let db = TestDb::new().await;
+    let pepper = "lambda-test-pepper";
+    let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper)]);
+    let (_, admin) =
+        evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "sm", evtrack::keys::Expiry::Default)
+            .await
+            .expect("admin key");
+    for name in ["a", "b"] {
+        db.store.create_project(name).await.expect("project");
+    }
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(sqs_endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build(),
+    );
+    let secret_id = format!("evtrack-master-{}", uuid::Uuid::now_v7().simple());
+    secrets
+        .create_secret()
+        .name(&secret_id)
+        .secret_string("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
+        .send()
+        .await
+        .expect("moto's Secrets Manager");
+    let env = vec![
+        ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
+        ("EVTRACK_KEY_PEPPER", pepper.to_string()),
+        ("EVTRACK_MASTER_KEYS_SECRET_ID", secret_id),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint()),
+    ];
+    let request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/projects", "rawQueryString": "limit=1",
+        "headers": {"authorization": format!("Bearer {}", admin.reveal()), "host": "api.example"},
+        "requestContext": {
+            "accountId": "000000000000", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
+            "http": {"method": "GET", "path": "/v1/projects", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
+            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:12:00:00 +0000", "timeEpoch": 0
+        },
+        "isBase64Encoded": false
+    });
+    let (runtime_api, mut received) = start_runtime(request).await;
+    let _api = run_lambda("api", &runtime_api, &env);
+    let (kind, response) = answer(&mut received).await;
+    assert_eq!((kind.as_str(), &response["statusCode"]), ("response", &json!(200)), "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
+    assert!(body["next_cursor"].is_string(), "a signed cursor for the second page: {body}");
+    assert_eq!(db.count("signing_keys WHERE master_version = 7").await, 1, "sealed under the secret's key");
+}
