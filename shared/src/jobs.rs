@@ -177,7 +177,8 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         return Err(err);
     }
     let run = run_info(store, run_uid).await?;
-    tracing::info!(job = name, slot = %trigger.slot, steps = ?run.steps, "job run finished");
+    let rows: Vec<String> = run.steps.iter().map(|step| format!("{}={}", step.name, step.rows)).collect();
+    tracing::info!(job = name, slot = %trigger.slot, rows = %rows.join(" "), "job run finished");
     Ok(Outcome::Ran(run))
 }
 

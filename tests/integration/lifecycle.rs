@@ -299,6 +299,14 @@ async fn ten_concurrent_cleanup_triggers_run_once_even_with_redis_down_and_old_l
                     (UNHEX(REPLACE(UUID(), '-', '')), 'new', -1, 'test', 'x', '2026-11-25 00:00:00')",
         )
         .await;
+    app.db
+        .execute(
+            "INSERT INTO job_runs (id, uid, job, slot, state, lease_until, triggered_by, created_at)
+             VALUES (900, UNHEX(REPLACE(UUID(), '-', '')), 'cleanup', '2026-07-01 00:00:00', 'succeeded',
+                     '2026-07-01 00:00:00', 'schedule', '2026-07-01 00:00:00')",
+        )
+        .await;
+    app.db.execute("INSERT INTO job_steps (run_id, step, done) VALUES (900, 'a', 1), (900, 'b', 1)").await;
     let body = json!({"slot": "2026-11-26T12:00:00Z"});
     let requests = (0..10).map(|_| app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&body))));
     let replies = futures::future::join_all(requests).await;
@@ -310,4 +318,7 @@ async fn ten_concurrent_cleanup_triggers_run_once_even_with_redis_down_and_old_l
     assert_eq!(step_rows(&ran.json, "prune_rejected_events").0, 1, "30-day retention of rejected events");
     let left: Vec<String> = app.db.query("SELECT queue_message_id FROM rejected_events").await;
     assert_eq!(left, vec!["new"]);
+    assert_eq!(step_rows(&ran.json, "prune_job_runs").0, 3, "a 90-day-old run and its two steps");
+    assert_eq!(app.db.count("job_runs WHERE id = 900").await + app.db.count("job_steps WHERE run_id = 900").await, 0);
+    assert_eq!(app.db.count("job_runs").await, 1, "the running run itself is kept");
 }

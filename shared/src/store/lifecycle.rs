@@ -466,20 +466,21 @@ impl Store {
         limit: u64,
     ) -> Result<u64, StoreError> {
         if table == Prunable::JobRuns {
-            // Steps first, then their runs; a running run is never pruned.
-            let runs: Vec<u64> = with_timeout(tx.exec(
-                "SELECT id FROM job_runs WHERE created_at < ? AND state <> 'running' ORDER BY id LIMIT ?",
+            // Steps first, then runs left without steps; a running run is never pruned.
+            with_timeout(tx.exec_drop(
+                "DELETE FROM job_steps WHERE run_id IN
+                   (SELECT id FROM job_runs WHERE created_at < ? AND state <> 'running') LIMIT ?",
                 (to_db_time(cutoff), limit),
             ))
             .await?;
-            if runs.is_empty() {
-                return Ok(0);
-            }
-            let list = vec!["?"; runs.len()].join(",");
-            let ids: Vec<Value> = runs.iter().map(|id| Value::from(*id)).collect();
-            with_timeout(tx.exec_drop(format!("DELETE FROM job_steps WHERE run_id IN ({list})"), ids.clone())).await?;
-            with_timeout(tx.exec_drop(format!("DELETE FROM job_runs WHERE id IN ({list})"), ids)).await?;
-            return Ok(tx.affected_rows());
+            let steps = tx.affected_rows();
+            with_timeout(tx.exec_drop(
+                "DELETE FROM job_runs WHERE created_at < ? AND state <> 'running'
+                   AND NOT EXISTS (SELECT 1 FROM job_steps s WHERE s.run_id = job_runs.id) LIMIT ?",
+                (to_db_time(cutoff), limit),
+            ))
+            .await?;
+            return Ok(steps + tx.affected_rows());
         }
         let (table, column) = table.table_and_time();
         let sql = format!("DELETE FROM {table} WHERE {column} < ? LIMIT ?");
