@@ -77,6 +77,24 @@ async fn next_invocation(State(runtime): State<FakeRuntime>) -> (HeaderMap, Stri
     }
 }
 
+/// An API Gateway HTTP API (payload v2) request, as the ingest and api functions receive it.
+fn api_gateway_request(method: &str, path: &str, query: &str, authorization: &str, body: Option<&Value>) -> Value {
+    let mut request = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": {"content-type": "application/json", "authorization": authorization, "host": "api.example"},
+        "requestContext": {
+            "accountId": "000000000000", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
+            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:12:00:00 +0000", "timeEpoch": 0
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(body) = body {
+        request["body"] = Value::from(body.to_string());
+    }
+    request
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -130,20 +148,10 @@ async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
         ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
     ];
 
-    // An API Gateway HTTP API (payload v2) request, as the ingest function receives it.
     let body = json!({"batch": [{"type": "track", "event": "Lambda Works", "userId": "u", "messageId": "lambda-1"}]});
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
-    let request = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/batch", "rawQueryString": "",
-        "headers": {"content-type": "application/json", "authorization": format!("Basic {basic}"), "host": "ingest.example"},
-        "requestContext": {
-            "accountId": "000000000000", "apiId": "api", "domainName": "ingest.example", "domainPrefix": "ingest",
-            "http": {"method": "POST", "path": "/v1/batch", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
-            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "25/Nov/2026:12:00:00 +0000", "timeEpoch": 0
-        },
-        "body": body.to_string(), "isBase64Encoded": false
-    });
+    let request = api_gateway_request("POST", "/v1/batch", "", &format!("Basic {basic}"), Some(&body));
     let (runtime_api, mut received) = start_runtime(request).await;
     let _ingest = run_lambda("ingest", &runtime_api, &env);
     let (kind, response) = answer(&mut received).await;
@@ -208,16 +216,7 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
         ("EVTRACK_MASTER_KEYS", master.to_string()),
     ];
 
-    let request = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/keys", "rawQueryString": "limit=5",
-        "headers": {"authorization": format!("Bearer {}", admin.reveal()), "host": "api.example"},
-        "requestContext": {
-            "accountId": "000000000000", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
-            "http": {"method": "GET", "path": "/v1/keys", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
-            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:12:00:00 +0000", "timeEpoch": 0
-        },
-        "isBase64Encoded": false
-    });
+    let request = api_gateway_request("GET", "/v1/keys", "limit=5", &format!("Bearer {}", admin.reveal()), None);
     let (runtime_api, mut received) = start_runtime(request).await;
     let _api = run_lambda("api", &runtime_api, &env);
     let (kind, response) = answer(&mut received).await;
@@ -295,16 +294,7 @@ async fn the_api_binary_reads_its_master_keys_from_secrets_manager() {
         ("EVTRACK_MASTER_KEYS_SECRET_ID", secret_id),
         ("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint()),
     ];
-    let request = json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": "/v1/projects", "rawQueryString": "limit=1",
-        "headers": {"authorization": format!("Bearer {}", admin.reveal()), "host": "api.example"},
-        "requestContext": {
-            "accountId": "000000000000", "apiId": "api", "domainName": "api.example", "domainPrefix": "api",
-            "http": {"method": "GET", "path": "/v1/projects", "protocol": "HTTP/1.1", "sourceIp": "198.51.100.23", "userAgent": "test"},
-            "requestId": "r-1", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:12:00:00 +0000", "timeEpoch": 0
-        },
-        "isBase64Encoded": false
-    });
+    let request = api_gateway_request("GET", "/v1/projects", "limit=1", &format!("Bearer {}", admin.reveal()), None);
     let (runtime_api, mut received) = start_runtime(request).await;
     let _api = run_lambda("api", &runtime_api, &env);
     let (kind, response) = answer(&mut received).await;

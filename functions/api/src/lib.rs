@@ -15,7 +15,7 @@ pub use routes::router;
 
 use axum::response::{IntoResponse, Response};
 use evtrack::Config;
-use evtrack::http::ApiError;
+use evtrack::http::{ApiError, key_from_authorization};
 use evtrack::ids::ProjectId;
 use evtrack::jobs::JobError;
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
@@ -58,7 +58,11 @@ impl Api {
 
     /// As `authorize`, for routes that more than one scope may use.
     pub async fn authorize_any(&self, headers: &http::HeaderMap, scopes: &[Scope]) -> Result<Access, Failure> {
-        let text = bearer_key(headers).ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
+        let text = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(key_from_authorization)
+            .ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
         let access = self.verifier.verify_any(&text).await?;
         if !scopes.contains(&access.scope) {
             return Err(Failure::Denied(AccessDenied::WrongScope));
@@ -87,21 +91,6 @@ impl Api {
         };
         self.store.project_id(uid).await?.ok_or(Failure::NotFound)
     }
-}
-
-fn bearer_key(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = value.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_string());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        use base64::Engine;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        return Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string());
-    }
-    None
 }
 
 /// Every way a request can fail, mapped to one status and JSON body each.

@@ -2,8 +2,7 @@
 //! Bearer token, the body (`writeKey`, `api_key`, `token`), the `writeKey` query parameter.
 //! Two different keys in one request are refused.
 
-use base64::Engine;
-use evtrack::http::ApiError;
+use evtrack::http::{ApiError, key_from_authorization};
 use http::request::Parts;
 use http::{StatusCode, header};
 
@@ -15,7 +14,8 @@ pub fn find(parts: &Parts, body_keys: &[String]) -> Result<String, ApiError> {
         }
     };
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-        add(from_authorization(value.to_str().map_err(|_| unauthorized())?)?);
+        let text = value.to_str().map_err(|_| unauthorized())?;
+        add(key_from_authorization(text).ok_or_else(unauthorized)?);
     }
     body_keys.iter().cloned().for_each(&mut add);
     if let Some(query) = parts.uri.query() {
@@ -30,21 +30,6 @@ pub fn find(parts: &Parts, body_keys: &[String]) -> Result<String, ApiError> {
     }
 }
 
-fn from_authorization(value: &str) -> Result<String, ApiError> {
-    let (scheme, rest) = value.trim().split_once(' ').ok_or_else(unauthorized)?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(rest.trim().to_string());
-    }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(unauthorized());
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| unauthorized())?;
-    let text = String::from_utf8(decoded).map_err(|_| unauthorized())?;
-    // `key:` (RudderStack, Segment) — the key is the user; the password is empty.
-    let user = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
-    Ok(user.to_string())
-}
-
 pub fn unauthorized() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or missing write key")
 }
@@ -52,6 +37,7 @@ pub fn unauthorized() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn parts(authorization: Option<&str>, uri: &str) -> Parts {
         let mut builder = http::Request::builder().uri(uri);

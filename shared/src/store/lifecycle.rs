@@ -283,17 +283,11 @@ impl Store {
     pub async fn count_events_of_user(&self, project: ProjectId, user_id: &str) -> Result<u64, StoreError> {
         let (_, links) = self.user_for_export(project, user_id).await?;
         let subjects: Vec<String> = std::iter::once(user_id.to_string()).chain(links.aliases).collect();
-        let list = vec!["?"; subjects.len()].join(",");
-        let mut params: Vec<Value> = vec![Value::from(project.0)];
-        for _ in 0..3 {
-            params.extend(subjects.iter().map(|subject| Value::from(subject.as_str())));
-        }
+        let (filter, mut params) = carrying_subjects(&subjects);
+        params.insert(0, Value::from(project.0));
         let mut conn = self.conn().await?;
         let count: Option<u64> = with_timeout(conn.exec_first(
-            format!(
-                "SELECT COUNT(*) FROM events /* with deleted */ WHERE project_id = ?
-                   AND (user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))"
-            ),
+            format!("SELECT COUNT(*) FROM events /* with deleted */ WHERE project_id = ? AND {filter}"),
             params,
         ))
         .await?;
@@ -309,19 +303,15 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<EventView>, Option<u64>), StoreError> {
-        let list = vec!["?"; subjects.len()].join(",");
+        let (filter, subject_params) = carrying_subjects(subjects);
         let mut params: Vec<Value> = vec![Value::from(project.0), Value::from(after)];
-        for _ in 0..3 {
-            params.extend(subjects.iter().map(|subject| Value::from(subject.as_str())));
-        }
+        params.extend(subject_params);
         params.push(Value::from(limit as u64));
         let mut conn = self.conn().await?;
         let rows: Vec<Row> = with_timeout(conn.exec(
             format!(
                 "SELECT {EVENT_VIEW_COLUMNS} FROM events /* with deleted */
-                 WHERE project_id = ? AND id > ?
-                   AND (user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))
-                 ORDER BY id LIMIT ?"
+                 WHERE project_id = ? AND id > ? AND {filter} ORDER BY id LIMIT ?"
             ),
             params,
         ))
@@ -487,6 +477,15 @@ impl Store {
         with_timeout(tx.exec_drop(sql, (to_db_time(cutoff), limit))).await?;
         Ok(tx.affected_rows())
     }
+}
+
+/// The condition "the event carries one of `subjects`" (as user, anonymous or previous id),
+/// and its parameters.
+fn carrying_subjects(subjects: &[String]) -> (String, Vec<Value>) {
+    let list = vec!["?"; subjects.len().max(1)].join(",");
+    let filter = format!("(user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))");
+    let params = (0..3).flat_map(|_| subjects.iter().map(|subject| Value::from(subject.as_str()))).collect();
+    (filter, params)
 }
 
 /// Per erasure counter, a delete of rows holding a subject (`{list}` of them). One statement
