@@ -12,14 +12,17 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use evtrack::Config;
 use evtrack::config::Secret;
+use evtrack::jobs::{InProcess, JobRunners};
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::EventQueue;
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::sqs::SqsQueue;
 use evtrack::store::Store;
+use evtrack_cleanup::Cleanup;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
+use evtrack_rotate_keys::RotateKeys;
 use http::{Request, StatusCode};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
@@ -45,12 +48,30 @@ pub fn sqs_endpoint() -> String {
     )
 }
 
-/// A database created for one test and dropped after it.
+/// A database created for one test and dropped after it (with its function users).
 pub struct TestDb {
     pub name: String,
     pub url: Secret<String>,
     pub store: Store,
     pool: mysql_async::Pool,
+    /// The prefix of the database users `function_users` created.
+    users: std::sync::Mutex<Option<String>>,
+}
+
+/// The database URL of each function's own user (`infra/src/grants.rs`).
+pub struct FunctionUsers {
+    urls: Vec<(&'static str, Secret<String>)>,
+}
+
+impl FunctionUsers {
+    pub fn url(&self, function: &str) -> &Secret<String> {
+        &self.urls.iter().find(|(name, _)| *name == function).expect("a function with a database user").1
+    }
+
+    /// A store connected as `function`'s user.
+    pub fn store(&self, function: &str) -> Store {
+        Store::connect(self.url(function), 4).expect("store")
+    }
 }
 
 impl TestDb {
@@ -70,7 +91,36 @@ impl TestDb {
         let url = Secret::new(format!("{server}/{name}?prefer_socket=false"));
         let pool = mysql_async::Pool::new(direct.expose().as_str());
         let store = Store::connect(&url, 4).expect("store");
-        Self { name, url, store, pool }
+        Self { name, url, store, pool, users: std::sync::Mutex::new(None) }
+    }
+
+    /// Creates a database user per function with exactly the grants `evtrack db grants`
+    /// prints for this database, and returns their URLs.
+    pub async fn function_users(&self) -> FunctionUsers {
+        use evtrack_cli::grants;
+        // The random tail of a UUIDv7 (its head is the time, shared by parallel tests).
+        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let passwords: Vec<(&str, String)> =
+            grants::all_functions().map(|function| (function, Uuid::now_v7().simple().to_string())).collect();
+        *self.users.lock().expect("lock") = Some(prefix.clone());
+        for statement in grants::create_user_statements(&prefix, &passwords)
+            .into_iter()
+            .chain(grants::grant_statements(&self.name, &prefix))
+        {
+            self.execute(&statement).await;
+        }
+        // The server this database is reached through (a test's proxy, perhaps).
+        let opts = mysql_async::Opts::from_url(self.url.expose()).expect("database url");
+        let (host, port) = (opts.ip_or_hostname().to_string(), opts.tcp_port());
+        let urls = passwords
+            .into_iter()
+            .map(|(function, password)| {
+                let user = grants::user_name(&prefix, function);
+                let url = format!("mysql://{user}:{password}@{host}:{port}/{}?prefer_socket=false", self.name);
+                (function, Secret::new(url))
+            })
+            .collect();
+        FunctionUsers { urls }
     }
 
     pub async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
@@ -92,18 +142,33 @@ impl TestDb {
 
 /// Drops a database from a `Drop` impl, which runs outside async: a small runtime on its
 /// own thread does it.
-fn drop_database_blocking(url: Secret<String>) {
+fn drop_database_blocking(url: Secret<String>, users_prefix: Option<String>) {
     let _ = std::thread::spawn(move || {
         if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            runtime.block_on(async { Store::drop_database(&url).await.ok() });
+            runtime.block_on(async {
+                Store::drop_database(&url).await.ok();
+                if let Some(prefix) = users_prefix {
+                    drop_users(&prefix).await;
+                }
+            });
         }
     })
     .join();
 }
 
+async fn drop_users(prefix: &str) {
+    let Ok(mut conn) = mysql_async::Conn::from_url(database_server_url()).await else { return };
+    for function in evtrack_cli::grants::all_functions() {
+        let user = evtrack_cli::grants::user_name(prefix, function);
+        conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.ok();
+    }
+    conn.disconnect().await.ok();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        drop_database_blocking(Secret::new(format!("{}/{}", database_server_url(), self.name)));
+        let users = self.users.lock().map(|mut users| users.take()).unwrap_or_default();
+        drop_database_blocking(Secret::new(format!("{}/{}", database_server_url(), self.name)), users);
     }
 }
 
@@ -143,6 +208,8 @@ pub struct TestApp {
     /// An admin key (no project).
     pub admin: String,
     pub keyring: Arc<Keyring>,
+    /// The scheduled jobs, in process, each as its own database user.
+    pub jobs: JobRunners,
     queued: tokio::sync::Mutex<mpsc::Receiver<QueuedMessage>>,
 }
 
@@ -161,14 +228,19 @@ impl TestApp {
         let config = config(&db, overrides);
         let (project, key) = project_with_key(&db, &config, Scope::Write).await;
         let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
-        let ingest = Arc::new(Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
-        let consumer = Consumer::new(db.store.clone(), &config);
+        // Every function runs as its own database user, with the grants it has on AWS: a
+        // statement outside them fails the test that needs it.
+        let users = db.function_users().await;
+        let ingest = Arc::new(Ingest::new(&config, users.store("ingest"), EventQueue::Local(queue)));
+        let consumer = Consumer::new(users.store("consumer"), &config);
         let (_, admin) =
             evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
                 .await
                 .expect("admin key");
-        let keyring = evtrack_cli::commands::keyring(&db.store, &config).await.expect("keyring");
-        let api = Arc::new(evtrack_api::Api::new(&config, db.store.clone(), keyring.clone()));
+        let api_store = users.store("api");
+        let keyring = Arc::new(Keyring::from_config(api_store.clone(), &config).expect("keyring"));
+        let jobs = job_runners(&users, &config);
+        let api = Arc::new(evtrack_api::Api::new(&config, api_store, keyring.clone(), jobs.clone()));
         Self {
             router: evtrack_cli::stack::app(ingest, api),
             consumer,
@@ -177,6 +249,7 @@ impl TestApp {
             key,
             admin: admin.reveal().to_string(),
             keyring,
+            jobs,
             db,
             queued: tokio::sync::Mutex::new(receiver),
         }
@@ -208,6 +281,17 @@ impl TestApp {
         let response = self.consumer.handle(sqs_event(messages)).await;
         response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect()
     }
+}
+
+/// The scheduled jobs in this process, each as its own database user.
+pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
+    let rotate_keys_store = users.store("rotate-keys");
+    let keyring = Arc::new(Keyring::from_config(rotate_keys_store.clone(), config).expect("keyring"));
+    let rotate_keys = RotateKeys::new(rotate_keys_store.clone(), keyring);
+    let cleanup = Cleanup::new(config.cleanup.clone());
+    JobRunners::default()
+        .with(evtrack_rotate_keys::JOB, InProcess::new(rotate_keys_store, rotate_keys, config.job_lease))
+        .with(evtrack_cleanup::JOB, InProcess::new(users.store("cleanup"), cleanup, config.job_lease))
 }
 
 pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
@@ -462,7 +546,7 @@ impl Drop for StackProcess {
         self.child.kill().ok();
         self.child.wait().ok();
         std::fs::remove_file(&self.log_path).ok();
-        drop_database_blocking(Secret::new(self.database_url.clone()));
+        drop_database_blocking(Secret::new(self.database_url.clone()), None);
     }
 }
 

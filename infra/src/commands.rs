@@ -1,14 +1,18 @@
 //! Operator tasks: migrations, projects, keys, jobs. Each opens the database named by
 //! EVTRACK_DATABASE_URL, does one thing, and prints text or (with --json) one JSON object.
 
+use crate::grants;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
+use evtrack::config::JOB_NAMES;
+use evtrack::jobs::{InProcess, JobRunners};
 use evtrack::jobs::{Outcome, Trigger};
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::store::{KeyInfo, Project, Store};
-use evtrack_api::Jobs;
+use evtrack_cleanup::Cleanup;
+use evtrack_rotate_keys::RotateKeys;
 use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -228,7 +232,7 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
     let store = open_store(config).await?;
     let trigger = Trigger::new(slot.unwrap_or_else(Utc::now), "cli");
     let Some(outcome) = jobs(&store, config).await?.run(name, trigger).await else {
-        bail!("no job named {name:?}; jobs: {}", Jobs::NAMES.join(", "));
+        bail!("no job named {name:?}; jobs: {}", JOB_NAMES.join(", "));
     };
     let outcome = outcome?;
     if json {
@@ -245,13 +249,18 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
     Ok(())
 }
 
-/// The scheduled jobs, as their Lambdas run them.
-pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<Jobs> {
-    Ok(Jobs::new(store.clone(), config, keyring(store, config).await?))
+/// The scheduled jobs, run in this process: the very code their Lambdas run.
+pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<JobRunners> {
+    let keyring = keyring(store, config).await?;
+    let rotate_keys = RotateKeys::new(store.clone(), keyring);
+    let cleanup = Cleanup::new(config.cleanup.clone());
+    Ok(JobRunners::default()
+        .with(evtrack_rotate_keys::JOB, InProcess::new(store.clone(), rotate_keys, config.job_lease))
+        .with(evtrack_cleanup::JOB, InProcess::new(store.clone(), cleanup, config.job_lease)))
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {
-    Ok(Arc::new(Keyring::from_config(store.clone(), config).await?))
+    Ok(Arc::new(Keyring::from_config(store.clone(), config)?))
 }
 
 /// Writes everything held about `user` in `project` to `output` as NDJSON (GDPR access),
@@ -279,5 +288,35 @@ pub async fn export_user(config: &Config, project: Uuid, user: &str, output: &st
     progress.finish_and_clear();
     println!("exported {} events and the profile of {user:?} to {}", progress.position(), output.display());
     store.close().await;
+    Ok(())
+}
+
+/// `evtrack db grants`: the least-privilege grants of every function's database user.
+pub fn print_grants(database: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(grants::is_identifier(database), "the database name is letters, digits and _");
+    print!("{}", grants::grants_sql(database));
+    Ok(())
+}
+
+/// `evtrack db users`: CREATE USER with a fresh random password per user, and the URL each
+/// function's secret should hold.
+pub fn print_users(database: &str, host: &str, port: u16) -> anyhow::Result<()> {
+    use rand::Rng;
+    anyhow::ensure!(grants::is_identifier(database), "the database name is letters, digits and _");
+    let passwords: Vec<(&str, String)> = grants::all_functions()
+        .map(|function| {
+            let password: String =
+                rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect();
+            (function, password)
+        })
+        .collect();
+    for statement in grants::create_user_statements("evtrack", &passwords) {
+        println!("{statement};");
+    }
+    println!("\n-- Each function's database URL, for its Secrets Manager secret (shown once):");
+    for (function, password) in &passwords {
+        let user = grants::user_name("evtrack", function);
+        println!("-- {function:<12} mysql://{user}:{password}@{host}:{port}/{database}?require_ssl=true");
+    }
     Ok(())
 }

@@ -33,6 +33,9 @@ enum Command {
     /// Scheduled jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Database users, one per function, with least privilege (MySQL, MariaDB, RDS).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Write everything held about a user to a file, as NDJSON (GDPR access).
     Export {
         #[arg(long)]
@@ -41,6 +44,26 @@ enum Command {
         user: String,
         #[arg(short, long)]
         output: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Print the GRANT statements of every function's user (and the migrator).
+    Grants {
+        #[arg(long, default_value = "evtrack")]
+        database: String,
+    },
+    /// Print CREATE USER statements with fresh random passwords, and each function's
+    /// database URL (to store in its secret). Run once; then apply `evtrack db grants`.
+    Users {
+        #[arg(long, default_value = "evtrack")]
+        database: String,
+        /// The host the functions connect to, for the printed URLs.
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
     },
 }
 
@@ -113,7 +136,7 @@ enum KeyCommand {
 async fn main() -> ExitCode {
     init(LogFormat::Text);
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let config = match Config::from_env_and_secrets().await {
         Ok(config) => config,
         Err(err) => {
             eprintln!("evtrack: {err}");
@@ -137,6 +160,8 @@ async fn main() -> ExitCode {
         Command::Key(KeyCommand::Revoke { id, json }) => commands::revoke_key(&config, id, json).await,
         Command::AdminKey(AdminKeyCommand::Create(args)) => commands::create_admin_key(&config, args).await,
         Command::Job(JobCommand::Run { name, slot, json }) => commands::run_job(&config, &name, slot, json).await,
+        Command::Db(DbCommand::Grants { database }) => commands::print_grants(&database),
+        Command::Db(DbCommand::Users { database, host, port }) => commands::print_users(&database, &host, port),
         Command::Export { project, user, output } => commands::export_user(&config, project, &user, &output).await,
     };
     match result {

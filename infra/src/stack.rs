@@ -9,13 +9,14 @@ use anyhow::Context;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
+use evtrack::config::JOB_NAMES;
+use evtrack::jobs::JobRunners;
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::{EventQueue, sqs};
 use evtrack::store::Store;
 use evtrack_api::Api;
-use evtrack_api::Jobs;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
 use std::collections::HashSet;
@@ -43,8 +44,9 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("evtrack is listening on http://{address}");
     introduce_project(&store, &config, address).await?;
-    let api = Arc::new(Api::new(&config, store.clone(), keyring(&store, &config).await?));
-    let schedules = tokio::spawn(fire_schedules(jobs(&store, &config).await?));
+    let jobs = jobs(&store, &config).await?;
+    let api = Arc::new(Api::new(&config, store.clone(), keyring(&store, &config).await?, jobs.clone()));
+    let schedules = tokio::spawn(fire_schedules(jobs));
     let consumer = Arc::new(Consumer::new(store.clone(), &config));
     match config.sqs_queue_url.clone() {
         None => {
@@ -118,13 +120,13 @@ const SCHEDULE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// Fires each slot of the schedule, as EventBridge Scheduler does on AWS: the current slot of
 /// every job on start (the ledger makes a repeat of a slot that already ran do nothing), then
 /// each next one.
-async fn fire_schedules(jobs: Jobs) {
+async fn fire_schedules(jobs: JobRunners) {
     loop {
         let now = chrono::Utc::now();
         let period = SCHEDULE_EVERY.num_seconds();
         let slot =
             chrono::DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(period), 0).unwrap_or(now);
-        for name in Jobs::NAMES {
+        for name in JOB_NAMES {
             if let Some(Err(err)) = jobs.run(name, Trigger::new(slot, "local")).await {
                 tracing::warn!(job = name, error = %err, "job failed; it resumes at its next slot");
             }

@@ -28,6 +28,9 @@ impl<T> fmt::Debug for Secret<T> {
 /// entry points refuse to start with this value.
 pub const DEVELOPMENT_PEPPER: &str = "evtrack-development-pepper-do-not-deploy";
 
+/// The local database `evtrack up` creates; refused on Lambda.
+pub const DEVELOPMENT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/evtrack?prefer_socket=false";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `mysql://user:pass@host:port/db?...`; the database name is created by `evtrack up`.
@@ -46,10 +49,8 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub key_policy: KeyPolicy,
     /// Master keys that seal the signing keyring, newest first: `version:base64,...` (32-byte
-    /// keys). The first seals; the others only open. On AWS the value comes from the Secrets
-    /// Manager secret named by EVTRACK_MASTER_KEYS_SECRET_ID.
+    /// keys). The first seals; the others only open.
     pub master_keys: Option<Secret<String>>,
-    pub master_keys_secret_id: Option<String>,
     pub keyring_policy: KeyringPolicy,
     /// How long a job run owns its slot before another invocation may take it over.
     pub job_lease: Duration,
@@ -62,6 +63,26 @@ pub struct Config {
     pub local_queue_capacity: usize,
     /// How long ingest waits for queue capacity before answering 503.
     pub queue_send_timeout: Duration,
+    /// On AWS the api triggers a job by invoking its function (`EVTRACK_JOB_FUNCTION_<JOB>`,
+    /// e.g. `EVTRACK_JOB_FUNCTION_CLEANUP`): job name → function name or ARN. Empty: the
+    /// jobs run in the process that triggers them (the local stack, the command line).
+    pub job_functions: Vec<(&'static str, String)>,
+}
+
+/// The settings that hold secrets. On AWS each is given as `<NAME>_SECRET_ID` instead: the
+/// Secrets Manager secret whose text is the value, read once when the function starts.
+pub const SECRET_SETTINGS: [&str; 4] =
+    ["EVTRACK_DATABASE_URL", "EVTRACK_KEY_PEPPER", "EVTRACK_KEY_PEPPER_PREVIOUS", "EVTRACK_MASTER_KEYS"];
+
+/// The scheduled jobs, by the names the ledger, the api and the command line use.
+pub const JOB_NAMES: [&str; 2] = ["rotate-keys", "cleanup"];
+
+/// A secret a Lambda function must be given: the development defaults are refused there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    DatabaseUrl,
+    KeyPepper,
+    MasterKeys,
 }
 
 /// Published ingest limits; every error that enforces one names it.
@@ -171,10 +192,7 @@ impl Config {
         let string = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
         let defaults = Limits::default();
         Ok(Self {
-            database_url: Secret::new(string(
-                "EVTRACK_DATABASE_URL",
-                "mysql://root@127.0.0.1:3306/evtrack?prefer_socket=false",
-            )),
+            database_url: Secret::new(string("EVTRACK_DATABASE_URL", DEVELOPMENT_DATABASE_URL)),
             database_pool_max: parse(&get, "EVTRACK_DATABASE_POOL_MAX", 4)?,
             redis_url: Secret::new(string("EVTRACK_REDIS_URL", "redis://127.0.0.1:6379")),
             sqs_queue_url: get("EVTRACK_SQS_QUEUE_URL").filter(|url| !url.is_empty()),
@@ -193,7 +211,6 @@ impl Config {
                 max_rotation_grace: chrono::Duration::hours(parse(&get, "EVTRACK_KEY_ROTATION_GRACE_MAX_HOURS", 168)?),
             },
             master_keys: get("EVTRACK_MASTER_KEYS").map(Secret::new),
-            master_keys_secret_id: get("EVTRACK_MASTER_KEYS_SECRET_ID"),
             keyring_policy: KeyringPolicy {
                 rotation: days(&get, "EVTRACK_SIGNING_KEY_ROTATION_DAYS", 30)?,
                 overlap: days(&get, "EVTRACK_SIGNING_KEY_OVERLAP_DAYS", 7)?,
@@ -226,7 +243,18 @@ impl Config {
             listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
             queue_send_timeout: Duration::from_millis(parse(&get, "EVTRACK_QUEUE_SEND_TIMEOUT_MS", 10_000)?),
+            job_functions: JOB_NAMES
+                .into_iter()
+                .filter_map(|job| get(&job_function_setting(job)).map(|function| (job, function)))
+                .collect(),
         })
+    }
+
+    /// For the Lambda entry points: the environment, with every secret setting given as
+    /// `<NAME>_SECRET_ID` read from Secrets Manager (`SECRET_SETTINGS`), once per cold start.
+    pub async fn from_env_and_secrets() -> Result<Self, ConfigError> {
+        let secrets = read_secrets(|name| std::env::var(name).ok()).await?;
+        Self::from_lookup(|name| secrets.get(name).cloned().or_else(|| std::env::var(name).ok()))
     }
 
     /// The default config with some settings replaced; for tests and tools.
@@ -244,19 +272,65 @@ impl Config {
         self.key_pepper.expose() == DEVELOPMENT_PEPPER
     }
 
-    /// For the Lambda entry points: refuses the development pepper and, when the function
-    /// seals or opens the signing keyring, the development master key.
-    pub fn require_deployed_secrets(&self, needs_master_keys: bool) -> Result<(), String> {
-        if self.uses_development_pepper() {
-            return Err("EVTRACK_KEY_PEPPER is not set; refusing to run with the development pepper".into());
-        }
-        if needs_master_keys && self.master_keys.is_none() && self.master_keys_secret_id.is_none() {
-            return Err(
-                "set EVTRACK_MASTER_KEYS_SECRET_ID (or EVTRACK_MASTER_KEYS); refusing the development master key"
-                    .into(),
-            );
+    /// For the Lambda entry points: refuses to run with a development default for any of
+    /// the secrets the function uses.
+    pub fn require(&self, secrets: &[Required]) -> Result<(), String> {
+        for secret in secrets {
+            let (missing, name) = match secret {
+                Required::DatabaseUrl => {
+                    (self.database_url.expose() == DEVELOPMENT_DATABASE_URL, "EVTRACK_DATABASE_URL")
+                }
+                Required::KeyPepper => (self.uses_development_pepper(), "EVTRACK_KEY_PEPPER"),
+                Required::MasterKeys => (self.master_keys.is_none(), "EVTRACK_MASTER_KEYS"),
+            };
+            if missing {
+                return Err(format!("set {name}_SECRET_ID (or {name}); refusing the development default"));
+            }
         }
         Ok(())
+    }
+}
+
+/// The environment variable naming `job`'s function: `EVTRACK_JOB_FUNCTION_ROTATE_KEYS`.
+pub fn job_function_setting(job: &str) -> String {
+    format!("EVTRACK_JOB_FUNCTION_{}", job.to_uppercase().replace('-', "_"))
+}
+
+/// Reads the secret settings given as `<NAME>_SECRET_ID` from Secrets Manager, concurrently.
+async fn read_secrets(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<std::collections::HashMap<&'static str, String>, ConfigError> {
+    let wanted: Vec<(&'static str, String)> = SECRET_SETTINGS
+        .into_iter()
+        .filter_map(|name| get(&format!("{name}_SECRET_ID")).filter(|id| !id.trim().is_empty()).map(|id| (name, id)))
+        .collect();
+    if let Some((name, _)) = wanted.iter().find(|(name, _)| get(name).is_some_and(|value| !value.trim().is_empty())) {
+        return Err(ConfigError::new(name, "", "given both directly and as a secret; set one"));
+    }
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let client = aws_sdk_secretsmanager::Client::new(&aws_config::load_from_env().await);
+    let reads =
+        wanted.iter().map(|(name, secret_id)| {
+            let client = &client;
+            async move {
+                let unreadable =
+                    |reason: String| ConfigError::new(name, secret_id, &format!("cannot read the secret: {reason}"));
+                let output =
+                    client.get_secret_value().secret_id(secret_id).send().await.map_err(|err| {
+                        unreadable(aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string())
+                    })?;
+                let text = output.secret_string().ok_or_else(|| unreadable("it holds no text".into()))?;
+                Ok::<_, ConfigError>((*name, text.trim().to_string()))
+            }
+        });
+    futures::future::try_join_all(reads).await.map(|values| values.into_iter().collect())
+}
+
+impl ConfigError {
+    fn new(name: &'static str, value: &str, reason: &str) -> Self {
+        Self { name, value: value.to_string(), reason: reason.to_string() }
     }
 }
 

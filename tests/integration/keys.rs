@@ -23,9 +23,8 @@ async fn write_key(app: &TestApp) -> (String, String) {
 }
 
 async fn rotate_keys(app: &TestApp, slot: &str) -> Outcome {
-    let jobs = evtrack_cli::commands::jobs(&app.db.store, &app.config).await.expect("jobs");
     let trigger = Trigger::new(slot.parse().expect("slot"), "test");
-    jobs.run("rotate-keys", trigger).await.expect("a job").expect("rotate-keys runs")
+    app.jobs.run("rotate-keys", trigger).await.expect("a job").expect("rotate-keys runs")
 }
 
 #[tokio::test]
@@ -199,9 +198,10 @@ async fn a_checksum_typo_is_refused_without_a_database_query() {
     let reply = evtrack_tests::send(&router, track(&key)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "a well-formed key does need the database");
 
-    let keyring = evtrack::keys::keyring::Keyring::from_config(store.clone(), &dead).await.expect("keyring");
+    let keyring = evtrack::keys::keyring::Keyring::from_config(store.clone(), &dead).expect("keyring");
     let keyring = std::sync::Arc::new(keyring);
-    let api = evtrack_api::router(std::sync::Arc::new(evtrack_api::Api::new(&dead, store, keyring)));
+    let jobs = evtrack::jobs::JobRunners::default();
+    let api = evtrack_api::router(std::sync::Arc::new(evtrack_api::Api::new(&dead, store, keyring, jobs)));
     let admin_typo = typo.replace("evtw_", "evta_");
     let reply = evtrack_tests::send(&api, api_request("GET", "/v1/projects", &admin_typo, None)).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -354,7 +354,14 @@ async fn cursors_signed_by_a_key_in_its_overlap_verify_and_by_a_retired_key_do_n
     let old_kid = old_cursor.split('.').nth(1).expect("kid").to_string();
 
     // Tampering, or carrying a cursor to another list, is refused.
-    let tampered = format!("{}A", &old_cursor[..old_cursor.len() - 1]);
+    // The payload's first character carries six whole bits of the signed payload (a last
+    // base64 character may carry only padding bits); it is replaced by a different one.
+    let mut parts: Vec<String> = old_cursor.split('.').map(str::to_string).collect();
+    let payload = &mut parts[2];
+    let replacement = if payload.starts_with('A') { "B" } else { "A" };
+    payload.replace_range(0..1, replacement);
+    let tampered = parts.join(".");
+    assert_ne!(tampered, old_cursor);
     assert_eq!(page(Some(&tampered)).await.json["code"], "invalid_cursor");
     let other_list = app.send(api_request("GET", &format!("/v1/keys?cursor={old_cursor}"), &app.admin, None)).await;
     assert_eq!(other_list.json["code"], "invalid_cursor");
@@ -383,7 +390,7 @@ async fn cursors_signed_by_a_key_in_its_overlap_verify_and_by_a_retired_key_do_n
 #[tokio::test]
 async fn two_rotate_keys_invocations_for_one_slot_run_once() {
     let app = TestApp::new().await;
-    let jobs = evtrack_cli::commands::jobs(&app.db.store, &app.config).await.expect("jobs");
+    let jobs = &app.jobs;
     let trigger = Trigger::new("2026-11-26T04:00:00Z".parse().expect("slot"), "schedule");
     let (one, two) = tokio::join!(jobs.run("rotate-keys", trigger), jobs.run("rotate-keys", trigger));
     let (one, two) = (one.expect("a job"), two.expect("a job"));

@@ -2,6 +2,7 @@
 //! Lambda Runtime API, is fed a real event payload, and must answer it.
 
 use axum::extract::{Path, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use evtrack::keys::Scope;
 use evtrack_tests::*;
@@ -124,6 +125,44 @@ fn run_lambda(binary: &str, runtime_api: &str, env: &[(&str, String)]) -> Runnin
     Running(command.spawn().expect("lambda binary starts"))
 }
 
+/// A function's binary name and its environment.
+type FunctionEnv = (String, Vec<(&'static str, String)>);
+
+/// A fake of the Lambda service's Invoke API (what the api's job runners call): each
+/// invocation runs the function's real binary against a fake Runtime API with the payload,
+/// and answers what it answered (an error as `X-Amz-Function-Error`). Returns its URL.
+async fn start_lambda_service(functions: Vec<FunctionEnv>) -> String {
+    let functions = Arc::new(functions);
+    let app = axum::Router::new()
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(|State(functions): State<Arc<Vec<FunctionEnv>>>, Path(name): Path<String>, body: String| async move {
+                let Some((binary, env)) = functions.iter().find(|(function, _)| *function == name) else {
+                    return (
+                        http::StatusCode::NOT_FOUND,
+                        [("x-amzn-errortype", "ResourceNotFoundException")],
+                        String::new(),
+                    )
+                        .into_response();
+                };
+                let (runtime_api, mut received) =
+                    start_runtime(serde_json::from_str(&body).expect("json payload")).await;
+                let _function = run_lambda(binary, &runtime_api, env);
+                let (kind, answer) = answer(&mut received).await;
+                let mut response = answer.to_string().into_response();
+                if kind != "response" {
+                    response.headers_mut().insert("x-amz-function-error", "Unhandled".parse().expect("header"));
+                }
+                response
+            }),
+        )
+        .with_state(functions);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{address}")
+}
+
 async fn answer(received: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, Value) {
     let (kind, body) = tokio::time::timeout(Duration::from_secs(60), received.recv())
         .await
@@ -184,13 +223,14 @@ fn the_ingest_binary_refuses_to_start_with_the_development_pepper() {
     for pepper in ["", evtrack::config::DEVELOPMENT_PEPPER] {
         let output = Command::new(workspace_binary("ingest"))
             .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+            .env("EVTRACK_DATABASE_URL", "mysql://ingest@127.0.0.1:1/evtrack")
             .env("EVTRACK_KEY_PEPPER", pepper)
             .env("EVTRACK_SQS_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
             .output()
             .expect("runs");
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("EVTRACK_KEY_PEPPER is not set"), "{stderr}");
+        assert!(stderr.contains("set EVTRACK_KEY_PEPPER_SECRET_ID"), "{stderr}");
     }
 }
 
@@ -210,33 +250,74 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
     )
     .await
     .expect("admin key");
-    let env = vec![
-        ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
-        ("EVTRACK_KEY_PEPPER", pepper.to_string()),
-        ("EVTRACK_MASTER_KEYS", master.to_string()),
-    ];
+    // Each binary runs as its own database user, as on AWS.
+    let users = db.function_users().await;
+    let env_of = |function: &str| {
+        vec![
+            ("EVTRACK_DATABASE_URL", users.url(function).expose().clone()),
+            ("EVTRACK_KEY_PEPPER", pepper.to_string()),
+            ("EVTRACK_MASTER_KEYS", master.to_string()),
+        ]
+    };
+    // The api triggers jobs by invoking their functions: a fake Lambda service runs the
+    // job's binary for each Invoke.
+    let lambda = start_lambda_service(vec![
+        ("cleanup".to_string(), env_of("cleanup")),
+        ("rotate-keys".to_string(), env_of("rotate-keys")),
+    ])
+    .await;
+    let mut api_env = env_of("api");
+    api_env.extend([
+        ("EVTRACK_JOB_FUNCTION_CLEANUP", "cleanup".to_string()),
+        ("EVTRACK_JOB_FUNCTION_ROTATE_KEYS", "rotate-keys".to_string()),
+        ("AWS_ENDPOINT_URL_LAMBDA", lambda),
+    ]);
 
     let request = api_gateway_request("GET", "/v1/keys", "limit=5", &format!("Bearer {}", admin.reveal()), None);
     let (runtime_api, mut received) = start_runtime(request).await;
-    let _api = run_lambda("api", &runtime_api, &env);
+    let _api = run_lambda("api", &runtime_api, &api_env);
     let (kind, response) = answer(&mut received).await;
     assert_eq!((kind.as_str(), &response["statusCode"]), ("response", &json!(200)), "{response}");
     let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
     assert_eq!(body["data"][0]["scope"], "admin", "{body}");
+
+    // `POST /v1/jobs/cleanup/runs` on the api: it invokes the cleanup function (which runs
+    // the slot as the cleanup user: the api's user may not delete); a repeat finds it ran.
+    let trigger = json!({"slot": "2026-11-26T05:00:00Z"});
+    for (status, ran) in [(201, true), (200, false)] {
+        let request = api_gateway_request(
+            "POST",
+            "/v1/jobs/cleanup/runs",
+            "",
+            &format!("Bearer {}", admin.reveal()),
+            Some(&trigger),
+        );
+        let (runtime_api, mut received) = start_runtime(request).await;
+        let _api = run_lambda("api", &runtime_api, &api_env);
+        let (kind, response) = answer(&mut received).await;
+        assert_eq!((kind.as_str(), &response["statusCode"]), ("response", &json!(status)), "{response}");
+        let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
+        assert_eq!(
+            (&body["ran"], &body["run"]["job"], &body["run"]["state"]),
+            (&json!(ran), &json!("cleanup"), &json!("succeeded")),
+            "{body}"
+        );
+        assert_eq!(body["run"]["triggered_by"], "api", "{body}");
+    }
 
     // EventBridge Scheduler's input, twice for one slot (Scheduler retries): one run each.
     let scheduled = json!({"scheduled_time": "2026-11-26T06:00:00Z"});
     for job in ["rotate-keys", "cleanup"] {
         for expected_ran in [true, false] {
             let (runtime_api, mut received) = start_runtime(scheduled.clone()).await;
-            let _job = run_lambda(job, &runtime_api, &env);
+            let _job = run_lambda(job, &runtime_api, &env_of(job));
             let (kind, response) = answer(&mut received).await;
             assert_eq!(kind, "response", "{job}: {response}");
             assert_eq!((&response["ran"], &response["run"]["job"]), (&json!(expected_ran), &json!(job)), "{response}");
             assert_eq!(response["run"]["state"], "succeeded");
         }
     }
-    assert_eq!(db.count("job_runs").await, 2);
+    assert_eq!(db.count("job_runs").await, 3);
     assert_eq!(db.count("signing_keys WHERE master_version = 1").await, 1);
 }
 
@@ -245,6 +326,7 @@ fn the_api_and_rotate_keys_binaries_refuse_to_start_without_a_master_key() {
     for binary in ["api", "rotate-keys"] {
         let output = Command::new(workspace_binary(binary))
             .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+            .env("EVTRACK_DATABASE_URL", "mysql://api@127.0.0.1:1/evtrack")
             .env("EVTRACK_KEY_PEPPER", "a-real-pepper")
             .env_remove("EVTRACK_MASTER_KEYS")
             .env_remove("EVTRACK_MASTER_KEYS_SECRET_ID")
@@ -256,11 +338,11 @@ fn the_api_and_rotate_keys_binaries_refuse_to_start_without_a_master_key() {
     }
 }
 
-/// On AWS the master keys come from Secrets Manager: the api binary reads them from the
-/// secret EVTRACK_MASTER_KEYS_SECRET_ID names (moto's Secrets Manager here) and signs with
-/// them.
+/// On AWS the secrets come from Secrets Manager: the api binary reads its database URL, the
+/// pepper and the master keys from the secrets `*_SECRET_ID` name (moto's Secrets Manager
+/// here), connects, verifies the admin key and signs a cursor with them.
 #[tokio::test]
-async fn the_api_binary_reads_its_master_keys_from_secrets_manager() {
+async fn the_api_binary_reads_its_secrets_from_secrets_manager() {
     use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
     let db = TestDb::new().await;
     let pepper = "lambda-test-pepper";
@@ -280,20 +362,23 @@ async fn the_api_binary_reads_its_master_keys_from_secrets_manager() {
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
             .build(),
     );
-    let secret_id = format!("evtrack-master-{}", uuid::Uuid::now_v7().simple());
-    secrets
-        .create_secret()
-        .name(&secret_id)
-        .secret_string("7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
-        .send()
-        .await
-        .expect("moto's Secrets Manager");
-    let env = vec![
-        ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
-        ("EVTRACK_KEY_PEPPER", pepper.to_string()),
-        ("EVTRACK_MASTER_KEYS_SECRET_ID", secret_id),
+    // Every secret setting as a secret: the api user's database URL, the pepper, the master keys.
+    let users = db.function_users().await;
+    let mut env = vec![
         ("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint()),
+        ("EVTRACK_JOB_FUNCTION_CLEANUP", "cleanup".to_string()),
+        ("EVTRACK_JOB_FUNCTION_ROTATE_KEYS", "rotate-keys".to_string()),
     ];
+    let secrets_of = [
+        ("EVTRACK_DATABASE_URL_SECRET_ID", users.url("api").expose().clone()),
+        ("EVTRACK_KEY_PEPPER_SECRET_ID", pepper.to_string()),
+        ("EVTRACK_MASTER_KEYS_SECRET_ID", "7:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_string()),
+    ];
+    for (setting, value) in secrets_of {
+        let secret_id = format!("evtrack-{}", uuid::Uuid::now_v7().simple());
+        secrets.create_secret().name(&secret_id).secret_string(value).send().await.expect("moto's Secrets Manager");
+        env.push((setting, secret_id));
+    }
     let request = api_gateway_request("GET", "/v1/projects", "limit=1", &format!("Bearer {}", admin.reveal()), None);
     let (runtime_api, mut received) = start_runtime(request).await;
     let _api = run_lambda("api", &runtime_api, &env);

@@ -3,6 +3,7 @@
 
 mod cli;
 mod consumer;
+mod grants;
 mod ingest;
 mod jobs;
 mod keys;

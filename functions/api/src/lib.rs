@@ -5,11 +5,9 @@
 
 mod data;
 pub mod export;
-mod jobs;
 mod pages;
 mod routes;
 
-pub use jobs::Jobs;
 pub use pages::Page;
 pub use routes::router;
 
@@ -17,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use evtrack::Config;
 use evtrack::http::{ApiError, key_from_authorization};
 use evtrack::ids::ProjectId;
-use evtrack::jobs::JobError;
+use evtrack::jobs::{JobError, JobRunners};
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
 use evtrack::keys::{Access, AccessDenied, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError};
 use evtrack::store::{KeyChangeError, Store, StoreError};
@@ -34,17 +32,19 @@ pub struct Api {
     keyring: Arc<Keyring>,
     usage: UsageThrottle,
     hashers: KeyHashers,
-    jobs: Jobs,
+    jobs: JobRunners,
 }
 
 impl Api {
-    pub fn new(config: &Config, store: Store, keyring: Arc<Keyring>) -> Self {
+    /// `jobs` runs the slots `POST /v1/jobs/{name}/runs` triggers: on AWS by invoking the job
+    /// functions, locally in this process.
+    pub fn new(config: &Config, store: Store, keyring: Arc<Keyring>, jobs: JobRunners) -> Self {
         Self {
             verifier: KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config)),
             keys: KeyService::new(store.clone(), config),
             usage: UsageThrottle::new(Duration::from_secs(60)),
             hashers: KeyHashers::from_config(config),
-            jobs: Jobs::new(store.clone(), config, keyring.clone()),
+            jobs,
             keyring,
             store,
         }

@@ -263,7 +263,7 @@ async fn revoke_key(State(api): State<Arc<Api>>, Admin(caller): Admin, Path(uid)
 }
 
 fn job(name: &str) -> Result<&'static str, Failure> {
-    crate::Jobs::name(name).ok_or(Failure::NotFound)
+    evtrack::jobs::JobRunners::name(name).ok_or(Failure::NotFound)
 }
 
 #[derive(Debug, Deserialize)]

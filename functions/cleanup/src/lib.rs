@@ -12,30 +12,22 @@
 
 use chrono::{DateTime, Utc};
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
-use evtrack::jobs::{self, Job, JobError, Outcome, Run, Step, Trigger};
+use evtrack::jobs::{Job, JobError, Run, Step};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
 use mysql_async::Transaction;
-use std::time::Duration;
 
 pub const JOB: &str = "cleanup";
 /// PlanetScale refuses statements touching more than 100k rows.
 const MAX_CHUNK_ROWS: u64 = 100_000;
 
 pub struct Cleanup {
-    store: Store,
     policy: CleanupPolicy,
-    lease: Duration,
 }
 
 impl Cleanup {
-    pub fn new(store: Store, policy: CleanupPolicy, lease: Duration) -> Self {
+    pub fn new(policy: CleanupPolicy) -> Self {
         let chunk_rows = policy.chunk_rows.clamp(1, MAX_CHUNK_ROWS);
-        Self { store, policy: CleanupPolicy { chunk_rows, ..policy }, lease }
-    }
-
-    /// Runs the slot of `trigger` unless it already ran (or is running elsewhere).
-    pub async fn run(&self, trigger: Trigger) -> Result<Outcome, JobError> {
-        jobs::run_once(&self.store, self, trigger, self.lease).await
+        Self { policy: CleanupPolicy { chunk_rows, ..policy } }
     }
 }
 

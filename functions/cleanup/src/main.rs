@@ -2,6 +2,8 @@
 //! `{"scheduled_time": "<aws.scheduler.scheduled-time>"}` as its input.
 
 use evtrack::Config;
+use evtrack::config::Required;
+use evtrack::jobs::InProcess;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
 use evtrack_cleanup::Cleanup;
@@ -9,8 +11,9 @@ use evtrack_cleanup::Cleanup;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
-    let config = Config::from_env()?;
+    let config = Config::from_env_and_secrets().await?;
+    config.require(&[Required::DatabaseUrl])?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    let job = Cleanup::new(store, config.cleanup.clone(), config.job_lease);
-    evtrack::jobs::serve_on_lambda(async |trigger| job.run(trigger).await).await
+    let job = Cleanup::new(config.cleanup.clone());
+    evtrack::jobs::serve_on_lambda(InProcess::new(store, job, config.job_lease)).await
 }

@@ -3,6 +3,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use evtrack::Config;
+use evtrack::config::Required;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
 use evtrack_consumer::Consumer;
@@ -11,9 +12,9 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init(LogFormat::Json);
-    let config = Config::from_env()?;
+    let config = Config::from_env_and_secrets().await?;
     // The pepper keys the hashes of the erasure suppression list.
-    config.require_deployed_secrets(false)?;
+    config.require(&[Required::DatabaseUrl, Required::KeyPepper])?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
     let consumer = Consumer::new(store, &config);
     let consumer = &consumer;

@@ -9,13 +9,12 @@
 //!    retire keys whose verification overlap is over, purge retired keys after a while.
 
 use chrono::Utc;
-use evtrack::jobs::{self, Job, JobError, Outcome, Run, Step, Trigger};
+use evtrack::jobs::{Job, JobError, Run, Step};
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
 use evtrack::telemetry::emit_metric;
 use mysql_async::Transaction;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const JOB: &str = "rotate-keys";
 /// Keys expiring within this are reported on every run.
@@ -26,17 +25,11 @@ const CHUNK: u64 = 1000;
 pub struct RotateKeys {
     store: Store,
     keyring: Arc<Keyring>,
-    lease: Duration,
 }
 
 impl RotateKeys {
-    pub fn new(store: Store, keyring: Arc<Keyring>, lease: Duration) -> Self {
-        Self { store, keyring, lease }
-    }
-
-    /// Runs the slot of `trigger` unless it already ran (or is running elsewhere).
-    pub async fn run(&self, trigger: Trigger) -> Result<Outcome, JobError> {
-        jobs::run_once(&self.store, self, trigger, self.lease).await
+    pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
     }
 }
 

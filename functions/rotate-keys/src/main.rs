@@ -2,6 +2,8 @@
 //! `{"scheduled_time": "<aws.scheduler.scheduled-time>"}` as its input.
 
 use evtrack::Config;
+use evtrack::config::Required;
+use evtrack::jobs::InProcess;
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
@@ -11,11 +13,10 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
-    let config = Config::from_env()?;
-    // rotate-keys never hashes API keys, but shares the deployment's checks.
-    config.require_deployed_secrets(true)?;
+    let config = Config::from_env_and_secrets().await?;
+    config.require(&[Required::DatabaseUrl, Required::MasterKeys])?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    let keyring = Arc::new(Keyring::from_config(store.clone(), &config).await?);
-    let job = RotateKeys::new(store, keyring, config.job_lease);
-    evtrack::jobs::serve_on_lambda(async |trigger| job.run(trigger).await).await
+    let keyring = Arc::new(Keyring::from_config(store.clone(), &config)?);
+    let job = RotateKeys::new(store.clone(), keyring);
+    evtrack::jobs::serve_on_lambda(InProcess::new(store, job, config.job_lease)).await
 }

@@ -71,22 +71,9 @@ impl MasterKeys {
         Ok(Self { keys })
     }
 
-    /// From EVTRACK_MASTER_KEYS, or the Secrets Manager secret EVTRACK_MASTER_KEYS_SECRET_ID
-    /// names, or (neither set) the development keys.
-    pub async fn load(config: &Config) -> Result<Self, KeyringError> {
-        if let Some(secret_id) = &config.master_keys_secret_id {
-            let shared = aws_config::load_from_env().await;
-            let client = aws_sdk_secretsmanager::Client::new(&shared);
-            let secret = client.get_secret_value().secret_id(secret_id).send().await.map_err(|err| {
-                KeyringError::MasterKeys(format!(
-                    "cannot read secret {secret_id}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&err)
-                ))
-            })?;
-            let text =
-                secret.secret_string().ok_or_else(|| KeyringError::MasterKeys("the secret is not text".into()))?;
-            return Self::parse(text);
-        }
+    /// From EVTRACK_MASTER_KEYS (on AWS read from the secret EVTRACK_MASTER_KEYS_SECRET_ID
+    /// names, see `Config::from_env_and_secrets`), or the development keys.
+    pub fn load(config: &Config) -> Result<Self, KeyringError> {
         Self::parse(config.master_keys.as_ref().map_or(DEVELOPMENT_MASTER_KEYS, |keys| keys.expose().as_str()))
     }
 
@@ -142,8 +129,8 @@ impl Keyring {
     }
 
     /// The keyring with the master keys and policy `config` names.
-    pub async fn from_config(store: Store, config: &Config) -> Result<Self, KeyringError> {
-        Ok(Self::new(store, MasterKeys::load(config).await?, config.keyring_policy.clone()))
+    pub fn from_config(store: Store, config: &Config) -> Result<Self, KeyringError> {
+        Ok(Self::new(store, MasterKeys::load(config)?, config.keyring_policy.clone()))
     }
 
     /// Signs `payload` for `purpose` with the current signing key (adding one if the ring has

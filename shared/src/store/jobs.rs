@@ -7,12 +7,12 @@ use crate::jobs::Step;
 use chrono::{DateTime, SubsecRound, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, IsolationLevel, Row, Transaction, TxOpts};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A run as the api and the command line show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub id: Uuid,
     pub job: String,
@@ -27,7 +27,7 @@ pub struct RunInfo {
     pub steps: Vec<StepInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepInfo {
     pub name: String,
     pub done: bool,

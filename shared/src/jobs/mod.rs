@@ -10,10 +10,14 @@
 //! where the last committed chunk left it and never repeats committed work.
 //! Redis plays no part: the database is the guarantee.
 
+mod runners;
+
+pub use runners::{InProcess, JobRunner, JobRunners, LambdaFunction};
+
 use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
 use mysql_async::Transaction;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -21,10 +25,24 @@ use uuid::Uuid;
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// What EventBridge Scheduler sends (the schedule's `Input`): the slot's scheduled time.
-/// Scheduler does not send the classic "Scheduled Event" envelope.
-#[derive(Debug, Clone, Deserialize)]
+/// Scheduler does not send the classic "Scheduled Event" envelope. The api, invoking a job
+/// function, also says who triggered the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduledInvocation {
     pub scheduled_time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
+}
+
+impl ScheduledInvocation {
+    fn trigger(&self) -> Trigger {
+        let by = match self.triggered_by.as_deref() {
+            Some("api") => "api",
+            Some("cli") => "cli",
+            _ => "schedule",
+        };
+        Trigger::new(self.scheduled_time, by)
+    }
 }
 
 /// Who asked for a slot, and which slot.
@@ -51,6 +69,8 @@ pub enum JobError {
     LeaseLost,
     #[error("step {step} failed: {reason}")]
     Step { step: String, reason: String },
+    #[error("invoking the job function {function} failed: {reason}")]
+    Invoke { function: String, reason: String },
 }
 
 impl From<FencedError> for JobError {
@@ -81,6 +101,17 @@ impl Outcome {
     /// What the job Lambdas return, and the api and the command line print.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "ran": matches!(self, Outcome::Ran(_)), "run": self.run() })
+    }
+
+    /// The outcome a job Lambda returned (`to_json`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Answer {
+            ran: bool,
+            run: RunInfo,
+        }
+        let Answer { ran, run } = serde_json::from_slice(bytes)?;
+        Ok(if ran { Outcome::Ran(run) } else { Outcome::AlreadyTaken(run) })
     }
 }
 
@@ -184,13 +215,11 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
 
 /// Serves a job function on Lambda: each invocation carries Scheduler's input, whose
 /// scheduled time names the slot; the answer is the outcome (`Outcome::to_json`).
-pub async fn serve_on_lambda(
-    run: impl AsyncFn(Trigger) -> Result<Outcome, JobError>,
-) -> Result<(), lambda_runtime::Error> {
-    let run = &run;
+pub async fn serve_on_lambda(job: impl JobRunner) -> Result<(), lambda_runtime::Error> {
+    let job = &job;
     lambda_runtime::run(lambda_runtime::service_fn(
         async move |event: lambda_runtime::LambdaEvent<ScheduledInvocation>| {
-            let outcome = run(Trigger::new(event.payload.scheduled_time, "schedule")).await?;
+            let outcome = job.run(event.payload.trigger()).await?;
             Ok::<_, lambda_runtime::Error>(outcome.to_json())
         },
     ))

@@ -1,0 +1,149 @@
+//! One database user per function, each granted only the statements it runs on only the
+//! tables it touches (`evtrack db grants` prints them; `infra/db/grants.sql` is that output
+//! for the database `evtrack`). The table below is the one place these rights are written;
+//! the tests run each function as its user and show it refused what it must not do.
+//!
+//! MySQL and MariaDB: a `SELECT … LOCK IN SHARE MODE` needs SELECT, a `FOR UPDATE` also
+//! UPDATE or DELETE on the locked table; `INSERT … ON DUPLICATE KEY UPDATE` needs INSERT and
+//! UPDATE. Reads of soft-deletable tables go through `SELECT *` derived tables, so SELECT
+//! is granted on whole tables. PlanetScale has no GRANT: use its roles there (README).
+
+/// Who a database user is for, and what it may do: `(table, privileges)`.
+pub struct DatabaseUser {
+    /// The function (or `migrator`: the deploy's schema changes and the operator's command line).
+    pub function: &'static str,
+    pub grants: &'static [(&'static str, &'static str)],
+}
+
+/// Every table a data statement may touch (the migrator owns the schema).
+pub const FUNCTION_USERS: [DatabaseUser; 5] = [
+    // Checks write keys; never writes (it queues, the consumer stores).
+    DatabaseUser { function: "ingest", grants: &[("api_keys", "SELECT"), ("projects", "SELECT")] },
+    // Stores events and profiles; cannot delete anything.
+    DatabaseUser {
+        function: "consumer",
+        grants: &[
+            ("projects", "SELECT"),
+            ("suppressed_subjects", "SELECT"),
+            ("events", "SELECT, INSERT, UPDATE"),
+            ("users", "SELECT, INSERT, UPDATE"),
+            ("aliases", "SELECT, INSERT, UPDATE"),
+            ("group_profiles", "SELECT, INSERT, UPDATE"),
+            ("group_members", "SELECT, INSERT, UPDATE"),
+            ("rejected_events", "SELECT, INSERT, UPDATE"),
+            // Only when a key was last used.
+            ("api_keys", "SELECT, UPDATE (last_used_at)"),
+        ],
+    },
+    // Management and reads; soft deletes are updates. No DELETE on any table: jobs are
+    // triggered by invoking their functions.
+    DatabaseUser {
+        function: "api",
+        grants: &[
+            ("projects", "SELECT, INSERT, UPDATE"),
+            ("api_keys", "SELECT, INSERT, UPDATE"),
+            ("events", "SELECT, UPDATE (deleted_at)"),
+            ("users", "SELECT, UPDATE (deleted_at)"),
+            ("aliases", "SELECT"),
+            ("group_members", "SELECT"),
+            ("erasures", "SELECT, INSERT"),
+            ("suppressed_subjects", "SELECT, INSERT, UPDATE"),
+            ("job_runs", "SELECT"),
+            ("job_steps", "SELECT"),
+            // A cursor is signed with a new key when rotate-keys has not added one in time.
+            ("signing_keys", "SELECT, INSERT"),
+        ],
+    },
+    // Erasure, retention, purge and pruning: deletes, never inserts data.
+    DatabaseUser {
+        function: "cleanup",
+        grants: &[
+            ("job_runs", "SELECT, INSERT, UPDATE, DELETE"),
+            ("job_steps", "SELECT, INSERT, UPDATE, DELETE"),
+            ("erasures", "SELECT, UPDATE, DELETE"),
+            ("projects", "SELECT, DELETE"),
+            ("api_keys", "SELECT, DELETE"),
+            ("events", "SELECT, DELETE"),
+            ("users", "SELECT, DELETE"),
+            ("aliases", "SELECT, DELETE"),
+            ("group_profiles", "SELECT, DELETE"),
+            ("group_members", "SELECT, DELETE"),
+            ("rejected_events", "SELECT, DELETE"),
+            ("suppressed_subjects", "SELECT, DELETE"),
+        ],
+    },
+    // Ends keys, rotates the signing keyring.
+    DatabaseUser {
+        function: "rotate-keys",
+        grants: &[
+            ("job_runs", "SELECT, INSERT, UPDATE"),
+            ("job_steps", "SELECT, INSERT, UPDATE"),
+            ("projects", "SELECT"),
+            ("api_keys", "SELECT, UPDATE (ended_at, ended_reason)"),
+            ("signing_keys", "SELECT, INSERT, UPDATE, DELETE"),
+        ],
+    },
+];
+
+/// The schema owner: migrations on deploy, and the operator's command line (which migrates
+/// before it works, and runs jobs in-process).
+pub const MIGRATOR_PRIVILEGES: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX";
+
+/// `evtrack_ingest`, `evtrack_rotate_keys`, …; `prefix` replaces `evtrack` (tests).
+pub fn user_name(prefix: &str, function: &str) -> String {
+    format!("{prefix}_{}", function.replace('-', "_"))
+}
+
+/// The statements that give every function's user (and the migrator) its rights on
+/// `database`, and nothing else: each user's earlier rights are revoked first. Users must
+/// exist (`create_users`). Names are checked: identifiers cannot be bound as parameters.
+pub fn grant_statements(database: &str, prefix: &str) -> Vec<String> {
+    assert!(is_identifier(database) && is_identifier(prefix), "names are letters, digits and _");
+    let mut statements = Vec::new();
+    let migrator = user_name(prefix, "migrator");
+    statements.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM '{migrator}'@'%'"));
+    statements.push(format!("GRANT {MIGRATOR_PRIVILEGES} ON `{database}`.* TO '{migrator}'@'%'"));
+    for user in &FUNCTION_USERS {
+        let name = user_name(prefix, user.function);
+        statements.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM '{name}'@'%'"));
+        for (table, privileges) in user.grants {
+            statements.push(format!("GRANT {privileges} ON `{database}`.`{table}` TO '{name}'@'%'"));
+        }
+    }
+    statements
+}
+
+/// `CREATE USER IF NOT EXISTS` for every user, with the passwords given as `(function, password)`.
+pub fn create_user_statements(prefix: &str, passwords: &[(&str, String)]) -> Vec<String> {
+    passwords
+        .iter()
+        .map(|(function, password)| {
+            assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()), "generated passwords are alphanumeric");
+            format!("CREATE USER IF NOT EXISTS '{}'@'%' IDENTIFIED BY '{password}'", user_name(prefix, function))
+        })
+        .collect()
+}
+
+/// Every user's function name: the five functions and the migrator.
+pub fn all_functions() -> impl Iterator<Item = &'static str> {
+    FUNCTION_USERS.iter().map(|user| user.function).chain(["migrator"])
+}
+
+/// What `evtrack db grants` prints (and `infra/db/grants.sql` holds for `evtrack`).
+pub fn grants_sql(database: &str) -> String {
+    let mut sql = String::from(
+        "-- evtrack's database users: one per function, each with only what it runs.\n\
+         -- Generated by `evtrack db grants --database <name>` from infra/src/grants.rs; do not edit.\n\
+         -- Create the users first (`evtrack db users` prints CREATE USER statements with\n\
+         -- fresh passwords and the database URLs to store in each function's secret).\n\n",
+    );
+    for statement in grant_statements(database, "evtrack") {
+        sql.push_str(&statement);
+        sql.push_str(";\n");
+    }
+    sql
+}
+
+pub fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}

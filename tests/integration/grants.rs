@@ -1,0 +1,87 @@
+//! Least privilege in the database: every function's user (infra/src/grants.rs) may run what
+//! its function runs — every TestApp test runs each function as its own user — and is
+//! refused everything else it must not do.
+
+use evtrack_tests::*;
+use mysql_async::prelude::Queryable;
+
+/// Statements each user must be refused (MySQL error 1142/1143: command denied).
+const REFUSED: &[(&str, &[&str])] = &[
+    (
+        "ingest",
+        &[
+            "INSERT INTO events (message_id) VALUES ('x')",
+            "SELECT COUNT(*) FROM events",
+            "UPDATE api_keys SET last_used_at = NULL",
+        ],
+    ),
+    (
+        "consumer",
+        &[
+            "DELETE FROM events",
+            "DELETE FROM users",
+            "UPDATE api_keys SET key_hash = key_hash",
+            "SELECT COUNT(*) FROM erasures",
+        ],
+    ),
+    (
+        "api",
+        &[
+            "DELETE FROM events",
+            "DELETE FROM users",
+            "DELETE FROM projects",
+            "DELETE FROM api_keys",
+            "UPDATE events SET properties = '{}'",
+            "DELETE FROM job_runs",
+        ],
+    ),
+    (
+        "cleanup",
+        &[
+            "INSERT INTO events (message_id) VALUES ('x')",
+            "UPDATE events SET deleted_at = NULL",
+            "UPDATE projects SET name = 'x'",
+        ],
+    ),
+    ("rotate-keys", &["DELETE FROM events", "SELECT COUNT(*) FROM events", "UPDATE api_keys SET key_hash = key_hash"]),
+];
+
+/// Only the migrator changes the schema.
+const SCHEMA_CHANGES: [&str; 3] =
+    ["CREATE TABLE probe (a INT)", "ALTER TABLE events ADD COLUMN probe INT", "DROP TABLE events"];
+
+#[tokio::test]
+async fn each_function_user_is_refused_what_it_must_not_do() {
+    let db = TestDb::new().await;
+    let users = db.function_users().await;
+    let mut checked = 0;
+    for (function, statements) in REFUSED {
+        let mut conn = mysql_async::Conn::from_url(users.url(function).expose().as_str()).await.expect("connects");
+        for statement in statements.iter().chain(SCHEMA_CHANGES.iter()) {
+            match conn.query_drop(*statement).await {
+                Err(mysql_async::Error::Server(err)) if [1142, 1143].contains(&err.code) => checked += 1,
+                other => panic!("{function} must be refused {statement:?}, got {other:?}"),
+            }
+        }
+        conn.disconnect().await.ok();
+    }
+    assert_eq!(checked, REFUSED.iter().map(|(_, s)| s.len() + SCHEMA_CHANGES.len()).sum::<usize>());
+    assert_eq!(db.count("events").await, 0, "nothing was written");
+
+    // The migrator may change the schema.
+    let mut migrator = mysql_async::Conn::from_url(users.url("migrator").expose().as_str()).await.expect("connects");
+    migrator.query_drop("CREATE TABLE probe (a INT)").await.expect("the migrator creates tables");
+    migrator.query_drop("DROP TABLE probe").await.expect("and drops them");
+    migrator.disconnect().await.ok();
+}
+
+#[test]
+fn the_grants_file_is_what_evtrack_db_grants_prints() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/db/grants.sql");
+    let file = std::fs::read_to_string(path).expect("infra/db/grants.sql");
+    assert_eq!(
+        file,
+        evtrack_cli::grants::grants_sql("evtrack"),
+        "regenerate it: cargo run -p evtrack-cli --bin evtrack -- db grants > infra/db/grants.sql"
+    );
+}
