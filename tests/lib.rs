@@ -413,6 +413,7 @@ pub async fn receive_all(client: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<a
             .queue_url(queue_url)
             .max_number_of_messages(10)
             .visibility_timeout(60)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
             .await
             .expect("receive");
@@ -570,4 +571,84 @@ pub async fn ingest_over_sqs(db: &TestDb) -> (Router, String, aws_sdk_sqs::Clien
     let queue = EventQueue::Sqs(sqs_queue(&client, &queue_url));
     let router = evtrack_ingest::router(Arc::new(Ingest::new(&config, db.store.clone(), queue)));
     (router, key, client, queue_url)
+}
+
+/// Checks a CloudWatch Embedded Metric Format line against the format's rules (the
+/// specification's schema): `_aws.Timestamp` in milliseconds, directives with a namespace,
+/// dimension sets of at most 30 names and at most 100 metrics with valid units, and every
+/// dimension a top-level string member, every metric a top-level number.
+pub fn check_emf(line: &Value) -> Result<(), String> {
+    const UNITS: [&str; 27] = [
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    ];
+    let name_ok = |name: &Value| name.as_str().is_some_and(|name| (1..=255).contains(&name.len()));
+    let root = line.as_object().ok_or("not a JSON object")?;
+    let aws = root.get("_aws").and_then(Value::as_object).ok_or("no _aws object")?;
+    let timestamp = aws.get("Timestamp").and_then(Value::as_i64).ok_or("_aws.Timestamp is not an integer")?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if (now - timestamp).abs() > 2 * 3600 * 1000 {
+        return Err(format!("Timestamp {timestamp} is not milliseconds near now"));
+    }
+    let directives = aws.get("CloudWatchMetrics").and_then(Value::as_array).ok_or("no CloudWatchMetrics array")?;
+    if directives.is_empty() {
+        return Err("no metric directive".into());
+    }
+    for directive in directives {
+        if !directive["Namespace"].as_str().is_some_and(|ns| (1..=255).contains(&ns.len())) {
+            return Err(format!("bad Namespace in {directive}"));
+        }
+        let sets = directive["Dimensions"].as_array().filter(|sets| !sets.is_empty()).ok_or("no Dimensions")?;
+        for set in sets {
+            let names = set.as_array().ok_or("a dimension set is not an array")?;
+            if names.len() > 30 {
+                return Err(format!("{} dimensions in one set", names.len()));
+            }
+            for name in names {
+                if !name_ok(name) || !root.get(name.as_str().unwrap_or_default()).is_some_and(Value::is_string) {
+                    return Err(format!("dimension {name} is not a top-level string member"));
+                }
+            }
+        }
+        let metrics =
+            directive["Metrics"].as_array().filter(|m| (1..=100).contains(&m.len())).ok_or("1-100 Metrics")?;
+        for metric in metrics {
+            let name = &metric["Name"];
+            let value = root.get(name.as_str().unwrap_or_default());
+            if !name_ok(name) || !value.is_some_and(|value| value.as_f64().is_some_and(f64::is_finite)) {
+                return Err(format!("metric {name} is not a top-level finite number"));
+            }
+            if let Some(unit) = metric.get("Unit")
+                && !unit.as_str().is_some_and(|unit| UNITS.contains(&unit))
+            {
+                return Err(format!("unit {unit} is not a CloudWatch unit"));
+            }
+        }
+    }
+    Ok(())
 }

@@ -101,8 +101,9 @@ async fn shutdown_signal() {
 }
 
 async fn warn_if_redis_is_down(config: &Config) {
+    let Some(url) = &config.redis_url else { return };
     let reachable = async {
-        let client = redis::Client::open(config.redis_url.expose().as_str()).ok()?;
+        let client = redis::Client::open(url.expose().as_str()).ok()?;
         let mut connection = client.get_multiplexed_async_connection().await.ok()?;
         redis::cmd("PING").query_async::<String>(&mut connection).await.ok()
     };

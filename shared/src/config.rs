@@ -37,7 +37,9 @@ pub struct Config {
     pub database_url: Secret<String>,
     /// Connections per process. Lambda runs one request at a time: keep it small.
     pub database_pool_max: usize,
-    pub redis_url: Secret<String>,
+    /// Rate-limit counters shared by ingest instances; `none` (None): each instance counts
+    /// for itself.
+    pub redis_url: Option<Secret<String>>,
     /// SQS queue URL; without it the local stack uses an in-process queue.
     pub sqs_queue_url: Option<String>,
     /// Keyed-hash secret for API keys, and its version (stored beside every hash).
@@ -194,7 +196,9 @@ impl Config {
         Ok(Self {
             database_url: Secret::new(string("EVTRACK_DATABASE_URL", DEVELOPMENT_DATABASE_URL)),
             database_pool_max: parse(&get, "EVTRACK_DATABASE_POOL_MAX", 4)?,
-            redis_url: Secret::new(string("EVTRACK_REDIS_URL", "redis://127.0.0.1:6379")),
+            redis_url: Some(string("EVTRACK_REDIS_URL", "redis://127.0.0.1:6379"))
+                .filter(|url| !url.eq_ignore_ascii_case("none"))
+                .map(Secret::new),
             sqs_queue_url: get("EVTRACK_SQS_QUEUE_URL").filter(|url| !url.is_empty()),
             key_pepper: Secret::new(string("EVTRACK_KEY_PEPPER", DEVELOPMENT_PEPPER)),
             key_pepper_version: parse(&get, "EVTRACK_KEY_PEPPER_VERSION", 1)?,

@@ -142,6 +142,55 @@ pub fn truncate_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A router that lists its routes as it is built, so that the deployment's routes (the
+/// HttpApi in template.yaml) can be checked against the code, which is the one source.
+pub struct ListedRouter<S> {
+    router: axum::Router<S>,
+    routes: Vec<(http::Method, String)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for ListedRouter<S> {
+    fn default() -> Self {
+        Self { router: axum::Router::new(), routes: Vec::new() }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> ListedRouter<S> {
+    /// Routes `method path` to `handler`.
+    pub fn on<H, T>(mut self, method: http::Method, path: &str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone()).expect("a method axum routes");
+        self.router = self.router.route(path, axum::routing::on(filter, handler));
+        self.routes.push((method, path.to_string()));
+        self
+    }
+
+    /// Lists `OPTIONS path`: answered by a CORS layer around the router (browsers' preflight),
+    /// which the gateway must still forward.
+    pub fn preflight(mut self, path: &str) -> Self {
+        self.routes.push((http::Method::OPTIONS, path.to_string()));
+        self
+    }
+
+    pub fn merge(mut self, other: ListedRouter<S>) -> Self {
+        self.router = self.router.merge(other.router);
+        self.routes.extend(other.routes);
+        self
+    }
+
+    /// Every `(method, path)` routed, paths with `{parameters}` as API Gateway writes them.
+    pub fn routes(&self) -> &[(http::Method, String)] {
+        &self.routes
+    }
+
+    pub fn into_router(self) -> axum::Router<S> {
+        self.router
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
-//! Logging, set up in one place: JSON lines on Lambda (CloudWatch), readable text locally.
+//! Logging and metrics, set up in one place: JSON lines on Lambda (CloudWatch), readable text
+//! locally; metrics as CloudWatch Embedded Metric Format lines (`MetricLine`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy)]
@@ -11,6 +13,7 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    METRICS_ON.store(matches!(format, LogFormat::Json), Ordering::Relaxed);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let result = match format {
         // Lambda adds its own timestamps and request ids to every line.
@@ -21,25 +24,97 @@ pub fn init(format: LogFormat) {
     let _ = result;
 }
 
-/// Writes one metric value as a CloudWatch Embedded Metric Format line on stdout: Lambda's
-/// log capture turns it into a metric without an API call. Dimensions must not hold secrets.
-pub fn emit_metric(name: &str, value: f64, unit: &str, dimensions: &[(&str, &str)]) {
-    let mut line = serde_json::Map::new();
-    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
-    line.insert(
-        "_aws".into(),
-        serde_json::json!({
-            "Timestamp": chrono::Utc::now().timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "evtrack",
-                "Dimensions": [names],
-                "Metrics": [{"Name": name, "Unit": unit}],
-            }],
-        }),
-    );
-    for (dimension, value) in dimensions {
-        line.insert((*dimension).into(), serde_json::Value::from(*value));
-    }
-    line.insert(name.into(), serde_json::Value::from(value));
-    println!("{}", serde_json::Value::Object(line));
+/// Metric lines are written only where something reads them: on Lambda (JSON logs).
+static METRICS_ON: AtomicBool = AtomicBool::new(false);
+
+/// The unit of a metric (a subset of CloudWatch's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Bytes,
+    None,
 }
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Bytes => "Bytes",
+            Unit::None => "None",
+        }
+    }
+}
+
+/// One CloudWatch Embedded Metric Format line: Lambda's log capture turns it into metrics
+/// without an API call. Every metric carries the `Function` dimension; each metric names the
+/// other dimensions it is counted by. Dimension values must not hold secrets or user data.
+#[derive(Debug)]
+pub struct MetricLine {
+    members: serde_json::Map<String, serde_json::Value>,
+    directives: Vec<Directive>,
+}
+
+/// Metrics counted by the same dimensions.
+#[derive(Debug)]
+struct Directive {
+    dimensions: Vec<&'static str>,
+    metrics: Vec<(&'static str, Unit)>,
+}
+
+impl MetricLine {
+    /// A line of `function`'s metrics (`ingest`, `consumer`, …).
+    pub fn new(function: &str) -> Self {
+        let mut members = serde_json::Map::new();
+        members.insert("Function".into(), function.into());
+        Self { members, directives: Vec::new() }
+    }
+
+    /// Sets a dimension's value for every metric of the line that names it.
+    pub fn dimension(mut self, name: &'static str, value: &str) -> Self {
+        self.members.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds `name = value`, counted by `Function` and `dimensions`.
+    pub fn metric(mut self, name: &'static str, value: f64, unit: Unit, dimensions: &[&'static str]) -> Self {
+        let names: Vec<&'static str> = std::iter::once("Function").chain(dimensions.iter().copied()).collect();
+        match self.directives.iter_mut().find(|directive| directive.dimensions == names) {
+            Some(directive) => directive.metrics.push((name, unit)),
+            None => self.directives.push(Directive { dimensions: names, metrics: vec![(name, unit)] }),
+        }
+        self.members.insert(name.into(), value.into());
+        self
+    }
+
+    /// The JSON line.
+    pub fn to_json(&self) -> serde_json::Value {
+        let directives: Vec<serde_json::Value> = self
+            .directives
+            .iter()
+            .map(|Directive { dimensions, metrics }| {
+                let metrics: Vec<serde_json::Value> = metrics
+                    .iter()
+                    .map(|(name, unit)| serde_json::json!({"Name": name, "Unit": unit.as_str()}))
+                    .collect();
+                serde_json::json!({"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": metrics})
+            })
+            .collect();
+        let mut line = self.members.clone();
+        line.insert(
+            "_aws".into(),
+            serde_json::json!({"Timestamp": chrono::Utc::now().timestamp_millis(), "CloudWatchMetrics": directives}),
+        );
+        serde_json::Value::Object(line)
+    }
+
+    /// Writes the line on stdout, on Lambda; elsewhere nothing reads it.
+    pub fn emit(self) {
+        if METRICS_ON.load(Ordering::Relaxed) && !self.directives.is_empty() {
+            println!("{}", self.to_json());
+        }
+    }
+}
+
+pub const NAMESPACE: &str = "evtrack";

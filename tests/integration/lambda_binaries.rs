@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The X-Ray trace header of every invocation the fake runtime hands out.
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+
 #[derive(Clone)]
 struct FakeRuntime {
     invocations: Arc<Mutex<VecDeque<(String, String)>>>,
@@ -71,6 +74,7 @@ async fn next_invocation(State(runtime): State<FakeRuntime>) -> (HeaderMap, Stri
                 "arn:aws:lambda:us-east-1:000000000000:function:test".parse().expect("header"),
             );
             headers.insert("content-type", "application/json".parse().expect("header"));
+            headers.insert("lambda-runtime-trace-id", TRACE.parse().expect("header"));
             return (headers, payload);
         }
         // No more work: a real runtime would freeze the process here.
@@ -96,12 +100,28 @@ fn api_gateway_request(method: &str, path: &str, query: &str, authorization: &st
     request
 }
 
-struct Running(Child);
+/// A function binary, running; its stdout (the JSON logs and metric lines CloudWatch would
+/// receive) goes to a file.
+struct Running {
+    child: Child,
+    stdout: std::path::PathBuf,
+}
+
+impl Running {
+    /// Every stdout line, parsed as JSON (the function logs only JSON on Lambda).
+    fn stdout_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not a JSON line ({err}): {line}")))
+            .collect()
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::fs::remove_file(&self.stdout).ok();
     }
 }
 
@@ -117,12 +137,41 @@ fn run_lambda(binary: &str, runtime_api: &str, env: &[(&str, String)]) -> Runnin
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (name, value) in env {
         command.env(name, value);
     }
-    Running(command.spawn().expect("lambda binary starts"))
+    let stdout = std::env::temp_dir().join(format!("evtrack-{binary}-{}.log", uuid::Uuid::now_v7().simple()));
+    command.stdout(std::fs::File::create(&stdout).expect("log file"));
+    Running { child: command.spawn().expect("lambda binary starts"), stdout }
+}
+
+/// An HTTP proxy to `target` that keeps every request body it forwards; returns its URL.
+async fn recording_proxy(target: String, bodies: Arc<Mutex<Vec<String>>>) -> String {
+    let client = reqwest::Client::new();
+    let forward = move |request: axum::extract::Request| {
+        let (client, target, bodies) = (client.clone(), target.clone(), bodies.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+            bodies.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
+            let mut forwarded = client.request(parts.method, format!("{target}{}", parts.uri));
+            for (name, value) in parts.headers.iter().filter(|(name, _)| *name != http::header::HOST) {
+                forwarded = forwarded.header(name, value);
+            }
+            let answer = forwarded.body(body).send().await.expect("the target answers");
+            let mut response = axum::response::Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                response = response.header(name, value);
+            }
+            response.body(axum::body::Body::from(answer.bytes().await.expect("answer"))).expect("response")
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{address}")
 }
 
 /// A function's binary name and its environment.
@@ -179,12 +228,14 @@ async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
     let (_, key) = project_with_key(&db, &config, Scope::Write).await;
     let client = sqs_client(&sqs_endpoint());
     let queue_url = fresh_queue(&client).await;
+    let sent_to_sqs = Arc::new(Mutex::new(Vec::new()));
     let env = vec![
         ("EVTRACK_DATABASE_URL", db.url.expose().clone()),
         ("EVTRACK_KEY_PEPPER", pepper.to_string()),
         ("EVTRACK_SQS_QUEUE_URL", queue_url.clone()),
         ("EVTRACK_REDIS_URL", redis_url()),
-        ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
+        // moto keeps no system attributes of SendMessageBatch: record what ingest sends.
+        ("AWS_ENDPOINT_URL_SQS", recording_proxy(sqs_endpoint(), sent_to_sqs.clone()).await),
     ];
 
     let body = json!({"batch": [{"type": "track", "event": "Lambda Works", "userId": "u", "messageId": "lambda-1"}]});
@@ -202,11 +253,29 @@ async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
     assert_eq!(messages.len(), 1);
     let envelope: Value = serde_json::from_str(messages[0].body().unwrap_or_default()).expect("envelope");
     assert_eq!(envelope["ip"], "198.51.100.0", "the API Gateway source IP, truncated");
+    // The invocation's trace travels with the message, as its AWSTraceHeader.
+    let sent = sent_to_sqs.lock().expect("lock").join("\n");
+    let entries: Value = serde_json::from_str(&sent).expect("one SendMessageBatch");
+    let system = &entries["Entries"][0]["MessageSystemAttributes"]["AWSTraceHeader"];
+    assert_eq!((&system["DataType"], &system["StringValue"]), (&json!("String"), &json!(TRACE)), "{entries}");
+    let trace = TRACE;
+    let ingest_metrics: Vec<Value> =
+        _ingest.stdout_lines().into_iter().filter(|line| line.get("_aws").is_some()).collect();
+    for line in &ingest_metrics {
+        check_emf(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+    }
+    let request = ingest_metrics.iter().find(|line| line.get("Requests").is_some()).expect("a request metric");
+    assert_eq!(
+        (&request["Function"], &request["Route"], &request["Outcome"], &request["Events"]),
+        (&json!("ingest"), &json!("segment_batch"), &json!("accepted"), &json!(1.0)),
+        "{request}"
+    );
+    assert!(request["QueueSendLatency"].as_f64().is_some() && request["BytesIn"].as_f64() > Some(50.0), "{request}");
 
     // The SQS event the event source mapping would deliver.
     let sqs_event = json!({"Records": [{
         "messageId": messages[0].message_id(), "receiptHandle": messages[0].receipt_handle(),
-        "body": messages[0].body(), "attributes": {"ApproximateReceiveCount": "1"},
+        "body": messages[0].body(), "attributes": {"ApproximateReceiveCount": "1", "AWSTraceHeader": trace},
         "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:events", "awsRegion": "us-east-1"
     }]});
@@ -216,6 +285,24 @@ async fn ingest_and_consumer_binaries_answer_real_lambda_payloads() {
     assert_eq!(kind, "response", "{response}");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_eq!(db.count("events WHERE message_id = 'lambda-1' AND ip = '198.51.100.0'").await, 1);
+
+    // Its log line carries the Lambda request id, its own trace and ingest's; its metrics
+    // are valid EMF.
+    let lines = _consumer.stdout_lines();
+    let processed = lines.iter().find(|line| line["message"] == "batch processed").expect("the batch log line");
+    let spans = processed["spans"].to_string();
+    assert!(spans.contains("\"requestId\":\"request-1\"") && spans.contains(TRACE), "{processed}");
+    assert_eq!(processed["span"]["ingest_traces"], TRACE, "{processed}");
+    let metrics: Vec<&Value> = lines.iter().filter(|line| line.get("_aws").is_some()).collect();
+    for line in &metrics {
+        check_emf(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+    }
+    let batch = metrics.iter().find(|line| line.get("EventsStored").is_some()).expect("batch metrics");
+    assert_eq!(
+        (&batch["EventsStored"], &batch["BatchSize"], &batch["Duplicates"]),
+        (&json!(1.0), &json!(1.0), &json!(0.0))
+    );
+    assert!(batch["Lag"].as_f64().is_some() && batch["TransactionTime"].as_f64().is_some(), "{batch}");
 }
 
 #[test]
@@ -315,6 +402,14 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
             assert_eq!(kind, "response", "{job}: {response}");
             assert_eq!((&response["ran"], &response["run"]["job"]), (&json!(expected_ran), &json!(job)), "{response}");
             assert_eq!(response["run"]["state"], "succeeded");
+            // A run reports rows and time per step as metrics.
+            let steps: Vec<Value> =
+                _job.stdout_lines().into_iter().filter(|line| line.get("StepRows").is_some()).collect();
+            assert_eq!(steps.is_empty(), !expected_ran, "{job}: step metrics only when it ran");
+            for line in &steps {
+                check_emf(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+                assert_eq!((&line["Function"], &line["Job"]), (&json!(job), &json!(job)), "{line}");
+            }
         }
     }
     assert_eq!(db.count("job_runs").await, 3);

@@ -3,6 +3,7 @@
 
 mod cli;
 mod consumer;
+mod deploy;
 mod grants;
 mod ingest;
 mod jobs;

@@ -5,11 +5,10 @@ use crate::export::user_export;
 use crate::routes::{Admin, ListQuery, Reply, id};
 use crate::{Api, Failure};
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
 use evtrack::keys::Scope;
 use futures::TryStreamExt;
@@ -18,15 +17,18 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use std::sync::Arc;
 
-pub fn routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/events/{id}", get(get_event).delete(delete_event))
-        .route("/v1/events/{id}/restore", post(restore_event))
-        .route("/v1/users/{user_id}", get(get_user).delete(erase_user))
-        .route("/v1/users/{user_id}/soft-delete", post(soft_delete_user))
-        .route("/v1/users/{user_id}/restore", post(restore_user))
-        .route("/v1/users/{user_id}/export", get(export_user))
-        .route("/v1/erasures/{id}", get(get_erasure))
+pub fn routes() -> ListedRouter<Arc<Api>> {
+    use http::Method;
+    ListedRouter::default()
+        .on(Method::GET, "/v1/events/{id}", get_event)
+        .on(Method::DELETE, "/v1/events/{id}", delete_event)
+        .on(Method::POST, "/v1/events/{id}/restore", restore_event)
+        .on(Method::GET, "/v1/users/{user_id}", get_user)
+        .on(Method::DELETE, "/v1/users/{user_id}", erase_user)
+        .on(Method::POST, "/v1/users/{user_id}/soft-delete", soft_delete_user)
+        .on(Method::POST, "/v1/users/{user_id}/restore", restore_user)
+        .on(Method::GET, "/v1/users/{user_id}/export", export_user)
+        .on(Method::GET, "/v1/erasures/{id}", get_erasure)
 }
 
 /// The project a request on project data is about, from a key allowed on the route: a read

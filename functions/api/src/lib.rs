@@ -9,7 +9,7 @@ mod pages;
 mod routes;
 
 pub use pages::Page;
-pub use routes::router;
+pub use routes::{router, routes};
 
 use axum::response::{IntoResponse, Response};
 use evtrack::Config;

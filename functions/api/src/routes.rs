@@ -5,11 +5,10 @@ use crate::pages::Page;
 use crate::{Api, Failure};
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
-use evtrack::http::{ApiError, IpPolicy, security_headers};
+use evtrack::http::{ApiError, IpPolicy, ListedRouter, security_headers};
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Access, Expiry, NewKeyRequest, Scope};
 use evtrack::store::ProjectChanges;
@@ -25,18 +24,31 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest key lifetime that may be asked for (longer: `never_expires`).
 const MAX_KEY_DAYS: u32 = 3650;
 
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/v1/projects", get(list_projects).post(create_project))
-        .route("/v1/projects/{id}", get(get_project).patch(update_project).delete(delete_project))
-        .route("/v1/projects/{id}/restore", post(restore_project))
-        .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{id}/rotate", post(rotate_key))
-        .route("/v1/keys/{id}/revoke", post(revoke_key))
-        .route("/v1/keys/{id}", get(get_key).delete(delete_key))
-        .route("/v1/keys/{id}/restore", post(restore_key))
-        .route("/v1/jobs/{name}/runs", get(list_runs).post(trigger_run))
+/// Every api route (a `ListedRouter`, so that template.yaml's routes are checked against it).
+pub fn routes() -> ListedRouter<Arc<Api>> {
+    use http::Method;
+    ListedRouter::default()
+        .on(Method::GET, "/v1/projects", list_projects)
+        .on(Method::POST, "/v1/projects", create_project)
+        .on(Method::GET, "/v1/projects/{id}", get_project)
+        .on(Method::PATCH, "/v1/projects/{id}", update_project)
+        .on(Method::DELETE, "/v1/projects/{id}", delete_project)
+        .on(Method::POST, "/v1/projects/{id}/restore", restore_project)
+        .on(Method::GET, "/v1/keys", list_keys)
+        .on(Method::POST, "/v1/keys", create_key)
+        .on(Method::POST, "/v1/keys/{id}/rotate", rotate_key)
+        .on(Method::POST, "/v1/keys/{id}/revoke", revoke_key)
+        .on(Method::GET, "/v1/keys/{id}", get_key)
+        .on(Method::DELETE, "/v1/keys/{id}", delete_key)
+        .on(Method::POST, "/v1/keys/{id}/restore", restore_key)
+        .on(Method::GET, "/v1/jobs/{name}/runs", list_runs)
+        .on(Method::POST, "/v1/jobs/{name}/runs", trigger_run)
         .merge(crate::data::routes())
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    routes()
+        .into_router()
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })

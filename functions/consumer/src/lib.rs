@@ -14,10 +14,12 @@ use evtrack::ids::ProjectId;
 use evtrack::keys::{KeyHashers, UsageThrottle};
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
+use evtrack::telemetry::{MetricLine, Unit};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// One queue message as the consumer sees it.
@@ -36,6 +38,43 @@ pub struct Report {
     pub rejected: u64,
     /// Events of erased users, dropped.
     pub suppressed: u64,
+    /// How many rejected items each reason kind counted (`reason_kind`).
+    pub rejected_by_reason: HashMap<&'static str, u64>,
+    /// The batch transaction's time, when one committed.
+    pub transaction: Option<Duration>,
+    /// When ingest received the oldest event of the batch.
+    pub oldest_received_at: Option<DateTime<Utc>>,
+}
+
+impl Report {
+    /// The batch's metrics (CloudWatch EMF).
+    fn emit_metrics(&self, messages: usize) {
+        let stored_or_dropped = self.events_stored + self.suppressed;
+        let mut line = MetricLine::new("consumer")
+            .metric("BatchSize", messages as f64, Unit::Count, &[])
+            .metric("EventsStored", self.events_stored as f64, Unit::Count, &[])
+            .metric("Duplicates", self.events_seen.saturating_sub(stored_or_dropped) as f64, Unit::Count, &[]);
+        if let Some(transaction) = self.transaction {
+            line = line.metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
+        }
+        if let Some(oldest) = self.oldest_received_at {
+            let lag = (Utc::now() - oldest).num_milliseconds().max(0);
+            line = line.metric("Lag", lag as f64, Unit::Milliseconds, &[]);
+        }
+        line.emit();
+        for (reason, count) in &self.rejected_by_reason {
+            MetricLine::new("consumer")
+                .dimension("Reason", reason)
+                .metric("EventsRejected", *count as f64, Unit::Count, &["Reason"])
+                .emit();
+        }
+    }
+}
+
+/// A rejection's reason as a metric dimension: its kind, not its text (which names values).
+fn reason_kind(reason: &str) -> &'static str {
+    const KINDS: [&str; 4] = ["message has no body", "unknown project", "undecodable event", "invalid event"];
+    KINDS.into_iter().find(|kind| reason.starts_with(kind)).unwrap_or("unreadable message")
 }
 
 pub struct Consumer {
@@ -70,8 +109,22 @@ impl Consumer {
         }
     }
 
-    /// The Lambda handler: an SQS batch in, the messages to retry out.
+    /// The Lambda handler: an SQS batch in, the messages to retry out. Its logs carry the
+    /// X-Ray trace headers ingest sent the messages with (`AWSTraceHeader`).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut traces: Vec<&str> = event
+            .records
+            .iter()
+            .filter_map(|record| record.attributes.get("AWSTraceHeader"))
+            .map(String::as_str)
+            .collect();
+        traces.sort_unstable();
+        traces.dedup();
+        let span = tracing::info_span!("sqs_batch", ingest_traces = %traces.join(" "));
+        self.handle_traced(&event).instrument(span).await
+    }
+
+    async fn handle_traced(&self, event: &SqsEvent) -> SqsBatchResponse {
         let messages: Vec<QueueMessage> = event
             .records
             .iter()
@@ -81,6 +134,7 @@ impl Consumer {
             })
             .collect();
         let report = self.process(&messages).await;
+        report.emit_metrics(messages.len());
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = report
             .failed
@@ -109,9 +163,15 @@ impl Consumer {
             }
         }
         report.events_seen = decoded.iter().map(|m| m.events.len() as u64).sum();
+        report.oldest_received_at = decoded.iter().map(|m| m.envelope.received_at).min();
+        for rejection in &rejections {
+            *report.rejected_by_reason.entry(reason_kind(&rejection.reason)).or_default() += 1;
+        }
         let rows: Vec<EventRow> = decoded.iter().flat_map(rows_of).collect();
+        let writing = std::time::Instant::now();
         match self.store.write_batch(&rows, &rejections, &self.hashers).await {
             Ok(written) => {
+                report.transaction = Some(writing.elapsed());
                 report.events_stored = written.events_inserted;
                 report.rejected = rejections.len() as u64;
                 report.suppressed = written.events_suppressed;

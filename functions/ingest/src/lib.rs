@@ -8,7 +8,7 @@ mod credentials;
 mod errors;
 mod routes;
 
-pub use routes::router;
+pub use routes::{router, routes};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,18 @@ use evtrack::limits::RateLimiter;
 use evtrack::queue::EventQueue;
 use evtrack::queue::envelope::{Receipt, pack};
 use evtrack::store::Store;
-use http::header;
+use http::{HeaderName, header};
+use std::time::{Duration, Instant};
+
+/// What one request came to, for its metrics (`routes::record`).
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Body bytes as sent (before decompression).
+    pub bytes_in: usize,
+    /// Events queued.
+    pub events: usize,
+    pub queue_send: Option<Duration>,
+}
 
 /// Everything a request needs, built once per process.
 pub struct Ingest {
@@ -37,7 +48,10 @@ impl Ingest {
         Self {
             limits: config.limits.clone(),
             keys: KeyVerifier::cached(store, KeyHashers::from_config(config), config.key_cache_ttl),
-            limiter: RateLimiter::new(Some(config.redis_url.expose()), config.rate_limit_events_per_second),
+            limiter: RateLimiter::new(
+                config.redis_url.as_ref().map(|url| url.expose().as_str()),
+                config.rate_limit_events_per_second,
+            ),
             queue,
         }
     }
@@ -46,11 +60,13 @@ impl Ingest {
         &self.queue
     }
 
-    /// decode → authenticate → validate → rate limit → queue.
-    pub async fn accept(&self, shape: Shape, request: Request) -> Result<Response, Rejected> {
+    /// decode → authenticate → validate → rate limit → queue. `observed` gathers what the
+    /// request's metrics report, whatever its outcome.
+    pub async fn accept(&self, shape: Shape, request: Request, observed: &mut Observed) -> Result<Response, Rejected> {
         let (parts, body) = request.into_parts();
         let limit = self.request_limit(shape);
         let raw = axum::body::to_bytes(body, limit).await.map_err(|_| errors::request_too_large(limit))?;
+        observed.bytes_in = raw.len();
         let header_text = |name| parts.headers.get(name).and_then(|value: &http::HeaderValue| value.to_str().ok());
         let json =
             body::json_bytes(raw, header_text(header::CONTENT_ENCODING), header_text(header::CONTENT_TYPE), limit)?;
@@ -68,7 +84,13 @@ impl Ingest {
         let ip = client_ip(&parts.extensions).and_then(|ip| access.ip_policy.apply(ip)).map(|ip| ip.to_string());
         let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref() };
         let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes)?;
-        self.queue.send_all(bodies).await?;
+        // lambda_http puts the invocation's X-Ray trace id in this header.
+        let trace = header_text(HeaderName::from_static("x-amzn-trace-id"));
+        let sending = Instant::now();
+        let sent = self.queue.send_all(bodies, trace).await;
+        observed.queue_send = Some(sending.elapsed());
+        sent?;
+        observed.events = events.len();
         tracing::debug!(events = events.len(), project = %project, "events queued");
         Ok(success(shape))
     }

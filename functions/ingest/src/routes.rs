@@ -1,35 +1,48 @@
 //! The ingest routes, each mapped to the wire shape it speaks (PROTOCOL.md).
 
-use super::Ingest;
+use super::{Ingest, Observed};
 use axum::extract::{Request, State};
 use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router, middleware};
 use evtrack::event::EventType;
 use evtrack::event::wire::Shape;
-use evtrack::http::{ApiError, security_headers};
+use evtrack::http::{ApiError, ListedRouter, security_headers};
+use evtrack::telemetry::{MetricLine, Unit};
 use http::{HeaderName, Method, StatusCode, header};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::cors::{Any, CorsLayer};
 
-pub fn router(ingest: Arc<Ingest>) -> Router {
-    let mut router = Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+/// Every ingest route; browsers' CORS preflight is answered for each POST route.
+pub fn routes() -> ListedRouter<Arc<Ingest>> {
+    let mut routes = ListedRouter::default()
+        .on(Method::GET, "/health", || async { Json(serde_json::json!({"status": "ok"})) })
         // analytics-next reports its own metrics here; accepted and not stored.
-        .route("/v1/m", post(|| async { Json(serde_json::json!({"success": true})) }));
+        .on(Method::POST, "/v1/m", || async { Json(serde_json::json!({"success": true})) })
+        .preflight("/v1/m");
+    let mut accept = |path: &str, shape: Shape| {
+        let taken = std::mem::take(&mut routes);
+        let handler = move |state: State<Arc<Ingest>>, request: Request| accepting(shape, state, request);
+        routes = taken.on(Method::POST, path, handler).preflight(path);
+    };
     for path in ["/v1/batch", "/v1/import", "/v1/b", "/beacon/v1/batch"] {
-        router = router.route(path, accepting(Shape::SegmentBatch));
+        accept(path, Shape::SegmentBatch);
     }
     for kind in EventType::ALL {
-        let single = accepting(Shape::SegmentSingle(kind));
         let short = &kind.as_str()[..1];
-        router = router.route(&format!("/v1/{kind}"), single.clone()).route(&format!("/v1/{short}"), single);
+        accept(&format!("/v1/{kind}"), Shape::SegmentSingle(kind));
+        accept(&format!("/v1/{short}"), Shape::SegmentSingle(kind));
     }
     for path in ["/batch", "/capture", "/e", "/i/v0/e"] {
-        router = router.route(path, accepting(Shape::PostHog)).route(&format!("{path}/"), accepting(Shape::PostHog));
+        accept(path, Shape::PostHog);
+        accept(&format!("{path}/"), Shape::PostHog);
     }
-    router
+    routes
+}
+
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    routes()
+        .into_router()
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
@@ -39,13 +52,39 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-fn accepting(shape: Shape) -> MethodRouter<Arc<Ingest>> {
-    post(move |State(ingest): State<Arc<Ingest>>, request: Request| async move {
-        match ingest.accept(shape, request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
+async fn accepting(shape: Shape, State(ingest): State<Arc<Ingest>>, request: Request) -> axum::response::Response {
+    let mut observed = Observed::default();
+    let (response, outcome) = match ingest.accept(shape, request, &mut observed).await {
+        Ok(response) => (response, "accepted"),
+        Err(rejected) => {
+            let code = rejected.0.code;
+            (rejected.into_response(), code)
         }
-    })
+    };
+    record(shape, outcome, &observed);
+    response
+}
+
+/// The request's metrics: by route (the wire shape) and outcome (`accepted` or the error code).
+fn record(shape: Shape, outcome: &str, observed: &Observed) {
+    let route = match shape {
+        Shape::SegmentBatch => "segment_batch",
+        Shape::SegmentSingle(_) => "segment_single",
+        Shape::PostHog => "posthog",
+    };
+    let mut line = MetricLine::new("ingest")
+        .dimension("Route", route)
+        .dimension("Outcome", outcome)
+        .metric("Requests", 1.0, Unit::Count, &["Route", "Outcome"])
+        .metric("Events", observed.events as f64, Unit::Count, &["Route", "Outcome"])
+        .metric("BytesIn", observed.bytes_in as f64, Unit::Bytes, &["Route"]);
+    if outcome != "accepted" {
+        line = line.dimension("Code", outcome).metric("Rejected", 1.0, Unit::Count, &["Code"]);
+    }
+    if let Some(sent) = observed.queue_send {
+        line = line.metric("QueueSendLatency", sent.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
+    }
+    line.emit();
 }
 
 /// Browsers post from any site; no credentials, so `*` is safe here (and only here).

@@ -12,7 +12,7 @@ use chrono::Utc;
 use evtrack::jobs::{Job, JobError, Run, Step};
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
-use evtrack::telemetry::emit_metric;
+use evtrack::telemetry::{MetricLine, Unit};
 use mysql_async::Transaction;
 use std::sync::Arc;
 
@@ -130,7 +130,10 @@ async fn report_expiring(store: &Store) -> Result<u64, StoreError> {
             days_left = format!("{days_left:.1}"),
             "API key expires soon; rotate it"
         );
-        emit_metric("KeyDaysToExpiry", days_left, "None", &[("KeyPrefix", &key.prefix)]);
+        MetricLine::new(JOB)
+            .dimension("KeyPrefix", &key.prefix)
+            .metric("KeyDaysToExpiry", days_left, Unit::None, &["KeyPrefix"])
+            .emit();
     }
     Ok(keys.len() as u64)
 }

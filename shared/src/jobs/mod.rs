@@ -15,6 +15,7 @@ mod runners;
 pub use runners::{InProcess, JobRunner, JobRunners, LambdaFunction};
 
 use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
+use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, SubsecRound, Utc};
 use mysql_async::Transaction;
 use serde::{Deserialize, Serialize};
@@ -208,6 +209,14 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         return Err(err);
     }
     let run = run_info(store, run_uid).await?;
+    for step in &run.steps {
+        MetricLine::new(name)
+            .dimension("Job", name)
+            .dimension("Step", &step.name)
+            .metric("StepRows", step.rows as f64, Unit::Count, &["Job", "Step"])
+            .metric("StepDuration", step.duration_ms as f64, Unit::Milliseconds, &["Job", "Step"])
+            .emit();
+    }
     let rows: Vec<String> = run.steps.iter().map(|step| format!("{}={}", step.name, step.rows)).collect();
     tracing::info!(job = name, slot = %trigger.slot, rows = %rows.join(" "), "job run finished");
     Ok(Outcome::Ran(run))

@@ -24,10 +24,11 @@ pub enum EventQueue {
 
 impl EventQueue {
     /// Sends every body, or fails; a failure may leave some bodies sent (the client's retry
-    /// is deduplicated downstream by messageId).
-    pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+    /// is deduplicated downstream by messageId). `trace_header` (the request's X-Ray trace)
+    /// travels with SQS messages as their `AWSTraceHeader`, to the consumer's logs.
+    pub async fn send_all(&self, bodies: Vec<String>, trace_header: Option<&str>) -> Result<(), QueueError> {
         match self {
-            EventQueue::Sqs(queue) => queue.send_all(bodies).await,
+            EventQueue::Sqs(queue) => queue.send_all(bodies, trace_header).await,
             EventQueue::Local(queue) => queue.send_all(bodies).await,
         }
     }

@@ -3,7 +3,9 @@
 
 use super::QueueError;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
+};
 use futures::future::join_all;
 use std::time::Duration;
 
@@ -42,21 +44,35 @@ impl SqsQueue {
         &self.queue_url
     }
 
-    pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+    pub async fn send_all(&self, bodies: Vec<String>, trace_header: Option<&str>) -> Result<(), QueueError> {
         let calls = group_into_calls(bodies, self.max_batch_bytes);
-        let results = join_all(calls.into_iter().map(|entries| self.send_call(entries))).await;
+        let results = join_all(calls.into_iter().map(|entries| self.send_call(entries, trace_header))).await;
         results.into_iter().collect()
     }
 
     /// One SendMessageBatch, repeated for the entries that failed.
-    async fn send_call(&self, bodies: Vec<String>) -> Result<(), QueueError> {
+    async fn send_call(&self, bodies: Vec<String>, trace_header: Option<&str>) -> Result<(), QueueError> {
+        let trace = trace_header
+            .map(|header| MessageSystemAttributeValue::builder().data_type("String").string_value(header).build())
+            .transpose()
+            .map_err(|err| QueueError::Unavailable(err.to_string()))?;
         let mut pending: Vec<(String, String)> =
             bodies.into_iter().enumerate().map(|(i, body)| (i.to_string(), body)).collect();
         let mut last_error = String::new();
         for attempt in 1..=ATTEMPTS {
             let entries = pending
                 .iter()
-                .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build())
+                .map(|(id, body)| {
+                    let entry = SendMessageBatchRequestEntry::builder().id(id).message_body(body);
+                    match &trace {
+                        Some(trace) => entry.message_system_attributes(
+                            MessageSystemAttributeNameForSends::AwsTraceHeader,
+                            trace.clone(),
+                        ),
+                        None => entry,
+                    }
+                    .build()
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|err| QueueError::Unavailable(err.to_string()))?;
             match self.client.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
