@@ -15,7 +15,7 @@ pub struct DatabaseUser {
     pub grants: &'static [(&'static str, &'static str)],
 }
 
-/// Every table a data statement may touch (the migrator owns the schema).
+/// The functions' users and their rights (the migrator, below, owns the schema).
 pub const FUNCTION_USERS: [DatabaseUser; 5] = [
     // Checks write keys; never writes (it queues, the consumer stores).
     DatabaseUser { function: "ingest", grants: &[("api_keys", "SELECT"), ("projects", "SELECT")] },
@@ -96,7 +96,9 @@ pub fn user_name(prefix: &str, function: &str) -> String {
 
 /// The statements that give every function's user (and the migrator) its rights on
 /// `database`, and nothing else: each user's earlier rights are revoked first. Users must
-/// exist (`create_users`). Names are checked: identifiers cannot be bound as parameters.
+/// exist (`create_user_statements`). Names are checked: identifiers cannot be bound as
+/// parameters. The REVOKE is server-wide: use one set of users per database server (a
+/// staging database beside production's needs its own users and prefix).
 pub fn grant_statements(database: &str, prefix: &str) -> Vec<String> {
     assert!(is_identifier(database) && is_identifier(prefix), "names are letters, digits and _");
     let mut statements = Vec::new();
@@ -117,9 +119,14 @@ pub fn grant_statements(database: &str, prefix: &str) -> Vec<String> {
 pub fn create_user_statements(prefix: &str, passwords: &[(&str, String)]) -> Vec<String> {
     passwords
         .iter()
-        .map(|(function, password)| {
+        .flat_map(|(function, password)| {
             assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()), "generated passwords are alphanumeric");
-            format!("CREATE USER IF NOT EXISTS '{}'@'%' IDENTIFIED BY '{password}'", user_name(prefix, function))
+            let user = user_name(prefix, function);
+            // ALTER too: a user that exists gets the password printed with it.
+            [
+                format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'"),
+                format!("ALTER USER '{user}'@'%' IDENTIFIED BY '{password}'"),
+            ]
         })
         .collect()
 }

@@ -47,8 +47,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// The batch's metrics (CloudWatch EMF).
+    /// The batch's metrics (CloudWatch EMF). What was stored, duplicate or rejected is known
+    /// only when the batch transaction committed; otherwise only the batch size is reported.
     fn emit_metrics(&self, messages: usize) {
+        if self.transaction.is_none() {
+            MetricLine::new("consumer").metric("BatchSize", messages as f64, Unit::Count, &[]).emit();
+            return;
+        }
         let stored_or_dropped = self.events_stored + self.suppressed;
         let mut line = MetricLine::new("consumer")
             .metric("BatchSize", messages as f64, Unit::Count, &[])

@@ -58,6 +58,9 @@ impl<J: Job + Send + 'static> JobRunner for InProcess<J> {
     }
 }
 
+/// How long the api waits for a job function's answer.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(25);
+
 /// A job run by invoking its Lambda function synchronously with the input Scheduler sends.
 pub struct LambdaFunction {
     client: aws_sdk_lambda::Client,
@@ -71,7 +74,10 @@ impl LambdaFunction {
 
     /// The runners of every job `functions` names (job → function name or ARN).
     pub async fn runners(functions: &[(&'static str, String)]) -> JobRunners {
-        let config = aws_config::load_from_env().await;
+        // Answer within API Gateway's 30 s; a run still going on after that finishes anyway
+        // (the invocation continues), and `GET /v1/jobs/{name}/runs` shows it.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(INVOKE_TIMEOUT).build();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         let client = aws_sdk_lambda::Client::new(&config);
         functions.iter().fold(JobRunners::default(), |runners, (job, function)| {
             runners.with(job, Self::new(client.clone(), function.clone()))
