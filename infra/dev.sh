@@ -4,7 +4,7 @@
 #   infra/dev.sh up        start MariaDB and Redis if needed, then run the local stack
 #   infra/dev.sh test      start what the tests need, then fmt check, clippy, every test
 #   infra/dev.sh services  only make sure MariaDB and Redis are running
-#   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md)
+#   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md): throughput, cold start
 #
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
 # (mariadb-server, redis-server, python3-venv, nodejs, npm), moto, the Python SDKs and the
@@ -147,9 +147,15 @@ case "${1:-}" in
     ;;
   bench)
     services
-    say "building the release binary the end-to-end benchmark runs"
-    cargo build --release --quiet -p evtrack-cli --bin evtrack
-    cargo bench -p evtrack-tests --bench throughput
+    mkdir -p target
+    ensure_test_venv
+    start_moto
+    say "building the release binaries the benchmarks run"
+    cargo build --release --quiet --bins -p evtrack-cli -p evtrack-ingest -p evtrack-consumer -p evtrack-api \
+      -p evtrack-cleanup -p evtrack-rotate-keys -p evtrack-tests
+    only=${EVTRACK_BENCH_ONLY:-}
+    if [ "$only" != coldstart ]; then cargo bench -p evtrack-tests --bench throughput; fi
+    if [ -z "$only" ] || [ "$only" = coldstart ]; then cargo bench -p evtrack-tests --bench coldstart; fi
     ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'

@@ -4,6 +4,7 @@
 //! The services must be running (`infra/dev.sh test` starts them); a missing service fails
 //! the test with the reason, never skips it.
 
+pub mod lambda;
 pub mod proxy;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -12,17 +13,15 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use evtrack::Config;
 use evtrack::config::Secret;
-use evtrack::jobs::{InProcess, JobRunners};
+use evtrack::jobs::JobRunners;
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::EventQueue;
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::sqs::SqsQueue;
 use evtrack::store::Store;
-use evtrack_cleanup::Cleanup;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
-use evtrack_rotate_keys::RotateKeys;
 use http::{Request, StatusCode};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
@@ -285,13 +284,7 @@ impl TestApp {
 
 /// The scheduled jobs in this process, each as its own database user.
 pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
-    let rotate_keys_store = users.store("rotate-keys");
-    let keyring = Arc::new(Keyring::from_config(rotate_keys_store.clone(), config).expect("keyring"));
-    let rotate_keys = RotateKeys::new(rotate_keys_store.clone(), keyring);
-    let cleanup = Cleanup::new(config.cleanup.clone());
-    JobRunners::default()
-        .with(evtrack_rotate_keys::JOB, InProcess::new(rotate_keys_store, rotate_keys, config.job_lease))
-        .with(evtrack_cleanup::JOB, InProcess::new(users.store("cleanup"), cleanup, config.job_lease))
+    evtrack_cli::commands::in_process_jobs(users.store("rotate-keys"), users.store("cleanup"), config).expect("jobs")
 }
 
 pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {

@@ -251,12 +251,17 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
 
 /// The scheduled jobs, run in this process: the very code their Lambdas run.
 pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<JobRunners> {
-    let keyring = keyring(store, config).await?;
-    let rotate_keys = RotateKeys::new(store.clone(), keyring);
+    in_process_jobs(store.clone(), store.clone(), config)
+}
+
+/// As `jobs`, each job on a store of its own (its own database user).
+pub fn in_process_jobs(rotate_keys_store: Store, cleanup_store: Store, config: &Config) -> anyhow::Result<JobRunners> {
+    let keyring = Arc::new(Keyring::from_config(rotate_keys_store.clone(), config)?);
+    let rotate_keys = RotateKeys::new(rotate_keys_store.clone(), keyring);
     let cleanup = Cleanup::new(config.cleanup.clone());
     Ok(JobRunners::default()
-        .with(evtrack_rotate_keys::JOB, InProcess::new(store.clone(), rotate_keys, config.job_lease))
-        .with(evtrack_cleanup::JOB, InProcess::new(store.clone(), cleanup, config.job_lease)))
+        .with(evtrack_rotate_keys::JOB, InProcess::new(rotate_keys_store, rotate_keys, config.job_lease))
+        .with(evtrack_cleanup::JOB, InProcess::new(cleanup_store, cleanup, config.job_lease)))
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {

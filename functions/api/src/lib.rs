@@ -108,6 +108,9 @@ pub enum Failure {
     InvalidCursor,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A job run failed, or its function could not be invoked or did not answer in time.
+    #[error("job failed: {0}")]
+    JobFailed(String),
 }
 
 impl From<StoreError> for Failure {
@@ -158,7 +161,11 @@ impl From<VerifyTokenError> for Failure {
 
 impl From<JobError> for Failure {
     fn from(err: JobError) -> Self {
-        Failure::Unavailable(err.to_string())
+        match err {
+            JobError::Store(err) => err.into(),
+            JobError::LeaseLost => Failure::Conflict("another invocation took this run over".into()),
+            JobError::Step { .. } | JobError::Invoke { .. } => Failure::JobFailed(err.to_string()),
+        }
     }
 }
 
@@ -177,6 +184,15 @@ impl IntoResponse for Failure {
             Failure::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason.clone()),
             Failure::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid or expired cursor; start over")
+            }
+            // The reason may name tables or AWS errors: logged, not answered.
+            Failure::JobFailed(reason) => {
+                tracing::warn!(error = %reason, "job run failed");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "job_failed",
+                    "the job did not complete here; GET /v1/jobs/{name}/runs shows its run",
+                )
             }
             Failure::Unavailable(reason) => {
                 tracing::warn!(error = %reason, "request failed");
