@@ -5,7 +5,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// An error answer: `{"success":false,"code","message","detail"}`. segment-python reads
 /// `code` and `message`, posthog-python reads `detail`.
@@ -91,57 +91,6 @@ pub fn client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
 }
 
-/// How much of a client's address a project keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpPolicy {
-    /// The network part only (/24, /48), as analytics tools do by default.
-    #[default]
-    Truncate,
-    Full,
-    None,
-}
-
-impl IpPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IpPolicy::Truncate => "truncate",
-            IpPolicy::Full => "full",
-            IpPolicy::None => "none",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [IpPolicy::Truncate, IpPolicy::Full, IpPolicy::None].into_iter().find(|policy| policy.as_str() == name)
-    }
-
-    pub fn apply(self, ip: IpAddr) -> Option<IpAddr> {
-        match self {
-            IpPolicy::Truncate => Some(truncate_ip(ip)),
-            IpPolicy::Full => Some(ip),
-            IpPolicy::None => None,
-        }
-    }
-}
-
-/// Drops the host part of an address: the last octet of IPv4 (/24), all but the first
-/// 48 bits of IPv6, as analytics tools do by default.
-pub fn truncate_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::V4(Ipv4Addr::new(a, b, c, 0))
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => truncate_ip(IpAddr::V4(v4)),
-            None => {
-                let [a, b, c, ..] = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 /// A router that lists its routes as it is built, so that the deployment's routes (the
 /// HttpApi in template.yaml) can be checked against the code, which is the one source.
 pub struct ListedRouter<S> {
@@ -188,17 +137,5 @@ impl<S: Clone + Send + Sync + 'static> ListedRouter<S> {
 
     pub fn into_router(self) -> axum::Router<S> {
         self.router
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_keeps_the_network_only() {
-        assert_eq!(truncate_ip("203.0.113.77".parse().expect("ip")).to_string(), "203.0.113.0");
-        assert_eq!(truncate_ip("2001:db8:abcd:12::1".parse().expect("ip")).to_string(), "2001:db8:abcd::");
-        assert_eq!(truncate_ip("::ffff:198.51.100.9".parse().expect("ip")).to_string(), "198.51.100.0");
     }
 }

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod jobs;
 pub mod keys;
 pub mod limits;
+pub mod model;
 pub mod queue;
 pub mod store;
 pub mod telemetry;

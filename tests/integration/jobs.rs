@@ -1,10 +1,9 @@
 //! The job ledger: one run per slot however many invocations, takeover of a run whose
 //! owner stopped, fencing of a stale owner.
 
-use evtrack::jobs::{Job, JobError, Outcome, Run, Step, Trigger, run_once};
+use evtrack::jobs::{Job, JobError, JobTx, Outcome, Run, Step, Trigger, run_once};
 use evtrack::store::{ChunkResult, StoreError};
 use evtrack_tests::TestDb;
-use mysql_async::Transaction;
 use mysql_async::prelude::Queryable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,11 +22,11 @@ impl Step for CountStep<'_> {
     fn name(&self) -> &'static str {
         "count"
     }
-    async fn chunk(&self, tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
+    async fn chunk(&self, tx: &mut JobTx<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
         self.0.chunks_run.fetch_add(1, Ordering::SeqCst);
         let from: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
         for n in from + 1..=from + 10 {
-            tx.exec_drop("INSERT INTO work (n) VALUES (?)", (n,)).await.map_err(StoreError::from)?;
+            tx.raw().exec_drop("INSERT INTO work (n) VALUES (?)", (n,)).await.map_err(StoreError::from)?;
         }
         let to = from + 10;
         Ok(ChunkResult { rows: 10, resume_after: Some(to.to_string()), done: to >= 30 })
@@ -38,11 +37,11 @@ impl Step for FinishStep<'_> {
     fn name(&self) -> &'static str {
         "finish"
     }
-    async fn chunk(&self, tx: &mut Transaction<'_>, _: Option<&str>) -> Result<ChunkResult, StoreError> {
+    async fn chunk(&self, tx: &mut JobTx<'_>, _: Option<&str>) -> Result<ChunkResult, StoreError> {
         if self.0.hang_in_finish {
             std::future::pending::<()>().await;
         }
-        tx.exec_drop("INSERT INTO work (n) VALUES (1000)", ()).await.map_err(StoreError::from)?;
+        tx.raw().exec_drop("INSERT INTO work (n) VALUES (1000)", ()).await.map_err(StoreError::from)?;
         Ok(ChunkResult { rows: 1, resume_after: None, done: true })
     }
 }

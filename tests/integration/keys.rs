@@ -307,7 +307,8 @@ async fn keys_are_created_with_scope_defaults_listed_without_secrets_and_refused
             json!({"scope": "write", "project": app.project, "expires_in_days": 5, "never_expires": true}),
             StatusCode::BAD_REQUEST,
         ),
-        (json!({"scope": "write", "project": uuid::Uuid::now_v7()}), StatusCode::BAD_REQUEST),
+        // A project that does not exist is missing, like another tenant's (not "invalid").
+        (json!({"scope": "write", "project": uuid::Uuid::now_v7()}), StatusCode::NOT_FOUND),
     ] {
         let reply = app.send(api_request("POST", "/v1/keys", &app.admin, Some(&body))).await;
         assert_eq!(reply.status, status, "{body}: {}", reply.json);
@@ -459,4 +460,18 @@ async fn keys_hashed_under_the_previous_pepper_keep_working_after_a_pepper_rotat
     let ingest = evtrack_ingest::Ingest::new(&config, store, evtrack::queue::EventQueue::Local(queue));
     let router = evtrack_ingest::router(std::sync::Arc::new(ingest));
     assert_eq!(evtrack_tests::send(&router, track(&old_key)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_a_logged_500_not_an_invalid_request() {
+    let app = TestApp::new().await;
+    // Without strict mode MariaDB stores an unknown ENUM value as '' (a manual edit gone wrong).
+    let corrupt = format!(
+        "SET SESSION sql_mode = ''; UPDATE projects SET ip_policy = 'bogus' WHERE uid = UNHEX('{}')",
+        app.project.simple()
+    );
+    app.db.execute(&corrupt).await;
+    let reply = app.send(api_request("GET", &format!("/v1/projects/{}", app.project), &app.admin, None)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
+    assert!(!reply.json.to_string().contains("bogus"), "no detail of the row: {}", reply.json);
 }

@@ -95,7 +95,7 @@ async fn erase_user(State(api): State<Arc<Api>>, OnProject(project): Managing, P
     if user_id.is_empty() || user_id.chars().count() > 255 {
         return Err(Failure::Invalid("a user id has 1 to 255 characters".into()));
     }
-    let uid = api.store.request_erasure(project, &user_id, &api.hashers).await?;
+    let uid = api.store.request_erasure(project, &user_id, &api.erased_ids).await?;
     let erasure = api.store.erasure(uid).await?.ok_or(Failure::NotFound)?;
     tracing::info!(erasure = %uid, "erasure requested");
     Ok((StatusCode::ACCEPTED, Json(erasure)).into_response())

@@ -17,7 +17,9 @@ use evtrack::http::{ApiError, key_from_authorization};
 use evtrack::ids::ProjectId;
 use evtrack::jobs::{JobError, JobRunners};
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
-use evtrack::keys::{Access, AccessDenied, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError};
+use evtrack::keys::{
+    Access, AccessDenied, ErasedIdHasher, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError,
+};
 use evtrack::store::{KeyChangeError, Store, StoreError};
 use http::StatusCode;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ pub struct Api {
     keys: KeyService,
     keyring: Arc<Keyring>,
     usage: UsageThrottle,
-    hashers: KeyHashers,
+    erased_ids: ErasedIdHasher,
     jobs: JobRunners,
 }
 
@@ -43,7 +45,7 @@ impl Api {
             verifier: KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config)),
             keys: KeyService::new(store.clone(), config),
             usage: UsageThrottle::new(Duration::from_secs(60)),
-            hashers: KeyHashers::from_config(config),
+            erased_ids: ErasedIdHasher::from_config(config),
             jobs,
             keyring,
             store,
@@ -108,6 +110,9 @@ pub enum Failure {
     InvalidCursor,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A bug or a corrupt row: logged, answered 500 without detail.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A job run failed, or its function could not be invoked or did not answer in time.
     #[error("job failed: {0}")]
     JobFailed(String),
@@ -116,8 +121,12 @@ pub enum Failure {
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Refused(reason) => Failure::Invalid(reason),
-            other => Failure::Unavailable(other.to_string()),
+            StoreError::Invalid(reason) => Failure::Invalid(reason),
+            StoreError::NotFound(_) => Failure::NotFound,
+            StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Migration(_) => {
+                Failure::Internal(err.to_string())
+            }
+            StoreError::Unavailable(_) => Failure::Unavailable(err.to_string()),
         }
     }
 }
@@ -126,7 +135,7 @@ impl From<VerifyError> for Failure {
     fn from(err: VerifyError) -> Self {
         match err {
             VerifyError::Denied(denied) => Failure::Denied(denied),
-            VerifyError::Unavailable(err) => Failure::Unavailable(err.to_string()),
+            VerifyError::Unavailable(err) => err.into(),
         }
     }
 }
@@ -184,6 +193,10 @@ impl IntoResponse for Failure {
             Failure::Conflict(reason) => ApiError::new(StatusCode::CONFLICT, "conflict", reason.clone()),
             Failure::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid or expired cursor; start over")
+            }
+            Failure::Internal(reason) => {
+                tracing::error!(error = %reason, "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
             // The reason may name tables or AWS errors: logged, not answered.
             Failure::JobFailed(reason) => {

@@ -12,9 +12,8 @@
 
 use chrono::{DateTime, Utc};
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
-use evtrack::jobs::{Job, JobError, Run, Step};
+use evtrack::jobs::{Job, JobError, JobTx, Run, Step};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
-use mysql_async::Transaction;
 
 pub const JOB: &str = "cleanup";
 /// PlanetScale refuses statements touching more than 100k rows.
@@ -93,7 +92,7 @@ impl Step for StepOf<'_> {
         }
     }
 
-    async fn chunk(&self, tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
+    async fn chunk(&self, tx: &mut JobTx<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
         let Context { policy, slot } = self.context;
         let limit = policy.chunk_rows;
         let purge_before = *slot - policy.soft_delete_grace;

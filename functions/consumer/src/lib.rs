@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use evtrack::Config;
 use evtrack::event::Event;
 use evtrack::ids::ProjectId;
-use evtrack::keys::{KeyHashers, UsageThrottle};
+use evtrack::keys::{ErasedIdHasher, UsageThrottle};
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
@@ -85,7 +85,7 @@ fn reason_kind(reason: &str) -> &'static str {
 pub struct Consumer {
     store: Store,
     /// Hash the ids of events to check them against the erasure suppression list.
-    hashers: KeyHashers,
+    erased_ids: ErasedIdHasher,
     /// Public → private project ids; they never change, so no expiry.
     projects: Mutex<HashMap<Uuid, ProjectId>>,
     /// `last_used_at` of write keys is written from here (ingest never writes the
@@ -108,7 +108,7 @@ impl Consumer {
     pub fn new(store: Store, config: &Config) -> Self {
         Self {
             store,
-            hashers: KeyHashers::from_config(config),
+            erased_ids: ErasedIdHasher::from_config(config),
             projects: Mutex::new(HashMap::new()),
             key_use: UsageThrottle::new(KEY_USE_INTERVAL),
         }
@@ -174,7 +174,7 @@ impl Consumer {
         }
         let rows: Vec<EventRow> = decoded.iter().flat_map(rows_of).collect();
         let writing = std::time::Instant::now();
-        match self.store.write_batch(&rows, &rejections, &self.hashers).await {
+        match self.store.write_batch(&rows, &rejections, &self.erased_ids).await {
             Ok(written) => {
                 report.transaction = Some(writing.elapsed());
                 report.events_stored = written.events_inserted;
@@ -282,7 +282,7 @@ impl Consumer {
         let mut failed_messages: Vec<&str> = Vec::new();
         for message in decoded {
             for ((index, event), row) in message.events.iter().zip(rows_of(message)) {
-                match self.store.write_batch(std::slice::from_ref(&row), &[], &self.hashers).await {
+                match self.store.write_batch(std::slice::from_ref(&row), &[], &self.erased_ids).await {
                     Ok(written) => {
                         report.events_stored += written.events_inserted;
                         report.suppressed += written.events_suppressed;
@@ -301,7 +301,7 @@ impl Consumer {
                 }
             }
         }
-        match self.store.write_batch(&[], &rejections, &self.hashers).await {
+        match self.store.write_batch(&[], &rejections, &self.erased_ids).await {
             Ok(_) => report.rejected = rejections.len() as u64,
             Err(err) => {
                 tracing::warn!(error = %err, "rejections not recorded; left for redelivery");

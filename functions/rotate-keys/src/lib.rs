@@ -9,11 +9,10 @@
 //!    retire keys whose verification overlap is over, purge retired keys after a while.
 
 use chrono::Utc;
-use evtrack::jobs::{Job, JobError, Run, Step};
+use evtrack::jobs::{Job, JobError, JobTx, Run, Step};
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
-use mysql_async::Transaction;
 use std::sync::Arc;
 
 pub const JOB: &str = "rotate-keys";
@@ -102,7 +101,7 @@ impl Step for StepOf<'_> {
         }
     }
 
-    async fn chunk(&self, tx: &mut Transaction<'_>, _resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
+    async fn chunk(&self, tx: &mut JobTx<'_>, _resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
         let context = self.context;
         Ok(match self.kind {
             KeyStep::EndGracePeriods => chunk(Store::mark_ended_keys(tx, KeyEnd::Rotated, CHUNK).await?),

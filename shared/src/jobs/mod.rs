@@ -12,12 +12,12 @@
 
 mod runners;
 
+pub use crate::store::{JobTx, Step};
 pub use runners::{InProcess, JobRunner, JobRunners, LambdaFunction};
 
-use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
+use crate::store::{ClaimResult, FencedError, RunInfo, Store, StoreError};
 use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, SubsecRound, Utc};
-use mysql_async::Transaction;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use uuid::Uuid;
@@ -114,18 +114,6 @@ impl Outcome {
         let Answer { ran, run } = serde_json::from_slice(bytes)?;
         Ok(if ran { Outcome::Ran(run) } else { Outcome::AlreadyTaken(run) })
     }
-}
-
-/// One step of a job: a unit of work done in chunks, each chunk in the transaction that
-/// checks the run's fence. A chunk must be idempotent (a crash between its commit and the
-/// next chunk repeats nothing, but a chunk whose transaction failed runs again).
-pub trait Step: Sync {
-    fn name(&self) -> &'static str;
-    fn chunk<'a>(
-        &'a self,
-        tx: &'a mut Transaction<'_>,
-        resume_after: Option<&'a str>,
-    ) -> impl Future<Output = Result<ChunkResult, StoreError>> + Send + 'a;
 }
 
 /// A scheduled job: its name in the ledger and its steps, in order.

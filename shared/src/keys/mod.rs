@@ -7,16 +7,18 @@
 //! characters of CRC32 over the rest, so a mistyped key is refused before any lookup.
 //! Only HMAC-SHA256(pepper, key) is stored, beside the pepper's version.
 
+mod erased_ids;
 pub mod keyring;
 mod service;
 mod verifier;
 
+pub use erased_ids::ErasedIdHasher;
 pub use service::{KeyService, NewKeyRequest};
 pub use verifier::{KeyHashers, KeyVerifier, UsageThrottle};
 
 use crate::config::{KeyPolicy, Secret};
-use crate::http::IpPolicy;
-use crate::ids::ProjectId;
+use crate::model::IpPolicy;
+pub use crate::model::{KeyHash, Scope};
 use crate::store::{KeyRecord, StoreError};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -33,36 +35,12 @@ pub const KEY_CHARS: usize = PREFIX_CHARS + RANDOM_CHARS + CHECKSUM_CHARS;
 /// How much of a key may be shown or logged to identify it.
 pub const DISPLAY_PREFIX_CHARS: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Ingest only; may ship in a browser.
-    Write,
-    /// One project's data.
-    Read,
-    /// Projects, keys and jobs.
-    Admin,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Write => "write",
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        [Scope::Write, Scope::Read, Scope::Admin].into_iter().find(|s| s.as_str() == name)
-    }
-
-    fn prefix(self) -> &'static str {
-        match self {
-            Scope::Write => "evtw_",
-            Scope::Read => "evtr_",
-            Scope::Admin => "evta_",
-        }
+/// The prefix that names a key's scope (secret scanners match on it).
+fn prefix(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Write => "evtw_",
+        Scope::Read => "evtr_",
+        Scope::Admin => "evta_",
     }
 }
 
@@ -88,7 +66,7 @@ impl ApiKey {
     pub fn generate(scope: Scope) -> Self {
         let mut rng = rand::rng();
         let mut text = String::with_capacity(KEY_CHARS);
-        text.push_str(scope.prefix());
+        text.push_str(prefix(scope));
         for _ in 0..RANDOM_CHARS {
             text.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
         }
@@ -104,7 +82,7 @@ impl ApiKey {
         let (prefix, rest) = text.split_at(PREFIX_CHARS);
         let scope = [Scope::Write, Scope::Read, Scope::Admin]
             .into_iter()
-            .find(|scope| scope.prefix() == prefix)
+            .find(|scope| self::prefix(*scope) == prefix)
             .ok_or(MalformedKey)?;
         if !rest.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
             return Err(MalformedKey);
@@ -141,16 +119,6 @@ fn checksum(text: &str) -> String {
     String::from_utf8_lossy(&digits).into_owned()
 }
 
-/// HMAC-SHA256 of a key under the server's pepper: what the database stores and looks up.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyHash(pub [u8; 32]);
-
-impl std::fmt::Debug for KeyHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyHash(…)")
-    }
-}
-
 #[derive(Clone)]
 pub struct KeyHasher {
     pepper: Secret<Vec<u8>>,
@@ -164,17 +132,6 @@ impl KeyHasher {
 
     pub fn version(&self) -> u16 {
         self.version
-    }
-
-    /// A keyed hash of a person's id within a project: what the suppression list and the
-    /// erasure audit keep instead of the id.
-    pub fn hash_subject(&self, project: ProjectId, subject: &str) -> [u8; 32] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.pepper.expose()).expect("HMAC takes any key length");
-        // Domain-separated from key hashes.
-        mac.update(b"evtrack-subject\0");
-        mac.update(&project.0.to_be_bytes());
-        mac.update(subject.as_bytes());
-        mac.finalize().into_bytes().into()
     }
 
     pub fn hash(&self, key: &ApiKey) -> KeyHash {

@@ -49,7 +49,7 @@ impl KeyService {
         uid: Uuid,
         grace: Option<chrono::Duration>,
     ) -> Result<(KeyInfo, ApiKey), KeyChangeError> {
-        let grace = self.policy.rotation_grace(grace).map_err(StoreError::Refused)?;
+        let grace = self.policy.rotation_grace(grace).map_err(StoreError::Invalid)?;
         let old = self.store.key_info(uid).await?.ok_or(KeyChangeError::NotFound)?;
         let key = ApiKey::generate(old.scope);
         let now = Utc::now();
@@ -95,7 +95,7 @@ impl KeyService {
 fn check_name(name: &str) -> Result<&str, StoreError> {
     let name = name.trim();
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(StoreError::Refused("a key name has at most 200 characters and no control characters".into()));
+        return Err(StoreError::Invalid("a key name has at most 200 characters and no control characters".into()));
     }
     Ok(name)
 }

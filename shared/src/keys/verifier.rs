@@ -3,7 +3,6 @@
 
 use super::{Access, AccessDenied, ApiKey, KeyHash, KeyHasher, Scope, VerifyError, access};
 use crate::config::Config;
-use crate::ids::ProjectId;
 use crate::store::{KeyRecord, Store};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -24,11 +23,6 @@ impl KeyHashers {
             current: KeyHasher::new(&config.key_pepper, config.key_pepper_version),
             previous: config.key_pepper_previous.as_ref().map(|(pepper, version)| KeyHasher::new(pepper, *version)),
         }
-    }
-
-    /// `subject`'s hash under each pepper, current first.
-    pub fn subject_hashes(&self, project: ProjectId, subject: &str) -> impl Iterator<Item = [u8; 32]> {
-        std::iter::once(&self.current).chain(&self.previous).map(move |hasher| hasher.hash_subject(project, subject))
     }
 
     /// The stored record of `key` under either pepper, and the hash it was found by.

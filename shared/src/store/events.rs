@@ -5,7 +5,7 @@
 use super::{Store, StoreError, to_db_time};
 use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
-use crate::keys::KeyHashers;
+use crate::model::SubjectHashes;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
@@ -59,13 +59,13 @@ impl Store {
         &self,
         rows: &[EventRow<'_>],
         rejections: &[Rejection],
-        hashers: &KeyHashers,
+        erased_ids: &impl SubjectHashes,
     ) -> Result<BatchWrite, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result =
-                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, hashers)).await {
+                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, erased_ids)).await {
                     Ok(result) => result,
                     Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
                 };
@@ -82,13 +82,13 @@ impl Store {
         &self,
         rows: &[EventRow<'_>],
         rejections: &[Rejection],
-        hashers: &KeyHashers,
+        erased_ids: &impl SubjectHashes,
     ) -> Result<BatchWrite, StoreError> {
         let mut conn = self.conn().await?;
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
-        let rows = &storable(&mut tx, rows, hashers, &mut outcome).await?;
+        let rows = &storable(&mut tx, rows, erased_ids, &mut outcome).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -110,7 +110,7 @@ impl Store {
 async fn storable<'r, 'e>(
     tx: &mut Transaction<'_>,
     rows: &'r [EventRow<'e>],
-    hashers: &KeyHashers,
+    erased_ids: &impl SubjectHashes,
     outcome: &mut BatchWrite,
 ) -> Result<Vec<&'r EventRow<'e>>, StoreError> {
     let mut projects: Vec<u64> = rows.iter().map(|row| row.project.0).collect();
@@ -135,8 +135,9 @@ async fn storable<'r, 'e>(
         }
         let erased = !suppressed.is_empty()
             && row.event.subject_ids().any(|subject| {
-                hashers
-                    .subject_hashes(row.project, subject)
+                erased_ids
+                    .hashes(row.project, subject)
+                    .into_iter()
                     .any(|hash| suppressed.contains(&(row.project.0, hash.to_vec())))
             });
         if erased {

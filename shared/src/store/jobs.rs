@@ -1,15 +1,37 @@
 //! The job ledger's rows: `job_runs` (one per job and slot: lease, fence, state) and
-//! `job_steps` (per-step progress). `crate::jobs` drives them.
+//! `job_steps` (per-step progress), and the transaction job steps run in.
 
-use super::{Store, StoreError, column, time_column, to_db_time, with_timeout};
+use super::{Store, StoreError, column, required, required_time, time_column, to_db_time, with_timeout};
 use crate::ids::new_public_id;
-use crate::jobs::Step;
 use chrono::{DateTime, SubsecRound, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, IsolationLevel, Row, Transaction, TxOpts};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// The transaction a job step's chunk runs in: it holds the run's row under the fence, and
+/// the store's step operations (`Store::erase_chunk`, `Store::mark_ended_keys`, …) take it.
+pub struct JobTx<'c>(pub(super) Transaction<'c>);
+
+impl<'c> JobTx<'c> {
+    /// The bare transaction, for steps written outside the store (the tests' own jobs).
+    pub fn raw(&mut self) -> &mut Transaction<'c> {
+        &mut self.0
+    }
+}
+
+/// One step of a job: a unit of work done in chunks, each chunk in the transaction that
+/// checks the run's fence. A chunk must be idempotent (a crash between its commit and the
+/// next chunk repeats nothing, but a chunk whose transaction failed runs again).
+pub trait Step: Sync {
+    fn name(&self) -> &'static str;
+    fn chunk<'a>(
+        &'a self,
+        tx: &'a mut JobTx<'_>,
+        resume_after: Option<&'a str>,
+    ) -> impl Future<Output = Result<ChunkResult, StoreError>> + Send + 'a;
+}
 
 /// A run as the api and the command line show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,8 +160,9 @@ impl Store {
     ) -> Result<ChunkResult, FencedError> {
         let started = Instant::now();
         let mut conn = self.conn().await?;
-        let mut tx = fenced_transaction(&mut conn, run_id, fence).await?;
+        let mut tx = JobTx(fenced_transaction(&mut conn, run_id, fence).await?);
         let result = step.chunk(&mut tx, resume_after).await?;
+        let mut tx = tx.0;
         with_timeout(tx.exec_drop(
             "INSERT INTO job_steps (run_id, step, done, rows_done, chunks, duration_ms, resume_after)
              VALUES (?, ?, ?, ?, 1, ?, ?)
@@ -250,21 +273,21 @@ impl Store {
 }
 
 async fn with_steps(conn: &mut Conn, row: Row) -> Result<RunInfo, StoreError> {
-    let run_id: u64 = column(&row, 0).ok_or_else(|| StoreError::Refused("job run without id".into()))?;
+    let run_id: u64 = required(&row, 0)?;
     let steps: Vec<(String, bool, u64, u32, u64, Option<String>)> = with_timeout(conn.exec(
         "SELECT step, done, rows_done, chunks, duration_ms, error FROM job_steps WHERE run_id = ? ORDER BY id",
         (run_id,),
     ))
     .await?;
     Ok(RunInfo {
-        id: column(&row, 1).ok_or_else(|| StoreError::Refused("job run without uid".into()))?,
-        job: column(&row, 2).unwrap_or_default(),
-        slot: time_column(&row, 3).unwrap_or_default(),
-        state: column(&row, 4).unwrap_or_default(),
-        attempts: column(&row, 5).unwrap_or_default(),
-        triggered_by: column(&row, 6).unwrap_or_default(),
+        id: required(&row, 1)?,
+        job: required(&row, 2)?,
+        slot: required_time(&row, 3)?,
+        state: required(&row, 4)?,
+        attempts: required(&row, 5)?,
+        triggered_by: required(&row, 6)?,
         error: column(&row, 7),
-        created_at: time_column(&row, 8).unwrap_or_default(),
+        created_at: required_time(&row, 8)?,
         finished_at: time_column(&row, 9),
         steps: steps
             .into_iter()

@@ -1,13 +1,15 @@
 //! API key rows. Only keyed hashes are stored; see `crate::keys` for the format.
 
 use super::live::{LIVE_KEYS, LIVE_PROJECTS};
-use super::{Store, StoreError, column, from_db_time, time_column, to_db_time, with_timeout};
-use crate::http::IpPolicy;
+use super::{
+    JobTx, Store, StoreError, column, from_db_time, parse_ip_policy, required, required_time, time_column, to_db_time,
+    with_timeout,
+};
 use crate::ids::new_public_id;
-use crate::keys::{KeyHash, Scope};
+use crate::model::{IpPolicy, KeyHash, Scope};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, Transaction, TxOpts};
+use mysql_async::{Row, TxOpts};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -99,28 +101,28 @@ fn key_info_from() -> String {
 }
 
 fn key_info(row: Row, now: DateTime<Utc>) -> Result<KeyInfo, StoreError> {
-    let scope: String = column(&row, 2).unwrap_or_default();
+    let scope: String = required(&row, 2)?;
     let mut info = KeyInfo {
-        id: column(&row, 0).ok_or_else(|| StoreError::Refused("key row without uid".into()))?,
+        id: required(&row, 0)?,
         project: column(&row, 1),
         scope: parse_scope(&scope)?,
-        name: column(&row, 3).unwrap_or_default(),
-        prefix: column(&row, 4).unwrap_or_default(),
-        created_at: time_column(&row, 5).unwrap_or_default(),
+        name: required(&row, 3)?,
+        prefix: required(&row, 4)?,
+        created_at: required_time(&row, 5)?,
         expires_at: time_column(&row, 6),
         grace_ends_at: time_column(&row, 7),
         replaced_by: column(&row, 8),
         revoked_at: time_column(&row, 9),
         last_used_at: time_column(&row, 10),
         status: "active",
-        pepper_version: column(&row, 11).unwrap_or_default(),
+        pepper_version: required(&row, 11)?,
     };
     info.status = info.status_at(now);
     Ok(info)
 }
 
 fn parse_scope(name: &str) -> Result<Scope, StoreError> {
-    Scope::parse(name).ok_or_else(|| StoreError::Refused(format!("unknown scope {name}")))
+    Scope::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown scope {name}")))
 }
 
 /// Why a key could not be rotated or revoked.
@@ -146,10 +148,10 @@ impl Store {
     async fn key_project_id(&self, scope: Scope, project: Option<Uuid>) -> Result<Option<u64>, StoreError> {
         match (scope, project) {
             (Scope::Admin, None) => Ok(None),
-            (Scope::Admin, Some(_)) => Err(StoreError::Refused("admin keys belong to no project".into())),
-            (_, None) => Err(StoreError::Refused("write and read keys need a project".into())),
+            (Scope::Admin, Some(_)) => Err(StoreError::Invalid("admin keys belong to no project".into())),
+            (_, None) => Err(StoreError::Invalid("write and read keys need a project".into())),
             (_, Some(uid)) => Ok(Some(
-                self.live_project_id(uid).await?.ok_or_else(|| StoreError::Refused(format!("no project {uid}")))?.0,
+                self.live_project_id(uid).await?.ok_or_else(|| StoreError::NotFound(format!("no project {uid}")))?.0,
             )),
         }
     }
@@ -169,16 +171,16 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let scope: String = column(&row, 1).unwrap_or_default();
-        let ip_policy: String = column(&row, 3).unwrap_or_default();
-        let key_hash: Vec<u8> = column(&row, 4).unwrap_or_default();
+        let scope: String = required(&row, 1)?;
+        let ip_policy: String = required(&row, 3)?;
+        let key_hash: Vec<u8> = required(&row, 4)?;
         Ok(Some(KeyRecord {
-            key_uid: column(&row, 0).ok_or_else(|| StoreError::Refused("key row without uid".into()))?,
+            key_uid: required(&row, 0)?,
             scope: parse_scope(&scope)?,
             project_uid: column(&row, 2),
-            ip_policy: IpPolicy::parse(&ip_policy).unwrap_or_default(),
-            key_hash: key_hash.try_into().map_err(|_| StoreError::Refused("stored key hash is not 32 bytes".into()))?,
-            pepper_version: column(&row, 5).unwrap_or_default(),
+            ip_policy: parse_ip_policy(&ip_policy)?,
+            key_hash: key_hash.try_into().map_err(|_| StoreError::Corrupt("stored key hash is not 32 bytes".into()))?,
+            pepper_version: required(&row, 5)?,
             expires_at: time_column(&row, 6),
             grace_ends_at: time_column(&row, 7),
             revoked_at: time_column(&row, 8),
@@ -364,7 +366,8 @@ impl KeyEnd {
 impl Store {
     /// Marks up to `limit` keys that ended this way as ended. A revoked key is marked as
     /// revoked, whatever else would also have ended it.
-    pub async fn mark_ended_keys(tx: &mut Transaction<'_>, end: KeyEnd, limit: u64) -> Result<u64, StoreError> {
+    pub async fn mark_ended_keys(tx: &mut JobTx<'_>, end: KeyEnd, limit: u64) -> Result<u64, StoreError> {
+        let tx = &mut tx.0;
         let column = end.column();
         // Both names come from the fixed lists above.
         let sql = format!(

@@ -5,9 +5,11 @@
 //! (PlanetScale: 100k rows a statement, 20 s a transaction).
 
 use super::live::{LIVE_EVENTS, LIVE_USERS};
-use super::{ChunkResult, Store, StoreError, column, time_column, to_db_time, with_timeout};
+use super::{
+    ChunkResult, JobTx, Store, StoreError, column, required, required_time, time_column, to_db_time, with_timeout,
+};
 use crate::ids::{ProjectId, new_public_id};
-use crate::keys::KeyHashers;
+use crate::model::SubjectHashes;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Transaction, TxOpts, Value};
@@ -51,11 +53,11 @@ fn raw_json(row: &Row, index: usize) -> Option<Box<RawValue>> {
     column::<String>(row, index).and_then(|text| RawValue::from_string(text).ok())
 }
 
-fn event_view(row: &Row) -> EventView {
-    EventView {
-        id: column(row, 0).unwrap_or_default(),
-        message_id: column(row, 1).unwrap_or_default(),
-        kind: column(row, 2).unwrap_or_default(),
+fn event_view(row: &Row) -> Result<EventView, StoreError> {
+    Ok(EventView {
+        id: required(row, 0)?,
+        message_id: required(row, 1)?,
+        kind: required(row, 2)?,
         name: column(row, 3),
         user_id: column(row, 4),
         anonymous_id: column(row, 5),
@@ -64,11 +66,11 @@ fn event_view(row: &Row) -> EventView {
         properties: raw_json(row, 8),
         traits: raw_json(row, 9),
         context: raw_json(row, 10),
-        timestamp: time_column(row, 11).unwrap_or_default(),
-        received_at: time_column(row, 12).unwrap_or_default(),
+        timestamp: required_time(row, 11)?,
+        received_at: required_time(row, 12)?,
         ip: column(row, 13),
         deleted_at: time_column(row, 14),
-    }
+    })
 }
 
 /// A user profile as the api returns it.
@@ -86,15 +88,15 @@ pub struct UserView {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-fn user_view(row: &Row) -> UserView {
-    UserView {
-        id: column(row, 0).unwrap_or_default(),
-        user_id: column(row, 1).unwrap_or_default(),
+fn user_view(row: &Row) -> Result<UserView, StoreError> {
+    Ok(UserView {
+        id: required(row, 0)?,
+        user_id: required(row, 1)?,
         traits: raw_json(row, 2),
-        first_seen_at: time_column(row, 3).unwrap_or_default(),
-        last_seen_at: time_column(row, 4).unwrap_or_default(),
+        first_seen_at: required_time(row, 3)?,
+        last_seen_at: required_time(row, 4)?,
         deleted_at: time_column(row, 5),
-    }
+    })
 }
 
 const USER_VIEW_COLUMNS: &str = "uid, user_id, traits, first_seen_at, last_seen_at, deleted_at";
@@ -133,7 +135,7 @@ impl Store {
             (project.0, uid),
         ))
         .await?;
-        Ok(row.as_ref().map(event_view))
+        row.as_ref().map(event_view).transpose()
     }
 
     pub async fn user(&self, project: ProjectId, user_id: &str) -> Result<Option<UserView>, StoreError> {
@@ -143,7 +145,7 @@ impl Store {
             (project.0, user_id),
         ))
         .await?;
-        Ok(row.as_ref().map(user_view))
+        row.as_ref().map(user_view).transpose()
     }
 
     /// Soft-deletes (`deleted`) or restores (`!deleted`) one row of `table` matching `key`;
@@ -185,7 +187,7 @@ impl Store {
         &self,
         project: ProjectId,
         user_id: &str,
-        hashers: &KeyHashers,
+        erased_ids: &impl SubjectHashes,
     ) -> Result<Uuid, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
@@ -195,7 +197,7 @@ impl Store {
         )
         .await?;
         if locked.is_none() {
-            return Err(StoreError::Refused("no such project".into()));
+            return Err(StoreError::NotFound("no such project".into()));
         }
         let linked: Vec<String> = with_timeout(tx.exec(
             "SELECT alias FROM aliases WHERE project_id = ? AND user_id = ? AND alias <> user_id",
@@ -203,8 +205,7 @@ impl Store {
         ))
         .await?;
         let subjects: Vec<&str> = std::iter::once(user_id).chain(linked.iter().map(String::as_str)).collect();
-        let hashes: Vec<[u8; 32]> =
-            subjects.iter().flat_map(|subject| hashers.subject_hashes(project, subject)).collect();
+        let hashes: Vec<[u8; 32]> = subjects.iter().flat_map(|subject| erased_ids.hashes(project, subject)).collect();
         with_timeout(tx.exec_batch(
             "INSERT INTO suppressed_subjects (project_id, subject_hash) VALUES (?, ?)
              ON DUPLICATE KEY UPDATE created_at = CURRENT_TIMESTAMP(3)",
@@ -212,7 +213,8 @@ impl Store {
         ))
         .await?;
         let uid = new_public_id();
-        let subject_hash = hashers.current.hash_subject(project, user_id);
+        // The current pepper's hash.
+        let subject_hash = erased_ids.hashes(project, user_id).into_iter().next().unwrap_or_default();
         with_timeout(tx.exec_drop(
             "INSERT INTO erasures (uid, project_id, subject_hash, user_id, linked_ids) VALUES (?, ?, ?, ?, ?)",
             (uid, project.0, subject_hash.to_vec(), user_id, serde_json::to_string(&linked).unwrap_or_default()),
@@ -231,17 +233,18 @@ impl Store {
             (uid,),
         ))
         .await?;
-        Ok(row.map(|row| ErasureInfo {
-            id: column(&row, 0).unwrap_or_default(),
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(ErasureInfo {
+            id: required(&row, 0)?,
             project: column(&row, 1),
-            status: column(&row, 2).unwrap_or_default(),
-            subject_hash: column::<String>(&row, 3).unwrap_or_default().to_lowercase(),
-            events_deleted: column(&row, 4).unwrap_or_default(),
-            profiles_deleted: column(&row, 5).unwrap_or_default(),
-            aliases_deleted: column(&row, 6).unwrap_or_default(),
-            group_links_deleted: column(&row, 7).unwrap_or_default(),
-            rejected_deleted: column(&row, 8).unwrap_or_default(),
-            requested_at: time_column(&row, 9).unwrap_or_default(),
+            status: required(&row, 2)?,
+            subject_hash: required::<String>(&row, 3)?.to_lowercase(),
+            events_deleted: required(&row, 4)?,
+            profiles_deleted: required(&row, 5)?,
+            aliases_deleted: required(&row, 6)?,
+            group_links_deleted: required(&row, 7)?,
+            rejected_deleted: required(&row, 8)?,
+            requested_at: required_time(&row, 9)?,
             completed_at: time_column(&row, 10),
         }))
     }
@@ -276,7 +279,7 @@ impl Store {
             params,
         ))
         .await?;
-        Ok((profile.as_ref().map(user_view), UserLinks { aliases, groups }))
+        Ok((profile.as_ref().map(user_view).transpose()?, UserLinks { aliases, groups }))
     }
 
     /// How many events carry `user_id` or an id linked to it (for an export's progress).
@@ -317,13 +320,14 @@ impl Store {
         ))
         .await?;
         let last = rows.last().and_then(|row| column::<u64>(row, 15));
-        Ok((rows.iter().map(event_view).collect(), last))
+        Ok((rows.iter().map(event_view).collect::<Result<_, _>>()?, last))
     }
 
     /// One chunk of the oldest pending erasure: deletes up to `limit` rows that hold the
     /// user's id or an id linked to it; when none are left, completes the request and clears
     /// the ids from it. Done when no erasure is pending.
-    pub async fn erase_chunk(tx: &mut Transaction<'_>, limit: u64) -> Result<ChunkResult, StoreError> {
+    pub async fn erase_chunk(tx: &mut JobTx<'_>, limit: u64) -> Result<ChunkResult, StoreError> {
+        let tx = &mut tx.0;
         let pending: Option<(u64, u64, Option<String>, Option<String>)> = with_timeout(tx.exec_first(
             "SELECT id, project_id, user_id, linked_ids FROM erasures WHERE state = 'pending' ORDER BY id LIMIT 1 FOR UPDATE",
             (),
@@ -382,11 +386,12 @@ impl Store {
     /// Deletes up to `limit` events past their project's retention at `now`, project by
     /// project (the resume point is the last project finished).
     pub async fn delete_expired_events(
-        tx: &mut Transaction<'_>,
+        tx: &mut JobTx<'_>,
         now: DateTime<Utc>,
         resume_after: Option<&str>,
         limit: u64,
     ) -> Result<ChunkResult, StoreError> {
+        let tx = &mut tx.0;
         let after: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
         let next: Option<(u64, u32)> = with_timeout(tx.exec_first(
             "SELECT id, retention_days FROM projects /* with deleted */
@@ -411,11 +416,12 @@ impl Store {
 
     /// Deletes up to `limit` rows of `table` soft-deleted before `cutoff`.
     pub async fn purge_deleted(
-        tx: &mut Transaction<'_>,
+        tx: &mut JobTx<'_>,
         table: SoftTable,
         cutoff: DateTime<Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
+        let tx = &mut tx.0;
         let sql = format!("DELETE FROM {} WHERE deleted_at < ? LIMIT ?", table.name());
         with_timeout(tx.exec_drop(sql, (to_db_time(cutoff), limit))).await?;
         Ok(tx.affected_rows())
@@ -424,10 +430,11 @@ impl Store {
     /// Purges the first project soft-deleted before `cutoff`: up to `limit` of its dependent
     /// rows per chunk, table by table, then the project itself. Done when none is left.
     pub async fn purge_deleted_project(
-        tx: &mut Transaction<'_>,
+        tx: &mut JobTx<'_>,
         cutoff: DateTime<Utc>,
         limit: u64,
     ) -> Result<ChunkResult, StoreError> {
+        let tx = &mut tx.0;
         let project: Option<u64> = with_timeout(tx.exec_first(
             "SELECT id FROM projects WHERE deleted_at < ? ORDER BY id LIMIT 1 FOR UPDATE",
             (to_db_time(cutoff),),
@@ -450,11 +457,12 @@ impl Store {
 
     /// Deletes up to `limit` rows of a log-like table older than `cutoff`.
     pub async fn prune(
-        tx: &mut Transaction<'_>,
+        tx: &mut JobTx<'_>,
         table: Prunable,
         cutoff: DateTime<Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
+        let tx = &mut tx.0;
         if table == Prunable::JobRuns {
             // Steps first, then runs left without steps; a running run is never pruned.
             with_timeout(tx.exec_drop(

@@ -10,7 +10,7 @@ mod projects;
 mod signing;
 
 pub use events::{BatchWrite, EventRow, Rejection};
-pub use jobs::{ChunkResult, ClaimResult, FencedError, RunInfo, StepInfo, StepProgress};
+pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, RunInfo, Step, StepInfo, StepProgress};
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use lifecycle::{ErasureInfo, EventView, Prunable, SoftTable, UserLinks, UserView};
 pub use projects::{Project, ProjectChanges};
@@ -39,9 +39,17 @@ pub enum StoreError {
     /// Connection lost, server down, deadlock, timeout: try again later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The server refused the data itself (too long, invalid JSON, ...): retrying cannot help.
-    #[error("database refused the data: {0}")]
-    Refused(String),
+    /// Invalid input: the caller's (a name too long) or the data the server refused (too
+    /// long, invalid JSON, ...). Retrying cannot help.
+    #[error("{0}")]
+    Invalid(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A stored row is not what the code wrote (a NULL or a wrong type where it cannot be):
+    /// a bug or a manual edit, never the caller's fault.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
     #[error("{0}")]
     Config(String),
     #[error("migration failed: {0}")]
@@ -73,7 +81,7 @@ impl From<mysql_async::Error> for StoreError {
     fn from(err: mysql_async::Error) -> Self {
         match &err {
             mysql_async::Error::Server(server) if DATA_ERRORS.contains(&server.code) => {
-                StoreError::Refused(server.message.clone())
+                StoreError::Invalid(format!("the database refused the data: {}", server.message))
             }
             _ => StoreError::Unavailable(err.to_string()),
         }
@@ -173,13 +181,30 @@ fn from_db_time(at: NaiveDateTime) -> DateTime<Utc> {
     at.and_utc()
 }
 
-/// A column of a row read by index; `None` for NULL or a value of another type.
+/// A nullable column of a row read by index; `None` for NULL (or a value of another type).
 fn column<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: usize) -> Option<T> {
     row.get_opt(index).and_then(Result::ok)
 }
 
 fn time_column(row: &mysql_async::Row, index: usize) -> Option<DateTime<Utc>> {
     column::<NaiveDateTime>(row, index).map(from_db_time)
+}
+
+/// A NOT NULL column: missing, NULL or of another type means the row is corrupt.
+fn required<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: usize) -> Result<T, StoreError> {
+    match row.get_opt::<T, usize>(index) {
+        Some(Ok(value)) => Ok(value),
+        _ => Err(StoreError::Corrupt(format!("column {index} is NULL or of another type"))),
+    }
+}
+
+/// A stored `ip_policy` column.
+fn parse_ip_policy(name: &str) -> Result<crate::model::IpPolicy, StoreError> {
+    crate::model::IpPolicy::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown ip_policy {name}")))
+}
+
+fn required_time(row: &mysql_async::Row, index: usize) -> Result<DateTime<Utc>, StoreError> {
+    required::<NaiveDateTime>(row, index).map(from_db_time)
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! them by name (`deleted_projects`, `restore_project`).
 
 use super::live::LIVE_PROJECTS;
-use super::{Store, StoreError, from_db_time, with_timeout};
-use crate::http::IpPolicy;
+use super::{Store, StoreError, from_db_time, parse_ip_policy, with_timeout};
 use crate::ids::{ProjectId, new_public_id};
+use crate::model::IpPolicy;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
@@ -34,17 +34,17 @@ pub struct ProjectChanges {
 
 type ProjectRow = (Uuid, String, Option<u32>, String, NaiveDateTime, NaiveDateTime, Option<NaiveDateTime>);
 
-fn project(row: ProjectRow) -> Project {
+fn project(row: ProjectRow) -> Result<Project, StoreError> {
     let (id, name, retention_days, ip_policy, created_at, updated_at, deleted_at) = row;
-    Project {
+    Ok(Project {
         id,
         name,
         retention_days,
-        ip_policy: IpPolicy::parse(&ip_policy).unwrap_or_default(),
+        ip_policy: parse_ip_policy(&ip_policy)?,
         created_at: from_db_time(created_at),
         updated_at: from_db_time(updated_at),
         deleted_at: deleted_at.map(from_db_time),
-    }
+    })
 }
 
 const PROJECT_COLUMNS: &str = "uid, name, retention_days, ip_policy, created_at, updated_at, deleted_at";
@@ -54,7 +54,7 @@ pub const MAX_RETENTION_DAYS: u32 = 3650;
 fn check_name(name: &str) -> Result<&str, StoreError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(StoreError::Refused("a project name has 1 to 200 characters and no control characters".into()));
+        return Err(StoreError::Invalid("a project name has 1 to 200 characters and no control characters".into()));
     }
     Ok(name)
 }
@@ -62,7 +62,7 @@ fn check_name(name: &str) -> Result<&str, StoreError> {
 fn check_retention(days: Option<u32>) -> Result<Option<u32>, StoreError> {
     match days {
         Some(days) if !(1..=MAX_RETENTION_DAYS).contains(&days) => {
-            Err(StoreError::Refused(format!("retention_days is 1 to {MAX_RETENTION_DAYS}, or null to keep events")))
+            Err(StoreError::Invalid(format!("retention_days is 1 to {MAX_RETENTION_DAYS}, or null to keep events")))
         }
         _ => Ok(days),
     }
@@ -92,7 +92,7 @@ impl Store {
             conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM {LIVE_PROJECTS} p WHERE uid = ?"), (uid,)),
         )
         .await?;
-        Ok(row.map(project))
+        row.map(project).transpose()
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
@@ -115,7 +115,7 @@ impl Store {
             (deleted, after, after, limit.min(u64::MAX as usize) as u64),
         ))
         .await?;
-        Ok(rows.into_iter().map(project).collect())
+        rows.into_iter().map(project).collect()
     }
 
     /// Applies `changes` to a live project; `None` if there is none.
@@ -151,7 +151,7 @@ impl Store {
             conn.exec_first(format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE uid = ? /* with deleted */"), (uid,)),
         )
         .await?;
-        Ok(row.map(project))
+        row.map(project).transpose()
     }
 
     /// Undoes a soft delete; `None` if the project is not (or no longer) deleted.

@@ -1,8 +1,7 @@
 //! Signing keyring rows; secrets arrive sealed (`crate::keys::keyring`).
 
-use super::{Store, StoreError, from_db_time, to_db_time, with_timeout};
+use super::{JobTx, Store, StoreError, from_db_time, to_db_time, with_timeout};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use mysql_async::Transaction;
 use mysql_async::prelude::Queryable;
 use uuid::Uuid;
 
@@ -48,10 +47,11 @@ impl Store {
     /// Adds `key` unless a key that may sign still has more than `lead` to go: the next key
     /// starts signing before the current one stops. Returns the rows added (0 or 1).
     pub async fn add_signing_key_if_due(
-        conn: &mut Transaction<'_>,
+        conn: &mut JobTx<'_>,
         key: &SealedSigningKey,
         lead: chrono::Duration,
     ) -> Result<u64, StoreError> {
+        let conn = &mut conn.0;
         let signing: Option<u64> = with_timeout(conn.exec_first(
             "SELECT COUNT(*) FROM signing_keys WHERE retired_at IS NULL AND signs_until > ?",
             (to_db_time(key.created_at + lead),),
@@ -65,7 +65,8 @@ impl Store {
     }
 
     /// Marks keys whose overlap is over as retired: they no longer verify.
-    pub async fn retire_signing_keys(conn: &mut Transaction<'_>) -> Result<u64, StoreError> {
+    pub async fn retire_signing_keys(conn: &mut JobTx<'_>) -> Result<u64, StoreError> {
+        let conn = &mut conn.0;
         with_timeout(conn.query_drop(
             "UPDATE signing_keys SET retired_at = NOW(3) WHERE retired_at IS NULL AND verifies_until <= NOW(3)",
         ))
@@ -75,10 +76,11 @@ impl Store {
 
     /// Deletes up to `limit` keys retired before `before`.
     pub async fn purge_signing_keys(
-        conn: &mut Transaction<'_>,
+        conn: &mut JobTx<'_>,
         before: DateTime<Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
+        let conn = &mut conn.0;
         with_timeout(
             conn.exec_drop("DELETE FROM signing_keys WHERE retired_at <= ? LIMIT ?", (to_db_time(before), limit)),
         )
