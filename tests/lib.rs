@@ -18,7 +18,7 @@ use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{Expiry, Scope};
 use evtrack::queue::EventQueue;
 use evtrack::queue::local::{self, QueuedMessage};
-use evtrack::queue::sqs::SqsQueue;
+use evtrack::queue::sqs::{self, SqsQueue};
 use evtrack::store::Store;
 use evtrack_consumer::Consumer;
 use evtrack_ingest::Ingest;
@@ -301,20 +301,18 @@ pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
     Reply { status, headers, json }
 }
 
-pub use evtrack_cli::stack::sqs_event;
+/// Queued messages as the SQS event Lambda would deliver.
+pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+    sqs::lambda_event(messages.iter().map(QueuedMessage::lambda_record))
+}
 
 /// Messages received from SQS, as the event Lambda would deliver.
 pub fn sqs_event_of(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())).collect();
-    event
+    sqs::lambda_event(messages.iter().map(|m| sqs_message(m.message_id().unwrap_or_default(), m.body())))
 }
 
 pub fn sqs_message(id: &str, body: Option<&str>) -> SqsMessage {
-    let mut record = SqsMessage::default();
-    record.message_id = Some(id.to_string());
-    record.body = body.map(str::to_string);
-    record
+    sqs::lambda_record(id, body, 1)
 }
 
 /// `n` Segment track messages with messageIds `{prefix}-0`…, each padded by `padding` bytes.

@@ -6,7 +6,6 @@
 
 use crate::commands::{issue_key, jobs, keyring, open_store};
 use anyhow::Context;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
 use evtrack::config::JOB_NAMES;
@@ -184,7 +183,7 @@ async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, cons
         // Failed messages are delivered again until stored, like SQS without a DLQ: the
         // local queue has nowhere else to keep them. Holding them here is the backpressure.
         loop {
-            let response = consumer.handle(sqs_event(&pending)).await;
+            let response = consumer.handle(sqs::lambda_event(pending.iter().map(QueuedMessage::lambda_record))).await;
             let failed: HashSet<String> =
                 response.batch_item_failures.into_iter().map(|failure| failure.item_identifier).collect();
             pending.retain(|message| failed.contains(&message.id));
@@ -197,22 +196,6 @@ async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, cons
             pending.iter_mut().for_each(|message| message.receive_count += 1);
         }
     }
-}
-
-/// Queued messages as the SQS event Lambda would deliver.
-pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|message| {
-            let mut record = SqsMessage::default();
-            record.message_id = Some(message.id.clone());
-            record.body = Some(message.body.clone());
-            record.attributes.insert("ApproximateReceiveCount".into(), message.receive_count.to_string());
-            record
-        })
-        .collect();
-    event
 }
 
 /// Long-polls SQS like Lambda's event source mapping: a batch to the consumer, then deletes
@@ -246,17 +229,14 @@ async fn poll_sqs(
         if messages.is_empty() {
             continue;
         }
-        let mut event = SqsEvent::default();
-        event.records = messages
-            .iter()
-            .map(|message| {
-                let mut record = SqsMessage::default();
-                record.message_id = message.message_id.clone();
-                record.receipt_handle = message.receipt_handle.clone();
-                record.body = message.body.clone();
-                record
-            })
-            .collect();
+        let event = sqs::lambda_event(messages.iter().map(|message| {
+            let receive_count = message
+                .attributes()
+                .and_then(|attributes| attributes.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(1);
+            sqs::lambda_record(message.message_id().unwrap_or_default(), message.body(), receive_count)
+        }));
         let response = consumer.handle(event).await;
         let failed: HashSet<String> =
             response.batch_item_failures.into_iter().map(|failure| failure.item_identifier).collect();

@@ -57,15 +57,13 @@ async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
     half_bad["events"][1] = json!({"message_id": "bad", "type": "track"});
     let mut unknown_project = envelope.clone();
     unknown_project["project"] = json!(uuid::Uuid::now_v7());
-    let mut records = vec![
+    let event = evtrack::queue::sqs::lambda_event([
         sqs_message("good", Some(&good[0].body)),
         sqs_message("not-json", Some("{{{ not json")),
         sqs_message("no-body", None),
         sqs_message("unknown-project", Some(&unknown_project.to_string())),
         sqs_message("half-bad", Some(&half_bad.to_string().replace("good-", "half-"))),
-    ];
-    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
-    event.records.append(&mut records);
+    ]);
     for _ in 0..2 {
         let response = app.consumer.handle(event.clone()).await;
         assert!(response.batch_item_failures.is_empty(), "poison is not retried");

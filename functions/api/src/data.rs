@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::IntoResponse;
+use evtrack::event::MAX_ID_CHARS;
 use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
 use evtrack::keys::Scope;
@@ -92,8 +93,8 @@ fn changed(changed: bool, status: &str) -> Reply {
 /// GDPR erasure: recorded and the user suppressed at once (202); cleanup deletes every row
 /// holding their id or an id linked to it. `GET /v1/erasures/{id}` follows it.
 async fn erase_user(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(user_id): Path<String>) -> Reply {
-    if user_id.is_empty() || user_id.chars().count() > 255 {
-        return Err(Failure::Invalid("a user id has 1 to 255 characters".into()));
+    if user_id.is_empty() || user_id.chars().count() > MAX_ID_CHARS {
+        return Err(Failure::Invalid(format!("a user id has 1 to {MAX_ID_CHARS} characters")));
     }
     let uid = api.store.request_erasure(project, &user_id, &api.erased_ids).await?;
     let erasure = api.store.erasure(uid).await?.ok_or(Failure::NotFound)?;

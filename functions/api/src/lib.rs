@@ -18,12 +18,11 @@ use evtrack::ids::ProjectId;
 use evtrack::jobs::{JobError, JobRunners};
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
 use evtrack::keys::{
-    Access, AccessDenied, ErasedIdHasher, KeyHashers, KeyService, KeyVerifier, Scope, UsageThrottle, VerifyError,
+    Access, AccessDenied, ErasedIdHasher, KeyHashers, KeyService, KeyUseRecorder, KeyVerifier, Scope, VerifyError,
 };
 use evtrack::store::{KeyChangeError, Store, StoreError};
 use http::StatusCode;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// Everything a request needs, built once per process.
@@ -32,7 +31,7 @@ pub struct Api {
     verifier: KeyVerifier,
     keys: KeyService,
     keyring: Arc<Keyring>,
-    usage: UsageThrottle,
+    key_use: KeyUseRecorder,
     erased_ids: ErasedIdHasher,
     jobs: JobRunners,
 }
@@ -44,7 +43,7 @@ impl Api {
         Self {
             verifier: KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config)),
             keys: KeyService::new(store.clone(), config),
-            usage: UsageThrottle::new(Duration::from_secs(60)),
+            key_use: KeyUseRecorder::new(store.clone()),
             erased_ids: ErasedIdHasher::from_config(config),
             jobs,
             keyring,
@@ -69,12 +68,7 @@ impl Api {
         if !scopes.contains(&access.scope) {
             return Err(Failure::Denied(AccessDenied::WrongScope));
         }
-        let due = self.usage.due([access.key_uid]);
-        if let Err(err) =
-            self.store.touch_keys(&due.into_iter().map(|uid| (uid, chrono::Utc::now())).collect::<Vec<_>>()).await
-        {
-            tracing::warn!(error = %err, "could not record key use");
-        }
+        self.key_use.record([(access.key_uid, chrono::Utc::now())]).await;
         Ok(access)
     }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use evtrack::Config;
 use evtrack::event::Event;
 use evtrack::ids::ProjectId;
-use evtrack::keys::{ErasedIdHasher, UsageThrottle};
+use evtrack::keys::{ErasedIdHasher, KeyUseRecorder};
 use evtrack::queue::Envelope;
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
@@ -90,11 +90,8 @@ pub struct Consumer {
     projects: Mutex<HashMap<Uuid, ProjectId>>,
     /// `last_used_at` of write keys is written from here (ingest never writes the
     /// database), at most once a minute per key.
-    key_use: UsageThrottle,
+    key_use: KeyUseRecorder,
 }
-
-/// How often a busy key's `last_used_at` is written.
-pub const KEY_USE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A message whose envelope decoded, with its events that passed validation.
 struct Decoded<'a> {
@@ -107,10 +104,10 @@ struct Decoded<'a> {
 impl Consumer {
     pub fn new(store: Store, config: &Config) -> Self {
         Self {
+            key_use: KeyUseRecorder::new(store.clone()),
             store,
             erased_ids: ErasedIdHasher::from_config(config),
             projects: Mutex::new(HashMap::new()),
-            key_use: UsageThrottle::new(KEY_USE_INTERVAL),
         }
     }
 
@@ -253,16 +250,7 @@ impl Consumer {
 
     /// Best effort: a failure here costs a `last_used_at` update, never an event.
     async fn record_key_use(&self, decoded: &[Decoded<'_>]) {
-        let mut latest: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-        for message in decoded {
-            let at = latest.entry(message.envelope.key).or_insert(message.envelope.received_at);
-            *at = (*at).max(message.envelope.received_at);
-        }
-        let due = self.key_use.due(latest.keys().copied());
-        let uses: Vec<_> = due.into_iter().filter_map(|key| Some((key, *latest.get(&key)?))).collect();
-        if let Err(err) = self.store.touch_keys(&uses).await {
-            tracing::warn!(error = %err, "could not record key use");
-        }
+        self.key_use.record(decoded.iter().map(|message| (message.envelope.key, message.envelope.received_at))).await;
     }
 
     async fn project_id(&self, uid: Uuid) -> Result<Option<ProjectId>, StoreError> {

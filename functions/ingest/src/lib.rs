@@ -56,10 +56,6 @@ impl Ingest {
         }
     }
 
-    pub fn queue(&self) -> &EventQueue {
-        &self.queue
-    }
-
     /// decode → authenticate → validate → rate limit → queue. `observed` gathers what the
     /// request's metrics report, whatever its outcome.
     pub async fn accept(&self, shape: Shape, request: Request, observed: &mut Observed) -> Result<Response, Rejected> {

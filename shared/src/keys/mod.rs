@@ -10,11 +10,13 @@
 mod erased_ids;
 pub mod keyring;
 mod service;
+mod usage;
 mod verifier;
 
 pub use erased_ids::ErasedIdHasher;
 pub use service::{KeyService, NewKeyRequest};
-pub use verifier::{KeyHashers, KeyVerifier, UsageThrottle};
+pub use usage::{KEY_USE_INTERVAL, KeyUseRecorder};
+pub use verifier::{KeyHashers, KeyVerifier};
 
 use crate::config::{KeyPolicy, Secret};
 use crate::model::IpPolicy;

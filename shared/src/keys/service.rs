@@ -29,10 +29,6 @@ impl KeyService {
         }
     }
 
-    pub fn policy(&self) -> &KeyPolicy {
-        &self.policy
-    }
-
     pub async fn create(&self, request: NewKeyRequest<'_>) -> Result<(KeyInfo, ApiKey), StoreError> {
         let name = check_name(request.name)?;
         let key = ApiKey::generate(request.scope);

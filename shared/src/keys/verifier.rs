@@ -8,7 +8,6 @@ use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// The current pepper, and the one before it while keys hashed under it remain.
 #[derive(Clone)]
@@ -123,51 +122,5 @@ impl KeyVerifier {
             cache.clear();
         }
         cache.insert(hash, (Instant::now(), answer));
-    }
-}
-
-/// Limits `last_used_at` writes to one per key per interval per process, so that recording
-/// use costs next to nothing however busy a key is.
-pub struct UsageThrottle {
-    interval: Duration,
-    last: Mutex<HashMap<Uuid, Instant>>,
-}
-
-impl UsageThrottle {
-    pub fn new(interval: Duration) -> Self {
-        Self { interval, last: Mutex::new(HashMap::new()) }
-    }
-
-    /// The keys among `keys` whose use should be written now; they count as written.
-    pub fn due(&self, keys: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
-        let mut last = self.last.lock().unwrap_or_else(|poison| poison.into_inner());
-        if last.len() >= CACHE_CAPACITY {
-            last.retain(|_, at| at.elapsed() < self.interval);
-        }
-        let mut due = Vec::new();
-        for key in keys {
-            let fresh = last.get(&key).is_some_and(|at| at.elapsed() < self.interval);
-            if !fresh && !due.contains(&key) {
-                last.insert(key, Instant::now());
-                due.push(key);
-            }
-        }
-        due
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_is_due_once_per_interval() {
-        let throttle = UsageThrottle::new(Duration::from_secs(60));
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        assert_eq!(throttle.due([a, a, b]), vec![a, b]);
-        assert_eq!(throttle.due([a, b]), Vec::<Uuid>::new());
-        let immediate = UsageThrottle::new(Duration::ZERO);
-        assert_eq!(immediate.due([a]), vec![a]);
-        assert_eq!(immediate.due([a]), vec![a]);
     }
 }

@@ -12,7 +12,7 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// A decoded envelope whose events are still raw, so that one bad event does not take the
 /// rest of its message down with it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Envelope<E = Box<RawValue>> {
+pub struct Envelope {
     pub v: u8,
     pub project: Uuid,
     /// The write key that sent it (public id).
@@ -20,7 +20,7 @@ pub struct Envelope<E = Box<RawValue>> {
     pub received_at: DateTime<Utc>,
     #[serde(default)]
     pub ip: Option<String>,
-    pub events: Vec<E>,
+    pub events: Vec<Box<RawValue>>,
 }
 
 impl Envelope {

@@ -15,6 +15,13 @@ pub struct QueuedMessage {
     pub receive_count: u32,
 }
 
+impl QueuedMessage {
+    /// The message as the SQS event Lambda would deliver carries it.
+    pub fn lambda_record(&self) -> aws_lambda_events::event::sqs::SqsMessage {
+        super::sqs::lambda_record(&self.id, Some(&self.body), self.receive_count)
+    }
+}
+
 pub struct LocalQueue {
     sender: mpsc::Sender<QueuedMessage>,
     send_timeout: Duration,
@@ -45,16 +52,6 @@ impl LocalQueue {
             permit.send(QueuedMessage { id, body, receive_count: 1 });
         }
         Ok(())
-    }
-
-    /// Messages waiting in the queue.
-    pub fn depth(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
-    }
-
-    /// A sender for redelivering failed messages.
-    pub fn sender(&self) -> mpsc::Sender<QueuedMessage> {
-        self.sender.clone()
     }
 }
 

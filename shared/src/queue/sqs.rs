@@ -2,6 +2,7 @@
 //! one inside a successful call: every entry is checked, and failed ones are sent again.
 
 use super::QueueError;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
@@ -34,14 +35,6 @@ pub async fn client_from_env() -> Client {
 impl SqsQueue {
     pub fn new(client: Client, queue_url: impl Into<String>, max_batch_bytes: usize) -> Self {
         Self { client, queue_url: queue_url.into(), max_batch_bytes }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
     }
 
     pub async fn send_all(&self, bodies: Vec<String>, trace_header: Option<&str>) -> Result<(), QueueError> {
@@ -97,6 +90,23 @@ impl SqsQueue {
         }
         Err(QueueError::Unavailable(last_error))
     }
+}
+
+/// One SQS record as Lambda's event source mapping delivers it to the consumer: the local
+/// stack (from its queues) and the tests build their SQS events with it.
+pub fn lambda_record(id: &str, body: Option<&str>, receive_count: u32) -> SqsMessage {
+    let mut record = SqsMessage::default();
+    record.message_id = Some(id.to_string());
+    record.body = body.map(str::to_string);
+    record.attributes.insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    record
+}
+
+/// The SQS event of `records`.
+pub fn lambda_event(records: impl IntoIterator<Item = SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records.into_iter().collect();
+    event
 }
 
 /// Groups bodies into calls of at most 10 entries and `max_batch_bytes` in total.

@@ -3,18 +3,28 @@
 //! before any event is looked at: [`parse`] finds the messages and the keys in the body,
 //! [`Payload::normalise`] turns the messages into events.
 
-use super::time::{corrected_timestamp, parse_timestamp};
-use super::{Event, EventType, JsonObject, JsonText, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
+mod fields;
+mod posthog;
+mod segment;
+
+pub use fields::EventError;
+
+use super::time::parse_timestamp;
+use fields::optional_object;
+use posthog::posthog_event;
+use segment::segment_event;
+
+use super::{Event, EventType, JsonObject, JsonText};
 use crate::config::Limits;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::value::{RawValue, to_raw_value};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 
 /// A message's top-level fields, each still JSON text: only the small ones (ids, names,
 /// times) are ever parsed; properties and context pass through as text.
-type Message = HashMap<String, JsonText>;
+pub(super) type Message = HashMap<String, JsonText>;
 
 /// Which wire shape a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +54,7 @@ pub enum WireError {
     #[error("event {index} is {size} bytes; the limit is {limit} bytes per event")]
     EventTooLarge { index: usize, size: usize, limit: usize },
     #[error("event {index}: {reason}")]
-    InvalidEvent { index: usize, reason: String },
+    InvalidEvent { index: usize, reason: EventError },
 }
 
 /// A parsed body: its messages, not yet validated, and every key it carries.
@@ -59,7 +69,7 @@ pub struct Payload {
 
 /// Batch-level fields that apply to every message.
 #[derive(Debug, Default)]
-struct BatchFields {
+pub(super) struct BatchFields {
     sent_at: Option<Value>,
     context: Option<JsonObject>,
     integrations: Option<JsonObject>,
@@ -116,8 +126,10 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
                     }
                     payload.batch = BatchFields {
                         sent_at: body.sent_at,
-                        context: optional_object("context", body.context).map_err(WireError::Shape)?,
-                        integrations: optional_object("integrations", body.integrations).map_err(WireError::Shape)?,
+                        context: optional_object("context", body.context)
+                            .map_err(|err| WireError::Shape(err.to_string()))?,
+                        integrations: optional_object("integrations", body.integrations)
+                            .map_err(|err| WireError::Shape(err.to_string()))?,
                     };
                     batch
                 }
@@ -139,9 +151,9 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
         }
         let message = match raw.get().trim_start().as_bytes().first() {
             Some(b'{') => serde_json::from_str::<Message>(raw.get())
-                .map_err(|err| WireError::InvalidEvent { index, reason: format!("invalid JSON: {err}") })?,
+                .map_err(|err| WireError::InvalidEvent { index, reason: EventError::InvalidJson(err.to_string()) })?,
             _ => {
-                return Err(WireError::InvalidEvent { index, reason: "must be a JSON object".into() });
+                return Err(WireError::InvalidEvent { index, reason: EventError::NotObject("the event".into()) });
             }
         };
         payload.add_message_keys(&message);
@@ -205,276 +217,11 @@ impl Payload {
                     Shape::PostHog => posthog_event(message, &batch, received_at, limits),
                 };
                 event
-                    .and_then(|event| event.validate().map(|()| event).map_err(|p| p.0))
+                    .and_then(|event| event.validate().map(|()| event).map_err(EventError::from))
                     .map_err(|reason| WireError::InvalidEvent { index, reason })
             })
             .collect()
     }
-}
-
-fn segment_event(
-    mut message: Message,
-    route_kind: Option<EventType>,
-    batch: &BatchFields,
-    received_at: DateTime<Utc>,
-    limits: &Limits,
-) -> Result<Event, String> {
-    let kind = match (route_kind, take_string(&mut message, "type")?) {
-        (Some(route), Some(named)) if named != route.as_str() => {
-            return Err(format!("type {named:?} does not match the {route} endpoint"));
-        }
-        (Some(route), _) => route,
-        (None, Some(named)) => {
-            EventType::parse(&named).ok_or_else(|| format!("unknown type {:?}", truncated(&named)))?
-        }
-        (None, None) => return Err("type is required".into()),
-    };
-    let name = match kind {
-        EventType::Track => take_string(&mut message, "event")?,
-        EventType::Page | EventType::Screen => take_string(&mut message, "name")?,
-        _ => None,
-    };
-    let original = match take_value(&mut message, "timestamp")? {
-        Value::Null => parse_timestamp("originalTimestamp", &take_value(&mut message, "originalTimestamp")?)?,
-        value => parse_timestamp("timestamp", &value)?,
-    };
-    let sent_at = match take_value(&mut message, "sentAt")? {
-        Value::Null => batch_sent_at(batch)?,
-        value => parse_timestamp("sentAt", &value)?,
-    };
-    let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
-    let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?)?;
-    let mut traits = take_object(&mut message, "traits")?;
-    if kind == EventType::Identify && traits.is_none() {
-        // RudderStack's SDKs send identify traits in context.traits only.
-        traits = match &context {
-            Some(context) => object_property(&parse_object("context", context)?, "traits")?,
-            None => None,
-        };
-    }
-    Ok(Event {
-        message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
-        kind,
-        name: name.filter(|name| !name.is_empty()),
-        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
-        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
-        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
-        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
-        properties: take_object(&mut message, "properties")?,
-        traits,
-        context,
-        integrations: merged(batch.integrations.as_ref(), take_object(&mut message, "integrations")?)?,
-        timestamp,
-        original_timestamp: original,
-        sent_at,
-        timestamp_clamped,
-    })
-}
-
-fn posthog_event(
-    mut message: Message,
-    batch: &BatchFields,
-    received_at: DateTime<Utc>,
-    limits: &Limits,
-) -> Result<Event, String> {
-    let event_name = take_string(&mut message, "event")?.ok_or("event is required")?;
-    check_text("event", &event_name, MAX_ID_CHARS).map_err(|p| p.0)?;
-    // PostHog keeps identity in properties: these are parsed.
-    let mut properties = match take_object(&mut message, "properties")? {
-        Some(text) => parse_object("properties", &text)?,
-        None => Map::new(),
-    };
-    let distinct_id = match take_value(&mut message, "distinct_id")? {
-        Value::Null => match properties.get("distinct_id").or_else(|| properties.get("$distinct_id")) {
-            Some(value) => id_value("distinct_id", value.clone(), MAX_ID_CHARS)?,
-            None => None,
-        },
-        value => id_value("distinct_id", value, MAX_ID_CHARS)?,
-    }
-    .ok_or("distinct_id is required")?;
-    let original = parse_timestamp("timestamp", &take_value(&mut message, "timestamp")?)?;
-    let sent_at = batch_sent_at(batch)?;
-    let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
-    let property_id = |properties: &JsonObject, name: &str| -> Result<Option<String>, String> {
-        properties.get(name).cloned().map_or(Ok(None), |value| id_value(name, value, MAX_ID_CHARS))
-    };
-    // An anonymous browser's distinct_id is its device id (posthog-js).
-    let is_anonymous = properties.get("$device_id").and_then(Value::as_str) == Some(distinct_id.as_str());
-    let (mut user_id, mut anonymous_id) =
-        if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
-    let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
-    let kind = match event_name.as_str() {
-        // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
-        "$identify" | "$set" => {
-            user_id = Some(distinct_id.clone());
-            anonymous_id = property_id(&properties, "$anon_distinct_id")?;
-            traits = match object_property(&properties, "$set")? {
-                Some(traits) => Some(traits),
-                None => take_object(&mut message, "$set")?,
-            };
-            EventType::Identify
-        }
-        "$create_alias" => {
-            // posthog-python: distinct_id is the previous id, properties.alias the new one.
-            user_id = Some(property_id(&properties, "alias")?.ok_or("$create_alias needs properties.alias")?);
-            previous_id = Some(distinct_id.clone());
-            anonymous_id = None;
-            EventType::Alias
-        }
-        "$groupidentify" => {
-            group_id = property_id(&properties, "$group_key")?;
-            let mut group_traits = match properties.get("$group_set") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(set)) => set.clone(),
-                Some(_) => return Err("$group_set must be a JSON object".into()),
-            };
-            if let Some(group_type) = properties.get("$group_type") {
-                group_traits.insert("$group_type".into(), group_type.clone());
-            }
-            traits = Some(as_text(&group_traits)?);
-            EventType::Group
-        }
-        "$pageview" => {
-            name = properties.get("title").and_then(Value::as_str).map(str::to_owned);
-            EventType::Page
-        }
-        "$screen" => {
-            name = properties.get("$screen_name").and_then(Value::as_str).map(str::to_owned);
-            EventType::Screen
-        }
-        _ => {
-            name = Some(event_name.clone());
-            EventType::Track
-        }
-    };
-    properties.remove("token");
-    let library = library_context(&properties).map(|library| as_text(&library)).transpose()?;
-    Ok(Event {
-        message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
-        kind,
-        name: name.map(|name| name.chars().take(MAX_ID_CHARS).collect()),
-        user_id,
-        anonymous_id,
-        group_id,
-        previous_id,
-        properties: Some(as_text(&properties)?),
-        traits,
-        context: merged(batch.context.as_ref(), library)?,
-        integrations: None,
-        timestamp,
-        original_timestamp: original,
-        sent_at,
-        timestamp_clamped,
-    })
-}
-
-/// PostHog names its SDK in `$lib` / `$lib_version`; Segment puts it in `context.library`.
-fn library_context(properties: &JsonObject) -> Option<JsonObject> {
-    let name = properties.get("$lib")?.clone();
-    let mut library = Map::new();
-    library.insert("name".into(), name);
-    if let Some(version) = properties.get("$lib_version") {
-        library.insert("version".into(), version.clone());
-    }
-    let mut context = Map::new();
-    context.insert("library".into(), Value::Object(library));
-    Some(context)
-}
-
-fn generated_message_id() -> String {
-    crate::ids::new_public_id().to_string()
-}
-
-fn batch_sent_at(batch: &BatchFields) -> Result<Option<DateTime<Utc>>, String> {
-    batch.sent_at.as_ref().map_or(Ok(None), |value| parse_timestamp("sentAt", value))
-}
-
-/// A message's context or integrations over the batch's (the message wins per key).
-fn merged(batch: Option<&JsonObject>, message: Option<JsonText>) -> Result<Option<JsonText>, String> {
-    match (batch, message) {
-        (None, message) => Ok(message),
-        (Some(batch), None) => as_text(batch).map(Some),
-        (Some(batch), Some(message)) => {
-            let mut combined = batch.clone();
-            combined.extend(parse_object("context", &message)?);
-            as_text(&combined).map(Some)
-        }
-    }
-}
-
-/// A small top-level field, parsed; absent is `null`.
-fn take_value(message: &mut Message, field: &str) -> Result<Value, String> {
-    match message.remove(field) {
-        None => Ok(Value::Null),
-        Some(text) => serde_json::from_str(text.get()).map_err(|err| format!("{field}: {err}")),
-    }
-}
-
-fn take_string(message: &mut Message, field: &str) -> Result<Option<String>, String> {
-    match take_value(message, field)? {
-        Value::Null => Ok(None),
-        Value::String(text) => Ok(Some(text)),
-        _ => Err(format!("{field} must be a string")),
-    }
-}
-
-/// Ids may come as strings or integers (some SDKs send numeric user ids).
-fn take_id(message: &mut Message, field: &str, max_chars: usize) -> Result<Option<String>, String> {
-    id_value(field, take_value(message, field)?, max_chars)
-}
-
-fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Option<String>, String> {
-    let id = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) if text.is_empty() => return Ok(None),
-        Value::String(text) => text,
-        Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
-        // `42.0` is the integer 42 (JSON has one number type).
-        Value::Number(number) if number.as_f64().is_some_and(|n| n.fract() == 0.0 && n.abs() < 9.0e15) => {
-            format!("{}", number.as_f64().unwrap_or_default() as i64)
-        }
-        _ => return Err(format!("{field} must be a string")),
-    };
-    check_text(field, &id, max_chars).map_err(|p| p.0)?;
-    Ok(Some(id))
-}
-
-/// A JSON-object field kept as text (checked in full by `Event::validate`); `null` is absent.
-fn take_object(message: &mut Message, field: &str) -> Result<Option<JsonText>, String> {
-    match message.remove(field) {
-        None => Ok(None),
-        Some(text) if text.get().trim() == "null" => Ok(None),
-        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(text)),
-        Some(_) => Err(format!("{field} must be a JSON object")),
-    }
-}
-
-fn parse_object(field: &str, text: &RawValue) -> Result<JsonObject, String> {
-    serde_json::from_str(text.get()).map_err(|err| format!("{field}: {err}"))
-}
-
-fn object_property(object: &JsonObject, field: &str) -> Result<Option<JsonText>, String> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(inner)) => as_text(inner).map(Some),
-        Some(_) => Err(format!("{field} must be a JSON object")),
-    }
-}
-
-fn as_text(object: &JsonObject) -> Result<JsonText, String> {
-    to_raw_value(object).map_err(|err| err.to_string())
-}
-
-fn optional_object(field: &str, value: Option<Value>) -> Result<Option<JsonObject>, String> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(object)) => Ok(Some(object)),
-        Some(_) => Err(format!("{field} must be a JSON object")),
-    }
-}
-
-fn truncated(text: &str) -> String {
-    text.chars().take(40).collect()
 }
 
 #[cfg(test)]
@@ -643,6 +390,7 @@ mod tests {
             json!({"batch": [{"type": "track", "event": "ok", "userId": "u"}, {"type": "track", "userId": "u"}]}),
         )
         .expect_err("must fail");
-        assert_eq!(err, WireError::InvalidEvent { index: 1, reason: "a track needs an event name".into() });
+        let reason = EventError::Problem(crate::event::EventProblem("a track needs an event name".into()));
+        assert_eq!(err, WireError::InvalidEvent { index: 1, reason });
     }
 }

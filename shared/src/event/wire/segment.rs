@@ -1,0 +1,69 @@
+//! Segment messages (analytics-python, analytics-node, analytics-next, RudderStack): the type
+//! from the body or the route, timestamps corrected by `sentAt`, the batch's context merged.
+
+use super::BatchFields;
+use super::Message;
+use super::fields::*;
+use crate::config::Limits;
+use crate::event::time::{corrected_timestamp, parse_timestamp};
+use crate::event::{Event, EventType, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub(super) fn segment_event(
+    mut message: Message,
+    route_kind: Option<EventType>,
+    batch: &BatchFields,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Event, EventError> {
+    let kind = match (route_kind, take_string(&mut message, "type")?) {
+        (Some(route), Some(named)) if named != route.as_str() => {
+            return Err(EventError::TypeMismatch { named, route });
+        }
+        (Some(route), _) => route,
+        (None, Some(named)) => EventType::parse(&named).ok_or_else(|| EventError::UnknownType(truncated(&named)))?,
+        (None, None) => return Err(EventError::Required("type")),
+    };
+    let name = match kind {
+        EventType::Track => take_string(&mut message, "event")?,
+        EventType::Page | EventType::Screen => take_string(&mut message, "name")?,
+        _ => None,
+    };
+    let original = match take_value(&mut message, "timestamp")? {
+        Value::Null => parse_timestamp("originalTimestamp", &take_value(&mut message, "originalTimestamp")?)
+            .map_err(EventError::Timestamp)?,
+        value => parse_timestamp("timestamp", &value).map_err(EventError::Timestamp)?,
+    };
+    let sent_at = match take_value(&mut message, "sentAt")? {
+        Value::Null => batch_sent_at(batch)?,
+        value => parse_timestamp("sentAt", &value).map_err(EventError::Timestamp)?,
+    };
+    let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
+    let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?)?;
+    let mut traits = take_object(&mut message, "traits")?;
+    if kind == EventType::Identify && traits.is_none() {
+        // RudderStack's SDKs send identify traits in context.traits only.
+        traits = match &context {
+            Some(context) => object_property(&parse_object("context", context)?, "traits")?,
+            None => None,
+        };
+    }
+    Ok(Event {
+        message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
+        kind,
+        name: name.filter(|name| !name.is_empty()),
+        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
+        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
+        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
+        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
+        properties: take_object(&mut message, "properties")?,
+        traits,
+        context,
+        integrations: merged(batch.integrations.as_ref(), take_object(&mut message, "integrations")?)?,
+        timestamp,
+        original_timestamp: original,
+        sent_at,
+        timestamp_clamped,
+    })
+}
