@@ -189,10 +189,9 @@ pub fn config(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
 /// A project and its write key in `db`.
 pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uuid, String) {
     let project = db.store.create_project("test project").await.expect("project");
-    let (_, key) =
-        evtrack_cli::commands::issue_key(&db.store, config, Some(project.id), scope, "test", Expiry::Default)
-            .await
-            .expect("key");
+    let (_, key) = evtrack_cli::toolbox::issue_key(&db.store, config, Some(project.id), scope, "test", Expiry::Default)
+        .await
+        .expect("key");
     (project.id, key.reveal().to_string())
 }
 
@@ -233,7 +232,7 @@ impl TestApp {
         let ingest = Arc::new(Ingest::new(&config, users.store("ingest"), EventQueue::Local(queue)));
         let consumer = Consumer::new(users.store("consumer"), &config);
         let (_, admin) =
-            evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
+            evtrack_cli::toolbox::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
                 .await
                 .expect("admin key");
         let api_store = users.store("api");
@@ -284,7 +283,7 @@ impl TestApp {
 
 /// The scheduled jobs in this process, each as its own database user.
 pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
-    evtrack_cli::commands::in_process_jobs(users.store("rotate-keys"), users.store("cleanup"), config).expect("jobs")
+    evtrack_cli::toolbox::in_process_jobs(users.store("rotate-keys"), users.store("cleanup"), config).expect("jobs")
 }
 
 pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {

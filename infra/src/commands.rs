@@ -2,19 +2,16 @@
 //! EVTRACK_DATABASE_URL, does one thing, and prints text or (with --json) one JSON object.
 
 use crate::grants;
+use crate::toolbox::{issue_key, jobs, open_store};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
 use evtrack::config::JOB_NAMES;
-use evtrack::jobs::{InProcess, JobRunners};
+
 use evtrack::jobs::{Outcome, Trigger};
-use evtrack::keys::keyring::Keyring;
-use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
+use evtrack::keys::{ApiKey, Expiry, KeyService, Scope};
 use evtrack::store::{KeyInfo, Project, Store};
-use evtrack_cleanup::Cleanup;
-use evtrack_rotate_keys::RotateKeys;
 use serde_json::json;
-use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,20 +64,6 @@ impl NewKeyArgs {
     }
 }
 
-/// Creates the database if needed, applies migrations, and returns a store on it.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::create_database(&config.database_url).await.map_err(|err| {
-        anyhow::anyhow!(
-            "cannot reach MySQL/MariaDB ({err}).\n  \
-             Is it running? Start it with `infra/dev.sh services` (installs and starts MariaDB and Redis),\n  \
-             or `sudo service mariadb start`, or point EVTRACK_DATABASE_URL at your server."
-        )
-    })?;
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    store.migrate().await.context("applying migrations")?;
-    Ok(store)
-}
-
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Store::create_database(&config.database_url).await?;
     let store = Store::connect(&config.database_url, 1)?;
@@ -123,19 +106,6 @@ pub async fn list_projects(config: &Config, output: Output) -> anyhow::Result<()
     }
     store.close().await;
     Ok(())
-}
-
-/// A new key, stored as its hash; the plaintext is returned to be shown once.
-pub async fn issue_key(
-    store: &Store,
-    config: &Config,
-    project: Option<Uuid>,
-    scope: Scope,
-    name: &str,
-    expiry: Expiry,
-) -> anyhow::Result<(KeyInfo, ApiKey)> {
-    let service = KeyService::new(store.clone(), config);
-    Ok(service.create(NewKeyRequest { project, scope, name, expiry }).await?)
 }
 
 pub async fn create_key(config: &Config, args: KeyArgs) -> anyhow::Result<()> {
@@ -247,25 +217,6 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
     }
     store.close().await;
     Ok(())
-}
-
-/// The scheduled jobs, run in this process: the very code their Lambdas run.
-pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<JobRunners> {
-    in_process_jobs(store.clone(), store.clone(), config)
-}
-
-/// As `jobs`, each job on a store of its own (its own database user).
-pub fn in_process_jobs(rotate_keys_store: Store, cleanup_store: Store, config: &Config) -> anyhow::Result<JobRunners> {
-    let keyring = Arc::new(Keyring::from_config(rotate_keys_store.clone(), config)?);
-    let rotate_keys = RotateKeys::new(rotate_keys_store.clone(), keyring);
-    let cleanup = Cleanup::new(config.cleanup.clone());
-    Ok(JobRunners::default()
-        .with(evtrack_rotate_keys::JOB, InProcess::new(rotate_keys_store, rotate_keys, config.job_lease))
-        .with(evtrack_cleanup::JOB, InProcess::new(cleanup_store, cleanup, config.job_lease)))
-}
-
-pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {
-    Ok(Arc::new(Keyring::from_config(store.clone(), config)?))
 }
 
 /// Writes everything held about `user` in `project` to `output` as NDJSON (GDPR access),

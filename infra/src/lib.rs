@@ -3,3 +3,4 @@
 pub mod commands;
 pub mod grants;
 pub mod stack;
+pub mod toolbox;

@@ -4,7 +4,7 @@
 //! EVTRACK_SQS_QUEUE_URL is set, deleting only what the consumer reports done, as Lambda's
 //! event source mapping does). Ctrl-C stops accepting, then drains: nothing accepted is lost.
 
-use crate::commands::{issue_key, jobs, keyring, open_store};
+use crate::toolbox::{issue_key, jobs, keyring, open_store};
 use anyhow::Context;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;

@@ -184,7 +184,7 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
     let pepper = "lambda-test-pepper";
     let master = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
     let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper), ("EVTRACK_MASTER_KEYS", master)]);
-    let (_, admin) = evtrack_cli::commands::issue_key(
+    let (_, admin) = evtrack_cli::toolbox::issue_key(
         &db.store,
         &config,
         None,
@@ -300,7 +300,7 @@ async fn the_api_binary_reads_its_secrets_from_secrets_manager() {
     let pepper = "lambda-test-pepper";
     let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper)]);
     let (_, admin) =
-        evtrack_cli::commands::issue_key(&db.store, &config, None, Scope::Admin, "sm", evtrack::keys::Expiry::Default)
+        evtrack_cli::toolbox::issue_key(&db.store, &config, None, Scope::Admin, "sm", evtrack::keys::Expiry::Default)
             .await
             .expect("admin key");
     for name in ["a", "b"] {

@@ -2,18 +2,15 @@
 //! with `?project=`), their soft delete and restore (admin), GDPR erasure and export (admin).
 
 use crate::export::user_export;
-use crate::routes::{Admin, ListQuery, Reply, id};
+use crate::extract::{Admin, Managing, OnProject, Reading, Reply, id};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use evtrack::event::MAX_ID_CHARS;
 use evtrack::http::ListedRouter;
-use evtrack::ids::ProjectId;
-use evtrack::keys::Scope;
 use futures::TryStreamExt;
-use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use std::sync::Arc;
@@ -30,25 +27,6 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::POST, "/v1/users/{user_id}/restore", restore_user)
         .on(Method::GET, "/v1/users/{user_id}/export", export_user)
         .on(Method::GET, "/v1/erasures/{id}", get_erasure)
-}
-
-/// The project a request on project data is about, from a key allowed on the route: a read
-/// key's own project, or `?project=` with an admin key. Taken before anything else is read.
-pub struct OnProject<const ADMIN_ONLY: bool>(ProjectId);
-/// Read or admin keys.
-type Reading = OnProject<false>;
-/// Admin keys only.
-type Managing = OnProject<true>;
-
-impl<const ADMIN_ONLY: bool> FromRequestParts<Arc<Api>> for OnProject<ADMIN_ONLY> {
-    type Rejection = Failure;
-
-    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
-        let scopes: &[Scope] = if ADMIN_ONLY { &[Scope::Admin] } else { &[Scope::Read, Scope::Admin] };
-        let access = api.authorize_any(&parts.headers, scopes).await?;
-        let query = ListQuery::parse(parts.uri.query())?;
-        Ok(Self(api.project_of(&access, query.project.as_deref()).await?))
-    }
 }
 
 async fn get_event(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(uid): Path<String>) -> Reply {

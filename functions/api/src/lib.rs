@@ -5,6 +5,7 @@
 
 mod data;
 pub mod export;
+mod extract;
 mod pages;
 mod routes;
 

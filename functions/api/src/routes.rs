@@ -1,27 +1,24 @@
 //! The management routes (admin scope): projects, keys, job runs. Handlers are thin: check
 //! the key, read the input, call the store or the key service, shape the answer.
 
+use crate::extract::{Admin, ListQuery, Reply, body, id};
 use crate::pages::Page;
 use crate::{Api, Failure};
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::{Json, Router, middleware};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use evtrack::http::{ApiError, ListedRouter, security_headers};
 use evtrack::jobs::Trigger;
-use evtrack::keys::{Access, Expiry, NewKeyRequest, Scope};
+use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::model::IpPolicy;
 use evtrack::store::ProjectChanges;
 use http::StatusCode;
-use http::request::Parts;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Request bodies are small JSON objects.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest key lifetime that may be asked for (longer: `never_expires`).
 const MAX_KEY_DAYS: u32 = 3650;
 
@@ -55,64 +52,6 @@ pub fn router(api: Arc<Api>) -> Router {
         })
         .layer(middleware::from_fn(security_headers))
         .with_state(api)
-}
-
-pub(crate) type Reply = Result<axum::response::Response, Failure>;
-
-/// The caller holds an admin key (checked before anything else is read).
-pub(crate) struct Admin(pub Access);
-
-impl FromRequestParts<Arc<Api>> for Admin {
-    type Rejection = Failure;
-
-    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
-        Ok(Self(api.authorize(&parts.headers, Scope::Admin).await?))
-    }
-}
-
-/// The query parameters of the list routes. Parsed here rather than by axum's `Query`, so
-/// that a bad query string gets the same JSON error as everything else.
-#[derive(Debug, Default)]
-pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-    pub(crate) project: Option<String>,
-    deleted: Option<String>,
-}
-
-impl ListQuery {
-    pub(crate) fn parse(query: Option<&str>) -> Result<Self, Failure> {
-        let mut parsed = Self::default();
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            let slot = match name.as_ref() {
-                "limit" => &mut parsed.limit,
-                "cursor" => &mut parsed.cursor,
-                "project" => &mut parsed.project,
-                "deleted" => &mut parsed.deleted,
-                // Unknown parameters are ignored, as most APIs do (cache busters and the like).
-                _ => continue,
-            };
-            if slot.replace(value.into_owned()).is_some() {
-                return Err(Failure::Invalid(format!("the query parameter {name} is given twice")));
-            }
-        }
-        Ok(parsed)
-    }
-}
-
-/// A JSON body into `T`; an empty body counts as `{}`. Unknown fields are refused, so a
-/// misspelt setting is an error rather than silently ignored.
-pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Failure::Invalid(format!("the body exceeds {MAX_BODY_BYTES} bytes")));
-    }
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(text).map_err(|err| Failure::Invalid(format!("invalid JSON body: {err}")))
-}
-
-/// A public id from the path; anything else is simply not found.
-pub(crate) fn id(text: &str) -> Result<Uuid, Failure> {
-    Uuid::try_parse(text).map_err(|_| Failure::NotFound)
 }
 
 fn flag(value: Option<&str>, name: &str) -> Result<bool, Failure> {

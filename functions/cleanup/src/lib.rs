@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
-use evtrack::jobs::{Job, JobError, JobTx, Run, Step};
+use evtrack::jobs::{Job, JobError, JobTx, Run, StepKind};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
 
 pub const JOB: &str = "cleanup";
@@ -34,16 +34,13 @@ impl Job for Cleanup {
     const NAME: &'static str = JOB;
 
     async fn steps(&self, run: &Run) -> Result<(), JobError> {
-        let context = Context { policy: &self.policy, slot: run.slot() };
-        for kind in CleanupStep::ALL {
-            run.step(&StepOf { kind, context: &context }).await?;
-        }
-        Ok(())
+        run.steps::<CleanupStep>(&Context { policy: self.policy.clone(), slot: run.slot() }).await
     }
 }
 
-struct Context<'a> {
-    policy: &'a CleanupPolicy,
+/// What every step of a run measures from.
+struct Context {
+    policy: CleanupPolicy,
     slot: DateTime<Utc>,
 }
 
@@ -56,8 +53,9 @@ enum CleanupStep {
     Prune(Prunable),
 }
 
-impl CleanupStep {
-    const ALL: [CleanupStep; 10] = [
+impl StepKind for CleanupStep {
+    type Context = Context;
+    const ALL: &'static [CleanupStep] = &[
         CleanupStep::Erasures,
         CleanupStep::Retention,
         CleanupStep::Purge(SoftTable::Events),
@@ -69,16 +67,9 @@ impl CleanupStep {
         CleanupStep::Prune(Prunable::ErasureAudit),
         CleanupStep::Prune(Prunable::Suppressions),
     ];
-}
 
-struct StepOf<'a> {
-    kind: CleanupStep,
-    context: &'a Context<'a>,
-}
-
-impl Step for StepOf<'_> {
-    fn name(&self) -> &'static str {
-        match self.kind {
+    fn name(self) -> &'static str {
+        match self {
             CleanupStep::Erasures => "erasures",
             CleanupStep::Retention => "retention",
             CleanupStep::Purge(SoftTable::Events) => "purge_deleted_events",
@@ -92,11 +83,16 @@ impl Step for StepOf<'_> {
         }
     }
 
-    async fn chunk(&self, tx: &mut JobTx<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
-        let Context { policy, slot } = self.context;
+    async fn chunk(
+        self,
+        context: &Context,
+        tx: &mut JobTx<'_>,
+        resume_after: Option<&str>,
+    ) -> Result<ChunkResult, StoreError> {
+        let Context { policy, slot } = context;
         let limit = policy.chunk_rows;
         let purge_before = *slot - policy.soft_delete_grace;
-        Ok(match self.kind {
+        Ok(match self {
             CleanupStep::Erasures => Store::erase_chunk(tx, limit).await?,
             CleanupStep::Retention => Store::delete_expired_events(tx, *slot, resume_after, limit).await?,
             CleanupStep::Purge(table) => {

@@ -9,7 +9,7 @@
 //!    retire keys whose verification overlap is over, purge retired keys after a while.
 
 use chrono::Utc;
-use evtrack::jobs::{Job, JobError, JobTx, Run, Step};
+use evtrack::jobs::{Job, JobError, JobTx, Run, StepKind};
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
@@ -39,22 +39,20 @@ impl Job for RotateKeys {
         let now = Utc::now();
         let policy = self.keyring.policy();
         let context = Context {
-            store: &self.store,
+            store: self.store.clone(),
             // The next key is added a while before the current one stops signing, so that
             // there is always one to sign with even if a scheduled run is late.
             next_key: self.keyring.new_sealed_key(now),
             lead: (policy.rotation / 2).min(chrono::Duration::days(1)),
             purge_before: now - policy.purge_after,
         };
-        for kind in KeyStep::ALL {
-            run.step(&StepOf { kind, context: &context }).await?;
-        }
-        Ok(())
+        run.steps::<KeyStep>(&context).await
     }
 }
 
-struct Context<'a> {
-    store: &'a Store,
+/// What every step of a run works with.
+struct Context {
+    store: Store,
     next_key: SealedSigningKey,
     lead: chrono::Duration,
     purge_before: chrono::DateTime<Utc>,
@@ -71,8 +69,9 @@ enum KeyStep {
     PurgeSigningKeys,
 }
 
-impl KeyStep {
-    const ALL: [KeyStep; 7] = [
+impl StepKind for KeyStep {
+    type Context = Context;
+    const ALL: &'static [KeyStep] = &[
         KeyStep::EndGracePeriods,
         KeyStep::MarkExpiredKeys,
         KeyStep::MarkRevokedKeys,
@@ -81,16 +80,9 @@ impl KeyStep {
         KeyStep::RetireSigningKeys,
         KeyStep::PurgeSigningKeys,
     ];
-}
 
-struct StepOf<'a> {
-    kind: KeyStep,
-    context: &'a Context<'a>,
-}
-
-impl Step for StepOf<'_> {
-    fn name(&self) -> &'static str {
-        match self.kind {
+    fn name(self) -> &'static str {
+        match self {
             KeyStep::EndGracePeriods => "end_grace_periods",
             KeyStep::MarkExpiredKeys => "mark_expired_keys",
             KeyStep::MarkRevokedKeys => "mark_revoked_keys",
@@ -101,13 +93,12 @@ impl Step for StepOf<'_> {
         }
     }
 
-    async fn chunk(&self, tx: &mut JobTx<'_>, _resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
-        let context = self.context;
-        Ok(match self.kind {
+    async fn chunk(self, context: &Context, tx: &mut JobTx<'_>, _: Option<&str>) -> Result<ChunkResult, StoreError> {
+        Ok(match self {
             KeyStep::EndGracePeriods => chunk(Store::mark_ended_keys(tx, KeyEnd::Rotated, CHUNK).await?),
             KeyStep::MarkExpiredKeys => chunk(Store::mark_ended_keys(tx, KeyEnd::Expired, CHUNK).await?),
             KeyStep::MarkRevokedKeys => chunk(Store::mark_ended_keys(tx, KeyEnd::Revoked, CHUNK).await?),
-            KeyStep::ReportExpiringKeys => whole(report_expiring(context.store).await?),
+            KeyStep::ReportExpiringKeys => whole(report_expiring(&context.store).await?),
             KeyStep::AddSigningKey => whole(Store::add_signing_key_if_due(tx, &context.next_key, context.lead).await?),
             KeyStep::RetireSigningKeys => whole(Store::retire_signing_keys(tx).await?),
             KeyStep::PurgeSigningKeys => chunk(Store::purge_signing_keys(tx, context.purge_before, CHUNK).await?),

@@ -15,7 +15,7 @@ mod runners;
 pub use crate::store::{JobTx, Step};
 pub use runners::{InProcess, JobRunner, JobRunners, LambdaFunction};
 
-use crate::store::{ClaimResult, FencedError, RunInfo, Store, StoreError};
+use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
 use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,42 @@ impl Outcome {
     }
 }
 
+/// The shape of a job's steps: a fixed list of kinds run in order, each chunk given the
+/// run's context (what every step of the run measures from, such as its slot).
+pub trait StepKind: Copy + Send + Sync + 'static {
+    type Context: Sync;
+    /// Every step, in the order a run takes them.
+    const ALL: &'static [Self];
+    /// The step's name in the ledger (`job_steps.step`).
+    fn name(self) -> &'static str;
+    fn chunk<'a>(
+        self,
+        context: &'a Self::Context,
+        tx: &'a mut JobTx<'_>,
+        resume_after: Option<&'a str>,
+    ) -> impl Future<Output = Result<ChunkResult, StoreError>> + Send + 'a;
+}
+
+/// One kind of step with its run's context, as the ledger runs it.
+struct KindStep<'a, K: StepKind> {
+    kind: K,
+    context: &'a K::Context,
+}
+
+impl<K: StepKind> Step for KindStep<'_, K> {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn chunk<'a>(
+        &'a self,
+        tx: &'a mut JobTx<'_>,
+        resume_after: Option<&'a str>,
+    ) -> impl Future<Output = Result<ChunkResult, StoreError>> + Send + 'a {
+        self.kind.chunk(self.context, tx, resume_after)
+    }
+}
+
 /// A scheduled job: its name in the ledger and its steps, in order.
 pub trait Job: Sync {
     const NAME: &'static str;
@@ -136,6 +172,14 @@ impl Run {
     /// resumed later deletes exactly what the first attempt would have.
     pub fn slot(&self) -> DateTime<Utc> {
         self.slot
+    }
+
+    /// Runs every step of `K`, in order, over `context`.
+    pub async fn steps<K: StepKind>(&self, context: &K::Context) -> Result<(), JobError> {
+        for kind in K::ALL {
+            self.step(&KindStep { kind: *kind, context }).await?;
+        }
+        Ok(())
     }
 
     /// Runs `step` chunk by chunk until it reports done. A step already done in this run is
