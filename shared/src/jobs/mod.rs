@@ -160,6 +160,7 @@ pub trait Job: Sync {
 
 /// The run an invocation holds the lease of; steps go through it.
 pub struct Run {
+    job: &'static str,
     store: Store,
     run_id: u64,
     fence: u64,
@@ -191,20 +192,31 @@ impl Run {
             return Ok(());
         }
         let mut resume_after = progress.resume_after;
-        loop {
-            let result = self
-                .store
-                .fenced_chunk(self.run_id, self.fence, self.lease, step, resume_after.as_deref())
-                .await
-                .map_err(|err| match err {
-                    FencedError::LeaseLost => JobError::LeaseLost,
-                    FencedError::Store(err) => JobError::Step { step: name.to_string(), reason: err.to_string() },
-                })?;
+        let (started, mut rows) = (std::time::Instant::now(), 0);
+        let outcome = loop {
+            let result =
+                match self.store.fenced_chunk(self.run_id, self.fence, self.lease, step, resume_after.as_deref()).await
+                {
+                    Ok(result) => result,
+                    Err(FencedError::LeaseLost) => break Err(JobError::LeaseLost),
+                    Err(FencedError::Store(err)) => {
+                        break Err(JobError::Step { step: name.to_string(), reason: err.to_string() });
+                    }
+                };
+            rows += result.rows;
             if result.done {
-                return Ok(());
+                break Ok(());
             }
             resume_after = result.resume_after;
-        }
+        };
+        // What this invocation committed (a resumed run reports only its own part).
+        MetricLine::new(self.job)
+            .dimension("Job", self.job)
+            .dimension("Step", name)
+            .metric("StepRows", rows as f64, Unit::Count, &["Job", "Step"])
+            .metric("StepDuration", started.elapsed().as_secs_f64() * 1000.0, Unit::Milliseconds, &["Job", "Step"])
+            .emit();
+        outcome
     }
 }
 
@@ -222,7 +234,7 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         ClaimResult::Acquired { run_id, run_uid, fence } => (run_id, run_uid, fence),
     };
     tracing::info!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
-    let run = Run { store: store.clone(), run_id, fence, lease, slot: trigger.slot };
+    let run = Run { job: name, store: store.clone(), run_id, fence, lease, slot: trigger.slot };
     let result = match job.steps(&run).await {
         Ok(()) => store.finish_run(run_id, fence).await.map_err(JobError::from),
         Err(err) => Err(err),
@@ -241,14 +253,6 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         return Err(err);
     }
     let run = run_info(store, run_uid).await?;
-    for step in &run.steps {
-        MetricLine::new(name)
-            .dimension("Job", name)
-            .dimension("Step", &step.name)
-            .metric("StepRows", step.rows as f64, Unit::Count, &["Job", "Step"])
-            .metric("StepDuration", step.duration_ms as f64, Unit::Milliseconds, &["Job", "Step"])
-            .emit();
-    }
     let rows: Vec<String> = run.steps.iter().map(|step| format!("{}={}", step.name, step.rows)).collect();
     tracing::info!(job = name, slot = %trigger.slot, rows = %rows.join(" "), "job run finished");
     Ok(Outcome::Ran(run))
