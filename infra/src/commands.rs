@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
 use evtrack::config::JOB_NAMES;
-
 use evtrack::jobs::{Outcome, Trigger};
 use evtrack::keys::{ApiKey, Expiry, KeyService, Scope};
 use evtrack::store::{KeyInfo, Project, Store};

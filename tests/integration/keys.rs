@@ -463,7 +463,7 @@ async fn keys_hashed_under_the_previous_pepper_keep_working_after_a_pepper_rotat
 }
 
 #[tokio::test]
-async fn a_corrupt_row_is_a_logged_500_not_an_invalid_request() {
+async fn a_corrupt_row_is_a_logged_500_on_the_api_and_ingest() {
     let app = TestApp::new().await;
     // Without strict mode MariaDB stores an unknown ENUM value as '' (a manual edit gone wrong).
     let corrupt = format!(
@@ -474,4 +474,8 @@ async fn a_corrupt_row_is_a_logged_500_not_an_invalid_request() {
     let reply = app.send(api_request("GET", &format!("/v1/projects/{}", app.project), &app.admin, None)).await;
     assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
     assert!(!reply.json.to_string().contains("bogus"), "no detail of the row: {}", reply.json);
+    // Ingest too: not a retryable 503 that SDKs would resend forever.
+    let reply = app.send(track(&app.key)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
+    assert!(app.take_queued().await.is_empty());
 }

@@ -9,6 +9,7 @@ use evtrack::keys::{AccessDenied, VerifyError};
 use evtrack::limits::RateLimited;
 use evtrack::queue::QueueError;
 use evtrack::queue::envelope::TooLargeForQueue;
+use evtrack::store::StoreError;
 use http::StatusCode;
 
 pub fn request_too_large(limit: usize) -> ApiError {
@@ -62,6 +63,11 @@ impl From<VerifyError> for Rejected {
             VerifyError::Denied(AccessDenied::Unauthenticated) => super::credentials::unauthorized(),
             VerifyError::Denied(AccessDenied::WrongScope) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this key cannot send events; use a write key")
+            }
+            // A stored key row the code cannot read: retrying cannot help.
+            VerifyError::Unavailable(reason @ StoreError::Corrupt(_)) => {
+                tracing::error!(error = %reason, "write key check failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
             VerifyError::Unavailable(reason) => {
                 tracing::warn!(error = %reason, "write key check failed");

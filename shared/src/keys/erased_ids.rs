@@ -38,3 +38,28 @@ impl SubjectHashes for ErasedIdHasher {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashes are stored (suppression list, erasure audit): they must never change.
+    /// Known answers computed independently (Python's hmac over the same bytes).
+    #[test]
+    fn hashes_are_the_stored_ones_current_pepper_first() {
+        let config = Config::with_overrides(&[
+            ("EVTRACK_KEY_PEPPER", crate::config::DEVELOPMENT_PEPPER),
+            ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper"),
+        ])
+        .expect("config");
+        let hex = |bytes: &[u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let hashes = ErasedIdHasher::from_config(&config).hashes(ProjectId(42), "user-1");
+        assert_eq!(
+            hashes.iter().map(hex).collect::<Vec<_>>(),
+            [
+                "378747a7f91a999bac16e094dfe6454b4e3d7c98f1807437b1fadc5200a6df19",
+                "1415943d6399bf9905c57ba939ba9b6806cc1e28c684300fa2fa1265f018e3ab",
+            ]
+        );
+    }
+}

@@ -67,7 +67,11 @@ impl Store {
         .await?;
         let uid = new_public_id();
         // The current pepper's hash.
-        let subject_hash = erased_ids.hashes(project, user_id).into_iter().next().unwrap_or_default();
+        let subject_hash = erased_ids
+            .hashes(project, user_id)
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Invalid("no pepper to hash the user id with".into()))?;
         with_timeout(tx.exec_drop(
             "INSERT INTO erasures (uid, project_id, subject_hash, user_id, linked_ids) VALUES (?, ?, ?, ?, ?)",
             (uid, project.0, subject_hash.to_vec(), user_id, serde_json::to_string(&linked).unwrap_or_default()),

@@ -54,7 +54,7 @@ pub struct BatchWrite {
 
 impl Store {
     /// Stores a batch atomically: all of it, or (on error) none of it. Events of an erased
-    /// user (their ids hashed by `hashers`) and of purged projects are left out.
+    /// user (their ids hashed by `erased_ids`) and of purged projects are left out.
     pub async fn write_batch(
         &self,
         rows: &[EventRow<'_>],

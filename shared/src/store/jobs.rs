@@ -16,6 +16,7 @@ pub struct JobTx<'c>(pub(super) Transaction<'c>);
 
 impl<'c> JobTx<'c> {
     /// The bare transaction, for steps written outside the store (the tests' own jobs).
+    #[doc(hidden)]
     pub fn raw(&mut self) -> &mut Transaction<'c> {
         &mut self.0
     }

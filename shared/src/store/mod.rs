@@ -89,7 +89,7 @@ impl From<mysql_async::Error> for StoreError {
     fn from(err: mysql_async::Error) -> Self {
         match &err {
             mysql_async::Error::Server(server) if DATA_ERRORS.contains(&server.code) => {
-                StoreError::Invalid(format!("the database refused the data: {}", server.message))
+                StoreError::Invalid(format!("database refused the data: {}", server.message))
             }
             _ => StoreError::Unavailable(err.to_string()),
         }

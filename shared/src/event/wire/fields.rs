@@ -21,6 +21,13 @@ pub enum EventError {
     Json { field: String, detail: String },
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    /// An element of a batch that is not an object.
+    #[error("must be a JSON object")]
+    NotAnEvent,
+    #[error("$create_alias needs properties.alias")]
+    AliasWithoutTarget,
+    #[error("{0}")]
+    Serialize(String),
     #[error("type {named:?} does not match the {route} endpoint")]
     TypeMismatch { named: String, route: EventType },
     #[error("unknown type {0:?}")]
@@ -114,7 +121,7 @@ pub(super) fn object_property(object: &JsonObject, field: &str) -> Result<Option
 }
 
 pub(super) fn as_text(object: &JsonObject) -> Result<JsonText, EventError> {
-    to_raw_value(object).map_err(|err| EventError::Json { field: "object".into(), detail: err.to_string() })
+    to_raw_value(object).map_err(|err| EventError::Serialize(err.to_string()))
 }
 
 pub(super) fn optional_object(field: &str, value: Option<Value>) -> Result<Option<JsonObject>, EventError> {

@@ -153,7 +153,7 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
             Some(b'{') => serde_json::from_str::<Message>(raw.get())
                 .map_err(|err| WireError::InvalidEvent { index, reason: EventError::InvalidJson(err.to_string()) })?,
             _ => {
-                return Err(WireError::InvalidEvent { index, reason: EventError::NotObject("the event".into()) });
+                return Err(WireError::InvalidEvent { index, reason: EventError::NotAnEvent });
             }
         };
         payload.add_message_keys(&message);

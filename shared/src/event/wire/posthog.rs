@@ -57,9 +57,7 @@ pub(super) fn posthog_event(
         }
         "$create_alias" => {
             // posthog-python: distinct_id is the previous id, properties.alias the new one.
-            user_id = Some(
-                property_id(&properties, "alias")?.ok_or(EventError::Required("properties.alias of $create_alias"))?,
-            );
+            user_id = Some(property_id(&properties, "alias")?.ok_or(EventError::AliasWithoutTarget)?);
             previous_id = Some(distinct_id.clone());
             anonymous_id = None;
             EventType::Alias
