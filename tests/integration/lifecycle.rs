@@ -322,3 +322,41 @@ async fn ten_concurrent_cleanup_triggers_run_once_even_with_redis_down_and_old_l
     assert_eq!(app.db.count("job_runs WHERE id = 900").await + app.db.count("job_steps WHERE run_id = 900").await, 0);
     assert_eq!(app.db.count("job_runs").await, 1, "the running run itself is kept");
 }
+
+/// A job slot in the future would measure every age from then: purge soft-deleted rows with
+/// no grace, expire retained events, drop suppressions. Refused on the api and by the ledger
+/// (whoever triggers it), and a slot within the allowed clock skew never cuts past now.
+#[tokio::test]
+async fn a_future_slot_is_refused_and_cut_offs_never_pass_now() {
+    let app = TestApp::new().await;
+    let body = json!({"batch": [{"type": "track", "event": "E", "userId": "u", "messageId": "kept"}]});
+    assert_eq!(app.send(post_json("/v1/batch", Some(&app.key), &body)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    // Soft-deleted 20 s less than the grace period ago: not purgeable yet.
+    let grace_days = app.config.cleanup.soft_delete_grace.num_days();
+    app.db
+        .execute(&format!(
+            "UPDATE events SET deleted_at = NOW(3) - INTERVAL {grace_days} DAY + INTERVAL 20 SECOND \
+             WHERE message_id = 'kept'"
+        ))
+        .await;
+
+    for slot in ["9999-01-01T00:00:00Z", &(chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339()] {
+        let reply =
+            app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&json!({"slot": slot})))).await;
+        assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+        assert!(reply.json["message"].as_str().is_some_and(|m| m.contains("future")), "{}", reply.json);
+    }
+    // The ledger refuses it too (the command line, a crafted Scheduler input), by the
+    // database's clock.
+    let tomorrow = evtrack::jobs::Trigger::new(chrono::Utc::now() + chrono::Duration::days(1), "cli");
+    let refused = app.jobs.run("cleanup", tomorrow).await.expect("a job");
+    assert!(matches!(refused, Err(evtrack::jobs::JobError::FutureSlot { .. })), "{refused:?}");
+    assert_eq!(app.db.count("job_runs").await, 0, "no run was made for a future slot");
+
+    // 50 s ahead is within the skew: it runs, and its cut-offs are measured from now.
+    let near = (chrono::Utc::now() + chrono::Duration::seconds(50)).to_rfc3339();
+    let outcome = run_cleanup(&app, &near).await;
+    assert_eq!(step_rows(&outcome, "purge_deleted_events").0, 0);
+    assert_eq!(app.db.count("events WHERE message_id = 'kept'").await, 1, "not purged before its grace ended");
+}

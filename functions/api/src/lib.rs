@@ -168,6 +168,7 @@ impl From<JobError> for Failure {
         match err {
             JobError::Store(err) => err.into(),
             JobError::LeaseLost => Failure::Conflict("another invocation took this run over".into()),
+            JobError::FutureSlot { .. } => Failure::Invalid(err.to_string()),
             JobError::Step { .. } | JobError::Invoke { .. } => Failure::JobFailed(err.to_string()),
         }
     }

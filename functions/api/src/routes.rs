@@ -13,7 +13,7 @@ use evtrack::http::{ApiError, ListedRouter, security_headers};
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::model::IpPolicy;
-use evtrack::store::ProjectChanges;
+use evtrack::store::{MAX_SLOT_SKEW, ProjectChanges};
 use http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -233,6 +233,14 @@ async fn trigger_run(State(api): State<Arc<Api>>, _: Admin, Path(name): Path<Str
     // What a DATETIME column holds.
     if !(2000..=9999).contains(&slot.year()) {
         return Err(Failure::Invalid("slot is a time between the years 2000 and 9999".into()));
+    }
+    // A slot ahead of the clock would purge as if it were then (the job ledger refuses it
+    // too, by the database's clock, whoever triggers the job).
+    if slot > Utc::now() + MAX_SLOT_SKEW {
+        return Err(Failure::Invalid(format!(
+            "slot lies in the future; it may be at most {} s ahead of now",
+            MAX_SLOT_SKEW.num_seconds()
+        )));
     }
     let trigger = Trigger::new(slot, "api");
     let outcome = api.jobs.run(name, trigger).await.ok_or(Failure::NotFound)??;

@@ -15,7 +15,7 @@ mod runners;
 pub use crate::store::{JobTx, Step};
 pub use runners::{InProcess, JobRunner, JobRunners, LambdaFunction};
 
-use crate::store::{ChunkResult, ClaimResult, FencedError, RunInfo, Store, StoreError};
+use crate::store::{ChunkResult, ClaimResult, FencedError, MAX_SLOT_SKEW, RunInfo, Store, StoreError};
 use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,9 @@ pub enum JobError {
     Step { step: String, reason: String },
     #[error("invoking the job function {function} failed: {reason}")]
     Invoke { function: String, reason: String },
+    /// A slot ahead of the clock would purge as if it were then: refused on every entry point.
+    #[error("the slot {slot} lies in the future (the database's clock says {now}); slots may be at most {} s ahead", MAX_SLOT_SKEW.num_seconds())]
+    FutureSlot { slot: DateTime<Utc>, now: DateTime<Utc> },
 }
 
 impl From<FencedError> for JobError {
@@ -225,16 +228,18 @@ impl Run {
 pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: Duration) -> Result<Outcome, JobError> {
     let name = J::NAME;
     let claim = store.claim_run(name, trigger.slot, trigger.by, lease).await?;
-    let (run_id, run_uid, fence) = match claim {
+    let (run_id, run_uid, fence, db_now) = match claim {
         ClaimResult::Taken { run_uid } => {
             let run = run_info(store, run_uid).await?;
             tracing::info!(job = name, slot = %trigger.slot, state = %run.state, "slot already taken; nothing to do");
             return Ok(Outcome::AlreadyTaken(run));
         }
-        ClaimResult::Acquired { run_id, run_uid, fence } => (run_id, run_uid, fence),
+        ClaimResult::Future { db_now } => return Err(JobError::FutureSlot { slot: trigger.slot, now: db_now }),
+        ClaimResult::Acquired { run_id, run_uid, fence, db_now } => (run_id, run_uid, fence, db_now),
     };
     tracing::info!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
-    let run = Run { job: name, store: store.clone(), run_id, fence, lease, slot: trigger.slot };
+    // Ages are measured from the slot, but never from past the database's clock.
+    let run = Run { job: name, store: store.clone(), run_id, fence, lease, slot: trigger.slot.min(db_now) };
     let result = match job.steps(&run).await {
         Ok(()) => store.finish_run(run_id, fence).await.map_err(JobError::from),
         Err(err) => Err(err),

@@ -1,9 +1,9 @@
 //! The job ledger's rows: `job_runs` (one per job and slot: lease, fence, state) and
 //! `job_steps` (per-step progress), and the transaction job steps run in.
 
-use super::{Store, StoreError, column, required, required_time, time_column, to_db_time, with_timeout};
+use super::{Store, StoreError, column, from_db_time, required, required_time, time_column, to_db_time, with_timeout};
 use crate::ids::new_public_id;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, IsolationLevel, Row, Transaction, TxOpts};
 use serde::{Deserialize, Serialize};
@@ -93,11 +93,16 @@ impl ChunkResult {
 /// The outcome of trying to take a slot.
 #[derive(Debug)]
 pub enum ClaimResult {
-    /// This caller holds the lease under `fence`.
-    Acquired { run_id: u64, run_uid: Uuid, fence: u64 },
+    /// This caller holds the lease under `fence`; `db_now` is the database's clock then.
+    Acquired { run_id: u64, run_uid: Uuid, fence: u64, db_now: DateTime<Utc> },
+    /// The slot lies ahead of the database's clock (beyond `MAX_SLOT_SKEW`): no run is made.
+    Future { db_now: DateTime<Utc> },
     /// The slot's run is finished, or another invocation holds an unexpired lease.
     Taken { run_uid: Uuid },
 }
+
+/// How far ahead of the database's clock a slot may lie (clocks of callers drift a little).
+pub const MAX_SLOT_SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The slot's run no longer belongs to this caller (its lease was taken over).
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,12 @@ impl Store {
         // The column keeps milliseconds: compare with what it stores.
         let slot = slot.trunc_subsecs(3);
         let mut conn = self.conn().await?;
+        // A slot ahead of the clock would measure every age from the future: refused.
+        let db_now: Option<NaiveDateTime> = with_timeout(conn.query_first("SELECT NOW(3)")).await?;
+        let db_now = db_now.map(from_db_time).ok_or_else(|| StoreError::Unavailable("no clock".into()))?;
+        if slot > db_now + MAX_SLOT_SKEW {
+            return Ok(ClaimResult::Future { db_now });
+        }
         with_timeout(conn.exec_drop(
             "INSERT IGNORE INTO job_runs (uid, job, slot, lease_until, triggered_by)
              VALUES (?, ?, ?, '1970-01-01 00:00:01', ?)",
@@ -144,7 +155,11 @@ impl Store {
         .await?;
         with_timeout(tx.commit()).await?;
         let (run_id, run_uid, fence) = row.ok_or_else(|| StoreError::Unavailable("job run vanished".into()))?;
-        Ok(if acquired { ClaimResult::Acquired { run_id, run_uid, fence } } else { ClaimResult::Taken { run_uid } })
+        Ok(if acquired {
+            ClaimResult::Acquired { run_id, run_uid, fence, db_now }
+        } else {
+            ClaimResult::Taken { run_uid }
+        })
     }
 
     /// Runs one chunk of `step` in a transaction that commits, with the chunk's progress,

@@ -16,7 +16,7 @@ mod views;
 pub use erasure::ErasureInfo;
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use export::UserLinks;
-pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, RunInfo, Step, StepInfo, StepProgress};
+pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use projects::{Project, ProjectChanges};
 pub use retention::Prunable;
