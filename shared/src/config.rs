@@ -150,6 +150,11 @@ pub struct CleanupPolicy {
     pub chunk_rows: u64,
 }
 
+/// Admin keys manage everything: no admin key lives longer (nor never expires).
+pub const MAX_ADMIN_KEY_DAYS: i64 = 90;
+/// Ingest's key cache: a revoked key works at most this long there.
+pub const MAX_KEY_CACHE_SECONDS: u64 = 300;
+
 /// Erased ids stay suppressed longer than SQS keeps a message (14 days at most).
 pub const SUPPRESSION_DAYS: i64 = 15;
 
@@ -206,11 +211,19 @@ impl Config {
                 None => None,
                 Some(pepper) => Some((Secret::new(pepper), parse(&get, "EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", 0)?)),
             },
-            key_cache_ttl: Duration::from_secs(parse(&get, "EVTRACK_KEY_CACHE_SECONDS", 30)?),
+            key_cache_ttl: Duration::from_secs(at_most(
+                parse(&get, "EVTRACK_KEY_CACHE_SECONDS", 30)?,
+                MAX_KEY_CACHE_SECONDS,
+                "EVTRACK_KEY_CACHE_SECONDS",
+            )?),
             key_policy: KeyPolicy {
                 write_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_WRITE", 365)?,
                 read_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_READ", 180)?,
-                admin_expiry: days(&get, "EVTRACK_KEY_EXPIRY_DAYS_ADMIN", 90)?,
+                admin_expiry: chrono::Duration::days(at_most(
+                    parse(&get, "EVTRACK_KEY_EXPIRY_DAYS_ADMIN", 90)?,
+                    MAX_ADMIN_KEY_DAYS,
+                    "EVTRACK_KEY_EXPIRY_DAYS_ADMIN",
+                )?),
                 rotation_grace: chrono::Duration::hours(parse(&get, "EVTRACK_KEY_ROTATION_GRACE_HOURS", 24)?),
                 max_rotation_grace: chrono::Duration::hours(parse(&get, "EVTRACK_KEY_ROTATION_GRACE_MAX_HOURS", 168)?),
             },
@@ -338,6 +351,14 @@ impl ConfigError {
     }
 }
 
+/// `value`, if it is at most `max`.
+fn at_most<T: PartialOrd + fmt::Display>(value: T, max: T, name: &'static str) -> Result<T, ConfigError> {
+    if value > max {
+        return Err(ConfigError::new(name, &value.to_string(), &format!("at most {max}")));
+    }
+    Ok(value)
+}
+
 fn days(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -379,6 +400,16 @@ mod tests {
         let err = Config::from_lookup(|name| (name == "EVTRACK_MAX_BATCH_EVENTS").then(|| "lots".into()))
             .expect_err("must fail");
         assert!(err.to_string().contains("EVTRACK_MAX_BATCH_EVENTS"), "{err}");
+    }
+
+    #[test]
+    fn the_key_cache_and_admin_key_lifetimes_are_capped() {
+        for (name, value) in [("EVTRACK_KEY_CACHE_SECONDS", "301"), ("EVTRACK_KEY_EXPIRY_DAYS_ADMIN", "91")] {
+            let err = Config::from_lookup(|key| (key == name).then(|| value.into())).expect_err("refused");
+            assert!(err.to_string().contains(name) && err.to_string().contains("at most"), "{err}");
+        }
+        let config = Config::from_lookup(|key| (key == "EVTRACK_KEY_CACHE_SECONDS").then(|| "300".into()));
+        assert_eq!(config.expect("300 is allowed").key_cache_ttl.as_secs(), 300);
     }
 
     #[test]

@@ -479,3 +479,26 @@ async fn a_corrupt_row_is_a_logged_500_on_the_api_and_ingest() {
     assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
     assert!(app.take_queued().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_admin_key_for_ever_or_for_longer_than_90_days_is_refused() {
+    let app = TestApp::new().await;
+    for body in [json!({"scope": "admin", "never_expires": true}), json!({"scope": "admin", "expires_in_days": 91})] {
+        let reply = app.send(api_request("POST", "/v1/keys", &app.admin, Some(&body))).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.json);
+        assert!(reply.json["message"].as_str().is_some_and(|m| m.contains("at most 90 days")), "{}", reply.json);
+    }
+    let body = json!({"scope": "admin", "expires_in_days": 90});
+    assert_eq!(app.send(api_request("POST", "/v1/keys", &app.admin, Some(&body))).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_api_lambdas_404_carries_the_security_headers() {
+    let app = TestApp::new().await;
+    let api = evtrack_api::Api::new(&app.config, app.db.store.clone(), app.keyring.clone(), app.jobs.clone());
+    let router = evtrack_api::standalone_router(std::sync::Arc::new(api));
+    let reply = evtrack_tests::send(&router, api_request("GET", "/v1/nothing-here", &app.admin, None)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+    assert!(reply.headers.contains_key("content-security-policy"));
+}

@@ -10,7 +10,7 @@ mod pages;
 mod routes;
 
 pub use pages::Page;
-pub use routes::{router, routes};
+pub use routes::{router, routes, standalone_router};
 
 use axum::response::{IntoResponse, Response};
 use evtrack::Config;
@@ -117,6 +117,10 @@ impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Invalid(reason) => Failure::Invalid(reason),
+            StoreError::Refused(detail) => {
+                tracing::warn!(error = %detail, "the database refused the data");
+                Failure::Invalid("the database refused the data".into())
+            }
             StoreError::NotFound(_) => Failure::NotFound,
             StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Migration(_) => {
                 Failure::Internal(err.to_string())
@@ -210,5 +214,25 @@ impl IntoResponse for Failure {
             }
         };
         error.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's text names tables and columns: logged, never answered.
+    #[test]
+    fn database_error_text_never_reaches_a_client() {
+        for err in [
+            StoreError::Refused("Data too long for column 'name' at row 1".into()),
+            StoreError::Unavailable("Table 'evtrack.events' doesn't exist".into()),
+            StoreError::Corrupt("column 3 of projects is NULL".into()),
+        ] {
+            let response = Failure::from(err).into_response();
+            let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 10_000)).expect("body");
+            let body = String::from_utf8_lossy(&body);
+            assert!(!body.contains("column") && !body.contains("evtrack.events"), "{body}");
+        }
     }
 }

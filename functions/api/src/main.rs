@@ -3,7 +3,6 @@
 
 use evtrack::Config;
 use evtrack::config::{JOB_NAMES, Required, job_function_setting};
-use evtrack::http::ApiError;
 use evtrack::jobs::LambdaFunction;
 use evtrack::keys::keyring::Keyring;
 use evtrack::store::Store;
@@ -22,5 +21,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let keyring = Arc::new(Keyring::from_config(store.clone(), &config)?);
     let jobs = LambdaFunction::runners(&config.job_functions).await;
     let api = Arc::new(evtrack_api::Api::new(&config, store, keyring, jobs));
-    lambda_http::run(evtrack_api::router(api).fallback(|| async { ApiError::not_found() })).await
+    lambda_http::run(evtrack_api::standalone_router(api)).await
 }

@@ -44,9 +44,18 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .merge(crate::data::routes())
 }
 
+/// The api's routes, for a server that sends other paths elsewhere (`evtrack up`: ingest).
 pub fn router(api: Arc<Api>) -> Router {
-    routes()
-        .into_router()
+    layered(routes().into_router(), api)
+}
+
+/// The api on its own (its Lambda): any other path is a 404, with the security headers too.
+pub fn standalone_router(api: Arc<Api>) -> Router {
+    layered(routes().into_router().fallback(|| async { ApiError::not_found() }), api)
+}
+
+fn layered(router: Router<Arc<Api>>, api: Arc<Api>) -> Router {
+    router
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })

@@ -2,7 +2,7 @@
 //! go through. The plaintext of a new key is returned once and never stored.
 
 use super::{ApiKey, Expiry, KeyHasher, Scope};
-use crate::config::{Config, KeyPolicy};
+use crate::config::{Config, KeyPolicy, MAX_ADMIN_KEY_DAYS};
 use crate::store::{KeyChangeError, KeyInfo, NewKey, Store, StoreError};
 use chrono::Utc;
 use uuid::Uuid;
@@ -31,6 +31,7 @@ impl KeyService {
 
     pub async fn create(&self, request: NewKeyRequest<'_>) -> Result<(KeyInfo, ApiKey), StoreError> {
         let name = check_name(request.name)?;
+        check_lifetime(request.scope, request.expiry)?;
         let key = ApiKey::generate(request.scope);
         let expires_at = self.policy.expires_at(request.scope, request.expiry, Utc::now());
         let uid = self.store.insert_key(self.new_key(&key, request.project, name, expires_at)).await?;
@@ -86,6 +87,19 @@ impl KeyService {
     async fn info(&self, uid: Uuid) -> Result<KeyInfo, StoreError> {
         self.store.key_info(uid).await?.ok_or_else(|| StoreError::Unavailable("key vanished after writing".into()))
     }
+}
+
+/// Admin keys manage everything: they always expire, within `MAX_ADMIN_KEY_DAYS`.
+fn check_lifetime(scope: Scope, expiry: Expiry) -> Result<(), StoreError> {
+    let too_long = match expiry {
+        Expiry::Never => true,
+        Expiry::After(lifetime) => lifetime > chrono::Duration::days(MAX_ADMIN_KEY_DAYS),
+        Expiry::Default => false,
+    };
+    if scope == Scope::Admin && too_long {
+        return Err(StoreError::Invalid(format!("admin keys always expire, after at most {MAX_ADMIN_KEY_DAYS} days")));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<&str, StoreError> {

@@ -47,10 +47,13 @@ pub enum StoreError {
     /// Connection lost, server down, deadlock, timeout: try again later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// Invalid input: the caller's (a name too long) or the data the server refused (too
-    /// long, invalid JSON, ...). Retrying cannot help.
+    /// The caller's input is invalid (a name too long, a retention out of range).
     #[error("{0}")]
     Invalid(String),
+    /// The server refused the data itself (too long, invalid JSON, ...): retrying cannot
+    /// help. The server's text names columns: it is logged, never answered to a client.
+    #[error("database refused the data: {0}")]
+    Refused(String),
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -89,7 +92,7 @@ impl From<mysql_async::Error> for StoreError {
     fn from(err: mysql_async::Error) -> Self {
         match &err {
             mysql_async::Error::Server(server) if DATA_ERRORS.contains(&server.code) => {
-                StoreError::Invalid(format!("database refused the data: {}", server.message))
+                StoreError::Refused(server.message.clone())
             }
             _ => StoreError::Unavailable(err.to_string()),
         }
