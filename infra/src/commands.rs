@@ -6,7 +6,7 @@ use crate::toolbox::{issue_key, jobs, open_store};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
-use evtrack::config::JOB_NAMES;
+use evtrack::config::{JOB_NAMES, Required};
 use evtrack::jobs::{Outcome, Trigger};
 use evtrack::keys::{ApiKey, Expiry, KeyService, Scope};
 use evtrack::store::{KeyInfo, Project, Store};
@@ -120,6 +120,7 @@ pub async fn create_admin_key(config: &Config, args: NewKeyArgs) -> anyhow::Resu
 }
 
 async fn new_key(config: &Config, project: Option<Uuid>, scope: Scope, args: &NewKeyArgs) -> anyhow::Result<()> {
+    refuse_development_secrets(config, &[Required::KeyPepper])?;
     let store = open_store(config).await?;
     let (info, key) = issue_key(&store, config, project, scope, &args.name, args.expiry()).await?;
     print_new_key(&info, &key, args.json);
@@ -165,6 +166,7 @@ pub async fn list_keys(config: &Config, project: Option<Uuid>, json: bool) -> an
 }
 
 pub async fn rotate_key(config: &Config, key: Uuid, grace_hours: Option<u32>, json: bool) -> anyhow::Result<()> {
+    refuse_development_secrets(config, &[Required::KeyPepper])?;
     let store = open_store(config).await?;
     let service = KeyService::new(store.clone(), config);
     let grace = grace_hours.map(|hours| Duration::hours(i64::from(hours)));
@@ -198,6 +200,9 @@ pub async fn revoke_key(config: &Config, key: Uuid, json: bool) -> anyhow::Resul
 
 /// Runs a job's slot (now, to the second, unless given) through the job ledger.
 pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, json: bool) -> anyhow::Result<()> {
+    if name == evtrack_rotate_keys::JOB {
+        refuse_development_secrets(config, &[Required::MasterKeys])?;
+    }
     let store = open_store(config).await?;
     let trigger = Trigger::new(slot.unwrap_or_else(Utc::now), "cli");
     let Some(outcome) = jobs(&store, config).await?.run(name, trigger).await else {
@@ -244,6 +249,15 @@ pub async fn export_user(config: &Config, project: Uuid, user: &str, output: &st
     println!("exported {} events and the profile of {user:?} to {}", progress.position(), output.display());
     store.close().await;
     Ok(())
+}
+
+/// The built-in development secrets are for a database on this machine: a command that
+/// writes keys or signing keys to any other refuses them, as the Lambdas do.
+fn refuse_development_secrets(config: &Config, secrets: &[Required]) -> anyhow::Result<()> {
+    if config.database_is_local() {
+        return Ok(());
+    }
+    config.require(secrets).map_err(|reason| anyhow::anyhow!("{reason} (the database is not on this machine)"))
 }
 
 /// `evtrack db grants`: the least-privilege grants of every function's database user.

@@ -285,6 +285,20 @@ impl Config {
         })
     }
 
+    /// Whether the database is on this machine (loopback or a socket): the only place the
+    /// development secrets may be used.
+    pub fn database_is_local(&self) -> bool {
+        let url = self.database_url.expose();
+        let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        };
+        host.is_empty() || host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
     pub fn uses_development_pepper(&self) -> bool {
         self.key_pepper.expose() == DEVELOPMENT_PEPPER
     }
@@ -410,6 +424,21 @@ mod tests {
         }
         let config = Config::from_lookup(|key| (key == "EVTRACK_KEY_CACHE_SECONDS").then(|| "300".into()));
         assert_eq!(config.expect("300 is allowed").key_cache_ttl.as_secs(), 300);
+    }
+
+    #[test]
+    fn only_loopback_and_socket_databases_are_local() {
+        let local = |url: &str| {
+            Config::from_lookup(|name| (name == "EVTRACK_DATABASE_URL").then(|| url.into()))
+                .expect("config")
+                .database_is_local()
+        };
+        for url in ["mysql://root@127.0.0.1:3306/e", "mysql://u:p@localhost/e", "mysql://[::1]:3306/e", "mysql:///e"] {
+            assert!(local(url), "{url}");
+        }
+        for url in ["mysql://root@db.example:3306/e", "mysql://u:p@10.0.0.5/e", "mysql://u:p@127.0.0.1.example/e"] {
+            assert!(!local(url), "{url}");
+        }
     }
 
     #[test]

@@ -96,3 +96,50 @@ async fn admin_key_key_lifecycle_and_job_commands_work_end_to_end() {
     assert_eq!((first["ran"].as_bool(), second["ran"].as_bool()), (Some(true), Some(false)));
     assert_eq!(first["run"]["id"], second["run"]["id"]);
 }
+
+/// The built-in development pepper and master key are for a database on this machine: the
+/// commands that write keys or signing keys refuse them for any other, before connecting.
+#[test]
+fn key_writing_commands_refuse_the_development_secrets_for_a_remote_database() {
+    let id = uuid::Uuid::now_v7().to_string();
+    let commands: [&[&str]; 4] = [
+        &["admin-key", "create"],
+        &["key", "create", "--project", &id],
+        &["key", "rotate", &id],
+        &["job", "run", "rotate-keys"],
+    ];
+    for args in commands {
+        let output = Command::new(workspace_binary("evtrack"))
+            .args(args)
+            .env("EVTRACK_DATABASE_URL", "mysql://root@db.invalid:3306/evtrack")
+            .env_remove("EVTRACK_KEY_PEPPER")
+            .env_remove("EVTRACK_MASTER_KEYS")
+            .output()
+            .expect("evtrack runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("refusing the development default") && stderr.contains("not on this machine"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// A signing key sealed under a master key this process lacks is skipped (and logged), not a
+/// keyring that fails every list route.
+#[tokio::test]
+async fn an_unsealable_signing_key_is_skipped_not_fatal() {
+    let app = TestApp::new().await;
+    app.db
+        .execute(
+            "INSERT INTO signing_keys (uid, secret_sealed, master_version, signs_until, verifies_until)
+             VALUES (UNHEX(REPLACE(UUID(), '-', '')), REPEAT('x', 60), 99,
+                     NOW(3) + INTERVAL 30 DAY, NOW(3) + INTERVAL 37 DAY)",
+        )
+        .await;
+    app.send(api_request("POST", "/v1/projects", &app.admin, Some(&json!({"name": "second"})))).await;
+    // A page with a next one: its cursor is signed with the keyring.
+    let reply = app.send(api_request("GET", "/v1/projects?limit=1", &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(reply.json["next_cursor"].is_string(), "{}", reply.json);
+}

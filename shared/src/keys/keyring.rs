@@ -191,7 +191,16 @@ impl Keyring {
             return Ok(keys.clone());
         }
         let sealed = self.store.live_signing_keys().await?;
-        let keys = sealed.into_iter().map(|key| self.open(key)).collect::<Result<Vec<_>, _>>()?;
+        // A key this process cannot open (sealed under a master key it lacks, or damaged)
+        // is left out and reported: the others still sign and verify.
+        let keys: Vec<SigningKey> = sealed
+            .into_iter()
+            .filter_map(|key| {
+                self.open(key)
+                    .map_err(|err| tracing::error!(error = %err, "signing key skipped: it cannot be unsealed"))
+                    .ok()
+            })
+            .collect();
         *self.cache.lock().unwrap_or_else(|poison| poison.into_inner()) = Some((Instant::now(), keys.clone()));
         Ok(keys)
     }
