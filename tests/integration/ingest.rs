@@ -261,6 +261,25 @@ async fn a_gzip_bomb_is_refused_at_the_inflated_limit() {
     assert!(app.take_queued().await.is_empty());
 }
 
+/// An unknown key in the header is refused before the body is inflated or parsed: a gzip
+/// bomb (or garbage) sent with a bad key costs nothing but the key check.
+#[tokio::test]
+async fn a_bad_header_key_is_refused_before_the_body_is_read() {
+    let app = TestApp::new().await;
+    let unknown = evtrack::keys::ApiKey::generate(evtrack::keys::Scope::Write).reveal().to_string();
+    let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
+    for body in [bomb, b"not gzip at all".to_vec()] {
+        let request = post_bytes("/v1/batch", Some(&unknown), "application/json", Some("gzip"), body);
+        let reply = app.send(request).await;
+        assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    }
+    // A good header key with a different key in the body is still a conflict.
+    let body = json!({"writeKey": unknown, "batch": [{"type": "track", "event": "E", "userId": "u"}]});
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &body)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("conflicting_keys")));
+    assert!(app.take_queued().await.is_empty());
+}
+
 #[tokio::test]
 async fn hostile_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
     let app = TestApp::new().await;

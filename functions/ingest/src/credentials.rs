@@ -6,6 +6,16 @@ use evtrack::http::{ApiError, key_from_authorization};
 use http::request::Parts;
 use http::{StatusCode, header};
 
+/// The key of a request that carries one outside its body (header or query), so that it can
+/// be checked before the body is inflated or parsed; `None` when only the body may hold it.
+pub fn outside_body(parts: &Parts) -> Result<Option<String>, ApiError> {
+    match find(parts, &[]) {
+        Ok(key) => Ok(Some(key)),
+        Err(err) if err.code == "unauthorized" && parts.headers.get(header::AUTHORIZATION).is_none() => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 pub fn find(parts: &Parts, body_keys: &[String]) -> Result<String, ApiError> {
     let mut found: Vec<String> = Vec::new();
     let mut add = |key: String| {

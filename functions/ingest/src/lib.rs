@@ -60,6 +60,18 @@ impl Ingest {
     /// request's metrics report, whatever its outcome.
     pub async fn accept(&self, shape: Shape, request: Request, observed: &mut Observed) -> Result<Response, Rejected> {
         let (parts, body) = request.into_parts();
+        // A key outside the body is checked before the body is read: a request with a bad
+        // key costs no inflating or parsing.
+        let early_key = credentials::outside_body(&parts)?;
+        let early = match &early_key {
+            Some(key) => match self.keys.verify(key, Scope::Write).await {
+                Ok(access) => Some(access),
+                // A known key of another scope: a conflicting body key is answered first.
+                Err(VerifyError::Denied(AccessDenied::WrongScope)) => None,
+                Err(err) => return Err(err.into()),
+            },
+            None => None,
+        };
         let limit = self.request_limit(shape);
         let raw = axum::body::to_bytes(body, limit).await.map_err(|_| errors::request_too_large(limit))?;
         observed.bytes_in = raw.len();
@@ -67,8 +79,12 @@ impl Ingest {
         let json =
             body::json_bytes(raw, header_text(header::CONTENT_ENCODING), header_text(header::CONTENT_TYPE), limit)?;
         let payload = wire::parse(shape, &json, &self.limits)?;
+        // The body may name the same key again, or conflict with it (refused).
         let key = credentials::find(&parts, &payload.body_keys)?;
-        let access = self.keys.verify(&key, Scope::Write).await?;
+        let access = match early {
+            Some(access) if early_key.as_deref() == Some(key.as_str()) => access,
+            _ => self.keys.verify(&key, Scope::Write).await?,
+        };
         // Write keys always belong to a project (`keys::access`).
         let project = access.project_uid.ok_or(VerifyError::Denied(AccessDenied::Unauthenticated))?;
         let received_at = Utc::now();

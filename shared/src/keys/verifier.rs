@@ -4,7 +4,7 @@
 use super::{Access, AccessDenied, ApiKey, KeyHash, KeyHasher, Scope, VerifyError, access};
 use crate::config::Config;
 use crate::store::{KeyRecord, Store};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,7 +38,24 @@ impl KeyHashers {
     }
 }
 
-type Cached = (Instant, Result<Access, AccessDenied>);
+/// An answer, when it was looked up, and when the key stops working whatever the database
+/// says later (its expiry or the end of its rotation grace): never served past that.
+#[derive(Clone)]
+struct Cached {
+    at: Instant,
+    answer: Result<Access, AccessDenied>,
+    ends_at: Option<DateTime<Utc>>,
+}
+
+impl Cached {
+    /// The answer as of `now`: a key past its end is refused, cached or not.
+    fn answer(&self, now: DateTime<Utc>) -> Result<Access, AccessDenied> {
+        match self.ends_at {
+            Some(ends_at) if ends_at <= now => Err(AccessDenied::Unauthenticated),
+            _ => self.answer.clone(),
+        }
+    }
+}
 
 /// Checks keys, optionally caching answers in process. With a cache, a revoked key stops
 /// working within `ttl`; while the database is unreachable, a key that was valid within
@@ -53,7 +70,7 @@ pub struct KeyVerifier {
     cache: Mutex<HashMap<KeyHash, Cached>>,
 }
 
-/// Bounds memory: past this many distinct keys the cache starts over.
+/// Bounds memory: past this many distinct keys the oldest answer makes room.
 const CACHE_CAPACITY: usize = 10_000;
 
 impl KeyVerifier {
@@ -85,27 +102,31 @@ impl KeyVerifier {
         let key = ApiKey::parse(text).map_err(|_| AccessDenied::Unauthenticated)?;
         let cache_key = self.hashers.current.hash(&key);
         let cached = self.cached_answer(&cache_key);
-        if let Some((at, answer)) = &cached {
-            let ttl = if answer.is_ok() { self.ttl } else { self.negative_ttl };
-            if at.elapsed() < ttl {
-                return Ok(answer.clone()?);
+        if let Some(cached) = &cached {
+            let ttl = if cached.answer.is_ok() { self.ttl } else { self.negative_ttl };
+            if cached.at.elapsed() < ttl {
+                return Ok(cached.answer(Utc::now())?);
             }
         }
         match self.hashers.find(&self.store, &key).await {
             Ok(found) => {
-                let answer = match found {
-                    Some((record, hash)) => access(&record, &hash, Utc::now()),
-                    None => Err(AccessDenied::Unauthenticated),
+                let now = Utc::now();
+                let (answer, ends_at) = match found {
+                    Some((record, hash)) => {
+                        let ends_at = [record.expires_at, record.grace_ends_at].into_iter().flatten().min();
+                        (access(&record, &hash, now), ends_at)
+                    }
+                    None => (Err(AccessDenied::Unauthenticated), None),
                 };
                 if !self.ttl.is_zero() {
-                    self.remember(cache_key, answer.clone());
+                    self.remember(cache_key, Cached { at: Instant::now(), answer: answer.clone(), ends_at });
                 }
                 Ok(answer?)
             }
             Err(err) => match cached {
-                Some((at, Ok(access))) if at.elapsed() < self.stale_if_error => {
+                Some(cached) if cached.answer.is_ok() && cached.at.elapsed() < self.stale_if_error => {
                     tracing::warn!(error = %err, "key store unreachable; using the last known answer");
-                    Ok(access)
+                    Ok(cached.answer(Utc::now())?)
                 }
                 _ => Err(err),
             },
@@ -116,11 +137,64 @@ impl KeyVerifier {
         self.cache.lock().unwrap_or_else(|poison| poison.into_inner()).get(hash).cloned()
     }
 
-    fn remember(&self, hash: KeyHash, answer: Result<Access, AccessDenied>) {
+    fn remember(&self, hash: KeyHash, cached: Cached) {
         let mut cache = self.cache.lock().unwrap_or_else(|poison| poison.into_inner());
         if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&hash) {
-            cache.clear();
+            // One entry at a time, the oldest: a flood of new keys cannot empty the cache of
+            // the keys in use (they are looked up again as they age out).
+            if let Some(oldest) = cache.iter().min_by_key(|(_, cached)| cached.at).map(|(hash, _)| *hash) {
+                cache.remove(&oldest);
+            }
         }
-        cache.insert(hash, (Instant::now(), answer));
+        cache.insert(hash, cached);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn verifier() -> KeyVerifier {
+        // Connects lazily: these tests never reach the database.
+        let store = Store::connect(&Secret::new("mysql://root@127.0.0.1:9/none".into()), 1).expect("pool");
+        let config = Config::from_lookup(|_| None).expect("defaults");
+        KeyVerifier::cached(store, KeyHashers::from_config(&config), Duration::from_secs(30))
+    }
+
+    /// An answer looked up `n` microseconds after `start` (distinct, ordered times).
+    fn denied(start: Instant, n: usize) -> Cached {
+        let at = start + Duration::from_micros(n as u64);
+        Cached { at, answer: Err(AccessDenied::Unauthenticated), ends_at: None }
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_one_entry_at_a_time_the_oldest_first() {
+        let verifier = verifier();
+        let hash = |n: usize| KeyHash(std::array::from_fn(|i| (n >> (8 * (i % 8))) as u8 ^ i as u8));
+        let start = Instant::now();
+        for n in 0..CACHE_CAPACITY {
+            verifier.remember(hash(n), denied(start, n));
+        }
+        verifier.remember(hash(CACHE_CAPACITY), denied(start, CACHE_CAPACITY));
+        let cache = verifier.cache.lock().expect("lock");
+        assert_eq!(cache.len(), CACHE_CAPACITY, "not emptied");
+        assert!(
+            !cache.contains_key(&hash(0)) && cache.contains_key(&hash(1)) && cache.contains_key(&hash(CACHE_CAPACITY))
+        );
+    }
+
+    #[test]
+    fn a_cached_answer_is_never_served_past_the_keys_end() {
+        let access = Access {
+            key_uid: uuid::Uuid::now_v7(),
+            scope: Scope::Write,
+            project_uid: None,
+            ip_policy: Default::default(),
+        };
+        let now = Utc::now();
+        let cached = Cached { at: Instant::now(), answer: Ok(access), ends_at: Some(now) };
+        assert!(cached.answer(now - chrono::Duration::milliseconds(1)).is_ok());
+        assert_eq!(cached.answer(now), Err(AccessDenied::Unauthenticated));
     }
 }
