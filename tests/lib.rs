@@ -57,7 +57,7 @@ pub struct TestDb {
     users: std::sync::Mutex<Option<String>>,
 }
 
-/// The database URL of each function's own user (`infra/src/grants.rs`).
+/// The database URL of each function's own user (`evtrack::store::grants`).
 pub struct FunctionUsers {
     urls: Vec<(&'static str, Secret<String>)>,
 }
@@ -96,7 +96,7 @@ impl TestDb {
     /// Creates a database user per function with exactly the grants `evtrack db grants`
     /// prints for this database, and returns their URLs.
     pub async fn function_users(&self) -> FunctionUsers {
-        use evtrack_cli::grants;
+        use evtrack::store::grants;
         // The random tail of a UUIDv7 (its head is the time, shared by parallel tests).
         let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
         let passwords: Vec<(&str, String)> =
@@ -157,8 +157,8 @@ fn drop_database_blocking(url: Secret<String>, users_prefix: Option<String>) {
 
 async fn drop_users(prefix: &str) {
     let Ok(mut conn) = mysql_async::Conn::from_url(database_server_url()).await else { return };
-    for function in evtrack_cli::grants::all_functions() {
-        let user = evtrack_cli::grants::user_name(prefix, function);
+    for function in evtrack::store::grants::all_functions() {
+        let user = evtrack::store::grants::user_name(prefix, function);
         conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.ok();
     }
     conn.disconnect().await.ok();
@@ -186,12 +186,22 @@ pub fn config(db: &TestDb, overrides: &[(&str, &str)]) -> Config {
     Config::with_overrides(&pairs).expect("test config")
 }
 
+/// A new key (the key service's own path), with the scope's default lifetime.
+pub async fn issue_key(
+    store: &Store,
+    config: &Config,
+    project: Option<Uuid>,
+    scope: Scope,
+    name: &str,
+) -> (evtrack::store::KeyInfo, evtrack::keys::ApiKey) {
+    let request = evtrack::keys::NewKeyRequest { project, scope, name, expiry: Expiry::Default };
+    evtrack::keys::KeyService::new(store.clone(), config).create(request).await.expect("key")
+}
+
 /// A project and its write key in `db`.
 pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uuid, String) {
     let project = db.store.create_project("test project").await.expect("project");
-    let (_, key) = evtrack_cli::toolbox::issue_key(&db.store, config, Some(project.id), scope, "test", Expiry::Default)
-        .await
-        .expect("key");
+    let (_, key) = issue_key(&db.store, config, Some(project.id), scope, "test").await;
     (project.id, key.reveal().to_string())
 }
 
@@ -231,16 +241,14 @@ impl TestApp {
         let users = db.function_users().await;
         let ingest = Arc::new(Ingest::new(&config, users.store("ingest"), EventQueue::Local(queue)));
         let consumer = Consumer::new(users.store("consumer"), &config);
-        let (_, admin) =
-            evtrack_cli::toolbox::issue_key(&db.store, &config, None, Scope::Admin, "admin", Expiry::Default)
-                .await
-                .expect("admin key");
+        let (_, admin) = issue_key(&db.store, &config, None, Scope::Admin, "admin").await;
         let api_store = users.store("api");
         let keyring = Arc::new(Keyring::from_config(api_store.clone(), &config).expect("keyring"));
         let jobs = job_runners(&users, &config);
         let api = Arc::new(evtrack_api::Api::new(&config, api_store, keyring.clone(), jobs.clone()));
         Self {
-            router: evtrack_cli::stack::app(ingest, api),
+            // As `evtrack up` serves them: the api's routes, everything else to ingest.
+            router: evtrack_api::router(api).fallback_service(evtrack_ingest::router(ingest)),
             consumer,
             config,
             project,
@@ -283,7 +291,12 @@ impl TestApp {
 
 /// The scheduled jobs in this process, each as its own database user.
 pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
-    evtrack_cli::toolbox::in_process_jobs(users.store("rotate-keys"), users.store("cleanup"), config).expect("jobs")
+    JobRunners::default()
+        .with(
+            evtrack_rotate_keys::JOB,
+            evtrack_rotate_keys::in_process(users.store("rotate-keys"), config).expect("keyring"),
+        )
+        .with(evtrack_cleanup::JOB, evtrack_cleanup::in_process(users.store("cleanup"), config))
 }
 
 pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {

@@ -1,7 +1,6 @@
 //! Operator tasks: migrations, projects, keys, jobs. Each opens the database named by
 //! EVTRACK_DATABASE_URL, does one thing, and prints text or (with --json) one JSON object.
 
-use crate::grants;
 use crate::toolbox::{issue_key, jobs, open_store};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
@@ -9,6 +8,7 @@ use evtrack::Config;
 use evtrack::config::{JOB_NAMES, Required};
 use evtrack::jobs::{Outcome, Trigger};
 use evtrack::keys::{ApiKey, Expiry, KeyService, Scope};
+use evtrack::store::grants;
 use evtrack::store::{KeyInfo, Project, Store};
 use serde_json::json;
 use uuid::Uuid;

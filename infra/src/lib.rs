@@ -1,6 +1,5 @@
 //! The `evtrack` command line: the local stack (`up`) and operator tasks.
 
 pub mod commands;
-pub mod grants;
 pub mod stack;
 pub mod toolbox;

@@ -3,12 +3,10 @@
 
 use anyhow::Context;
 use evtrack::Config;
-use evtrack::jobs::{InProcess, JobRunners};
+use evtrack::jobs::JobRunners;
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::store::{KeyInfo, Store};
-use evtrack_cleanup::Cleanup;
-use evtrack_rotate_keys::RotateKeys;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -46,12 +44,9 @@ pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<JobRunners> 
 
 /// As `jobs`, each job on a store of its own (its own database user).
 pub fn in_process_jobs(rotate_keys_store: Store, cleanup_store: Store, config: &Config) -> anyhow::Result<JobRunners> {
-    let keyring = Arc::new(Keyring::from_config(rotate_keys_store.clone(), config)?);
-    let rotate_keys = RotateKeys::new(rotate_keys_store.clone(), keyring);
-    let cleanup = Cleanup::new(config.cleanup.clone());
     Ok(JobRunners::default()
-        .with(evtrack_rotate_keys::JOB, InProcess::new(rotate_keys_store, rotate_keys, config.job_lease))
-        .with(evtrack_cleanup::JOB, InProcess::new(cleanup_store, cleanup, config.job_lease)))
+        .with(evtrack_rotate_keys::JOB, evtrack_rotate_keys::in_process(rotate_keys_store, config)?)
+        .with(evtrack_cleanup::JOB, evtrack_cleanup::in_process(cleanup_store, config)))
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {

@@ -31,9 +31,7 @@ fn main() {
         let config = config(&db, &[("EVTRACK_KEY_PEPPER", PEPPER), ("EVTRACK_MASTER_KEYS", MASTER)]);
         let (_, write_key) = project_with_key(&db, &config, Scope::Write).await;
         let (_, admin) =
-            evtrack_cli::toolbox::issue_key(&db.store, &config, None, Scope::Admin, "bench", evtrack::keys::Expiry::Default)
-                .await
-                .expect("admin key");
+            issue_key(&db.store, &config, None, Scope::Admin, "bench").await;
         let admin = admin.reveal().to_string();
         let sqs = sqs_client(&sqs_endpoint());
         let queue_url = fresh_queue(&sqs).await;

@@ -1,4 +1,4 @@
-//! Least privilege in the database: every function's user (infra/src/grants.rs) may run what
+//! Least privilege in the database: every function's user (shared/src/store/grants.rs) may run what
 //! its function runs — every TestApp test runs each function as its own user — and is
 //! refused everything else it must not do.
 
@@ -81,7 +81,7 @@ fn the_grants_file_is_what_evtrack_db_grants_prints() {
     let file = std::fs::read_to_string(path).expect("infra/db/grants.sql");
     assert_eq!(
         file,
-        evtrack_cli::grants::grants_sql("evtrack"),
+        evtrack::store::grants::grants_sql("evtrack"),
         "regenerate it: cargo run -p evtrack-cli --bin evtrack -- db grants > infra/db/grants.sql"
     );
 }

@@ -184,16 +184,7 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
     let pepper = "lambda-test-pepper";
     let master = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
     let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper), ("EVTRACK_MASTER_KEYS", master)]);
-    let (_, admin) = evtrack_cli::toolbox::issue_key(
-        &db.store,
-        &config,
-        None,
-        Scope::Admin,
-        "lambda",
-        evtrack::keys::Expiry::Default,
-    )
-    .await
-    .expect("admin key");
+    let (_, admin) = issue_key(&db.store, &config, None, Scope::Admin, "lambda").await;
     // Each binary runs as its own database user, as on AWS.
     let users = db.function_users().await;
     let env_of = |function: &str| {
@@ -299,10 +290,7 @@ async fn the_api_binary_reads_its_secrets_from_secrets_manager() {
     let db = TestDb::new().await;
     let pepper = "lambda-test-pepper";
     let config = config(&db, &[("EVTRACK_KEY_PEPPER", pepper)]);
-    let (_, admin) =
-        evtrack_cli::toolbox::issue_key(&db.store, &config, None, Scope::Admin, "sm", evtrack::keys::Expiry::Default)
-            .await
-            .expect("admin key");
+    let (_, admin) = issue_key(&db.store, &config, None, Scope::Admin, "sm").await;
     for name in ["a", "b"] {
         db.store.create_project(name).await.expect("project");
     }

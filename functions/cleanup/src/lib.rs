@@ -11,8 +11,9 @@
 //!    their own retention.
 
 use chrono::{DateTime, Utc};
+use evtrack::Config;
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
-use evtrack::jobs::{Job, JobError, JobTx, Run, StepKind};
+use evtrack::jobs::{InProcess, Job, JobError, JobTx, Run, StepKind};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
 
 pub const JOB: &str = "cleanup";
@@ -21,6 +22,11 @@ const MAX_CHUNK_ROWS: u64 = 100_000;
 
 pub struct Cleanup {
     policy: CleanupPolicy,
+}
+
+/// The cleanup job on `store`, as its Lambda, the local stack and the tests run it.
+pub fn in_process(store: Store, config: &Config) -> InProcess<Cleanup> {
+    InProcess::new(store, Cleanup::new(config.cleanup.clone()), config.job_lease)
 }
 
 impl Cleanup {

@@ -3,10 +3,8 @@
 
 use evtrack::Config;
 use evtrack::config::Required;
-use evtrack::jobs::InProcess;
 use evtrack::store::Store;
 use evtrack::telemetry::{LogFormat, init};
-use evtrack_cleanup::Cleanup;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -14,6 +12,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env_and_secrets().await?;
     config.require(&[Required::DatabaseUrl])?;
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
-    let job = Cleanup::new(config.cleanup.clone());
-    evtrack::jobs::serve_on_lambda(InProcess::new(store, job, config.job_lease)).await
+    evtrack::jobs::serve_on_lambda(evtrack_cleanup::in_process(store, &config)).await
 }

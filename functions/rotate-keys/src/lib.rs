@@ -9,8 +9,9 @@
 //!    retire keys whose verification overlap is over, purge retired keys after a while.
 
 use chrono::Utc;
-use evtrack::jobs::{Job, JobError, JobTx, Run, StepKind};
-use evtrack::keys::keyring::Keyring;
+use evtrack::Config;
+use evtrack::jobs::{InProcess, Job, JobError, JobTx, Run, StepKind};
+use evtrack::keys::keyring::{Keyring, KeyringError};
 use evtrack::store::{ChunkResult, KeyEnd, SealedSigningKey, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
 use std::sync::Arc;
@@ -24,6 +25,13 @@ const CHUNK: u64 = 1000;
 pub struct RotateKeys {
     store: Store,
     keyring: Arc<Keyring>,
+}
+
+/// The rotate-keys job on `store` (the keyring sealed under `config`'s master keys), as its
+/// Lambda, the local stack and the tests run it.
+pub fn in_process(store: Store, config: &Config) -> Result<InProcess<RotateKeys>, KeyringError> {
+    let keyring = Arc::new(Keyring::from_config(store.clone(), config)?);
+    Ok(InProcess::new(store.clone(), RotateKeys::new(store, keyring), config.job_lease))
 }
 
 impl RotateKeys {

@@ -4,6 +4,7 @@
 mod erasure;
 mod events;
 mod export;
+pub mod grants;
 mod jobs;
 mod keys;
 pub mod migrations;
