@@ -1,13 +1,13 @@
 //! Operator tasks: migrations, projects, keys, jobs. Each opens the database named by
 //! EVTRACK_DATABASE_URL, does one thing, and prints text or (with --json) one JSON object.
 
-use crate::toolbox::{issue_key, jobs, open_store};
+use crate::toolbox::{jobs, open_store};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use evtrack::Config;
 use evtrack::config::{JOB_NAMES, Required};
 use evtrack::jobs::{Outcome, Trigger};
-use evtrack::keys::{ApiKey, Expiry, KeyService, Scope};
+use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::store::grants;
 use evtrack::store::{KeyInfo, Project, Store};
 use serde_json::json;
@@ -122,7 +122,8 @@ pub async fn create_admin_key(config: &Config, args: NewKeyArgs) -> anyhow::Resu
 async fn new_key(config: &Config, project: Option<Uuid>, scope: Scope, args: &NewKeyArgs) -> anyhow::Result<()> {
     refuse_development_secrets(config, &[Required::KeyPepper])?;
     let store = open_store(config).await?;
-    let (info, key) = issue_key(&store, config, project, scope, &args.name, args.expiry()).await?;
+    let request = NewKeyRequest { project, scope, name: &args.name, expiry: args.expiry() };
+    let (info, key) = KeyService::new(store.clone(), config).create(request).await?;
     print_new_key(&info, &key, args.json);
     store.close().await;
     Ok(())

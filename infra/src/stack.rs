@@ -4,14 +4,14 @@
 //! EVTRACK_SQS_QUEUE_URL is set, deleting only what the consumer reports done, as Lambda's
 //! event source mapping does). Ctrl-C stops accepting, then drains: nothing accepted is lost.
 
-use crate::toolbox::{issue_key, jobs, keyring, open_store};
+use crate::toolbox::{jobs, keyring, open_store};
 use anyhow::Context;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
 use evtrack::config::JOB_NAMES;
 use evtrack::jobs::JobRunners;
 use evtrack::jobs::Trigger;
-use evtrack::keys::{Expiry, Scope};
+use evtrack::keys::{Expiry, KeyService, NewKeyRequest, Scope};
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::{EventQueue, sqs};
 use evtrack::store::Store;
@@ -147,8 +147,10 @@ async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) 
         return Ok(());
     }
     let project = store.create_project("Development").await?;
-    let (_, key) = issue_key(store, config, Some(project.id), Scope::Write, "development", Expiry::Default).await?;
-    let (_, admin) = issue_key(store, config, None, Scope::Admin, "development", Expiry::Default).await?;
+    let keys = KeyService::new(store.clone(), config);
+    let new_key = |project, scope| NewKeyRequest { project, scope, name: "development", expiry: Expiry::Default };
+    let (_, key) = keys.create(new_key(Some(project.id), Scope::Write)).await?;
+    let (_, admin) = keys.create(new_key(None, Scope::Admin)).await?;
     println!("created project \"Development\": {}", project.id);
     println!("write key (shown once; keep it): {}", key.reveal());
     println!("admin key (shown once; keep it): {}", admin.reveal());

@@ -1,14 +1,12 @@
-//! The toolbox the command's verbs and the local stack share: the store (migrated), keys,
-//! the keyring, the scheduled jobs in this process.
+//! The toolbox the command's verbs and the local stack share: the store (migrated), the
+//! keyring, the scheduled jobs in this process.
 
 use anyhow::Context;
 use evtrack::Config;
 use evtrack::jobs::JobRunners;
 use evtrack::keys::keyring::Keyring;
-use evtrack::keys::{ApiKey, Expiry, KeyService, NewKeyRequest, Scope};
-use evtrack::store::{KeyInfo, Store};
+use evtrack::store::Store;
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// Creates the database if needed, applies migrations, and returns a store on it.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -22,19 +20,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url, config.database_pool_max)?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
-}
-
-/// A new key, stored as its hash; the plaintext is returned to be shown once.
-pub async fn issue_key(
-    store: &Store,
-    config: &Config,
-    project: Option<Uuid>,
-    scope: Scope,
-    name: &str,
-    expiry: Expiry,
-) -> anyhow::Result<(KeyInfo, ApiKey)> {
-    let service = KeyService::new(store.clone(), config);
-    Ok(service.create(NewKeyRequest { project, scope, name, expiry }).await?)
 }
 
 /// The scheduled jobs, run in this process: the very code their Lambdas run.

@@ -50,18 +50,16 @@ impl Report {
     /// The batch's metrics (CloudWatch EMF). What was stored, duplicate or rejected is known
     /// only when the batch transaction committed; otherwise only the batch size is reported.
     fn emit_metrics(&self, messages: usize) {
-        if self.transaction.is_none() {
-            MetricLine::new("consumer").metric("BatchSize", messages as f64, Unit::Count, &[]).emit();
+        let batch = MetricLine::new("consumer").metric("BatchSize", messages as f64, Unit::Count, &[]);
+        let Some(transaction) = self.transaction else {
+            batch.emit();
             return;
-        }
+        };
         let stored_or_dropped = self.events_stored + self.suppressed;
-        let mut line = MetricLine::new("consumer")
-            .metric("BatchSize", messages as f64, Unit::Count, &[])
+        let mut line = batch
             .metric("EventsStored", self.events_stored as f64, Unit::Count, &[])
-            .metric("Duplicates", self.events_seen.saturating_sub(stored_or_dropped) as f64, Unit::Count, &[]);
-        if let Some(transaction) = self.transaction {
-            line = line.metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
-        }
+            .metric("Duplicates", self.events_seen.saturating_sub(stored_or_dropped) as f64, Unit::Count, &[])
+            .metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
         if let Some(oldest) = self.oldest_received_at {
             let lag = (Utc::now() - oldest).num_milliseconds().max(0);
             line = line.metric("Lag", lag as f64, Unit::Milliseconds, &[]);
