@@ -313,6 +313,13 @@ pub async fn send(router: &Router, mut request: Request<Body>) -> Reply {
     Reply { status, headers, json }
 }
 
+/// An error body without its `request_id` (each answer's own), to compare bodies.
+pub fn without_request_id(mut body: Value) -> Value {
+    let id = body.as_object_mut().and_then(|object| object.remove("request_id"));
+    assert!(id.is_some_and(|id| id.is_string()), "an error body carries its request id");
+    body
+}
+
 /// Queued messages as the SQS event Lambda would deliver.
 pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
     sqs::lambda_event(messages.iter().map(QueuedMessage::lambda_record))

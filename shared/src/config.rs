@@ -146,6 +146,8 @@ pub struct CleanupPolicy {
     pub job_runs_retention: chrono::Duration,
     /// Completed erasure requests (their audit records, no personal data).
     pub erasure_audit_retention: chrono::Duration,
+    /// The trail of admin actions.
+    pub audit_log_retention: chrono::Duration,
     /// Rows per delete statement.
     pub chunk_rows: u64,
 }
@@ -239,6 +241,7 @@ impl Config {
                 rejected_events_retention: days(&get, "EVTRACK_REJECTED_EVENTS_RETENTION_DAYS", 30)?,
                 job_runs_retention: days(&get, "EVTRACK_JOB_RUNS_RETENTION_DAYS", 90)?,
                 erasure_audit_retention: days(&get, "EVTRACK_ERASURE_AUDIT_RETENTION_DAYS", 1095)?,
+                audit_log_retention: days(&get, "EVTRACK_AUDIT_LOG_RETENTION_DAYS", 365)?,
                 chunk_rows: parse(&get, "EVTRACK_CLEANUP_CHUNK_ROWS", 5000)?,
             },
             limits: Limits {

@@ -1,5 +1,6 @@
 //! HTTP concerns shared by the HTTP functions: the JSON error body every SDK can read,
-//! security headers, and the client's IP address (from API Gateway or the local socket).
+//! security headers, the request id, and the client's IP address (from API Gateway or the
+//! local socket).
 
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
@@ -34,12 +35,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "success": false,
             "code": self.code,
             "message": self.message,
             "detail": self.message,
         });
+        // What an operator needs to find the logged detail of this answer.
+        if let Some(id) = current_request_id() {
+            body["request_id"] = serde_json::Value::from(id);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -79,6 +84,36 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Gives every request an id: API Gateway's on Lambda (what its access logs show), a fresh
+/// UUIDv7 locally. It is answered in `x-request-id`, put in every error body, and carried by
+/// every log line of the request (a `request` span), so that a client's report of an error
+/// leads to its logged detail.
+pub async fn request_context(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = match request.extensions().get::<lambda_http::request::RequestContext>() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being answered (`request_context`), if any.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
 }
 
 /// The client's address: API Gateway's `sourceIp` on Lambda, the socket's peer locally.

@@ -1,9 +1,11 @@
 //! All integration and end-to-end tests, in one binary (one link). They need MariaDB,
 //! Redis and moto's SQS server: `infra/dev.sh test` starts them.
 
+mod audit;
 mod cli;
 mod consumer;
 mod deploy;
+mod erasure_abuse;
 mod grants;
 mod ingest;
 mod jobs;

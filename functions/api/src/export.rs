@@ -4,7 +4,7 @@
 //! that a reader can tell a complete export from a cut one.
 
 use evtrack::ids::ProjectId;
-use evtrack::store::{Store, StoreError};
+use evtrack::store::{Store, StoreError, SubjectSlices};
 use futures::Stream;
 use serde_json::json;
 
@@ -13,7 +13,13 @@ const PAGE: usize = 500;
 
 enum State {
     Start,
-    Events { subjects: Vec<String>, after: u64, count: u64 },
+    /// Reading the events found through slice `slice` of the user's ids, after event `after`.
+    Events {
+        subjects: SubjectSlices,
+        slice: usize,
+        after: u64,
+        count: u64,
+    },
     Done,
 }
 
@@ -32,20 +38,22 @@ pub fn user_export(
                     let mut text = line(json!({"type": "profile", "userId": user_id, "profile": profile}));
                     text.push_str(&line(json!({"type": "linked_ids", "ids": links.aliases})));
                     text.push_str(&line(json!({"type": "groups", "groupIds": links.groups})));
-                    let subjects = std::iter::once(user_id).chain(links.aliases).collect();
-                    Ok(Some((text, State::Events { subjects, after: 0, count: 0 })))
+                    let subjects = SubjectSlices::new(&user_id, &links.aliases);
+                    Ok(Some((text, State::Events { subjects, slice: 0, after: 0, count: 0 })))
                 }
-                State::Events { subjects, after, count } => {
-                    let (events, last) = store.events_of_subjects(project, &subjects, after, PAGE).await?;
+                State::Events { subjects, slice, after, count } => {
+                    let (events, next) = store.events_of_subjects(project, &subjects, slice, after, PAGE).await?;
                     let count = count + events.len() as u64;
                     let text: String =
                         events.iter().map(|event| line(json!({"type": "event", "event": event}))).collect();
-                    match last {
-                        Some(last) if events.len() == PAGE => {
-                            Ok(Some((text, State::Events { subjects, after: last, count })))
+                    let state = match next {
+                        Some(after) => State::Events { subjects, slice, after, count },
+                        None if slice + 1 < subjects.len() => {
+                            State::Events { subjects, slice: slice + 1, after: 0, count }
                         }
-                        _ => Ok(Some((text + &line(json!({"type": "end", "events": count})), State::Done))),
-                    }
+                        None => return Ok(Some((text + &line(json!({"type": "end", "events": count})), State::Done))),
+                    };
+                    Ok(Some((text, state)))
                 }
                 State::Done => Ok(None),
             }

@@ -2,6 +2,7 @@
 //! (`Admin`, `OnProject`), the list query, the JSON body, a path id. Each check happens
 //! before anything else of the request is read.
 
+use crate::audit::Actor;
 use crate::{Api, Failure};
 use axum::extract::FromRequestParts;
 use bytes::Bytes;
@@ -24,7 +25,9 @@ impl FromRequestParts<Arc<Api>> for Admin {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
-        Ok(Self(api.authorize(&parts.headers, Scope::Admin).await?))
+        let access = api.authorize(&parts.headers, Scope::Admin).await?;
+        Actor::set(&parts.extensions, access.key_uid, access.project_uid);
+        Ok(Self(access))
     }
 }
 
@@ -87,6 +90,7 @@ impl<const ADMIN_ONLY: bool> FromRequestParts<Arc<Api>> for OnProject<ADMIN_ONLY
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Failure> {
         let scopes: &[Scope] = if ADMIN_ONLY { &[Scope::Admin] } else { &[Scope::Read, Scope::Admin] };
         let access = api.authorize_any(&parts.headers, scopes).await?;
+        Actor::set(&parts.extensions, access.key_uid, access.project_uid);
         let query = ListQuery::parse(parts.uri.query())?;
         Ok(Self(api.project_of(&access, query.project.as_deref()).await?))
     }

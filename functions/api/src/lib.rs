@@ -3,6 +3,7 @@
 //!
 //! The same router runs on Lambda (`lambda_http::run`) and in the local stack.
 
+mod audit;
 mod data;
 pub mod export;
 mod extract;

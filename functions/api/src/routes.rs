@@ -1,15 +1,16 @@
 //! The management routes (admin scope): projects, keys, job runs. Handlers are thin: check
 //! the key, read the input, call the store or the key service, shape the answer.
 
+use crate::audit::Created;
 use crate::extract::{Admin, ListQuery, Reply, body, id};
 use crate::pages::Page;
 use crate::{Api, Failure};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
-use axum::{Json, Router, middleware};
+use axum::{Extension, Json, Router, middleware};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
-use evtrack::http::{ApiError, ListedRouter, security_headers};
+use evtrack::http::{ApiError, ListedRouter, request_context, security_headers};
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::model::IpPolicy;
@@ -41,6 +42,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::POST, "/v1/keys/{id}/restore", restore_key)
         .on(Method::GET, "/v1/jobs/{name}/runs", list_runs)
         .on(Method::POST, "/v1/jobs/{name}/runs", trigger_run)
+        .on(Method::GET, "/v1/audit", list_audit)
         .merge(crate::data::routes())
 }
 
@@ -59,7 +61,9 @@ fn layered(router: Router<Arc<Api>>, api: Arc<Api>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
+        .layer(middleware::from_fn_with_state(api.clone(), crate::audit::record))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(request_context))
         .with_state(api)
 }
 
@@ -104,7 +108,8 @@ async fn create_project(State(api): State<Arc<Api>>, _: Admin, bytes: Bytes) -> 
     let input: ProjectInput = body(&bytes)?;
     let name = input.name.clone().ok_or_else(|| Failure::Invalid("name is required".into()))?;
     let project = api.store.create_project_with(&name, input.changes()).await?;
-    Ok((StatusCode::CREATED, Json(project)).into_response())
+    let target = Created { target: format!("project:{}", project.id), project: Some(project.id) };
+    Ok((StatusCode::CREATED, Extension(target), Json(project)).into_response())
 }
 
 async fn get_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
@@ -163,7 +168,8 @@ async fn create_key(State(api): State<Arc<Api>>, _: Admin, bytes: Bytes) -> Repl
     };
     let request = NewKeyRequest { project: input.project, scope: input.scope, name: &input.name, expiry };
     let (info, key) = api.keys.create(request).await?;
-    Ok((StatusCode::CREATED, Json(with_plaintext(&info, key.reveal()))).into_response())
+    let target = Created { target: format!("key:{}", info.id), project: info.project };
+    Ok((StatusCode::CREATED, Extension(target), Json(with_plaintext(&info, key.reveal()))).into_response())
 }
 
 /// A key's description with its plaintext: shown this once.
@@ -268,4 +274,12 @@ async fn list_runs(
     let page = Page::from_query(&api, format!("runs:{name}"), query.limit.as_deref(), query.cursor.as_deref()).await?;
     let runs = api.store.list_runs(name, page.after, page.fetch()).await?;
     Ok(Json(page.of(&api, runs, |run| run.id).await?).into_response())
+}
+
+/// The audit trail, newest first.
+async fn list_audit(State(api): State<Arc<Api>>, _: Admin, RawQuery(query): RawQuery) -> Reply {
+    let query = ListQuery::parse(query.as_deref())?;
+    let page = Page::from_query(&api, "audit".into(), query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let records = api.store.audit_page(page.after, page.fetch()).await?;
+    Ok(Json(page.of(&api, records, |record| record.id).await?).into_response())
 }

@@ -7,8 +7,8 @@
 //! 2. retention: events older than their project's `retention_days`;
 //! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
 //!    projects with everything that belongs to them);
-//! 4. pruning of rejected events, job runs, erasure audit records and suppressions past
-//!    their own retention.
+//! 4. pruning of rejected events, job runs, erasure audit records, suppressions and the
+//!    audit trail past their own retention.
 
 use chrono::{DateTime, Utc};
 use evtrack::Config;
@@ -72,6 +72,7 @@ impl StepKind for CleanupStep {
         CleanupStep::Prune(Prunable::JobRuns),
         CleanupStep::Prune(Prunable::ErasureAudit),
         CleanupStep::Prune(Prunable::Suppressions),
+        CleanupStep::Prune(Prunable::AuditLog),
     ];
 
     fn name(self) -> &'static str {
@@ -86,6 +87,7 @@ impl StepKind for CleanupStep {
             CleanupStep::Prune(Prunable::JobRuns) => "prune_job_runs",
             CleanupStep::Prune(Prunable::ErasureAudit) => "prune_erasure_audit",
             CleanupStep::Prune(Prunable::Suppressions) => "prune_suppressions",
+            CleanupStep::Prune(Prunable::AuditLog) => "prune_audit_log",
         }
     }
 
@@ -99,7 +101,7 @@ impl StepKind for CleanupStep {
         let limit = policy.chunk_rows;
         let purge_before = *slot - policy.soft_delete_grace;
         Ok(match self {
-            CleanupStep::Erasures => Store::erase_chunk(tx, limit).await?,
+            CleanupStep::Erasures => Store::erase_chunk(tx, resume_after, limit).await?,
             CleanupStep::Retention => Store::delete_expired_events(tx, *slot, resume_after, limit).await?,
             CleanupStep::Purge(table) => {
                 ChunkResult::limited(Store::purge_deleted(tx, table, purge_before, limit).await?, limit)
@@ -111,6 +113,7 @@ impl StepKind for CleanupStep {
                     Prunable::JobRuns => policy.job_runs_retention,
                     Prunable::ErasureAudit => policy.erasure_audit_retention,
                     Prunable::Suppressions => chrono::Duration::days(SUPPRESSION_DAYS),
+                    Prunable::AuditLog => policy.audit_log_retention,
                 };
                 ChunkResult::limited(Store::prune(tx, table, *slot - kept_for, limit).await?, limit)
             }

@@ -178,6 +178,13 @@ impl Consumer {
                 if written.events_of_purged_projects > 0 {
                     tracing::warn!(events = written.events_of_purged_projects, "events of purged projects not stored");
                 }
+                if written.links_over_cap > 0 {
+                    tracing::warn!(
+                        links = written.links_over_cap,
+                        cap = evtrack::store::MAX_LINKS_PER_USER,
+                        "links of users at the link cap not recorded (the events are stored)"
+                    );
+                }
                 self.record_key_use(&decoded).await;
             }
             Err(err) if err.is_transient() => {

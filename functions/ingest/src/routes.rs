@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::{Json, Router, middleware};
 use evtrack::event::EventType;
 use evtrack::event::wire::Shape;
-use evtrack::http::{ApiError, ListedRouter, security_headers};
+use evtrack::http::{ApiError, ListedRouter, request_context, security_headers};
 use evtrack::telemetry::{MetricLine, Unit};
 use http::{HeaderName, Method, StatusCode, header};
 use std::sync::Arc;
@@ -49,6 +49,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         })
         .layer(ingest_cors())
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(request_context))
         .with_state(ingest)
 }
 

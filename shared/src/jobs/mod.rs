@@ -178,12 +178,23 @@ impl Run {
         self.slot
     }
 
-    /// Runs every step of `K`, in order, over `context`.
+    /// Runs every step of `K`, in order, over `context`. A failed step does not keep the
+    /// others from running (one stuck erasure must not stop retention or the purge); the run
+    /// then fails with the first step's error, and its retry runs only what is not done.
+    /// A lost lease stops at once: another invocation owns the run.
     pub async fn steps<K: StepKind>(&self, context: &K::Context) -> Result<(), JobError> {
+        let mut first_failure = None;
         for kind in K::ALL {
-            self.step(&KindStep { kind: *kind, context }).await?;
+            match self.step(&KindStep { kind: *kind, context }).await {
+                Ok(()) => {}
+                Err(JobError::Step { step, reason }) => {
+                    tracing::warn!(job = self.job, step, error = %reason, "step failed; the run goes on with the next");
+                    first_failure.get_or_insert(JobError::Step { step, reason });
+                }
+                Err(err) => return Err(err),
+            }
         }
-        Ok(())
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// Runs `step` chunk by chunk until it reports done. A step already done in this run is

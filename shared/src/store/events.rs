@@ -2,7 +2,8 @@
 //! short transaction per batch. Every statement is idempotent, so a redelivered batch
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
-use super::{Store, StoreError, to_db_time};
+use super::links::MAX_LINKS_PER_USER;
+use super::{IDS_PER_STATEMENT, Store, StoreError, placeholders, to_db_time};
 use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
 use crate::model::SubjectHashes;
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
 use serde_json::value::RawValue;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -50,6 +51,9 @@ pub struct BatchWrite {
     pub events_suppressed: u64,
     /// Events of a project purged since they were queued, not stored.
     pub events_of_purged_projects: u64,
+    /// Links (identify's anonymousId, alias's previousId) not recorded because their user
+    /// already has `MAX_LINKS_PER_USER`; the events themselves are stored.
+    pub links_over_cap: u64,
 }
 
 impl Store {
@@ -93,7 +97,7 @@ impl Store {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
         upsert_users(&mut tx, rows).await?;
-        insert_aliases(&mut tx, rows).await?;
+        outcome.links_over_cap = insert_aliases(&mut tx, rows).await?;
         upsert_groups(&mut tx, rows).await?;
         for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
@@ -119,26 +123,29 @@ async fn storable<'r, 'e>(
     if projects.is_empty() {
         return Ok(Vec::new());
     }
-    let list = vec!["?"; projects.len()].join(",");
     let params: Vec<Value> = projects.iter().map(|id| Value::from(*id)).collect();
-    let live: Vec<u64> =
-        tx.exec(format!("SELECT id FROM projects WHERE id IN ({list}) LOCK IN SHARE MODE"), params.clone()).await?;
-    let suppressed: Vec<(u64, Vec<u8>)> = tx
-        .exec(format!("SELECT project_id, subject_hash FROM suppressed_subjects WHERE project_id IN ({list})"), params)
+    // Live projects, share-locked, and whether each has anything suppressed at all (most
+    // have nothing: then no id of the batch is hashed).
+    let live: Vec<(u64, bool)> = tx
+        .exec(
+            format!(
+                "SELECT p.id, EXISTS (SELECT 1 FROM suppressed_subjects s WHERE s.project_id = p.id)
+                 FROM projects p WHERE p.id IN ({}) LOCK IN SHARE MODE",
+                placeholders(projects.len())
+            ),
+            params,
+        )
         .await?;
-    let suppressed: HashSet<(u64, Vec<u8>)> = suppressed.into_iter().collect();
+    let suppressed = suppressed_in_batch(tx, rows, &live, erased_ids).await?;
     let mut kept = Vec::with_capacity(rows.len());
     for row in rows {
-        if !live.contains(&row.project.0) {
+        if !live.iter().any(|(id, _)| *id == row.project.0) {
             outcome.events_of_purged_projects += 1;
             continue;
         }
         let erased = !suppressed.is_empty()
             && row.event.subject_ids().any(|subject| {
-                erased_ids
-                    .hashes(row.project, subject)
-                    .into_iter()
-                    .any(|hash| suppressed.contains(&(row.project.0, hash.to_vec())))
+                erased_ids.hashes(row.project, subject).iter().any(|hash| suppressed.contains(&(row.project.0, *hash)))
             });
         if erased {
             outcome.events_suppressed += 1;
@@ -147,6 +154,42 @@ async fn storable<'r, 'e>(
         kept.push(row);
     }
     Ok(kept)
+}
+
+/// Of the ids the batch carries, the hashes on its projects' suppression lists: only the
+/// batch's own ids are looked up (a project may have suppressed millions).
+async fn suppressed_in_batch(
+    tx: &mut Transaction<'_>,
+    rows: &[EventRow<'_>],
+    live: &[(u64, bool)],
+    erased_ids: &impl SubjectHashes,
+) -> Result<HashSet<(u64, [u8; 32])>, StoreError> {
+    let mut found = HashSet::new();
+    for (project, _) in live.iter().filter(|(_, any_suppressed)| *any_suppressed) {
+        let mut hashes: Vec<[u8; 32]> = rows
+            .iter()
+            .filter(|row| row.project.0 == *project)
+            .flat_map(|row| row.event.subject_ids())
+            .collect::<HashSet<&str>>()
+            .into_iter()
+            .flat_map(|subject| erased_ids.hashes(ProjectId(*project), subject))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        for slice in hashes.chunks(IDS_PER_STATEMENT) {
+            let mut params = vec![Value::from(*project)];
+            params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
+            let sql = format!(
+                "SELECT subject_hash FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
+                placeholders(slice.len())
+            );
+            let hits: Vec<Vec<u8>> = tx.exec(sql, params).await?;
+            found.extend(
+                hits.into_iter().filter_map(|hash| <[u8; 32]>::try_from(hash).ok()).map(|hash| (*project, hash)),
+            );
+        }
+    }
+    Ok(found)
 }
 
 fn is_lock_conflict(reason: &str) -> bool {
@@ -268,8 +311,13 @@ async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resul
     Ok(affected)
 }
 
+/// A link: (project, linked id, user id, source).
+type Link<'a> = (ProjectId, &'a str, &'a str, &'static str);
+
+/// Records the batch's links, at most `MAX_LINKS_PER_USER` per user. Returns how many new
+/// links were left out for that cap.
 async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
-    let links: Vec<(ProjectId, &str, &str, &str)> = rows
+    let mut links: Vec<Link<'_>> = rows
         .iter()
         .filter_map(|row| {
             let event = row.event;
@@ -282,7 +330,9 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Res
         })
         .filter(|(_, alias, user, _)| alias != user)
         .collect();
-    let mut affected = 0;
+    links.sort_unstable_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
+    links.dedup_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
+    let (links, over_cap) = within_link_cap(tx, links).await?;
     for chunk in links.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 5);
         for (project, alias, user, source) in chunk {
@@ -296,9 +346,60 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Res
         }
         let columns = ["uid", "project_id", "alias", "user_id", "source"];
         let sql = multi_row_insert("aliases", &columns, chunk.len(), "ON DUPLICATE KEY UPDATE alias = alias");
-        affected += execute(tx, sql, values).await?;
+        execute(tx, sql, values).await?;
     }
-    Ok(affected)
+    Ok(over_cap)
+}
+
+/// The links that keep every user within `MAX_LINKS_PER_USER` (links that exist already
+/// always pass: recording them again changes nothing), and how many were left out. One
+/// count per project in the batch; users near the cap cost one more lookup.
+async fn within_link_cap<'a>(
+    tx: &mut Transaction<'_>,
+    links: Vec<Link<'a>>,
+) -> Result<(Vec<Link<'a>>, u64), StoreError> {
+    let mut links_held: HashMap<(u64, String), u64> = HashMap::new();
+    let mut projects: Vec<u64> = links.iter().map(|link| link.0.0).collect();
+    projects.dedup();
+    for project in projects {
+        let mut users: Vec<&str> = links.iter().filter(|link| link.0.0 == project).map(|link| link.2).collect();
+        users.sort_unstable();
+        users.dedup();
+        for slice in users.chunks(IDS_PER_STATEMENT) {
+            let mut params = vec![Value::from(project)];
+            params.extend(slice.iter().map(|user| Value::from(*user)));
+            let sql = format!(
+                "SELECT user_id, COUNT(*) FROM aliases WHERE project_id = ? AND user_id IN ({}) GROUP BY user_id",
+                placeholders(slice.len())
+            );
+            let counts: Vec<(String, u64)> = tx.exec(sql, params).await?;
+            links_held.extend(counts.into_iter().map(|(user, count)| ((project, user), count)));
+        }
+    }
+    let mut kept = Vec::with_capacity(links.len());
+    let mut over_cap = 0;
+    for link in links {
+        let held = links_held.entry((link.0.0, link.2.to_string())).or_default();
+        if *held < MAX_LINKS_PER_USER {
+            *held += 1;
+            kept.push(link);
+        } else if link_exists(tx, &link).await? {
+            kept.push(link);
+        } else {
+            over_cap += 1;
+        }
+    }
+    Ok((kept, over_cap))
+}
+
+async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<'_>) -> Result<bool, StoreError> {
+    let found: Option<u8> = tx
+        .exec_first(
+            "SELECT 1 FROM aliases WHERE project_id = ? AND alias = ? AND user_id = ?",
+            (project.0, *alias, *user),
+        )
+        .await?;
+    Ok(found.is_some())
 }
 
 async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {

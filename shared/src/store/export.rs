@@ -1,23 +1,66 @@
 //! GDPR access: everything held about a user — the profile (deleted or not), the ids linked
-//! to it, its groups and every event carrying any of the ids — read for an export.
+//! to it (by the rules of `links`), its groups and every event that is theirs — read for an
+//! export.
 
+use super::links::linked_ids;
 use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
-use super::{Store, StoreError, column, with_timeout};
+use super::{IDS_PER_STATEMENT, Store, StoreError, column, placeholders, with_timeout};
 use crate::ids::ProjectId;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use serde::Serialize;
+use std::collections::HashMap;
 
-/// What else a user's data holds: ids linked by alias and identify calls, group links.
+/// What else a user's data holds: the ids linked to them, group links.
 #[derive(Debug, Serialize)]
 pub struct UserLinks {
     pub aliases: Vec<String>,
     pub groups: Vec<String>,
 }
 
+/// A user's ids (their own first, then the linked ones), in slices of at most
+/// `IDS_PER_STATEMENT`: an export reads the events of one slice after the other.
+#[derive(Debug, Clone)]
+pub struct SubjectSlices {
+    slices: Vec<Vec<String>>,
+    slice_of: HashMap<String, usize>,
+}
+
+impl SubjectSlices {
+    pub fn new(user_id: &str, linked: &[String]) -> Self {
+        let ids: Vec<String> = std::iter::once(user_id.to_string()).chain(linked.iter().cloned()).collect();
+        let slices: Vec<Vec<String>> = ids.chunks(IDS_PER_STATEMENT).map(<[String]>::to_vec).collect();
+        let slice_of = slices
+            .iter()
+            .enumerate()
+            .flat_map(|(index, slice)| slice.iter().map(move |id| (id.clone(), index)))
+            .collect();
+        Self { slices, slice_of }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+
+    /// The first slice through which `event` is the user's: an event found through two
+    /// slices (a userId in one, a previousId in another) is read once, from that slice.
+    fn home(&self, event: &EventView) -> Option<usize> {
+        let anonymous = if event.user_id.is_none() { event.anonymous_id.as_deref() } else { None };
+        [event.user_id.as_deref(), anonymous, event.previous_id.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.slice_of.get(id).copied())
+            .min()
+    }
+}
+
 impl Store {
     /// For an export: the user's profile (deleted or not), the ids linked to them and their
-    /// groups. `None` when nothing is held under `user_id`.
+    /// groups.
     pub async fn user_for_export(
         &self,
         project: ProjectId,
@@ -30,50 +73,58 @@ impl Store {
             (project.0, user_id),
         ))
         .await?;
-        let aliases: Vec<String> =
-            with_timeout(conn.exec(
-                "SELECT alias FROM aliases WHERE project_id = ? AND user_id = ? ORDER BY id",
-                (project.0, user_id),
+        let aliases = linked_ids(&mut conn, project, user_id).await?;
+        let mut groups: Vec<String> = Vec::new();
+        for slice in &SubjectSlices::new(user_id, &aliases).slices {
+            let mut params: Vec<Value> = vec![Value::from(project.0)];
+            params.extend(slice.iter().map(|member| Value::from(member.as_str())));
+            let found: Vec<String> = with_timeout(conn.exec(
+                format!(
+                    "SELECT DISTINCT group_id FROM group_members WHERE project_id = ? AND member_id IN ({}) ORDER BY group_id",
+                    placeholders(slice.len())
+                ),
+                params,
             ))
             .await?;
-        let mut members: Vec<&str> = vec![user_id];
-        members.extend(aliases.iter().map(String::as_str));
-        let list = vec!["?"; members.len()].join(",");
-        let mut params: Vec<Value> = vec![Value::from(project.0)];
-        params.extend(members.iter().map(|member| Value::from(*member)));
-        let groups: Vec<String> = with_timeout(conn.exec(
-            format!("SELECT DISTINCT group_id FROM group_members WHERE project_id = ? AND member_id IN ({list})"),
-            params,
-        ))
-        .await?;
+            groups.extend(found);
+        }
+        groups.sort();
+        groups.dedup();
         Ok((profile.as_ref().map(user_view).transpose()?, UserLinks { aliases, groups }))
     }
 
-    /// How many events carry `user_id` or an id linked to it (for an export's progress).
+    /// How many events are the user's (for an export's progress): at most what the export
+    /// reads (an event found through two slices is counted in both).
     pub async fn count_events_of_user(&self, project: ProjectId, user_id: &str) -> Result<u64, StoreError> {
         let (_, links) = self.user_for_export(project, user_id).await?;
-        let subjects: Vec<String> = std::iter::once(user_id.to_string()).chain(links.aliases).collect();
-        let (filter, mut params) = carrying_subjects(&subjects);
-        params.insert(0, Value::from(project.0));
         let mut conn = self.conn().await?;
-        let count: Option<u64> = with_timeout(conn.exec_first(
-            format!("SELECT COUNT(*) FROM events /* with deleted */ WHERE project_id = ? AND {filter}"),
-            params,
-        ))
-        .await?;
-        Ok(count.unwrap_or(0))
+        let mut total = 0;
+        for slice in &SubjectSlices::new(user_id, &links.aliases).slices {
+            let (filter, mut params) = belonging_to(slice);
+            params.insert(0, Value::from(project.0));
+            let count: Option<u64> = with_timeout(conn.exec_first(
+                format!("SELECT COUNT(*) FROM events /* with deleted */ WHERE project_id = ? AND {filter}"),
+                params,
+            ))
+            .await?;
+            total += count.unwrap_or(0);
+        }
+        Ok(total)
     }
 
-    /// The next page of events carrying any of `subjects` (deleted or not), in id order
-    /// after `after`: an export streams these page by page.
+    /// The next page of the user's events (deleted or not) found through slice `slice`, in
+    /// id order after `after`: an export reads these page by page, slice by slice. Returns the
+    /// events and the id to continue after (`None`: the slice is done).
     pub async fn events_of_subjects(
         &self,
         project: ProjectId,
-        subjects: &[String],
+        subjects: &SubjectSlices,
+        slice: usize,
         after: u64,
         limit: usize,
     ) -> Result<(Vec<EventView>, Option<u64>), StoreError> {
-        let (filter, subject_params) = carrying_subjects(subjects);
+        let Some(ids) = subjects.slices.get(slice) else { return Ok((Vec::new(), None)) };
+        let (filter, subject_params) = belonging_to(ids);
         let mut params: Vec<Value> = vec![Value::from(project.0), Value::from(after)];
         params.extend(subject_params);
         params.push(Value::from(limit as u64));
@@ -86,16 +137,19 @@ impl Store {
             params,
         ))
         .await?;
-        let last = rows.last().and_then(|row| column::<u64>(row, 15));
-        Ok((rows.iter().map(event_view).collect::<Result<_, _>>()?, last))
+        let next = if rows.len() == limit { rows.last().and_then(|row| column::<u64>(row, 15)) } else { None };
+        let events: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        let events = events.into_iter().filter(|event| subjects.home(event) == Some(slice)).collect();
+        Ok((events, next))
     }
 }
 
-/// The condition "the event carries one of `subjects`" (as user, anonymous or previous id),
-/// and its parameters.
-fn carrying_subjects(subjects: &[String]) -> (String, Vec<Value>) {
-    let list = vec!["?"; subjects.len().max(1)].join(",");
-    let filter = format!("(user_id IN ({list}) OR anonymous_id IN ({list}) OR previous_id IN ({list}))");
-    let params = (0..3).flat_map(|_| subjects.iter().map(|subject| Value::from(subject.as_str()))).collect();
+/// The condition "the event is the user's through one of `ids`" (see `links`), and its
+/// parameters.
+fn belonging_to(ids: &[String]) -> (String, Vec<Value>) {
+    let list = placeholders(ids.len());
+    let filter =
+        format!("(user_id IN ({list}) OR (user_id IS NULL AND anonymous_id IN ({list})) OR previous_id IN ({list}))");
+    let params = (0..3).flat_map(|_| ids.iter().map(|id| Value::from(id.as_str()))).collect();
     (filter, params)
 }

@@ -48,11 +48,13 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("aliases", "SELECT"),
             ("group_members", "SELECT"),
             ("erasures", "SELECT, INSERT"),
+            ("erasure_subjects", "SELECT, INSERT"),
             ("suppressed_subjects", "SELECT, INSERT, UPDATE"),
             ("job_runs", "SELECT"),
             ("job_steps", "SELECT"),
             // A cursor is signed with a new key when rotate-keys has not added one in time.
             ("signing_keys", "SELECT, INSERT"),
+            ("audit_log", "SELECT, INSERT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data.
@@ -62,6 +64,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("job_runs", "SELECT, INSERT, UPDATE, DELETE"),
             ("job_steps", "SELECT, INSERT, UPDATE, DELETE"),
             ("erasures", "SELECT, UPDATE, DELETE"),
+            ("erasure_subjects", "SELECT, DELETE"),
             ("projects", "SELECT, DELETE"),
             ("api_keys", "SELECT, DELETE"),
             ("events", "SELECT, DELETE"),
@@ -71,6 +74,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("group_members", "SELECT, DELETE"),
             ("rejected_events", "SELECT, DELETE"),
             ("suppressed_subjects", "SELECT, DELETE"),
+            ("audit_log", "SELECT, DELETE"),
         ],
     },
     // Ends keys, rotates the signing keyring.

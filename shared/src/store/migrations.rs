@@ -19,6 +19,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0002_keys_and_jobs.sql"),
     },
     Migration { version: 3, name: "0003_lifecycle", sql: include_str!("../../../migrations/0003_lifecycle.sql") },
+    Migration {
+        version: 4,
+        name: "0004_erasure_at_scale",
+        sql: include_str!("../../../migrations/0004_erasure_at_scale.sql"),
+    },
+    Migration { version: 5, name: "0005_audit_log", sql: include_str!("../../../migrations/0005_audit_log.sql") },
 ];
 
 impl Migration {

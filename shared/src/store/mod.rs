@@ -1,12 +1,14 @@
 //! MySQL: the one place that knows SQL. Every read of a soft-deletable table goes through
 //! here and filters `deleted_at`.
 
+mod audit;
 mod erasure;
 mod events;
 mod export;
 pub mod grants;
 mod jobs;
 mod keys;
+mod links;
 pub mod migrations;
 mod projects;
 mod retention;
@@ -14,11 +16,13 @@ mod signing;
 mod soft_delete;
 mod views;
 
+pub use audit::{AuditEntry, AuditRecord};
 pub use erasure::ErasureInfo;
 pub use events::{BatchWrite, EventRow, Rejection};
-pub use export::UserLinks;
+pub use export::{SubjectSlices, UserLinks};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
+pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};
 pub use projects::{Project, ProjectChanges};
 pub use retention::Prunable;
 pub use signing::SealedSigningKey;
@@ -180,6 +184,16 @@ async fn with_timeout<T>(
 }
 
 /// Stored times are UTC (`time_zone` is set per connection).
+/// `?,?,…`: `n` placeholders for an `IN (…)` list (at least one, so that an empty list
+/// matches nothing instead of being a syntax error).
+fn placeholders(n: usize) -> String {
+    vec!["?"; n.max(1)].join(",")
+}
+
+/// How many ids one statement names: far below the protocol's 65,535 placeholders, and small
+/// enough that each statement stays short.
+const IDS_PER_STATEMENT: usize = 1_000;
+
 fn to_db_time(at: DateTime<Utc>) -> NaiveDateTime {
     at.naive_utc()
 }

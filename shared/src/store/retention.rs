@@ -71,9 +71,8 @@ impl Store {
         let Some(project) = project else {
             return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
         };
-        for (table, condition) in PROJECT_DEPENDENTS {
-            let sql = format!("DELETE FROM {table} WHERE project_id = ? {condition} LIMIT ?");
-            with_timeout(tx.exec_drop(sql, (project, limit))).await?;
+        for sql in PROJECT_DEPENDENTS {
+            with_timeout(tx.exec_drop(*sql, (project, limit))).await?;
             let rows = tx.affected_rows();
             if rows > 0 {
                 return Ok(ChunkResult { rows, resume_after: None, done: false });
@@ -115,18 +114,21 @@ impl Store {
     }
 }
 
-/// Tables whose rows belong to a project, purged with it. Completed erasures are audit
-/// records (no personal data): they stay for their own retention.
-const PROJECT_DEPENDENTS: &[(&str, &str)] = &[
-    ("events", ""),
-    ("users", ""),
-    ("aliases", ""),
-    ("group_profiles", ""),
-    ("group_members", ""),
-    ("api_keys", ""),
-    ("rejected_events", ""),
-    ("suppressed_subjects", ""),
-    ("erasures", "AND state = 'pending'"),
+/// Deletes of the rows that belong to a project (`project_id = ?`, `LIMIT ?`), purged with
+/// it. Completed erasures are audit records (no personal data): they stay for their own
+/// retention; pending ones go with the ids they hold.
+const PROJECT_DEPENDENTS: &[&str] = &[
+    "DELETE FROM events WHERE project_id = ? LIMIT ?",
+    "DELETE FROM users WHERE project_id = ? LIMIT ?",
+    "DELETE FROM aliases WHERE project_id = ? LIMIT ?",
+    "DELETE FROM group_profiles WHERE project_id = ? LIMIT ?",
+    "DELETE FROM group_members WHERE project_id = ? LIMIT ?",
+    "DELETE FROM api_keys WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rejected_events WHERE project_id = ? LIMIT ?",
+    "DELETE FROM suppressed_subjects WHERE project_id = ? LIMIT ?",
+    "DELETE FROM erasure_subjects
+     WHERE erasure_id IN (SELECT id FROM erasures WHERE project_id = ? AND state = 'pending') LIMIT ?",
+    "DELETE FROM erasures WHERE project_id = ? AND state = 'pending' LIMIT ?",
 ];
 
 /// Tables pruned by age.
@@ -137,6 +139,8 @@ pub enum Prunable {
     /// Completed erasure requests: the audit records.
     ErasureAudit,
     Suppressions,
+    /// The trail of admin actions.
+    AuditLog,
 }
 
 impl Prunable {
@@ -146,6 +150,7 @@ impl Prunable {
             Prunable::JobRuns => ("job_runs", "created_at"),
             Prunable::ErasureAudit => ("erasures", "completed_at"),
             Prunable::Suppressions => ("suppressed_subjects", "created_at"),
+            Prunable::AuditLog => ("audit_log", "created_at"),
         }
     }
 }
