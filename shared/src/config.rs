@@ -60,6 +60,9 @@ pub struct Config {
     pub limits: Limits,
     /// Events per second per write key; 0 disables rate limiting.
     pub rate_limit_events_per_second: u32,
+    /// Failed authentications per client address (IPv4, or IPv6 /64) per minute, after which
+    /// the address gets 429 until the minute ends; 0 disables it.
+    pub auth_failures_per_minute: u32,
     pub listen: SocketAddr,
     /// In-process queue capacity, in queue messages (each up to `max_queue_message_bytes`).
     pub local_queue_capacity: usize,
@@ -260,6 +263,7 @@ impl Config {
                 ..defaults
             },
             rate_limit_events_per_second: parse(&get, "EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", 20_000)?,
+            auth_failures_per_minute: parse(&get, "EVTRACK_AUTH_FAILURES_PER_MINUTE", 60)?,
             listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
             queue_send_timeout: Duration::from_millis(parse(&get, "EVTRACK_QUEUE_SEND_TIMEOUT_MS", 10_000)?),

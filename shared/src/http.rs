@@ -2,6 +2,7 @@
 //! security headers, the request id, and the client's IP address (from API Gateway or the
 //! local socket).
 
+use crate::limits::RateLimiter;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -114,6 +115,40 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The id of the request being answered (`request_context`), if any.
 pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Refuses a client address that failed authentication too often this minute (`429`, before
+/// anything else of the request is read), and counts every `401` answered to it: guessing
+/// keys, or flooding the key lookup with bad ones, stops at `EVTRACK_AUTH_FAILURES_PER_MINUTE`
+/// per address. IPv6 addresses count by /64, what one host usually holds.
+pub async fn throttle_failed_auth(
+    axum::extract::State(limiter): axum::extract::State<std::sync::Arc<RateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(ip) = client_ip(request.extensions()) else { return next.run(request).await };
+    let address = match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+        _ => ip.to_canonical().to_string(),
+    };
+    if let Err(limited) = limiter.is_full(&address).await {
+        tracing::warn!(address, "too many failed authentications from this address");
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failed_authentications",
+            "too many failed authentications from this address; retry later",
+        )
+        .retry_after(limited.retry_after_secs)
+        .into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let _ = limiter.check(&address, 1).await;
+    }
+    response
 }
 
 /// The client's address: API Gateway's `sourceIp` on Lambda, the socket's peer locally.

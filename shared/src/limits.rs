@@ -1,12 +1,12 @@
-//! Per-key rate limiting: a one-second window counted in Redis, shared by every ingest
-//! instance. Redis is a convenience here, never a dependency: while it is unreachable each
-//! instance counts for itself (logged), and no request fails because of Redis.
+//! Rate limiting in fixed windows counted in Redis, shared by every instance: events per
+//! write key per second (ingest), failed authentications per client address per minute
+//! (ingest and api). Redis is a convenience here, never a dependency: while it is
+//! unreachable each instance counts for itself (logged), and no request fails because of Redis.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use uuid::Uuid;
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
 /// After Redis fails, wait this long before trying it again.
@@ -19,10 +19,13 @@ pub struct RateLimited {
 }
 
 pub struct RateLimiter {
-    events_per_second: u32,
+    /// What is counted, in Redis keys: `evtrack:{what}:{subject}:{window}`.
+    what: &'static str,
+    per_window: u32,
+    window_secs: u64,
     client: Option<redis::Client>,
     redis: tokio::sync::Mutex<RedisState>,
-    local: Mutex<HashMap<Uuid, (u64, u64)>>,
+    local: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 #[derive(Default)]
@@ -32,9 +35,19 @@ struct RedisState {
 }
 
 impl RateLimiter {
-    /// `events_per_second` of 0 turns limiting off. A `redis_url` that does not parse is
-    /// logged and treated like an unreachable Redis.
-    pub fn new(redis_url: Option<&str>, events_per_second: u32) -> Self {
+    /// Events per write key per second; 0 turns limiting off.
+    pub fn events_per_key(redis_url: Option<&str>, events_per_second: u32) -> Self {
+        Self::new(redis_url, "rate", events_per_second, 1)
+    }
+
+    /// Failed authentications per client address per minute; 0 turns limiting off.
+    pub fn failed_auth_per_address(redis_url: Option<&str>, per_minute: u32) -> Self {
+        Self::new(redis_url, "authfail", per_minute, 60)
+    }
+
+    /// `per_window` of 0 turns limiting off. A `redis_url` that does not parse is logged and
+    /// treated like an unreachable Redis.
+    fn new(redis_url: Option<&str>, what: &'static str, per_window: u32, window_secs: u64) -> Self {
         let client = redis_url.and_then(|url| match redis::Client::open(url) {
             Ok(client) => Some(client),
             Err(err) => {
@@ -43,36 +56,46 @@ impl RateLimiter {
             }
         });
         Self {
-            events_per_second,
+            what,
+            per_window,
+            window_secs,
             client,
             redis: tokio::sync::Mutex::new(RedisState::default()),
             local: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts `events` against `key`'s window. A request is admitted while the window was
-    /// not yet full when it arrived, so one large batch is never refused forever.
-    pub async fn check(&self, key: Uuid, events: usize) -> Result<(), RateLimited> {
-        if self.events_per_second == 0 {
+    /// Counts `events` against `subject`'s window. A request is admitted while the window
+    /// was not yet full when it arrived, so one large batch is never refused forever; a count
+    /// of 0 only asks whether the window is full.
+    pub async fn check(&self, subject: &str, events: usize) -> Result<(), RateLimited> {
+        if self.per_window == 0 {
             return Ok(());
         }
         let events = events as u64;
-        let window = now_secs();
-        let total = match self.count_in_redis(key, window, events).await {
+        let now = now_secs();
+        let window = now / self.window_secs;
+        let total = match self.count_in_redis(subject, window, events).await {
             Some(total) => total,
-            None => self.count_locally(key, window, events),
+            None => self.count_locally(subject, window, events),
         };
-        if total - events >= u64::from(self.events_per_second) {
-            return Err(RateLimited { retry_after_secs: 1 });
+        if total - events >= u64::from(self.per_window) {
+            let retry_after_secs = self.window_secs - now % self.window_secs;
+            return Err(RateLimited { retry_after_secs });
         }
         Ok(())
     }
 
-    async fn count_in_redis(&self, key: Uuid, window: u64, events: u64) -> Option<u64> {
+    /// Whether `subject`'s window is full, counting nothing.
+    pub async fn is_full(&self, subject: &str) -> Result<(), RateLimited> {
+        self.check(subject, 0).await
+    }
+
+    async fn count_in_redis(&self, subject: &str, window: u64, events: u64) -> Option<u64> {
         let mut connection = self.redis_connection().await?;
-        let counter = format!("evtrack:rate:{key}:{window}");
+        let counter = format!("evtrack:{}:{subject}:{window}", self.what);
         let mut pipe = redis::pipe();
-        pipe.atomic().incr(&counter, events).expire(&counter, 2).ignore();
+        pipe.atomic().incr(&counter, events).expire(&counter, (self.window_secs + 1) as i64).ignore();
         // The connection manager reconnects after a failed command; one retry covers that.
         for _ in 0..2 {
             match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<(u64,)>(&mut connection)).await {
@@ -119,10 +142,10 @@ impl RateLimiter {
         tracing::warn!(why, "redis unreachable; rate limiting per instance until it returns");
     }
 
-    fn count_locally(&self, key: Uuid, window: u64, events: u64) -> u64 {
+    fn count_locally(&self, subject: &str, window: u64, events: u64) -> u64 {
         let mut counts = self.local.lock().unwrap_or_else(|poison| poison.into_inner());
         counts.retain(|_, (counted_window, _)| *counted_window + 1 >= window);
-        let entry = counts.entry(key).or_insert((window, 0));
+        let entry = counts.entry(subject.to_string()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }
@@ -141,16 +164,16 @@ mod tests {
 
     #[test]
     fn without_redis_each_instance_counts_per_window() {
-        let limiter = RateLimiter::new(None, 10);
-        let key = Uuid::now_v7();
-        assert_eq!(limiter.count_locally(key, 100, 6), 6);
-        assert_eq!(limiter.count_locally(key, 100, 6), 12);
-        assert_eq!(limiter.count_locally(key, 101, 6), 6, "a new window starts over");
+        let limiter = RateLimiter::events_per_key(None, 10);
+        let key = "a-key".to_string();
+        assert_eq!(limiter.count_locally(&key, 100, 6), 6);
+        assert_eq!(limiter.count_locally(&key, 100, 6), 12);
+        assert_eq!(limiter.count_locally(&key, 101, 6), 6, "a new window starts over");
     }
 
     #[tokio::test]
     async fn zero_turns_limiting_off() {
-        let limiter = RateLimiter::new(None, 0);
-        assert_eq!(limiter.check(Uuid::now_v7(), 1_000_000).await, Ok(()));
+        let limiter = RateLimiter::events_per_key(None, 0);
+        assert_eq!(limiter.check("key", 1_000_000).await, Ok(()));
     }
 }

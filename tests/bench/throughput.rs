@@ -17,9 +17,9 @@ use chrono::{SecondsFormat, Utc};
 use evtrack::config::Limits;
 use evtrack::event::wire::{self, Shape};
 use evtrack::keys::Scope;
-use evtrack::queue::EventQueue;
 use evtrack::queue::envelope::{Receipt, pack};
 use evtrack::queue::local;
+use evtrack::queue::{EnvelopeSeal, EventQueue};
 use evtrack_consumer::{Consumer, QueueMessage};
 use evtrack_tests::*;
 use mysql_async::prelude::Queryable;
@@ -217,8 +217,8 @@ async fn bench_ingest(requests: usize) -> f64 {
     parse
 }
 
-/// Queue message bodies exactly as ingest packs them, for `events` events.
-async fn queued_bodies(project: Uuid, key: Uuid, events: usize) -> Vec<String> {
+/// Queue message bodies exactly as ingest packs (and seals) them, for `events` events.
+async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeSeal) -> Vec<String> {
     let limits = Limits::default();
     let run = Uuid::now_v7().simple().to_string();
     let mut all = Vec::new();
@@ -227,7 +227,7 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize) -> Vec<String> {
         let payload = wire::parse(Shape::SegmentBatch, &batch_body(&run, request), &limits).expect("parses");
         let events = payload.normalise(received_at, &limits).expect("valid");
         let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0") };
-        all.extend(pack(&receipt, &events, limits.max_queue_message_bytes).expect("fits"));
+        all.extend(pack(&receipt, &events, limits.max_queue_message_bytes, seal).expect("fits"));
     }
     all
 }
@@ -238,8 +238,9 @@ async fn bench_consumer(events: usize) -> f64 {
     for _ in 0..ROUNDS {
         let db = TestDb::new().await;
         let project = db.store.create_project("bench").await.expect("project");
-        let bodies = queued_bodies(project.id, Uuid::now_v7(), events).await;
-        let consumer = Arc::new(Consumer::new(db.store.clone(), &evtrack_tests::config(&db, &[])));
+        let config = evtrack_tests::config(&db, &[]);
+        let bodies = queued_bodies(project.id, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
+        let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
         let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();

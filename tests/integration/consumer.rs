@@ -52,17 +52,20 @@ async fn concurrent_consumers_store_each_event_once() {
 async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
     let app = TestApp::new().await;
     let good = queue_batch(&app, tracks(5, "good")).await;
-    let envelope: serde_json::Value = serde_json::from_str(&good[0].body).expect("envelope");
+    // Made as ingest would (sealed), but broken inside.
+    let seal = evtrack::queue::EnvelopeSeal::from_config(&app.config);
+    let mut envelope: serde_json::Value = serde_json::from_str(&good[0].body).expect("envelope");
+    envelope.as_object_mut().expect("object").remove("sig");
     let mut half_bad = envelope.clone();
     half_bad["events"][1] = json!({"message_id": "bad", "type": "track"});
     let mut unknown_project = envelope.clone();
     unknown_project["project"] = json!(uuid::Uuid::now_v7());
     let event = evtrack::queue::sqs::lambda_event([
         sqs_message("good", Some(&good[0].body)),
-        sqs_message("not-json", Some("{{{ not json")),
+        sqs_message("not-json", Some(&seal.seal("{{{ not json }"))),
         sqs_message("no-body", None),
-        sqs_message("unknown-project", Some(&unknown_project.to_string())),
-        sqs_message("half-bad", Some(&half_bad.to_string().replace("good-", "half-"))),
+        sqs_message("unknown-project", Some(&seal.seal(&unknown_project.to_string()))),
+        sqs_message("half-bad", Some(&seal.seal(&half_bad.to_string().replace("good-", "half-")))),
     ]);
     for _ in 0..2 {
         let response = app.consumer.handle(event.clone()).await;
@@ -113,4 +116,35 @@ async fn alias_links_the_previous_id() {
     assert!(app.deliver(&messages).await.is_empty());
     let aliases: Vec<(String, String, String)> = app.db.query("SELECT alias, user_id, source FROM aliases").await;
     assert_eq!(aliases, vec![("anon-9".into(), "u-9".into(), "alias".into())]);
+}
+
+#[tokio::test]
+async fn a_message_forged_onto_the_queue_is_rejected_not_stored_under_the_project_it_names() {
+    let app = TestApp::new().await;
+    let genuine = queue_batch(&app, tracks(1, "genuine")).await.remove(0);
+    let event = json!({"type": "track", "userId": "u", "event": "Forged", "messageId": "forged-1"});
+    let head = json!({"v": 2, "project": app.project, "key": uuid::Uuid::now_v7(),
+                      "received_at": "2026-12-01T00:00:00Z", "ip": null, "events": [event]});
+    // Unsealed; with a made-up seal; a genuine message with its event swapped.
+    let unsealed = head.to_string();
+    let made_up = format!("{},\"sig\":\"{}\"}}", &unsealed[..unsealed.len() - 1], "ab".repeat(32));
+    let swapped = genuine.body.replace("genuine-0", "forged-2");
+    assert_ne!(swapped, genuine.body);
+    let forged: Vec<evtrack::queue::local::QueuedMessage> = [unsealed, made_up, swapped]
+        .into_iter()
+        .enumerate()
+        .map(|(n, body)| evtrack::queue::local::QueuedMessage { id: format!("forged-{n}"), body, receive_count: 1 })
+        .collect();
+    assert!(app.deliver(&forged).await.is_empty(), "refused for good, not retried");
+    assert_eq!(app.db.count("events").await, 0, "nothing stored under the project named");
+    let reasons: Vec<(Option<u64>, String)> =
+        app.db.query("SELECT project_id, reason FROM rejected_events ORDER BY queue_message_id").await;
+    assert_eq!(reasons.len(), 3);
+    for (project, reason) in reasons {
+        assert_eq!(project, None, "the project it names is not trusted");
+        assert!(reason.contains("seal"), "{reason}");
+    }
+    // The genuine message is stored.
+    assert!(app.deliver(&[genuine]).await.is_empty());
+    assert_eq!(app.db.count("events WHERE message_id = 'genuine-0'").await, 1);
 }

@@ -2,7 +2,7 @@
 //! cursors and the keyring's rotation — against real MariaDB and Redis.
 
 use evtrack::jobs::{Outcome, Trigger};
-use evtrack_tests::{TestApp, TestDb, api_request, config, post_json, without_request_id};
+use evtrack_tests::{TestApp, TestDb, api_request, config, post_json, send_from, without_request_id};
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -505,4 +505,37 @@ async fn the_api_lambdas_404_carries_the_security_headers() {
     assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
     assert!(reply.headers.contains_key("content-security-policy"));
+}
+
+#[tokio::test]
+async fn guessing_keys_from_one_address_is_throttled_on_ingest_and_api_but_not_other_addresses() {
+    use std::net::IpAddr;
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_AUTH_FAILURES_PER_MINUTE", "5")]).await;
+    // Counted per minute: start early in one, so that the count does not roll over midway.
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - second) as u64)).await;
+    }
+    // Addresses of this run only (Redis is shared with every other test).
+    let octet = |n: u128| (uuid::Uuid::now_v7().as_u128() >> n) as u8;
+    let attacker = IpAddr::from([198, 18, octet(0), octet(8)]);
+    let neighbour = IpAddr::from([198, 19, octet(16), octet(24)]);
+    let guess =
+        |n: usize| post_json("/v1/track", Some(&format!("evtw_guess{n}")), &json!({"userId": "u", "event": "E"}));
+    for n in 0..5 {
+        assert_eq!(send_from(&app.router, attacker, guess(n)).await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now the address is refused before its key is looked at, on ingest and on the api, even
+    // with a valid key, until the minute ends.
+    let valid = post_json("/v1/track", Some(&app.key), &json!({"userId": "u", "event": "E"}));
+    let throttled = send_from(&app.router, attacker, valid).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "{}", throttled.json);
+    assert_eq!(throttled.json["code"], "too_many_failed_authentications");
+    assert!(throttled.headers.contains_key(http::header::RETRY_AFTER));
+    let api = send_from(&app.router, attacker, api_request("GET", "/v1/projects", &app.admin, None)).await;
+    assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another address is not affected.
+    let valid = post_json("/v1/track", Some(&app.key), &json!({"userId": "u", "event": "E"}));
+    assert_eq!(send_from(&app.router, neighbour, valid).await.status, StatusCode::OK);
+    assert_eq!(send_from(&app.router, neighbour, guess(9)).await.status, StatusCode::UNAUTHORIZED);
 }

@@ -22,6 +22,7 @@ use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
 use evtrack::keys::{
     Access, AccessDenied, ErasedIdHasher, KeyHashers, KeyService, KeyUseRecorder, KeyVerifier, Scope, VerifyError,
 };
+use evtrack::limits::RateLimiter;
 use evtrack::store::{KeyChangeError, Store, StoreError};
 use http::StatusCode;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Api {
     key_use: KeyUseRecorder,
     erased_ids: ErasedIdHasher,
     jobs: JobRunners,
+    /// Failed authentications per client address (`http::throttle_failed_auth`).
+    failed_auth: Arc<RateLimiter>,
 }
 
 impl Api {
@@ -48,6 +51,10 @@ impl Api {
             key_use: KeyUseRecorder::new(store.clone()),
             erased_ids: ErasedIdHasher::from_config(config),
             jobs,
+            failed_auth: Arc::new(RateLimiter::failed_auth_per_address(
+                config.redis_url.as_ref().map(|url| url.expose().as_str()),
+                config.auth_failures_per_minute,
+            )),
             keyring,
             store,
         }

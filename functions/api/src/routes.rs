@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json, Router, middleware};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
-use evtrack::http::{ApiError, ListedRouter, request_context, security_headers};
+use evtrack::http::{ApiError, ListedRouter, request_context, security_headers, throttle_failed_auth};
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::model::IpPolicy;
@@ -62,6 +62,7 @@ fn layered(router: Router<Arc<Api>>, api: Arc<Api>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(middleware::from_fn_with_state(api.clone(), crate::audit::record))
+        .layer(middleware::from_fn_with_state(api.failed_auth.clone(), throttle_failed_auth))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_context))
         .with_state(api)

@@ -12,7 +12,7 @@ use evtrack::Config;
 use evtrack::event::Event;
 use evtrack::ids::ProjectId;
 use evtrack::keys::{ErasedIdHasher, KeyUseRecorder};
-use evtrack::queue::Envelope;
+use evtrack::queue::{Envelope, EnvelopeSeal};
 use evtrack::store::{EventRow, Rejection, Store, StoreError};
 use evtrack::telemetry::{MetricLine, Unit};
 use std::collections::HashMap;
@@ -84,6 +84,7 @@ pub struct Consumer {
     store: Store,
     /// Hash the ids of events to check them against the erasure suppression list.
     erased_ids: ErasedIdHasher,
+    seal: EnvelopeSeal,
     /// Public → private project ids; they never change, so no expiry.
     projects: Mutex<HashMap<Uuid, ProjectId>>,
     /// `last_used_at` of write keys is written from here (ingest never writes the
@@ -105,6 +106,7 @@ impl Consumer {
             key_use: KeyUseRecorder::new(store.clone()),
             store,
             erased_ids: ErasedIdHasher::from_config(config),
+            seal: EnvelopeSeal::from_config(config),
             projects: Mutex::new(HashMap::new()),
         }
     }
@@ -229,7 +231,7 @@ impl Consumer {
             reject(rejections, None, -1, "message has no body".into(), b"");
             return Ok(None);
         };
-        let envelope = match Envelope::decode(body) {
+        let envelope = match Envelope::open(body, &self.seal) {
             Ok(envelope) => envelope,
             Err(reason) => {
                 reject(rejections, None, -1, reason, body.as_bytes());

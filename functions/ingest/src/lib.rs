@@ -19,10 +19,11 @@ use evtrack::event::{body, wire, wire::Shape};
 use evtrack::http::client_ip;
 use evtrack::keys::{AccessDenied, KeyHashers, KeyVerifier, Scope, VerifyError};
 use evtrack::limits::RateLimiter;
-use evtrack::queue::EventQueue;
 use evtrack::queue::envelope::{Receipt, pack};
+use evtrack::queue::{EnvelopeSeal, EventQueue};
 use evtrack::store::Store;
 use http::{HeaderName, header};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What one request came to, for its metrics (`routes::record`).
@@ -40,19 +41,22 @@ pub struct Ingest {
     limits: Limits,
     keys: KeyVerifier,
     limiter: RateLimiter,
+    /// Failed authentications per client address (`http::throttle_failed_auth`).
+    pub(crate) failed_auth: Arc<RateLimiter>,
     queue: EventQueue,
+    seal: EnvelopeSeal,
 }
 
 impl Ingest {
     pub fn new(config: &Config, store: Store, queue: EventQueue) -> Self {
+        let redis_url = config.redis_url.as_ref().map(|url| url.expose().as_str());
         Self {
             limits: config.limits.clone(),
             keys: KeyVerifier::cached(store, KeyHashers::from_config(config), config.key_cache_ttl),
-            limiter: RateLimiter::new(
-                config.redis_url.as_ref().map(|url| url.expose().as_str()),
-                config.rate_limit_events_per_second,
-            ),
+            limiter: RateLimiter::events_per_key(redis_url, config.rate_limit_events_per_second),
+            failed_auth: Arc::new(RateLimiter::failed_auth_per_address(redis_url, config.auth_failures_per_minute)),
             queue,
+            seal: EnvelopeSeal::from_config(config),
         }
     }
 
@@ -92,10 +96,10 @@ impl Ingest {
         if events.is_empty() {
             return Ok(success(shape));
         }
-        self.limiter.check(access.key_uid, events.len()).await?;
+        self.limiter.check(&access.key_uid.to_string(), events.len()).await?;
         let ip = client_ip(&parts.extensions).and_then(|ip| access.ip_policy.apply(ip)).map(|ip| ip.to_string());
         let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref() };
-        let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes)?;
+        let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes, &self.seal)?;
         // lambda_http puts the invocation's X-Ray trace id in this header.
         let trace = header_text(HeaderName::from_static("x-amzn-trace-id"));
         let sending = Instant::now();

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::{Json, Router, middleware};
 use evtrack::event::EventType;
 use evtrack::event::wire::Shape;
-use evtrack::http::{ApiError, ListedRouter, request_context, security_headers};
+use evtrack::http::{ApiError, ListedRouter, request_context, security_headers, throttle_failed_auth};
 use evtrack::telemetry::{MetricLine, Unit};
 use http::{HeaderName, Method, StatusCode, header};
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
         })
+        .layer(middleware::from_fn_with_state(ingest.failed_auth.clone(), throttle_failed_auth))
         .layer(ingest_cors())
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_context))

@@ -1,13 +1,91 @@
 //! The queue message: one project's events from one request, with what the server observed
 //! on receipt. Events are packed into as few messages as fit the size limit.
+//!
+//! Every envelope is sealed by ingest (HMAC-SHA256 under a key derived from the pepper, in a
+//! last `"sig"` field) and opened by the consumer, so that a message put on the queue by
+//! anything else — a principal with `sqs:SendMessage`, a replayed body altered on the way —
+//! is rejected with its reason instead of being stored under the project it names.
 
+use crate::config::{Config, Secret};
 use crate::event::Event;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::Sha256;
 use uuid::Uuid;
 
-pub const ENVELOPE_VERSION: u8 = 1;
+/// 2: sealed. Version 1 (unsealed) is refused.
+pub const ENVELOPE_VERSION: u8 = 2;
+
+/// `,"sig":"<64 hex>"` before the closing `}`.
+const SEAL_PREFIX: &str = ",\"sig\":\"";
+const SEAL_BYTES: usize = SEAL_PREFIX.len() + 64 + 1;
+
+/// The keys envelopes are sealed with: derived from the current pepper (sealing) and the
+/// previous one (still opening what was queued before a pepper rotation).
+pub struct EnvelopeSeal {
+    keys: Vec<Secret<Vec<u8>>>,
+}
+
+impl EnvelopeSeal {
+    pub fn from_config(config: &Config) -> Self {
+        let current = std::iter::once(&config.key_pepper);
+        let previous = config.key_pepper_previous.iter().map(|(pepper, _)| pepper);
+        let keys = current
+            .chain(previous)
+            .map(|pepper| {
+                // Domain-separated from key hashes and erased-id hashes.
+                let mut mac = hmac(pepper.expose().as_bytes());
+                mac.update(b"evtrack-queue-envelope\0");
+                Secret::new(mac.finalize().into_bytes().to_vec())
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// Seals an envelope's JSON object (`{…}`): what `pack` does to every body.
+    pub fn seal(&self, unsealed: &str) -> String {
+        let mut mac = hmac(self.keys[0].expose());
+        mac.update(unsealed.as_bytes());
+        let tag: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        // `{…}` becomes `{…,"sig":"…"}`.
+        format!("{}{SEAL_PREFIX}{tag}\"}}", &unsealed[..unsealed.len() - 1])
+    }
+
+    /// The envelope's JSON without its seal, if one of the keys sealed it.
+    fn open(&self, body: &str) -> Result<String, String> {
+        let unsealed_len = body.len().checked_sub(SEAL_BYTES + 1).ok_or("envelope is not sealed")?;
+        let (unsealed, seal) = body.split_at_checked(unsealed_len).ok_or("envelope is not sealed")?;
+        let tag = seal
+            .strip_prefix(SEAL_PREFIX)
+            .and_then(|rest| rest.strip_suffix("\"}"))
+            .and_then(decode_hex)
+            .ok_or("envelope is not sealed")?;
+        let unsealed = format!("{unsealed}}}");
+        let genuine = self.keys.iter().any(|key| {
+            let mut mac = hmac(key.expose());
+            mac.update(unsealed.as_bytes());
+            mac.verify_slice(&tag).is_ok()
+        });
+        if genuine {
+            Ok(unsealed)
+        } else {
+            Err("envelope seal does not verify: not queued by this deployment's ingest".into())
+        }
+    }
+}
+
+fn hmac(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 64 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok()).collect()
+}
 
 /// A decoded envelope whose events are still raw, so that one bad event does not take the
 /// rest of its message down with it.
@@ -24,8 +102,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn decode(body: &str) -> Result<Self, String> {
-        let envelope: Envelope = serde_json::from_str(body).map_err(|err| format!("undecodable envelope: {err}"))?;
+    /// The envelope of a queue message body, if `seal` sealed it.
+    pub fn open(body: &str, seal: &EnvelopeSeal) -> Result<Self, String> {
+        let unsealed = seal.open(body)?;
+        let envelope: Envelope =
+            serde_json::from_str(&unsealed).map_err(|err| format!("undecodable envelope: {err}"))?;
         if envelope.v != ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", envelope.v));
         }
@@ -48,8 +129,13 @@ pub struct TooLargeForQueue {
     pub limit: usize,
 }
 
-/// Serialises `events` into as few message bodies of at most `max_bytes` as they fit.
-pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result<Vec<String>, TooLargeForQueue> {
+/// Serialises `events` into as few sealed message bodies of at most `max_bytes` as they fit.
+pub fn pack(
+    receipt: &Receipt<'_>,
+    events: &[Event],
+    max_bytes: usize,
+    seal: &EnvelopeSeal,
+) -> Result<Vec<String>, TooLargeForQueue> {
     let head = serde_json::json!({
         "v": ENVELOPE_VERSION,
         "project": receipt.project,
@@ -58,20 +144,23 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
         "ip": receipt.ip,
     })
     .to_string();
-    // `{...,"ip":x}` becomes `{...,"ip":x,"events":[` + events + `]}`.
+    // `{...,"ip":x}` becomes `{...,"ip":x,"events":[` + events + `]}`, then sealed.
     let head = format!("{},\"events\":[", &head[..head.len() - 1]);
     const TAIL: &str = "]}";
+    let max_bytes = max_bytes.saturating_sub(SEAL_BYTES);
     let mut bodies = Vec::new();
     let mut body = head.clone();
     let mut in_body = 0;
     for (index, event) in events.iter().enumerate() {
-        let json = sqs_safe(serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes })?);
+        let json = sqs_safe(
+            serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes + SEAL_BYTES })?,
+        );
         if head.len() + json.len() + TAIL.len() > max_bytes {
-            return Err(TooLargeForQueue { index, limit: max_bytes });
+            return Err(TooLargeForQueue { index, limit: max_bytes + SEAL_BYTES });
         }
         if in_body > 0 && body.len() + 1 + json.len() + TAIL.len() > max_bytes {
             body.push_str(TAIL);
-            bodies.push(std::mem::replace(&mut body, head.clone()));
+            bodies.push(seal.seal(&std::mem::replace(&mut body, head.clone())));
             in_body = 0;
         }
         if in_body > 0 {
@@ -82,7 +171,7 @@ pub fn pack(receipt: &Receipt<'_>, events: &[Event], max_bytes: usize) -> Result
     }
     if in_body > 0 {
         body.push_str(TAIL);
-        bodies.push(body);
+        bodies.push(seal.seal(&body));
     }
     Ok(bodies)
 }
@@ -102,6 +191,14 @@ fn sqs_safe(json: String) -> String {
 mod tests {
     use super::*;
 
+    fn seal_with(keys: &[&[u8]]) -> EnvelopeSeal {
+        EnvelopeSeal { keys: keys.iter().map(|key| Secret::new(key.to_vec())).collect() }
+    }
+
+    fn seal() -> EnvelopeSeal {
+        seal_with(&[b"current"])
+    }
+
     fn event(n: usize) -> Event {
         Event { name: Some("x".repeat(100)), ..crate::event::sample_track(&format!("m-{n}")) }
     }
@@ -111,12 +208,12 @@ mod tests {
         let receipt =
             Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: Some("1.2.3.0") };
         let events: Vec<Event> = (0..100).map(event).collect();
-        let bodies = pack(&receipt, &events, 2048).expect("fits");
+        let bodies = pack(&receipt, &events, 2048, &seal()).expect("fits");
         assert!(bodies.len() > 1);
         let mut decoded = Vec::new();
         for body in &bodies {
             assert!(body.len() <= 2048, "{}", body.len());
-            let envelope = Envelope::decode(body).expect("decodes");
+            let envelope = Envelope::open(body, &seal()).expect("opens");
             assert_eq!(envelope.project, receipt.project);
             assert_eq!(envelope.ip.as_deref(), Some("1.2.3.0"));
             for raw in envelope.events {
@@ -133,9 +230,9 @@ mod tests {
         let properties: crate::event::JsonText =
             serde_json::from_str("{\"s\":\"a\u{FFFF}b\u{FFFE}\"}").expect("valid JSON");
         let event = Event { properties: Some(properties), ..event(1) };
-        let bodies = pack(&receipt, &[event], 4096).expect("fits");
+        let bodies = pack(&receipt, &[event], 4096, &seal()).expect("fits");
         assert!(!bodies[0].contains(['\u{FFFE}', '\u{FFFF}']), "{}", bodies[0]);
-        let envelope = Envelope::decode(&bodies[0]).expect("decodes");
+        let envelope = Envelope::open(&bodies[0], &seal()).expect("opens");
         let decoded: Event = serde_json::from_str(envelope.events[0].get()).expect("event");
         let value: serde_json::Value =
             serde_json::from_str(decoded.properties.expect("properties").get()).expect("json");
@@ -145,19 +242,36 @@ mod tests {
     #[test]
     fn no_events_no_messages() {
         let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
-        assert_eq!(pack(&receipt, &[], 1024), Ok(vec![]));
+        assert_eq!(pack(&receipt, &[], 1024, &seal()), Ok(vec![]));
     }
 
     #[test]
     fn an_event_larger_than_a_message_is_refused() {
         let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
-        assert_eq!(pack(&receipt, &[event(1)], 100), Err(TooLargeForQueue { index: 0, limit: 100 }));
+        assert_eq!(pack(&receipt, &[event(1)], 100, &seal()), Err(TooLargeForQueue { index: 0, limit: 100 }));
+    }
+
+    #[test]
+    fn a_message_not_sealed_by_ingest_is_refused_and_a_previous_pepper_still_opens() {
+        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
+        let body = pack(&receipt, &[event(1)], 4096, &seal()).expect("fits").remove(0);
+        // Forged: unsealed, sealed by another key, or altered after sealing.
+        let unsealed = body.split(",\"sig\":").next().expect("head").to_string() + "}";
+        let other_key = pack(&receipt, &[event(1)], 4096, &seal_with(&[b"attacker"])).expect("fits").remove(0);
+        let altered = body.replace(&receipt.project.to_string(), &Uuid::now_v7().to_string());
+        for forged in [unsealed.as_str(), &other_key, &altered, "", "{}", &body[..body.len() - 3]] {
+            let err = Envelope::open(forged, &seal()).expect_err(forged);
+            assert!(err.contains("seal"), "{err}");
+        }
+        // After a pepper rotation, what the old pepper sealed still opens.
+        let rotated = seal_with(&[b"next", b"current"]);
+        assert_eq!(Envelope::open(&body, &rotated).expect("opens").project, receipt.project);
     }
 
     #[test]
     fn other_versions_are_refused() {
-        let err = Envelope::decode(r#"{"v":2,"project":"0190a0e0-0000-7000-8000-000000000001","key":"0190a0e0-0000-7000-8000-000000000001","received_at":"2024-01-01T00:00:00Z","events":[]}"#)
-            .expect_err("must fail");
-        assert!(err.contains("version 2"), "{err}");
+        let unsealed = r#"{"v":1,"project":"0190a0e0-0000-7000-8000-000000000001","key":"0190a0e0-0000-7000-8000-000000000001","received_at":"2024-01-01T00:00:00Z","events":[]}"#;
+        let err = Envelope::open(&seal().seal(unsealed), &seal()).expect_err("must fail");
+        assert!(err.contains("version 1"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ pub mod envelope;
 pub mod local;
 pub mod sqs;
 
-pub use envelope::Envelope;
+pub use envelope::{Envelope, EnvelopeSeal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
