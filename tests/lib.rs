@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use evtrack::Config;
-use evtrack::config::Secret;
+use evtrack::config::{DatabaseTls, Secret};
 use evtrack::jobs::JobRunners;
 use evtrack::keys::keyring::Keyring;
 use evtrack::keys::{Expiry, Scope};
@@ -69,7 +69,7 @@ impl FunctionUsers {
 
     /// A store connected as `function`'s user.
     pub fn store(&self, function: &str) -> Store {
-        Store::connect(self.url(function), 4).expect("store")
+        Store::connect(self.url(function), &DatabaseTls::default(), 4).expect("store")
     }
 }
 
@@ -82,14 +82,14 @@ impl TestDb {
     pub async fn on_server(server: &str) -> Self {
         let name = format!("evtrack_test_{}", Uuid::now_v7().simple());
         let direct = Secret::new(format!("{}/{name}?prefer_socket=false", database_server_url()));
-        Store::create_database(&direct)
+        Store::create_database(&direct, &DatabaseTls::default())
             .await
             .unwrap_or_else(|err| panic!("MariaDB must be running at {}: {err}", database_server_url()));
-        let store = Store::connect(&direct, 2).expect("store");
+        let store = Store::connect(&direct, &DatabaseTls::default(), 2).expect("store");
         store.migrate().await.expect("migrations apply");
         let url = Secret::new(format!("{server}/{name}?prefer_socket=false"));
         let pool = mysql_async::Pool::new(direct.expose().as_str());
-        let store = Store::connect(&url, 4).expect("store");
+        let store = Store::connect(&url, &DatabaseTls::default(), 4).expect("store");
         Self { name, url, store, pool, users: std::sync::Mutex::new(None) }
     }
 

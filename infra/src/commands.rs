@@ -64,8 +64,8 @@ impl NewKeyArgs {
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    Store::create_database(&config.database_url).await?;
-    let store = Store::connect(&config.database_url, 1)?;
+    Store::create_database(&config.database_url, &config.database_tls).await?;
+    let store = Store::connect(&config.database_url, &config.database_tls, 1)?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("database is up to date");

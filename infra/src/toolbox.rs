@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 /// Creates the database if needed, applies migrations, and returns a store on it.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::create_database(&config.database_url).await.map_err(|err| {
+    Store::create_database(&config.database_url, &config.database_tls).await.map_err(|err| {
         anyhow::anyhow!(
             "cannot reach MySQL/MariaDB ({err}).\n  \
              Is it running? Start it with `infra/dev.sh services` (installs and starts MariaDB and Redis),\n  \
              or `sudo service mariadb start`, or point EVTRACK_DATABASE_URL at your server."
         )
     })?;
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
+    let store = Store::from_config(config)?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }

@@ -35,6 +35,7 @@ pub const DEVELOPMENT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/evtrack?
 pub struct Config {
     /// `mysql://user:pass@host:port/db?...`; the database name is created by `evtrack up`.
     pub database_url: Secret<String>,
+    pub database_tls: DatabaseTls,
     /// Connections per process. Lambda runs one request at a time: keep it small.
     pub database_pool_max: usize,
     /// Rate-limit counters shared by ingest instances; `none` (None): each instance counts
@@ -76,8 +77,15 @@ pub struct Config {
 
 /// The settings that hold secrets. On AWS each is given as `<NAME>_SECRET_ID` instead: the
 /// Secrets Manager secret whose text is the value, read once when the function starts.
-pub const SECRET_SETTINGS: [&str; 4] =
-    ["EVTRACK_DATABASE_URL", "EVTRACK_KEY_PEPPER", "EVTRACK_KEY_PEPPER_PREVIOUS", "EVTRACK_MASTER_KEYS"];
+/// (`EVTRACK_DATABASE_CA` is no secret, but a CA bundle is too large for Lambda's 4 KB of
+/// environment: a secret can hold it.)
+pub const SECRET_SETTINGS: [&str; 5] = [
+    "EVTRACK_DATABASE_URL",
+    "EVTRACK_KEY_PEPPER",
+    "EVTRACK_KEY_PEPPER_PREVIOUS",
+    "EVTRACK_MASTER_KEYS",
+    "EVTRACK_DATABASE_CA",
+];
 
 /// The scheduled jobs, by the names the ledger, the api and the command line use.
 pub const JOB_NAMES: [&str; 2] = ["rotate-keys", "cleanup"];
@@ -184,6 +192,50 @@ impl Default for KeyringPolicy {
     }
 }
 
+/// How the store reaches a database that is not on this machine: over TLS, verified by
+/// `ca_pem` (or, with no CA given and `require_ssl=true` in the URL, by the public roots), or
+/// in the clear only when the operator says so (`store::connection_options` decides).
+#[derive(Clone, Default)]
+pub struct DatabaseTls {
+    /// `EVTRACK_DATABASE_CA`: the CA certificates (PEM) that verify the server — a file, or
+    /// the PEM text itself (private CAs: RDS, Aurora, a company CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// `EVTRACK_DATABASE_INSECURE=1`: a database elsewhere may be reached without TLS.
+    pub insecure: bool,
+}
+
+impl fmt::Debug for DatabaseTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseTls").field("ca", &self.ca_pem.is_some()).field("insecure", &self.insecure).finish()
+    }
+}
+
+/// `EVTRACK_DATABASE_CA`: PEM text, or the path of a PEM file (read now, so that a wrong path
+/// fails at start rather than at the first connection).
+fn database_ca(value: Option<String>) -> Result<Option<Vec<u8>>, ConfigError> {
+    const NAME: &str = "EVTRACK_DATABASE_CA";
+    let Some(value) = value else { return Ok(None) };
+    let pem = if value.trim_start().starts_with("-----BEGIN") {
+        value.into_bytes()
+    } else {
+        std::fs::read(value.trim())
+            .map_err(|err| ConfigError::new(NAME, &value, &format!("cannot read the file: {err}")))?
+    };
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::new(NAME, "", "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(Some(pem))
+}
+
+/// `1`/`true` or `0`/`false`; unset is false.
+fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match get(name).as_deref().map(str::trim) {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(ConfigError::new(name, other, "1 or 0")),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}={value:?}: {reason}")]
 pub struct ConfigError {
@@ -205,6 +257,10 @@ impl Config {
         let defaults = Limits::default();
         Ok(Self {
             database_url: Secret::new(string("EVTRACK_DATABASE_URL", DEVELOPMENT_DATABASE_URL)),
+            database_tls: DatabaseTls {
+                ca_pem: database_ca(get("EVTRACK_DATABASE_CA"))?,
+                insecure: flag(&get, "EVTRACK_DATABASE_INSECURE")?,
+            },
             database_pool_max: parse(&get, "EVTRACK_DATABASE_POOL_MAX", 4)?,
             redis_url: Some(string("EVTRACK_REDIS_URL", "redis://127.0.0.1:6379"))
                 .filter(|url| !url.eq_ignore_ascii_case("none"))

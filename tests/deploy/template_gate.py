@@ -48,23 +48,26 @@ OFFLINE_ENV = {
 FUNCTIONS = {
     "IngestFunction": {
         "role": "IngestRole", "log_group": "IngestLogGroup", "timeout": 10, "memory": 256,
-        "secrets": {"IngestDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn"},
+        "secrets": {"IngestDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "DatabaseCaSecretArn"},
     },
     "ConsumerFunction": {
         "role": "ConsumerRole", "log_group": "ConsumerLogGroup", "timeout": 60, "memory": 512,
-        "secrets": {"ConsumerDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn"},
+        "secrets": {"ConsumerDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "DatabaseCaSecretArn"},
     },
     "ApiFunction": {
         "role": "ApiRole", "log_group": "ApiLogGroup", "timeout": 29, "memory": 256,
-        "secrets": {"ApiDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "MasterKeysSecretArn"},
+        "secrets": {
+            "ApiDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "MasterKeysSecretArn",
+            "DatabaseCaSecretArn",
+        },
     },
     "CleanupFunction": {
         "role": "CleanupRole", "log_group": "CleanupLogGroup", "timeout": 300, "memory": 256,
-        "secrets": {"CleanupDatabaseSecretArn"},
+        "secrets": {"CleanupDatabaseSecretArn", "DatabaseCaSecretArn"},
     },
     "RotateKeysFunction": {
         "role": "RotateKeysRole", "log_group": "RotateKeysLogGroup", "timeout": 120, "memory": 256,
-        "secrets": {"RotateKeysDatabaseSecretArn", "MasterKeysSecretArn"},
+        "secrets": {"RotateKeysDatabaseSecretArn", "MasterKeysSecretArn", "DatabaseCaSecretArn"},
     },
 }
 DATABASE_SECRETS = {
@@ -125,6 +128,7 @@ ALL_OPTIONS_PARAMETERS = {
     "PepperVersion": "3",
     "PreviousPepperSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:evtrack/gate/previous-pepper-AbCdEf",
     "PreviousPepperVersion": "2",
+    "DatabaseCaSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:evtrack/gate/database-ca-AbCdEf",
     "SecretsKmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "SubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
     "SecurityGroupIds": "sg-0123456789abcdef0",

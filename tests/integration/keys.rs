@@ -189,7 +189,7 @@ async fn a_checksum_typo_is_refused_without_a_database_query() {
     let last = typo.pop().expect("char");
     typo.push(if last == 'a' { 'b' } else { 'a' });
     let dead = config(&db, &[("EVTRACK_DATABASE_URL", "mysql://root@127.0.0.1:9/evtrack?prefer_socket=false")]);
-    let store = evtrack::store::Store::connect(&dead.database_url, 1).expect("pool");
+    let store = evtrack::store::Store::from_config(&dead).expect("pool");
     let (queue, _receiver) = evtrack::queue::local::channel(4, Duration::from_millis(10));
     let ingest = std::sync::Arc::new(evtrack_ingest::Ingest::new(
         &dead,

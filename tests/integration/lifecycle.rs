@@ -40,7 +40,7 @@ pub(crate) async fn rows_holding(app: &TestApp, needle: &str) -> u64 {
         ("group_members", "member_id"),
         ("rejected_events", "raw"),
         ("erasure_subjects", "subject"),
-        ("erasures", "subject_hash"),
+        ("erasures", "CONCAT_WS('|', COALESCE(user_id, ''), COALESCE(linked_ids, ''), subject_hash)"),
     ] {
         total += app.db.count(&format!("{table} WHERE LOCATE('{needle}', {columns}) > 0")).await;
     }
@@ -117,6 +117,8 @@ async fn erasure_removes_every_row_of_the_user_also_of_events_still_queued_and_k
     assert_eq!((audit.json["profiles_deleted"].as_u64(), audit.json["rejected_deleted"].as_u64()), (Some(1), Some(1)));
     assert!(!audit.json.to_string().contains(&user), "the audit record holds no personal data");
     assert_eq!(app.db.count("erasure_subjects").await, 0, "a done erasure holds no ids");
+    let row: Vec<(Option<String>, Option<String>)> = app.db.query("SELECT user_id, linked_ids FROM erasures").await;
+    assert_eq!(row, vec![(None, None)]);
     assert_eq!((audit.json["ids"].as_u64(), audit.json["ids_remaining"].as_u64()), (Some(3), Some(0)));
 
     // Events sent later under the erased ids are dropped too (the suppression list).

@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod consumer;
+mod database_tls;
 mod deploy;
 mod erasure_abuse;
 mod grants;

@@ -17,7 +17,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     if let Some(job) = JOB_NAMES.into_iter().find(|job| !config.job_functions.iter().any(|(name, _)| name == job)) {
         return Err(format!("set {} to the {job} function", job_function_setting(job)).into());
     }
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
+    let store = Store::from_config(&config)?;
     let keyring = Arc::new(Keyring::from_config(store.clone(), &config)?);
     let jobs = LambdaFunction::runners(&config.job_functions).await;
     let api = Arc::new(evtrack_api::Api::new(&config, store, keyring, jobs));

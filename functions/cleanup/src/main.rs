@@ -11,6 +11,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init(LogFormat::Json);
     let config = Config::from_env_and_secrets().await?;
     config.require(&[Required::DatabaseUrl])?;
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
+    let store = Store::from_config(&config)?;
     evtrack::jobs::serve_on_lambda(evtrack_cleanup::in_process(store, &config)).await
 }

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env_and_secrets().await?;
     // The pepper keys the hashes of the erasure suppression list.
     config.require(&[Required::DatabaseUrl, Required::KeyPepper])?;
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
+    let store = Store::from_config(&config)?;
     let consumer = Consumer::new(store, &config);
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

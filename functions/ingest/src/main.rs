@@ -14,7 +14,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     config.require(&[Required::DatabaseUrl, Required::KeyPepper])?;
     let queue_url = config.sqs_queue_url.clone().ok_or("EVTRACK_SQS_QUEUE_URL is not set")?;
     let queue = sqs::SqsQueue::new(sqs::client_from_env().await, queue_url, config.limits.max_queue_batch_bytes);
-    let store = Store::connect(&config.database_url, config.database_pool_max)?;
+    let store = Store::from_config(&config)?;
     let ingest = Arc::new(evtrack_ingest::Ingest::new(&config, store, EventQueue::Sqs(queue)));
     lambda_http::run(evtrack_ingest::router(ingest)).await
 }

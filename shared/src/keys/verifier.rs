@@ -157,7 +157,8 @@ mod tests {
 
     fn verifier() -> KeyVerifier {
         // Connects lazily: these tests never reach the database.
-        let store = Store::connect(&Secret::new("mysql://root@127.0.0.1:9/none".into()), 1).expect("pool");
+        let store =
+            Store::connect(&Secret::new("mysql://root@127.0.0.1:9/none".into()), &Default::default(), 1).expect("pool");
         let config = Config::from_lookup(|_| None).expect("defaults");
         KeyVerifier::cached(store, KeyHashers::from_config(&config), Duration::from_secs(30))
     }

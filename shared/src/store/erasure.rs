@@ -79,9 +79,11 @@ impl Store {
             .next()
             .ok_or_else(|| StoreError::Invalid("no pepper to hash the user id with".into()))?;
         let uid = new_public_id();
+        // user_id and linked_ids: for the previous release, should it be rolled back to.
+        let linked = serde_json::to_string(&subjects[1..]).unwrap_or_default();
         with_timeout(tx.exec_drop(
-            "INSERT INTO erasures (uid, project_id, subject_hash, subjects) VALUES (?, ?, ?, ?)",
-            (uid, project.0, subject_hash.to_vec(), subjects.len() as u64),
+            "INSERT INTO erasures (uid, project_id, subject_hash, subjects, user_id, linked_ids) VALUES (?, ?, ?, ?, ?, ?)",
+            (uid, project.0, subject_hash.to_vec(), subjects.len() as u64, user_id, linked),
         ))
         .await?;
         let erasure: u64 = tx.last_insert_id().ok_or_else(|| StoreError::Unavailable("no erasure id".into()))?;
@@ -196,7 +198,9 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
     .await?;
     if subjects.is_empty() {
         with_timeout(tx.exec_drop(
-            "UPDATE erasures SET state = 'done', last_error = NULL, completed_at = CURRENT_TIMESTAMP(3) WHERE id = ?",
+            "UPDATE erasures SET state = 'done', user_id = NULL, linked_ids = NULL, last_error = NULL,
+                    completed_at = CURRENT_TIMESTAMP(3)
+             WHERE id = ?",
             (erasure,),
         ))
         .await?;

@@ -14,6 +14,7 @@ mod projects;
 mod retention;
 mod signing;
 mod soft_delete;
+mod tls;
 mod views;
 
 pub use audit::{AuditEntry, AuditRecord};
@@ -27,12 +28,13 @@ pub use projects::{Project, ProjectChanges};
 pub use retention::Prunable;
 pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
+use tls::connection_options;
 pub use views::{EventView, UserView};
 
-use crate::config::Secret;
+use crate::config::{Config, DatabaseTls, Secret};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use std::time::Duration;
 
 /// Reads of soft-deletable tables go through these derived tables, so that a deleted row
@@ -119,9 +121,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// A pool for `url`. Connects lazily: nothing is opened until the first query.
-    pub fn connect(url: &Secret<String>, pool_max: usize) -> Result<Self, StoreError> {
-        let opts = Opts::from_url(url.expose())?;
+    /// The pool a function or command uses: its configured database, TLS and pool size.
+    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
+        Self::connect(&config.database_url, &config.database_tls, config.database_pool_max)
+    }
+
+    /// A pool for `url`, reached as `tls` says (`connection_options`). Connects lazily:
+    /// nothing is opened until the first query.
+    pub fn connect(url: &Secret<String>, tls: &DatabaseTls, pool_max: usize) -> Result<Self, StoreError> {
+        let opts = connection_options(url, tls)?;
         let constraints = PoolConstraints::new(0, pool_max.max(1))
             .ok_or_else(|| StoreError::Config("EVTRACK_DATABASE_POOL_MAX must be at least 1".into()))?;
         let pool_opts = PoolOpts::default()
@@ -134,8 +142,8 @@ impl Store {
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
-    pub async fn create_database(url: &Secret<String>) -> Result<(), StoreError> {
-        let opts = Opts::from_url(url.expose())?;
+    pub async fn create_database(url: &Secret<String>, tls: &DatabaseTls) -> Result<(), StoreError> {
+        let opts = connection_options(url, tls)?;
         let name = opts
             .db_name()
             .ok_or_else(|| StoreError::Config("EVTRACK_DATABASE_URL names no database".into()))?
@@ -152,9 +160,9 @@ impl Store {
         Ok(())
     }
 
-    /// Drops the database named in `url` (tests).
+    /// Drops the database named in `url` (tests, on this machine).
     pub async fn drop_database(url: &Secret<String>) -> Result<(), StoreError> {
-        let opts = Opts::from_url(url.expose())?;
+        let opts = connection_options(url, &DatabaseTls::default())?;
         let Some(name) = opts.db_name().map(str::to_string) else {
             return Ok(());
         };
