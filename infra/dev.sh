@@ -55,12 +55,43 @@ ensure_mariadb() {
     as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
     wait_for_port "$MYSQL_PORT" MariaDB
   fi
-  # A fresh MariaDB lets root in only over the socket; the tests connect over TCP.
-  if command -v mariadb >/dev/null && ! mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e 'SELECT 1' >/dev/null 2>&1; then
-    say "allowing root over TCP without a password (development database)"
-    as_root mariadb -uroot -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;" \
-      || die "MariaDB is running but root cannot log in over TCP; set EVTRACK_TEST_DATABASE_URL"
+}
+
+# evtrack's own development user, with a password of its own kept in .evtrack-dev/ (ignored by
+# git, readable by you only): MariaDB's root stays as the package set it up (socket only). It
+# may create databases and users (the tests make a database per test and a user per function)
+# and is reachable from this machine only. `up` and the tests connect as it.
+DEV_USER=evtrack_dev
+DEV_ENV="$ROOT/.evtrack-dev/database.env"
+dev_user_works() {
+  [ -n "${1:-}" ] && command -v mariadb >/dev/null &&
+    mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$DEV_USER" -p"$1" -e 'SELECT 1' >/dev/null 2>&1
+}
+ensure_dev_user() {
+  # A server of your own choosing (EVTRACK_TEST_DATABASE_URL) is used as given.
+  if [ -n "${EVTRACK_TEST_DATABASE_URL:-}" ]; then return 0; fi
+  local password=
+  if [ -f "$DEV_ENV" ]; then password=$(sed -n 's/^password=//p' "$DEV_ENV"); fi
+  if ! dev_user_works "$password"; then
+    password=$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | cut -c1-32)
+    local sql="" host
+    for host in localhost 127.0.0.1 ::1; do
+      sql+="CREATE USER IF NOT EXISTS '$DEV_USER'@'$host' IDENTIFIED BY '$password';"
+      sql+="ALTER USER '$DEV_USER'@'$host' IDENTIFIED BY '$password';"
+      sql+="GRANT ALL PRIVILEGES ON *.* TO '$DEV_USER'@'$host' WITH GRANT OPTION;"
+    done
+    say "creating the development database user $DEV_USER (password in .evtrack-dev/)"
+    # As MariaDB's administrator: root over the socket (a fresh install), else over TCP.
+    as_root mariadb -uroot -e "$sql" 2>/dev/null || mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e "$sql" ||
+      die "cannot create $DEV_USER: run this as a user who can administer MariaDB (root or sudo)"
+    (umask 077; mkdir -p "$(dirname "$DEV_ENV")"; printf 'password=%s\n' "$password" >"$DEV_ENV")
+    dev_user_works "$password" || die "$DEV_USER was created but cannot log in over TCP"
   fi
+  if mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$DEV_USER" -e 'SELECT 1' >/dev/null 2>&1; then
+    die "$DEV_USER logs in without its password: check MariaDB's accounts"
+  fi
+  export EVTRACK_TEST_DATABASE_URL="mysql://$DEV_USER:$password@127.0.0.1:$MYSQL_PORT"
+  export EVTRACK_DEV_DATABASE_URL="mysql://$DEV_USER:$password@127.0.0.1:$MYSQL_PORT/evtrack?prefer_socket=false"
 }
 
 ensure_redis() {
@@ -73,6 +104,7 @@ ensure_redis() {
 
 services() {
   ensure_mariadb
+  ensure_dev_user
   ensure_redis
 }
 
@@ -121,10 +153,13 @@ start_moto() {
 case "${1:-}" in
   up)
     services
-    exec cargo run --release --quiet -p evtrack-cli --bin evtrack -- up
+    EVTRACK_DATABASE_URL=${EVTRACK_DATABASE_URL:-$EVTRACK_DEV_DATABASE_URL} \
+      exec cargo run --release --quiet -p evtrack-cli --bin evtrack -- up
     ;;
   test)
     services
+    # The database TLS test starts a MariaDB of its own from the server's binaries.
+    command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
     mkdir -p target
     ensure_test_venv
     ensure_node_sdks

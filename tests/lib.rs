@@ -31,7 +31,8 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-/// The MySQL server the tests use (no database name); root can create databases.
+/// The MySQL server the tests use (no database name), as a user who can create databases and
+/// users: `infra/dev.sh test` gives its development user (`evtrack_dev`).
 pub fn database_server_url() -> String {
     std::env::var("EVTRACK_TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
