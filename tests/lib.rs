@@ -94,6 +94,12 @@ impl TestDb {
         Self { name, url, store, pool, users: std::sync::Mutex::new(None) }
     }
 
+    /// The database user `function_users` made for `function`.
+    pub fn user_of(&self, function: &str) -> String {
+        let prefix = self.users.lock().expect("lock").clone().expect("function_users ran");
+        evtrack::store::grants::user_name(&prefix, function)
+    }
+
     /// Creates a database user per function with exactly the grants `evtrack db grants`
     /// prints for this database, and returns their URLs.
     pub async fn function_users(&self) -> FunctionUsers {

@@ -184,6 +184,13 @@ async fn a_write_key_cannot_block_erasure_or_cleanup_with_100k_linked_ids_and_10
     assert_eq!(app.db.count("aliases WHERE alias = 'one-more-device'").await, 0);
     assert_eq!(app.db.count("events WHERE message_id IN ('known-link', 'new-link', 'own')").await, 3);
 
+    // The export of all of it streams to its end.
+    let started = Instant::now();
+    let lines = export(&app, "big-user").await;
+    let export_time = started.elapsed();
+    assert_eq!(lines[1]["ids"].as_array().map(Vec::len), Some(100_000));
+    assert_eq!(lines.last().expect("end line")["events"], 2_003, "complete, not cut");
+
     let started = Instant::now();
     let requested = request_erasure(&app, "big-user").await;
     let request_time = started.elapsed();
@@ -214,7 +221,8 @@ async fn a_write_key_cannot_block_erasure_or_cleanup_with_100k_linked_ids_and_10
     assert_eq!(rows, 2_003 + 100_000 + 1, "events, links, the profile");
     assert!(chunks <= 100_001u64.div_ceil(500) + rows.div_ceil(5_000) + 2, "{chunks} chunks");
     println!(
-        "erasure of 100,001 ids: request {:.1} s, cleanup {:.1} s in {chunks} chunks",
+        "100,001 ids: export {:.1} s, erasure request {:.1} s, cleanup {:.1} s in {chunks} chunks",
+        export_time.as_secs_f64(),
         request_time.as_secs_f64(),
         cleanup_time.as_secs_f64()
     );

@@ -363,3 +363,43 @@ async fn a_future_slot_is_refused_and_cut_offs_never_pass_now() {
     assert_eq!(step_rows(&outcome, "purge_deleted_events").0, 0);
     assert_eq!(app.db.count("events WHERE message_id = 'kept'").await, 1, "not purged before its grace ended");
 }
+
+#[tokio::test]
+async fn a_failed_cleanup_step_does_not_keep_the_later_steps_from_running_and_its_retry_runs_only_it() {
+    let app = TestApp::new().await;
+    // Past their retention at the slot: a rejected event (its step will fail) and an audit
+    // record (a later step).
+    app.db
+        .execute(
+            "INSERT INTO rejected_events (uid, project_id, queue_message_id, item_index, reason, raw, created_at)
+             VALUES (UNHEX(REPLACE(UUID(), '-', '')), NULL, 'old', -1, 'old', 'raw', '2025-01-01')",
+        )
+        .await;
+    app.db
+        .execute(
+            "INSERT INTO audit_log (uid, actor_key_uid, action, status, request_id, created_at)
+             VALUES (UNHEX(REPLACE(UUID(), '-', '')), UNHEX(REPLACE(UUID(), '-', '')), 'test.old', 200, 'r', '2025-01-01')",
+        )
+        .await;
+    // The cleanup user loses its right to prune rejected events.
+    let (database, cleanup) = (app.db.name.clone(), app.db.user_of("cleanup"));
+    app.db.execute(&format!("REVOKE DELETE ON `{database}`.`rejected_events` FROM '{cleanup}'@'%'")).await;
+    let slot = json!({"slot": "2026-11-30T10:00:00Z"});
+    let failed = app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&slot))).await;
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{}", failed.json);
+    let runs = app.send(api_request("GET", "/v1/jobs/cleanup/runs", &app.admin, None)).await;
+    let steps = runs.json["data"][0]["steps"].as_array().expect("steps").clone();
+    let done: Vec<(&str, bool)> =
+        steps.iter().map(|step| (step["name"].as_str().expect("name"), step["done"] == true)).collect();
+    assert!(done.contains(&("prune_rejected_events", false)), "{done:?}");
+    assert!(done.contains(&("prune_audit_log", true)), "the later steps ran: {done:?}");
+    assert_eq!(app.db.count("audit_log WHERE action = 'test.old'").await, 0);
+    assert_eq!(app.db.count("rejected_events").await, 1);
+
+    // Given the right back, the retry of the slot runs the failed step only.
+    app.db.execute(&format!("GRANT DELETE ON `{database}`.`rejected_events` TO '{cleanup}'@'%'")).await;
+    let retried = run_cleanup(&app, "2026-11-30T10:00:00Z").await;
+    assert_eq!(app.db.count("rejected_events").await, 0);
+    let before = json!({"run": runs.json["data"][0]});
+    assert_eq!(step_rows(&retried, "prune_audit_log"), step_rows(&before, "prune_audit_log"), "not run again");
+}
