@@ -474,10 +474,27 @@ pub struct StackProcess {
 
 impl StackProcess {
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
-        use std::io::{BufRead, BufReader};
         let name = format!("evtrack_test_up_{}", Uuid::now_v7().simple());
+        Self::launch(&name, extra_env, None)
+    }
+
+    /// Stops the stack (Ctrl-C) and starts it again on the same database, with other
+    /// settings (as an operator does after changing one); its keys stay.
+    pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
+        let (exit, _) = self.interrupt();
+        assert!(exit.success(), "evtrack up stopped cleanly");
+        let name: String =
+            self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()).expect("name").into();
+        let next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));
+        // The stopped process's value goes without its `Drop`, which would drop the database.
+        std::fs::remove_file(&self.log_path).ok();
+        std::mem::forget(std::mem::replace(self, next));
+    }
+
+    fn launch(name: &str, extra_env: &[(&str, &str)], keys: Option<(String, String)>) -> Self {
+        use std::io::{BufRead, BufReader};
         let database_url = format!("{}/{name}?prefer_socket=false", database_server_url());
-        let log_path = std::env::temp_dir().join(format!("{name}.log"));
+        let log_path = std::env::temp_dir().join(format!("{name}-{}.log", &Uuid::now_v7().simple().to_string()[20..]));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = std::process::Command::new(workspace_binary("evtrack"));
         command
@@ -513,15 +530,12 @@ impl StackProcess {
             }
         }
         let output = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-        Self {
-            child,
-            address: address.expect("address"),
-            key: key.expect("key"),
-            admin_key: admin_key.expect("admin key"),
-            database_url,
-            log_path,
-            output: Some(output),
-        }
+        // Keys are printed on the first start only.
+        let (key, admin_key) = match keys {
+            Some(keys) => keys,
+            None => (key.expect("key"), admin_key.expect("admin key")),
+        };
+        Self { child, address: address.expect("address"), key, admin_key, database_url, log_path, output: Some(output) }
     }
 
     pub fn pid(&self) -> u32 {

@@ -32,6 +32,7 @@ GRANT SELECT ON `evtrack`.`job_runs` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`job_steps` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`signing_keys` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`audit_log` TO 'evtrack_api'@'%';
+GRANT SELECT ON `evtrack`.`rejected_events` TO 'evtrack_api'@'%';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_runs` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_steps` TO 'evtrack_cleanup'@'%';

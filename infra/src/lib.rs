@@ -1,5 +1,6 @@
 //! The `evtrack` command line: the local stack (`up`) and operator tasks.
 
 pub mod commands;
+pub mod rejected;
 pub mod stack;
 pub mod toolbox;

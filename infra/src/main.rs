@@ -36,6 +36,9 @@ enum Command {
     /// Database users, one per function, with least privilege (MySQL, MariaDB, RDS).
     #[command(subcommand)]
     Db(DbCommand),
+    /// The quarantine: events requests held that could not be stored, kept with the reason.
+    #[command(subcommand)]
+    Rejected(RejectedCommand),
     /// Write everything held about a user to a file, as NDJSON (GDPR access).
     Export {
         #[arg(long)]
@@ -45,6 +48,56 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RejectedCommand {
+    /// List a project's rejected events, newest first.
+    List {
+        #[arg(long)]
+        project: Uuid,
+        #[command(flatten)]
+        filter: RejectedArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a project's rejected events back through ingest (after a fix), as their requests
+    /// sent them; replayed ones leave the quarantine, those refused again are kept anew.
+    Replay {
+        #[arg(long)]
+        project: Uuid,
+        #[command(flatten)]
+        filter: RejectedArgs,
+        /// Ingest's base URL (the stack's, or the HTTP API's on AWS).
+        #[arg(long)]
+        url: String,
+        /// A write key of the project.
+        #[arg(long, env = "EVTRACK_WRITE_KEY", hide_env_values = true)]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RejectedArgs {
+    /// Only this reason code (invalid_value, event_too_large, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only those recorded at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only those recorded before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RejectedArgs {
+    fn filter(self) -> evtrack::store::RejectedFilter {
+        evtrack_cli::rejected::filter(self.reason, self.since, self.until)
+    }
 }
 
 #[derive(Subcommand)]
@@ -163,6 +216,12 @@ async fn main() -> ExitCode {
         Command::Db(DbCommand::Grants { database }) => commands::print_grants(&database),
         Command::Db(DbCommand::Users { database, host, port }) => commands::print_users(&database, &host, port),
         Command::Export { project, user, output } => commands::export_user(&config, project, &user, &output).await,
+        Command::Rejected(RejectedCommand::List { project, filter, limit, json }) => {
+            evtrack_cli::rejected::list(&config, project, filter.filter(), limit, json).await
+        }
+        Command::Rejected(RejectedCommand::Replay { project, filter, url, key, json }) => {
+            evtrack_cli::rejected::replay(&config, project, filter.filter(), &url, &key, json).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -224,10 +224,12 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeS
     let mut all = Vec::new();
     for request in 0..events / EVENTS_PER_REQUEST {
         let received_at = Utc::now();
-        let payload = wire::parse(Shape::SegmentBatch, &batch_body(&run, request), &limits).expect("parses");
-        let events = payload.normalise(received_at, &limits).expect("valid");
-        let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0") };
-        all.extend(pack(&receipt, &events, limits.max_queue_message_bytes, seal).expect("fits"));
+        let body = batch_body(&run, request);
+        let payload = wire::parse(Shape::SegmentBatch, &body, &limits).expect("parses");
+        let normalised = payload.normalise(&body, received_at, &limits);
+        assert!(normalised.quarantined.is_empty(), "valid");
+        let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0"), source: "segment" };
+        all.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits"));
     }
     all
 }

@@ -236,9 +236,13 @@ async fn limits_are_enforced_and_named() {
 
     let big_event =
         json!({"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"blob": "x".repeat(33_000)}}]});
+    // One event over its limit is quarantined (cut to the limit), not the request refused.
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &big_event)).await;
-    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("event_too_large")));
-    assert!(reply.json["message"].as_str().unwrap_or_default().contains("32768"), "{}", reply.json);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let quarantined = &reply.json["rejected"]["events"][0];
+    assert_eq!(quarantined["code"], "event_too_large", "{}", reply.json);
+    assert!(quarantined["message"].as_str().unwrap_or_default().contains("32768"), "{}", reply.json);
+    assert_eq!(app.take_queued().await.len(), 1, "the quarantined event is queued to be kept");
 
     let events: Vec<Value> = (0..40)
         .map(|i| json!({"type": "track", "event": "E", "userId": "u", "messageId": i.to_string(), "properties": {"blob": "y".repeat(15_000)}}))
@@ -281,7 +285,7 @@ async fn a_bad_header_key_is_refused_before_the_body_is_read() {
 }
 
 #[tokio::test]
-async fn hostile_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
+async fn hostile_input_is_refused_or_quarantined_naming_the_problem_and_stores_no_event() {
     let app = TestApp::new().await;
     let track = |extra: Value| {
         let mut event = json!({"type": "track", "event": "E", "userId": "u"});
@@ -296,32 +300,119 @@ async fn hostile_input_gets_a_4xx_naming_the_problem_and_changes_nothing() {
         deep_object = json!({"a": deep_object});
     }
     let many_properties: serde_json::Map<String, Value> = (0..10_000).map(|i| (format!("p{i}"), json!(i))).collect();
+    // A request that cannot be read is refused whole (its code); an event that cannot be
+    // accepted is quarantined ("quarantined": 200, kept with its reason).
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("invalid UTF-8", b"{\"batch\":[{\"type\":\"track\",\"event\":\"\xff\xfe\"}]}".to_vec(), "invalid_json"),
         ("truncated JSON", b"{\"batch\":[{\"type\":".to_vec(), "invalid_json"),
         ("empty body", Vec::new(), "invalid_json"),
-        ("deep nesting", format!("{{\"batch\":[{{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{{\"a\":{deep}}}}}]}}").into_bytes(), "invalid_event"),
-        ("nesting the database refuses", track(json!({"properties": deep_object})), "invalid_event"),
-        ("huge number", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{\"n\":1e400}}]}".to_vec(), "invalid_event"),
-        ("NUL in an id", track(json!({"userId": "a\u{0}b"})), "invalid_event"),
-        ("newline in an id (log injection)", track(json!({"userId": "u\n2024-01-01 INFO forged"})), "invalid_event"),
-        ("absurd timestamp", track(json!({"timestamp": "99999-01-01T00:00:00Z"})), "invalid_event"),
-        ("year 1", track(json!({"timestamp": "0001-01-01T00:00:00Z"})), "invalid_event"),
-        ("unknown type", b"{\"batch\":[{\"type\":\"drop table\",\"userId\":\"u\"}]}".to_vec(), "invalid_event"),
-        ("no user", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\"}]}".to_vec(), "invalid_event"),
-        ("properties not an object", track(json!({"properties": [1, 2]})), "invalid_event"),
+        ("deep nesting", format!("{{\"batch\":[{{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{{\"a\":{deep}}}}}]}}").into_bytes(), "quarantined"),
+        ("nesting the database refuses", track(json!({"properties": deep_object})), "quarantined"),
+        ("huge number", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{\"n\":1e400}}]}".to_vec(), "quarantined"),
+        ("NUL in an id", track(json!({"userId": "a\u{0}b"})), "quarantined"),
+        ("newline in an id (log injection)", track(json!({"userId": "u\n2024-01-01 INFO forged"})), "quarantined"),
+        ("absurd timestamp", track(json!({"timestamp": "99999-01-01T00:00:00Z"})), "quarantined"),
+        ("year 1", track(json!({"timestamp": "0001-01-01T00:00:00Z"})), "quarantined"),
+        ("unknown type", b"{\"batch\":[{\"type\":\"drop table\",\"userId\":\"u\"}]}".to_vec(), "quarantined"),
+        ("no user", b"{\"batch\":[{\"type\":\"track\",\"event\":\"E\"}]}".to_vec(), "quarantined"),
+        ("properties not an object", track(json!({"properties": [1, 2]})), "quarantined"),
         ("batch not an array", b"{\"batch\":{}}".to_vec(), "invalid_json"),
-        ("10k properties", track(json!({"properties": many_properties})), "event_too_large"),
-        ("long user id", track(json!({"userId": "u".repeat(300)})), "invalid_event"),
+        ("10k properties", track(json!({"properties": many_properties})), "quarantined"),
+        ("long user id", track(json!({"userId": "u".repeat(300)})), "quarantined"),
     ];
+    let mut quarantined = 0;
     for (name, body, code) in cases {
         let reply = app.send(post_bytes("/v1/batch", Some(&app.key), "application/json", None, body)).await;
-        assert!(reply.status.is_client_error(), "{name}: {} {}", reply.status, reply.json);
-        assert_eq!(reply.json["code"], code, "{name}: {}", reply.json);
-        assert!(!reply.json["message"].as_str().unwrap_or_default().is_empty(), "{name}");
+        if code == "quarantined" {
+            quarantined += 1;
+            assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.json);
+            assert_eq!(reply.json["rejected"]["count"], 1, "{name}: {}", reply.json);
+            let event = &reply.json["rejected"]["events"][0];
+            assert!(!event["message"].as_str().unwrap_or_default().is_empty(), "{name}: {}", reply.json);
+            assert!(!event["code"].as_str().unwrap_or_default().is_empty(), "{name}: {}", reply.json);
+        } else {
+            assert!(reply.status.is_client_error(), "{name}: {} {}", reply.status, reply.json);
+            assert_eq!(reply.json["code"], code, "{name}: {}", reply.json);
+            assert!(!reply.json["message"].as_str().unwrap_or_default().is_empty(), "{name}");
+        }
     }
-    assert!(app.take_queued().await.is_empty(), "nothing was queued");
-    assert_eq!(app.db.count("events").await, 0);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 0, "no event was stored");
+    assert_eq!(app.db.count("rejected_events WHERE source = 'segment'").await, quarantined, "every one kept");
+}
+
+#[tokio::test]
+async fn one_bad_event_does_not_lose_its_batch_it_is_quarantined_listed_and_named_in_the_answer() {
+    let app = TestApp::new().await;
+    // 99 valid events and one whose name holds a newline, as the issue found it.
+    let mut batch: Vec<Value> = (0..100)
+        .map(|i| json!({"type": "track", "event": "Viewed", "userId": format!("u{i}"), "messageId": format!("m-{i}")}))
+        .collect();
+    batch[57]["event"] = json!("Viewed\nforged log line");
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &json!({"batch": batch}))).await;
+    assert_eq!(reply.status, StatusCode::OK, "what every SDK expects: {}", reply.json);
+    assert_eq!(reply.json["success"], true);
+    assert_eq!(reply.json["rejected"]["count"], 1);
+    assert_eq!(reply.json["rejected"]["events"][0]["index"], 57);
+    assert_eq!(reply.json["rejected"]["events"][0]["code"], "invalid_value");
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 99, "the good events are stored");
+    let kept: Vec<(String, String, Option<String>, i32)> =
+        app.db.query("SELECT reason_code, CONVERT(raw USING utf8mb4), source, item_index FROM rejected_events").await;
+    assert_eq!(kept.len(), 1);
+    let (code, raw, source, index) = &kept[0];
+    assert_eq!((code.as_str(), source.as_deref(), *index), ("invalid_value", Some("segment"), 57));
+    let sent: Value = serde_json::from_str(raw).expect("kept as sent, JSON");
+    assert_eq!(sent, batch[57]);
+    assert_eq!(app.db.count("rejected_events WHERE received_at IS NOT NULL").await, 1);
+
+    // A single-event route answers 400 for its one event, and keeps it too.
+    let bad = json!({"userId": "u", "event": "line\nbreak", "messageId": "single"});
+    let reply = app.send(post_json("/v1/track", Some(&app.key), &bad)).await;
+    assert_eq!((reply.status, reply.json["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_event")));
+    // PostHog's batch: 200 with {"status": 1}, the bad event named.
+    let posthog = json!({"api_key": app.key, "batch": [
+        {"event": "ok", "distinct_id": "d1"},
+        {"event": "no one to attribute it to"},
+    ]});
+    let reply = app.send(post_json("/batch/", None, &posthog)).await;
+    assert_eq!((reply.status, reply.json["status"].as_i64()), (StatusCode::OK, Some(1)), "{}", reply.json);
+    assert_eq!(reply.json["rejected"]["events"][0]["index"], 1, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    let sources: Vec<String> = app.db.query("SELECT source FROM rejected_events ORDER BY id").await;
+    assert_eq!(sources, ["segment", "segment:track", "posthog"]);
+
+    // Listed for the project: by a read key of the project, or an admin key with ?project=.
+    let project = app.project;
+    let read = app
+        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "read", "project": project}))))
+        .await
+        .json["key"]
+        .as_str()
+        .expect("read key")
+        .to_string();
+    let listed = app.send(api_request("GET", "/v1/rejected-events", &read, None)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.json);
+    let codes: Vec<&str> =
+        listed.json["data"].as_array().expect("data").iter().map(|e| e["code"].as_str().expect("code")).collect();
+    assert_eq!(codes.len(), 3, "{}", listed.json);
+    let by_reason = format!("/v1/rejected-events?project={project}&reason=invalid_value&limit=1");
+    let page = app.send(api_request("GET", &by_reason, &app.admin, None)).await;
+    assert_eq!(page.json["data"].as_array().map(Vec::len), Some(1), "{}", page.json);
+    assert!(page.json["next_cursor"].is_string(), "{}", page.json);
+    let none = format!("/v1/rejected-events?project={project}&from=2099-01-01T00:00:00Z");
+    assert_eq!(app.send(api_request("GET", &none, &app.admin, None)).await.json["data"], json!([]));
+    // Another project's read key sees its own (none).
+    let other = app.send(api_request("POST", "/v1/projects", &app.admin, Some(&json!({"name": "other"})))).await;
+    let other_read = app
+        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "read", "project": other.json["id"]}))))
+        .await
+        .json["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let theirs = app.send(api_request("GET", "/v1/rejected-events", &other_read, None)).await;
+    assert_eq!(theirs.json["data"], json!([]), "{}", theirs.json);
 }
 
 #[tokio::test]

@@ -278,3 +278,68 @@ async fn no_plaintext_key_reaches_the_logs() {
         assert!(!stdout.iter().any(|line| line.contains(secret.as_str())), "a key was printed after start-up");
     }
 }
+
+/// The quarantine end to end: an event over the size limit is kept (its request answered
+/// 200), listed with `evtrack rejected list`, and replayed with `evtrack rejected replay`
+/// once the limit is raised — then it is a stored event, and the quarantine is empty.
+#[tokio::test]
+async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_once() {
+    let mut stack = StackProcess::start(&[("EVTRACK_MAX_EVENT_BYTES", "1000")]);
+    let http = reqwest::Client::new();
+    let big = json!({"type": "track", "event": "Big", "userId": "u", "messageId": "big-1",
+                     "properties": {"blob": "b".repeat(3000)}});
+    let small = json!({"type": "track", "event": "Small", "userId": "u", "messageId": "small-1"});
+    let response = http
+        .post(format!("{}/v1/batch", stack.address))
+        .basic_auth(&stack.key, Some(""))
+        .json(&json!({"batch": [small, big]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(answer["rejected"]["events"][0]["code"], "event_too_large", "{answer}");
+    let wait = Duration::from_secs(20);
+    assert_eq!(stack.wait_for_count("SELECT COUNT(*) FROM events", 1, wait).await, 1);
+    assert_eq!(stack.wait_for_count("SELECT COUNT(*) FROM rejected_events", 1, wait).await, 1);
+
+    assert_eq!(stack.count("SELECT COUNT(*) FROM projects").await, 1);
+    let pool = mysql_async::Pool::new(stack.database_url.as_str());
+    let mut conn = pool.get_conn().await.expect("connection");
+    let uid: Option<Vec<u8>> =
+        mysql_async::prelude::Queryable::query_first(&mut conn, "SELECT uid FROM projects").await.expect("uid");
+    drop(conn);
+    pool.disconnect().await.ok();
+    let project = uuid::Uuid::from_slice(&uid.expect("project")).expect("uuid").to_string();
+    let database_url = stack.database_url.clone();
+    let evtrack = |args: &[&str]| {
+        let output = std::process::Command::new(workspace_binary("evtrack"))
+            .args(args.iter().map(|arg| arg.replace("{project}", &project)))
+            .env("EVTRACK_DATABASE_URL", &database_url)
+            .output()
+            .expect("evtrack runs");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&evtrack(&["rejected", "list", "--project", "{project}", "--json"])).expect("JSON");
+    assert_eq!(listed[0]["code"], "event_too_large", "{listed}");
+    assert_eq!(listed[0]["source"], "segment");
+
+    // The fix: a larger limit. Then the replay, through ingest as a client would send it.
+    stack.restart(&[("EVTRACK_MAX_EVENT_BYTES", "32768")]);
+    let url = stack.address.clone();
+    let key = stack.key.clone();
+    let replayed = evtrack(&["rejected", "replay", "--project", "{project}", "--url", &url, "--key", &key, "--json"]);
+    let replayed: serde_json::Value = serde_json::from_str(replayed.trim()).expect("JSON");
+    assert_eq!((replayed["accepted"].as_u64(), replayed["rejected_again"].as_u64()), (Some(1), Some(0)));
+    let stored = stack.wait_for_count("SELECT COUNT(*) FROM events WHERE message_id = 'big-1'", 1, wait).await;
+    assert_eq!(stored, 1);
+    assert_eq!(stack.count("SELECT COUNT(*) FROM rejected_events").await, 0, "the quarantine is empty");
+    // A second replay finds nothing; the events stay stored once.
+    let again = evtrack(&["rejected", "replay", "--project", "{project}", "--url", &url, "--key", &key, "--json"]);
+    assert!(again.contains("\"accepted\":0"), "{again}");
+    let (exit, _) = stack.interrupt();
+    assert!(exit.success());
+    assert_eq!(stack.count("SELECT COUNT(*) FROM events").await, 2);
+}

@@ -2,14 +2,16 @@
 //! with `?project=`), their soft delete and restore (admin), GDPR erasure and export (admin).
 
 use crate::export::user_export;
-use crate::extract::{Admin, Managing, OnProject, Reading, Reply, id};
+use crate::extract::{Admin, ListQuery, Managing, OnProject, Reading, Reply, id};
+use crate::pages::Page;
 use crate::{Api, Failure};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use evtrack::event::MAX_ID_CHARS;
 use evtrack::http::ListedRouter;
+use evtrack::store::RejectedFilter;
 use futures::TryStreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
@@ -27,6 +29,32 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::POST, "/v1/users/{user_id}/restore", restore_user)
         .on(Method::GET, "/v1/users/{user_id}/export", export_user)
         .on(Method::GET, "/v1/erasures/{id}", get_erasure)
+        .on(Method::GET, "/v1/rejected-events", list_rejected)
+}
+
+/// The quarantine: events a request held that could not be stored, as sent, with the reason;
+/// newest first, filtered by `reason` (a code) and `from`/`to` (when recorded, RFC 3339).
+async fn list_rejected(State(api): State<Arc<Api>>, OnProject(project): Reading, RawQuery(query): RawQuery) -> Reply {
+    let query = ListQuery::parse(query.as_deref())?;
+    let time = |name: &str, value: Option<&str>| {
+        value
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|at| at.with_timezone(&chrono::Utc))
+                    .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time")))
+            })
+            .transpose()
+    };
+    let filter = RejectedFilter {
+        code: query.reason.clone(),
+        from: time("from", query.from.as_deref())?,
+        to: time("to", query.to.as_deref())?,
+    };
+    // A cursor belongs to its project and filter.
+    let list = format!("rejected:{}:{:?}", project.0, (&query.reason, &query.from, &query.to));
+    let page = Page::from_query(&api, list, query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let rejected = api.store.rejected_events(project, &filter, page.after, page.fetch()).await?;
+    Ok(Json(page.of(&api, rejected, |event| event.id).await?).into_response())
 }
 
 async fn get_event(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(uid): Path<String>) -> Reply {

@@ -39,6 +39,10 @@ pub struct ListQuery {
     pub(crate) cursor: Option<String>,
     pub(crate) project: Option<String>,
     pub(crate) deleted: Option<String>,
+    /// Filters of `GET /v1/rejected-events`.
+    pub(crate) reason: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
 }
 
 impl ListQuery {
@@ -50,6 +54,9 @@ impl ListQuery {
                 "cursor" => &mut parsed.cursor,
                 "project" => &mut parsed.project,
                 "deleted" => &mut parsed.deleted,
+                "reason" => &mut parsed.reason,
+                "from" => &mut parsed.from,
+                "to" => &mut parsed.to,
                 // Unknown parameters are ignored, as most APIs do (cache busters and the like).
                 _ => continue,
             };

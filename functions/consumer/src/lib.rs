@@ -217,40 +217,62 @@ impl Consumer {
         message: &QueueMessage<'a>,
         rejections: &mut Vec<Rejection>,
     ) -> Result<Option<Decoded<'a>>, StoreError> {
-        let reject = |rejections: &mut Vec<Rejection>, project, index: i32, reason: String, raw: &[u8]| {
-            tracing::warn!(message_id = message.id, index, reason = %reason, "rejected");
+        let reject = |rejections: &mut Vec<Rejection>, project, index: i32, code: &str, reason: String, raw: &[u8]| {
+            tracing::warn!(message_id = message.id, index, code, reason = %reason, "rejected");
             rejections.push(Rejection {
                 project,
                 queue_message_id: message.id.to_string(),
                 item_index: index,
+                code: code.to_string(),
                 reason,
                 raw: raw.to_vec(),
+                source: None,
+                received_at: None,
             });
         };
         let Some(body) = message.body else {
-            reject(rejections, None, -1, "message has no body".into(), b"");
+            reject(rejections, None, -1, "no_body", "message has no body".into(), b"");
             return Ok(None);
         };
+        // Not sealed by ingest: nothing in it is trusted, not even the project it names.
         let envelope = match Envelope::open(body, &self.seal) {
             Ok(envelope) => envelope,
-            Err(reason) => {
-                reject(rejections, None, -1, reason, body.as_bytes());
+            Err(err) => {
+                reject(rejections, None, -1, err.code(), err.to_string(), body.as_bytes());
                 return Ok(None);
             }
         };
         let Some(project) = self.project_id(envelope.project).await? else {
-            reject(rejections, None, -1, format!("unknown project {}", envelope.project), body.as_bytes());
+            let reason = format!("unknown project {}", envelope.project);
+            reject(rejections, None, -1, "unknown_project", reason, body.as_bytes());
             return Ok(None);
         };
         let mut events = Vec::with_capacity(envelope.events.len());
         for (index, raw) in envelope.events.iter().enumerate() {
             let checked = serde_json::from_str::<Event>(raw.get())
-                .map_err(|err| format!("undecodable event: {err}"))
-                .and_then(|event| event.validate().map(|()| event).map_err(|p| format!("invalid event: {p}")));
+                .map_err(|err| ("undecodable_event", format!("undecodable event: {err}")))
+                .and_then(|event| {
+                    event.validate().map(|()| event).map_err(|p| ("invalid_event", format!("invalid event: {p}")))
+                });
             match checked {
                 Ok(event) => events.push((index, event)),
-                Err(reason) => reject(rejections, Some(project), index as i32, reason, raw.get().as_bytes()),
+                Err((code, reason)) => {
+                    reject(rejections, Some(project), index as i32, code, reason, raw.get().as_bytes())
+                }
             }
+        }
+        // Quarantined by ingest: kept as sent, with the request's format and time.
+        for quarantined in &envelope.rejected {
+            rejections.push(Rejection {
+                project: Some(project),
+                queue_message_id: message.id.to_string(),
+                item_index: i32::try_from(quarantined.index).unwrap_or(i32::MAX),
+                code: quarantined.code.clone(),
+                reason: quarantined.message.clone(),
+                raw: quarantined.raw.as_bytes().to_vec(),
+                source: envelope.source.clone(),
+                received_at: Some(envelope.received_at),
+            });
         }
         Ok(Some(Decoded { id: message.id, project, envelope, events }))
     }
@@ -290,8 +312,11 @@ impl Consumer {
                         project: Some(message.project),
                         queue_message_id: message.id.to_string(),
                         item_index: *index as i32,
+                        code: "refused_by_database".into(),
                         reason: err.to_string(),
                         raw: serde_json::to_vec(event).unwrap_or_default(),
+                        source: None,
+                        received_at: Some(message.envelope.received_at),
                     }),
                 }
             }

@@ -3,6 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use evtrack::event::body::BodyError;
+use evtrack::event::quarantine::QuarantinedEvent;
 use evtrack::event::wire::WireError;
 use evtrack::http::ApiError;
 use evtrack::keys::{AccessDenied, VerifyError};
@@ -11,6 +12,13 @@ use evtrack::queue::QueueError;
 use evtrack::queue::envelope::TooLargeForQueue;
 use evtrack::store::StoreError;
 use http::StatusCode;
+
+/// A single-event route's one event, quarantined: 400 names why (the event is kept).
+pub fn quarantined(event: &QuarantinedEvent) -> Rejected {
+    let status = if event.code == "event_too_large" { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+    let code = if event.code == "event_too_large" { "event_too_large" } else { "invalid_event" };
+    Rejected(ApiError::new(status, code, format!("{} (kept as a rejected event)", event.message)))
+}
 
 pub fn request_too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", format!("request body exceeds {limit} bytes"))
@@ -50,8 +58,6 @@ impl From<WireError> for Rejected {
             WireError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             WireError::Shape(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             WireError::TooManyEvents { .. } => (StatusCode::BAD_REQUEST, "too_many_events"),
-            WireError::EventTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large"),
-            WireError::InvalidEvent { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
         };
         Rejected(ApiError::new(status, code, err.to_string()))
     }

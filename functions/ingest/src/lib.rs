@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use errors::Rejected;
 use evtrack::config::{Config, Limits};
-use evtrack::event::{body, wire, wire::Shape};
+use evtrack::event::quarantine::QuarantinedEvent;
+use evtrack::event::wire::{Normalised, Shape};
+use evtrack::event::{body, wire};
 use evtrack::http::client_ip;
 use evtrack::keys::{AccessDenied, KeyHashers, KeyVerifier, Scope, VerifyError};
 use evtrack::limits::RateLimiter;
@@ -33,6 +35,8 @@ pub struct Observed {
     pub bytes_in: usize,
     /// Events queued.
     pub events: usize,
+    /// The reason codes of the events quarantined.
+    pub quarantined: Vec<String>,
     pub queue_send: Option<Duration>,
 }
 
@@ -92,14 +96,15 @@ impl Ingest {
         // Write keys always belong to a project (`keys::access`).
         let project = access.project_uid.ok_or(VerifyError::Denied(AccessDenied::Unauthenticated))?;
         let received_at = Utc::now();
-        let events = payload.normalise(received_at, &self.limits)?;
-        if events.is_empty() {
-            return Ok(success(shape));
+        let Normalised { events, quarantined } = payload.normalise(&json, received_at, &self.limits);
+        if events.is_empty() && quarantined.is_empty() {
+            return Ok(success(shape, &[]));
         }
-        self.limiter.check(&access.key_uid.to_string(), events.len()).await?;
+        // Quarantined events are queued too: they count.
+        self.limiter.check(&access.key_uid.to_string(), events.len() + quarantined.len()).await?;
         let ip = client_ip(&parts.extensions).and_then(|ip| access.ip_policy.apply(ip)).map(|ip| ip.to_string());
-        let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref() };
-        let bodies = pack(&receipt, &events, self.limits.max_queue_message_bytes, &self.seal)?;
+        let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref(), source: shape.source() };
+        let bodies = pack(&receipt, &events, &quarantined, self.limits.max_queue_message_bytes, &self.seal)?;
         // lambda_http puts the invocation's X-Ray trace id in this header.
         let trace = header_text(HeaderName::from_static("x-amzn-trace-id"));
         let sending = Instant::now();
@@ -107,8 +112,13 @@ impl Ingest {
         observed.queue_send = Some(sending.elapsed());
         sent?;
         observed.events = events.len();
-        tracing::debug!(events = events.len(), project = %project, "events queued");
-        Ok(success(shape))
+        observed.quarantined = quarantined.iter().map(|event| event.code.clone()).collect();
+        tracing::debug!(events = events.len(), quarantined = quarantined.len(), project = %project, "events queued");
+        // A single-event route answers for its one event (it is kept all the same).
+        if let (Shape::SegmentSingle(_), Some(event)) = (shape, quarantined.first()) {
+            return Err(errors::quarantined(event));
+        }
+        Ok(success(shape, &quarantined))
     }
 
     fn request_limit(&self, shape: Shape) -> usize {
@@ -116,8 +126,22 @@ impl Ingest {
     }
 }
 
-/// Exactly 200: the Python SDKs treat any other 2xx as a failure and resend.
-fn success(shape: Shape) -> Response {
-    let body = if shape.is_posthog() { serde_json::json!({"status": 1}) } else { serde_json::json!({"success": true}) };
+/// Quarantined events named in an answer (the count is always whole).
+const QUARANTINED_NAMED: usize = 10;
+
+/// Exactly 200: the Python SDKs treat any other 2xx as a failure and resend. When events of
+/// the request were quarantined, `rejected` says how many and why (SDKs ignore it; a client
+/// that reads it learns what was not stored as an event).
+fn success(shape: Shape, quarantined: &[QuarantinedEvent]) -> Response {
+    let mut body =
+        if shape.is_posthog() { serde_json::json!({"status": 1}) } else { serde_json::json!({"success": true}) };
+    if !quarantined.is_empty() {
+        let named: Vec<_> = quarantined
+            .iter()
+            .take(QUARANTINED_NAMED)
+            .map(|event| serde_json::json!({"index": event.index, "code": event.code, "message": event.message}))
+            .collect();
+        body["rejected"] = serde_json::json!({"count": quarantined.len(), "events": named});
+    }
     (http::StatusCode::OK, axum::Json(body)).into_response()
 }

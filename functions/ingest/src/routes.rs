@@ -87,6 +87,15 @@ fn record(shape: Shape, outcome: &str, observed: &Observed) {
         line = line.metric("QueueSendLatency", sent.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
     }
     line.emit();
+    // Quarantined events by reason: one line per reason (a line has one value per dimension).
+    let mut reasons: Vec<&str> = observed.quarantined.iter().map(String::as_str).collect();
+    reasons.sort_unstable();
+    for chunk in reasons.chunk_by(|a, b| a == b) {
+        MetricLine::new("ingest")
+            .dimension("Reason", chunk[0])
+            .metric("EventsQuarantined", chunk.len() as f64, Unit::Count, &["Reason"])
+            .emit();
+    }
 }
 
 /// Browsers post from any site; no credentials, so `*` is safe here (and only here).

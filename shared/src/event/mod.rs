@@ -3,6 +3,7 @@
 //! transport encodings (gzip, form posts).
 
 pub mod body;
+pub mod quarantine;
 pub mod time;
 pub mod wire;
 

@@ -8,6 +8,7 @@
 
 use crate::config::{Config, Secret};
 use crate::event::Event;
+use crate::event::quarantine::QuarantinedEvent;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -54,24 +55,45 @@ impl EnvelopeSeal {
     }
 
     /// The envelope's JSON without its seal, if one of the keys sealed it.
-    fn open(&self, body: &str) -> Result<String, String> {
-        let unsealed_len = body.len().checked_sub(SEAL_BYTES + 1).ok_or("envelope is not sealed")?;
-        let (unsealed, seal) = body.split_at_checked(unsealed_len).ok_or("envelope is not sealed")?;
+    fn open(&self, body: &str) -> Result<String, EnvelopeError> {
+        let unsealed_len = body.len().checked_sub(SEAL_BYTES + 1).ok_or(EnvelopeError::Unsealed)?;
+        let (unsealed, seal) = body.split_at_checked(unsealed_len).ok_or(EnvelopeError::Unsealed)?;
         let tag = seal
             .strip_prefix(SEAL_PREFIX)
             .and_then(|rest| rest.strip_suffix("\"}"))
             .and_then(decode_hex)
-            .ok_or("envelope is not sealed")?;
+            .ok_or(EnvelopeError::Unsealed)?;
         let unsealed = format!("{unsealed}}}");
         let genuine = self.keys.iter().any(|key| {
             let mut mac = hmac(key.expose());
             mac.update(unsealed.as_bytes());
             mac.verify_slice(&tag).is_ok()
         });
-        if genuine {
-            Ok(unsealed)
-        } else {
-            Err("envelope seal does not verify: not queued by this deployment's ingest".into())
+        if genuine { Ok(unsealed) } else { Err(EnvelopeError::Forged) }
+    }
+}
+
+/// Why a queue message is no envelope to store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is not sealed")]
+    Unsealed,
+    #[error("envelope seal does not verify: not queued by this deployment's ingest")]
+    Forged,
+    #[error("undecodable envelope: {0}")]
+    Undecodable(String),
+    #[error("unsupported envelope version {0}")]
+    Version(u8),
+}
+
+impl EnvelopeError {
+    /// The reason's code in `rejected_events`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EnvelopeError::Unsealed => "unsealed_envelope",
+            EnvelopeError::Forged => "forged_envelope",
+            EnvelopeError::Undecodable(_) => "undecodable_envelope",
+            EnvelopeError::Version(_) => "unsupported_envelope",
         }
     }
 }
@@ -98,17 +120,24 @@ pub struct Envelope {
     pub received_at: DateTime<Utc>,
     #[serde(default)]
     pub ip: Option<String>,
+    /// The wire format the request came in (`segment`, `segment:<type>` for a single-event
+    /// route, `posthog`): what a replay of its quarantined events sends them back as.
+    #[serde(default)]
+    pub source: Option<String>,
     pub events: Vec<Box<RawValue>>,
+    /// Events of the request that could not be accepted, as sent.
+    #[serde(default)]
+    pub rejected: Vec<QuarantinedEvent>,
 }
 
 impl Envelope {
     /// The envelope of a queue message body, if `seal` sealed it.
-    pub fn open(body: &str, seal: &EnvelopeSeal) -> Result<Self, String> {
+    pub fn open(body: &str, seal: &EnvelopeSeal) -> Result<Self, EnvelopeError> {
         let unsealed = seal.open(body)?;
         let envelope: Envelope =
-            serde_json::from_str(&unsealed).map_err(|err| format!("undecodable envelope: {err}"))?;
+            serde_json::from_str(&unsealed).map_err(|err| EnvelopeError::Undecodable(err.to_string()))?;
         if envelope.v != ENVELOPE_VERSION {
-            return Err(format!("unsupported envelope version {}", envelope.v));
+            return Err(EnvelopeError::Version(envelope.v));
         }
         Ok(envelope)
     }
@@ -120,6 +149,8 @@ pub struct Receipt<'a> {
     pub key: Uuid,
     pub received_at: DateTime<Utc>,
     pub ip: Option<&'a str>,
+    /// `Shape::source`: the request's wire format.
+    pub source: &'a str,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,10 +160,12 @@ pub struct TooLargeForQueue {
     pub limit: usize,
 }
 
-/// Serialises `events` into as few sealed message bodies of at most `max_bytes` as they fit.
+/// Serialises `events`, then `quarantined`, into as few sealed message bodies of at most
+/// `max_bytes` as they fit (a body holds events or quarantined events, not both).
 pub fn pack(
     receipt: &Receipt<'_>,
     events: &[Event],
+    quarantined: &[QuarantinedEvent],
     max_bytes: usize,
     seal: &EnvelopeSeal,
 ) -> Result<Vec<String>, TooLargeForQueue> {
@@ -142,25 +175,38 @@ pub fn pack(
         "key": receipt.key,
         "received_at": receipt.received_at,
         "ip": receipt.ip,
+        "source": receipt.source,
     })
     .to_string();
-    // `{...,"ip":x}` becomes `{...,"ip":x,"events":[` + events + `]}`, then sealed.
-    let head = format!("{},\"events\":[", &head[..head.len() - 1]);
+    // `{...}` becomes `{...,"events":[` + events + `]}`, then sealed.
+    let open = &head[..head.len() - 1];
+    let mut bodies = pack_items(&format!("{open},\"events\":["), events, max_bytes, seal)?;
+    let quarantine_head = format!("{open},\"events\":[],\"rejected\":[");
+    bodies.extend(pack_items(&quarantine_head, quarantined, max_bytes, seal)?);
+    Ok(bodies)
+}
+
+/// `head` + as many of `items` as fit + `]}`, sealed, for as many bodies as it takes.
+fn pack_items<T: Serialize>(
+    head: &str,
+    items: &[T],
+    max_bytes: usize,
+    seal: &EnvelopeSeal,
+) -> Result<Vec<String>, TooLargeForQueue> {
     const TAIL: &str = "]}";
+    let limit = max_bytes;
     let max_bytes = max_bytes.saturating_sub(SEAL_BYTES);
     let mut bodies = Vec::new();
-    let mut body = head.clone();
+    let mut body = head.to_string();
     let mut in_body = 0;
-    for (index, event) in events.iter().enumerate() {
-        let json = sqs_safe(
-            serde_json::to_string(event).map_err(|_| TooLargeForQueue { index, limit: max_bytes + SEAL_BYTES })?,
-        );
+    for (index, item) in items.iter().enumerate() {
+        let json = sqs_safe(serde_json::to_string(item).map_err(|_| TooLargeForQueue { index, limit })?);
         if head.len() + json.len() + TAIL.len() > max_bytes {
-            return Err(TooLargeForQueue { index, limit: max_bytes + SEAL_BYTES });
+            return Err(TooLargeForQueue { index, limit });
         }
         if in_body > 0 && body.len() + 1 + json.len() + TAIL.len() > max_bytes {
             body.push_str(TAIL);
-            bodies.push(seal.seal(&std::mem::replace(&mut body, head.clone())));
+            bodies.push(seal.seal(&std::mem::replace(&mut body, head.to_string())));
             in_body = 0;
         }
         if in_body > 0 {
@@ -205,10 +251,15 @@ mod tests {
 
     #[test]
     fn packs_into_messages_within_the_limit_and_decodes_back() {
-        let receipt =
-            Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: Some("1.2.3.0") };
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: Some("1.2.3.0"),
+            source: "segment",
+        };
         let events: Vec<Event> = (0..100).map(event).collect();
-        let bodies = pack(&receipt, &events, 2048, &seal()).expect("fits");
+        let bodies = pack(&receipt, &events, &[], 2048, &seal()).expect("fits");
         assert!(bodies.len() > 1);
         let mut decoded = Vec::new();
         for body in &bodies {
@@ -226,11 +277,17 @@ mod tests {
 
     #[test]
     fn characters_sqs_refuses_are_escaped_and_mean_the_same() {
-        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source: "segment",
+        };
         let properties: crate::event::JsonText =
             serde_json::from_str("{\"s\":\"a\u{FFFF}b\u{FFFE}\"}").expect("valid JSON");
         let event = Event { properties: Some(properties), ..event(1) };
-        let bodies = pack(&receipt, &[event], 4096, &seal()).expect("fits");
+        let bodies = pack(&receipt, &[event], &[], 4096, &seal()).expect("fits");
         assert!(!bodies[0].contains(['\u{FFFE}', '\u{FFFF}']), "{}", bodies[0]);
         let envelope = Envelope::open(&bodies[0], &seal()).expect("opens");
         let decoded: Event = serde_json::from_str(envelope.events[0].get()).expect("event");
@@ -240,27 +297,68 @@ mod tests {
     }
 
     #[test]
+    fn quarantined_events_travel_in_bodies_of_their_own() {
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source: "posthog",
+        };
+        let reason = crate::event::wire::EventError::NotAnEvent;
+        let quarantined: Vec<QuarantinedEvent> =
+            (0..30).map(|n| QuarantinedEvent::new(n, &reason, &format!("[{n}, \"{}\"]", "q".repeat(100)))).collect();
+        let bodies = pack(&receipt, &[event(1)], &quarantined, 2048, &seal()).expect("fits");
+        assert!(bodies.len() > 2 && bodies.iter().all(|body| body.len() <= 2048));
+        let envelopes: Vec<Envelope> =
+            bodies.iter().map(|body| Envelope::open(body, &seal()).expect("opens")).collect();
+        assert_eq!((envelopes[0].events.len(), envelopes[0].rejected.len()), (1, 0));
+        let back: Vec<QuarantinedEvent> =
+            envelopes[1..].iter().flat_map(|envelope| envelope.rejected.clone()).collect();
+        assert_eq!(back, quarantined);
+        assert!(envelopes.iter().all(|envelope| envelope.source.as_deref() == Some("posthog")));
+    }
+
+    #[test]
     fn no_events_no_messages() {
-        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
-        assert_eq!(pack(&receipt, &[], 1024, &seal()), Ok(vec![]));
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source: "segment",
+        };
+        assert_eq!(pack(&receipt, &[], &[], 1024, &seal()), Ok(vec![]));
     }
 
     #[test]
     fn an_event_larger_than_a_message_is_refused() {
-        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
-        assert_eq!(pack(&receipt, &[event(1)], 100, &seal()), Err(TooLargeForQueue { index: 0, limit: 100 }));
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source: "segment",
+        };
+        assert_eq!(pack(&receipt, &[event(1)], &[], 100, &seal()), Err(TooLargeForQueue { index: 0, limit: 100 }));
     }
 
     #[test]
     fn a_message_not_sealed_by_ingest_is_refused_and_a_previous_pepper_still_opens() {
-        let receipt = Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None };
-        let body = pack(&receipt, &[event(1)], 4096, &seal()).expect("fits").remove(0);
+        let receipt = Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source: "segment",
+        };
+        let body = pack(&receipt, &[event(1)], &[], 4096, &seal()).expect("fits").remove(0);
         // Forged: unsealed, sealed by another key, or altered after sealing.
         let unsealed = body.split(",\"sig\":").next().expect("head").to_string() + "}";
-        let other_key = pack(&receipt, &[event(1)], 4096, &seal_with(&[b"attacker"])).expect("fits").remove(0);
+        let other_key = pack(&receipt, &[event(1)], &[], 4096, &seal_with(&[b"attacker"])).expect("fits").remove(0);
         let altered = body.replace(&receipt.project.to_string(), &Uuid::now_v7().to_string());
         for forged in [unsealed.as_str(), &other_key, &altered, "", "{}", &body[..body.len() - 3]] {
-            let err = Envelope::open(forged, &seal()).expect_err(forged);
+            let err = Envelope::open(forged, &seal()).expect_err(forged).to_string();
             assert!(err.contains("seal"), "{err}");
         }
         // After a pepper rotation, what the old pepper sealed still opens.
@@ -272,6 +370,6 @@ mod tests {
     fn other_versions_are_refused() {
         let unsealed = r#"{"v":1,"project":"0190a0e0-0000-7000-8000-000000000001","key":"0190a0e0-0000-7000-8000-000000000001","received_at":"2024-01-01T00:00:00Z","events":[]}"#;
         let err = Envelope::open(&seal().seal(unsealed), &seal()).expect_err("must fail");
-        assert!(err.contains("version 1"), "{err}");
+        assert_eq!(err, EnvelopeError::Version(1));
     }
 }

@@ -36,10 +36,17 @@ pub struct EventRow<'a> {
 pub struct Rejection {
     pub project: Option<ProjectId>,
     pub queue_message_id: String,
-    /// The event's position in its queue message, or -1 for the whole message.
+    /// The event's position in its queue message (for a quarantined event: in its request),
+    /// or -1 for the whole message.
     pub item_index: i32,
+    /// What went wrong, as rejected events are filtered and counted by (`invalid_value`, …).
+    pub code: String,
     pub reason: String,
     pub raw: Vec<u8>,
+    /// The request's wire format (`Shape::source`), when known: how a replay sends it.
+    pub source: Option<String>,
+    /// When ingest received the request, when known.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -432,7 +439,7 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
 }
 
 async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -> Result<u64, StoreError> {
-    let mut values = Vec::with_capacity(rejections.len() * 7);
+    let mut values = Vec::with_capacity(rejections.len() * 9);
     for rejection in rejections {
         let reason: String = rejection.reason.chars().take(1000).collect();
         values.extend([
@@ -440,11 +447,24 @@ async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -
             rejection.project.map_or(Value::NULL, |p| Value::from(p.0)),
             Value::from(rejection.queue_message_id.as_str()),
             Value::from(rejection.item_index),
+            Value::from(rejection.code.as_str()),
             Value::from(reason),
+            Value::from(rejection.source.as_deref()),
             Value::from(rejection.raw.as_slice()),
+            rejection.received_at.map_or(Value::NULL, time),
         ]);
     }
-    let columns = ["uid", "project_id", "queue_message_id", "item_index", "reason", "raw"];
+    let columns = [
+        "uid",
+        "project_id",
+        "queue_message_id",
+        "item_index",
+        "reason_code",
+        "reason",
+        "source",
+        "raw",
+        "received_at",
+    ];
     let sql = multi_row_insert(
         "rejected_events",
         &columns,

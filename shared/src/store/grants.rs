@@ -55,6 +55,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             // A cursor is signed with a new key when rotate-keys has not added one in time.
             ("signing_keys", "SELECT, INSERT"),
             ("audit_log", "SELECT, INSERT"),
+            // GET /v1/rejected-events.
+            ("rejected_events", "SELECT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data.

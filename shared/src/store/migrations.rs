@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0004_erasure_at_scale.sql"),
     },
     Migration { version: 5, name: "0005_audit_log", sql: include_str!("../../../migrations/0005_audit_log.sql") },
+    Migration { version: 6, name: "0006_quarantine", sql: include_str!("../../../migrations/0006_quarantine.sql") },
 ];
 
 impl Migration {

@@ -11,6 +11,7 @@ mod keys;
 mod links;
 pub mod migrations;
 mod projects;
+mod rejected;
 mod retention;
 mod signing;
 mod soft_delete;
@@ -25,6 +26,7 @@ pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunI
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};
 pub use projects::{Project, ProjectChanges};
+pub use rejected::{RejectedEvent, RejectedFilter};
 pub use retention::Prunable;
 pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;

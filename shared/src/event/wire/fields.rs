@@ -36,6 +36,26 @@ pub enum EventError {
     Timestamp(String),
     #[error(transparent)]
     Problem(#[from] EventProblem),
+    #[error("the event is {size} bytes; the limit is {limit} bytes per event")]
+    TooLarge { size: usize, limit: usize },
+}
+
+impl EventError {
+    /// The reason's code, as rejected events are filtered and counted by.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::Required(_) | EventError::AliasWithoutTarget => "missing_field",
+            EventError::NotString(_) | EventError::NotObject(_) | EventError::Json { .. } => "invalid_field",
+            EventError::Serialize(_) => "invalid_field",
+            EventError::InvalidJson(_) => "invalid_json",
+            EventError::NotAnEvent => "not_an_event",
+            EventError::TypeMismatch { .. } => "type_mismatch",
+            EventError::UnknownType(_) => "unknown_type",
+            EventError::Timestamp(_) => "invalid_timestamp",
+            EventError::Problem(_) => "invalid_value",
+            EventError::TooLarge { .. } => "event_too_large",
+        }
+    }
 }
 
 pub(super) fn generated_message_id() -> String {

@@ -2,11 +2,16 @@
 //! decoded into [`Event`]s. Parsing is split in two so that the write key can be checked
 //! before any event is looked at: [`parse`] finds the messages and the keys in the body,
 //! [`Payload::normalise`] turns the messages into events.
+//!
+//! A request is refused whole only when nothing of it can be trusted (not JSON, the wrong
+//! shape at the top, too many events); an event that cannot be accepted is quarantined
+//! instead: kept as it was sent, with the reason, while the rest of its request is stored.
 
 mod fields;
 mod posthog;
 mod segment;
 
+pub use super::quarantine::QuarantinedEvent;
 pub use fields::EventError;
 
 use super::time::parse_timestamp;
@@ -41,6 +46,28 @@ impl Shape {
     pub fn is_posthog(self) -> bool {
         matches!(self, Shape::PostHog)
     }
+
+    /// The shape's name as queue envelopes and rejected events keep it (`parse_source` reads it).
+    pub fn source(self) -> &'static str {
+        match self {
+            Shape::SegmentBatch => "segment",
+            Shape::SegmentSingle(EventType::Track) => "segment:track",
+            Shape::SegmentSingle(EventType::Identify) => "segment:identify",
+            Shape::SegmentSingle(EventType::Page) => "segment:page",
+            Shape::SegmentSingle(EventType::Screen) => "segment:screen",
+            Shape::SegmentSingle(EventType::Group) => "segment:group",
+            Shape::SegmentSingle(EventType::Alias) => "segment:alias",
+            Shape::PostHog => "posthog",
+        }
+    }
+
+    pub fn parse_source(source: &str) -> Option<Self> {
+        match source {
+            "segment" => Some(Shape::SegmentBatch),
+            "posthog" => Some(Shape::PostHog),
+            _ => source.strip_prefix("segment:").and_then(EventType::parse).map(Shape::SegmentSingle),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,17 +78,16 @@ pub enum WireError {
     Shape(String),
     #[error("batch has {count} events; the limit is {limit} per request")]
     TooManyEvents { count: usize, limit: usize },
-    #[error("event {index} is {size} bytes; the limit is {limit} bytes per event")]
-    EventTooLarge { index: usize, size: usize, limit: usize },
-    #[error("event {index}: {reason}")]
-    InvalidEvent { index: usize, reason: EventError },
 }
 
 /// A parsed body: its messages, not yet validated, and every key it carries.
 #[derive(Debug)]
 pub struct Payload {
     shape: Shape,
-    messages: Vec<Message>,
+    /// Each message with its index in the request and where its text lies in the body.
+    messages: Vec<(usize, Message, std::ops::Range<usize>)>,
+    /// Messages that are no event at all (not an object, too large).
+    quarantined: Vec<QuarantinedEvent>,
     batch: BatchFields,
     /// Distinct write keys found in the body, in the order found.
     pub body_keys: Vec<String>,
@@ -104,7 +130,13 @@ struct BatchBody<'a> {
 pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, WireError> {
     let text = std::str::from_utf8(json).map_err(|err| WireError::InvalidJson(format!("not UTF-8 ({err})")))?;
     let first = text.trim_start().as_bytes().first().copied();
-    let mut payload = Payload { shape, messages: Vec::new(), batch: BatchFields::default(), body_keys: Vec::new() };
+    let mut payload = Payload {
+        shape,
+        messages: Vec::new(),
+        quarantined: Vec::new(),
+        batch: BatchFields::default(),
+        body_keys: Vec::new(),
+    };
     let raw_messages: Vec<&RawValue> = match (shape, first) {
         (Shape::PostHog, Some(b'[')) => serde_json::from_str(text).map_err(invalid_json)?,
         (_, Some(b'{')) => {
@@ -146,18 +178,29 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
     }
     for (index, raw) in raw_messages.into_iter().enumerate() {
         let size = raw.get().len();
+        // Where the message lies in the body (a `RawValue` borrows its text from it).
+        let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+        let range = start..start + size;
         if size > limits.max_event_bytes {
-            return Err(WireError::EventTooLarge { index, size, limit: limits.max_event_bytes });
+            let reason = EventError::TooLarge { size, limit: limits.max_event_bytes };
+            payload.quarantined.push(QuarantinedEvent::new(index, &reason, raw.get()));
+            continue;
         }
         let message = match raw.get().trim_start().as_bytes().first() {
-            Some(b'{') => serde_json::from_str::<Message>(raw.get())
-                .map_err(|err| WireError::InvalidEvent { index, reason: EventError::InvalidJson(err.to_string()) })?,
-            _ => {
-                return Err(WireError::InvalidEvent { index, reason: EventError::NotAnEvent });
+            Some(b'{') => {
+                serde_json::from_str::<Message>(raw.get()).map_err(|err| EventError::InvalidJson(err.to_string()))
             }
+            _ => Err(EventError::NotAnEvent),
         };
-        payload.add_message_keys(&message);
-        payload.messages.push(message);
+        match message {
+            Ok(message) => {
+                payload.add_message_keys(&message);
+                payload.messages.push((index, message, range));
+            }
+            Err(reason) => {
+                payload.quarantined.push(QuarantinedEvent::new(index, &reason, raw.get()));
+            }
+        }
     }
     Ok(payload)
 }
@@ -167,12 +210,13 @@ fn invalid_json(err: serde_json::Error) -> WireError {
 }
 
 impl Payload {
+    /// Messages in the request (quarantined ones included).
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.messages.len() + self.quarantined.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.len() == 0
     }
 
     fn add_key(&mut self, value: &Value) {
@@ -204,24 +248,35 @@ impl Payload {
         }
     }
 
-    /// Turns every message into an event, or names the first one that cannot be accepted.
-    pub fn normalise(self, received_at: DateTime<Utc>, limits: &Limits) -> Result<Vec<Event>, WireError> {
-        let Payload { shape, messages, batch, .. } = self;
-        messages
-            .into_iter()
-            .enumerate()
-            .map(|(index, message)| {
-                let event = match shape {
-                    Shape::SegmentBatch => segment_event(message, None, &batch, received_at, limits),
-                    Shape::SegmentSingle(kind) => segment_event(message, Some(kind), &batch, received_at, limits),
-                    Shape::PostHog => posthog_event(message, &batch, received_at, limits),
-                };
-                event
-                    .and_then(|event| event.validate().map(|()| event).map_err(EventError::from))
-                    .map_err(|reason| WireError::InvalidEvent { index, reason })
-            })
-            .collect()
+    /// Turns every message into an event; those that cannot be accepted are quarantined,
+    /// with their text from `body` (the body `parse` was given).
+    pub fn normalise(self, body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Normalised {
+        let Payload { shape, messages, batch, mut quarantined, .. } = self;
+        let mut events = Vec::with_capacity(messages.len());
+        for (index, message, range) in messages {
+            let event = match shape {
+                Shape::SegmentBatch => segment_event(message, None, &batch, received_at, limits),
+                Shape::SegmentSingle(kind) => segment_event(message, Some(kind), &batch, received_at, limits),
+                Shape::PostHog => posthog_event(message, &batch, received_at, limits),
+            };
+            match event.and_then(|event| event.validate().map(|()| event).map_err(EventError::from)) {
+                Ok(event) => events.push(event),
+                Err(reason) => {
+                    let raw = body.get(range).map(String::from_utf8_lossy).unwrap_or_default();
+                    quarantined.push(QuarantinedEvent::new(index, &reason, &raw));
+                }
+            }
+        }
+        quarantined.sort_by_key(|event| event.index);
+        Normalised { events, quarantined }
     }
+}
+
+/// A request's events: those to store, and those quarantined (in request order).
+#[derive(Debug, Default)]
+pub struct Normalised {
+    pub events: Vec<Event>,
+    pub quarantined: Vec<QuarantinedEvent>,
 }
 
 #[cfg(test)]
@@ -238,10 +293,20 @@ mod tests {
         DateTime::parse_from_rfc3339("2024-05-01T12:00:10Z").expect("valid").with_timezone(&Utc)
     }
 
-    fn events(shape: Shape, body: Value) -> Result<Vec<Event>, WireError> {
+    /// The body's events, or why the request or its first quarantined event was refused.
+    fn events(shape: Shape, body: Value) -> Result<Vec<Event>, String> {
         let limits = Limits::default();
         let bytes = serde_json::to_vec(&body).expect("serialises");
-        parse(shape, &bytes, &limits)?.normalise(received(), &limits)
+        normalised(shape, &bytes, &limits)
+    }
+
+    fn normalised(shape: Shape, bytes: &[u8], limits: &Limits) -> Result<Vec<Event>, String> {
+        let normalised =
+            parse(shape, bytes, limits).map_err(|err| err.to_string())?.normalise(bytes, received(), limits);
+        match normalised.quarantined.first() {
+            Some(event) => Err(format!("event {}: {}", event.index, event.message)),
+            None => Ok(normalised.events),
+        }
     }
 
     #[test]
@@ -354,8 +419,8 @@ mod tests {
             WireError::TooManyEvents { count: 3, limit: 2 }
         );
         let big = json!({"batch": [{"type": "track", "event": "x".repeat(100)}]}).to_string();
-        let err = parse(Shape::SegmentBatch, big.as_bytes(), &limits).expect_err("too big");
-        assert!(err.to_string().contains("the limit is 64 bytes per event"), "{err}");
+        let err = normalised(Shape::SegmentBatch, big.as_bytes(), &limits).expect_err("too big");
+        assert!(err.contains("the limit is 64 bytes per event"), "{err}");
     }
 
     #[test]
@@ -376,21 +441,39 @@ mod tests {
                 "number out of range",
             ),
         ] {
-            let err = parse(Shape::SegmentBatch, body, &limits)
-                .and_then(|payload| payload.normalise(received(), &limits))
-                .expect_err("must fail");
-            assert!(err.to_string().contains(expected), "{err} should mention {expected}");
+            let err = normalised(Shape::SegmentBatch, body, &limits).expect_err("must fail");
+            assert!(err.contains(expected), "{err} should mention {expected}");
         }
     }
 
     #[test]
-    fn an_invalid_event_is_named_by_index() {
-        let err = events(
-            Shape::SegmentBatch,
-            json!({"batch": [{"type": "track", "event": "ok", "userId": "u"}, {"type": "track", "userId": "u"}]}),
-        )
-        .expect_err("must fail");
-        let reason = EventError::Problem(crate::event::EventProblem("a track needs an event name".into()));
-        assert_eq!(err, WireError::InvalidEvent { index: 1, reason });
+    fn an_invalid_event_is_quarantined_as_sent_and_the_others_kept() {
+        let limits = Limits { max_event_bytes: 200, ..Limits::default() };
+        let huge = format!(
+            r#"{{"type": "track", "event": "huge", "userId": "u", "properties": {{"p": "{}"}}}}"#,
+            "h".repeat(70_000)
+        );
+        let body = format!(
+            r#"{{"batch": [{{"type": "track", "event": "ok", "userId": "u"}},  {{"type":"track",  "userId":"u"}}, 7,
+            {{"type": "track", "event": "also ok", "userId": "u"}}, {{"type": "track", "event": "big", "userId": "u", "properties": {{"p": "{}"}}}}, {huge}]}}"#,
+            "x".repeat(300)
+        );
+        let body = body.as_bytes();
+        let normalised =
+            parse(Shape::SegmentBatch, body, &limits).expect("parses").normalise(body, received(), &limits);
+        let names: Vec<_> = normalised.events.iter().map(|event| event.name.as_deref().unwrap_or_default()).collect();
+        assert_eq!(names, ["ok", "also ok"]);
+        let quarantined: Vec<(usize, &str)> =
+            normalised.quarantined.iter().map(|event| (event.index, event.code.as_str())).collect();
+        assert_eq!(
+            quarantined,
+            [(1, "invalid_value"), (2, "not_an_event"), (4, "event_too_large"), (5, "event_too_large")]
+        );
+        let first = &normalised.quarantined[0];
+        assert_eq!(first.raw, r#"{"type":"track",  "userId":"u"}"#, "as sent, spacing and all");
+        assert_eq!(first.message, "a track needs an event name");
+        let (big, huge) = (&normalised.quarantined[2], &normalised.quarantined[3]);
+        assert!(!big.truncated && big.raw.len() > 300, "kept whole, to be replayed once the limit is raised");
+        assert!(huge.truncated && huge.raw.len() == crate::event::quarantine::MAX_RAW_BYTES);
     }
 }

@@ -1,0 +1,102 @@
+//! Rejected events (the quarantine): listed by the api and the command line, replayed by the
+//! command line through ingest, and pruned by cleanup after their retention.
+
+use super::{Store, StoreError, column, placeholders, required, required_time, time_column, to_db_time, with_timeout};
+use crate::ids::ProjectId;
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Which rejected events to list.
+#[derive(Debug, Clone, Default)]
+pub struct RejectedFilter {
+    /// A reason code (`invalid_value`, `event_too_large`, …).
+    pub code: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One rejected event, as the api and the command line show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedEvent {
+    pub id: Uuid,
+    pub code: String,
+    pub reason: String,
+    /// The event (or message) as it was sent; not always JSON (it is what could not be read).
+    pub raw: String,
+    /// The wire format its request came in (`segment`, `segment:<type>`, `posthog`); none when
+    /// the consumer refused it (then it cannot be replayed as sent).
+    pub source: Option<String>,
+    /// Its position in its request (or queue message; -1: the whole message).
+    pub index: i32,
+    pub received_at: Option<DateTime<Utc>>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// A project's rejected events matching `filter`, newest first, after `before` (a page's last).
+    pub async fn rejected_events(
+        &self,
+        project: ProjectId,
+        filter: &RejectedFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<RejectedEvent>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Row> = with_timeout(conn.exec(
+            "SELECT uid, reason_code, reason, raw, source, item_index, received_at, created_at, id
+             FROM rejected_events
+             WHERE project_id = ?
+               AND (? IS NULL OR reason_code = ?)
+               AND (? IS NULL OR created_at >= ?)
+               AND (? IS NULL OR created_at < ?)
+               AND (? IS NULL OR id < (SELECT id FROM rejected_events WHERE uid = ?))
+             ORDER BY id DESC LIMIT ?",
+            vec![
+                Value::from(project.0),
+                Value::from(filter.code.as_deref()),
+                Value::from(filter.code.as_deref()),
+                filter.from.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
+                filter.from.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
+                filter.to.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
+                filter.to.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
+                before.map_or(Value::NULL, Value::from),
+                before.map_or(Value::NULL, Value::from),
+                Value::from(limit as u64),
+            ],
+        ))
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RejectedEvent {
+                    id: required(row, 0)?,
+                    code: required(row, 1)?,
+                    reason: required(row, 2)?,
+                    raw: String::from_utf8_lossy(&required::<Vec<u8>>(row, 3)?).into_owned(),
+                    source: column(row, 4),
+                    index: required(row, 5)?,
+                    received_at: time_column(row, 6),
+                    recorded_at: required_time(row, 7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets rejected events of `project` once replayed (what the replay sent is stored or
+    /// quarantined again by the normal path).
+    pub async fn delete_rejected_events(&self, project: ProjectId, ids: &[Uuid]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        let mut params = vec![Value::from(project.0)];
+        params.extend(ids.iter().map(|id| Value::from(*id)));
+        let sql = format!("DELETE FROM rejected_events WHERE project_id = ? AND uid IN ({})", placeholders(ids.len()));
+        with_timeout(conn.exec_drop(sql, params)).await?;
+        Ok(conn.affected_rows())
+    }
+}
