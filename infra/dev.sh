@@ -65,7 +65,7 @@ DEV_USER=evtrack_dev
 DEV_ENV="$ROOT/.evtrack-dev/database.env"
 dev_user_works() {
   [ -n "${1:-}" ] && command -v mariadb >/dev/null &&
-    mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$DEV_USER" -p"$1" -e 'SELECT 1' >/dev/null 2>&1
+    MYSQL_PWD="$1" mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$DEV_USER" -e 'SELECT 1' >/dev/null 2>&1
 }
 ensure_dev_user() {
   # A server of your own choosing (EVTRACK_TEST_DATABASE_URL) is used as given.
@@ -82,7 +82,9 @@ ensure_dev_user() {
     done
     say "creating the development database user $DEV_USER (password in .evtrack-dev/)"
     # As MariaDB's administrator: root over the socket (a fresh install), else over TCP.
-    as_root mariadb -uroot -e "$sql" 2>/dev/null || mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e "$sql" ||
+    # The SQL (with the password) goes through stdin, not the command line `ps` shows.
+    printf '%s' "$sql" | as_root mariadb -uroot 2>/dev/null ||
+      printf '%s' "$sql" | mariadb -h127.0.0.1 -P"$MYSQL_PORT" -uroot ||
       die "cannot create $DEV_USER: run this as a user who can administer MariaDB (root or sudo)"
     (umask 077; mkdir -p "$(dirname "$DEV_ENV")"; printf 'password=%s\n' "$password" >"$DEV_ENV")
     dev_user_works "$password" || die "$DEV_USER was created but cannot log in over TCP"
@@ -153,7 +155,7 @@ start_moto() {
 case "${1:-}" in
   up)
     services
-    EVTRACK_DATABASE_URL=${EVTRACK_DATABASE_URL:-$EVTRACK_DEV_DATABASE_URL} \
+    EVTRACK_DATABASE_URL=${EVTRACK_DATABASE_URL:-${EVTRACK_DEV_DATABASE_URL:-}} \
       exec cargo run --release --quiet -p evtrack-cli --bin evtrack -- up
     ;;
   test)

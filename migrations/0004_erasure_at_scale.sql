@@ -21,14 +21,16 @@ INSERT IGNORE INTO erasure_subjects (erasure_id, subject)
   WHERE e.state = 'pending' AND e.linked_ids IS NOT NULL AND linked.subject IS NOT NULL;
 
 -- How many ids the request covered; failed attempts and the last failure (a database error
--- code and message; cleared once done). user_id and linked_ids stay (still written and
+-- code and message; cleared once done); how far the one pass over rejected events got. user_id and linked_ids stay (still written and
 -- cleared) for the release before this one, which reads them: a rollback stays safe. A later
 -- release drops them.
 ALTER TABLE erasures
   ADD COLUMN subjects INT UNSIGNED NOT NULL DEFAULT 0 AFTER subject_hash,
   ADD COLUMN group_profiles_deleted BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER group_links_deleted,
   ADD COLUMN attempts_failed INT UNSIGNED NOT NULL DEFAULT 0 AFTER state,
-  ADD COLUMN last_error VARCHAR(1000) NULL AFTER attempts_failed;
+  ADD COLUMN last_error VARCHAR(1000) NULL AFTER attempts_failed,
+  ADD COLUMN rejected_scan_done TINYINT(1) NOT NULL DEFAULT 0 AFTER last_error,
+  ADD COLUMN rejected_scanned_to BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rejected_scan_done;
 
 UPDATE erasures e SET subjects = (SELECT COUNT(*) FROM erasure_subjects s WHERE s.erasure_id = e.id)
   WHERE e.state = 'pending'

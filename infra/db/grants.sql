@@ -37,7 +37,7 @@ REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_runs` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_steps` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, UPDATE, DELETE ON `evtrack`.`erasures` TO 'evtrack_cleanup'@'%';
-GRANT SELECT, DELETE ON `evtrack`.`erasure_subjects` TO 'evtrack_cleanup'@'%';
+GRANT SELECT, INSERT, DELETE ON `evtrack`.`erasure_subjects` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`projects` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`api_keys` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`events` TO 'evtrack_cleanup'@'%';

@@ -22,6 +22,9 @@ use std::time::Duration;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// SQS keeps a message at most 14 days; a day more for clock skew and redelivery.
+const MAX_ENVELOPE_AGE: chrono::Duration = chrono::Duration::days(15);
+
 /// One queue message as the consumer sees it.
 pub struct QueueMessage<'a> {
     pub id: &'a str,
@@ -242,6 +245,13 @@ impl Consumer {
                 return Ok(None);
             }
         };
+        // Older than SQS keeps a message: a replayed copy, which could bring back what cleanup
+        // erased or purged since.
+        if Utc::now() - envelope.received_at > MAX_ENVELOPE_AGE {
+            let reason = format!("envelope received at {} is older than a queue keeps messages", envelope.received_at);
+            reject(rejections, None, -1, "stale_envelope", reason, body.as_bytes());
+            return Ok(None);
+        }
         let Some(project) = self.project_id(envelope.project).await? else {
             let reason = format!("unknown project {}", envelope.project);
             reject(rejections, None, -1, "unknown_project", reason, body.as_bytes());

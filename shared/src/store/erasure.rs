@@ -87,14 +87,8 @@ impl Store {
         ))
         .await?;
         let erasure: u64 = tx.last_insert_id().ok_or_else(|| StoreError::Unavailable("no erasure id".into()))?;
+        insert_subjects(&mut tx, erasure, &subjects).await?;
         for ids in subjects.chunks(IDS_PER_STATEMENT) {
-            let mut params = Vec::with_capacity(ids.len() * 2);
-            for id in ids {
-                params.extend([Value::from(erasure), Value::from(id.as_str())]);
-            }
-            let rows = vec!["(?, ?)"; ids.len()].join(",");
-            let sql = format!("INSERT IGNORE INTO erasure_subjects (erasure_id, subject) VALUES {rows}");
-            with_timeout(tx.exec_drop(sql, params)).await?;
             let hashes: Vec<[u8; 32]> = ids.iter().flat_map(|id| erased_ids.hashes(project, id)).collect();
             let mut params = Vec::with_capacity(hashes.len() * 2);
             for hash in &hashes {
@@ -162,7 +156,14 @@ impl Store {
         ))
         .await?;
         let Some((erasure, project)) = pending else {
-            return Ok(ChunkResult { rows: 0, resume_after: resume_after.map(str::to_string), done: true });
+            // Ids of erasures the previous release's cleanup completed (it knows nothing of them).
+            with_timeout(tx.exec_drop(
+                "DELETE FROM erasure_subjects WHERE erasure_id IN (SELECT id FROM erasures WHERE state = 'done') LIMIT ?",
+                (limit,),
+            ))
+            .await?;
+            let rows = tx.affected_rows();
+            return Ok(ChunkResult { rows, resume_after: resume_after.map(str::to_string), done: rows == 0 });
         };
         with_timeout(tx.query_drop("SAVEPOINT erasure_chunk")).await?;
         match erase_some(tx, erasure, project, limit).await {
@@ -188,9 +189,32 @@ impl Store {
     }
 }
 
-/// Deletes up to `limit` rows holding one slice of the erasure's ids; a slice finished is
-/// dropped from `erasure_subjects`, and the erasure completes when none is left.
+/// One chunk of an erasure, in three phases: a request made by the release before erasure
+/// ids were rows gets its ids copied into `erasure_subjects`; then rejected events are
+/// scanned once for any of the ids; then the ids are worked through a slice at a time, each
+/// slice dropped once nothing holds it. With no ids left, the erasure is done.
 async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit: u64) -> Result<u64, StoreError> {
+    // (ids, rejected events scanned, scanned up to, user id, linked ids)
+    type Progress = (u32, bool, u64, Option<String>, Option<String>);
+    let state: Option<Progress> = with_timeout(tx.exec_first(
+        "SELECT subjects, rejected_scan_done, rejected_scanned_to, user_id, linked_ids FROM erasures WHERE id = ?",
+        (erasure,),
+    ))
+    .await?;
+    let Some((subjects, scan_done, scanned_to, user_id, linked)) = state else { return Ok(0) };
+    if subjects == 0
+        && let Some(user_id) = user_id
+    {
+        let linked: Vec<String> = linked.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
+        let ids: Vec<String> = std::iter::once(user_id).chain(linked).collect();
+        insert_subjects(tx, erasure, &ids).await?;
+        with_timeout(tx.exec_drop("UPDATE erasures SET subjects = ? WHERE id = ?", (ids.len() as u64, erasure)))
+            .await?;
+        return Ok(0);
+    }
+    if !scan_done {
+        return scan_rejected_events(tx, erasure, project, scanned_to, limit).await;
+    }
     let subjects: Vec<String> = with_timeout(tx.exec(
         "SELECT subject FROM erasure_subjects WHERE erasure_id = ? ORDER BY subject LIMIT ?",
         (erasure, IDS_PER_CHUNK as u64),
@@ -222,25 +246,6 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
             return Ok(deleted);
         }
     }
-    // Rejected bodies: raw JSON naming one of the ids as a string, in the project or in none
-    // (a message refused whole before its project was known).
-    let needles: Vec<String> =
-        subjects.iter().map(|subject| serde_json::to_string(subject).unwrap_or_default()).collect();
-    let any_needle = vec!["LOCATE(?, raw) > 0"; needles.len()].join(" OR ");
-    let mut params: Vec<Value> = vec![Value::from(project)];
-    params.extend(needles.iter().map(|needle| Value::from(needle.as_bytes())));
-    params.push(Value::from(remaining));
-    with_timeout(tx.exec_drop(
-        format!("DELETE FROM rejected_events WHERE (project_id = ? OR project_id IS NULL) AND ({any_needle}) LIMIT ?"),
-        params,
-    ))
-    .await?;
-    let rows = tx.affected_rows();
-    add_count(tx, erasure, "rejected_deleted", rows).await?;
-    (deleted, remaining) = (deleted + rows, remaining - rows);
-    if remaining == 0 {
-        return Ok(deleted);
-    }
     let mut params: Vec<Value> = vec![Value::from(erasure)];
     params.extend(subjects.iter().map(|subject| Value::from(subject.as_str())));
     with_timeout(
@@ -248,6 +253,87 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
     )
     .await?;
     Ok(deleted)
+}
+
+pub(super) async fn insert_subjects(tx: &mut Transaction<'_>, erasure: u64, ids: &[String]) -> Result<(), StoreError> {
+    for slice in ids.chunks(IDS_PER_STATEMENT) {
+        let mut params = Vec::with_capacity(slice.len() * 2);
+        for id in slice {
+            params.extend([Value::from(erasure), Value::from(id.as_str())]);
+        }
+        let rows = vec!["(?, ?)"; slice.len()].join(",");
+        let sql = format!("INSERT IGNORE INTO erasure_subjects (erasure_id, subject) VALUES {rows}");
+        with_timeout(tx.exec_drop(sql, params)).await?;
+    }
+    Ok(())
+}
+
+/// Rejected events scanned per chunk.
+const REJECTED_PER_CHUNK: u64 = 1_000;
+
+/// Rejected events (of the project, or refused before their project was known) naming one of
+/// the erasure's ids as a JSON string: one pass over them per erasure, `REJECTED_PER_CHUNK`
+/// at a time, each matched in memory against all of the ids (a statement per id would cost
+/// rows × ids).
+async fn scan_rejected_events(
+    tx: &mut Transaction<'_>,
+    erasure: u64,
+    project: u64,
+    after: u64,
+    limit: u64,
+) -> Result<u64, StoreError> {
+    let rows: Vec<(u64, Vec<u8>)> = with_timeout(tx.exec(
+        "SELECT id, raw FROM rejected_events WHERE (project_id = ? OR project_id IS NULL) AND id > ? ORDER BY id LIMIT ?",
+        (project, after, REJECTED_PER_CHUNK.min(limit)),
+    ))
+    .await?;
+    let Some(&(last, _)) = rows.last() else {
+        with_timeout(tx.exec_drop("UPDATE erasures SET rejected_scan_done = 1 WHERE id = ?", (erasure,))).await?;
+        return Ok(0);
+    };
+    let ids: std::collections::HashSet<String> =
+        with_timeout(tx.exec("SELECT subject FROM erasure_subjects WHERE erasure_id = ?", (erasure,)))
+            .await?
+            .into_iter()
+            .collect();
+    let matched: Vec<u64> =
+        rows.iter().filter(|(_, raw)| json_strings(raw).any(|text| ids.contains(&text))).map(|(id, _)| *id).collect();
+    if !matched.is_empty() {
+        let sql = format!("DELETE FROM rejected_events WHERE id IN ({})", placeholders(matched.len()));
+        with_timeout(tx.exec_drop(sql, matched.iter().map(|id| Value::from(*id)).collect::<Vec<_>>())).await?;
+        add_count(tx, erasure, "rejected_deleted", tx.affected_rows()).await?;
+    }
+    with_timeout(tx.exec_drop("UPDATE erasures SET rejected_scanned_to = ? WHERE id = ?", (last, erasure))).await?;
+    Ok(matched.len() as u64)
+}
+
+/// The strings of a rejected body: every string value of its JSON, or, when it is not JSON,
+/// every quoted run of it.
+fn json_strings(raw: &[u8]) -> Box<dyn Iterator<Item = String> + '_> {
+    fn walk(value: serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(text) => out.push(text),
+            serde_json::Value::Array(items) => items.into_iter().for_each(|item| walk(item, out)),
+            serde_json::Value::Object(fields) => fields.into_iter().for_each(|(_, item)| walk(item, out)),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(value) => {
+            let mut out = Vec::new();
+            walk(value, &mut out);
+            Box::new(out.into_iter())
+        }
+        Err(_) => Box::new(
+            String::from_utf8_lossy(raw)
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+    }
 }
 
 /// Ids one chunk works on: every statement of `ERASURE_DELETES` names this many at most.
@@ -266,7 +352,14 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND user_id IN ({list}) LIMIT ?"),
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND alias IN ({list}) LIMIT ?"),
     ("group_links_deleted", "DELETE FROM group_members WHERE project_id = ? AND member_id IN ({list}) LIMIT ?"),
-    ("group_profiles_deleted", "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({list}) LIMIT ?"),
+    // A group named by one of the ids (a personal workspace), once no one else is in it.
+    (
+        "group_profiles_deleted",
+        "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({list})
+           AND NOT EXISTS (SELECT 1 FROM group_members m
+                           WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id)
+         LIMIT ?",
+    ),
 ];
 
 async fn add_count(tx: &mut Transaction<'_>, erasure: u64, counter: &str, rows: u64) -> Result<(), StoreError> {

@@ -50,7 +50,7 @@ impl SubjectSlices {
     /// slices (a userId in one, a previousId in another) is read once, from that slice.
     fn home(&self, event: &EventView) -> Option<usize> {
         let anonymous = if event.user_id.is_none() { event.anonymous_id.as_deref() } else { None };
-        [event.user_id.as_deref(), anonymous, event.previous_id.as_deref()]
+        [event.user_id.as_deref(), anonymous]
             .into_iter()
             .flatten()
             .filter_map(|id| self.slice_of.get(id).copied())
@@ -93,7 +93,7 @@ impl Store {
         Ok((profile.as_ref().map(user_view).transpose()?, UserLinks { aliases, groups }))
     }
 
-    /// How many events are the user's (for an export's progress): at most what the export
+    /// How many events are the user's (for an export's progress): at least what the export
     /// reads (an event found through two slices is counted in both).
     pub async fn count_events_of_user(&self, project: ProjectId, user_id: &str) -> Result<u64, StoreError> {
         let (_, links) = self.user_for_export(project, user_id).await?;

@@ -66,7 +66,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("job_runs", "SELECT, INSERT, UPDATE, DELETE"),
             ("job_steps", "SELECT, INSERT, UPDATE, DELETE"),
             ("erasures", "SELECT, UPDATE, DELETE"),
-            ("erasure_subjects", "SELECT, DELETE"),
+            // INSERT: the ids of a request the previous release made (`erasure::erase_some`).
+            ("erasure_subjects", "SELECT, INSERT, DELETE"),
             ("projects", "SELECT, DELETE"),
             ("api_keys", "SELECT, DELETE"),
             ("events", "SELECT, DELETE"),

@@ -13,7 +13,8 @@
 //!
 //! Of the events holding a linked id, those with a user id of their own belong to that user:
 //! an event is the user's when its userId is one of the ids, or it has no userId and its
-//! anonymousId is one of them, or it is an alias of one of them (previousId).
+//! anonymousId is one of them. An erasure also deletes alias events that name one of the ids
+//! as their previousId (they hold it); an export does not show them.
 
 use super::{IDS_PER_STATEMENT, StoreError, placeholders, with_timeout};
 use crate::ids::ProjectId;
@@ -23,6 +24,10 @@ use std::collections::HashSet;
 
 /// How far links are followed from the user id (anonymous → u1 → u2 is two hops).
 pub const MAX_LINK_HOPS: usize = 4;
+
+/// The most ids an export or erasure follows from one user id (links made before the cap, or
+/// chains of capped users, could reach further): past it the walk stops, logged.
+pub const MAX_LINKED_IDS: usize = 250_000;
 
 /// The links one user id may gather: a person has a few devices and browsers, not
 /// thousands. The consumer records no new link for a user past this (the event itself is
@@ -58,6 +63,12 @@ pub(super) async fn linked_ids(
             reached.extend(found.into_iter().filter(|id| seen.insert(id.clone())));
         }
         if reached.is_empty() {
+            break;
+        }
+        if linked.len() + reached.len() > MAX_LINKED_IDS {
+            reached.truncate(MAX_LINKED_IDS - linked.len());
+            linked.extend(reached);
+            tracing::warn!(project = project.0, ids = linked.len(), "links followed up to the cap; the rest not");
             break;
         }
         linked.extend(reached.iter().cloned());
