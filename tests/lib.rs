@@ -478,6 +478,20 @@ impl StackProcess {
         Self::launch(&name, extra_env, None)
     }
 
+    /// Kills the stack with SIGKILL (no chance to store what it holds) and starts it again on
+    /// the same database and queue journal; returns how many events were stored at the kill.
+    pub async fn crash_and_restart(&mut self, extra_env: &[(&str, &str)]) -> u64 {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+        let stored = self.count("SELECT COUNT(*) FROM events").await;
+        let name: String =
+            self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()).expect("name").into();
+        let next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));
+        std::fs::remove_file(&self.log_path).ok();
+        std::mem::forget(std::mem::replace(self, next));
+        stored
+    }
+
     /// Stops the stack (Ctrl-C) and starts it again on the same database, with other
     /// settings (as an operator does after changing one); its keys stay.
     pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
@@ -494,6 +508,8 @@ impl StackProcess {
     fn launch(name: &str, extra_env: &[(&str, &str)], keys: Option<(String, String)>) -> Self {
         use std::io::{BufRead, BufReader};
         let database_url = format!("{}/{name}?prefer_socket=false", database_server_url());
+        // The queue journal of this stack (kept across its restarts).
+        let queue_dir = std::env::temp_dir().join(format!("{name}-queue"));
         let log_path = std::env::temp_dir().join(format!("{name}-{}.log", &Uuid::now_v7().simple().to_string()[20..]));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = std::process::Command::new(workspace_binary("evtrack"));
@@ -502,6 +518,7 @@ impl StackProcess {
             .env("EVTRACK_DATABASE_URL", &database_url)
             .env("EVTRACK_LISTEN", "127.0.0.1:0")
             .env("EVTRACK_REDIS_URL", redis_url())
+            .env("EVTRACK_LOCAL_QUEUE_DIR", &queue_dir)
             // Stacks share 127.0.0.1 and Redis (and the OpenAPI tests send bad keys by design).
             .env("EVTRACK_AUTH_FAILURES_PER_MINUTE", "0")
             .env_remove("EVTRACK_SQS_QUEUE_URL")
@@ -588,6 +605,9 @@ impl Drop for StackProcess {
         self.child.kill().ok();
         self.child.wait().ok();
         std::fs::remove_file(&self.log_path).ok();
+        if let Some(name) = self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()) {
+            std::fs::remove_dir_all(std::env::temp_dir().join(format!("{name}-queue"))).ok();
+        }
         drop_database_blocking(Secret::new(self.database_url.clone()), None);
     }
 }

@@ -12,6 +12,7 @@ use evtrack::config::JOB_NAMES;
 use evtrack::jobs::JobRunners;
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, KeyService, NewKeyRequest, Scope};
+use evtrack::queue::journal::Journal;
 use evtrack::queue::local::{self, QueuedMessage};
 use evtrack::queue::{EventQueue, sqs};
 use evtrack::store::Store;
@@ -49,13 +50,33 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     let consumer = Arc::new(Consumer::new(store.clone(), &config));
     match config.sqs_queue_url.clone() {
         None => {
-            let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
+            let (capacity, timeout) = (config.local_queue_capacity, config.queue_send_timeout);
+            let (queue, receiver, journal, held) = match &config.local_queue_dir {
+                Some(dir) => {
+                    let durable = local::durable(dir, capacity, timeout)
+                        .with_context(|| format!("cannot open the queue journal in {}", dir.display()))?;
+                    (durable.queue, durable.receiver, Some(durable.journal), durable.held)
+                }
+                None => {
+                    let (queue, receiver) = local::channel(capacity, timeout);
+                    (queue, receiver, None, Vec::new())
+                }
+            };
+            let drain = tokio::spawn(drain_local_queue(receiver, consumer, journal));
+            if !held.is_empty() {
+                println!("queue journal: {} messages from before the last stop, delivering them again", held.len());
+                tokio::spawn(queue.redeliver(held));
+            }
             let ingest = Arc::new(Ingest::new(&config, store.clone(), EventQueue::Local(queue)));
-            let drain = tokio::spawn(drain_local_queue(receiver, consumer));
-            println!(
-                "queue: in-process (capacity {} messages); consumer: {CONSUMERS} workers",
-                config.local_queue_capacity
-            );
+            match &config.local_queue_dir {
+                Some(dir) => println!(
+                    "queue: in-process, journaled in {} (capacity {capacity} messages); consumer: {CONSUMERS} workers",
+                    dir.display()
+                ),
+                None => println!(
+                    "queue: in-process, in memory (capacity {capacity} messages); consumer: {CONSUMERS} workers"
+                ),
+            }
             serve(listener, ingest, api).await?;
             schedules.abort();
             println!("stopped accepting events; storing what is queued…");
@@ -164,22 +185,32 @@ async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) 
 }
 
 /// Runs consumer workers until the queue is closed (ingest stopped) and empty.
-async fn drain_local_queue(receiver: mpsc::Receiver<QueuedMessage>, consumer: Arc<Consumer>) {
+async fn drain_local_queue(
+    receiver: mpsc::Receiver<QueuedMessage>,
+    consumer: Arc<Consumer>,
+    journal: Option<Arc<Journal>>,
+) {
     let receiver = Arc::new(Mutex::new(receiver));
-    let workers: Vec<_> =
-        (0..CONSUMERS).map(|_| tokio::spawn(consume_local(receiver.clone(), consumer.clone()))).collect();
+    let workers: Vec<_> = (0..CONSUMERS)
+        .map(|_| tokio::spawn(consume_local(receiver.clone(), consumer.clone(), journal.clone())))
+        .collect();
     for worker in workers {
         worker.await.ok();
     }
 }
 
-async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, consumer: Arc<Consumer>) {
+async fn consume_local(
+    receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>,
+    consumer: Arc<Consumer>,
+    journal: Option<Arc<Journal>>,
+) {
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     loop {
         batch.clear();
         if receiver.lock().await.recv_many(&mut batch, BATCH_SIZE).await == 0 {
             return;
         }
+        let ids: Vec<String> = batch.iter().map(|message| message.id.clone()).collect();
         let mut pending = std::mem::take(&mut batch);
         let mut delay = Duration::from_millis(100);
         // Failed messages are delivered again until stored, like SQS without a DLQ: the
@@ -196,6 +227,12 @@ async fn consume_local(receiver: Arc<Mutex<mpsc::Receiver<QueuedMessage>>>, cons
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
             pending.iter_mut().for_each(|message| message.receive_count += 1);
+        }
+        // Stored (or kept as rejected): the journal may let go of them.
+        if let Some(journal) = &journal
+            && let Err(err) = journal.stored(&ids)
+        {
+            tracing::warn!(error = %err, "queue journal: a finished segment could not be deleted");
         }
     }
 }

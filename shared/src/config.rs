@@ -67,6 +67,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// In-process queue capacity, in queue messages (each up to `max_queue_message_bytes`).
     pub local_queue_capacity: usize,
+    /// Where `evtrack up` journals its queue (`None`: in memory only, lost on a crash).
+    pub local_queue_dir: Option<std::path::PathBuf>,
     /// How long ingest waits for queue capacity before answering 503.
     pub queue_send_timeout: Duration,
     /// On AWS the api triggers a job by invoking its function (`EVTRACK_JOB_FUNCTION_<JOB>`,
@@ -322,6 +324,9 @@ impl Config {
             auth_failures_per_minute: parse(&get, "EVTRACK_AUTH_FAILURES_PER_MINUTE", 60)?,
             listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
+            local_queue_dir: Some(string("EVTRACK_LOCAL_QUEUE_DIR", ".evtrack-dev/queue"))
+                .filter(|dir| !dir.eq_ignore_ascii_case("memory"))
+                .map(std::path::PathBuf::from),
             queue_send_timeout: Duration::from_millis(parse(&get, "EVTRACK_QUEUE_SEND_TIMEOUT_MS", 10_000)?),
             job_functions: JOB_NAMES
                 .into_iter()

@@ -1,7 +1,11 @@
-//! The in-process queue of the local stack: a bounded channel. When the consumer falls
+//! The in-process queue of the local stack: a bounded channel, backed by a journal on disk
+//! (`journal`) so that what ingest acknowledged survives a crash. When the consumer falls
 //! behind, ingest waits for room (then answers 503), so memory stays bounded.
 
 use super::QueueError;
+use super::journal::Journal;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,12 +29,36 @@ impl QueuedMessage {
 pub struct LocalQueue {
     sender: mpsc::Sender<QueuedMessage>,
     send_timeout: Duration,
+    /// In memory: message ids are `local-<this queue's id>-<n>`, never reused.
+    uid: String,
     next_id: AtomicU64,
+    journal: Option<Arc<Journal>>,
 }
 
+/// A queue in memory only (tests): what it holds is lost if the process dies.
 pub fn channel(capacity: usize, send_timeout: Duration) -> (LocalQueue, mpsc::Receiver<QueuedMessage>) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    (LocalQueue { sender, send_timeout, next_id: AtomicU64::new(1) }, receiver)
+    let uid = uuid::Uuid::now_v7().simple().to_string();
+    (LocalQueue { sender, send_timeout, uid, next_id: AtomicU64::new(1), journal: None }, receiver)
+}
+
+/// What a durable queue starts with.
+pub struct Durable {
+    pub queue: LocalQueue,
+    pub receiver: mpsc::Receiver<QueuedMessage>,
+    /// Tell it what was stored (`Journal::stored`), so that it can let go of it.
+    pub journal: Arc<Journal>,
+    /// Messages the journal held from before: to be delivered again (`LocalQueue::redeliver`).
+    pub held: Vec<QueuedMessage>,
+}
+
+/// A queue whose messages are journaled in `dir` before they are acknowledged.
+pub fn durable(dir: &Path, capacity: usize, send_timeout: Duration) -> std::io::Result<Durable> {
+    let (journal, held) = Journal::open(dir)?;
+    let journal = Arc::new(journal);
+    let (mut queue, receiver) = channel(capacity, send_timeout);
+    queue.journal = Some(journal.clone());
+    Ok(Durable { queue, receiver, journal, held })
 }
 
 impl LocalQueue {
@@ -47,11 +75,38 @@ impl LocalQueue {
             Ok(Err(_)) => return Err(QueueError::Unavailable("the consumer has stopped".into())),
             Err(_) => return Err(QueueError::Full(self.send_timeout)),
         };
-        for (permit, body) in permits.zip(bodies) {
-            let id = format!("local-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (ids, bodies) = match &self.journal {
+            // On disk before the answer: a crash from here on loses nothing.
+            Some(journal) => {
+                let journal = journal.clone();
+                let written = tokio::task::spawn_blocking(move || journal.append(&bodies).map(|ids| (ids, bodies)))
+                    .await
+                    .map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?;
+                written.map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?
+            }
+            None => {
+                let ids = bodies
+                    .iter()
+                    .map(|_| format!("local-{}-{}", self.uid, self.next_id.fetch_add(1, Ordering::Relaxed)));
+                (ids.collect(), bodies)
+            }
+        };
+        for ((permit, body), id) in permits.zip(bodies).zip(ids) {
             permit.send(QueuedMessage { id, body, receive_count: 1 });
         }
         Ok(())
+    }
+
+    /// Delivers messages held from before a restart again, as room frees up (spawn it).
+    pub fn redeliver(&self, messages: Vec<QueuedMessage>) -> impl Future<Output = ()> + Send + 'static {
+        let sender = self.sender.clone();
+        async move {
+            for message in messages {
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

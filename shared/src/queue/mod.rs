@@ -3,6 +3,7 @@
 //! whose fullness pushes back on ingest instead of growing without bound.
 
 pub mod envelope;
+pub mod journal;
 pub mod local;
 pub mod sqs;
 

@@ -1,0 +1,207 @@
+//! The local stack's durable queue: every accepted message is appended to a journal on disk
+//! and flushed (`fdatasync`) before ingest answers, so that a crash of `evtrack up` (`kill
+//! -9`, a power cut) after the `200` loses nothing. On start the journal's messages are
+//! delivered again; the consumer is idempotent (events dedupe on their messageId), so a
+//! message stored before the crash is a no-op the second time. A segment file is deleted once
+//! every message in it was stored.
+//!
+//! Record: `len: u32 LE` · `crc32(body): u32 LE` · body. A record cut short or failing its
+//! checksum ends its segment: it was being written when the process died, so it was never
+//! acknowledged.
+
+use super::local::QueuedMessage;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A new segment file once the active one is this large.
+const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+const HEADER_BYTES: usize = 8;
+
+pub struct Journal {
+    dir: PathBuf,
+    /// The journal's own id (kept in the directory), in every message id: a message id is
+    /// never reused, not even by a journal started afresh elsewhere.
+    uid: String,
+    state: Mutex<State>,
+}
+
+struct State {
+    active: File,
+    active_segment: u64,
+    active_bytes: u64,
+    /// Messages not yet stored, per segment.
+    unstored: BTreeMap<u64, usize>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`; returns it and the messages it still holds,
+    /// to be delivered again.
+    pub fn open(dir: &Path) -> io::Result<(Self, Vec<QueuedMessage>)> {
+        fs::create_dir_all(dir)?;
+        let uid_path = dir.join("journal-id");
+        let uid = match fs::read_to_string(&uid_path) {
+            Ok(uid) => uid.trim().to_string(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let uid = uuid::Uuid::now_v7().simple().to_string();
+                fs::write(&uid_path, &uid)?;
+                uid
+            }
+            Err(err) => return Err(err),
+        };
+        let mut segments: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        segments.sort_unstable();
+        let mut held = Vec::new();
+        let mut unstored = BTreeMap::new();
+        for segment in &segments {
+            let messages = read_segment(&segment_path(dir, *segment), &uid, *segment)?;
+            if messages.is_empty() {
+                fs::remove_file(segment_path(dir, *segment))?;
+                continue;
+            }
+            unstored.insert(*segment, messages.len());
+            held.extend(messages);
+        }
+        let active_segment = segments.last().map_or(1, |last| last + 1);
+        let active = create_segment(dir, active_segment)?;
+        let state = State { active, active_segment, active_bytes: 0, unstored };
+        Ok((Self { dir: dir.to_path_buf(), uid, state: Mutex::new(state) }, held))
+    }
+
+    /// Appends `bodies` and flushes them to disk; returns their message ids. Blocking.
+    pub fn append(&self, bodies: &[String]) -> io::Result<Vec<String>> {
+        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+        if state.active_bytes >= SEGMENT_BYTES {
+            state.active_segment += 1;
+            state.active = create_segment(&self.dir, state.active_segment)?;
+            state.active_bytes = 0;
+        }
+        let mut buffer = Vec::with_capacity(bodies.iter().map(|body| body.len() + HEADER_BYTES).sum());
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let offset = state.active_bytes + buffer.len() as u64;
+            ids.push(message_id(&self.uid, state.active_segment, offset));
+            let len = u32::try_from(body.len()).map_err(|_| io::Error::other("message over 4 GiB"))?;
+            buffer.extend_from_slice(&len.to_le_bytes());
+            buffer.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_le_bytes());
+            buffer.extend_from_slice(body.as_bytes());
+        }
+        state.active.write_all(&buffer)?;
+        state.active.sync_data()?;
+        state.active_bytes += buffer.len() as u64;
+        let segment = state.active_segment;
+        *state.unstored.entry(segment).or_default() += bodies.len();
+        Ok(ids)
+    }
+
+    /// Marks messages stored; deletes every finished segment but the one being written.
+    pub fn stored(&self, ids: &[String]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+        for id in ids {
+            let Some(segment) = segment_of(id) else { continue };
+            if let Some(count) = state.unstored.get_mut(&segment) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        let finished: Vec<u64> = state
+            .unstored
+            .iter()
+            .filter(|(segment, count)| **count == 0 && **segment != state.active_segment)
+            .map(|(segment, _)| *segment)
+            .collect();
+        for segment in finished {
+            state.unstored.remove(&segment);
+            fs::remove_file(segment_path(&self.dir, segment))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Journal {
+    /// A clean stop with everything stored leaves no journal behind.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|poison| poison.into_inner());
+        if state.unstored.get(&state.active_segment).copied().unwrap_or(0) == 0 {
+            fs::remove_file(segment_path(&self.dir, state.active_segment)).ok();
+        }
+    }
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.log"))
+}
+
+fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {
+    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, segment))?;
+    // The new file's directory entry must survive a crash too.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+fn message_id(uid: &str, segment: u64, offset: u64) -> String {
+    format!("local-{uid}-{segment}-{offset}")
+}
+
+fn segment_of(id: &str) -> Option<u64> {
+    id.strip_prefix("local-")?.split('-').nth(1)?.parse().ok()
+}
+
+/// The whole records of a segment, in order; a torn or corrupt record ends it.
+fn read_segment(path: &Path, uid: &str, segment: u64) -> io::Result<Vec<QueuedMessage>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut messages = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = bytes.get(offset..offset + HEADER_BYTES) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(body) = bytes.get(offset + HEADER_BYTES..offset + HEADER_BYTES + len) else { break };
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        let Ok(body) = String::from_utf8(body.to_vec()) else { break };
+        // Delivered before the crash, perhaps: this is at least the second delivery.
+        messages.push(QueuedMessage { id: message_id(uid, segment, offset as u64), body, receive_count: 2 });
+        offset += HEADER_BYTES + len;
+    }
+    if offset < bytes.len() {
+        tracing::warn!(segment, dropped_bytes = bytes.len() - offset, "journal: a torn record ends the segment");
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("evtrack-journal-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    #[test]
+    fn what_was_appended_and_not_stored_comes_back_and_a_torn_tail_is_dropped() {
+        let dir = temp_dir();
+        let (journal, held) = Journal::open(&dir).expect("opens");
+        assert!(held.is_empty());
+        let ids = journal.append(&["one".into(), "two".into(), "three".into()]).expect("appends");
+        journal.stored(&ids[..1]).expect("stored");
+        drop(journal);
+        // A crash in the middle of a write: half a record at the end.
+        let segment = segment_path(&dir, 1);
+        OpenOptions::new().append(true).open(&segment).expect("open").write_all(&[9, 0, 0, 0, 1, 2]).expect("torn");
+        let (journal, held) = Journal::open(&dir).expect("reopens");
+        let bodies: Vec<&str> = held.iter().map(|message| message.body.as_str()).collect();
+        assert_eq!(bodies, ["one", "two", "three"], "delivered again, the stored one too: the consumer dedupes");
+        assert_eq!(held[1].id, ids[1], "the same id as before the crash");
+        // Stored now: the old segment goes; the journal is empty on the next start.
+        journal.stored(&held.iter().map(|message| message.id.clone()).collect::<Vec<_>>()).expect("stored");
+        assert!(!segment.exists());
+        drop(journal);
+        assert!(Journal::open(&dir).expect("reopens").1.is_empty());
+        fs::remove_dir_all(&dir).ok();
+    }
+}
