@@ -107,7 +107,7 @@ ALLOWED_MANAGED_POLICIES = {"service-role/AWSLambdaVPCAccessExecutionRole": "Has
 APP_METRICS = [
     "Requests", "Events", "Rejected", "BytesIn", "QueueSendLatency",
     "EventsStored", "Duplicates", "BatchSize", "EventsRejected", "Lag", "TransactionTime",
-    "StepRows", "StepDuration", "KeyDaysToExpiry",
+    "StepRows", "StepDuration", "KeyDaysToExpiry", "EventsQuarantined", "ErasureFailed",
 ]
 OUTPUTS = [
     "ApiUrl", "EventsQueueUrl", "EventsDeadLetterQueueUrl", "JobFailureQueueUrl", "ScheduleDeadLetterQueueUrl",

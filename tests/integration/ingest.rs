@@ -491,3 +491,109 @@ async fn redis_down_still_serves_and_limits_per_instance() {
     assert!(app.consume_queued().await.is_empty());
     assert_eq!(app.db.count("events").await, 1, "three deliveries of one messageId, one row");
 }
+
+/// Hostile events, wrapped as each ingest route takes them: every route refuses or
+/// quarantines each one — never a 5xx, never a stored event, every quarantined one kept.
+#[tokio::test]
+async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_none_is_stored() {
+    let app = TestApp::new().await;
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let many: serde_json::Map<String, Value> = (0..10_000).map(|i| (format!("p{i}"), json!(i))).collect();
+    let segment_events: Vec<Value> = vec![
+        json!({"type": "track", "event": "E", "userId": "a\u{0}b"}),
+        json!({"type": "track", "event": "E", "userId": "u\n2024-01-01 INFO forged"}),
+        json!({"type": "track", "event": "E", "userId": "u", "timestamp": "99999-01-01T00:00:00Z"}),
+        json!({"type": "track", "event": "E", "userId": "u", "timestamp": "0001-01-01T00:00:00Z"}),
+        json!({"type": "track", "event": "E"}),
+        json!({"type": "track", "event": "E", "userId": "u", "properties": [1, 2]}),
+        json!({"type": "track", "event": "E", "userId": "u", "properties": many}),
+        json!({"type": "track", "event": "E", "userId": "u".repeat(300)}),
+        json!({"type": "track", "event": "E", "userId": "u", "messageId": "m".repeat(200)}),
+        json!({"type": "track", "event": "E", "userId": "u", "context": "not an object"}),
+        json!({"type": "track", "event": {"nested": "name"}, "userId": "u"}),
+        json!({"type": "track", "event": "E", "userId": "u", "anonymousId": "\u{7}bell"}),
+    ];
+    let posthog_events: Vec<Value> = vec![
+        json!({"event": "no one"}),
+        json!({"event": "E", "distinct_id": "a\u{0}b"}),
+        json!({"event": "E", "distinct_id": "d\nforged"}),
+        json!({"event": "E", "distinct_id": "d", "timestamp": "99999-01-01T00:00:00Z"}),
+        json!({"event": "E", "distinct_id": "d", "properties": [1]}),
+        json!({"event": "E", "distinct_id": "d", "properties": many}),
+        json!({"event": "E", "distinct_id": "d".repeat(300)}),
+        json!({"event": ["not", "a", "name"], "distinct_id": "d"}),
+        json!("a string, not an event"),
+        json!(42),
+    ];
+    let mut routes: Vec<(String, &str)> =
+        ["/v1/batch", "/v1/import", "/v1/b", "/beacon/v1/batch"].iter().map(|r| (r.to_string(), "batch")).collect();
+    for (kind, short) in
+        [("track", "t"), ("identify", "i"), ("page", "p"), ("screen", "s"), ("group", "g"), ("alias", "a")]
+    {
+        routes.push((format!("/v1/{kind}"), "single"));
+        routes.push((format!("/v1/{short}"), "single"));
+    }
+    for path in ["/batch", "/capture", "/e", "/i/v0/e"] {
+        routes.push((path.to_string(), "posthog"));
+        routes.push((format!("{path}/"), "posthog"));
+    }
+    let (mut cases, mut kept) = (0, 0);
+    for (route, family) in &routes {
+        let bodies: Vec<Vec<u8>> = match *family {
+            "posthog" => posthog_events
+                .iter()
+                .map(|event| json!({"api_key": app.key, "batch": [event]}).to_string().into_bytes())
+                .collect(),
+            _ => {
+                let track = *family == "batch" || route == "/v1/track" || route == "/v1/t";
+                let mut bodies: Vec<Vec<u8>> = segment_events
+                    .iter()
+                    // An event's name matters to tracks only.
+                    .filter(|event| track || event["event"].is_string())
+                    .map(|event| {
+                        let mut event = event.clone();
+                        if *family == "single" {
+                            // The route names the type; a short route's type is implied.
+                            event.as_object_mut().expect("object").remove("type");
+                            event.to_string().into_bytes()
+                        } else {
+                            json!({"batch": [event]}).to_string().into_bytes()
+                        }
+                    })
+                    .collect();
+                let deep_body =
+                    format!("{{\"type\":\"track\",\"event\":\"E\",\"userId\":\"u\",\"properties\":{{\"a\":{deep}}}}}");
+                bodies.push(if *family == "single" {
+                    deep_body.into_bytes()
+                } else {
+                    format!("{{\"batch\":[{deep_body}]}}").into_bytes()
+                });
+                bodies
+            }
+        };
+        // Whole-request garbage on every route too.
+        let garbage: [&[u8]; 3] = [b"\xff\xfe{", b"{\"batch\":[{\"type\":", b""];
+        for body in bodies.into_iter().chain(garbage.iter().map(|bytes| bytes.to_vec())) {
+            cases += 1;
+            let reply = app.send(post_bytes(route, Some(&app.key), "application/json", None, body.clone())).await;
+            let shown = String::from_utf8_lossy(&body).chars().take(120).collect::<String>();
+            assert!(!reply.status.is_server_error(), "{route} {shown}: {} {}", reply.status, reply.json);
+            assert!(reply.json.is_object(), "{route} {shown}: a JSON answer, got {}", reply.json);
+            if reply.status == StatusCode::OK {
+                assert_eq!(reply.json["rejected"]["count"], 1, "{route} {shown}: {}", reply.json);
+                kept += 1;
+            } else if reply.json["code"] == "invalid_event" || reply.json["code"] == "event_too_large" {
+                // A single-event route's one event: refused in the answer, kept all the same.
+                assert!(reply.json["message"].as_str().unwrap_or_default().contains("kept"), "{}", reply.json);
+                kept += 1;
+            }
+        }
+        // Stored as it goes, so that the queue never fills.
+        assert!(app.consume_queued().await.is_empty());
+    }
+    assert!(cases >= 200, "{cases} cases");
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 0, "no hostile event stored");
+    assert_eq!(app.db.count("rejected_events").await, kept, "every quarantined event kept");
+    println!("{cases} hostile requests on {} routes: {kept} events quarantined, the rest refused whole", routes.len());
+}
