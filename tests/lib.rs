@@ -37,6 +37,15 @@ pub fn database_server_url() -> String {
     std::env::var("EVTRACK_TEST_DATABASE_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// The tests' MySQL server URL with its host and port replaced by `address` (a proxy in
+/// front of the server), the same user and password.
+pub fn database_server_url_via(address: std::net::SocketAddr) -> String {
+    let url = database_server_url();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("mysql", &url));
+    let credentials = rest.rsplit_once('@').map(|(credentials, _)| format!("{credentials}@")).unwrap_or_default();
+    format!("{scheme}://{credentials}{address}")
+}
+
 pub fn redis_url() -> String {
     std::env::var("EVTRACK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

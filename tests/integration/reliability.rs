@@ -84,7 +84,7 @@ async fn a_full_local_queue_answers_503_instead_of_growing() {
 #[tokio::test]
 async fn database_down_while_events_arrive_loses_nothing() {
     let proxy = Proxy::start(mariadb_address()).await;
-    let db = TestDb::on_server(&format!("mysql://root@{}", proxy.address)).await;
+    let db = TestDb::on_server(&database_server_url_via(proxy.address)).await;
     let app = TestApp::with(db, &[]).await;
     let warm = app.send(post_json("/v1/batch", Some(&app.key), &tracks(10, "before"))).await;
     assert_eq!(warm.status, StatusCode::OK);
@@ -112,7 +112,7 @@ async fn database_down_while_events_arrive_loses_nothing() {
 #[tokio::test]
 async fn an_unknown_key_while_the_database_is_down_gets_503_so_the_sdk_retries() {
     let proxy = Proxy::start(mariadb_address()).await;
-    let db = TestDb::on_server(&format!("mysql://root@{}", proxy.address)).await;
+    let db = TestDb::on_server(&database_server_url_via(proxy.address)).await;
     let app = TestApp::with(db, &[]).await;
     proxy.cut().await;
     let reply = app.send(post_json("/v1/batch", Some(&app.key), &tracks(1, "x"))).await;
@@ -134,4 +134,99 @@ async fn characters_sqs_refuses_are_carried_escaped() {
     assert!(Consumer::new(db.store.clone(), &config(&db, &[])).handle(event).await.batch_item_failures.is_empty());
     let stored: Vec<String> = db.query("SELECT JSON_VALUE(properties, '$.s') FROM events").await;
     assert_eq!(stored, vec!["a\u{FFFF}b\u{FFFE}".to_string()]);
+}
+
+/// Faults one after another on the real queue protocol (moto's SQS), each service cut behind
+/// a proxy: Redis, the queue endpoint, the database, a consumer that dies before deleting its
+/// batch (so SQS delivers it again), and an erasure while the user's events are queued. Then
+/// every acknowledged event is stored exactly once, every quarantined event is kept, and
+/// nothing of the erased user is stored.
+#[tokio::test]
+async fn faults_on_the_sqs_path_lose_no_acknowledged_event_and_store_none_twice() {
+    use evtrack::jobs::{JobRunner, Trigger};
+    use evtrack::keys::ErasedIdHasher;
+    let address = |url: &str| -> std::net::SocketAddr {
+        let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or_default();
+        std::net::ToSocketAddrs::to_socket_addrs(host).ok().and_then(|mut a| a.next()).expect("address")
+    };
+    let database = Proxy::start(mariadb_address()).await;
+    let queue_endpoint = Proxy::start(address(&sqs_endpoint())).await;
+    let redis = Proxy::start(address(&redis_url())).await;
+    let db = TestDb::on_server(&database_server_url_via(database.address)).await;
+    let redis_url = format!("redis://{}", redis.address);
+    let config = config(&db, &[("EVTRACK_REDIS_URL", &redis_url), ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "100000")]);
+    let (project, key) = project_with_key(&db, &config, Scope::Write).await;
+    let client = sqs_client(&format!("http://{}", queue_endpoint.address));
+    let queue_url = fresh_queue(&client).await;
+    let ingest = Ingest::new(&config, db.store.clone(), EventQueue::Sqs(sqs_queue(&client, &queue_url)));
+    let router = evtrack_ingest::router(Arc::new(ingest));
+    let consumer = Consumer::new(db.store.clone(), &config);
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut quarantined = 0;
+    // 50 events and one bad one per request; the client keeps what was acknowledged.
+    let request = |prefix: &str, user: &str| {
+        let mut batch: Vec<serde_json::Value> = (0..50)
+            .map(|i| json!({"type": "track", "event": "E", "userId": user, "messageId": format!("{prefix}-{i}")}))
+            .collect();
+        batch.push(json!({"type": "track", "userId": user, "messageId": format!("{prefix}-bad")}));
+        let ids: Vec<String> = (0..50).map(|i| format!("{prefix}-{i}")).collect();
+        (post_json("/v1/batch", Some(&key), &json!({"batch": batch})), ids)
+    };
+    let mut send = async |prefix: &str, user: &str| {
+        let (http_request, ids) = request(prefix, user);
+        let reply = send(&router, http_request).await;
+        if reply.status == StatusCode::OK {
+            acknowledged.extend(ids);
+            quarantined += 1;
+        }
+        reply.status
+    };
+    assert_eq!(send("normal", "u1").await, StatusCode::OK);
+    redis.cut().await;
+    assert_eq!(send("redis-down", "u1").await, StatusCode::OK, "rate limits count per instance without Redis");
+    queue_endpoint.cut().await;
+    assert_eq!(send("queue-down", "u1").await, StatusCode::SERVICE_UNAVAILABLE, "not acknowledged");
+    queue_endpoint.restore();
+    assert_eq!(send("queue-down", "u1").await, StatusCode::OK, "the SDK's retry");
+    assert_eq!(send("erase-me-before", "erase-me").await, StatusCode::OK);
+    let receiver = sqs_client(&sqs_endpoint());
+    let first = receive_all(&receiver, &queue_url).await;
+
+    // The database goes away: every message is reported failed, SQS keeps them.
+    database.cut().await;
+    let failed = consumer.handle(sqs_event_of(&first)).await.batch_item_failures.len();
+    assert_eq!(failed, first.len(), "nothing stored, all kept for redelivery");
+    database.restore();
+    // A consumer that stores half the batch and dies before deleting it: all of it again.
+    let half = &first[..first.len() / 2];
+    assert!(consumer.handle(sqs_event_of(half)).await.batch_item_failures.is_empty());
+    assert!(consumer.handle(sqs_event_of(&first)).await.batch_item_failures.is_empty());
+
+    // Erasure while more of the user's events are queued.
+    let project_id = db.store.project_id(project).await.expect("lookup").expect("project");
+    db.store.request_erasure(project_id, "erase-me", &ErasedIdHasher::from_config(&config)).await.expect("erasure");
+    assert_eq!(send("erase-me-after", "erase-me").await, StatusCode::OK);
+    let second = receive_all(&receiver, &queue_url).await;
+    assert!(consumer.handle(sqs_event_of(&second)).await.batch_item_failures.is_empty());
+    let cleanup = evtrack_cleanup::in_process(db.store.clone(), &config);
+    cleanup.run(Trigger::new(chrono::Utc::now(), "test")).await.expect("cleanup runs");
+
+    let kept: Vec<&String> = acknowledged.iter().filter(|id| !id.starts_with("erase-me")).collect();
+    let stored: Vec<String> = db.query("SELECT message_id FROM events").await;
+    let distinct: std::collections::HashSet<&str> = stored.iter().map(String::as_str).collect();
+    assert_eq!(distinct.len(), stored.len(), "no event stored twice");
+    assert!(kept.iter().all(|id| distinct.contains(id.as_str())), "every acknowledged event stored");
+    assert_eq!(stored.len(), kept.len(), "and nothing else");
+    assert_eq!(db.count("events WHERE user_id = 'erase-me'").await, 0, "nothing of the erased user");
+    // The erased user's quarantined events go with the erasure; the others are kept.
+    let rejected = db.count("rejected_events").await;
+    assert_eq!(rejected, quarantined - 2, "every other quarantined event kept");
+    println!(
+        "faults: {} events acknowledged ({} of the erased user), {} stored once each, {rejected} quarantined kept, \
+         the first batch delivered 3 times ({} messages)",
+        acknowledged.len(),
+        acknowledged.len() - kept.len(),
+        stored.len(),
+        first.len()
+    );
 }
