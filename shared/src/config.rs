@@ -367,6 +367,11 @@ impl Config {
         host.is_empty() || host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    /// The current pepper, then the previous one (while keys or hashes made under it remain).
+    pub fn peppers(&self) -> impl Iterator<Item = &Secret<String>> {
+        std::iter::once(&self.key_pepper).chain(self.key_pepper_previous.iter().map(|(pepper, _)| pepper))
+    }
+
     pub fn uses_development_pepper(&self) -> bool {
         self.key_pepper.expose() == DEVELOPMENT_PEPPER
     }

@@ -309,9 +309,15 @@ async fn bench_consumer(events: usize) -> f64 {
 
 async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
-    for scale in [1, 2] {
+    // The journaled queue (the default) at two loads, and the queue in memory only (what a
+    // crash would lose) at the first, to show what the journal costs.
+    for (scale, queue) in [(1, "journal"), (2, "journal"), (1, "memory")] {
         let total_requests = requests * scale;
-        let stack = StackProcess::start(&[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
+        let mut env = vec![("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")];
+        if queue == "memory" {
+            env.push(("EVTRACK_LOCAL_QUEUE_DIR", "memory"));
+        }
+        let stack = StackProcess::start(&env);
         let url = format!("{}/v1/batch", stack.address);
         let warmup = bodies(20);
         load(&url, Some(&stack.key), warmup).await;
@@ -328,7 +334,7 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         let events = (total_requests * EVENTS_PER_REQUEST) as f64;
         let peak_rss = memory_kib(stack.pid(), "VmHWM");
         println!(
-            "{:>7} events: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
+            "{:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
              (ratio to bulk-load bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \
              RSS idle {} MiB, peak {} MiB",
             events,

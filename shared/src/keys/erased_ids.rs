@@ -15,11 +15,7 @@ pub struct ErasedIdHasher {
 
 impl ErasedIdHasher {
     pub fn from_config(config: &Config) -> Self {
-        let current = std::iter::once(&config.key_pepper);
-        let previous = config.key_pepper_previous.iter().map(|(pepper, _)| pepper);
-        Self {
-            peppers: current.chain(previous).map(|pepper| Secret::new(pepper.expose().as_bytes().to_vec())).collect(),
-        }
+        Self { peppers: config.peppers().map(|pepper| Secret::new(pepper.expose().as_bytes().to_vec())).collect() }
     }
 }
 

@@ -31,10 +31,8 @@ pub struct EnvelopeSeal {
 
 impl EnvelopeSeal {
     pub fn from_config(config: &Config) -> Self {
-        let current = std::iter::once(&config.key_pepper);
-        let previous = config.key_pepper_previous.iter().map(|(pepper, _)| pepper);
-        let keys = current
-            .chain(previous)
+        let keys = config
+            .peppers()
             .map(|pepper| {
                 // Domain-separated from key hashes and erased-id hashes.
                 let mut mac = hmac(pepper.expose().as_bytes());
@@ -245,6 +243,10 @@ mod tests {
         seal_with(&[b"current"])
     }
 
+    fn receipt(source: &'static str) -> Receipt<'static> {
+        Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None, source }
+    }
+
     fn event(n: usize) -> Event {
         Event { name: Some("x".repeat(100)), ..crate::event::sample_track(&format!("m-{n}")) }
     }
@@ -277,13 +279,7 @@ mod tests {
 
     #[test]
     fn characters_sqs_refuses_are_escaped_and_mean_the_same() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-            source: "segment",
-        };
+        let receipt = receipt("segment");
         let properties: crate::event::JsonText =
             serde_json::from_str("{\"s\":\"a\u{FFFF}b\u{FFFE}\"}").expect("valid JSON");
         let event = Event { properties: Some(properties), ..event(1) };
@@ -298,13 +294,7 @@ mod tests {
 
     #[test]
     fn quarantined_events_travel_in_bodies_of_their_own() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-            source: "posthog",
-        };
+        let receipt = receipt("posthog");
         let reason = crate::event::wire::EventError::NotAnEvent;
         let quarantined: Vec<QuarantinedEvent> =
             (0..30).map(|n| QuarantinedEvent::new(n, &reason, &format!("[{n}, \"{}\"]", "q".repeat(100)))).collect();
@@ -321,37 +311,19 @@ mod tests {
 
     #[test]
     fn no_events_no_messages() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-            source: "segment",
-        };
+        let receipt = receipt("segment");
         assert_eq!(pack(&receipt, &[], &[], 1024, &seal()), Ok(vec![]));
     }
 
     #[test]
     fn an_event_larger_than_a_message_is_refused() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-            source: "segment",
-        };
+        let receipt = receipt("segment");
         assert_eq!(pack(&receipt, &[event(1)], &[], 100, &seal()), Err(TooLargeForQueue { index: 0, limit: 100 }));
     }
 
     #[test]
     fn a_message_not_sealed_by_ingest_is_refused_and_a_previous_pepper_still_opens() {
-        let receipt = Receipt {
-            project: Uuid::now_v7(),
-            key: Uuid::now_v7(),
-            received_at: Utc::now(),
-            ip: None,
-            source: "segment",
-        };
+        let receipt = receipt("segment");
         let body = pack(&receipt, &[event(1)], &[], 4096, &seal()).expect("fits").remove(0);
         // Forged: unsealed, sealed by another key, or altered after sealing.
         let unsealed = body.split(",\"sig\":").next().expect("head").to_string() + "}";
