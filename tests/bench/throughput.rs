@@ -61,14 +61,16 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// One Segment batch of 100 track events of about 350 bytes each, with unique messageIds.
-fn batch_body(run: &str, request: usize) -> Bytes {
+/// One Segment batch of 100 track events of about 370 bytes each, with random uuid4
+/// messageIds and userIds, as real SDKs send them (ordered ids would flatter the indexes).
+fn batch_body() -> Bytes {
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let random_id = || uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string();
     let events: Vec<_> = (0..EVENTS_PER_REQUEST)
         .map(|i| {
             json!({
-                "type": "track", "event": "Product Viewed", "userId": format!("user-{:05}", (request * 7 + i) % 50_000),
-                "messageId": format!("{run}-{request}-{i}"), "timestamp": now,
+                "type": "track", "event": "Product Viewed", "userId": random_id(),
+                "messageId": random_id(), "timestamp": now,
                 "properties": {"product_id": format!("sku-{}", i * 31 % 997), "price": 19.99, "currency": "EUR",
                                "category": "shoes", "position": i % 12, "list": "search results"},
                 "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "locale": "de-DE"}
@@ -79,8 +81,32 @@ fn batch_body(run: &str, request: usize) -> Bytes {
 }
 
 fn bodies(requests: usize) -> Arc<Vec<Bytes>> {
-    let run = Uuid::now_v7().simple().to_string();
-    Arc::new((0..requests).map(|request| batch_body(&run, request)).collect())
+    Arc::new((0..requests).map(|_| batch_body()).collect())
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The MariaDB server's process id, to count its CPU.
+fn mariadbd_pid() -> Option<u32> {
+    let out = std::process::Command::new("pidof").arg("mariadbd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next()?.parse().ok()
 }
 
 struct Load {
@@ -220,11 +246,10 @@ async fn bench_ingest(requests: usize) -> f64 {
 /// Queue message bodies exactly as ingest packs (and seals) them, for `events` events.
 async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeSeal) -> Vec<String> {
     let limits = Limits::default();
-    let run = Uuid::now_v7().simple().to_string();
     let mut all = Vec::new();
-    for request in 0..events / EVENTS_PER_REQUEST {
+    for _ in 0..events / EVENTS_PER_REQUEST {
         let received_at = Utc::now();
-        let body = batch_body(&run, request);
+        let body = batch_body();
         let payload = wire::parse(Shape::SegmentBatch, &body, &limits).expect("parses");
         let normalised = payload.normalise(&body, received_at, &limits);
         assert!(normalised.quarantined.is_empty(), "valid");
@@ -307,12 +332,15 @@ async fn bench_consumer(events: usize) -> f64 {
     load
 }
 
-async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
+/// End to end: a fixed 500,000 events (`EVTRACK_BENCH_E2E_EVENTS`) into an empty table, with
+/// the queue journaled (the default) and in memory only (what a crash would lose), and the
+/// CPU evtrack's process spent per stored event and MariaDB's per row.
+async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
-    // The journaled queue (the default) at two loads, and the queue in memory only (what a
-    // crash would lose) at the first, to show what the journal costs.
-    for (scale, queue) in [(1, "journal"), (2, "journal"), (1, "memory")] {
-        let total_requests = requests * scale;
+    let events: usize = std::env::var("EVTRACK_BENCH_E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let database = mariadbd_pid();
+    for queue in ["journal", "memory"] {
+        let total_requests = events / EVENTS_PER_REQUEST;
         let mut env = vec![("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")];
         if queue == "memory" {
             env.push(("EVTRACK_LOCAL_QUEUE_DIR", "memory"));
@@ -324,11 +352,14 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         let idle_rss = memory_kib(stack.pid(), "VmRSS");
         let all = bodies(total_requests);
         let expected = (total_requests * EVENTS_PER_REQUEST + 20 * EVENTS_PER_REQUEST) as u64;
+        let (server_cpu, database_cpu) = (cpu_seconds(stack.pid()), database.map_or(0.0, cpu_seconds));
         let started = Instant::now();
         let http = load(&url, Some(&stack.key), all).await;
         let accepted_in = started.elapsed();
-        let stored = stack.wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(300)).await;
+        let stored = stack.wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(600)).await;
         let stored_in = started.elapsed();
+        let server_cpu = cpu_seconds(stack.pid()) - server_cpu;
+        let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
         assert_eq!(stored, expected, "every accepted event stored");
         assert_eq!(http.failures, 0);
         let events = (total_requests * EVENTS_PER_REQUEST) as f64;
@@ -336,7 +367,7 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
         println!(
             "{:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
              (ratio to bulk-load bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \
-             RSS idle {} MiB, peak {} MiB",
+             RSS idle {} MiB, peak {} MiB; CPU: evtrack {:.1} µs per stored event, MariaDB {:.1} µs per row",
             events,
             events / accepted_in.as_secs_f64(),
             events / accepted_in.as_secs_f64() / ingest_bound,
@@ -347,6 +378,8 @@ async fn bench_end_to_end(requests: usize, ingest_bound: f64, load_bound: f64) {
             http.p99,
             idle_rss / 1024,
             peak_rss / 1024,
+            server_cpu * 1e6 / events,
+            database_cpu * 1e6 / events,
         );
     }
 }
