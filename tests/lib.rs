@@ -487,25 +487,26 @@ impl StackProcess {
         Self::launch(&name, extra_env, None)
     }
 
+    /// Stops the stack (Ctrl-C) and starts it again on the same database, with other
+    /// settings (as an operator does after changing one); its keys stay.
+    pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
+        let (exit, _) = self.interrupt();
+        assert!(exit.success(), "evtrack up stopped cleanly");
+        self.relaunch(extra_env);
+    }
+
     /// Kills the stack with SIGKILL (no chance to store what it holds) and starts it again on
     /// the same database and queue journal; returns how many events were stored at the kill.
     pub async fn crash_and_restart(&mut self, extra_env: &[(&str, &str)]) -> u64 {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
         let stored = self.count("SELECT COUNT(*) FROM events").await;
-        let name: String =
-            self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()).expect("name").into();
-        let next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));
-        std::fs::remove_file(&self.log_path).ok();
-        std::mem::forget(std::mem::replace(self, next));
+        self.relaunch(extra_env);
         stored
     }
 
-    /// Stops the stack (Ctrl-C) and starts it again on the same database, with other
-    /// settings (as an operator does after changing one); its keys stay.
-    pub fn restart(&mut self, extra_env: &[(&str, &str)]) {
-        let (exit, _) = self.interrupt();
-        assert!(exit.success(), "evtrack up stopped cleanly");
+    /// A new process on this stack's database, queue journal and keys, in place of this one.
+    fn relaunch(&mut self, extra_env: &[(&str, &str)]) {
         let name: String =
             self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()).expect("name").into();
         let next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));

@@ -71,8 +71,11 @@ pub async fn replay(
         let page = store.rejected_events(project_id, &filter, before, PAGE).await?;
         let Some(last) = page.last() else { break };
         before = Some(last.id);
-        let (sendable, skipped): (Vec<_>, Vec<_>) = page.into_iter().partition(|event| replayable(event).is_some());
-        outcome.skipped += skipped.len() as u64;
+        let sendable: Vec<(Uuid, usize, Shape, Value)> = page
+            .iter()
+            .filter_map(|event| replayable(event).map(|(shape, value)| (event.id, event.raw.len(), shape, value)))
+            .collect();
+        outcome.skipped += (page.len() - sendable.len()) as u64;
         for request in requests(sendable) {
             let again = target.send(&request).await?;
             outcome.accepted += request.ids.len() as u64 - again;
@@ -107,13 +110,12 @@ struct Request {
     ids: Vec<Uuid>,
 }
 
-/// Batches per format (single-event routes: one request per event), each under the size limit.
-fn requests(events: Vec<RejectedEvent>) -> Vec<Request> {
+/// Batches per format (single-event routes: one request per event), each under the size
+/// limit, of `(rejected event id, raw size, format, JSON)`.
+fn requests(events: Vec<(Uuid, usize, Shape, Value)>) -> Vec<Request> {
     let mut requests: Vec<Request> = Vec::new();
     let mut bytes = 0;
-    for event in events {
-        let Some((shape, value)) = replayable(&event) else { continue };
-        let size = event.raw.len();
+    for (id, size, shape, value) in events {
         let joins = requests.last().is_some_and(|last| {
             last.shape == shape && !matches!(shape, Shape::SegmentSingle(_)) && bytes + size <= REQUEST_BYTES
         });
@@ -123,7 +125,7 @@ fn requests(events: Vec<RejectedEvent>) -> Vec<Request> {
         }
         let request = requests.last_mut().expect("pushed");
         request.events.push(value);
-        request.ids.push(event.id);
+        request.ids.push(id);
         bytes += size;
     }
     requests

@@ -229,6 +229,12 @@ fn database_ca(value: Option<String>) -> Result<Option<Vec<u8>>, ConfigError> {
     Ok(Some(pem))
 }
 
+/// `localhost` or a loopback address (`[::1]` with or without its brackets).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `1`/`true` or `0`/`false`; unset is false.
 fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
     match get(name).as_deref().map(str::trim) {
@@ -364,7 +370,7 @@ impl Config {
             Some(v6) => v6.split(']').next().unwrap_or_default(),
             None => host_port.split(':').next().unwrap_or_default(),
         };
-        host.is_empty() || host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        host.is_empty() || is_loopback_host(host)
     }
 
     /// The current pepper, then the previous one (while keys or hashes made under it remain).

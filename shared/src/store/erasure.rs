@@ -9,8 +9,8 @@
 
 use super::links::linked_ids;
 use super::{
-    ChunkResult, IDS_PER_STATEMENT, JobTx, Store, StoreError, column, placeholders, required, required_time,
-    time_column, with_timeout,
+    ChunkResult, IDS_PER_STATEMENT, JobTx, Store, StoreError, column, multi_row_insert, placeholders, required,
+    required_time, time_column, with_timeout,
 };
 use crate::ids::{ProjectId, new_public_id};
 use crate::model::SubjectHashes;
@@ -94,11 +94,9 @@ impl Store {
             for hash in &hashes {
                 params.extend([Value::from(project.0), Value::from(hash.to_vec())]);
             }
-            let rows = vec!["(?, ?)"; hashes.len()].join(",");
-            let sql = format!(
-                "INSERT INTO suppressed_subjects (project_id, subject_hash) VALUES {rows}
-                 ON DUPLICATE KEY UPDATE created_at = CURRENT_TIMESTAMP(3)"
-            );
+            let columns = ["project_id", "subject_hash"];
+            let suffix = "ON DUPLICATE KEY UPDATE created_at = CURRENT_TIMESTAMP(3)";
+            let sql = multi_row_insert("suppressed_subjects", &columns, hashes.len(), suffix);
             with_timeout(tx.exec_drop(sql, params)).await?;
         }
         with_timeout(tx.commit()).await?;
@@ -261,8 +259,12 @@ pub(super) async fn insert_subjects(tx: &mut Transaction<'_>, erasure: u64, ids:
         for id in slice {
             params.extend([Value::from(erasure), Value::from(id.as_str())]);
         }
-        let rows = vec!["(?, ?)"; slice.len()].join(",");
-        let sql = format!("INSERT IGNORE INTO erasure_subjects (erasure_id, subject) VALUES {rows}");
+        // IGNORE: an id listed twice is one row (and the users granted INSERT need no UPDATE).
+        let sql = multi_row_insert("erasure_subjects", &["erasure_id", "subject"], slice.len(), "").replacen(
+            "INSERT INTO",
+            "INSERT IGNORE INTO",
+            1,
+        );
         with_timeout(tx.exec_drop(sql, params)).await?;
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::links::MAX_LINKS_PER_USER;
-use super::{IDS_PER_STATEMENT, Store, StoreError, placeholders, to_db_time};
+use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
 use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
 use crate::model::SubjectHashes;
@@ -151,9 +151,7 @@ async fn storable<'r, 'e>(
             continue;
         }
         let erased = !suppressed.is_empty()
-            && row.event.subject_ids().any(|subject| {
-                erased_ids.hashes(row.project, subject).iter().any(|hash| suppressed.contains(&(row.project.0, *hash)))
-            });
+            && row.event.subject_ids().any(|subject| suppressed.contains(&(row.project.0, subject)));
         if erased {
             outcome.events_suppressed += 1;
             continue;
@@ -163,26 +161,26 @@ async fn storable<'r, 'e>(
     Ok(kept)
 }
 
-/// Of the ids the batch carries, the hashes on its projects' suppression lists: only the
-/// batch's own ids are looked up (a project may have suppressed millions).
-async fn suppressed_in_batch(
+/// Of the ids the batch carries, those on their projects' suppression lists (which hold keyed
+/// hashes): only the batch's own ids are hashed and looked up, each once (a project may have
+/// suppressed millions).
+async fn suppressed_in_batch<'e>(
     tx: &mut Transaction<'_>,
-    rows: &[EventRow<'_>],
+    rows: &[EventRow<'e>],
     live: &[(u64, bool)],
     erased_ids: &impl SubjectHashes,
-) -> Result<HashSet<(u64, [u8; 32])>, StoreError> {
+) -> Result<HashSet<(u64, &'e str)>, StoreError> {
     let mut found = HashSet::new();
     for (project, _) in live.iter().filter(|(_, any_suppressed)| *any_suppressed) {
-        let mut hashes: Vec<[u8; 32]> = rows
-            .iter()
-            .filter(|row| row.project.0 == *project)
-            .flat_map(|row| row.event.subject_ids())
-            .collect::<HashSet<&str>>()
+        let subjects: HashSet<&'e str> =
+            rows.iter().filter(|row| row.project.0 == *project).flat_map(|row| row.event.subject_ids()).collect();
+        let by_hash: HashMap<[u8; 32], &'e str> = subjects
             .into_iter()
-            .flat_map(|subject| erased_ids.hashes(ProjectId(*project), subject))
+            .flat_map(|subject| {
+                erased_ids.hashes(ProjectId(*project), subject).into_iter().map(move |hash| (hash, subject))
+            })
             .collect();
-        hashes.sort_unstable();
-        hashes.dedup();
+        let hashes: Vec<&[u8; 32]> = by_hash.keys().collect();
         for slice in hashes.chunks(IDS_PER_STATEMENT) {
             let mut params = vec![Value::from(*project)];
             params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
@@ -191,9 +189,8 @@ async fn suppressed_in_batch(
                 placeholders(slice.len())
             );
             let hits: Vec<Vec<u8>> = tx.exec(sql, params).await?;
-            found.extend(
-                hits.into_iter().filter_map(|hash| <[u8; 32]>::try_from(hash).ok()).map(|hash| (*project, hash)),
-            );
+            let subjects = hits.iter().filter_map(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok());
+            found.extend(subjects.filter_map(|hash| by_hash.get(&hash)).map(|subject| (*project, *subject)));
         }
     }
     Ok(found)
@@ -201,13 +198,6 @@ async fn suppressed_in_batch(
 
 fn is_lock_conflict(reason: &str) -> bool {
     reason.contains("1213") || reason.contains("1205") || reason.to_lowercase().contains("deadlock")
-}
-
-/// `INSERT INTO table (columns) VALUES (?,..),(?,..) suffix`, for `rows` rows.
-fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) -> String {
-    let one = format!("({})", vec!["?"; columns.len()].join(","));
-    let values = vec![one.as_str(); rows].join(",");
-    format!("INSERT INTO {table} ({}) VALUES {values} {suffix}", columns.join(","))
 }
 
 async fn execute(tx: &mut Transaction<'_>, sql: String, values: Vec<Value>) -> Result<u64, StoreError> {

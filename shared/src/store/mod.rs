@@ -200,6 +200,13 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n.max(1)].join(",")
 }
 
+/// `INSERT INTO table (columns) VALUES (?,..),(?,..) suffix`, for `rows` rows.
+fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) -> String {
+    let one = format!("({})", vec!["?"; columns.len()].join(","));
+    let values = vec![one.as_str(); rows].join(",");
+    format!("INSERT INTO {table} ({}) VALUES {values} {suffix}", columns.join(","))
+}
+
 /// How many ids one statement names: far below the protocol's 65,535 placeholders, and small
 /// enough that each statement stays short.
 const IDS_PER_STATEMENT: usize = 1_000;

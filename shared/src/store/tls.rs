@@ -4,14 +4,14 @@
 //! the operator explicitly allows plain TCP (`EVTRACK_DATABASE_INSECURE=1`).
 
 use super::StoreError;
-use crate::config::{DatabaseTls, Secret};
+use crate::config::{DatabaseTls, Secret, is_loopback_host};
 use mysql_async::{Opts, OptsBuilder};
 
 /// The connection options for `url` under `tls`, or why the URL may not be used.
 pub(super) fn connection_options(url: &Secret<String>, tls: &DatabaseTls) -> Result<Opts, StoreError> {
     let opts = Opts::from_url(url.expose())?;
     let host = opts.ip_or_hostname().to_string();
-    let local = is_loopback(&host);
+    let local = is_loopback_host(&host);
     let ssl = match (&tls.ca_pem, opts.ssl_opts()) {
         // Only the given CA is trusted; a loopback address would otherwise switch to the
         // server's socket, where no TLS is negotiated.
@@ -35,11 +35,6 @@ pub(super) fn connection_options(url: &Secret<String>, tls: &DatabaseTls) -> Res
     }
     let prefer_socket = ssl.is_none() && opts.prefer_socket();
     Ok(OptsBuilder::from_opts(opts).ssl_opts(ssl).prefer_socket(prefer_socket).into())
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
