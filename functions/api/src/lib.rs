@@ -15,12 +15,13 @@ pub use routes::{router, routes, standalone_router};
 
 use axum::response::{IntoResponse, Response};
 use evtrack::Config;
-use evtrack::http::{ApiError, key_from_authorization};
+use evtrack::http::ApiError;
 use evtrack::ids::ProjectId;
 use evtrack::jobs::{JobError, JobRunners};
 use evtrack::keys::keyring::{Keyring, KeyringError, VerifyTokenError};
 use evtrack::keys::{
     Access, AccessDenied, ErasedIdHasher, KeyHashers, KeyService, KeyUseRecorder, KeyVerifier, Scope, VerifyError,
+    key_from_authorization,
 };
 use evtrack::limits::RateLimiter;
 use evtrack::store::{KeyChangeError, Store, StoreError};

@@ -2,7 +2,8 @@
 //! Bearer token, the body (`writeKey`, `api_key`, `token`), the `writeKey` query parameter.
 //! Two different keys in one request are refused.
 
-use evtrack::http::{ApiError, key_from_authorization};
+use evtrack::http::ApiError;
+use evtrack::keys::key_from_authorization;
 use http::request::Parts;
 use http::{StatusCode, header};
 

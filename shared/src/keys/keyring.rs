@@ -6,8 +6,10 @@
 //! are sealed at rest with AES-256-GCM under a master key from configuration (an env var
 //! locally, Secrets Manager on AWS); the sealed row is bound to its key id.
 //!
-//! Token: `v1.<key id>.<payload, base64url>.<HMAC-SHA256(purpose, payload), base64url>`.
+//! Token: `v1.<key id>.<payload, base64url>.<HMAC-SHA256(purpose, payload), base64url>`
+//! (`token`).
 
+pub use super::token::{InvalidToken, SignedToken};
 use crate::config::{Config, KeyringPolicy, Secret};
 use crate::store::{SealedSigningKey, Store, StoreError};
 use base64::Engine;
@@ -25,7 +27,6 @@ use uuid::Uuid;
 /// points refuse to start without a configured master key.
 pub const DEVELOPMENT_MASTER_KEYS: &str = "1:ZXZ0cmFjay1kZXZlbG9wbWVudC1tYXN0ZXIta2V5ISE";
 
-const TOKEN_VERSION: &str = "v1";
 /// How long a process trusts its copy of the keyring before reading it again.
 const KEYRING_CACHE: Duration = Duration::from_secs(60);
 
@@ -38,11 +39,6 @@ pub enum KeyringError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-/// A token that is malformed, forged, or signed by a key that no longer verifies.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid or expired token")]
-pub struct InvalidToken;
 
 /// Master keys, newest first: the first seals, all open.
 #[derive(Clone)]
@@ -147,26 +143,13 @@ impl Keyring {
             .filter(|key| key.signs_until > now && key.created_at <= now)
             .max_by_key(|key| key.created_at)
             .ok_or_else(|| StoreError::Unavailable("no signing key after adding one".into()))?;
-        let mac = mac(&key.secret, purpose, payload).finalize().into_bytes();
-        Ok(format!(
-            "{TOKEN_VERSION}.{}.{}.{}",
-            key.id.simple(),
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(mac)
-        ))
+        let signature = mac(&key.secret, purpose, payload).finalize().into_bytes().to_vec();
+        Ok(SignedToken { key_id: key.id, payload: payload.to_vec(), signature }.to_string())
     }
 
     /// The payload of a token signed for `purpose` by a key that still verifies.
     pub async fn verify(&self, purpose: &str, token: &str) -> Result<Vec<u8>, VerifyTokenError> {
-        let mut parts = token.split('.');
-        let (Some(TOKEN_VERSION), Some(id), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(InvalidToken.into());
-        };
-        let id = Uuid::try_parse(id).map_err(|_| InvalidToken)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| InvalidToken)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| InvalidToken)?;
+        let SignedToken { key_id: id, payload, signature } = SignedToken::parse(token)?;
         let now = Utc::now();
         let mut key = self.keys(false).await?.into_iter().find(|key| key.id == id);
         if key.is_none() {

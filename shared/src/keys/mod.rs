@@ -8,25 +8,33 @@
 //! Only HMAC-SHA256(pepper, key) is stored, beside the pepper's version.
 
 mod erased_ids;
+#[cfg(feature = "adapters")]
 pub mod keyring;
+#[cfg(feature = "adapters")]
 mod service;
+pub mod token;
+#[cfg(feature = "adapters")]
 mod usage;
+#[cfg(feature = "adapters")]
 mod verifier;
 
 pub use erased_ids::ErasedIdHasher;
+#[cfg(feature = "adapters")]
 pub use service::{KeyService, NewKeyRequest};
+#[cfg(feature = "adapters")]
 pub use usage::{KEY_USE_INTERVAL, KeyUseRecorder};
+#[cfg(feature = "adapters")]
 pub use verifier::{KeyHashers, KeyVerifier};
 
 use crate::config::{KeyPolicy, Secret};
 use crate::model::IpPolicy;
 pub use crate::model::{KeyHash, Scope};
+#[cfg(feature = "adapters")]
 use crate::store::{KeyRecord, StoreError};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -111,6 +119,22 @@ impl ApiKey {
     }
 }
 
+/// The key in an `Authorization` header: `Bearer <key>`, or Basic with the key as the user
+/// and an empty password (`key:`, as RudderStack and Segment send it). `None` otherwise.
+pub fn key_from_authorization(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string())
+}
+
 fn checksum(text: &str) -> String {
     let mut value = crc32fast::hash(text.as_bytes());
     let mut digits = [b'0'; CHECKSUM_CHARS];
@@ -163,6 +187,7 @@ pub enum AccessDenied {
     WrongScope,
 }
 
+#[cfg(feature = "adapters")]
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
@@ -172,7 +197,9 @@ pub enum VerifyError {
 }
 
 /// Decides what a stored key allows at `now`, whatever scope is asked for.
+#[cfg(feature = "adapters")]
 pub fn access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> Result<Access, AccessDenied> {
+    use subtle::ConstantTimeEq;
     // The lookup was by hash; compare again in constant time so a lookup quirk
     // (collation, truncation) can never let a different key through.
     if !bool::from(record.key_hash.ct_eq(&hash.0)) {

@@ -3,8 +3,11 @@
 //! whose fullness pushes back on ingest instead of growing without bound.
 
 pub mod envelope;
+#[cfg(feature = "adapters")]
 pub mod journal;
+#[cfg(feature = "adapters")]
 pub mod local;
+#[cfg(feature = "adapters")]
 pub mod sqs;
 
 pub use envelope::{Envelope, EnvelopeSeal};
@@ -18,11 +21,13 @@ pub enum QueueError {
 }
 
 /// Where ingest sends envelopes.
+#[cfg(feature = "adapters")]
 pub enum EventQueue {
     Sqs(sqs::SqsQueue),
     Local(local::LocalQueue),
 }
 
+#[cfg(feature = "adapters")]
 impl EventQueue {
     /// Sends every body, or fails; a failure may leave some bodies sent (the client's retry
     /// is deduplicated downstream by messageId). `trace_header` (the request's X-Ray trace)
