@@ -19,3 +19,10 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
+
+/// Every binary that links the adapters (the Lambda functions, `evtrack`, the tests) allocates
+/// with mimalloc: under load glibc's malloc and free took a third of evtrack's CPU per event
+/// (BENCHMARKS.md, "What changed the figures").
+#[cfg(feature = "adapters")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
