@@ -119,6 +119,14 @@ struct Load {
 
 /// `CONNECTIONS` clients posting every body once; events/s and latency percentiles.
 async fn load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>) -> Load {
+    paced_load(url, key, bodies, None).await
+}
+
+/// As `load`, but with `events_per_sec` given the requests are sent on a schedule (open loop)
+/// and each latency counts from when its request was due, so that a server falling behind
+/// shows in the figures instead of slowing the load down.
+async fn paced_load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, events_per_sec: Option<f64>) -> Load {
+    let interval = events_per_sec.map(|rate| Duration::from_secs_f64(EVENTS_PER_REQUEST as f64 / rate));
     let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -131,18 +139,25 @@ async fn load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>) -> Load {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(index) else { break };
+                    let due = match interval {
+                        Some(interval) => {
+                            let due = started + interval * index as u32;
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        None => Instant::now(),
+                    };
                     let mut request = client.post(&url).header("content-type", "application/json").body(body.clone());
                     if let Some(key) = &key {
                         request = request.basic_auth(key, Some(""));
                     }
-                    let sent = Instant::now();
                     match request.send().await {
                         Ok(response) if response.status() == 200 => {
                             let _ = response.bytes().await;
                         }
                         _ => failures += 1,
                     }
-                    latencies.push(sent.elapsed());
+                    latencies.push(due.elapsed());
                 }
                 (latencies, failures)
             })
@@ -440,6 +455,7 @@ async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) 
         assert_eq!(http.failures, 0);
         let events = (total_requests * EVENTS_PER_REQUEST) as f64;
         let peak_rss = memory_kib(stack.pid(), "VmHWM");
+        let sustainable = events / stored_in.as_secs_f64();
         println!(
             "{:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
              (ratio to the faster bulk bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \
@@ -456,6 +472,34 @@ async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) 
             peak_rss / 1024,
             server_cpu * 1e6 / events,
             database_cpu * 1e6 / events,
+        );
+        if queue == "journal" {
+            latency_curve(&stack, &url, sustainable, expected).await;
+        }
+    }
+}
+
+/// Latency below saturation: the load sent on a schedule at 25, 50, 75 and 100 % of the
+/// stored rate just measured (about 10 s each, into the same stack and table).
+async fn latency_curve(stack: &StackProcess, url: &str, sustainable: f64, mut stored: u64) {
+    for percent in [25.0, 50.0, 75.0, 100.0] {
+        let rate = sustainable * percent / 100.0;
+        let requests = ((rate * 10.0) as usize / EVENTS_PER_REQUEST).max(50);
+        let load = bodies(requests);
+        let started = Instant::now();
+        let run = paced_load(url, Some(&stack.key), load, Some(rate)).await;
+        let accepted_in = started.elapsed();
+        stored += (requests * EVENTS_PER_REQUEST) as u64;
+        let count = stack.wait_for_count("SELECT COUNT(*) FROM events", stored, Duration::from_secs(600)).await;
+        assert_eq!(count, stored, "every accepted event stored");
+        assert_eq!(run.failures, 0);
+        println!(
+            "    at {percent:>3.0} % of it ({rate:>6.0} events/s offered, {:>6.0} accepted): p50 {:?} p99 {:?}; \
+             all stored {:.1} s after the last was accepted",
+            run.events_per_sec,
+            run.p50,
+            run.p99,
+            (started.elapsed() - accepted_in).as_secs_f64()
         );
     }
 }
