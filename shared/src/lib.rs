@@ -21,8 +21,8 @@ pub mod telemetry;
 pub use config::Config;
 
 /// Every binary that links the adapters (the Lambda functions, `evtrack`, the tests) allocates
-/// with mimalloc: under load glibc's malloc and free took a third of evtrack's CPU per event
-/// (BENCHMARKS.md, "What changed the figures").
+/// with mimalloc: under load glibc's malloc and free took 38 % of evtrack's CPU (BENCHMARKS.md,
+/// 2026-12-02, later).
 #[cfg(feature = "adapters")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -410,8 +410,8 @@ async fn multi_row_inserts(db: &TestDb) -> Vec<String> {
             let values: Vec<String> = chunk
                 .iter()
                 .map(|row| {
-                    let row = row.clone().unwrap();
-                    format!("({})", row.iter().map(sql_literal).collect::<Vec<_>>().join(","))
+                    let values: Vec<String> = (0..row.len()).filter_map(|i| row.as_ref(i)).map(sql_literal).collect();
+                    format!("({})", values.join(","))
                 })
                 .collect();
             format!(
