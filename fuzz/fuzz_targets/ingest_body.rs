@@ -44,7 +44,7 @@ fuzz_target!(|input: &[u8]| {
     let messages = payload.len();
     assert!(messages <= limits.max_batch_events);
     let received_at = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).single().expect("a valid time");
-    let normalised = payload.normalise(&json, received_at, &limits);
+    let normalised = payload.normalise(received_at, &limits);
     assert_eq!(normalised.events.len() + normalised.quarantined.len(), messages, "each message ends once");
     for event in &normalised.events {
         event.validate().expect("a normalised event is valid");
@@ -59,6 +59,7 @@ fuzz_target!(|input: &[u8]| {
         received_at,
         ip: Some("203.0.113.9"),
         source: shape.source(),
+        batch: &normalised.batch,
     };
     let Ok(bodies) = pack(&receipt, &normalised.events, &normalised.quarantined, limits.max_queue_message_bytes, &SEAL)
     else {
@@ -73,6 +74,9 @@ fuzz_target!(|input: &[u8]| {
             event.validate().expect("a packed event is still valid");
             assert_eq!(event.message_id, normalised.events[events].message_id);
             events += 1;
+        }
+        if !envelope.rejected.is_empty() {
+            assert_eq!(envelope.batch, normalised.batch, "quarantined events keep their batch fields");
         }
         quarantined += envelope.rejected.len();
     }

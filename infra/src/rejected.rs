@@ -1,6 +1,7 @@
 //! `evtrack rejected list|replay`: the quarantine from the command line. A replay sends each
-//! rejected event back through ingest as its request sent it (same route, same format), so
-//! that a fix — a limit raised, a bug fixed — applies to it; what is stored is a normal event
+//! rejected event back through ingest as its request sent it (same route, same format, its
+//! batch's context and integrations, and the time its first request gave it), so that a fix —
+//! a limit raised, a bug fixed — applies to it; what is stored is a normal event
 //! (a duplicate messageId stays a no-op), what is still refused is quarantined again. A
 //! replayed event leaves the quarantine.
 
@@ -8,7 +9,8 @@ use crate::toolbox::open_store;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use evtrack::Config;
-use evtrack::event::wire::Shape;
+use evtrack::event::quarantine::resolve_time_for_replay;
+use evtrack::event::wire::{BatchFields, Shape};
 use evtrack::store::{RejectedEvent, RejectedFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -71,10 +73,8 @@ pub async fn replay(
         let page = store.rejected_events(project_id, &filter, before, PAGE).await?;
         let Some(last) = page.last() else { break };
         before = Some(last.id);
-        let sendable: Vec<(Uuid, usize, Shape, Value)> = page
-            .iter()
-            .filter_map(|event| replayable(event).map(|(shape, value)| (event.id, event.raw.len(), shape, value)))
-            .collect();
+        let sendable: Vec<Replayable> =
+            page.iter().filter_map(|event| replayable(event, config.limits.future_tolerance)).collect();
         outcome.skipped += (page.len() - sendable.len()) as u64;
         for request in requests(sendable) {
             let again = target.send(&request).await?;
@@ -96,35 +96,55 @@ pub async fn replay(
     Ok(())
 }
 
-/// The event's request format and JSON, if it can be sent again as it came.
-fn replayable(event: &RejectedEvent) -> Option<(Shape, Value)> {
-    let shape = Shape::parse_source(event.source.as_deref()?)?;
-    let value: Value = serde_json::from_str(&event.raw).ok()?;
-    value.is_object().then_some((shape, value))
+/// A rejected event that can be sent again as it came.
+struct Replayable {
+    id: Uuid,
+    /// Its size as sent.
+    size: usize,
+    shape: Shape,
+    /// Its JSON, with its time resolved against its first receipt.
+    event: Value,
+    /// The context and integrations of its batch (its time is in `event` now).
+    batch: BatchFields,
 }
 
-/// One request to ingest: events of one format, and the rejected events they came from.
+/// The event's request format, JSON and batch fields, if it can be sent again as it came.
+fn replayable(rejected: &RejectedEvent, future_tolerance: chrono::Duration) -> Option<Replayable> {
+    let shape = Shape::parse_source(rejected.source.as_deref()?)?;
+    let Value::Object(mut event) = serde_json::from_str(&rejected.raw).ok()? else { return None };
+    if let Some(received_at) = rejected.received_at {
+        resolve_time_for_replay(shape, &mut event, &rejected.batch, received_at, future_tolerance);
+    }
+    let batch = BatchFields { sent_at: None, ..rejected.batch.clone() };
+    Some(Replayable { id: rejected.id, size: rejected.raw.len(), shape, event: Value::Object(event), batch })
+}
+
+/// One request to ingest: events of one format and batch, and the rejected events they came from.
 struct Request {
     shape: Shape,
+    batch: BatchFields,
     events: Vec<Value>,
     ids: Vec<Uuid>,
 }
 
-/// Batches per format (single-event routes: one request per event), each under the size
-/// limit, of `(rejected event id, raw size, format, JSON)`.
-fn requests(events: Vec<(Uuid, usize, Shape, Value)>) -> Vec<Request> {
+/// Batches per format and batch fields (single-event routes: one request per event), each
+/// under the size limit.
+fn requests(events: Vec<Replayable>) -> Vec<Request> {
     let mut requests: Vec<Request> = Vec::new();
     let mut bytes = 0;
-    for (id, size, shape, value) in events {
+    for Replayable { id, size, shape, event, batch } in events {
         let joins = requests.last().is_some_and(|last| {
-            last.shape == shape && !matches!(shape, Shape::SegmentSingle(_)) && bytes + size <= REQUEST_BYTES
+            last.shape == shape
+                && last.batch == batch
+                && !matches!(shape, Shape::SegmentSingle(_))
+                && bytes + size <= REQUEST_BYTES
         });
         if !joins {
-            requests.push(Request { shape, events: Vec::new(), ids: Vec::new() });
+            requests.push(Request { shape, batch, events: Vec::new(), ids: Vec::new() });
             bytes = 0;
         }
         let request = requests.last_mut().expect("pushed");
-        request.events.push(value);
+        request.events.push(event);
         request.ids.push(id);
         bytes += size;
     }
@@ -140,11 +160,14 @@ struct Target {
 impl Target {
     /// Sends one request; returns how many of its events ingest quarantined again.
     async fn send(&self, request: &Request) -> anyhow::Result<u64> {
-        let (path, body) = match request.shape {
+        let (path, mut body) = match request.shape {
             Shape::SegmentBatch => ("/v1/batch".to_string(), json!({"batch": request.events})),
             Shape::SegmentSingle(kind) => (format!("/v1/{}", kind.as_str()), request.events[0].clone()),
             Shape::PostHog => ("/batch/".to_string(), json!({"api_key": self.key, "batch": request.events})),
         };
+        if let (Some(body), Value::Object(batch)) = (body.as_object_mut(), json!(request.batch)) {
+            body.extend(batch);
+        }
         let response = self
             .client
             .post(format!("{}{path}", self.url))

@@ -185,7 +185,7 @@ async fn introduce_project(store: &Store, config: &Config, address: SocketAddr) 
 }
 
 /// Runs consumer workers until the queue is closed (ingest stopped) and empty.
-async fn drain_local_queue(
+pub async fn drain_local_queue(
     receiver: mpsc::Receiver<QueuedMessage>,
     consumer: Arc<Consumer>,
     journal: Option<Arc<Journal>>,

@@ -1,8 +1,9 @@
 //! Throughput benchmarks. Every figure is printed beside a bound measured in the same run on
 //! the same machine, and as a ratio to it (BENCHMARKS.md records method and results).
 //!
-//! 1. ingest: the ingest router (the one Lambda and `evtrack up` run) over loopback HTTP,
-//!    vs bare HTTP servers that read the same bodies and parse them into JSON values (or not).
+//! 1. ingest: the ingest router (the one Lambda and `evtrack up` run) over loopback HTTP, the
+//!    consumer storing what it queues meanwhile, vs bare HTTP servers that read the same
+//!    bodies and parse them into JSON values (or not); rates and the servers' CPU per event.
 //! 2. consumer: the consumer handler storing queued events into MariaDB, vs LOAD DATA of the
 //!    same rows into the same table.
 //! 3. end to end: `evtrack up` (release build, in-process queue), HTTP in, rows in MySQL out:
@@ -87,7 +88,11 @@ fn bodies(requests: usize) -> Arc<Vec<Bytes>> {
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// The CPU seconds of a process's or thread's `stat` line.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -96,12 +101,15 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// The MariaDB server's process id, to count its CPU.
@@ -185,10 +193,40 @@ async fn paced_load(url: &str, key: Option<&str>, bodies: Arc<Vec<Bytes>>, event
     }
 }
 
+/// Name of the threads that run the servers under test: their CPU is the servers' own,
+/// apart from the load generator's and the consumer's in the same process.
+const SERVER_THREADS: &str = "bench-server";
+
+/// The runtime the servers under test run on.
+fn server_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores())
+            .thread_name(SERVER_THREADS)
+            .enable_all()
+            .build()
+            .expect("server runtime")
+    })
+}
+
+/// CPU seconds the server threads of this process have used so far.
+fn server_cpu_seconds() -> f64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains(&format!("({SERVER_THREADS})")))
+        .map(|stat| stat_cpu_seconds(&stat))
+        .sum()
+}
+
+/// Serves `router` on the server runtime; returns its base URL.
 async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
     let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
+    server_runtime().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.ok();
     });
     format!("http://{address}")
@@ -199,19 +237,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A run of the load against one server: events/s, and the server threads' CPU per event.
+async fn measured_load(url: &str, key: &str, bodies: Arc<Vec<Bytes>>) -> (Load, f64) {
+    let cpu = server_cpu_seconds();
+    let run = load(url, Some(key), bodies.clone()).await;
+    let cpu_per_event = (server_cpu_seconds() - cpu) * 1e6 / (bodies.len() * EVENTS_PER_REQUEST) as f64;
+    (run, cpu_per_event)
+}
+
+/// Ingest as in production: the consumer storing what it queues into MariaDB meanwhile (in
+/// memory queue large enough that acceptance is not held back by it), against bare servers
+/// that read the bodies and parse them into JSON values (or not). Rates and the server
+/// threads' CPU per event (the load generator and the consumer run on other threads).
 /// Returns the bare parsing server's events/s (the ingest bound).
 async fn bench_ingest(requests: usize) -> f64 {
     let db = TestDb::new().await;
-    let config = config(&db, &[("EVTRACK_LOCAL_QUEUE_CAPACITY", "4096")]);
+    let capacity = (requests + 200).to_string();
+    let config =
+        config(&db, &[("EVTRACK_LOCAL_QUEUE_CAPACITY", &capacity), ("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
     let (_, key) = project_with_key(&db, &config, Scope::Write).await;
-    let (queue, mut receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
-    // A consumer that discards: this measures ingest alone.
-    tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while receiver.recv_many(&mut batch, 64).await > 0 {
-            batch.clear();
-        }
-    });
+    let (queue, receiver) = local::channel(config.local_queue_capacity, config.queue_send_timeout);
+    let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
+    tokio::spawn(evtrack_cli::stack::drain_local_queue(receiver, consumer, None));
     let ingest = Arc::new(evtrack_ingest::Ingest::new(&config, db.store.clone(), EventQueue::Local(queue)));
     let ingest_url = format!("{}/v1/batch", serve(evtrack_ingest::router(ingest)).await);
     let parse_url = serve(axum::Router::new().route(
@@ -234,27 +281,56 @@ async fn bench_ingest(requests: usize) -> f64 {
     .await
         + "/v1/batch";
 
+    let mut stored = 0;
+    // Waits until the consumer has stored everything ingest accepted, so that the bounds
+    // run on a quiet machine.
+    let settle = |stored: u64| {
+        let db = &db;
+        async move {
+            for _ in 0..6000 {
+                if db.count("events").await >= stored {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the consumer did not store {stored} events in 10 minutes");
+        }
+    };
     let warmup = bodies(200);
     for url in [&plain_url, &parse_url, &ingest_url] {
         load(url, Some(&key), warmup.clone()).await;
     }
+    stored += (warmup.len() * EVENTS_PER_REQUEST) as u64;
+    settle(stored).await;
     let (mut plain, mut parse, mut ingest) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_cpu, mut parse_cpu, mut ingest_cpu) = (Vec::new(), Vec::new(), Vec::new());
     let mut latency = (Duration::ZERO, Duration::ZERO);
     for _ in 0..ROUNDS {
         let round = bodies(requests);
-        plain.push(load(&plain_url, Some(&key), round.clone()).await.events_per_sec);
-        parse.push(load(&parse_url, Some(&key), round.clone()).await.events_per_sec);
-        let run = load(&ingest_url, Some(&key), round).await;
+        let (run, cpu) = measured_load(&plain_url, &key, round.clone()).await;
+        plain.push(run.events_per_sec);
+        plain_cpu.push(cpu);
+        let (run, cpu) = measured_load(&parse_url, &key, round.clone()).await;
+        parse.push(run.events_per_sec);
+        parse_cpu.push(cpu);
+        let (run, cpu) = measured_load(&ingest_url, &key, round.clone()).await;
         assert_eq!(run.failures, 0, "ingest refused requests");
         latency = (run.p50, run.p99);
         ingest.push(run.events_per_sec);
+        ingest_cpu.push(cpu);
+        stored += (round.len() * EVENTS_PER_REQUEST) as u64;
+        settle(stored).await;
     }
     let (plain, parse, ingest) = (median(plain), median(parse), median(ingest));
-    println!("\n## ingest router (discarding consumer), median of {ROUNDS} runs");
-    println!("bare server, reads body only:        {plain:>10.0} events/s");
-    println!("bare server, parses JSON (the bound): {parse:>10.0} events/s");
-    println!("evtrack ingest:                      {ingest:>10.0} events/s  p50 {:?}  p99 {:?}", latency.0, latency.1);
-    println!("ratio to parsing bound:     {:.2}", ingest / parse);
+    let (plain_cpu, parse_cpu, ingest_cpu) = (median(plain_cpu), median(parse_cpu), median(ingest_cpu));
+    println!("\n## ingest router (the consumer storing meanwhile), median of {ROUNDS} runs; CPU of the server threads");
+    println!("bare server, reads body only:         {plain:>10.0} events/s  {plain_cpu:>5.2} µs CPU per event");
+    println!("bare server, parses JSON (the bound): {parse:>10.0} events/s  {parse_cpu:>5.2} µs CPU per event");
+    println!(
+        "evtrack ingest:                       {ingest:>10.0} events/s  {ingest_cpu:>5.2} µs CPU per event  p50 {:?}  p99 {:?}",
+        latency.0, latency.1
+    );
+    println!("ratio to parsing bound:     {:.2} (CPU per event: {:.2}×)", ingest / parse, ingest_cpu / parse_cpu);
     println!("ratio to non-parsing bound: {:.2}", ingest / plain);
     parse
 }
@@ -267,9 +343,10 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeS
         let received_at = Utc::now();
         let body = batch_body();
         let payload = wire::parse(Shape::SegmentBatch, &body, &limits).expect("parses");
-        let normalised = payload.normalise(&body, received_at, &limits);
+        let normalised = payload.normalise(received_at, &limits);
         assert!(normalised.quarantined.is_empty(), "valid");
-        let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0"), source: "segment" };
+        let receipt =
+            Receipt { project, key, received_at, ip: Some("203.0.113.0"), source: "segment", batch: &normalised.batch };
         all.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits"));
     }
     all

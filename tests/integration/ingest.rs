@@ -492,11 +492,74 @@ async fn redis_down_still_serves_and_limits_per_instance() {
     assert_eq!(app.db.count("events").await, 1, "three deliveries of one messageId, one row");
 }
 
+/// Where the hostile requests go: ingest with `evtrack up`'s in-process queue, or ingest
+/// over an SQS queue (moto) that the consumer receives from and deletes from as on AWS.
+enum Pipeline {
+    Local(Box<TestApp>),
+    Sqs { db: TestDb, router: axum::Router, key: String, client: aws_sdk_sqs::Client, queue_url: String },
+}
+
+impl Pipeline {
+    fn key(&self) -> &str {
+        match self {
+            Pipeline::Local(app) => &app.key,
+            Pipeline::Sqs { key, .. } => key,
+        }
+    }
+
+    fn db(&self) -> &TestDb {
+        match self {
+            Pipeline::Local(app) => &app.db,
+            Pipeline::Sqs { db, .. } => db,
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        match self {
+            Pipeline::Local(app) => app.send(request).await,
+            Pipeline::Sqs { router, .. } => send(router, request).await,
+        }
+    }
+
+    /// Consumes everything queued; returns the ids of messages the consumer failed.
+    async fn consume_queued(&self) -> Vec<String> {
+        let (db, client, queue_url) = match self {
+            Pipeline::Local(app) => return app.consume_queued().await,
+            Pipeline::Sqs { db, client, queue_url, .. } => (db, client, queue_url),
+        };
+        let messages = receive_all(client, queue_url).await;
+        let consumer = evtrack_consumer::Consumer::new(db.store.clone(), &config(db, &[]));
+        let failed: Vec<String> = consumer
+            .handle(sqs_event_of(&messages))
+            .await
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for message in messages.iter().filter(|m| !failed.contains(m.message_id.as_ref().expect("id"))) {
+            let handle = message.receipt_handle.as_deref().expect("receipt handle");
+            client.delete_message().queue_url(queue_url).receipt_handle(handle).send().await.expect("delete");
+        }
+        failed
+    }
+}
+
 /// Hostile events, wrapped as each ingest route takes them: every route refuses or
 /// quarantines each one — never a 5xx, never a stored event, every quarantined one kept.
 #[tokio::test]
 async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_none_is_stored() {
-    let app = TestApp::new().await;
+    hostile_events_on_every_route(Pipeline::Local(Box::new(TestApp::new().await))).await;
+}
+
+/// The same through the SQS path: quarantined events travel in SQS messages too.
+#[tokio::test]
+async fn hostile_events_on_every_ingest_route_through_sqs_are_refused_or_quarantined_and_none_is_stored() {
+    let db = TestDb::new().await;
+    let (router, key, client, queue_url) = ingest_over_sqs(&db).await;
+    hostile_events_on_every_route(Pipeline::Sqs { db, router, key, client, queue_url }).await;
+}
+
+async fn hostile_events_on_every_route(app: Pipeline) {
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     let many: serde_json::Map<String, Value> = (0..10_000).map(|i| (format!("p{i}"), json!(i))).collect();
     let segment_events: Vec<Value> = vec![
@@ -542,7 +605,7 @@ async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_non
         let bodies: Vec<Vec<u8>> = match *family {
             "posthog" => posthog_events
                 .iter()
-                .map(|event| json!({"api_key": app.key, "batch": [event]}).to_string().into_bytes())
+                .map(|event| json!({"api_key": app.key(), "batch": [event]}).to_string().into_bytes())
                 .collect(),
             _ => {
                 let track = *family == "batch" || route == "/v1/track" || route == "/v1/t";
@@ -575,7 +638,7 @@ async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_non
         let garbage: [&[u8]; 3] = [b"\xff\xfe{", b"{\"batch\":[{\"type\":", b""];
         for body in bodies.into_iter().chain(garbage.iter().map(|bytes| bytes.to_vec())) {
             cases += 1;
-            let reply = app.send(post_bytes(route, Some(&app.key), "application/json", None, body.clone())).await;
+            let reply = app.send(post_bytes(route, Some(app.key()), "application/json", None, body.clone())).await;
             let shown = String::from_utf8_lossy(&body).chars().take(120).collect::<String>();
             assert!(!reply.status.is_server_error(), "{route} {shown}: {} {}", reply.status, reply.json);
             assert!(reply.json.is_object(), "{route} {shown}: a JSON answer, got {}", reply.json);
@@ -593,7 +656,7 @@ async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_non
     }
     assert!(cases >= 200, "{cases} cases");
     assert!(app.consume_queued().await.is_empty());
-    assert_eq!(app.db.count("events").await, 0, "no hostile event stored");
-    assert_eq!(app.db.count("rejected_events").await, kept, "every quarantined event kept");
+    assert_eq!(app.db().count("events").await, 0, "no hostile event stored");
+    assert_eq!(app.db().count("rejected_events").await, kept, "every quarantined event kept");
     println!("{cases} hostile requests on {} routes: {kept} events quarantined, the rest refused whole", routes.len());
 }

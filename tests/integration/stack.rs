@@ -281,18 +281,25 @@ async fn no_plaintext_key_reaches_the_logs() {
 
 /// The quarantine end to end: an event over the size limit is kept (its request answered
 /// 200), listed with `evtrack rejected list`, and replayed with `evtrack rejected replay`
-/// once the limit is raised — then it is a stored event, and the quarantine is empty.
+/// once the limit is raised — then it is a stored event, and the quarantine is empty. The
+/// replayed event gets what its batch gave its neighbour: the batch's context, and its time
+/// corrected by the batch's sentAt against the first receipt (not the replay's).
 #[tokio::test]
 async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_once() {
     let mut stack = StackProcess::start(&[("EVTRACK_MAX_EVENT_BYTES", "1000")]);
     let http = reqwest::Client::new();
+    // A client whose clock is an hour fast.
+    let client_clock = chrono::Utc::now() + chrono::Duration::hours(1);
+    let at = |seconds| (client_clock + chrono::Duration::seconds(seconds)).to_rfc3339();
     let big = json!({"type": "track", "event": "Big", "userId": "u", "messageId": "big-1",
-                     "properties": {"blob": "b".repeat(3000)}});
-    let small = json!({"type": "track", "event": "Small", "userId": "u", "messageId": "small-1"});
+                     "timestamp": at(0), "properties": {"blob": "b".repeat(3000)}});
+    let small = json!({"type": "track", "event": "Small", "userId": "u", "messageId": "small-1",
+                       "timestamp": at(1)});
+    let library = json!({"name": "analytics-python", "version": "2.4.0"});
     let response = http
         .post(format!("{}/v1/batch", stack.address))
         .basic_auth(&stack.key, Some(""))
-        .json(&json!({"batch": [small, big]}))
+        .json(&json!({"batch": [small, big], "sentAt": at(5), "context": {"library": library}}))
         .send()
         .await
         .expect("request");
@@ -325,6 +332,7 @@ async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_on
         serde_json::from_str(&evtrack(&["rejected", "list", "--project", "{project}", "--json"])).expect("JSON");
     assert_eq!(listed[0]["code"], "event_too_large", "{listed}");
     assert_eq!(listed[0]["source"], "segment");
+    assert_eq!(listed[0]["batch"], json!({"sentAt": at(5), "context": {"library": library}}));
 
     // The fix: a larger limit. Then the replay, through ingest as a client would send it.
     stack.restart(&[("EVTRACK_MAX_EVENT_BYTES", "32768")]);
@@ -336,6 +344,13 @@ async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_on
     let stored = stack.wait_for_count("SELECT COUNT(*) FROM events WHERE message_id = 'big-1'", 1, wait).await;
     assert_eq!(stored, 1);
     assert_eq!(stack.count("SELECT COUNT(*) FROM rejected_events").await, 0, "the quarantine is empty");
+    // Sent a second before its neighbour by the client's clock: stored a second before it.
+    let millis_apart = "SELECT TIMESTAMPDIFF(MICROSECOND, big.timestamp, small.timestamp) DIV 1000
+        FROM events big JOIN events small ON small.message_id = 'small-1' WHERE big.message_id = 'big-1'";
+    assert_eq!(stack.count(millis_apart).await, 1000);
+    let same_library = "SELECT COUNT(*) FROM events
+        WHERE JSON_VALUE(context, '$.library.name') = 'analytics-python'";
+    assert_eq!(stack.count(same_library).await, 2);
     // A second replay finds nothing; the events stay stored once.
     let again = evtrack(&["rejected", "replay", "--project", "{project}", "--url", &url, "--key", &key, "--json"]);
     assert!(again.contains("\"accepted\":0"), "{again}");

@@ -231,6 +231,7 @@ impl Consumer {
                 raw: raw.to_vec(),
                 source: None,
                 received_at: None,
+                batch_fields: None,
             });
         };
         let Some(body) = message.body else {
@@ -271,7 +272,8 @@ impl Consumer {
                 }
             }
         }
-        // Quarantined by ingest: kept as sent, with the request's format and time.
+        // Quarantined by ingest: kept as sent, with the request's format, time and batch fields.
+        let batch_fields = (!envelope.batch.is_empty()).then(|| serde_json::json!(envelope.batch).to_string());
         for quarantined in &envelope.rejected {
             rejections.push(Rejection {
                 project: Some(project),
@@ -282,6 +284,7 @@ impl Consumer {
                 raw: quarantined.raw.as_bytes().to_vec(),
                 source: envelope.source.clone(),
                 received_at: Some(envelope.received_at),
+                batch_fields: batch_fields.clone(),
             });
         }
         Ok(Some(Decoded { id: message.id, project, envelope, events }))
@@ -327,6 +330,7 @@ impl Consumer {
                         raw: serde_json::to_vec(event).unwrap_or_default(),
                         source: None,
                         received_at: Some(message.envelope.received_at),
+                        batch_fields: None,
                     }),
                 }
             }

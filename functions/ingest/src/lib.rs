@@ -96,14 +96,21 @@ impl Ingest {
         // Write keys always belong to a project (`keys::access`).
         let project = access.project_uid.ok_or(VerifyError::Denied(AccessDenied::Unauthenticated))?;
         let received_at = Utc::now();
-        let Normalised { events, quarantined } = payload.normalise(&json, received_at, &self.limits);
+        let Normalised { events, quarantined, batch } = payload.normalise(received_at, &self.limits);
         if events.is_empty() && quarantined.is_empty() {
             return Ok(success(shape, &[]));
         }
         // Quarantined events are queued too: they count.
         self.limiter.check(&access.key_uid.to_string(), events.len() + quarantined.len()).await?;
         let ip = client_ip(&parts.extensions).and_then(|ip| access.ip_policy.apply(ip)).map(|ip| ip.to_string());
-        let receipt = Receipt { project, key: access.key_uid, received_at, ip: ip.as_deref(), source: shape.source() };
+        let receipt = Receipt {
+            project,
+            key: access.key_uid,
+            received_at,
+            ip: ip.as_deref(),
+            source: shape.source(),
+            batch: &batch,
+        };
         let bodies = pack(&receipt, &events, &quarantined, self.limits.max_queue_message_bytes, &self.seal)?;
         // lambda_http puts the invocation's X-Ray trace id in this header.
         let trace = header_text(HeaderName::from_static("x-amzn-trace-id"));

@@ -9,6 +9,7 @@
 use crate::config::{Config, Secret};
 use crate::event::Event;
 use crate::event::quarantine::QuarantinedEvent;
+use crate::event::wire::BatchFields;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,10 @@ pub struct Envelope {
     /// Events of the request that could not be accepted, as sent.
     #[serde(default)]
     pub rejected: Vec<QuarantinedEvent>,
+    /// The batch-level fields of the request (`sentAt`, `context`, `integrations`), carried
+    /// with its quarantined events only (the events have them applied already).
+    #[serde(default)]
+    pub batch: BatchFields,
 }
 
 impl Envelope {
@@ -149,6 +154,8 @@ pub struct Receipt<'a> {
     pub ip: Option<&'a str>,
     /// `Shape::source`: the request's wire format.
     pub source: &'a str,
+    /// The request's batch-level fields, as sent.
+    pub batch: &'a BatchFields,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -179,7 +186,11 @@ pub fn pack(
     // `{...}` becomes `{...,"events":[` + events + `]}`, then sealed.
     let open = &head[..head.len() - 1];
     let mut bodies = pack_items(&format!("{open},\"events\":["), events, max_bytes, seal)?;
-    let quarantine_head = format!("{open},\"events\":[],\"rejected\":[");
+    let batch = match receipt.batch.is_empty() {
+        true => String::new(),
+        false => format!(",\"batch\":{}", sqs_safe(serde_json::json!(receipt.batch).to_string())),
+    };
+    let quarantine_head = format!("{open}{batch},\"events\":[],\"rejected\":[");
     bodies.extend(pack_items(&quarantine_head, quarantined, max_bytes, seal)?);
     Ok(bodies)
 }
@@ -243,8 +254,17 @@ mod tests {
         seal_with(&[b"current"])
     }
 
+    static NO_BATCH: BatchFields = BatchFields { sent_at: None, context: None, integrations: None };
+
     fn receipt(source: &'static str) -> Receipt<'static> {
-        Receipt { project: Uuid::now_v7(), key: Uuid::now_v7(), received_at: Utc::now(), ip: None, source }
+        Receipt {
+            project: Uuid::now_v7(),
+            key: Uuid::now_v7(),
+            received_at: Utc::now(),
+            ip: None,
+            source,
+            batch: &NO_BATCH,
+        }
     }
 
     fn event(n: usize) -> Event {
@@ -259,6 +279,7 @@ mod tests {
             received_at: Utc::now(),
             ip: Some("1.2.3.0"),
             source: "segment",
+            batch: &NO_BATCH,
         };
         let events: Vec<Event> = (0..100).map(event).collect();
         let bodies = pack(&receipt, &events, &[], 2048, &seal()).expect("fits");
@@ -293,8 +314,11 @@ mod tests {
     }
 
     #[test]
-    fn quarantined_events_travel_in_bodies_of_their_own() {
-        let receipt = receipt("posthog");
+    fn quarantined_events_travel_in_bodies_of_their_own_with_their_batch_fields() {
+        let batch: BatchFields =
+            serde_json::from_value(serde_json::json!({"sentAt": "2024-05-01T12:00:00Z", "context": {"ip": "1.2.3.4"}}))
+                .expect("batch fields");
+        let receipt = Receipt { batch: &batch, ..receipt("posthog") };
         let reason = crate::event::wire::EventError::NotAnEvent;
         let quarantined: Vec<QuarantinedEvent> =
             (0..30).map(|n| QuarantinedEvent::new(n, &reason, &format!("[{n}, \"{}\"]", "q".repeat(100)))).collect();
@@ -307,6 +331,9 @@ mod tests {
             envelopes[1..].iter().flat_map(|envelope| envelope.rejected.clone()).collect();
         assert_eq!(back, quarantined);
         assert!(envelopes.iter().all(|envelope| envelope.source.as_deref() == Some("posthog")));
+        // The events have the batch's fields applied; the quarantined ones keep them beside.
+        assert!(envelopes[0].batch.is_empty());
+        assert!(envelopes[1..].iter().all(|envelope| envelope.batch == batch));
     }
 
     #[test]

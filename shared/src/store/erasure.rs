@@ -274,7 +274,7 @@ pub(super) async fn insert_subjects(tx: &mut Transaction<'_>, erasure: u64, ids:
 const REJECTED_PER_CHUNK: u64 = 1_000;
 
 /// Rejected events (of the project, or refused before their project was known) naming one of
-/// the erasure's ids as a JSON string: one pass over them per erasure, `REJECTED_PER_CHUNK`
+/// the erasure's ids as a JSON string, in the event or its batch fields: one pass over them per erasure, `REJECTED_PER_CHUNK`
 /// at a time, each matched in memory against all of the ids (a statement per id would cost
 /// rows × ids).
 async fn scan_rejected_events(
@@ -284,12 +284,13 @@ async fn scan_rejected_events(
     after: u64,
     limit: u64,
 ) -> Result<u64, StoreError> {
-    let rows: Vec<(u64, Vec<u8>)> = with_timeout(tx.exec(
-        "SELECT id, raw FROM rejected_events WHERE (project_id = ? OR project_id IS NULL) AND id > ? ORDER BY id LIMIT ?",
+    let rows: Vec<(u64, Vec<u8>, Option<Vec<u8>>)> = with_timeout(tx.exec(
+        "SELECT id, raw, batch_fields FROM rejected_events
+         WHERE (project_id = ? OR project_id IS NULL) AND id > ? ORDER BY id LIMIT ?",
         (project, after, REJECTED_PER_CHUNK.min(limit)),
     ))
     .await?;
-    let Some(&(last, _)) = rows.last() else {
+    let Some(&(last, _, _)) = rows.last() else {
         with_timeout(tx.exec_drop("UPDATE erasures SET rejected_scan_done = 1 WHERE id = ?", (erasure,))).await?;
         return Ok(0);
     };
@@ -298,8 +299,12 @@ async fn scan_rejected_events(
             .await?
             .into_iter()
             .collect();
-    let matched: Vec<u64> =
-        rows.iter().filter(|(_, raw)| json_strings(raw).any(|text| ids.contains(&text))).map(|(id, _)| *id).collect();
+    let names_an_id = |text: &[u8]| json_strings(text).any(|text| ids.contains(&text));
+    let matched: Vec<u64> = rows
+        .iter()
+        .filter(|(_, raw, batch)| names_an_id(raw) || batch.as_deref().is_some_and(names_an_id))
+        .map(|(id, _, _)| *id)
+        .collect();
     if !matched.is_empty() {
         let sql = format!("DELETE FROM rejected_events WHERE id IN ({})", placeholders(matched.len()));
         with_timeout(tx.exec_drop(sql, matched.iter().map(|id| Value::from(*id)).collect::<Vec<_>>())).await?;

@@ -47,6 +47,8 @@ pub struct Rejection {
     pub source: Option<String>,
     /// When ingest received the request, when known.
     pub received_at: Option<DateTime<Utc>>,
+    /// The request's batch-level fields (JSON), when it had any.
+    pub batch_fields: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -429,7 +431,7 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
 }
 
 async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -> Result<u64, StoreError> {
-    let mut values = Vec::with_capacity(rejections.len() * 9);
+    let mut values = Vec::with_capacity(rejections.len() * 10);
     for rejection in rejections {
         let reason: String = rejection.reason.chars().take(1000).collect();
         values.extend([
@@ -442,6 +444,7 @@ async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -
             Value::from(rejection.source.as_deref()),
             Value::from(rejection.raw.as_slice()),
             rejection.received_at.map_or(Value::NULL, time),
+            Value::from(rejection.batch_fields.as_deref()),
         ]);
     }
     let columns = [
@@ -454,6 +457,7 @@ async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -
         "source",
         "raw",
         "received_at",
+        "batch_fields",
     ];
     let sql = multi_row_insert(
         "rejected_events",

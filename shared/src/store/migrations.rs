@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 5, name: "0005_audit_log", sql: include_str!("../../../migrations/0005_audit_log.sql") },
     Migration { version: 6, name: "0006_quarantine", sql: include_str!("../../../migrations/0006_quarantine.sql") },
+    Migration {
+        version: 7,
+        name: "0007_quarantine_batch_fields",
+        sql: include_str!("../../../migrations/0007_quarantine_batch_fields.sql"),
+    },
 ];
 
 impl Migration {

@@ -35,6 +35,9 @@ pub struct RejectedEvent {
     pub index: i32,
     pub received_at: Option<DateTime<Utc>>,
     pub recorded_at: DateTime<Utc>,
+    /// The batch-level fields of its request (`sentAt`, `context`, `integrations`), as sent.
+    #[serde(skip_serializing_if = "crate::event::wire::BatchFields::is_empty")]
+    pub batch: crate::event::wire::BatchFields,
 }
 
 impl Store {
@@ -48,7 +51,7 @@ impl Store {
     ) -> Result<Vec<RejectedEvent>, StoreError> {
         let mut conn = self.conn().await?;
         let rows: Vec<Row> = with_timeout(conn.exec(
-            "SELECT uid, reason_code, reason, raw, source, item_index, received_at, created_at, id
+            "SELECT uid, reason_code, reason, raw, source, item_index, received_at, created_at, batch_fields, id
              FROM rejected_events
              WHERE project_id = ?
                AND (? IS NULL OR reason_code = ?)
@@ -81,6 +84,9 @@ impl Store {
                     index: required(row, 5)?,
                     received_at: time_column(row, 6),
                     recorded_at: required_time(row, 7)?,
+                    batch: column::<String>(row, 8)
+                        .and_then(|text| serde_json::from_str(&text).ok())
+                        .unwrap_or_default(),
                 })
             })
             .collect()

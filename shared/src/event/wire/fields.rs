@@ -80,7 +80,7 @@ pub(super) fn merged(batch: Option<&JsonObject>, message: Option<JsonText>) -> R
 }
 
 /// A small top-level field, parsed; absent is `null`.
-pub(super) fn take_value(message: &mut Message, field: &str) -> Result<Value, EventError> {
+pub(super) fn take_value(message: &mut Message<'_>, field: &str) -> Result<Value, EventError> {
     match message.remove(field) {
         None => Ok(Value::Null),
         Some(text) => serde_json::from_str(text.get())
@@ -88,7 +88,7 @@ pub(super) fn take_value(message: &mut Message, field: &str) -> Result<Value, Ev
     }
 }
 
-pub(super) fn take_string(message: &mut Message, field: &str) -> Result<Option<String>, EventError> {
+pub(super) fn take_string(message: &mut Message<'_>, field: &str) -> Result<Option<String>, EventError> {
     match take_value(message, field)? {
         Value::Null => Ok(None),
         Value::String(text) => Ok(Some(text)),
@@ -97,7 +97,7 @@ pub(super) fn take_string(message: &mut Message, field: &str) -> Result<Option<S
 }
 
 /// Ids may come as strings or integers (some SDKs send numeric user ids).
-pub(super) fn take_id(message: &mut Message, field: &str, max_chars: usize) -> Result<Option<String>, EventError> {
+pub(super) fn take_id(message: &mut Message<'_>, field: &str, max_chars: usize) -> Result<Option<String>, EventError> {
     id_value(field, take_value(message, field)?, max_chars)
 }
 
@@ -118,11 +118,11 @@ pub(super) fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Op
 }
 
 /// A JSON-object field kept as text (checked in full by `Event::validate`); `null` is absent.
-pub(super) fn take_object(message: &mut Message, field: &str) -> Result<Option<JsonText>, EventError> {
+pub(super) fn take_object(message: &mut Message<'_>, field: &str) -> Result<Option<JsonText>, EventError> {
     match message.remove(field) {
         None => Ok(None),
         Some(text) if text.get().trim() == "null" => Ok(None),
-        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(text)),
+        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(text.to_owned())),
         Some(_) => Err(EventError::NotObject(field.to_string())),
     }
 }

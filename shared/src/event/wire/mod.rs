@@ -8,6 +8,7 @@
 //! instead: kept as it was sent, with the reason, while the rest of its request is stored.
 
 mod fields;
+mod message;
 mod posthog;
 mod segment;
 
@@ -19,17 +20,14 @@ use fields::optional_object;
 use posthog::posthog_event;
 use segment::segment_event;
 
-use super::{Event, EventType, JsonObject, JsonText};
+use super::{Event, EventType, JsonObject};
 use crate::config::Limits;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 
-/// A message's top-level fields, each still JSON text: only the small ones (ids, names,
-/// times) are ever parsed; properties and context pass through as text.
-pub(super) type Message = HashMap<String, JsonText>;
+use message::Message;
 
 /// Which wire shape a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +80,10 @@ pub enum WireError {
 
 /// A parsed body: its messages, not yet validated, and every key it carries.
 #[derive(Debug)]
-pub struct Payload {
+pub struct Payload<'a> {
     shape: Shape,
-    /// Each message with its index in the request and where its text lies in the body.
-    messages: Vec<(usize, Message, std::ops::Range<usize>)>,
+    /// Each message with its index in the request and its text (both borrowed from the body).
+    messages: Vec<(usize, Message<'a>, &'a RawValue)>,
     /// Messages that are no event at all (not an object, too large).
     quarantined: Vec<QuarantinedEvent>,
     batch: BatchFields,
@@ -93,12 +91,22 @@ pub struct Payload {
     pub body_keys: Vec<String>,
 }
 
-/// Batch-level fields that apply to every message.
-#[derive(Debug, Default)]
-pub(super) struct BatchFields {
-    sent_at: Option<Value>,
-    context: Option<JsonObject>,
-    integrations: Option<JsonObject>,
+/// Batch-level fields that apply to every message, as sent. A quarantined event keeps them
+/// beside its own text, so that a replay treats it as its request did.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchFields {
+    #[serde(default, rename = "sentAt", skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<JsonObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrations: Option<JsonObject>,
+}
+
+impl BatchFields {
+    pub fn is_empty(&self) -> bool {
+        self.sent_at.is_none() && self.context.is_none() && self.integrations.is_none()
+    }
 }
 
 /// Just the token of a PostHog `properties` object.
@@ -127,7 +135,7 @@ struct BatchBody<'a> {
 }
 
 /// Finds the messages and keys in a JSON body. Checks counts and per-event sizes.
-pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, WireError> {
+pub fn parse<'a>(shape: Shape, json: &'a [u8], limits: &Limits) -> Result<Payload<'a>, WireError> {
     let text = std::str::from_utf8(json).map_err(|err| WireError::InvalidJson(format!("not UTF-8 ({err})")))?;
     let first = text.trim_start().as_bytes().first().copied();
     let mut payload = Payload {
@@ -178,9 +186,6 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
     }
     for (index, raw) in raw_messages.into_iter().enumerate() {
         let size = raw.get().len();
-        // Where the message lies in the body (a `RawValue` borrows its text from it).
-        let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
-        let range = start..start + size;
         if size > limits.max_event_bytes {
             let reason = EventError::TooLarge { size, limit: limits.max_event_bytes };
             payload.quarantined.push(QuarantinedEvent::new(index, &reason, raw.get()));
@@ -195,7 +200,7 @@ pub fn parse(shape: Shape, json: &[u8], limits: &Limits) -> Result<Payload, Wire
         match message {
             Ok(message) => {
                 payload.add_message_keys(&message);
-                payload.messages.push((index, message, range));
+                payload.messages.push((index, message, raw));
             }
             Err(reason) => {
                 payload.quarantined.push(QuarantinedEvent::new(index, &reason, raw.get()));
@@ -209,7 +214,7 @@ fn invalid_json(err: serde_json::Error) -> WireError {
     WireError::InvalidJson(err.to_string())
 }
 
-impl Payload {
+impl Payload<'_> {
     /// Messages in the request (quarantined ones included).
     pub fn len(&self) -> usize {
         self.messages.len() + self.quarantined.len()
@@ -228,14 +233,14 @@ impl Payload {
         }
     }
 
-    fn add_message_keys(&mut self, message: &Message) {
+    fn add_message_keys(&mut self, message: &Message<'_>) {
         let names: &[&str] = match self.shape {
             Shape::SegmentSingle(_) => &["writeKey"],
             Shape::SegmentBatch => &[],
             Shape::PostHog => &["api_key", "token"],
         };
         for name in names {
-            if let Some(value) = message.get(*name).and_then(|raw| serde_json::from_str(raw.get()).ok()) {
+            if let Some(value) = message.get(name).and_then(|raw| serde_json::from_str(raw.get()).ok()) {
                 self.add_key(&value);
             }
         }
@@ -249,11 +254,11 @@ impl Payload {
     }
 
     /// Turns every message into an event; those that cannot be accepted are quarantined,
-    /// with their text from `body` (the body `parse` was given).
-    pub fn normalise(self, body: &[u8], received_at: DateTime<Utc>, limits: &Limits) -> Normalised {
+    /// with their text as sent.
+    pub fn normalise(self, received_at: DateTime<Utc>, limits: &Limits) -> Normalised {
         let Payload { shape, messages, batch, mut quarantined, .. } = self;
         let mut events = Vec::with_capacity(messages.len());
-        for (index, message, range) in messages {
+        for (index, message, raw) in messages {
             let event = match shape {
                 Shape::SegmentBatch => segment_event(message, None, &batch, received_at, limits),
                 Shape::SegmentSingle(kind) => segment_event(message, Some(kind), &batch, received_at, limits),
@@ -261,22 +266,21 @@ impl Payload {
             };
             match event.and_then(|event| event.validate().map(|()| event).map_err(EventError::from)) {
                 Ok(event) => events.push(event),
-                Err(reason) => {
-                    let raw = body.get(range).map(String::from_utf8_lossy).unwrap_or_default();
-                    quarantined.push(QuarantinedEvent::new(index, &reason, &raw));
-                }
+                Err(reason) => quarantined.push(QuarantinedEvent::new(index, &reason, raw.get())),
             }
         }
         quarantined.sort_by_key(|event| event.index);
-        Normalised { events, quarantined }
+        Normalised { events, quarantined, batch }
     }
 }
 
-/// A request's events: those to store, and those quarantined (in request order).
+/// A request's events: those to store, and those quarantined (in request order) with the
+/// batch-level fields they were sent with.
 #[derive(Debug, Default)]
 pub struct Normalised {
     pub events: Vec<Event>,
     pub quarantined: Vec<QuarantinedEvent>,
+    pub batch: BatchFields,
 }
 
 #[cfg(test)]
@@ -285,7 +289,7 @@ mod tests {
     use serde_json::json;
 
     /// A JSON text field, parsed for assertions.
-    fn parsed(text: &Option<JsonText>) -> Value {
+    fn parsed(text: &Option<crate::event::JsonText>) -> Value {
         text.as_ref().map_or(Value::Null, |text| serde_json::from_str(text.get()).expect("JSON"))
     }
 
@@ -301,8 +305,7 @@ mod tests {
     }
 
     fn normalised(shape: Shape, bytes: &[u8], limits: &Limits) -> Result<Vec<Event>, String> {
-        let normalised =
-            parse(shape, bytes, limits).map_err(|err| err.to_string())?.normalise(bytes, received(), limits);
+        let normalised = parse(shape, bytes, limits).map_err(|err| err.to_string())?.normalise(received(), limits);
         match normalised.quarantined.first() {
             Some(event) => Err(format!("event {}: {}", event.index, event.message)),
             None => Ok(normalised.events),
@@ -377,7 +380,8 @@ mod tests {
     fn keys_are_found_in_the_body() {
         let limits = Limits::default();
         let body = json!({"api_key": "phc_a", "batch": [{"event": "x", "distinct_id": "d", "properties": {"token": "phc_b"}}]});
-        let payload = parse(Shape::PostHog, body.to_string().as_bytes(), &limits).expect("parses");
+        let body = body.to_string();
+        let payload = parse(Shape::PostHog, body.as_bytes(), &limits).expect("parses");
         assert_eq!(payload.body_keys, vec!["phc_a".to_string(), "phc_b".to_string()]);
     }
 
@@ -459,8 +463,7 @@ mod tests {
             "x".repeat(300)
         );
         let body = body.as_bytes();
-        let normalised =
-            parse(Shape::SegmentBatch, body, &limits).expect("parses").normalise(body, received(), &limits);
+        let normalised = parse(Shape::SegmentBatch, body, &limits).expect("parses").normalise(received(), &limits);
         let names: Vec<_> = normalised.events.iter().map(|event| event.name.as_deref().unwrap_or_default()).collect();
         assert_eq!(names, ["ok", "also ok"]);
         let quarantined: Vec<(usize, &str)> =

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 pub(super) fn posthog_event(
-    mut message: Message,
+    mut message: Message<'_>,
     batch: &BatchFields,
     received_at: DateTime<Utc>,
     limits: &Limits,

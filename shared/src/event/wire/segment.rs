@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub(super) fn segment_event(
-    mut message: Message,
+    mut message: Message<'_>,
     route_kind: Option<EventType>,
     batch: &BatchFields,
     received_at: DateTime<Utc>,

@@ -1,0 +1,96 @@
+//! One message of a request: its top-level fields, each still JSON text borrowed from the
+//! body. Only the small ones (ids, names, times) are ever parsed; properties and context pass
+//! through as text. A message has a dozen fields or so, so a list searched in order costs less
+//! than hashing every name (and borrowing the names and texts costs no allocation).
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+#[derive(Debug, Default)]
+pub(super) struct Message<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> Message<'a> {
+    /// A field's text; of a field sent twice, the last (as JSON parsers take it).
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields.iter().rev().find(|(field, _)| field == name).map(|(_, text)| *text)
+    }
+
+    /// Takes a field out (every copy of it), returning its text as `get` does.
+    pub fn remove(&mut self, name: &str) -> Option<&'a RawValue> {
+        let text = self.get(name)?;
+        self.fields.retain(|(field, _)| field != name);
+        Some(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+struct Fields;
+
+impl<'de> Visitor<'de> for Fields {
+    type Value = Message<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'de>, A::Error> {
+        let mut fields = Vec::with_capacity(16);
+        while let Some(name) = map.next_key_seed(FieldName)? {
+            fields.push((name, map.next_value::<&'de RawValue>()?));
+        }
+        Ok(Message { fields })
+    }
+}
+
+/// A field's name, borrowed from the body unless it holds escapes.
+struct FieldName;
+
+impl<'de> DeserializeSeed<'de> for FieldName {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldName {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(name))
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_borrowed_escaped_names_read_and_the_last_copy_wins() {
+        let text = r#"{"event":"a","u\u0073erId":"u1","event":"b","n":{"x":[1]}}"#;
+        let mut message: Message = serde_json::from_str(text).expect("an object");
+        assert_eq!(message.get("userId").map(RawValue::get), Some(r#""u1""#));
+        assert_eq!(message.remove("event").map(RawValue::get), Some(r#""b""#));
+        assert!(message.get("event").is_none(), "every copy taken");
+        assert_eq!(message.get("n").map(RawValue::get), Some(r#"{"x":[1]}"#));
+        assert!(serde_json::from_str::<Message>("[1]").is_err());
+    }
+}
