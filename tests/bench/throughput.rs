@@ -12,6 +12,8 @@
 //! Run with `infra/dev.sh bench` (builds the release binary first). EVTRACK_BENCH_REQUESTS
 //! sets the requests per run (default 1500 batches of 100 events).
 
+mod scale;
+
 use axum::routing::post;
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
@@ -45,7 +47,7 @@ fn main() {
             requests
         );
         // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling) runs one
-        // part, for quick iterations.
+        // part, for quick iterations; =scale runs the 10 M-row study (scale.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
         let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
         let load_data = if only.is_empty() || only == "consumer" {
@@ -55,6 +57,9 @@ fn main() {
         };
         if only.is_empty() || only == "e2e" {
             bench_end_to_end(requests, ingest, load_data).await;
+        }
+        if only == "scale" {
+            scale::bench_scale().await;
         }
     });
 }

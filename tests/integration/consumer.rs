@@ -62,10 +62,10 @@ async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
     unknown_project["project"] = json!(uuid::Uuid::now_v7());
     let event = evtrack::queue::sqs::lambda_event([
         sqs_message("good", Some(&good[0].body)),
-        sqs_message("not-json", Some(&seal.seal("{{{ not json }"))),
+        sqs_message("not-json", Some(&seal.seal("{{{ not json }".into()))),
         sqs_message("no-body", None),
-        sqs_message("unknown-project", Some(&seal.seal(&unknown_project.to_string()))),
-        sqs_message("half-bad", Some(&seal.seal(&half_bad.to_string().replace("good-", "half-")))),
+        sqs_message("unknown-project", Some(&seal.seal(unknown_project.to_string()))),
+        sqs_message("half-bad", Some(&seal.seal(half_bad.to_string().replace("good-", "half-")))),
     ]);
     for _ in 0..2 {
         let response = app.consumer.handle(event.clone()).await;
@@ -150,11 +150,8 @@ async fn a_message_forged_onto_the_queue_is_rejected_not_stored_under_the_projec
     let mut old: serde_json::Value = serde_json::from_str(&genuine.body).expect("envelope");
     old.as_object_mut().expect("object").remove("sig");
     old["received_at"] = json!((Utc::now() - Duration::days(20)).to_rfc3339());
-    let stale = evtrack::queue::local::QueuedMessage {
-        id: "stale".into(),
-        body: seal.seal(&old.to_string()),
-        receive_count: 1,
-    };
+    let stale =
+        evtrack::queue::local::QueuedMessage { id: "stale".into(), body: seal.seal(old.to_string()), receive_count: 1 };
     assert!(app.deliver(&[stale]).await.is_empty());
     assert_eq!(app.db.count("rejected_events WHERE reason_code = 'stale_envelope'").await, 1);
     assert_eq!(app.db.count("events").await, 0);

@@ -90,11 +90,12 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrations: Option<JsonText>,
     /// When it happened, corrected for the client's clock skew.
+    #[serde(with = "time::rfc3339")]
     pub timestamp: DateTime<Utc>,
     /// The timestamp as the client sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::rfc3339::option")]
     pub original_timestamp: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::rfc3339::option")]
     pub sent_at: Option<DateTime<Utc>>,
     /// The corrected timestamp was absurd (far future) and was replaced by the receipt time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

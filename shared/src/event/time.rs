@@ -61,8 +61,117 @@ pub fn corrected_timestamp(
     }
 }
 
+/// Event times on the queue, as chrono's serde writes them (RFC 3339 in UTC, `Z`, with 3, 6 or
+/// 9 digits of fraction when there is one), written without its general formatter: a few per
+/// event on ingest's hot path. Read back with chrono's parser.
+pub mod rfc3339 {
+    use chrono::{DateTime, Datelike, Timelike, Utc};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; 30];
+        match write(at, &mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => at.serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        DateTime::<Utc>::deserialize(deserializer)
+    }
+
+    /// For `Option<DateTime<Utc>>` fields.
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<DateTime<Utc>>::deserialize(deserializer)
+        }
+    }
+
+    /// `at` as text in `buffer`; `None` for what the short form cannot hold (years outside
+    /// 0–9999, a leap second), which chrono then writes.
+    pub(crate) fn write<'a>(at: &DateTime<Utc>, buffer: &'a mut [u8; 30]) -> Option<&'a str> {
+        let (year, nanos) = (at.year(), at.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut len = 0;
+        let mut digits = |value: u32, width: u32, separator: Option<u8>| {
+            for position in (0..width).rev() {
+                buffer[len] = b'0' + (value / 10u32.pow(position) % 10) as u8;
+                len += 1;
+            }
+            if let Some(separator) = separator {
+                buffer[len] = separator;
+                len += 1;
+            }
+        };
+        digits(year as u32, 4, Some(b'-'));
+        digits(at.month(), 2, Some(b'-'));
+        digits(at.day(), 2, Some(b'T'));
+        digits(at.hour(), 2, Some(b':'));
+        digits(at.minute(), 2, Some(b':'));
+        digits(at.second(), 2, None);
+        let fraction = match nanos {
+            0 => None,
+            n if n % 1_000_000 == 0 => Some((n / 1_000_000, 3)),
+            n if n % 1_000 == 0 => Some((n / 1_000, 6)),
+            n => Some((n, 9)),
+        };
+        if let Some((value, width)) = fraction {
+            buffer[len] = b'.';
+            len += 1;
+            for position in (0..width).rev() {
+                buffer[len] = b'0' + (value / 10u32.pow(position) % 10) as u8;
+                len += 1;
+            }
+        }
+        buffer[len] = b'Z';
+        std::str::from_utf8(&buffer[..len + 1]).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn queue_times_are_written_as_chrono_writes_them() {
+        let times = [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.123Z",
+            "2024-05-01T12:00:00.120Z",
+            "2024-05-01T12:00:00.000123Z",
+            "2024-05-01T12:00:00.000000007Z",
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "0001-02-03T04:05:06.5Z",
+        ];
+        for text in times {
+            let at = DateTime::parse_from_rfc3339(text).expect("valid").with_timezone(&Utc);
+            let mut buffer = [0u8; 30];
+            let ours = super::rfc3339::write(&at, &mut buffer).expect("short form").to_string();
+            assert_eq!(ours, serde_json::to_value(at).expect("chrono").as_str().expect("text"), "{text}");
+        }
+        let now = Utc::now();
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Times {
+            #[serde(with = "super::rfc3339")]
+            at: DateTime<Utc>,
+            #[serde(with = "super::rfc3339::option")]
+            maybe: Option<DateTime<Utc>>,
+        }
+        let text = serde_json::to_string(&Times { at: now, maybe: None }).expect("serialises");
+        let back: Times = serde_json::from_str(&text).expect("deserialises");
+        assert_eq!((back.at, back.maybe), (now, None));
+    }
+
     use super::*;
     use serde_json::json;
 

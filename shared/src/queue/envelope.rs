@@ -44,13 +44,22 @@ impl EnvelopeSeal {
         Self { keys }
     }
 
-    /// Seals an envelope's JSON object (`{…}`): what `pack` does to every body.
-    pub fn seal(&self, unsealed: &str) -> String {
+    /// Seals an envelope's JSON object (`{…}`): what `pack` does to every body. In place: a
+    /// body is up to 256 KiB.
+    pub fn seal(&self, mut envelope: String) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut mac = hmac(self.keys[0].expose());
-        mac.update(unsealed.as_bytes());
-        let tag: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        mac.update(envelope.as_bytes());
         // `{…}` becomes `{…,"sig":"…"}`.
-        format!("{}{SEAL_PREFIX}{tag}\"}}", &unsealed[..unsealed.len() - 1])
+        envelope.pop();
+        envelope.reserve(SEAL_BYTES + 1);
+        envelope.push_str(SEAL_PREFIX);
+        for byte in mac.finalize().into_bytes() {
+            envelope.push(HEX[usize::from(byte >> 4)] as char);
+            envelope.push(HEX[usize::from(byte & 0xf)] as char);
+        }
+        envelope.push_str("\"}");
+        envelope
     }
 
     /// The envelope's JSON without its seal, if one of the keys sealed it.
@@ -188,7 +197,7 @@ pub fn pack(
     let mut bodies = pack_items(&format!("{open},\"events\":["), events, max_bytes, seal)?;
     let batch = match receipt.batch.is_empty() {
         true => String::new(),
-        false => format!(",\"batch\":{}", sqs_safe(serde_json::json!(receipt.batch).to_string())),
+        false => format!(",\"batch\":{}", sqs_safe(&serde_json::json!(receipt.batch).to_string())),
     };
     let quarantine_head = format!("{open}{batch},\"events\":[],\"rejected\":[");
     bodies.extend(pack_items(&quarantine_head, quarantined, max_bytes, seal)?);
@@ -205,17 +214,26 @@ fn pack_items<T: Serialize>(
     const TAIL: &str = "]}";
     let limit = max_bytes;
     let max_bytes = max_bytes.saturating_sub(SEAL_BYTES);
+    let new_body = || {
+        let mut body = String::with_capacity(max_bytes.min(64 * 1024));
+        body.push_str(head);
+        body
+    };
     let mut bodies = Vec::new();
-    let mut body = head.to_string();
+    let mut body = new_body();
     let mut in_body = 0;
+    // One buffer for every item's JSON: no allocation per event.
+    let mut json = Vec::with_capacity(1024);
     for (index, item) in items.iter().enumerate() {
-        let json = sqs_safe(serde_json::to_string(item).map_err(|_| TooLargeForQueue { index, limit })?);
+        json.clear();
+        serde_json::to_writer(&mut json, item).map_err(|_| TooLargeForQueue { index, limit })?;
+        let json = sqs_safe(std::str::from_utf8(&json).map_err(|_| TooLargeForQueue { index, limit })?);
         if head.len() + json.len() + TAIL.len() > max_bytes {
             return Err(TooLargeForQueue { index, limit });
         }
         if in_body > 0 && body.len() + 1 + json.len() + TAIL.len() > max_bytes {
             body.push_str(TAIL);
-            bodies.push(seal.seal(&std::mem::replace(&mut body, head.to_string())));
+            bodies.push(seal.seal(std::mem::replace(&mut body, new_body())));
             in_body = 0;
         }
         if in_body > 0 {
@@ -226,7 +244,7 @@ fn pack_items<T: Serialize>(
     }
     if in_body > 0 {
         body.push_str(TAIL);
-        bodies.push(seal.seal(&body));
+        bodies.push(seal.seal(body));
     }
     Ok(bodies)
 }
@@ -235,11 +253,12 @@ fn pack_items<T: Serialize>(
 /// InvalidMessageContents (older AWS docs: silently replaced by U+FFFD), so a request holding
 /// them would fail forever or be altered. In valid JSON they can only stand inside strings,
 /// where the `\uXXXX` escape means the same character. (moto does not enforce this.)
-fn sqs_safe(json: String) -> String {
-    if !json.contains(['\u{FFFE}', '\u{FFFF}']) {
-        return json;
+fn sqs_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    // Both encode as EF BF BE/BF; most JSON holds no 0xEF byte at all (a fast byte search).
+    if !json.as_bytes().contains(&0xEF) || !json.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return std::borrow::Cow::Borrowed(json);
     }
-    json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
+    std::borrow::Cow::Owned(json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff"))
 }
 
 #[cfg(test)]
@@ -368,7 +387,7 @@ mod tests {
     #[test]
     fn other_versions_are_refused() {
         let unsealed = r#"{"v":1,"project":"0190a0e0-0000-7000-8000-000000000001","key":"0190a0e0-0000-7000-8000-000000000001","received_at":"2024-01-01T00:00:00Z","events":[]}"#;
-        let err = Envelope::open(&seal().seal(unsealed), &seal()).expect_err("must fail");
+        let err = Envelope::open(&seal().seal(unsealed.to_string()), &seal()).expect_err("must fail");
         assert_eq!(err, EnvelopeError::Version(1));
     }
 }

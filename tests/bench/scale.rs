@@ -1,0 +1,226 @@
+//! At scale (`EVTRACK_BENCH_ONLY=scale`, on demand: building the table takes a while): the
+//! consumer storing new events into a table that already holds 10 M events of the same
+//! project (90 days, 1 M users, random uuid4 messageIds), against the same consumer into an
+//! empty table, for the dedupe key as it is and for a design that keeps the hot part of the
+//! dedupe index small.
+//!
+//! Why: every insert lands at a random place of the unique (project, messageId) index (and of
+//! the user index), and a unique index cannot defer that read, so once those indexes outgrow
+//! the buffer pool each insert waits for disk. The designs measured:
+//! - `as is`: UNIQUE (project_id, message_id).
+//! - `hour bucket`: UNIQUE (project_id, hour of the client's timestamp, message_id): live
+//!   traffic lands in the current hour's part of the index, which stays in memory.
+//! - `hour bucket, no user index`: the same without (project_id, user_id, timestamp), to show
+//!   what the other random index costs (the read side needs it, so this is a bound, not a design).
+
+use crate::{cpu_seconds, mariadbd_pid, queued_bodies};
+use evtrack::queue::EnvelopeSeal;
+use evtrack_consumer::{Consumer, QueueMessage};
+use evtrack_tests::*;
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Rows of history per LOAD DATA file.
+const ROWS_PER_FILE: usize = 1_000_000;
+const USERS: u64 = 1_000_000;
+const DAYS: i64 = 90;
+
+pub async fn bench_scale() {
+    let history: usize = env_number("EVTRACK_BENCH_SCALE_ROWS", 10_000_000);
+    let events: usize = env_number("EVTRACK_BENCH_SCALE_EVENTS", 200_000);
+    println!(
+        "\n## at scale: the consumer storing {events} new events into a table already holding {history} of the project"
+    );
+    let empty = TestDb::new().await;
+    let pool_mib = empty.query::<u64>("SELECT @@innodb_buffer_pool_size DIV 1048576").await[0];
+    println!("MariaDB buffer pool: {pool_mib} MiB");
+    let (rate, cpu) = consume(&empty, events).await;
+    println!("{:<34} {rate:>8.0} events/s, MariaDB {cpu:>6.1} µs per row", "empty table, dedupe key as is:");
+    drop(empty);
+
+    let db = TestDb::new().await;
+    let project = db.store.create_project("bench").await.expect("project").id;
+    let started = Instant::now();
+    let project_id = db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", project.simple())).await[0];
+    fill(&db, project_id, history).await;
+    println!("history of {history} rows loaded and indexed in {:.0} s", started.elapsed().as_secs_f64());
+    print_index_sizes(&db).await;
+    let variants: [(&str, &[&str]); 3] = [
+        ("dedupe key as is", &[]),
+        (
+            "hour bucket",
+            &["ALTER TABLE events
+                 ADD COLUMN dedupe_hour INT UNSIGNED AS (TO_SECONDS(COALESCE(original_timestamp, timestamp)) DIV 3600) VIRTUAL,
+                 DROP INDEX uq_events_message,
+                 ADD UNIQUE KEY uq_events_dedupe (project_id, dedupe_hour, message_id)"],
+        ),
+        ("hour bucket, no user index", &["ALTER TABLE events DROP INDEX ix_events_user"]),
+    ];
+    for (name, statements) in variants {
+        let started = Instant::now();
+        for statement in statements {
+            db.execute(statement).await;
+        }
+        let rows = db.count("events").await;
+        let (rate, cpu) = consume_into(&db, project, events).await;
+        println!(
+            "{:<34} {rate:>8.0} events/s, MariaDB {cpu:>6.1} µs per row (table at {rows} rows; change took {:.0} s)",
+            format!("{history} rows, {name}:"),
+            started.elapsed().as_secs_f64() - events as f64 / rate
+        );
+    }
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+/// The consumer (as many workers as `evtrack up` runs) storing `events` new events into a
+/// fresh project of `db`: events/s and MariaDB's CPU per row.
+async fn consume(db: &TestDb, events: usize) -> (f64, f64) {
+    let project = db.store.create_project("bench").await.expect("project").id;
+    consume_into(db, project, events).await
+}
+
+async fn consume_into(db: &TestDb, project: Uuid, events: usize) -> (f64, f64) {
+    let config = config(db, &[]);
+    let bodies = queued_bodies(project, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
+    let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
+    let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let database = mariadbd_pid();
+    let cpu = database.map_or(f64::NAN, cpu_seconds);
+    let before = db.count("events").await;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
+        .map(|_| {
+            let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
+            tokio::spawn(async move {
+                while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
+                    let messages: Vec<QueueMessage> =
+                        batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
+                    assert!(consumer.process(&messages).await.failed.is_empty());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("consumer worker");
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let cpu = database.map_or(f64::NAN, |pid| (cpu_seconds(pid) - cpu) * 1e6 / events as f64);
+    assert_eq!(db.count("events").await, before + events as u64, "every event stored once");
+    (rate, cpu)
+}
+
+/// Loads `rows` events of `project` spread over the last 90 days (in time order, as they
+/// would have arrived) with the secondary indexes dropped, then builds them again: far
+/// faster than inserting into the indexed table, and the same table afterwards.
+async fn fill(db: &TestDb, project: u64, rows: usize) {
+    let indexes: Vec<(String, u8, String)> = db
+        .query(
+            "SELECT INDEX_NAME, MIN(NON_UNIQUE),
+                    GROUP_CONCAT(CONCAT(COLUMN_NAME, IFNULL(CONCAT('(', SUB_PART, ')'), '')) ORDER BY SEQ_IN_INDEX)
+             FROM information_schema.STATISTICS
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events' AND INDEX_NAME <> 'PRIMARY'
+             GROUP BY INDEX_NAME",
+        )
+        .await;
+    let drops: Vec<String> = indexes.iter().map(|(name, _, _)| format!("DROP INDEX {name}")).collect();
+    db.execute(&format!("ALTER TABLE events {}", drops.join(", "))).await;
+    let opts = mysql_async::Opts::from_url(db.url.expose()).expect("url");
+    let now = chrono::Utc::now().timestamp_millis();
+    let span = DAYS * 86_400_000;
+    let mut written = 0;
+    while written < rows {
+        let count = ROWS_PER_FILE.min(rows - written);
+        let path = std::env::temp_dir().join(format!("evtrack-scale-{}.tsv", Uuid::now_v7().simple()));
+        let (first, path_for_writer) = (written, path.clone());
+        tokio::task::spawn_blocking(move || {
+            write_history(&path_for_writer, project, first, count, rows, now - span, span)
+        })
+        .await
+        .expect("writer");
+        let handler = mysql_async::WhiteListFsHandler::new([&path]);
+        let mut conn = mysql_async::Conn::new(
+            mysql_async::OptsBuilder::from_opts(opts.clone()).local_infile_handler(Some(handler)),
+        )
+        .await
+        .expect("connection");
+        conn.query_drop(format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE events
+             (@uid, project_id, message_id, type, name, user_id, anonymous_id, properties, context,
+              timestamp, original_timestamp, sent_at, received_at, created_at, ip)
+             SET uid = UNHEX(@uid)",
+            path.display()
+        ))
+        .await
+        .expect("LOAD DATA");
+        conn.disconnect().await.ok();
+        std::fs::remove_file(&path).ok();
+        written += count;
+    }
+    let adds: Vec<String> = indexes
+        .iter()
+        .map(|(name, non_unique, columns)| {
+            format!("ADD {}KEY {name} ({columns})", if *non_unique == 0 { "UNIQUE " } else { "" })
+        })
+        .collect();
+    db.execute(&format!("ALTER TABLE events {}", adds.join(", "))).await;
+    db.execute("ANALYZE TABLE events").await;
+}
+
+/// Rows `first..first + count` of `total`, evenly spread from `start` over `span` ms.
+fn write_history(
+    path: &std::path::Path,
+    project: u64,
+    first: usize,
+    count: usize,
+    total: usize,
+    start: i64,
+    span: i64,
+) {
+    const NAMES: usize = 200;
+    let mut rng = rand::rng();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("TSV file"));
+    for row in first..first + count {
+        let at_ms = start + span * row as i64 / total as i64;
+        let at = chrono::DateTime::from_timestamp_millis(at_ms).expect("time").format("%Y-%m-%d %H:%M:%S%.3f");
+        let seconds = (at_ms / 1000) as u64;
+        let uid = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, (at_ms % 1000) as u32 * 1_000_000));
+        let message_id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+        // Zipf-like names: a few are most of the traffic.
+        let name = (NAMES as f64).powf(rng.random::<f64>()) as usize;
+        let user = rng.random_range(0..USERS);
+        let anonymous = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+        writeln!(
+            out,
+            "{}\t{project}\t{message_id}\ttrack\tEvent {name}\tuser-{user:07}\t{anonymous}\t\
+             {{\"product_id\":\"sku-{}\",\"price\":19.99,\"currency\":\"EUR\",\"category\":\"shoes\",\"position\":{},\"list\":\"search results\"}}\t\
+             {{\"library\":{{\"name\":\"analytics-python\",\"version\":\"2.4.0\"}},\"locale\":\"de-DE\"}}\t\
+             {at}\t{at}\t{at}\t{at}\t{at}\t203.0.113.0",
+            uid.simple(),
+            row % 997,
+            row % 12,
+        )
+        .expect("write");
+    }
+    out.flush().expect("flush");
+}
+
+async fn print_index_sizes(db: &TestDb) {
+    let sizes: Vec<(String, u64)> = db
+        .query(
+            "SELECT index_name, stat_value * @@innodb_page_size DIV 1048576 FROM mysql.innodb_index_stats
+             WHERE database_name = DATABASE() AND table_name = 'events' AND stat_name = 'size' ORDER BY index_name",
+        )
+        .await;
+    let shown: Vec<String> = sizes.iter().map(|(name, mib)| format!("{name} {mib} MiB")).collect();
+    println!("index sizes: {}", shown.join(", "));
+}
