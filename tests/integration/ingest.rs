@@ -660,3 +660,30 @@ async fn hostile_events_on_every_route(app: Pipeline) {
     assert_eq!(app.db().count("rejected_events").await, kept, "every quarantined event kept");
     println!("{cases} hostile requests on {} routes: {kept} events quarantined, the rest refused whole", routes.len());
 }
+
+/// The dedupe key is (project, hour of the event's own time, messageId) (migration 0008): a
+/// retry carries the event's own timestamp, so it is a no-op however late it comes and
+/// whatever sentAt it is sent with; the same messageId on an event of another hour is
+/// another event.
+#[tokio::test]
+async fn a_retry_is_stored_once_however_late_and_the_hour_of_the_event_is_part_of_its_key() {
+    let app = TestApp::new().await;
+    let happened = Utc::now() - Duration::days(2);
+    let send = |timestamp: chrono::DateTime<Utc>, sent_at: chrono::DateTime<Utc>| {
+        let event = json!({"type": "track", "event": "E", "userId": "u", "messageId": "retried",
+                           "timestamp": iso(timestamp)});
+        post_json("/v1/batch", Some(&app.key), &json!({"batch": [event], "sentAt": iso(sent_at)}))
+    };
+    // Sent at once, then retried by a client that stamped each attempt with a new sentAt
+    // (hours later): each corrected time falls in another hour, the event's own does not.
+    for sent_after in [Duration::seconds(1), Duration::hours(3), Duration::hours(30)] {
+        let reply = app.send(send(happened, happened + sent_after)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert!(app.consume_queued().await.is_empty());
+    }
+    assert_eq!(app.db.count("events").await, 1, "three attempts of one event, one row");
+    let reply = app.send(send(happened + Duration::hours(5), happened + Duration::hours(5))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 2, "the same messageId five hours later is another event");
+}

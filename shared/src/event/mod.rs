@@ -108,6 +108,13 @@ pub struct Event {
 pub struct EventProblem(pub String);
 
 impl Event {
+    /// The hour (since 1970) its dedupe key leads with: of its own time as the client sent
+    /// it, else of its corrected time. A retry carries the same, so it meets its first copy.
+    pub fn dedupe_hour(&self) -> u32 {
+        let at = self.original_timestamp.unwrap_or(self.timestamp);
+        u32::try_from(at.timestamp().div_euclid(3600)).unwrap_or(0)
+    }
+
     /// The ids in this event that name a person (erasure follows these).
     pub fn subject_ids(&self) -> impl Iterator<Item = &str> {
         [&self.user_id, &self.anonymous_id, &self.previous_id].into_iter().filter_map(|id| id.as_deref())
@@ -237,10 +244,15 @@ fn problem(message: impl Into<String>) -> EventProblem {
 /// Ids and names end up in indexes, logs and URLs: bounded, and free of control characters
 /// (NUL, newlines for log injection).
 pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), EventProblem> {
-    if value.chars().count() > max_chars {
+    // No more bytes than the limit: no more characters either (the usual case, uncounted).
+    if value.len() > max_chars && value.chars().count() > max_chars {
         return Err(problem(format!("{field} is longer than {max_chars} characters")));
     }
-    if value.chars().any(char::is_control) {
+    let control = match value.is_ascii() {
+        true => value.bytes().any(|byte| byte.is_ascii_control()),
+        false => value.chars().any(char::is_control),
+    };
+    if control {
         return Err(problem(format!("{field} contains control characters")));
     }
     Ok(())

@@ -223,6 +223,7 @@ const EVENT_COLUMNS: &[&str] = &[
     "uid",
     "project_id",
     "message_id",
+    "dedupe_hour",
     "type",
     "name",
     "user_id",
@@ -250,6 +251,7 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
             Value::from(new_public_id()),
             Value::from(row.project.0),
             Value::from(event.message_id.as_str()),
+            Value::from(event.dedupe_hour()),
             Value::from(event.kind.as_str()),
             Value::from(event.name.as_deref()),
             Value::from(event.user_id.as_deref()),
@@ -269,7 +271,8 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
             row.write_key_uid.map_or(Value::NULL, Value::from),
         ]);
     }
-    // A duplicate (project, messageId) is a no-op, and counts 0 affected rows.
+    // A duplicate (project, hour of the event's own time, messageId) is a no-op, and counts
+    // 0 affected rows (migration 0008 says why the hour).
     let sql = multi_row_insert("events", EVENT_COLUMNS, rows.len(), "ON DUPLICATE KEY UPDATE message_id = message_id");
     execute(tx, sql, values).await
 }

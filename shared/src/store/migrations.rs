@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_quarantine_batch_fields",
         sql: include_str!("../../../migrations/0007_quarantine_batch_fields.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_dedupe_by_hour",
+        sql: include_str!("../../../migrations/0008_dedupe_by_hour.sql"),
+    },
 ];
 
 impl Migration {
