@@ -400,7 +400,7 @@ async fn bench_consumer(events: usize) -> f64 {
         // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
         let rows: Vec<String> = db
             .query(
-                "SELECT CONCAT_WS('\t', HEX(uid), project_id, message_id, type, IFNULL(name, '\\\\N'), IFNULL(user_id, '\\\\N'),
+                "SELECT CONCAT_WS('\t', HEX(uid), project_id, message_id, dedupe_hour, type, IFNULL(name, '\\\\N'), IFNULL(user_id, '\\\\N'),
                    '\\\\N', '\\\\N', '\\\\N', IFNULL(properties, '\\\\N'), '\\\\N', IFNULL(context, '\\\\N'), '\\\\N',
                    timestamp, IFNULL(original_timestamp, '\\\\N'), IFNULL(sent_at, '\\\\N'), received_at,
                    timestamp_clamped, IFNULL(ip, '\\\\N'), HEX(write_key_uid)) FROM events",
@@ -417,7 +417,7 @@ async fn bench_consumer(events: usize) -> f64 {
         let started = Instant::now();
         conn.query_drop(format!(
             "LOAD DATA LOCAL INFILE '{}' INTO TABLE events
-             (@uid, project_id, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
+             (@uid, project_id, message_id, dedupe_hour, type, name, user_id, anonymous_id, group_id, previous_id,
               properties, traits, context, integrations, timestamp, original_timestamp, sent_at, received_at,
               timestamp_clamped, ip, @key) SET uid = UNHEX(@uid), write_key_uid = UNHEX(@key)",
             path.display()
