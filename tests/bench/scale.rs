@@ -13,15 +13,14 @@
 //!   random ids hit: a bound (the read side needs that index), not a design.
 //! - `dedupe key (messageId)`: UNIQUE (project_id, message_id), the key before migration 0008.
 
-use crate::{cpu_seconds, mariadbd_pid, queued_bodies};
+use crate::{cpu_seconds, mariadbd_pid, queued_bodies, run_consumer};
 use evtrack::queue::EnvelopeSeal;
-use evtrack_consumer::{Consumer, QueueMessage};
+use evtrack_consumer::Consumer;
 use evtrack_tests::*;
 use mysql_async::prelude::Queryable;
 use rand::Rng;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -90,27 +89,11 @@ async fn consume_into(db: &TestDb, project: Uuid, events: usize) -> (f64, f64) {
     let bodies = queued_bodies(project, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
     let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
     let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
-    let next = Arc::new(AtomicUsize::new(0));
     let database = mariadbd_pid();
     let cpu = database.map_or(f64::NAN, cpu_seconds);
     let before = db.count("events").await;
     let started = Instant::now();
-    let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
-        .map(|_| {
-            let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
-                    let messages: Vec<QueueMessage> =
-                        batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
-                    assert!(consumer.process(&messages).await.failed.is_empty());
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.expect("consumer worker");
-    }
+    run_consumer(consumer, batches).await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let cpu = database.map_or(f64::NAN, |pid| (cpu_seconds(pid) - cpu) * 1e6 / events as f64);
     assert_eq!(db.count("events").await, before + events as u64, "every event stored once");

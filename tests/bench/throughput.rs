@@ -357,6 +357,28 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeS
     all
 }
 
+/// The consumer storing `batches` of queue messages with as many workers as `evtrack up`
+/// runs, each taking the next batch.
+async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
+        .map(|_| {
+            let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
+            tokio::spawn(async move {
+                while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
+                    let messages: Vec<QueueMessage> =
+                        batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
+                    assert!(consumer.process(&messages).await.failed.is_empty());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("consumer worker");
+    }
+}
+
 /// Returns the faster bulk bound's rows/s: LOAD DATA or 2 connections of 500-row INSERTs.
 async fn bench_consumer(events: usize) -> f64 {
     let (mut consumer_rates, mut load_rates, mut insert_rates) = (Vec::new(), Vec::new(), Vec::new());
@@ -371,27 +393,9 @@ async fn bench_consumer(events: usize) -> f64 {
         let bodies = queued_bodies(project.id, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
         let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
         let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
-        let next = Arc::new(AtomicUsize::new(0));
         let cpu = database_cpu();
         let started = Instant::now();
-        // Consumers taking batches of 10 messages, as many as `evtrack up` runs.
-        let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
-            .map(|_| {
-                let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
-                tokio::spawn(async move {
-                    while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
-                        let messages: Vec<QueueMessage> =
-                            batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
-                        let report = consumer.process(&messages).await;
-                        assert!(report.failed.is_empty());
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.await.expect("consumer worker");
-        }
+        run_consumer(consumer, batches).await;
         let consumer_rate = events as f64 / started.elapsed().as_secs_f64();
         consumer_db.push((database_cpu() - cpu) * 1e6 / events as f64);
         assert_eq!(db.count("events").await, events as u64);
