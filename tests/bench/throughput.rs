@@ -47,7 +47,8 @@ fn main() {
             requests
         );
         // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling) runs one
-        // part, for quick iterations; =scale runs the 10 M-row study (scale.rs), only on demand.
+        // part, for quick iterations (=node: the Node.js comparison alone); =scale runs the
+        // 10 M-row study (scale.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
         let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
         let load_data = if only.is_empty() || only == "consumer" {
@@ -57,6 +58,10 @@ fn main() {
         };
         if only.is_empty() || only == "e2e" {
             bench_end_to_end(requests, ingest, load_data).await;
+            bench_node(load_data).await;
+        }
+        if only == "node" {
+            bench_node(f64::NAN).await;
         }
         if only == "scale" {
             scale::bench_scale().await;
@@ -563,6 +568,73 @@ async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) 
             latency_curve(&stack, &url, sustainable, expected).await;
         }
     }
+}
+
+/// The same load end to end through a Node.js + Express + mysql2 service doing the same job
+/// (`tests/bench/node/server.mjs`: queue in memory, one 500-row insert at a time) into a
+/// fresh database of evtrack's schema: events/s, latency, its CPU per stored event, MariaDB's
+/// per row, peak RSS. `infra/dev.sh bench` installs it (EVTRACK_BENCH_NODE names node).
+async fn bench_node(load_bound: f64) {
+    let Ok(node) = std::env::var("EVTRACK_BENCH_NODE") else {
+        println!("(the Node.js comparison runs under `infra/dev.sh bench`, which installs it)");
+        return;
+    };
+    let events: usize = std::env::var("EVTRACK_BENCH_E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let db = TestDb::new().await;
+    let (project, key) = project_with_key(&db, &config(&db, &[]), Scope::Write).await;
+    let project_id = db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", project.simple())).await[0];
+    let url = db.url.expose().split('?').next().expect("url").to_string();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/node/server.mjs");
+    let mut child = std::process::Command::new(node)
+        .arg(script)
+        .env("DATABASE_URL", url)
+        .env("PROJECT_ID", project_id.to_string())
+        .env("WRITE_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().expect("stdout")));
+    let port = lines
+        .find_map(|line| line.ok()?.strip_prefix("listening on ").map(str::to_string))
+        .expect("the Node service printed its port");
+    let url = format!("http://127.0.0.1:{port}/v1/batch");
+    let database = mariadbd_pid();
+    load(&url, Some(&key), bodies(20)).await;
+    let idle_rss = memory_kib(child.id(), "VmRSS");
+    let all = bodies(events / EVENTS_PER_REQUEST);
+    let expected = (events + 20 * EVENTS_PER_REQUEST) as u64;
+    let (node_cpu, database_cpu) = (cpu_seconds(child.id()), database.map_or(0.0, cpu_seconds));
+    let started = Instant::now();
+    let http = load(&url, Some(&key), all).await;
+    let accepted_in = started.elapsed();
+    let mut stored = 0;
+    while stored < expected && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = db.count("events").await;
+    }
+    let stored_in = started.elapsed();
+    let node_cpu = cpu_seconds(child.id()) - node_cpu;
+    let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
+    let peak_rss = memory_kib(child.id(), "VmHWM");
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!((stored, http.failures), (expected, 0), "every event stored");
+    let events = events as f64;
+    println!(
+        "{:>7} events, Node.js + Express + mysql2 (queue in memory): accepted at {:>8.0} events/s, stored at {:>8.0} events/s \
+         (ratio to the faster bulk bound {:.2}); p50 {:?} p99 {:?}; RSS idle {} MiB, peak {} MiB; \
+         CPU: node {:.1} µs per stored event, MariaDB {:.1} µs per row",
+        events,
+        events / accepted_in.as_secs_f64(),
+        events / stored_in.as_secs_f64(),
+        events / stored_in.as_secs_f64() / load_bound,
+        http.p50,
+        http.p99,
+        idle_rss / 1024,
+        peak_rss / 1024,
+        node_cpu * 1e6 / events,
+        database_cpu * 1e6 / events,
+    );
 }
 
 /// Latency below saturation: the load sent on a schedule at 25, 50, 75 and 100 % of the
