@@ -104,35 +104,28 @@ pub mod rfc3339 {
             return None;
         }
         let mut len = 0;
-        let mut digits = |value: u32, width: u32, separator: Option<u8>| {
-            for position in (0..width).rev() {
-                buffer[len] = b'0' + (value / 10u32.pow(position) % 10) as u8;
-                len += 1;
-            }
+        // `value` as `width` digits, after `separator`.
+        let mut digits = |separator: Option<u8>, value: u32, width: u32| {
             if let Some(separator) = separator {
                 buffer[len] = separator;
                 len += 1;
             }
-        };
-        digits(year as u32, 4, Some(b'-'));
-        digits(at.month(), 2, Some(b'-'));
-        digits(at.day(), 2, Some(b'T'));
-        digits(at.hour(), 2, Some(b':'));
-        digits(at.minute(), 2, Some(b':'));
-        digits(at.second(), 2, None);
-        let fraction = match nanos {
-            0 => None,
-            n if n % 1_000_000 == 0 => Some((n / 1_000_000, 3)),
-            n if n % 1_000 == 0 => Some((n / 1_000, 6)),
-            n => Some((n, 9)),
-        };
-        if let Some((value, width)) = fraction {
-            buffer[len] = b'.';
-            len += 1;
             for position in (0..width).rev() {
                 buffer[len] = b'0' + (value / 10u32.pow(position) % 10) as u8;
                 len += 1;
             }
+        };
+        digits(None, year as u32, 4);
+        digits(Some(b'-'), at.month(), 2);
+        digits(Some(b'-'), at.day(), 2);
+        digits(Some(b'T'), at.hour(), 2);
+        digits(Some(b':'), at.minute(), 2);
+        digits(Some(b':'), at.second(), 2);
+        match nanos {
+            0 => {}
+            n if n % 1_000_000 == 0 => digits(Some(b'.'), n / 1_000_000, 3),
+            n if n % 1_000 == 0 => digits(Some(b'.'), n / 1_000, 6),
+            n => digits(Some(b'.'), n, 9),
         }
         buffer[len] = b'Z';
         std::str::from_utf8(&buffer[..len + 1]).ok()
