@@ -67,6 +67,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// In-process queue capacity, in queue messages (each up to `max_queue_message_bytes`).
     pub local_queue_capacity: usize,
+    /// How many index entries one page of a read-side list may examine (`store::lists`).
+    pub list_rows_examined: usize,
     /// Where `evtrack up` journals its queue (`None`: in memory only, lost on a crash).
     pub local_queue_dir: Option<std::path::PathBuf>,
     /// How long ingest waits for queue capacity before answering 503.
@@ -330,6 +332,7 @@ impl Config {
             auth_failures_per_minute: parse(&get, "EVTRACK_AUTH_FAILURES_PER_MINUTE", 60)?,
             listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
+            list_rows_examined: parse(&get, "EVTRACK_LIST_ROWS_EXAMINED", 10_000)?.max(1),
             local_queue_dir: Some(string("EVTRACK_LOCAL_QUEUE_DIR", ".evtrack-dev/queue"))
                 .filter(|dir| !dir.eq_ignore_ascii_case("memory"))
                 .map(std::path::PathBuf::from),

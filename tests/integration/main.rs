@@ -13,6 +13,7 @@ mod jobs;
 mod keys;
 mod lambda_binaries;
 mod lifecycle;
+mod lists;
 mod openapi;
 mod reliability;
 mod stack;

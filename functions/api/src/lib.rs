@@ -7,6 +7,7 @@ mod audit;
 mod data;
 pub mod export;
 mod extract;
+mod lists;
 mod pages;
 mod routes;
 
@@ -40,6 +41,8 @@ pub struct Api {
     jobs: JobRunners,
     /// Failed authentications per client address (`http::throttle_failed_auth`).
     failed_auth: Arc<RateLimiter>,
+    /// Index entries one list page may examine.
+    list_rows_examined: usize,
 }
 
 impl Api {
@@ -56,6 +59,7 @@ impl Api {
                 config.redis_url.as_ref().map(|url| url.expose().as_str()),
                 config.auth_failures_per_minute,
             )),
+            list_rows_examined: config.list_rows_examined,
             keyring,
             store,
         }
@@ -112,6 +116,9 @@ pub enum Failure {
     Conflict(String),
     #[error("invalid or expired cursor")]
     InvalidCursor,
+    /// The question would take the database too long as asked.
+    #[error("too big a question")]
+    TooBig,
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A bug or a corrupt row: logged, answered 500 without detail.
@@ -131,6 +138,7 @@ impl From<StoreError> for Failure {
                 Failure::Invalid("the database refused the data".into())
             }
             StoreError::NotFound(_) => Failure::NotFound,
+            StoreError::TooBig => Failure::TooBig,
             StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Migration(_) => {
                 Failure::Internal(err.to_string())
             }
@@ -203,6 +211,14 @@ impl IntoResponse for Failure {
             Failure::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid or expired cursor; start over")
             }
+            Failure::TooBig => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "query_too_big",
+                format!(
+                    "the database could not answer this within {} s; ask for a shorter time range or fewer filters",
+                    evtrack::store::READ_TIME_CAP.as_secs()
+                ),
+            ),
             Failure::Internal(reason) => {
                 tracing::error!(error = %reason, "internal error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")

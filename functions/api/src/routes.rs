@@ -44,6 +44,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::POST, "/v1/jobs/{name}/runs", trigger_run)
         .on(Method::GET, "/v1/audit", list_audit)
         .merge(crate::data::routes())
+        .merge(crate::lists::routes())
 }
 
 /// The api's routes, for a server that sends other paths elsewhere (`evtrack up`: ingest).

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_dedupe_by_hour",
         sql: include_str!("../../../migrations/0008_dedupe_by_hour.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_read_side_lists",
+        sql: include_str!("../../../migrations/0009_read_side_lists.sql"),
+    },
 ];
 
 impl Migration {

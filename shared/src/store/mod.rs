@@ -9,6 +9,7 @@ pub mod grants;
 mod jobs;
 mod keys;
 mod links;
+mod lists;
 pub mod migrations;
 mod projects;
 mod rejected;
@@ -25,6 +26,10 @@ pub use export::{SubjectSlices, UserLinks};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};
+pub use lists::{
+    EventFilter, EventPosition, JsonDocument, JsonFilter, JsonOp, LIVE_SETTLE_MS, ListPage, MAX_LIST_NAMES,
+    MAX_LIST_SUBJECTS,
+};
 pub use projects::{Project, ProjectChanges};
 pub use rejected::{RejectedEvent, RejectedFilter};
 pub use retention::Prunable;
@@ -74,6 +79,9 @@ pub enum StoreError {
     Config(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A read ran past `READ_TIME_CAP` on the server: the question is too big as asked.
+    #[error("the query ran longer than {} s", READ_TIME_CAP.as_secs())]
+    TooBig,
 }
 
 impl StoreError {
@@ -97,9 +105,14 @@ const DATA_ERRORS: &[u16] = &[
     4040, // JSON nesting too deep (MariaDB)
 ];
 
+/// Server error codes of a statement stopped at its time cap (MariaDB's `max_statement_time`,
+/// MySQL's `MAX_EXECUTION_TIME`).
+const TIME_CAP_ERRORS: &[u16] = &[1969, 3024];
+
 impl From<mysql_async::Error> for StoreError {
     fn from(err: mysql_async::Error) -> Self {
         match &err {
+            mysql_async::Error::Server(server) if TIME_CAP_ERRORS.contains(&server.code) => StoreError::TooBig,
             mysql_async::Error::Server(server) if DATA_ERRORS.contains(&server.code) => {
                 StoreError::Refused(server.message.clone())
             }
@@ -116,6 +129,10 @@ impl From<mysql_async::UrlError> for StoreError {
 
 /// Bounds every database round trip: a cut network must fail fast, not hang a request.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server may spend on one read of the read side (lists, aggregates): below
+/// `STATEMENT_TIMEOUT`, so that a big question ends as `TooBig`, not as a lost connection.
+pub const READ_TIME_CAP: Duration = Duration::from_secs(5);
 
 /// Prepared statements a pooled connection keeps (mysql_async closes the least used beyond).
 const STATEMENTS_CACHED_PER_CONNECTION: usize = 16;
@@ -197,6 +214,24 @@ impl Store {
 
     pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
         with_timeout(self.pool.get_conn()).await
+    }
+
+    /// Runs a read of the read side with the server stopping it at `READ_TIME_CAP`, in each
+    /// server's own words (MariaDB 10+ and MySQL 8 both run here).
+    async fn capped_read(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+    ) -> Result<Vec<mysql_async::Row>, StoreError> {
+        let capped = if conn.server_version().0 >= 10 {
+            format!("SET STATEMENT max_statement_time = {} FOR {sql}", READ_TIME_CAP.as_secs())
+        } else {
+            let sql = sql.trim_start();
+            let rest = sql.strip_prefix("SELECT").unwrap_or(sql);
+            format!("SELECT /*+ MAX_EXECUTION_TIME({}) */{rest}", READ_TIME_CAP.as_millis())
+        };
+        with_timeout(conn.exec(capped, params)).await
     }
 }
 

@@ -1,0 +1,428 @@
+//! The read side's lists: a project's events (newest first, filtered), the live tail of what
+//! was just stored, its users, and one user's timeline. Read keys for their project, admin
+//! keys with `?project=`.
+//!
+//! Cursors are signed (`Keyring::sign`) and bound to the list and its filters, so that a
+//! cursor cannot be forged or carried to another question. A page may come back short with
+//! a cursor (each request examines a bounded number of rows); only a missing cursor ends a
+//! list.
+
+use crate::extract::{Reading, Reply};
+use crate::{Api, Failure};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use evtrack::event::{EventType, MAX_ID_CHARS};
+use evtrack::http::ListedRouter;
+use evtrack::ids::ProjectId;
+use evtrack::store::{
+    EventFilter, EventPosition, EventView, JsonDocument, JsonFilter, JsonOp, ListPage, MAX_LIST_NAMES,
+};
+use serde::Serialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+pub const MAX_EVENTS_LIMIT: usize = 1_000;
+pub const MAX_JSON_FILTERS: usize = 10;
+
+pub fn routes() -> ListedRouter<Arc<Api>> {
+    use http::Method;
+    ListedRouter::default()
+        .on(Method::GET, "/v1/events", list_events)
+        .on(Method::GET, "/v1/events/live", live_events)
+        .on(Method::GET, "/v1/users", list_users)
+        .on(Method::GET, "/v1/users/{user_id}/events", user_timeline)
+}
+
+/// A list's answer: `next_cursor` is absent only at the end (the live tail always has one).
+#[derive(Serialize)]
+struct ListAnswer<T> {
+    data: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// The query string as name/value pairs, each name allowed on the route; repeated only where
+/// a name may be (`type`, `name`, `where`).
+struct Params(Vec<(String, String)>);
+
+const REPEATABLE: [&str; 3] = ["type", "name", "where"];
+
+impl Params {
+    fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, Failure> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if !allowed.contains(&name.as_ref()) {
+                // A misspelt filter must not answer as if there were none.
+                return Err(Failure::Invalid(format!(
+                    "unknown query parameter {name}; this route takes {}",
+                    allowed.join(", ")
+                )));
+            }
+            if !REPEATABLE.contains(&name.as_ref()) && pairs.iter().any(|(seen, _)| *seen == name) {
+                return Err(Failure::Invalid(format!("the query parameter {name} is given twice")));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+
+    fn one(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(seen, _)| seen == name).map(|(_, value)| value.as_str())
+    }
+
+    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.0.iter().filter(move |(seen, _)| seen == name).map(|(_, value)| value.as_str())
+    }
+
+    /// What a cursor is bound to: the route, the project and every parameter that shapes
+    /// the list (not `cursor`, `limit` or `fields`), in a fixed order.
+    fn list_name(&self, route: &str, project: ProjectId) -> String {
+        let mut shaping: Vec<&(String, String)> = self
+            .0
+            .iter()
+            .filter(|(name, _)| !["cursor", "limit", "fields", "project"].contains(&name.as_str()))
+            .collect();
+        shaping.sort();
+        let text = serde_json::to_string(&shaping).unwrap_or_default();
+        format!("{route}:{}:{text}", project.0)
+    }
+
+    fn limit(&self, default: usize, max: usize) -> Result<usize, Failure> {
+        match self.one("limit") {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|limit| (1..=max).contains(limit))
+                .ok_or_else(|| Failure::Invalid(format!("limit is 1 to {max}"))),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
+        self.one(name)
+            .map(|text| {
+                DateTime::parse_from_rfc3339(text)
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")))
+            })
+            .transpose()
+    }
+
+    fn id(&self, name: &str) -> Result<Option<String>, Failure> {
+        self.one(name)
+            .map(|id| {
+                if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+                    return Err(Failure::Invalid(format!("{name} has 1 to {MAX_ID_CHARS} characters")));
+                }
+                Ok(id.to_string())
+            })
+            .transpose()
+    }
+
+    /// Every `where=` filter, on the documents `documents` allows.
+    fn json_filters(&self, documents: &[JsonDocument]) -> Result<Vec<JsonFilter>, Failure> {
+        let filters: Vec<JsonFilter> =
+            self.all("where").map(|text| parse_json_filter(text, documents)).collect::<Result<_, _>>()?;
+        if filters.len() > MAX_JSON_FILTERS {
+            return Err(Failure::Invalid(format!("at most {MAX_JSON_FILTERS} where filters")));
+        }
+        Ok(filters)
+    }
+}
+
+/// `properties.plan:eq:pro`, `context.page.path:contains:/pricing`, `traits.email:is_set`.
+fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Result<JsonFilter, Failure> {
+    let usage = || {
+        Failure::Invalid(format!(
+            "where is <document>.<key>[.<key>…]:<op>[:<value>] with op eq, neq, gt, lt, contains or is_set, e.g. \
+             properties.plan:eq:pro; got {text:?}"
+        ))
+    };
+    let mut parts = text.splitn(3, ':');
+    let (target, op, value) = (parts.next().unwrap_or_default(), parts.next().ok_or_else(usage)?, parts.next());
+    let mut keys = target.split('.');
+    let document = match keys.next() {
+        Some("properties") => JsonDocument::Properties,
+        Some("traits") => JsonDocument::Traits,
+        Some("context") => JsonDocument::Context,
+        _ => return Err(usage()),
+    };
+    if !documents.contains(&document) {
+        return Err(Failure::Invalid(format!("where filters here apply to {}", names_of(documents))));
+    }
+    let path: Vec<String> = keys.map(str::to_string).collect();
+    if path.is_empty() || path.iter().any(|key| key.is_empty() || key.chars().count() > 255) || path.len() > 8 {
+        return Err(usage());
+    }
+    let number = |value: Option<&str>| {
+        value
+            .and_then(|text| text.parse::<f64>().ok())
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| Failure::Invalid(format!("{op} compares with a number: {text:?}")))
+    };
+    let text_value = |value: Option<&str>| value.map(str::to_string).ok_or_else(usage);
+    let op = match op {
+        "eq" => JsonOp::Eq(text_value(value)?),
+        "neq" => JsonOp::Neq(text_value(value)?),
+        "gt" => JsonOp::Gt(number(value)?),
+        "lt" => JsonOp::Lt(number(value)?),
+        "contains" => JsonOp::Contains(text_value(value)?),
+        "is_set" if value.is_none() => JsonOp::IsSet,
+        _ => return Err(usage()),
+    };
+    Ok(JsonFilter { document, path, op })
+}
+
+fn names_of(documents: &[JsonDocument]) -> String {
+    let names: Vec<&str> = documents
+        .iter()
+        .map(|document| match document {
+            JsonDocument::Properties => "properties",
+            JsonDocument::Traits => "traits",
+            JsonDocument::Context => "context",
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// The fields of an event a list may be asked for (`fields=`), as the answer names them.
+const EVENT_FIELDS: [&str; 14] = [
+    "id",
+    "messageId",
+    "type",
+    "name",
+    "userId",
+    "anonymousId",
+    "groupId",
+    "previousId",
+    "properties",
+    "traits",
+    "context",
+    "timestamp",
+    "receivedAt",
+    "ip",
+];
+
+const EVENT_LIST_PARAMS: [&str; 11] =
+    ["project", "limit", "cursor", "fields", "from", "to", "type", "name", "user_id", "anonymous_id", "where"];
+
+/// The filters of an event list from its parameters (without the user: the caller's part).
+fn event_filter(params: &Params) -> Result<EventFilter, Failure> {
+    let mut types = Vec::new();
+    for text in params.all("type").flat_map(|value| value.split(',')) {
+        let kind = EventType::ALL.into_iter().find(|kind| kind.as_str() == text).ok_or_else(|| {
+            Failure::Invalid(format!("type is one of track, identify, page, screen, group, alias; got {text:?}"))
+        })?;
+        if !types.contains(&kind) {
+            types.push(kind);
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for name in params.all("name") {
+        if name.is_empty() || name.chars().count() > 255 {
+            return Err(Failure::Invalid("name has 1 to 255 characters".into()));
+        }
+        if !names.iter().any(|seen| seen == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.len() > MAX_LIST_NAMES {
+        return Err(Failure::Invalid(format!("at most {MAX_LIST_NAMES} names")));
+    }
+    let (from, to) = (params.time("from")?, params.time("to")?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(Failure::Invalid("from is before to".into()));
+    }
+    Ok(EventFilter {
+        from,
+        to,
+        types,
+        names,
+        subjects: None,
+        anonymous_id: params.id("anonymous_id")?,
+        json: params.json_filters(&[JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context])?,
+    })
+}
+
+/// `fields=`: which fields each event carries (all when absent).
+fn event_fields(params: &Params) -> Result<Option<Vec<&'static str>>, Failure> {
+    let Some(text) = params.one("fields") else { return Ok(None) };
+    let mut fields = Vec::new();
+    for name in text.split(',') {
+        let field = EVENT_FIELDS
+            .into_iter()
+            .find(|field| *field == name)
+            .ok_or_else(|| Failure::Invalid(format!("fields are some of {}; got {name:?}", EVENT_FIELDS.join(", "))))?;
+        fields.push(field);
+    }
+    Ok(Some(fields))
+}
+
+/// Events with only the fields asked for.
+fn shaped(events: Vec<EventView>, fields: Option<&[&str]>) -> Result<Vec<serde_json::Value>, Failure> {
+    events
+        .into_iter()
+        .map(|event| {
+            let mut value = serde_json::to_value(event).map_err(|err| Failure::Internal(err.to_string()))?;
+            if let (Some(fields), Some(object)) = (fields, value.as_object_mut()) {
+                object.retain(|key, _| fields.contains(&key.as_str()));
+            }
+            Ok(value)
+        })
+        .collect()
+}
+
+/// An event position in a cursor: the time in milliseconds and the public id.
+fn position_bytes(position: EventPosition) -> Vec<u8> {
+    let mut bytes = position.at.timestamp_millis().to_be_bytes().to_vec();
+    bytes.extend_from_slice(position.uid.as_bytes());
+    bytes
+}
+
+fn position_from(bytes: &[u8]) -> Result<EventPosition, Failure> {
+    let (millis, uid) = bytes.split_at_checked(8).ok_or(Failure::InvalidCursor)?;
+    let millis = i64::from_be_bytes(millis.try_into().map_err(|_| Failure::InvalidCursor)?);
+    let at = DateTime::from_timestamp_millis(millis).ok_or(Failure::InvalidCursor)?;
+    Ok(EventPosition { at, uid: Uuid::from_slice(uid).map_err(|_| Failure::InvalidCursor)? })
+}
+
+async fn cursor_in(api: &Api, list: &str, params: &Params) -> Result<Option<Vec<u8>>, Failure> {
+    match params.one("cursor") {
+        None => Ok(None),
+        Some(token) => Ok(Some(api.keyring.verify(list, token).await?)),
+    }
+}
+
+async fn cursor_out(api: &Api, list: &str, payload: Option<Vec<u8>>) -> Result<Option<String>, Failure> {
+    match payload {
+        None => Ok(None),
+        Some(payload) => Ok(Some(api.keyring.sign(list, &payload).await?)),
+    }
+}
+
+/// An event list's page, answered.
+async fn events_page(api: &Api, project: ProjectId, params: &Params, list: &str, filter: EventFilter) -> Reply {
+    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+    let fields = event_fields(params)?;
+    let after = cursor_in(api, list, params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let ListPage { items, next } =
+        api.store.list_events(project, &filter, after, limit, api.list_rows_examined).await?;
+    let next_cursor = cursor_out(api, list, next.map(position_bytes)).await?;
+    Ok(Json(ListAnswer { data: shaped(items, fields.as_deref())?, next_cursor }).into_response())
+}
+
+/// `GET /v1/events`: newest first, filtered.
+async fn list_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
+    let project = project.0;
+    let params = Params::parse(query.as_deref(), &EVENT_LIST_PARAMS)?;
+    let mut filter = event_filter(&params)?;
+    if let Some(user_id) = params.id("user_id")? {
+        filter.subjects = Some(api.store.user_ids(project, &user_id).await?.ok_or(Failure::NotFound)?);
+    }
+    let list = params.list_name("events", project);
+    events_page(&api, project, &params, &list, filter).await
+}
+
+/// `GET /v1/users/{user_id}/events`: the user's timeline, through the ids linked to it.
+async fn user_timeline(
+    State(api): State<Arc<Api>>,
+    project: Reading,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project.0;
+    let allowed: Vec<&str> = EVENT_LIST_PARAMS.iter().copied().filter(|name| *name != "user_id").collect();
+    let params = Params::parse(query.as_deref(), &allowed)?;
+    let mut filter = event_filter(&params)?;
+    filter.subjects = Some(api.store.user_ids(project, &user_id).await?.ok_or(Failure::NotFound)?);
+    let list = format!("{}:{user_id}", params.list_name("timeline", project));
+    events_page(&api, project, &params, &list, filter).await
+}
+
+/// `GET /v1/events/live`: what was stored since the cursor, oldest first; always a cursor.
+async fn live_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
+    let project = project.0;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "fields"])?;
+    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+    let fields = event_fields(&params)?;
+    let list = params.list_name("live", project);
+    let after = cursor_in(&api, &list, &params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let ListPage { items, next } = api.store.live_events(project, after, limit).await?;
+    let next_cursor = cursor_out(&api, &list, next.map(position_bytes)).await?;
+    Ok(Json(ListAnswer { data: shaped(items, fields.as_deref())?, next_cursor }).into_response())
+}
+
+/// `GET /v1/users`: profiles in id order, by id prefix and traits.
+async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
+    let project = project.0;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "prefix", "where"])?;
+    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+    let prefix = params.one("prefix").unwrap_or_default();
+    if prefix.chars().count() > MAX_ID_CHARS {
+        return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
+    }
+    let traits = params.json_filters(&[JsonDocument::Traits])?;
+    let list = params.list_name("users", project);
+    let after = cursor_in(&api, &list, &params)
+        .await?
+        .map(String::from_utf8)
+        .transpose()
+        .map_err(|_| Failure::InvalidCursor)?;
+    let ListPage { items, next } =
+        api.store.list_users(project, prefix, &traits, after.as_deref(), limit, api.list_rows_examined).await?;
+    let next_cursor = cursor_out(&api, &list, next.map(String::into_bytes)).await?;
+    Ok(Json(ListAnswer { data: items, next_cursor }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_where_filter_reads_document_path_operator_and_value() {
+        let all = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
+        let filter = parse_json_filter("context.page.url:contains:https://a.example/x?y=1", &all).expect("valid");
+        assert_eq!(filter.document, JsonDocument::Context);
+        assert_eq!(filter.path, ["page", "url"]);
+        assert_eq!(filter.op, JsonOp::Contains("https://a.example/x?y=1".into()));
+        assert_eq!(parse_json_filter("properties.n:gt:1.5", &all).expect("valid").op, JsonOp::Gt(1.5));
+        assert_eq!(parse_json_filter("traits.email:is_set", &all).expect("valid").op, JsonOp::IsSet);
+        for bad in [
+            "plan:eq:pro",
+            "properties:eq:x",
+            "properties.a:gt:abc",
+            "properties.a:is_set:x",
+            "properties..a:eq:1",
+            "properties.a:like:x",
+            "properties.a",
+        ] {
+            assert!(parse_json_filter(bad, &all).is_err(), "{bad}");
+        }
+        assert!(parse_json_filter("properties.plan:eq:pro", &[JsonDocument::Traits]).is_err());
+    }
+
+    #[test]
+    fn a_cursor_binds_every_shaping_parameter_in_any_order_but_not_the_page_size() {
+        let project = ProjectId(7);
+        let name =
+            |query: &str| Params::parse(Some(query), &EVENT_LIST_PARAMS).expect("valid").list_name("events", project);
+        assert_eq!(name("type=track&name=a&limit=5"), name("name=a&type=track&limit=50&fields=id"));
+        assert_ne!(name("type=track"), name("type=page"));
+        assert_ne!(name("where=properties.a:eq:1"), name(""));
+    }
+
+    #[test]
+    fn positions_survive_a_cursor() {
+        let position = EventPosition {
+            at: DateTime::from_timestamp_millis(1_764_000_000_123).expect("time"),
+            uid: Uuid::now_v7(),
+        };
+        assert_eq!(position_from(&position_bytes(position)).expect("valid"), position);
+        assert!(position_from(&[1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,596 @@
+//! The lists of one project's data: events newest first (with filters), the live tail of what
+//! was just stored, users by id. Keyset pages: a position is where the next page starts,
+//! never an offset, so rows stored meanwhile neither shift nor hide rows of later pages.
+//!
+//! Every list walks an index in its order and examines a bounded number of index entries
+//! per request (`max_examined`): filters the index cannot answer (properties, a type without
+//! a name, ...) may leave a page short, and its position then says where the walk stopped.
+//! Only the end of the data ends a list.
+
+use super::live::{LIVE_EVENTS, LIVE_USERS};
+use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
+use super::{Store, StoreError, required, to_db_time, with_timeout};
+use crate::event::EventType;
+use crate::ids::ProjectId;
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value};
+use uuid::Uuid;
+
+/// How many user ids (the user's own and the ids linked to it) a list follows.
+pub const MAX_LIST_SUBJECTS: usize = 50;
+/// How many names one list may ask for.
+pub const MAX_LIST_NAMES: usize = 20;
+/// How long a stored event waits before the live tail shows it: every write transaction
+/// that started before then has committed, so that the tail never passes over a row that
+/// commits later (a consumer transaction takes milliseconds; the bound leaves room).
+pub const LIVE_SETTLE_MS: i64 = 3_000;
+
+/// A filter on a JSON document of the row: `properties.plan:eq:pro`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonFilter {
+    pub document: JsonDocument,
+    /// The keys from the document's top down.
+    pub path: Vec<String>,
+    pub op: JsonOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonDocument {
+    Properties,
+    Traits,
+    Context,
+}
+
+impl JsonDocument {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Properties => "properties",
+            Self::Traits => "traits",
+            Self::Context => "context",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonOp {
+    /// The value as text (a string unquoted, `true`, `null`, a number as sent), or a number
+    /// equal to it.
+    Eq(String),
+    /// Not `Eq`, a missing key included.
+    Neq(String),
+    /// A number above or below.
+    Gt(f64),
+    Lt(f64),
+    /// The value as text holds this (case-sensitive).
+    Contains(String),
+    /// Present and not null.
+    IsSet,
+}
+
+impl JsonFilter {
+    /// `$."a"."b"`: each key quoted, so that any key is a key and never path syntax.
+    fn json_path(&self) -> String {
+        let mut path = String::from("$");
+        for key in &self.path {
+            path.push_str(".\"");
+            for c in key.chars() {
+                if c == '"' || c == '\\' {
+                    path.push('\\');
+                }
+                path.push(c);
+            }
+            path.push('"');
+        }
+        path
+    }
+
+    /// The condition and its parameters.
+    fn sql(&self, params: &mut Vec<Value>) -> String {
+        let doc = self.document.column();
+        let path = self.json_path();
+        let text = format!("JSON_UNQUOTE(JSON_EXTRACT({doc}, ?))");
+        let numeric = format!("JSON_TYPE(JSON_EXTRACT({doc}, ?)) IN ('INTEGER','UNSIGNED INTEGER','DOUBLE','DECIMAL')");
+        let number = format!("(JSON_EXTRACT({doc}, ?) + 0)");
+        let equal = |value: &str, params: &mut Vec<Value>| match value.parse::<f64>().ok().filter(|n| n.is_finite()) {
+            Some(n) => {
+                params.extend([path.clone().into(), value.into(), path.clone().into(), path.clone().into(), n.into()]);
+                format!("COALESCE({text} = ? OR ({numeric} AND {number} = ?), FALSE)")
+            }
+            None => {
+                params.extend([path.clone().into(), value.into()]);
+                format!("COALESCE({text} = ?, FALSE)")
+            }
+        };
+        match &self.op {
+            JsonOp::Eq(value) => equal(value, params),
+            JsonOp::Neq(value) => format!("NOT {}", equal(value, params)),
+            JsonOp::Gt(n) | JsonOp::Lt(n) => {
+                let sign = if matches!(self.op, JsonOp::Gt(_)) { ">" } else { "<" };
+                params.extend([path.clone().into(), path.clone().into(), (*n).into()]);
+                format!("COALESCE({numeric} AND {number} {sign} ?, FALSE)")
+            }
+            JsonOp::Contains(part) => {
+                params.extend([path.into(), format!("%{}%", like_escaped(part)).into()]);
+                format!("COALESCE({text} LIKE ? ESCAPE '!', FALSE)")
+            }
+            JsonOp::IsSet => {
+                params.push(path.into());
+                format!("COALESCE(JSON_TYPE(JSON_EXTRACT({doc}, ?)), 'NULL') <> 'NULL'")
+            }
+        }
+    }
+}
+
+/// What `GET /v1/events` asks for. Empty lists mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// `timestamp >= from`.
+    pub from: Option<DateTime<Utc>>,
+    /// `timestamp < to`.
+    pub to: Option<DateTime<Utc>>,
+    pub types: Vec<EventType>,
+    pub names: Vec<String>,
+    /// The events of a user: its id and the ids linked to it (`Store::user_ids`). An event is
+    /// the user's when its userId is one of them, or it has none and its anonymousId is.
+    pub subjects: Option<Vec<String>>,
+    pub anonymous_id: Option<String>,
+    pub json: Vec<JsonFilter>,
+}
+
+/// Where a list of events stands: the `(timestamp, id)` of the last row passed, newest first.
+/// Cursors carry the public id; `Store::event_position` finds the row again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPosition {
+    pub at: DateTime<Utc>,
+    pub uid: Uuid,
+}
+
+/// A page of a list and where the next one starts (`None`: the list is complete).
+#[derive(Debug)]
+pub struct ListPage<T, P> {
+    pub items: Vec<T>,
+    pub next: Option<P>,
+}
+
+/// One way into the events table: equalities on an index's columns after `project_id`, with
+/// `timestamp` next, so that the index hands out rows newest first.
+struct Arm {
+    equal: Vec<(&'static str, Value)>,
+    /// A condition this arm adds to the shared ones (an anonymous id's events without a user).
+    extra: Option<&'static str>,
+}
+
+/// Names live on these types only (`event` of track, `name` of page and screen).
+const NAMED_TYPES: [EventType; 3] = [EventType::Track, EventType::Page, EventType::Screen];
+
+impl EventFilter {
+    /// The index walks that together cover the filter, and the conditions they leave to the
+    /// rows themselves.
+    fn plan(&self) -> (Vec<Arm>, Vec<String>, Vec<Value>) {
+        let mut rest = Vec::new();
+        let mut params = Vec::new();
+        let arms: Vec<Arm> = if let Some(ids) = &self.subjects {
+            ids.iter()
+                .flat_map(|id| {
+                    [
+                        Arm { equal: vec![("user_id", id.as_str().into())], extra: None },
+                        Arm { equal: vec![("anonymous_id", id.as_str().into())], extra: Some("user_id IS NULL") },
+                    ]
+                })
+                .collect()
+        } else if let Some(anonymous) = &self.anonymous_id {
+            vec![Arm { equal: vec![("anonymous_id", anonymous.as_str().into())], extra: None }]
+        } else if !self.names.is_empty() {
+            let types = NAMED_TYPES.into_iter().filter(|kind| self.types.is_empty() || self.types.contains(kind));
+            types
+                .flat_map(|kind| {
+                    self.names.iter().map(move |name| Arm {
+                        equal: vec![("type", kind.as_str().into()), ("name", name.as_str().into())],
+                        extra: None,
+                    })
+                })
+                .collect()
+        } else {
+            vec![Arm { equal: Vec::new(), extra: None }]
+        };
+        let by_subject_or_anonymous = self.subjects.is_some() || self.anonymous_id.is_some();
+        if !self.types.is_empty() && (by_subject_or_anonymous || self.names.is_empty()) {
+            rest.push(format!("type IN ({})", super::placeholders(self.types.len())));
+            params.extend(self.types.iter().map(|kind| Value::from(kind.as_str())));
+        }
+        if !self.names.is_empty() && by_subject_or_anonymous {
+            rest.push(format!("name IN ({})", super::placeholders(self.names.len())));
+            params.extend(self.names.iter().map(|name| Value::from(name.as_str())));
+        }
+        if let (Some(anonymous), Some(_)) = (&self.anonymous_id, &self.subjects) {
+            rest.push("anonymous_id = ?".into());
+            params.push(anonymous.as_str().into());
+        }
+        for filter in &self.json {
+            rest.push(filter.sql(&mut params));
+        }
+        (arms, rest, params)
+    }
+}
+
+/// `(timestamp, id)` of a row, the order of the event lists.
+type Key = (chrono::NaiveDateTime, u64);
+
+/// The conditions of one arm's walk between two keys (newest first: `below` is where it
+/// starts, exclusive; `down_to` where it stops, inclusive), with its parameters.
+fn walk(
+    project: ProjectId,
+    filter: &EventFilter,
+    arm: &Arm,
+    below: Option<Key>,
+    down_to: Option<Key>,
+) -> (String, Vec<Value>) {
+    let mut conditions = vec!["project_id = ?".to_string()];
+    let mut params = vec![Value::from(project.0)];
+    for (column, value) in &arm.equal {
+        conditions.push(format!("{column} = ?"));
+        params.push(value.clone());
+    }
+    if let Some(from) = filter.from {
+        conditions.push("timestamp >= ?".into());
+        params.push(to_db_time(from).into());
+    }
+    if let Some(to) = filter.to {
+        conditions.push("timestamp < ?".into());
+        params.push(to_db_time(to).into());
+    }
+    if let Some((at, id)) = below {
+        conditions.push("timestamp <= ? AND (timestamp < ? OR id < ?)".into());
+        params.extend([at.into(), at.into(), id.into()]);
+    }
+    if let Some((at, id)) = down_to {
+        conditions.push("timestamp >= ? AND (timestamp > ? OR id >= ?)".into());
+        params.extend([at.into(), at.into(), id.into()]);
+    }
+    (conditions.join(" AND "), params)
+}
+
+impl Store {
+    /// A page of the project's events, newest first, after `after`. Examines at most
+    /// `max_examined` index entries per way into the table.
+    pub async fn list_events(
+        &self,
+        project: ProjectId,
+        filter: &EventFilter,
+        after: Option<EventPosition>,
+        limit: usize,
+        max_examined: usize,
+    ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
+        let (arms, mut rest, mut rest_params) = filter.plan();
+        if arms.is_empty() {
+            return Ok(ListPage { items: Vec::new(), next: None });
+        }
+        let mut conn = self.conn().await?;
+        rest.extend(
+            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut rest_params).await?,
+        );
+        let below = match after {
+            Some(position) => Some(event_key(&mut conn, project, position).await?),
+            None => None,
+        };
+        // Where the walk stops: the `max_examined`-th entry of the merged walks. Needed only
+        // when rows may fail conditions the indexes do not hold.
+        let bounded = !rest.is_empty() || arms.iter().any(|arm| arm.extra.is_some());
+        let boundary = if bounded {
+            self.walk_boundary(&mut conn, project, filter, &arms, below, max_examined).await?
+        } else {
+            None
+        };
+
+        let fetch = limit + 1;
+        let mut params = Vec::new();
+        let selects: Vec<String> = arms
+            .iter()
+            .map(|arm| {
+                let (walk, walk_params) = walk(project, filter, arm, below, boundary.map(|(key, _)| key));
+                params.extend(walk_params);
+                params.extend(rest_params.iter().cloned());
+                let extra = arm.extra.into_iter().map(str::to_string);
+                let conditions: Vec<String> = std::iter::once(walk).chain(extra).chain(rest.iter().cloned()).collect();
+                params.push(Value::from(fetch as u64));
+                format!(
+                    "(SELECT timestamp, id FROM {LIVE_EVENTS} e WHERE {} ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                    conditions.join(" AND ")
+                )
+            })
+            .collect();
+        params.push(Value::from(fetch as u64));
+        // UNION, not UNION ALL: an event of a user can come through two of its ids. The walks
+        // read live rows only; the join then reads those rows whole.
+        let sql = format!(
+            "SELECT {EVENT_VIEW_COLUMNS} FROM events /* with deleted */
+             JOIN (SELECT timestamp AS at, id AS page_id FROM ({}) walks ORDER BY timestamp DESC, id DESC LIMIT ?) page
+               ON id = page_id
+             ORDER BY at DESC, page_id DESC",
+            selects.join(" UNION ")
+        );
+        let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
+        let mut items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|event| EventPosition { at: event.timestamp, uid: event.id })
+        } else {
+            boundary.map(|(_, position)| position)
+        };
+        Ok(ListPage { items, next })
+    }
+
+    /// The `max_examined`-th index entry of the arms' merged walks below `below`, if there
+    /// are that many: its key and its position.
+    async fn walk_boundary(
+        &self,
+        conn: &mut mysql_async::Conn,
+        project: ProjectId,
+        filter: &EventFilter,
+        arms: &[Arm],
+        below: Option<Key>,
+        max_examined: usize,
+    ) -> Result<Option<(Key, EventPosition)>, StoreError> {
+        // Deleted rows count: they are entries examined too.
+        let mut params = Vec::new();
+        let selects: Vec<String> = arms
+            .iter()
+            .map(|arm| {
+                let (walk, walk_params) = walk(project, filter, arm, below, None);
+                params.extend(walk_params);
+                params.push(Value::from(max_examined as u64));
+                format!(
+                    "(SELECT timestamp, id FROM events /* with deleted */ WHERE {walk}
+                      ORDER BY timestamp DESC, id DESC LIMIT ?)"
+                )
+            })
+            .collect();
+        params.push(Value::from(max_examined as u64 - 1));
+        let sql = format!(
+            "SELECT at, edge_id, uid FROM events /* with deleted */
+             JOIN (SELECT timestamp AS at, id AS edge_id FROM ({}) walks
+                   ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET ?) edge ON id = edge_id",
+            selects.join(" UNION ")
+        );
+        let row: Option<Row> = self.capped_read(conn, &sql, params).await?.into_iter().next();
+        row.map(|row| {
+            let at: chrono::NaiveDateTime = required(&row, 0)?;
+            let key = (at, required(&row, 1)?);
+            Ok((key, EventPosition { at: at.and_utc(), uid: required(&row, 2)? }))
+        })
+        .transpose()
+    }
+
+    /// The events stored after `after` (oldest first), up to `limit`, once settled
+    /// (`LIVE_SETTLE_MS`). Without a position: the newest `limit` settled events. The answer's
+    /// position is where to ask next; with no new events it stays where it was.
+    pub async fn live_events(
+        &self,
+        project: ProjectId,
+        after: Option<EventPosition>,
+        limit: usize,
+    ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
+        let mut erased_params = Vec::new();
+        if let Some(condition) =
+            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut erased_params).await?
+        {
+            settled = format!("{settled} AND {condition}");
+        }
+        let rows: Vec<Row> = match after {
+            Some(position) => {
+                let (at, id) = stored_key(&mut conn, project, position).await?;
+                let sql = format!(
+                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
+                     WHERE project_id = ? AND created_at >= ? AND (created_at > ? OR id > ?) AND {settled}
+                     ORDER BY created_at, id LIMIT ?"
+                );
+                let mut params = vec![project.0.into(), at.into(), at.into(), id.into()];
+                params.extend(erased_params);
+                params.push((limit as u64).into());
+                self.capped_read(&mut conn, &sql, params).await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
+                     WHERE project_id = ? AND {settled} ORDER BY created_at DESC, id DESC LIMIT ?"
+                );
+                let mut params = vec![Value::from(project.0)];
+                params.extend(erased_params);
+                params.push((limit as u64).into());
+                let mut rows = self.capped_read(&mut conn, &sql, params).await?;
+                rows.reverse();
+                rows
+            }
+        };
+        let next = match rows.last() {
+            Some(row) => Some(EventPosition {
+                at: required::<chrono::NaiveDateTime>(row, 16)?.and_utc(),
+                uid: required(row, 0)?,
+            }),
+            // Nothing yet: start from the settled edge, so that a tail opened on a quiet project
+            // shows what comes next rather than everything.
+            None if after.is_none() => {
+                let now: Option<chrono::NaiveDateTime> = with_timeout(
+                    conn.query_first(format!("SELECT NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000)),
+                )
+                .await?;
+                now.map(|at| EventPosition { at: at.and_utc(), uid: Uuid::nil() })
+            }
+            None => after,
+        };
+        let items = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        Ok(ListPage { items, next })
+    }
+
+    /// A page of the project's user profiles in id order after `after`, whose id starts with
+    /// `prefix` and whose traits pass `traits`.
+    pub async fn list_users(
+        &self,
+        project: ProjectId,
+        prefix: &str,
+        traits: &[JsonFilter],
+        after: Option<&str>,
+        limit: usize,
+        max_examined: usize,
+    ) -> Result<ListPage<UserView, String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut walk = vec!["project_id = ?".to_string()];
+        let mut walk_params = vec![Value::from(project.0)];
+        if !prefix.is_empty() {
+            walk.push("user_id LIKE ? ESCAPE '!'".into());
+            walk_params.push(format!("{}%", like_escaped(prefix)).into());
+        }
+        if let Some(after) = after {
+            walk.push("user_id > ?".into());
+            walk_params.push(after.into());
+        }
+        let walk = walk.join(" AND ");
+        let boundary: Option<String> = if traits.is_empty() {
+            None
+        } else {
+            let mut params = walk_params.clone();
+            params.push(Value::from(max_examined as u64 - 1));
+            let sql =
+                format!("SELECT user_id FROM users /* with deleted */ WHERE {walk} ORDER BY user_id LIMIT 1 OFFSET ?");
+            self.capped_read(&mut conn, &sql, params).await?.first().map(|row| required(row, 0)).transpose()?
+        };
+        let mut conditions = vec![walk];
+        let mut params = walk_params;
+        if let Some(edge) = &boundary {
+            conditions.push("user_id <= ?".into());
+            params.push(edge.as_str().into());
+        }
+        for filter in traits {
+            conditions.push(filter.sql(&mut params));
+        }
+        conditions.extend(not_being_erased(&mut conn, project, "u.user_id", &mut params).await?);
+        params.push(Value::from(limit as u64 + 1));
+        let sql = format!(
+            "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE {} ORDER BY user_id LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let rows = self.capped_read(&mut conn, &sql, params).await?;
+        let mut items: Vec<UserView> = rows.iter().map(user_view).collect::<Result<_, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|user| user.user_id.clone())
+        } else {
+            boundary
+        };
+        Ok(ListPage { items, next })
+    }
+
+    /// The user id and the ids linked to it that a list of the user's events follows: up to
+    /// `MAX_LIST_SUBJECTS`, the user's own first, then in the order the links reach them.
+    /// `None` when the user's profile is soft-deleted (a user without a profile, who only
+    /// sent events, has a timeline too).
+    pub async fn user_ids(&self, project: ProjectId, user_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.conn().await?;
+        let deleted: Option<bool> = with_timeout(conn.exec_first(
+            "SELECT deleted_at IS NOT NULL FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?",
+            (project.0, user_id),
+        ))
+        .await?;
+        if deleted == Some(true) {
+            return Ok(None);
+        }
+        let mut ids = vec![user_id.to_string()];
+        ids.extend(super::links::linked_ids(&mut conn, project, user_id).await?);
+        ids.truncate(MAX_LIST_SUBJECTS);
+        Ok(Some(ids))
+    }
+}
+
+/// The condition "no id in `columns` is a subject of an erasure still in progress", when
+/// the project has one: cleanup has not deleted those rows yet, and no read shows them.
+async fn not_being_erased(
+    conn: &mut mysql_async::Conn,
+    project: ProjectId,
+    columns: &str,
+    params: &mut Vec<Value>,
+) -> Result<Option<String>, StoreError> {
+    let pending: Vec<u64> = with_timeout(
+        conn.exec("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT 1000", (project.0,)),
+    )
+    .await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    params.extend(pending.iter().map(|&id| Value::from(id)));
+    Ok(Some(format!(
+        "NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id IN ({}) AND s.subject IN ({columns}))",
+        super::placeholders(pending.len())
+    )))
+}
+
+/// `text` for a `LIKE … ESCAPE '!'` pattern: its wildcards match themselves. (`!`, since a
+/// backslash means something else under NO_BACKSLASH_ESCAPES.)
+fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '!' | '%' | '_') {
+            escaped.push('!');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The `(timestamp, id)` of a position's row. A row gone since (purged, erased) leaves its
+/// time: the walk resumes at that millisecond, where a row may come twice but none is missed.
+async fn event_key(
+    conn: &mut mysql_async::Conn,
+    project: ProjectId,
+    position: EventPosition,
+) -> Result<Key, StoreError> {
+    let id: Option<u64> = with_timeout(conn.exec_first(
+        "SELECT id FROM events /* with deleted */ WHERE project_id = ? AND uid = ?",
+        (project.0, position.uid),
+    ))
+    .await?;
+    Ok((to_db_time(position.at), id.unwrap_or(u64::MAX)))
+}
+
+/// As `event_key`, for the live tail's `(created_at, id)` order (oldest first).
+async fn stored_key(
+    conn: &mut mysql_async::Conn,
+    project: ProjectId,
+    position: EventPosition,
+) -> Result<Key, StoreError> {
+    let id: Option<u64> = with_timeout(conn.exec_first(
+        "SELECT id FROM events /* with deleted */ WHERE project_id = ? AND uid = ?",
+        (project.0, position.uid),
+    ))
+    .await?;
+    Ok((to_db_time(position.at), id.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_path_quotes_every_key_so_that_no_key_is_path_syntax() {
+        let filter = JsonFilter {
+            document: JsonDocument::Properties,
+            path: vec!["a.b".into(), "say \"hi\"".into(), "back\\slash".into(), "$[0]".into()],
+            op: JsonOp::IsSet,
+        };
+        assert_eq!(filter.json_path(), r#"$."a.b"."say \"hi\""."back\\slash"."$[0]""#);
+    }
+
+    #[test]
+    fn contains_escapes_the_like_wildcards() {
+        let filter = JsonFilter {
+            document: JsonDocument::Context,
+            path: vec!["x".into()],
+            op: JsonOp::Contains("50%_!".into()),
+        };
+        let mut params = Vec::new();
+        filter.sql(&mut params);
+        assert_eq!(params[1], Value::from("%50!%!_!!%"));
+    }
+}

@@ -1,0 +1,526 @@
+//! The read side's lists (`GET /v1/events`, `/v1/users/{id}/events`, `/v1/events/live`,
+//! `/v1/users`) against real MariaDB: every filter answers what the same question asked of
+//! every sent event answers, page after page, with pages cut short by the bound on rows
+//! examined; and no list shows another project's data.
+
+use crate::lifecycle::batch;
+use evtrack::keys::Scope;
+use evtrack_tests::{TestApp, TestDb, api_request, issue_key};
+use http::StatusCode;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+const USERS: [&str; 3] = ["u-ada", "u-bob", "u-cy"];
+const TRACK_NAMES: [&str; 4] = ["Signed Up", "Viewed", "Bought", "a%b_c"];
+const PAGE_NAMES: [&str; 2] = ["Home", "Pricing"];
+
+/// `count` events of a few users and anonymous visitors, with ties in time, names with LIKE
+/// wildcards and properties of every JSON kind a filter meets.
+fn events(run: &str, count: usize, rng: &mut StdRng) -> Vec<Value> {
+    let base = chrono::Utc::now() - chrono::Duration::days(2);
+    let tied = [base + chrono::Duration::seconds(100), base + chrono::Duration::seconds(7_000)];
+    let mut sent = Vec::new();
+    for (index, user) in USERS.iter().enumerate() {
+        // The identify that links the user's browser to the user.
+        sent.push(
+            json!({"type": "identify", "userId": format!("{user}-{run}"), "anonymousId": format!("anon-{index}-{run}"),
+            "traits": {"plan": if index == 0 { json!("pro") } else { json!(null) }},
+            "timestamp": base.to_rfc3339(), "messageId": format!("{run}-identify-{index}")}),
+        );
+    }
+    for n in 0..count {
+        let at = if rng.random_bool(0.2) {
+            tied[rng.random_range(0..2)]
+        } else {
+            base + chrono::Duration::milliseconds(rng.random_range(0..36 * 3_600_000))
+        };
+        let who = rng.random_range(0..5);
+        let (user_id, anonymous_id) = match who {
+            0..=2 if rng.random_bool(0.7) => {
+                (json!(format!("{}-{run}", USERS[who])), json!(format!("anon-{who}-{run}")))
+            }
+            0..=2 => (Value::Null, json!(format!("anon-{who}-{run}"))),
+            _ => (Value::Null, json!(format!("anon-z{who}-{run}"))),
+        };
+        // None: not sent; Some(null): sent as a JSON null.
+        let plan = [Some(json!("pro")), Some(json!("free")), Some(json!("Pro")), Some(Value::Null), None];
+        let number = [Some(json!(1)), Some(json!(2)), Some(json!(10)), Some(json!("10")), None];
+        let tag = ["50%off", "x_y", "plain"][rng.random_range(0..3)];
+        let mut properties = json!({"tag": tag});
+        if let Some(plan) = &plan[rng.random_range(0..5)] {
+            properties["plan"] = plan.clone();
+        }
+        if let Some(number) = &number[rng.random_range(0..5)] {
+            properties["n"] = number.clone();
+        }
+        let mut event = json!({"userId": user_id, "anonymousId": anonymous_id, "properties": properties,
+            "context": {"page": {"path": format!("/p/{}", n % 7)}},
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "messageId": format!("{run}-{n}")});
+        if rng.random_bool(0.25) {
+            event["type"] = json!("page");
+            event["name"] = json!(PAGE_NAMES[rng.random_range(0..2)]);
+        } else {
+            event["type"] = json!("track");
+            event["event"] = json!(TRACK_NAMES[rng.random_range(0..4)]);
+        }
+        sent.push(event);
+    }
+    sent
+}
+
+/// A filter of the test, as query parameters and as a check of one sent event.
+struct Question {
+    query: String,
+    /// For `user_id`: the user and its anonymous id.
+    subjects: Option<[String; 2]>,
+    check: Box<dyn Fn(&Value) -> bool>,
+}
+
+fn name_of(event: &Value) -> Option<&str> {
+    event.get("event").or_else(|| event.get("name")).and_then(Value::as_str)
+}
+
+/// A JSON value as text, as `JSON_UNQUOTE` gives it.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn document<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
+    let (document, key) = path.split_once('.').expect("document.key");
+    event.get(document)?.get(key)
+}
+
+fn eq(value: Option<&Value>, wanted: &str) -> bool {
+    let Some(value) = value else { return false };
+    text(value) == wanted || (value.is_number() && wanted.parse::<f64>().ok() == value.as_f64())
+}
+
+fn questions(run: &str, from: &str, to: &str) -> Vec<Question> {
+    let at = |event: &Value| event["timestamp"].as_str().unwrap_or_default().to_string();
+    let (from_at, to_at) = (from.to_string(), to.to_string());
+    let q = |query: &str, check: Box<dyn Fn(&Value) -> bool>| Question { query: query.into(), subjects: None, check };
+    let user = format!("{}-{run}", USERS[1]);
+    let anonymous = format!("anon-1-{run}");
+    let visitor = format!("anon-z3-{run}");
+    vec![
+        q("", Box::new(|_| true)),
+        q("type=track", Box::new(|e| e["type"] == "track")),
+        q("name=Bought", Box::new(|e| name_of(e) == Some("Bought"))),
+        q(
+            "type=track&name=Bought&name=Viewed",
+            Box::new(|e| e["type"] == "track" && matches!(name_of(e), Some("Bought" | "Viewed"))),
+        ),
+        q("name=Home", Box::new(|e| name_of(e) == Some("Home"))),
+        q("name=a%25b_c", Box::new(|e| name_of(e) == Some("a%b_c"))),
+        q("type=identify,page", Box::new(|e| e["type"] == "identify" || e["type"] == "page")),
+        q(&format!("anonymous_id={visitor}"), Box::new(move |e| e["anonymousId"] == visitor.as_str())),
+        q("where=properties.plan:eq:pro", Box::new(|e| eq(document(e, "properties.plan"), "pro"))),
+        q("where=properties.plan:neq:pro", Box::new(|e| !eq(document(e, "properties.plan"), "pro"))),
+        q("where=properties.n:eq:10", Box::new(|e| eq(document(e, "properties.n"), "10"))),
+        q(
+            "where=properties.n:gt:1&where=properties.n:lt:10",
+            Box::new(|e| document(e, "properties.n").and_then(Value::as_f64).is_some_and(|n| n > 1.0 && n < 10.0)),
+        ),
+        q(
+            "where=properties.tag:contains:50%25",
+            Box::new(|e| document(e, "properties.tag").is_some_and(|tag| text(tag).contains("50%"))),
+        ),
+        q(
+            "where=properties.tag:contains:_",
+            Box::new(|e| document(e, "properties.tag").is_some_and(|tag| text(tag).contains('_'))),
+        ),
+        q(
+            "where=properties.plan:is_set",
+            Box::new(|e| document(e, "properties.plan").is_some_and(|plan| !plan.is_null())),
+        ),
+        q("where=traits.plan:is_set", Box::new(|e| document(e, "traits.plan").is_some_and(|plan| !plan.is_null()))),
+        q("where=context.page.path:eq:/p/3", Box::new(|e| e["context"]["page"]["path"] == "/p/3")),
+        q(
+            &format!("type=page&from={from}&to={to}"),
+            Box::new(move |e| e["type"] == "page" && at(e) >= from_at && at(e) < to_at),
+        ),
+        Question {
+            query: format!("user_id={user}"),
+            subjects: Some([user.clone(), anonymous.clone()]),
+            check: Box::new(|_| true),
+        },
+        Question {
+            query: format!("user_id={user}&where=properties.plan:eq:free&type=track"),
+            subjects: Some([user, anonymous]),
+            check: Box::new(|e| e["type"] == "track" && eq(document(e, "properties.plan"), "free")),
+        },
+    ]
+}
+
+/// Every page of `path` with `limit` items each: the messageIds in order, and how many pages
+/// came back short with a cursor.
+async fn walk(app: &TestApp, key: &str, path: &str, limit: usize) -> (Vec<String>, usize, Vec<String>) {
+    let (mut ids, mut short, mut times) = (Vec::new(), 0, Vec::new());
+    let mut cursor: Option<String> = None;
+    for _ in 0..2_000 {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut uri = format!("{path}{separator}limit={limit}");
+        if let Some(cursor) = &cursor {
+            uri.push_str(&format!("&cursor={cursor}"));
+        }
+        let reply = app.send(api_request("GET", &uri, key, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+        let data = reply.json["data"].as_array().expect("data");
+        for event in data {
+            ids.push(event["messageId"].as_str().expect("messageId").to_string());
+            times.push(event["timestamp"].as_str().expect("timestamp").to_string());
+        }
+        cursor = reply.json["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            return (ids, short, times);
+        }
+        if data.len() < limit {
+            short += 1;
+        }
+    }
+    panic!("{path}: no end after 2,000 pages");
+}
+
+#[tokio::test]
+async fn every_event_filter_answers_what_the_same_question_of_every_event_answers_page_after_page() {
+    // A small bound on rows examined, so that filtered pages come back short.
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_LIST_ROWS_EXAMINED", "40")]).await;
+    let run = uuid::Uuid::now_v7().simple().to_string()[..12].to_string();
+    let mut rng = StdRng::seed_from_u64(0x11575);
+    let sent = events(&run, 500, &mut rng);
+    for chunk in sent.chunks(100) {
+        let reply = app.send(batch(&app.key, chunk.to_vec())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    }
+    assert!(app.consume_queued().await.is_empty());
+    let project = app.project;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+
+    // Soft-deleted events leave every list.
+    let mut deleted = HashSet::new();
+    for n in [3, 50, 51, 200, 333] {
+        let message_id = format!("{run}-{n}");
+        let uids: Vec<Vec<u8>> =
+            app.db.query(&format!("SELECT uid FROM events WHERE message_id = '{message_id}'")).await;
+        let uid = uuid::Uuid::from_slice(&uids[0]).expect("uid");
+        let path = format!("/v1/events/{uid}?project={project}");
+        assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::OK);
+        deleted.insert(message_id);
+    }
+
+    let from = (chrono::Utc::now() - chrono::Duration::hours(40)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let to = (chrono::Utc::now() - chrono::Duration::hours(30)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (mut checked, mut short_pages) = (0, 0);
+    for question in questions(&run, &from, &to) {
+        let subjects = question.subjects.clone();
+        let belongs = |event: &Value| match &subjects {
+            None => true,
+            Some(ids) => {
+                let is = |field: &str| event[field].as_str().is_some_and(|id| ids.iter().any(|own| own == id));
+                is("userId") || (event["userId"].is_null() && is("anonymousId"))
+            }
+        };
+        let mut expected: Vec<&Value> = sent
+            .iter()
+            .filter(|event| !deleted.contains(event["messageId"].as_str().unwrap_or_default()))
+            .filter(|event| belongs(event) && (question.check)(event))
+            .collect();
+        expected.sort_by_key(|event| {
+            std::cmp::Reverse(
+                chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().unwrap_or_default()).expect("time"),
+            )
+        });
+        let query = question.query.replace(' ', "%20");
+        for (key, path) in [
+            (read.as_str(), format!("/v1/events?{query}")),
+            (app.admin.as_str(), format!("/v1/events?project={project}&{query}")),
+        ] {
+            let (ids, short, times) = walk(&app, key, &path, 7).await;
+            let unique: HashSet<&String> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "{path}: an event twice");
+            let wanted: HashSet<String> =
+                expected.iter().map(|event| event["messageId"].as_str().unwrap_or_default().to_string()).collect();
+            let got: HashSet<String> = ids.iter().cloned().collect();
+            assert_eq!(
+                got.len(),
+                wanted.len(),
+                "{path}: {} events, expected {}; missing {:?}, extra {:?}",
+                got.len(),
+                wanted.len(),
+                wanted.difference(&got).take(5).collect::<Vec<_>>(),
+                got.difference(&wanted).take(5).collect::<Vec<_>>()
+            );
+            assert_eq!(got, wanted, "{path}");
+            let parsed: Vec<_> =
+                times.iter().map(|at| chrono::DateTime::parse_from_rfc3339(at).expect("time")).collect();
+            assert!(parsed.windows(2).all(|pair| pair[0] >= pair[1]), "{path}: newest first");
+            checked += ids.len();
+            short_pages += short;
+        }
+    }
+    assert!(short_pages > 0, "some pages were cut short by the bound on rows examined");
+    println!("event lists: {checked} events checked over every page; {short_pages} pages cut short");
+
+    // The timeline route is the user filter.
+    let user = format!("{}-{run}", USERS[0]);
+    let (by_route, _, _) = walk(&app, &read, &format!("/v1/users/{user}/events"), 50).await;
+    let (by_filter, _, _) = walk(&app, &read, &format!("/v1/events?user_id={user}"), 50).await;
+    assert!(!by_route.is_empty());
+    assert_eq!(by_route, by_filter);
+
+    // `fields=` keeps what is asked for.
+    let reply = app.send(api_request("GET", "/v1/events?limit=3&fields=id,type,timestamp", &read, None)).await;
+    let first = reply.json["data"][0].as_object().expect("an event");
+    assert_eq!(first.keys().map(String::as_str).collect::<HashSet<_>>(), HashSet::from(["id", "type", "timestamp"]));
+}
+
+#[tokio::test]
+async fn bad_list_questions_get_clear_errors_and_cursors_stay_with_their_question() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let messages: Vec<Value> =
+        (0..5).map(|n| json!({"type": "track", "event": "E", "userId": "u", "messageId": format!("m-{n}")})).collect();
+    assert_eq!(app.send(batch(&app.key, messages)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    for (query, says) in [
+        ("wher=properties.a:eq:1", "unknown query parameter wher"),
+        ("where=plan:eq:pro", "where is <document>"),
+        ("where=properties.n:gt:many", "compares with a number"),
+        ("type=click", "type is one of"),
+        ("limit=0", "limit is 1 to 1000"),
+        ("limit=1001", "limit is 1 to 1000"),
+        ("from=yesterday", "RFC 3339"),
+        ("from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z", "from is before to"),
+        ("fields=id,secret", "fields are some of"),
+        ("limit=1&limit=2", "given twice"),
+    ] {
+        let reply = app.send(api_request("GET", &format!("/v1/events?{query}"), &read, None)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {}", reply.json);
+        assert!(reply.json["message"].as_str().unwrap_or_default().contains(says), "{query}: {}", reply.json);
+    }
+    // A cursor of one question is refused for another.
+    let reply = app.send(api_request("GET", "/v1/events?limit=2&type=track", &read, None)).await;
+    let cursor = reply.json["next_cursor"].as_str().expect("a cursor").to_string();
+    let reply =
+        app.send(api_request("GET", &format!("/v1/events?limit=2&type=page&cursor={cursor}"), &read, None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json["code"], "invalid_cursor");
+    let reply =
+        app.send(api_request("GET", &format!("/v1/events?limit=4&type=track&cursor={cursor}"), &read, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "another page size keeps the cursor");
+    assert_eq!(reply.json["data"].as_array().map(Vec::len), Some(3));
+    // A user without events or profile: an empty timeline, not an error.
+    let reply = app.send(api_request("GET", "/v1/users/nobody/events", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["data"], json!([]));
+}
+
+/// Sends `messages` with `key` and stores them.
+async fn store(app: &TestApp, key: &str, messages: Vec<Value>) {
+    let reply = app.send(batch(key, messages)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
+    let app = TestApp::new().await;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let (mine, theirs) = (format!("mine-{run}"), format!("theirs-{run}"));
+    let other = app.db.store.create_project("other").await.expect("project").id;
+    let (_, other_write) = issue_key(&app.db.store, &app.config, Some(other), Scope::Write, "w").await;
+    let (_, other_read) = issue_key(&app.db.store, &app.config, Some(other), Scope::Read, "r").await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let (read, other_read) = (read.reveal().to_string(), other_read.reveal().to_string());
+    for (key, marker) in [(app.key.clone(), &mine), (other_write.reveal().to_string(), &theirs)] {
+        let messages = vec![
+            json!({"type": "identify", "userId": marker, "traits": {"mark": marker}, "messageId": format!("{marker}-1")}),
+            json!({"type": "track", "userId": marker, "event": marker, "properties": {"mark": marker}, "messageId": format!("{marker}-2")}),
+        ];
+        store(&app, &key, messages).await;
+    }
+    // The live tail shows events once settled.
+    tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
+
+    let (project, stranger) = (app.project, uuid::Uuid::now_v7());
+    let routes = ["/v1/events", "/v1/events/live", "/v1/users", &format!("/v1/users/{mine}/events")];
+    let mut checked = 0;
+    for route in routes {
+        let with = |query: &str| if query.is_empty() { route.to_string() } else { format!("{route}?{query}") };
+        let cases: [(&str, String, StatusCode, Option<bool>); 8] = [
+            (&app.key, with(""), StatusCode::FORBIDDEN, None),
+            (&read, with(""), StatusCode::OK, Some(true)),
+            (&read, with(&format!("project={other}")), StatusCode::NOT_FOUND, None),
+            (&other_read, with(""), StatusCode::OK, Some(false)),
+            (&app.admin, with(""), StatusCode::BAD_REQUEST, None),
+            (&app.admin, with(&format!("project={project}")), StatusCode::OK, Some(true)),
+            (&app.admin, with(&format!("project={stranger}")), StatusCode::NOT_FOUND, None),
+            ("evtr_not_a_key", with(""), StatusCode::UNAUTHORIZED, None),
+        ];
+        for (key, uri, status, shows_mine) in cases {
+            let reply = app.send(api_request("GET", &uri, key, None)).await;
+            assert_eq!(reply.status, status, "{uri}: {}", reply.json);
+            let body = reply.json.to_string();
+            match shows_mine {
+                // Another project's data never, whatever the route and key.
+                Some(true) => assert!(body.contains(&mine) && !body.contains(&theirs), "{uri}: {body}"),
+                Some(false) => {
+                    assert!(!body.contains(&mine), "{uri}: {body}");
+                    // The other project's own lists show its data (the timeline asks for my user).
+                    if !route.contains(&mine) {
+                        assert!(body.contains(&theirs), "{uri}: {body}");
+                    }
+                }
+                None => assert!(!body.contains(&mine) && !body.contains(&theirs), "{uri}: {body}"),
+            }
+            checked += 1;
+        }
+    }
+    println!("tenant matrix: {checked} requests over {} routes", routes.len());
+}
+
+#[tokio::test]
+async fn the_live_tail_shows_each_stored_event_once_in_the_order_stored() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    let first: Vec<Value> = (0..5)
+        .map(|n| json!({"type": "track", "event": "Early", "userId": "u", "messageId": format!("early-{n}")}))
+        .collect();
+    store(&app, &app.key, first).await;
+    tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
+    // Opened now: the newest settled events, and a cursor.
+    let reply = app.send(api_request("GET", "/v1/events/live?limit=3", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let opened: Vec<&str> =
+        reply.json["data"].as_array().expect("data").iter().filter_map(|e| e["messageId"].as_str()).collect();
+    assert_eq!(opened.len(), 3, "{}", reply.json);
+    let mut cursor = reply.json["next_cursor"].as_str().expect("cursor").to_string();
+
+    // Then three waves of new events, polled as a dashboard does, two at a time.
+    let mut seen = Vec::new();
+    for wave in 0..3 {
+        let messages: Vec<Value> = (0..4)
+            .map(|n| json!({"type": "track", "event": "Live", "userId": "u", "messageId": format!("live-{wave}-{n}")}))
+            .collect();
+        store(&app, &app.key, messages).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while seen.len() < 12 && std::time::Instant::now() < deadline {
+        let reply =
+            app.send(api_request("GET", &format!("/v1/events/live?limit=2&cursor={cursor}"), &read, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        seen.extend(
+            reply.json["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .filter_map(|e| e["messageId"].as_str().map(str::to_string)),
+        );
+        cursor = reply.json["next_cursor"].as_str().expect("always a cursor").to_string();
+        if reply.json["data"].as_array().is_some_and(Vec::is_empty) {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    let expected: Vec<String> = (0..3).flat_map(|wave| (0..4).map(move |n| format!("live-{wave}-{n}"))).collect();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "each new event once: {seen:?}");
+    // Stored in waves: a wave's events come after the previous wave's.
+    let wave_of = |id: &String| id.split('-').nth(1).map(str::to_string);
+    assert!(seen.windows(2).all(|pair| wave_of(&pair[0]) <= wave_of(&pair[1])), "{seen:?}");
+    let reply = app.send(api_request("GET", &format!("/v1/events/live?cursor={cursor}"), &read, None)).await;
+    assert_eq!(reply.json["data"], json!([]), "nothing new");
+    assert_eq!(reply.json["next_cursor"].as_str(), Some(cursor.as_str()), "a quiet tail keeps its cursor");
+}
+
+#[tokio::test]
+async fn users_are_listed_by_id_prefix_and_traits() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_LIST_ROWS_EXAMINED", "3")]).await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    let users: Vec<Value> = (0..12)
+        .map(|n| {
+            let id = if n % 4 == 0 { format!("a_{n:02}") } else { format!("ab{n:02}") };
+            json!({"type": "identify", "userId": id, "traits": {"plan": if n % 3 == 0 { "pro" } else { "free" }, "seats": n}, "messageId": format!("id-{n}")})
+        })
+        .collect();
+    store(&app, &app.key, users).await;
+    let ids = |query: &str| {
+        let app = &app;
+        let read = read.clone();
+        let query = query.to_string();
+        async move {
+            let (mut ids, mut cursor) = (Vec::new(), None::<String>);
+            loop {
+                let mut uri = format!("/v1/users?limit=2&{query}");
+                if let Some(cursor) = &cursor {
+                    uri.push_str(&format!("&cursor={cursor}"));
+                }
+                let reply = app.send(api_request("GET", &uri, &read, None)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+                ids.extend(
+                    reply.json["data"]
+                        .as_array()
+                        .expect("data")
+                        .iter()
+                        .map(|u| u["userId"].as_str().unwrap_or_default().to_string()),
+                );
+                cursor = reply.json["next_cursor"].as_str().map(str::to_string);
+                if cursor.is_none() {
+                    return ids;
+                }
+            }
+        }
+    };
+    assert_eq!(ids("").await.len(), 12);
+    // `_` is an id character here, not a wildcard.
+    assert_eq!(ids("prefix=a_").await, ["a_00", "a_04", "a_08"]);
+    assert_eq!(ids("prefix=ab&where=traits.plan:eq:pro").await, ["ab03", "ab06", "ab09"]);
+    assert_eq!(ids("where=traits.seats:gt:9").await, ["ab10", "ab11"]);
+    let reply = app.send(api_request("GET", "/v1/users?where=properties.plan:eq:pro", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "users have traits only");
+}
+
+#[tokio::test]
+async fn a_user_being_erased_leaves_every_list_at_once_before_cleanup_deletes_the_rows() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let (gone, anon, kept) = (format!("gone-{run}"), format!("anon-{run}"), format!("kept-{run}"));
+    store(
+        &app,
+        &app.key,
+        vec![
+            json!({"type": "track", "anonymousId": anon, "event": "Browsed", "messageId": format!("{run}-1")}),
+            json!({"type": "identify", "userId": gone, "anonymousId": anon, "traits": {"n": 1}, "messageId": format!("{run}-2")}),
+            json!({"type": "track", "userId": gone, "event": "Bought", "messageId": format!("{run}-3")}),
+            json!({"type": "identify", "userId": kept, "traits": {"n": 2}, "messageId": format!("{run}-4")}),
+            json!({"type": "track", "userId": kept, "event": "Bought", "messageId": format!("{run}-5")}),
+        ],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
+    let path = format!("/v1/users/{gone}?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    assert_eq!(app.db.count(&format!("events WHERE message_id LIKE '{run}-%'")).await, 5, "cleanup has not run");
+    for uri in
+        ["/v1/events", "/v1/events/live", "/v1/users", &format!("/v1/users/{gone}/events"), "/v1/events?name=Bought"]
+    {
+        let reply = app.send(api_request("GET", uri, &read, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+        let body = reply.json.to_string();
+        assert!(!body.contains(&gone) && !body.contains(&anon), "{uri}: {body}");
+        if !uri.contains(&gone) {
+            assert!(body.contains(&kept), "{uri}: {body}");
+        }
+    }
+}
