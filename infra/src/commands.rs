@@ -252,6 +252,26 @@ pub async fn export_user(config: &Config, project: Uuid, user: &str, output: &st
     Ok(())
 }
 
+/// Writes the project's events of `[from, to)` to `output` through the api (`export`).
+pub async fn export_range(
+    project: Uuid,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    url: &str,
+    key: Option<&str>,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (Some(from), Some(to)) = (from, to) else { bail!("give --from and --to, or --user") };
+    if from >= to {
+        bail!("--from is before --to");
+    }
+    let key = key.context("give a read key of the project (or an admin key): --key or EVTRACK_API_KEY")?;
+    let export = crate::export::RangeExport { url, key, project, from, to, output };
+    let events = export.run().await?;
+    println!("exported {events} events of {from} to {to} to {}", output.display());
+    Ok(())
+}
+
 /// The built-in development secrets are for a database on this machine: a command that
 /// writes keys or signing keys to any other refuses them, as the Lambdas do.
 fn refuse_development_secrets(config: &Config, secrets: &[Required]) -> anyhow::Result<()> {

@@ -39,12 +39,26 @@ enum Command {
     /// The quarantine: events requests held that could not be stored, kept with the reason.
     #[command(subcommand)]
     Rejected(RejectedCommand),
-    /// Write everything held about a user to a file, as NDJSON (GDPR access).
+    /// Write a project's data to a file as NDJSON: with --user, everything held about that
+    /// user (GDPR access, from the database); with --from and --to, the events of that time
+    /// range, read through the api (any machine with a read key).
     Export {
         #[arg(long)]
         project: Uuid,
-        #[arg(long)]
-        user: String,
+        #[arg(long, conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+        user: Option<String>,
+        /// Event time at or after (RFC 3339).
+        #[arg(long, requires = "to")]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Event time before (RFC 3339).
+        #[arg(long, requires = "from")]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// The api's base URL (the stack's, or the HTTP API's on AWS).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// A read key of the project, or an admin key (with --from/--to).
+        #[arg(long, env = "EVTRACK_API_KEY", hide_env_values = true)]
+        key: Option<String>,
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
@@ -215,7 +229,12 @@ async fn main() -> ExitCode {
         Command::Job(JobCommand::Run { name, slot, json }) => commands::run_job(&config, &name, slot, json).await,
         Command::Db(DbCommand::Grants { database }) => commands::print_grants(&database),
         Command::Db(DbCommand::Users { database, host, port }) => commands::print_users(&database, &host, port),
-        Command::Export { project, user, output } => commands::export_user(&config, project, &user, &output).await,
+        Command::Export { project, user: Some(user), output, .. } => {
+            commands::export_user(&config, project, &user, &output).await
+        }
+        Command::Export { project, user: None, from, to, url, key, output } => {
+            commands::export_range(project, from, to, &url, key.as_deref(), &output).await
+        }
         Command::Rejected(RejectedCommand::List { project, filter, limit, json }) => {
             evtrack_cli::rejected::list(&config, project, filter.filter(), limit, json).await
         }

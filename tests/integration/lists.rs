@@ -524,3 +524,108 @@ async fn a_user_being_erased_leaves_every_list_at_once_before_cleanup_deletes_th
         }
     }
 }
+
+#[tokio::test]
+async fn a_range_export_follows_its_cursor_in_answers_a_lambda_can_carry_and_the_cli_writes_it_whole() {
+    use evtrack_tests::{StackProcess, workspace_binary};
+    let stack = StackProcess::start(&[]);
+    let http = reqwest::Client::new();
+    // Whole seconds: stored times have milliseconds.
+    let base = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3 * 3_600, 0).expect("time");
+    // 2,600 events of ~2 KB: more than one answer's worth.
+    let padding = "x".repeat(2_000);
+    for batch_index in 0..26 {
+        let messages: Vec<Value> = (0..100)
+            .map(|n| {
+                let index = batch_index * 100 + n;
+                let at = base + chrono::Duration::seconds(index);
+                json!({"type": "track", "event": "Exported", "userId": format!("u{}", index % 17), "properties": {"pad": padding, "index": index},
+                    "timestamp": at.to_rfc3339(), "messageId": format!("export-{index}")})
+            })
+            .collect();
+        let response = http
+            .post(format!("{}/v1/batch", stack.address))
+            .basic_auth(&stack.key, Some(""))
+            .json(&json!({"batch": messages}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    stack.wait_for_count("SELECT COUNT(*) FROM events", 2_600, std::time::Duration::from_secs(60)).await;
+    let projects: Value = http
+        .get(format!("{}/v1/projects", stack.address))
+        .bearer_auth(&stack.admin_key)
+        .send()
+        .await
+        .expect("projects")
+        .json()
+        .await
+        .expect("json");
+    let project = projects["data"][0]["id"].as_str().expect("the stack's project").to_string();
+    // A window that leaves out the first 100 and the last 100 events.
+    let (from, to) =
+        ((base + chrono::Duration::seconds(100)).to_rfc3339(), (base + chrono::Duration::seconds(2_500)).to_rfc3339());
+
+    let (mut answers, mut lines, mut cursor) = (0, Vec::<String>::new(), None::<String>);
+    loop {
+        let mut query = vec![("project", project.clone()), ("from", from.clone()), ("to", to.clone())];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+        let response = http
+            .get(format!("{}/v1/events/export?{query}", stack.address))
+            .bearer_auth(&stack.admin_key)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+        let next = response
+            .headers()
+            .get(evtrack_api::EXPORT_CURSOR_HEADER)
+            .map(|value| value.to_str().expect("ascii").to_string());
+        let body = response.text().await.expect("body");
+        assert!(body.len() <= evtrack_api::EXPORT_MAX_BYTES, "an answer of {} bytes", body.len());
+        lines.extend(body.lines().map(str::to_string));
+        answers += 1;
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(answers >= 2, "{answers} answers");
+    let indexes: Vec<u64> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).expect("an event per line")["properties"]["index"]
+                .as_u64()
+                .expect("index")
+        })
+        .collect();
+    let expected: Vec<u64> = (100..2_500).collect();
+    assert!(
+        indexes == expected,
+        "each event of the range once, oldest first: {} events, {:?}…{:?}",
+        indexes.len(),
+        indexes.first(),
+        indexes.last()
+    );
+
+    // The command follows the same cursors into a file.
+    let output = std::env::temp_dir().join(format!("evtrack-export-{}.ndjson", uuid::Uuid::now_v7().simple()));
+    let run = std::process::Command::new(workspace_binary("evtrack"))
+        .args(["export", "--project", &project, "--from", &from, "--to", &to, "--url", &stack.address, "-o"])
+        .arg(&output)
+        .env("EVTRACK_API_KEY", &stack.admin_key)
+        .output()
+        .expect("evtrack export runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout} {}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("exported 2400 events"), "{stdout}");
+    let written = std::fs::read_to_string(&output).expect("the file");
+    std::fs::remove_file(&output).ok();
+    assert_eq!(written.lines().collect::<Vec<_>>(), lines.iter().map(String::as_str).collect::<Vec<_>>());
+    println!("export: {} events in {answers} answers", lines.len());
+}

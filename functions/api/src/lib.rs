@@ -11,6 +11,7 @@ mod lists;
 mod pages;
 mod routes;
 
+pub use lists::{EXPORT_CURSOR_HEADER, EXPORT_MAX_BYTES};
 pub use pages::Page;
 pub use routes::{router, routes, standalone_router};
 

@@ -32,6 +32,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     ListedRouter::default()
         .on(Method::GET, "/v1/events", list_events)
         .on(Method::GET, "/v1/events/live", live_events)
+        .on(Method::GET, "/v1/events/export", export_events)
         .on(Method::GET, "/v1/users", list_users)
         .on(Method::GET, "/v1/users/{user_id}/events", user_timeline)
 }
@@ -355,6 +356,67 @@ async fn live_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     let ListPage { items, next } = api.store.live_events(project, after, limit).await?;
     let next_cursor = cursor_out(&api, &list, next.map(position_bytes)).await?;
     Ok(Json(ListAnswer { data: shaped(items, fields.as_deref())?, next_cursor }).into_response())
+}
+
+/// The most one export answer carries: a Lambda answer holds 6 MB, and NDJSON (not a text
+/// type to lambda_http) goes base64-encoded, a third larger.
+pub const EXPORT_MAX_BYTES: usize = 4_000_000;
+/// How long one export answer may spend reading, well inside API Gateway's 30 s.
+const EXPORT_READ_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// Rows per database read of an export.
+const EXPORT_ROWS_PER_READ: usize = 1_000;
+/// The header that carries an export's cursor when more follows.
+pub const EXPORT_CURSOR_HEADER: &str = "x-next-cursor";
+
+/// `GET /v1/events/export?from&to`: the events of a time range as NDJSON, oldest first, one
+/// event per line, in answers of at most `EXPORT_MAX_BYTES`. While more follows, the answer's
+/// `x-next-cursor` header is the cursor to ask again with; an interrupted answer is simply
+/// asked for again with the same cursor.
+async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
+    let project = project.0;
+    let params = Params::parse(query.as_deref(), &["project", "cursor", "from", "to"])?;
+    let (Some(from), Some(to)) = (params.time("from")?, params.time("to")?) else {
+        return Err(Failure::Invalid("an export needs from and to (RFC 3339)".into()));
+    };
+    if from >= to {
+        return Err(Failure::Invalid("from is before to".into()));
+    }
+    let list = params.list_name("export", project);
+    let mut after = cursor_in(&api, &list, &params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let started = std::time::Instant::now();
+    let mut body = Vec::with_capacity(256 * 1024);
+    let mut next = None;
+    loop {
+        let page = api.store.export_events(project, from, to, after, EXPORT_ROWS_PER_READ).await?;
+        let mut full = false;
+        for event in &page.items {
+            let line = serde_json::to_vec(event).map_err(|err| Failure::Internal(err.to_string()))?;
+            if body.len() + line.len() + 1 > EXPORT_MAX_BYTES {
+                full = true;
+                break;
+            }
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+            after = Some(EventPosition { at: event.timestamp, uid: event.id });
+        }
+        if full || (page.next.is_some() && started.elapsed() > EXPORT_READ_BUDGET) {
+            next = after;
+            break;
+        }
+        if page.next.is_none() {
+            break;
+        }
+    }
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    if let Some(cursor) = cursor_out(&api, &list, next.map(position_bytes)).await? {
+        headers.insert(
+            EXPORT_CURSOR_HEADER,
+            http::HeaderValue::try_from(cursor).map_err(|err| Failure::Internal(err.to_string()))?,
+        );
+    }
+    Ok(response)
 }
 
 /// `GET /v1/users`: profiles in id order, by id prefix and traits.

@@ -362,6 +362,43 @@ impl Store {
         .transpose()
     }
 
+    /// Up to `limit` of the project's events with `from <= timestamp < to`, oldest first,
+    /// after `after`, for an export; the position to continue after is the last row's.
+    pub async fn export_events(
+        &self,
+        project: ProjectId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<EventPosition>,
+        limit: usize,
+    ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut conditions = vec!["project_id = ? AND timestamp >= ? AND timestamp < ?".to_string()];
+        let mut params = vec![Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()];
+        if let Some(position) = after {
+            let (at, id) = ascending_key(&mut conn, project, position).await?;
+            conditions.push("timestamp >= ? AND (timestamp > ? OR id > ?)".into());
+            params.extend([at.into(), at.into(), id.into()]);
+        }
+        conditions.extend(
+            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut params).await?,
+        );
+        params.push((limit as u64 + 1).into());
+        let sql = format!(
+            "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE {} ORDER BY timestamp, id LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let rows = self.capped_read(&mut conn, &sql, params).await?;
+        let mut items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|event| EventPosition { at: event.timestamp, uid: event.id })
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
     /// The events stored after `after` (oldest first), up to `limit`, once settled
     /// (`LIVE_SETTLE_MS`). Without a position: the newest `limit` settled events. The answer's
     /// position is where to ask next; with no new events it stays where it was.
@@ -381,7 +418,7 @@ impl Store {
         }
         let rows: Vec<Row> = match after {
             Some(position) => {
-                let (at, id) = stored_key(&mut conn, project, position).await?;
+                let (at, id) = ascending_key(&mut conn, project, position).await?;
                 let sql = format!(
                     "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
                      WHERE project_id = ? AND created_at >= ? AND (created_at > ? OR id > ?) AND {settled}
@@ -554,8 +591,9 @@ async fn event_key(
     Ok((to_db_time(position.at), id.unwrap_or(u64::MAX)))
 }
 
-/// As `event_key`, for the live tail's `(created_at, id)` order (oldest first).
-async fn stored_key(
+/// As `event_key`, for the lists read oldest first (the live tail's `(created_at, id)`, an
+/// export's `(timestamp, id)`).
+async fn ascending_key(
     conn: &mut mysql_async::Conn,
     project: ProjectId,
     position: EventPosition,
