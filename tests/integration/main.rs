@@ -15,5 +15,6 @@ mod lambda_binaries;
 mod lifecycle;
 mod lists;
 mod openapi;
+mod queries;
 mod reliability;
 mod stack;

@@ -9,6 +9,7 @@ pub mod export;
 mod extract;
 mod lists;
 mod pages;
+mod queries;
 mod routes;
 
 pub use lists::{EXPORT_CURSOR_HEADER, EXPORT_MAX_BYTES};

@@ -47,12 +47,12 @@ struct ListAnswer<T> {
 
 /// The query string as name/value pairs, each name allowed on the route; repeated only where
 /// a name may be (`type`, `name`, `where`).
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 const REPEATABLE: [&str; 3] = ["type", "name", "where"];
 
 impl Params {
-    fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, Failure> {
+    pub(crate) fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, Failure> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             if !allowed.contains(&name.as_ref()) {
@@ -102,7 +102,7 @@ impl Params {
         }
     }
 
-    fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
+    pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
         self.one(name)
             .map(|text| {
                 DateTime::parse_from_rfc3339(text)
@@ -135,7 +135,7 @@ impl Params {
 }
 
 /// `properties.plan:eq:pro`, `context.page.path:contains:/pricing`, `traits.email:is_set`.
-fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Result<JsonFilter, Failure> {
+pub(crate) fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Result<JsonFilter, Failure> {
     let usage = || {
         Failure::Invalid(format!(
             "where is <document>.<key>[.<key>…]:<op>[:<value>] with op eq, neq, gt, lt, contains or is_set, e.g. \

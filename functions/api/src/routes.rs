@@ -45,6 +45,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::GET, "/v1/audit", list_audit)
         .merge(crate::data::routes())
         .merge(crate::lists::routes())
+        .merge(crate::queries::routes())
 }
 
 /// The api's routes, for a server that sends other paths elsewhere (`evtrack up`: ingest).

@@ -8,7 +8,9 @@
 //! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
 //!    projects with everything that belongs to them);
 //! 4. pruning of rejected events, job runs, erasure audit records, suppressions and the
-//!    audit trail past their own retention.
+//!    audit trail past their own retention;
+//! 5. the rollups: every hour marked dirty by the slot recomputed from the raw rows, one hour
+//!    a chunk (`store::rollups`).
 
 use chrono::{DateTime, Utc};
 use evtrack::Config;
@@ -57,6 +59,7 @@ enum CleanupStep {
     Purge(SoftTable),
     PurgeProjects,
     Prune(Prunable),
+    Rollups,
 }
 
 impl StepKind for CleanupStep {
@@ -73,6 +76,7 @@ impl StepKind for CleanupStep {
         CleanupStep::Prune(Prunable::ErasureAudit),
         CleanupStep::Prune(Prunable::Suppressions),
         CleanupStep::Prune(Prunable::AuditLog),
+        CleanupStep::Rollups,
     ];
 
     fn name(self) -> &'static str {
@@ -88,6 +92,7 @@ impl StepKind for CleanupStep {
             CleanupStep::Prune(Prunable::ErasureAudit) => "prune_erasure_audit",
             CleanupStep::Prune(Prunable::Suppressions) => "prune_suppressions",
             CleanupStep::Prune(Prunable::AuditLog) => "prune_audit_log",
+            CleanupStep::Rollups => "rollups",
         }
     }
 
@@ -107,6 +112,10 @@ impl StepKind for CleanupStep {
                 ChunkResult::limited(Store::purge_deleted(tx, table, purge_before, limit).await?, limit)
             }
             CleanupStep::PurgeProjects => Store::purge_deleted_project(tx, purge_before, limit).await?,
+            CleanupStep::Rollups => match Store::refresh_dirty_hour(tx, *slot).await? {
+                Some(rows) => ChunkResult { rows, resume_after: None, done: false },
+                None => ChunkResult { rows: 0, resume_after: None, done: true },
+            },
             CleanupStep::Prune(table) => {
                 let kept_for = match table {
                     Prunable::RejectedEvents => policy.rejected_events_retention,

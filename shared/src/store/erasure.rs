@@ -100,6 +100,17 @@ impl Store {
             with_timeout(tx.exec_drop(sql, params)).await?;
         }
         with_timeout(tx.commit()).await?;
+        // The rollups stop counting the user's events at once (cleanup marks them again as it
+        // deletes, should this process stop here).
+        for ids in subjects.chunks(IDS_PER_STATEMENT) {
+            let list = placeholders(ids.len());
+            for column in ["user_id", "anonymous_id", "previous_id"] {
+                let mut params = vec![Value::from(project.0)];
+                params.extend(ids.iter().map(|id| Value::from(id.as_str())));
+                let condition = format!("project_id = ? AND {column} IN ({list})");
+                super::rollups::mark_dirty_where(&mut conn, &condition, params).await?;
+            }
+        }
         Ok(uid)
     }
 
@@ -234,6 +245,12 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
     for (counter, sql) in ERASURE_DELETES {
         let mut params: Vec<Value> = vec![Value::from(project)];
         params.extend(subjects.iter().map(|subject| Value::from(subject.as_str())));
+        if let Some(condition) =
+            sql.strip_prefix("DELETE FROM events WHERE ").and_then(|rest| rest.strip_suffix(" LIMIT ?"))
+        {
+            // The rollups of the hours it deletes from (all of them, not only this chunk's).
+            super::rollups::mark_dirty_where(tx, &condition.replace("{list}", &list), params.clone()).await?;
+        }
         params.push(Value::from(remaining));
         with_timeout(tx.exec_drop(sql.replace("{list}", &list), params)).await?;
         let rows = tx.affected_rows();

@@ -3,6 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::links::MAX_LINKS_PER_USER;
+use super::rollups::hour_of;
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
 use crate::event::{Event, EventType};
 use crate::ids::{ProjectId, new_public_id};
@@ -105,6 +106,8 @@ impl Store {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
+        let mut hours: Vec<(u64, u32)> = rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
+        super::rollups::mark_dirty(&mut tx, &mut hours).await?;
         upsert_users(&mut tx, rows).await?;
         outcome.links_over_cap = insert_aliases(&mut tx, rows).await?;
         upsert_groups(&mut tx, rows).await?;

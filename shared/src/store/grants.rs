@@ -34,6 +34,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rejected_events", "SELECT, INSERT, UPDATE"),
             // Only when a key was last used.
             ("api_keys", "SELECT, UPDATE (last_used_at)"),
+            // Marks the hours it stores into (`rollups`).
+            ("rollup_dirty_hours", "INSERT"),
         ],
     },
     // Management and reads; soft deletes are updates. No DELETE on any table: jobs are
@@ -57,9 +59,12 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("audit_log", "SELECT, INSERT"),
             // GET /v1/rejected-events.
             ("rejected_events", "SELECT"),
+            // Counts; soft deletes and erasure requests mark the hours they change.
+            ("rollup_event_hours", "SELECT"),
+            ("rollup_dirty_hours", "SELECT, INSERT"),
         ],
     },
-    // Erasure, retention, purge and pruning: deletes, never inserts data.
+    // Erasure, retention, purge and pruning: deletes, never inserts data (only rollups).
     DatabaseUser {
         function: "cleanup",
         grants: &[
@@ -78,6 +83,9 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rejected_events", "SELECT, DELETE"),
             ("suppressed_subjects", "SELECT, DELETE"),
             ("audit_log", "SELECT, DELETE"),
+            // The rollup step, and the marks deletes leave.
+            ("rollup_event_hours", "SELECT, INSERT, DELETE"),
+            ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
         ],
     },
     // Ends keys, rotates the signing keyring.

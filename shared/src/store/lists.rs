@@ -43,7 +43,7 @@ pub enum JsonDocument {
 }
 
 impl JsonDocument {
-    fn column(self) -> &'static str {
+    pub(super) fn column(self) -> &'static str {
         match self {
             Self::Properties => "properties",
             Self::Traits => "traits",
@@ -68,27 +68,27 @@ pub enum JsonOp {
     IsSet,
 }
 
-impl JsonFilter {
-    /// `$."a"."b"`: each key quoted, so that any key is a key and never path syntax.
-    fn json_path(&self) -> String {
-        let mut path = String::from("$");
-        for key in &self.path {
-            path.push_str(".\"");
-            for c in key.chars() {
-                if c == '"' || c == '\\' {
-                    path.push('\\');
-                }
-                path.push(c);
+/// `$."a"."b"`: each key quoted, so that any key is a key and never path syntax.
+pub(super) fn json_path(keys: &[String]) -> String {
+    let mut path = String::from("$");
+    for key in keys {
+        path.push_str(".\"");
+        for c in key.chars() {
+            if c == '"' || c == '\\' {
+                path.push('\\');
             }
-            path.push('"');
+            path.push(c);
         }
-        path
+        path.push('"');
     }
+    path
+}
 
+impl JsonFilter {
     /// The condition and its parameters.
-    fn sql(&self, params: &mut Vec<Value>) -> String {
+    pub(super) fn sql(&self, params: &mut Vec<Value>) -> String {
         let doc = self.document.column();
-        let path = self.json_path();
+        let path = json_path(&self.path);
         let text = format!("JSON_UNQUOTE(JSON_EXTRACT({doc}, ?))");
         let numeric = format!("JSON_TYPE(JSON_EXTRACT({doc}, ?)) IN ('INTEGER','UNSIGNED INTEGER','DOUBLE','DECIMAL')");
         let number = format!("(JSON_EXTRACT({doc}, ?) + 0)");
@@ -617,7 +617,7 @@ mod tests {
             path: vec!["a.b".into(), "say \"hi\"".into(), "back\\slash".into(), "$[0]".into()],
             op: JsonOp::IsSet,
         };
-        assert_eq!(filter.json_path(), r#"$."a.b"."say \"hi\""."back\\slash"."$[0]""#);
+        assert_eq!(json_path(&filter.path), r#"$."a.b"."say \"hi\""."back\\slash"."$[0]""#);
     }
 
     #[test]

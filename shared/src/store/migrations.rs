@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_read_side_lists",
         sql: include_str!("../../../migrations/0009_read_side_lists.sql"),
     },
+    Migration { version: 10, name: "0010_rollups", sql: include_str!("../../../migrations/0010_rollups.sql") },
 ];
 
 impl Migration {

@@ -14,9 +14,11 @@ pub mod migrations;
 mod projects;
 mod rejected;
 mod retention;
+mod rollups;
 mod signing;
 mod soft_delete;
 mod tls;
+mod trends;
 mod views;
 
 pub use audit::{AuditEntry, AuditRecord};
@@ -33,9 +35,11 @@ pub use lists::{
 pub use projects::{Project, ProjectChanges};
 pub use rejected::{RejectedEvent, RejectedFilter};
 pub use retention::Prunable;
+pub use rollups::{CountSource, HourCount, hour_of};
 pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
 use tls::connection_options;
+pub use trends::{BreakdownBy, Counted, Line, Measure, Series};
 pub use views::{EventView, UserView};
 
 use crate::config::{Config, DatabaseTls, Secret};
@@ -216,22 +220,27 @@ impl Store {
         with_timeout(self.pool.get_conn()).await
     }
 
-    /// Runs a read of the read side with the server stopping it at `READ_TIME_CAP`, in each
-    /// server's own words (MariaDB 10+ and MySQL 8 both run here).
+    /// Runs a read of the read side with the server stopping it at `READ_TIME_CAP`.
     async fn capped_read(
         &self,
         conn: &mut Conn,
         sql: &str,
         params: Vec<mysql_async::Value>,
     ) -> Result<Vec<mysql_async::Row>, StoreError> {
-        let capped = if conn.server_version().0 >= 10 {
-            format!("SET STATEMENT max_statement_time = {} FOR {sql}", READ_TIME_CAP.as_secs())
-        } else {
-            let sql = sql.trim_start();
-            let rest = sql.strip_prefix("SELECT").unwrap_or(sql);
-            format!("SELECT /*+ MAX_EXECUTION_TIME({}) */{rest}", READ_TIME_CAP.as_millis())
-        };
+        let capped = capped(sql, conn);
         with_timeout(conn.exec(capped, params)).await
+    }
+}
+
+/// `sql` (a SELECT) stopped by the server at `READ_TIME_CAP`, in each server's own words
+/// (MariaDB 10+ and MySQL 8 both run here).
+fn capped(sql: &str, conn: &Conn) -> String {
+    if conn.server_version().0 >= 10 {
+        format!("SET STATEMENT max_statement_time = {} FOR {sql}", READ_TIME_CAP.as_secs())
+    } else {
+        let sql = sql.trim_start();
+        let rest = sql.strip_prefix("SELECT").unwrap_or(sql);
+        format!("SELECT /*+ MAX_EXECUTION_TIME({}) */{rest}", READ_TIME_CAP.as_millis())
     }
 }
 

@@ -31,6 +31,15 @@ impl Store {
             return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
         };
         let cutoff = now - chrono::Duration::days(i64::from(days));
+        // The rollups of the hours it deletes from: every clean hour with events has rollup
+        // rows, and dirty ones are recomputed anyway.
+        with_timeout(tx.exec_drop(
+            "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
+             SELECT project_id, hour FROM rollup_event_hours WHERE project_id = ? AND hour <= ?
+             GROUP BY project_id, hour ORDER BY hour",
+            (project, super::rollups::hour_of(cutoff)),
+        ))
+        .await?;
         with_timeout(tx.exec_drop(
             "DELETE FROM events WHERE project_id = ? AND timestamp < ? LIMIT ?",
             (project, to_db_time(cutoff), limit),
@@ -129,6 +138,8 @@ const PROJECT_DEPENDENTS: &[&str] = &[
     "DELETE FROM erasure_subjects
      WHERE erasure_id IN (SELECT id FROM erasures WHERE project_id = ? AND state = 'pending') LIMIT ?",
     "DELETE FROM erasures WHERE project_id = ? AND state = 'pending' LIMIT ?",
+    "DELETE FROM rollup_event_hours WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rollup_dirty_hours WHERE project_id = ? LIMIT ?",
 ];
 
 /// Tables pruned by age.

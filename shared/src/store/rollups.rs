@@ -1,0 +1,234 @@
+//! Exact hourly rollups of a project's live events (migration 0010 says how they stay exact).
+//!
+//! Writes mark the (project, hour) they change in `rollup_dirty_hours`, in their own
+//! transaction, with `INSERT IGNORE`: on a mark that exists that holds a shared lock until
+//! commit, so concurrent writers do not wait for each other, while the rollup step's delete of
+//! the mark waits for every writer still holding it. The step then recomputes the hour from
+//! the rows those writers committed. One hour per transaction, marks always taken in
+//! ascending order: no lock cycle with the writers.
+//!
+//! Reads (`Store::hourly_counts`) take one consistent snapshot: clean hours from the rollup,
+//! dirty hours and the current one from the raw rows.
+
+use super::live::LIVE_EVENTS;
+use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
+use crate::event::EventType;
+use crate::ids::ProjectId;
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{IsolationLevel, Row, TxOpts, Value};
+
+/// The hour a time falls in: hours since 1970-01-01 00:00 UTC.
+pub fn hour_of(at: DateTime<Utc>) -> u32 {
+    at.timestamp().div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn hour_start(hour: u32) -> DateTime<Utc> {
+    DateTime::from_timestamp(i64::from(hour) * 3_600, 0).unwrap_or_default()
+}
+
+/// The SQL for a row's hour, as `hour_of` computes it.
+const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
+
+/// Events of subjects whose erasure is in progress count nowhere (`e` is the events row).
+pub(super) const NOT_BEING_ERASED: &str =
+    "NOT EXISTS (SELECT 1 FROM erasure_subjects s JOIN erasures r ON r.id = s.erasure_id
+                  WHERE r.project_id = e.project_id AND r.state = 'pending'
+                    AND s.subject IN (e.user_id, e.anonymous_id, e.previous_id))";
+
+/// Marks `(project, hour)` pairs dirty inside the caller's transaction (sorted: see above).
+pub(super) async fn mark_dirty(tx: &mut impl Queryable, pairs: &mut Vec<(u64, u32)>) -> Result<(), StoreError> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    for chunk in pairs.chunks(super::IDS_PER_STATEMENT) {
+        let values = vec!["(?,?)"; chunk.len()].join(",");
+        let params: Vec<Value> = chunk.iter().flat_map(|&(project, hour)| [project.into(), hour.into()]).collect();
+        with_timeout(
+            tx.exec_drop(format!("INSERT IGNORE INTO rollup_dirty_hours (project_id, hour) VALUES {values}"), params),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks dirty the hours of the events `condition` (on `events e`, with `params`) selects.
+pub(super) async fn mark_dirty_where(
+    tx: &mut impl Queryable,
+    condition: &str,
+    params: Vec<Value>,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
+         SELECT DISTINCT e.project_id, {ROW_HOUR} FROM events e /* with deleted */ WHERE {condition} ORDER BY 1, 2"
+    );
+    with_timeout(tx.exec_drop(sql, params)).await
+}
+
+/// Live events of one hour, per type and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourCount {
+    pub hour: u32,
+    pub kind: EventType,
+    /// `""` for events without a name.
+    pub name: String,
+    pub events: u64,
+    pub last_at: DateTime<Utc>,
+}
+
+/// Which hours of an answer came from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountSource {
+    pub rollup_hours: usize,
+    pub raw_hours: usize,
+}
+
+fn kind(name: &str) -> Result<EventType, StoreError> {
+    EventType::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+        .ok_or_else(|| StoreError::Corrupt(format!("event type {name}")))
+}
+
+fn hour_count(row: &Row) -> Result<HourCount, StoreError> {
+    Ok(HourCount {
+        hour: required(row, 0)?,
+        kind: kind(&required::<String>(row, 1)?)?,
+        name: required(row, 2)?,
+        events: required(row, 3)?,
+        last_at: super::required_time(row, 4)?,
+    })
+}
+
+impl Store {
+    /// Recomputes the oldest hour marked dirty by `slot` (and before its hour: the current
+    /// hour is read raw, and writers mark it all the time) from the raw rows and clears its
+    /// mark; `None` when there is none. The rollup step's chunk.
+    pub async fn refresh_dirty_hour(tx: &mut JobTx<'_>, slot: DateTime<Utc>) -> Result<Option<u64>, StoreError> {
+        let tx = &mut tx.0;
+        let next: Option<(u64, u32)> = with_timeout(tx.exec_first(
+            "SELECT project_id, hour FROM rollup_dirty_hours WHERE marked_at <= ? AND hour < ?
+             ORDER BY marked_at, project_id, hour LIMIT 1",
+            (to_db_time(slot), hour_of(slot)),
+        ))
+        .await?;
+        let Some((project, hour)) = next else { return Ok(None) };
+        // Waits for every writer still holding the mark (their rows are then committed).
+        with_timeout(tx.exec_drop("DELETE FROM rollup_dirty_hours WHERE project_id = ? AND hour = ?", (project, hour)))
+            .await?;
+        with_timeout(tx.exec_drop("DELETE FROM rollup_event_hours WHERE project_id = ? AND hour = ?", (project, hour)))
+            .await?;
+        // READ COMMITTED (the job's transactions): the rows are read without locking them.
+        let sql = format!(
+            "INSERT INTO rollup_event_hours (project_id, hour, type, name, events, last_at)
+             SELECT project_id, ?, type, COALESCE(name, ''), COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND {NOT_BEING_ERASED}
+             GROUP BY project_id, type, COALESCE(name, '')"
+        );
+        let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
+        with_timeout(tx.exec_drop(sql, (hour, project, start, end))).await?;
+        Ok(Some(tx.affected_rows()))
+    }
+
+    /// The live events of `[from_hour, to_hour)` per hour, type and name (`selection`: only
+    /// these types, each with one name or all; empty: all), exact as of one moment: clean hours from the
+    /// rollup, dirty ones and those from the current hour on from the raw rows.
+    pub async fn hourly_counts(
+        &self,
+        project: ProjectId,
+        from_hour: u32,
+        to_hour: u32,
+        selection: &[(EventType, Option<String>)],
+    ) -> Result<(Vec<HourCount>, CountSource), StoreError> {
+        let mut conn = self.conn().await?;
+        let options = TxOpts::default()
+            .with_isolation_level(IsolationLevel::RepeatableRead)
+            .with_consistent_snapshot(true)
+            .with_readonly(true)
+            .clone();
+        let mut tx = with_timeout(conn.start_transaction(options)).await?;
+        let dirty: Vec<u32> = with_timeout(tx.exec(
+            "SELECT hour FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+            (project.0, from_hour, to_hour),
+        ))
+        .await?;
+        let current = hour_of(Utc::now()).clamp(from_hour, to_hour);
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+
+        let (pairs, mut params) = selection_condition(selection);
+        params.splice(0..0, [Value::from(project.0), from_hour.into(), current.into()]);
+        let rolled: Vec<Row> = with_timeout(tx.exec(
+            format!(
+                "SELECT hour, type, name, events, last_at FROM rollup_event_hours
+                 WHERE project_id = ? AND hour >= ? AND hour < ? {pairs}"
+            ),
+            params,
+        ))
+        .await?;
+        let mut counts: Vec<HourCount> = Vec::new();
+        for row in &rolled {
+            let count = hour_count(row)?;
+            if !raw(count.hour) {
+                counts.push(count);
+            }
+        }
+        // The raw hours, in runs of consecutive hours: one range read each.
+        let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
+        for run in raw_hours.chunk_by(|a, b| b == &(a + 1)) {
+            let (start, end) = (run[0], run[run.len() - 1] + 1);
+            let (pairs, mut params) = selection_condition(selection);
+            params.splice(
+                0..0,
+                [Value::from(project.0), to_db_time(hour_start(start)).into(), to_db_time(hour_start(end)).into()],
+            );
+            let sql = format!(
+                "SELECT {ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
+                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {pairs} AND {NOT_BEING_ERASED}
+                 GROUP BY 1, 2, 3"
+            );
+            let sql = super::capped(&sql, &tx);
+            let rows: Vec<Row> = with_timeout(tx.exec(sql, params)).await?;
+            for row in &rows {
+                counts.push(hour_count(row)?);
+            }
+        }
+        with_timeout(tx.commit()).await?;
+        counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
+        let source =
+            CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours.len(), raw_hours: raw_hours.len() };
+        Ok((counts, source))
+    }
+}
+
+/// `AND (…)` for a selection (nothing when it is empty), and its parameters.
+fn selection_condition(selection: &[(EventType, Option<String>)]) -> (String, Vec<Value>) {
+    if selection.is_empty() {
+        return (String::new(), Vec::new());
+    }
+    let mut params = Vec::new();
+    let pairs: Vec<&str> = selection
+        .iter()
+        .map(|(kind, name)| {
+            params.push(Value::from(kind.as_str()));
+            match name {
+                Some(name) => {
+                    params.push(Value::from(name.as_str()));
+                    "(type = ? AND COALESCE(name, '') = ?)"
+                }
+                None => "(type = ?)",
+            }
+        })
+        .collect();
+    (format!("AND ({})", pairs.join(" OR ")), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_count_from_the_epoch_in_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:59:59.999+01:00").expect("time").with_timezone(&Utc);
+        assert_eq!(hour_of(at), 498_945);
+        assert_eq!(hour_start(498_945).to_rfc3339(), "2026-12-02T09:00:00+00:00");
+    }
+}

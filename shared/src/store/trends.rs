@@ -1,0 +1,165 @@
+//! Trends from the raw rows: one series (a type, perhaps a name, property filters) counted per
+//! time bucket, with an optional breakdown by one property (its top values and the rest). The
+//! rollups answer the plain counts (`rollups`); this answers what they cannot: property
+//! filters, breakdowns, unique users, time zones whose days do not start on a UTC hour.
+
+use super::lists::{JsonDocument, JsonFilter};
+use super::live::LIVE_EVENTS;
+use super::rollups::NOT_BEING_ERASED;
+use super::{Store, StoreError, column, placeholders, required, to_db_time};
+use crate::event::EventType;
+use crate::ids::ProjectId;
+use chrono::{DateTime, Utc};
+use mysql_async::Value;
+
+/// What a series counts.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub kind: EventType,
+    /// `None`: every event of the type.
+    pub name: Option<String>,
+    pub filters: Vec<JsonFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Events,
+    /// Distinct users: a userId, or the anonymousId of an event without one.
+    Users,
+}
+
+/// A property to break a series down by.
+#[derive(Debug, Clone)]
+pub struct BreakdownBy {
+    pub document: JsonDocument,
+    pub path: Vec<String>,
+    /// How many of its values (by events in the range) get their own line.
+    pub top: usize,
+}
+
+/// One line of a breakdown.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Line {
+    /// The property's value as text.
+    Value(String),
+    /// Events without the property (or with null).
+    Missing,
+    /// Every value past the top ones.
+    Other,
+}
+
+/// A series per bucket: the line (`None` without a breakdown) and a count per bucket.
+pub type Counted = Vec<(Option<Line>, Vec<u64>)>;
+
+const SECONDS: &str = "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', timestamp)";
+
+impl Store {
+    /// `series` counted by `measure` in the buckets that start at `starts` (Unix seconds,
+    /// ascending) and end at `end`, broken down by `breakdown`.
+    pub async fn raw_trend(
+        &self,
+        project: ProjectId,
+        series: &Series,
+        measure: Measure,
+        starts: &[i64],
+        end: i64,
+        breakdown: Option<&BreakdownBy>,
+    ) -> Result<Counted, StoreError> {
+        let (Some(&first), false) = (starts.first(), starts.len() > u16::MAX as usize) else {
+            return Ok(Vec::new());
+        };
+        let mut conn = self.conn().await?;
+        let (conditions, condition_params) = where_of(project, series, first, end);
+        let value = breakdown.map(|by| format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.column()));
+        let path = breakdown.map(|by| Value::from(super::lists::json_path(&by.path)));
+
+        // The breakdown's top values by events in the whole range.
+        let mut top: Vec<String> = Vec::new();
+        if let (Some(by), Some(value), Some(path)) = (breakdown, &value, &path) {
+            let mut params = vec![path.clone()];
+            params.extend(condition_params.iter().cloned());
+            params.push(Value::from(by.top as u64));
+            let sql = format!(
+                "SELECT {value} AS v, COUNT(*) FROM {LIVE_EVENTS} e WHERE {conditions}
+                 GROUP BY v HAVING v IS NOT NULL ORDER BY 2 DESC, 1 LIMIT ?"
+            );
+            let rows = self.capped_read(&mut conn, &sql, params).await?;
+            top = rows.iter().map(|row| required::<String>(row, 0)).collect::<Result<_, _>>()?;
+        }
+
+        let measure_sql = match measure {
+            Measure::Events => "COUNT(*)",
+            Measure::Users => "COUNT(DISTINCT COALESCE(user_id, anonymous_id))",
+        };
+        // Parameters in the statement's order: bucket starts, the breakdown's, the conditions'.
+        let mut params: Vec<Value> = starts.iter().map(|&start| Value::from(start)).collect();
+        let (line, group) = match (&value, &path) {
+            (Some(value), Some(path)) if !top.is_empty() => {
+                let list = placeholders(top.len());
+                // The value when it is a top one; whether it is another one.
+                let sql = format!(
+                    "IF({value} IN ({list}), {value}, NULL) AS line, ({value} IS NOT NULL AND {value} NOT IN ({list})) AS other"
+                );
+                params.push(path.clone());
+                params.extend(top.iter().map(|v| Value::from(v.as_str())));
+                params.push(path.clone());
+                params.push(path.clone());
+                params.push(path.clone());
+                params.extend(top.iter().map(|v| Value::from(v.as_str())));
+                (sql, ", line, other")
+            }
+            // A breakdown with no value at all: every event is missing the property.
+            (Some(_), Some(_)) => ("NULL AS line, 0 AS other".to_string(), ", line, other"),
+            _ => ("NULL AS line, 0 AS other".to_string(), ""),
+        };
+        params.extend(condition_params);
+        let sql = format!(
+            "SELECT INTERVAL({SECONDS}, {}) - 1 AS bucket, {line}, {measure_sql} FROM {LIVE_EVENTS} e
+             WHERE {conditions} GROUP BY bucket{group}",
+            placeholders(starts.len())
+        );
+        let rows = self.capped_read(&mut conn, &sql, params).await?;
+        let mut lines: Counted = Vec::new();
+        for row in &rows {
+            let bucket: i64 = required(row, 0)?;
+            let line = match (breakdown, column::<String>(row, 1), required::<i64>(row, 2)? != 0) {
+                (None, _, _) => None,
+                (Some(_), _, true) => Some(Line::Other),
+                (Some(_), Some(value), false) => Some(Line::Value(value)),
+                (Some(_), None, false) => Some(Line::Missing),
+            };
+            let count: u64 = required(row, 3)?;
+            let Ok(bucket) = usize::try_from(bucket) else { continue };
+            let index = match lines.iter().position(|(seen, _)| *seen == line) {
+                Some(index) => index,
+                None => {
+                    lines.push((line, vec![0; starts.len()]));
+                    lines.len() - 1
+                }
+            };
+            if let Some(slot) = lines[index].1.get_mut(bucket) {
+                *slot += count;
+            }
+        }
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(lines)
+    }
+}
+
+/// The rows of a series in `[from, to)` (Unix seconds), and the parameters.
+fn where_of(project: ProjectId, series: &Series, from: i64, to: i64) -> (String, Vec<Value>) {
+    let time = |seconds: i64| to_db_time(DateTime::<Utc>::from_timestamp(seconds, 0).unwrap_or_default());
+    let mut conditions = vec!["project_id = ? AND type = ?".to_string()];
+    let mut params = vec![Value::from(project.0), Value::from(series.kind.as_str())];
+    if let Some(name) = &series.name {
+        conditions.push("name = ?".into());
+        params.push(Value::from(name.as_str()));
+    }
+    conditions.push("timestamp >= ? AND timestamp < ?".into());
+    params.extend([Value::from(time(from)), Value::from(time(to))]);
+    for filter in &series.filters {
+        conditions.push(filter.sql(&mut params));
+    }
+    conditions.push(NOT_BEING_ERASED.to_string());
+    (conditions.join(" AND "), params)
+}
