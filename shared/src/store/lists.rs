@@ -267,9 +267,7 @@ impl Store {
             return Ok(ListPage { items: Vec::new(), next: None });
         }
         let mut conn = self.conn().await?;
-        rest.extend(
-            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut rest_params).await?,
-        );
+        rest.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut rest_params).await?);
         let below = match after {
             Some(position) => Some(event_key(&mut conn, project, position).await?),
             None => None,
@@ -380,9 +378,7 @@ impl Store {
             conditions.push("timestamp >= ? AND (timestamp > ? OR id > ?)".into());
             params.extend([at.into(), at.into(), id.into()]);
         }
-        conditions.extend(
-            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut params).await?,
-        );
+        conditions.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut params).await?);
         params.push((limit as u64 + 1).into());
         let sql = format!(
             "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE {} ORDER BY timestamp, id LIMIT ?",
@@ -412,7 +408,7 @@ impl Store {
         let mut settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
         let mut erased_params = Vec::new();
         if let Some(condition) =
-            not_being_erased(&mut conn, project, "e.user_id, e.anonymous_id, e.previous_id", &mut erased_params).await?
+            not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut erased_params).await?
         {
             settled = format!("{settled} AND {condition}");
         }
@@ -543,8 +539,8 @@ impl Store {
 
 /// The condition "no id in `columns` is a subject of an erasure still in progress", when
 /// the project has one: cleanup has not deleted those rows yet, and no read shows them.
-async fn not_being_erased(
-    conn: &mut mysql_async::Conn,
+pub(super) async fn not_being_erased(
+    conn: &mut impl Queryable,
     project: ProjectId,
     columns: &str,
     params: &mut Vec<Value>,

@@ -10,6 +10,7 @@
 //! Reads (`Store::hourly_counts`) take one consistent snapshot: clean hours from the rollup,
 //! dirty hours and the current one from the raw rows.
 
+use super::lists::not_being_erased;
 use super::live::LIVE_EVENTS;
 use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
@@ -30,11 +31,13 @@ fn hour_start(hour: u32) -> DateTime<Utc> {
 /// The SQL for a row's hour, as `hour_of` computes it.
 const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
 
-/// Events of subjects whose erasure is in progress count nowhere (`e` is the events row).
-pub(super) const NOT_BEING_ERASED: &str =
-    "NOT EXISTS (SELECT 1 FROM erasure_subjects s JOIN erasures r ON r.id = s.erasure_id
-                  WHERE r.project_id = e.project_id AND r.state = 'pending'
-                    AND s.subject IN (e.user_id, e.anonymous_id, e.previous_id))";
+/// The ids of an event an erasure in progress hides it by.
+pub(super) const ERASABLE_IDS: &str = "e.user_id, e.anonymous_id, e.previous_id";
+
+/// `AND condition`, or nothing.
+pub(super) fn and(condition: Option<String>) -> String {
+    condition.map(|condition| format!("AND {condition}")).unwrap_or_default()
+}
 
 /// Marks `(project, hour)` pairs dirty inside the caller's transaction (sorted: see above).
 pub(super) async fn mark_dirty(tx: &mut impl Queryable, pairs: &mut Vec<(u64, u32)>) -> Result<(), StoreError> {
@@ -117,15 +120,19 @@ impl Store {
             .await?;
         with_timeout(tx.exec_drop("DELETE FROM rollup_event_hours WHERE project_id = ? AND hour = ?", (project, hour)))
             .await?;
+        // Events of subjects whose erasure is in progress count nowhere.
+        let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
+        let mut params: Vec<Value> = vec![hour.into(), project.into(), start.into(), end.into()];
+        let erasing = not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?;
         // READ COMMITTED (the job's transactions): the rows are read without locking them.
         let sql = format!(
             "INSERT INTO rollup_event_hours (project_id, hour, type, name, events, last_at)
              SELECT project_id, ?, type, COALESCE(name, ''), COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND {NOT_BEING_ERASED}
-             GROUP BY project_id, type, COALESCE(name, '')"
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {}
+             GROUP BY project_id, type, COALESCE(name, '')",
+            and(erasing)
         );
-        let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
-        with_timeout(tx.exec_drop(sql, (hour, project, start, end))).await?;
+        with_timeout(tx.exec_drop(sql, params)).await?;
         Ok(Some(tx.affected_rows()))
     }
 
@@ -171,6 +178,8 @@ impl Store {
                 counts.push(count);
             }
         }
+        let mut erasing_params = Vec::new();
+        let erasing = and(not_being_erased(&mut tx, project, ERASABLE_IDS, &mut erasing_params).await?);
         // The raw hours, in runs of consecutive hours: one range read each.
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         for run in raw_hours.chunk_by(|a, b| b == &(a + 1)) {
@@ -180,9 +189,10 @@ impl Store {
                 0..0,
                 [Value::from(project.0), to_db_time(hour_start(start)).into(), to_db_time(hour_start(end)).into()],
             );
+            params.extend(erasing_params.iter().cloned());
             let sql = format!(
                 "SELECT {ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
-                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {pairs} AND {NOT_BEING_ERASED}
+                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {pairs} {erasing}
                  GROUP BY 1, 2, 3"
             );
             let sql = super::capped(&sql, &tx);

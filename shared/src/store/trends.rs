@@ -3,9 +3,10 @@
 //! rollups answer the plain counts (`rollups`); this answers what they cannot: property
 //! filters, breakdowns, unique users, time zones whose days do not start on a UTC hour.
 
+use super::lists::not_being_erased;
 use super::lists::{JsonDocument, JsonFilter};
 use super::live::LIVE_EVENTS;
-use super::rollups::NOT_BEING_ERASED;
+use super::rollups::{ERASABLE_IDS, and};
 use super::{Store, StoreError, column, placeholders, required, to_db_time};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -69,7 +70,9 @@ impl Store {
             return Ok(Vec::new());
         };
         let mut conn = self.conn().await?;
-        let (conditions, condition_params) = where_of(project, series, first, end);
+        let (mut conditions, mut condition_params) = where_of(project, series, first, end);
+        let erasing = not_being_erased(&mut conn, project, ERASABLE_IDS, &mut condition_params).await?;
+        conditions = format!("{conditions} {}", and(erasing));
         let value = breakdown.map(|by| format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.column()));
         let path = breakdown.map(|by| Value::from(super::lists::json_path(&by.path)));
 
@@ -160,6 +163,5 @@ fn where_of(project: ProjectId, series: &Series, from: i64, to: i64) -> (String,
     for filter in &series.filters {
         conditions.push(filter.sql(&mut params));
     }
-    conditions.push(NOT_BEING_ERASED.to_string());
     (conditions.join(" AND "), params)
 }
