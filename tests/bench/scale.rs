@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 /// Rows of history per LOAD DATA file.
 const ROWS_PER_FILE: usize = 1_000_000;
-const USERS: u64 = 1_000_000;
+pub(crate) const USERS: u64 = 1_000_000;
 const DAYS: i64 = 90;
 
 pub async fn bench_scale() {
@@ -103,7 +103,7 @@ async fn consume_into(db: &TestDb, project: Uuid, events: usize) -> (f64, f64) {
 /// Loads `rows` events of `project` spread over the last 90 days (in time order, as they
 /// would have arrived) with the secondary indexes dropped, then builds them again: far
 /// faster than inserting into the indexed table, and the same table afterwards.
-async fn fill(db: &TestDb, project: u64, rows: usize) {
+pub(crate) async fn fill(db: &TestDb, project: u64, rows: usize) {
     let indexes: Vec<(String, u8, String)> = db
         .query(
             "SELECT INDEX_NAME, MIN(NON_UNIQUE),

@@ -12,6 +12,7 @@
 //! Run with `infra/dev.sh bench` (builds the release binary first). EVTRACK_BENCH_REQUESTS
 //! sets the requests per run (default 1500 batches of 100 events).
 
+mod reads;
 mod scale;
 
 use axum::routing::post;
@@ -48,7 +49,7 @@ fn main() {
         );
         // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling) runs one
         // part, for quick iterations (=node: the Node.js comparison alone); =scale runs the
-        // 10 M-row study (scale.rs), only on demand.
+        // 10 M-row study (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
         let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
         let load_data = if only.is_empty() || only == "consumer" {
@@ -65,6 +66,9 @@ fn main() {
         }
         if only == "scale" {
             scale::bench_scale().await;
+        }
+        if only == "reads" {
+            reads::bench_reads().await;
         }
     });
 }

@@ -543,14 +543,7 @@ async fn a_range_export_follows_its_cursor_in_answers_a_lambda_can_carry_and_the
                     "timestamp": at.to_rfc3339(), "messageId": format!("export-{index}")})
             })
             .collect();
-        let response = http
-            .post(format!("{}/v1/batch", stack.address))
-            .basic_auth(&stack.key, Some(""))
-            .json(&json!({"batch": messages}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200);
+        crate::stack::post_batch(&http, &stack, messages).await;
     }
     stack.wait_for_count("SELECT COUNT(*) FROM events", 2_600, std::time::Duration::from_secs(60)).await;
     let projects: Value = http

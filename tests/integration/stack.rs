@@ -6,7 +6,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Posts a Segment batch with the stack's key; it must be accepted.
-async fn post_batch(http: &reqwest::Client, stack: &StackProcess, messages: Vec<serde_json::Value>) {
+pub(crate) async fn post_batch(http: &reqwest::Client, stack: &StackProcess, messages: Vec<serde_json::Value>) {
     let response = http
         .post(format!("{}/v1/batch", stack.address))
         .basic_auth(&stack.key, Some(""))

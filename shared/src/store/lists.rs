@@ -269,7 +269,7 @@ impl Store {
         let mut conn = self.conn().await?;
         rest.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut rest_params).await?);
         let below = match after {
-            Some(position) => Some(event_key(&mut conn, project, position).await?),
+            Some(position) => Some(position_key(&mut conn, project, position, Order::NewestFirst).await?),
             None => None,
         };
         // Where the walk stops: the `max_examined`-th entry of the merged walks. Needed only
@@ -374,7 +374,7 @@ impl Store {
         let mut conditions = vec!["project_id = ? AND timestamp >= ? AND timestamp < ?".to_string()];
         let mut params = vec![Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()];
         if let Some(position) = after {
-            let (at, id) = ascending_key(&mut conn, project, position).await?;
+            let (at, id) = position_key(&mut conn, project, position, Order::OldestFirst).await?;
             conditions.push("timestamp >= ? AND (timestamp > ? OR id > ?)".into());
             params.extend([at.into(), at.into(), id.into()]);
         }
@@ -414,7 +414,7 @@ impl Store {
         }
         let rows: Vec<Row> = match after {
             Some(position) => {
-                let (at, id) = ascending_key(&mut conn, project, position).await?;
+                let (at, id) = position_key(&mut conn, project, position, Order::OldestFirst).await?;
                 let sql = format!(
                     "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
                      WHERE project_id = ? AND created_at >= ? AND (created_at > ? OR id > ?) AND {settled}
@@ -572,34 +572,31 @@ fn like_escaped(text: &str) -> String {
     escaped
 }
 
-/// The `(timestamp, id)` of a position's row. A row gone since (purged, erased) leaves its
-/// time: the walk resumes at that millisecond, where a row may come twice but none is missed.
-async fn event_key(
-    conn: &mut mysql_async::Conn,
-    project: ProjectId,
-    position: EventPosition,
-) -> Result<Key, StoreError> {
-    let id: Option<u64> = with_timeout(conn.exec_first(
-        "SELECT id FROM events /* with deleted */ WHERE project_id = ? AND uid = ?",
-        (project.0, position.uid),
-    ))
-    .await?;
-    Ok((to_db_time(position.at), id.unwrap_or(u64::MAX)))
+/// Which way a list walks its `(time, id)` key.
+#[derive(Clone, Copy)]
+enum Order {
+    NewestFirst,
+    OldestFirst,
 }
 
-/// As `event_key`, for the lists read oldest first (the live tail's `(created_at, id)`, an
-/// export's `(timestamp, id)`).
-async fn ascending_key(
+/// The `(time, id)` key of a position's row. A row gone since (purged, erased) leaves its
+/// time: the walk resumes at that millisecond, where a row may come twice but none is missed.
+async fn position_key(
     conn: &mut mysql_async::Conn,
     project: ProjectId,
     position: EventPosition,
+    order: Order,
 ) -> Result<Key, StoreError> {
     let id: Option<u64> = with_timeout(conn.exec_first(
         "SELECT id FROM events /* with deleted */ WHERE project_id = ? AND uid = ?",
         (project.0, position.uid),
     ))
     .await?;
-    Ok((to_db_time(position.at), id.unwrap_or(0)))
+    let gone = match order {
+        Order::NewestFirst => u64::MAX,
+        Order::OldestFirst => 0,
+    };
+    Ok((to_db_time(position.at), id.unwrap_or(gone)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,282 @@
+//! The read side at scale (`EVTRACK_BENCH_ONLY=reads`, on demand: loading the table takes a
+//! while): 10 M events of one project (90 days, 200 names with a Zipf distribution, 1 M
+//! users, loaded as `scale.rs` loads them), the rollups built by the cleanup job's step, then
+//! each question asked through the api's router (as `evtrack up` and the Lambda serve it, with
+//! a read key) against the same question as one hand-written SQL statement run directly on
+//! the same connection pool: medians of 11 runs each, and their ratio.
+
+use crate::scale::{USERS, fill};
+use evtrack::jobs::Trigger;
+use evtrack::keys::Scope;
+use evtrack::keys::keyring::Keyring;
+use evtrack_tests::*;
+use http::Request;
+use mysql_async::prelude::Queryable;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+const RUNS: usize = 11;
+const COLUMNS: &str = "uid, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
+     properties, traits, context, timestamp, received_at, ip, deleted_at, id";
+
+pub async fn bench_reads() {
+    let rows: usize = std::env::var("EVTRACK_BENCH_READS_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    println!(
+        "\n## the read side: questions over {rows} stored events of one project (90 days, 200 names, {USERS} users)"
+    );
+    let db = TestDb::new().await;
+    let project = db.store.create_project("reads").await.expect("project").id;
+    let project_id = db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", project.simple())).await[0];
+    let started = Instant::now();
+    fill(&db, project_id, rows).await;
+    println!("loaded and indexed in {:.0} s", started.elapsed().as_secs_f64());
+
+    // The rollups, as after migration 0010 on an existing table: every hour dirty, then the
+    // cleanup job's step.
+    let config = config(&db, &[]);
+    let users = db.function_users().await;
+    let jobs = job_runners(&users, &config);
+    let started = Instant::now();
+    db.execute(
+        "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
+         SELECT DISTINCT project_id, TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp) FROM events",
+    )
+    .await;
+    let marked = started.elapsed().as_secs_f64();
+    let hours = db.count("rollup_dirty_hours").await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let started = Instant::now();
+    let outcome = jobs.run("cleanup", Trigger::new(chrono::Utc::now(), "bench")).await.expect("cleanup").expect("ran");
+    let built = started.elapsed().as_secs_f64();
+    assert_eq!(db.count("rollup_dirty_hours").await, 0, "{}", outcome.to_json());
+    println!(
+        "rollups: {hours} hours marked in {marked:.1} s, recomputed by the cleanup job in {built:.1} s ({:.0} events/s)",
+        rows as f64 / built
+    );
+
+    let keyring = Arc::new(Keyring::from_config(users.store("api"), &config).expect("keyring"));
+    let api = Arc::new(evtrack_api::Api::new(&config, users.store("api"), keyring, jobs));
+    let router = evtrack_api::router(api);
+    let (_, read) = issue_key(&db.store, &config, Some(project), Scope::Read, "bench").await;
+    let read = read.reveal().to_string();
+    let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(db.url.expose()).expect("url"));
+
+    let now = chrono::Utc::now();
+    let day = |days: i64| (now - chrono::Duration::days(days)).format("%Y-%m-%d %H:%M:%S").to_string();
+    let iso = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let p = project_id;
+    let live = "deleted_at IS NULL";
+    let newest = "ORDER BY timestamp DESC, id DESC LIMIT 100";
+
+    println!(
+        "\n{:<44} {:>10} {:>10} {:>7}  evtrack's answer",
+        "question (median of 11)", "evtrack", "SQL alone", "ratio"
+    );
+    let report = |name: &str, ours: Duration, direct: Duration, note: String| {
+        println!(
+            "{name:<44} {:>8.1}ms {:>8.1}ms {:>7.2}  {note}",
+            ms(ours),
+            ms(direct),
+            ms(ours) / ms(direct).max(0.001)
+        );
+    };
+
+    let list_questions: Vec<(&str, String, String)> = vec![
+        (
+            "latest page (100)",
+            "/v1/events?limit=100".into(),
+            format!("SELECT {COLUMNS} FROM events WHERE project_id = {p} AND {live} {newest}"),
+        ),
+        (
+            "one name over 7 days",
+            format!("/v1/events?type=track&name=Event%2017&from={}&limit=100", iso(7)),
+            format!(
+                "SELECT {COLUMNS} FROM events WHERE project_id = {p} AND type = 'track' AND name = 'Event 17' AND timestamp >= '{}' AND {live} {newest}",
+                day(7)
+            ),
+        ),
+        (
+            "a property filter (1 in 12 rows)",
+            "/v1/events?where=properties.position:eq:5&limit=100".into(),
+            format!(
+                "SELECT {COLUMNS} FROM events WHERE project_id = {p} AND JSON_UNQUOTE(JSON_EXTRACT(properties, '$.position')) = '5' AND {live} {newest}"
+            ),
+        ),
+        (
+            "a user's timeline",
+            "/v1/users/user-0000042/events?limit=100".into(),
+            format!(
+                "SELECT {COLUMNS} FROM events WHERE project_id = {p} AND user_id = 'user-0000042' AND {live} {newest}"
+            ),
+        ),
+    ];
+    for (name, uri, sql) in list_questions {
+        let (ours, answer) = timed_api(&router, &read, "GET", &uri, None).await;
+        let direct = timed_sql(&pool, &sql).await;
+        let items = answer["data"].as_array().map_or(0, Vec::len);
+        report(name, ours, direct, format!("{items} events, cursor: {}", answer["next_cursor"].is_string()));
+    }
+
+    // Page 1,000: following cursors (each request costs what page 1 costs) against OFFSET.
+    let mut cursor = String::new();
+    let started = Instant::now();
+    for _ in 0..999 {
+        let uri = if cursor.is_empty() {
+            "/v1/events?limit=100".to_string()
+        } else {
+            format!("/v1/events?limit=100&cursor={cursor}")
+        };
+        let (_, answer) = api_call(&router, &read, "GET", &uri, None).await;
+        cursor = answer["next_cursor"].as_str().expect("a cursor").to_string();
+    }
+    let walk = started.elapsed();
+    let (ours, _) = timed_api(&router, &read, "GET", &format!("/v1/events?limit=100&cursor={cursor}"), None).await;
+    let direct = timed_sql(
+        &pool,
+        &format!("SELECT {COLUMNS} FROM events WHERE project_id = {p} AND {live} {newest} OFFSET 99900"),
+    )
+    .await;
+    report(
+        "page 1,000: by cursor vs by OFFSET",
+        ours,
+        direct,
+        format!("999 pages before it in {:.1} s", walk.as_secs_f64()),
+    );
+
+    let trend = |series: Value, days: i64, interval: &str, extra: Value| {
+        let mut question = json!({"series": series, "from": iso(days), "to": iso(0), "interval": interval});
+        if let (Some(question), Some(extra)) = (question.as_object_mut(), extra.as_object()) {
+            question.extend(extra.clone());
+        }
+        question
+    };
+    let top = json!([{"event": "Event 1"}]);
+    let count_sql = |from: i64, bucket: &str, measure: &str| {
+        format!(
+            "SELECT {bucket}, {measure} FROM events WHERE project_id = {p} AND type = 'track' AND name = 'Event 1'
+             AND timestamp >= '{}' AND {live} GROUP BY 1",
+            day(from)
+        )
+    };
+    let trend_questions: Vec<(&str, Value, String)> = vec![
+        (
+            "trend 90 days daily, top name (rollups)",
+            trend(top.clone(), 90, "day", json!({})),
+            count_sql(90, "DATE(timestamp)", "COUNT(*)"),
+        ),
+        (
+            "the same from the raw rows",
+            trend(top.clone(), 90, "day", json!({"source": "raw"})),
+            count_sql(90, "DATE(timestamp)", "COUNT(*)"),
+        ),
+        (
+            "trend 90 days daily, every track (rollups)",
+            trend(json!([{"type": "track"}]), 90, "day", json!({})),
+            format!(
+                "SELECT DATE(timestamp), COUNT(*) FROM events WHERE project_id = {p} AND type = 'track' AND timestamp >= '{}' AND {live} GROUP BY 1",
+                day(90)
+            ),
+        ),
+        (
+            "the same from the raw rows",
+            trend(json!([{"type": "track"}]), 90, "day", json!({"source": "raw"})),
+            format!(
+                "SELECT DATE(timestamp), COUNT(*) FROM events WHERE project_id = {p} AND type = 'track' AND timestamp >= '{}' AND {live} GROUP BY 1",
+                day(90)
+            ),
+        ),
+        (
+            "hourly unique users, 7 days, top name",
+            trend(top.clone(), 7, "hour", json!({"math": "unique_users"})),
+            count_sql(7, "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)", "COUNT(DISTINCT user_id)"),
+        ),
+        (
+            "breakdown by product, top 25, 30 days",
+            trend(top.clone(), 30, "day", json!({"breakdown": {"property": "properties.product_id", "limit": 25}})),
+            count_sql(30, "DATE(timestamp), JSON_UNQUOTE(JSON_EXTRACT(properties, '$.product_id'))", "COUNT(*)")
+                .replace("GROUP BY 1", "GROUP BY 1, 2"),
+        ),
+    ];
+    for (name, question, sql) in trend_questions {
+        let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
+        let direct = timed_sql(&pool, &sql).await;
+        let total: u64 =
+            answer["series"].as_array().map_or(0, |lines| lines.iter().filter_map(|l| l["total"].as_u64()).sum());
+        report(name, ours, direct, format!("source {}, {total} events", answer["source"]["kind"]));
+    }
+    let (ours, answer) = timed_api(&router, &read, "GET", &format!("/v1/event-names?from={}", iso(30)), None).await;
+    let direct = timed_sql(
+        &pool,
+        &format!("SELECT type, name, COUNT(*), MAX(timestamp) FROM events WHERE project_id = {p} AND timestamp >= '{}' AND {live} GROUP BY 1, 2", day(30)),
+    )
+    .await;
+    report(
+        "event names, 30 days (rollups)",
+        ours,
+        direct,
+        format!("{} names", answer["data"].as_array().map_or(0, Vec::len)),
+    );
+    pool.disconnect().await.ok();
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+async fn api_call(
+    router: &axum::Router,
+    key: &str,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+) -> (Duration, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.map_or_else(axum::body::Body::empty, |body| axum::body::Body::from(body.to_string())))
+        .expect("request");
+    let started = Instant::now();
+    let response = router.clone().oneshot(request).await.expect("answer");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    let elapsed = started.elapsed();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert!(status.is_success(), "{uri}: {status} {answer}");
+    (elapsed, answer)
+}
+
+/// The median of `RUNS` answers (after one to warm the caches), and the last answer.
+async fn timed_api(
+    router: &axum::Router,
+    key: &str,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+) -> (Duration, Value) {
+    let (_, mut answer) = api_call(router, key, method, uri, body).await;
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let (elapsed, last) = api_call(router, key, method, uri, body).await;
+        times.push(elapsed);
+        answer = last;
+    }
+    times.sort();
+    (times[RUNS / 2], answer)
+}
+
+async fn timed_sql(pool: &mysql_async::Pool, sql: &str) -> Duration {
+    let mut conn = pool.get_conn().await.expect("connection");
+    let _: Vec<mysql_async::Row> = conn.query(sql).await.expect(sql);
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let _: Vec<mysql_async::Row> = conn.query(sql).await.expect(sql);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[RUNS / 2]
+}
