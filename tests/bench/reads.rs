@@ -50,7 +50,9 @@ pub async fn bench_reads() {
     let started = Instant::now();
     let outcome = jobs.run("cleanup", Trigger::new(chrono::Utc::now(), "bench")).await.expect("cleanup").expect("ran");
     let built = started.elapsed().as_secs_f64();
-    assert_eq!(db.count("rollup_dirty_hours").await, 0, "{}", outcome.to_json());
+    // All but the current hour (read raw; the step leaves it).
+    let current = evtrack::store::hour_of(chrono::Utc::now());
+    assert_eq!(db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await, 0, "{}", outcome.to_json());
     println!(
         "rollups: {hours} hours marked in {marked:.1} s, recomputed by the cleanup job in {built:.1} s ({:.0} events/s)",
         rows as f64 / built
@@ -74,13 +76,14 @@ pub async fn bench_reads() {
         "\n{:<44} {:>10} {:>10} {:>7}  evtrack's answer",
         "question (median of 11)", "evtrack", "SQL alone", "ratio"
     );
-    let report = |name: &str, ours: Duration, direct: Duration, note: String| {
-        println!(
+    let report = |name: &str, ours: Option<Duration>, direct: Duration, note: String| match ours {
+        Some(ours) => println!(
             "{name:<44} {:>8.1}ms {:>8.1}ms {:>7.2}  {note}",
             ms(ours),
             ms(direct),
             ms(ours) / ms(direct).max(0.001)
-        );
+        ),
+        None => println!("{name:<44} {:>10} {:>8.1}ms {:>7}  422: over the 5 s cap", "—", ms(direct), "—"),
     };
 
     let list_questions: Vec<(&str, String, String)> = vec![
@@ -204,7 +207,7 @@ pub async fn bench_reads() {
         let direct = timed_sql(&pool, &sql).await;
         let total: u64 =
             answer["series"].as_array().map_or(0, |lines| lines.iter().filter_map(|l| l["total"].as_u64()).sum());
-        report(name, ours, direct, format!("source {}, {total} events", answer["source"]["kind"]));
+        report(name, ours, direct, format!("source {}, {total} counted", answer["source"]["kind"]));
     }
     let (ours, answer) = timed_api(&router, &read, "GET", &format!("/v1/event-names?from={}", iso(30)), None).await;
     let direct = timed_sql(
@@ -245,19 +248,29 @@ async fn api_call(
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
     let elapsed = started.elapsed();
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    assert!(status.is_success(), "{uri}: {status} {answer}");
+    assert!(status.is_success() || status == http::StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {status} {answer}");
     (elapsed, answer)
 }
 
-/// The median of `RUNS` answers (after one to warm the caches), and the last answer.
+/// A question that takes longer than this once is timed once (the database's cap is 5 s).
+const SLOW: Duration = Duration::from_secs(2);
+
+/// The median of `RUNS` answers (after one to warm the caches; a slow one only once), and the
+/// last answer; `None` for an answer the api refused as too big (422).
 async fn timed_api(
     router: &axum::Router,
     key: &str,
     method: &str,
     uri: &str,
     body: Option<&Value>,
-) -> (Duration, Value) {
-    let (_, mut answer) = api_call(router, key, method, uri, body).await;
+) -> (Option<Duration>, Value) {
+    let (first, mut answer) = api_call(router, key, method, uri, body).await;
+    if answer["code"] == "query_too_big" {
+        return (None, answer);
+    }
+    if first > SLOW {
+        return (Some(first), answer);
+    }
     let mut times = Vec::new();
     for _ in 0..RUNS {
         let (elapsed, last) = api_call(router, key, method, uri, body).await;
@@ -265,12 +278,17 @@ async fn timed_api(
         answer = last;
     }
     times.sort();
-    (times[RUNS / 2], answer)
+    (Some(times[RUNS / 2]), answer)
 }
 
 async fn timed_sql(pool: &mysql_async::Pool, sql: &str) -> Duration {
     let mut conn = pool.get_conn().await.expect("connection");
+    let started = Instant::now();
     let _: Vec<mysql_async::Row> = conn.query(sql).await.expect(sql);
+    let first = started.elapsed();
+    if first > SLOW {
+        return first;
+    }
     let mut times = Vec::new();
     for _ in 0..RUNS {
         let started = Instant::now();

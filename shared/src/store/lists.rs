@@ -7,7 +7,7 @@
 //! a name, ...) may leave a page short, and its position then says where the walk stopped.
 //! Only the end of the data ends a list.
 
-use super::live::{LIVE_EVENTS, LIVE_USERS};
+use super::live::{LIVE_USERS_BY_ID, live_events_by};
 use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
@@ -156,6 +156,9 @@ pub struct ListPage<T, P> {
 /// One way into the events table: equalities on an index's columns after `project_id`, with
 /// `timestamp` next, so that the index hands out rows newest first.
 struct Arm {
+    /// The index it walks (named: with a range on the time after equalities, MariaDB would
+    /// otherwise walk the project's whole part of the time index from the newest row).
+    index: &'static str,
     equal: Vec<(&'static str, Value)>,
     /// A condition this arm adds to the shared ones (an anonymous id's events without a user).
     extra: Option<&'static str>,
@@ -174,25 +177,34 @@ impl EventFilter {
             ids.iter()
                 .flat_map(|id| {
                     [
-                        Arm { equal: vec![("user_id", id.as_str().into())], extra: None },
-                        Arm { equal: vec![("anonymous_id", id.as_str().into())], extra: Some("user_id IS NULL") },
+                        Arm { index: "ix_events_user", equal: vec![("user_id", id.as_str().into())], extra: None },
+                        Arm {
+                            index: "ix_events_anonymous",
+                            equal: vec![("anonymous_id", id.as_str().into())],
+                            extra: Some("user_id IS NULL"),
+                        },
                     ]
                 })
                 .collect()
         } else if let Some(anonymous) = &self.anonymous_id {
-            vec![Arm { equal: vec![("anonymous_id", anonymous.as_str().into())], extra: None }]
+            vec![Arm {
+                index: "ix_events_anonymous",
+                equal: vec![("anonymous_id", anonymous.as_str().into())],
+                extra: None,
+            }]
         } else if !self.names.is_empty() {
             let types = NAMED_TYPES.into_iter().filter(|kind| self.types.is_empty() || self.types.contains(kind));
             types
                 .flat_map(|kind| {
                     self.names.iter().map(move |name| Arm {
+                        index: "ix_events_name",
                         equal: vec![("type", kind.as_str().into()), ("name", name.as_str().into())],
                         extra: None,
                     })
                 })
                 .collect()
         } else {
-            vec![Arm { equal: Vec::new(), extra: None }]
+            vec![Arm { index: "ix_events_time", equal: Vec::new(), extra: None }]
         };
         let by_subject_or_anonymous = self.subjects.is_some() || self.anonymous_id.is_some();
         if !self.types.is_empty() && (by_subject_or_anonymous || self.names.is_empty()) {
@@ -293,7 +305,8 @@ impl Store {
                 let conditions: Vec<String> = std::iter::once(walk).chain(extra).chain(rest.iter().cloned()).collect();
                 params.push(Value::from(fetch as u64));
                 format!(
-                    "(SELECT timestamp, id FROM {LIVE_EVENTS} e WHERE {} ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                    "(SELECT timestamp, id FROM {} e WHERE {} ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                    live_events_by(arm.index),
                     conditions.join(" AND ")
                 )
             })
@@ -339,8 +352,9 @@ impl Store {
                 params.extend(walk_params);
                 params.push(Value::from(max_examined as u64));
                 format!(
-                    "(SELECT timestamp, id FROM events /* with deleted */ WHERE {walk}
-                      ORDER BY timestamp DESC, id DESC LIMIT ?)"
+                    "(SELECT timestamp, id FROM events /* with deleted */ FORCE INDEX ({}) WHERE {walk}
+                      ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                    arm.index
                 )
             })
             .collect();
@@ -381,7 +395,8 @@ impl Store {
         conditions.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut params).await?);
         params.push((limit as u64 + 1).into());
         let sql = format!(
-            "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE {} ORDER BY timestamp, id LIMIT ?",
+            "SELECT {EVENT_VIEW_COLUMNS} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
+            live_events_by("ix_events_time"),
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
@@ -412,11 +427,12 @@ impl Store {
         {
             settled = format!("{settled} AND {condition}");
         }
+        let stored = live_events_by("ix_events_stored");
         let rows: Vec<Row> = match after {
             Some(position) => {
                 let (at, id) = position_key(&mut conn, project, position, Order::OldestFirst).await?;
                 let sql = format!(
-                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
+                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {stored} e
                      WHERE project_id = ? AND created_at >= ? AND (created_at > ? OR id > ?) AND {settled}
                      ORDER BY created_at, id LIMIT ?"
                 );
@@ -427,7 +443,7 @@ impl Store {
             }
             None => {
                 let sql = format!(
-                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {LIVE_EVENTS} e
+                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {stored} e
                      WHERE project_id = ? AND {settled} ORDER BY created_at DESC, id DESC LIMIT ?"
                 );
                 let mut params = vec![Value::from(project.0)];
@@ -486,8 +502,10 @@ impl Store {
         } else {
             let mut params = walk_params.clone();
             params.push(Value::from(max_examined as u64 - 1));
-            let sql =
-                format!("SELECT user_id FROM users /* with deleted */ WHERE {walk} ORDER BY user_id LIMIT 1 OFFSET ?");
+            let sql = format!(
+                "SELECT user_id FROM users /* with deleted */ FORCE INDEX (uq_users_user) WHERE {walk}
+                 ORDER BY user_id LIMIT 1 OFFSET ?"
+            );
             self.capped_read(&mut conn, &sql, params).await?.first().map(|row| required(row, 0)).transpose()?
         };
         let mut conditions = vec![walk];
@@ -502,7 +520,7 @@ impl Store {
         conditions.extend(not_being_erased(&mut conn, project, "u.user_id", &mut params).await?);
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
-            "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE {} ORDER BY user_id LIMIT ?",
+            "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS_BY_ID} u WHERE {} ORDER BY user_id LIMIT ?",
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;

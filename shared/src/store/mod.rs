@@ -57,6 +57,14 @@ pub(crate) mod live {
     pub const LIVE_USERS: &str = "(SELECT * FROM users WHERE deleted_at IS NULL)";
     pub const LIVE_PROJECTS: &str = "(SELECT * FROM projects WHERE deleted_at IS NULL)";
     pub const LIVE_KEYS: &str = "(SELECT * FROM api_keys WHERE deleted_at IS NULL)";
+
+    /// `LIVE_USERS` in id order.
+    pub const LIVE_USERS_BY_ID: &str = "(SELECT * FROM users FORCE INDEX (uq_users_user) WHERE deleted_at IS NULL)";
+
+    /// `LIVE_EVENTS` read through `index` (a name from the schema, never input).
+    pub fn live_events_by(index: &str) -> String {
+        format!("(SELECT * FROM events FORCE INDEX ({index}) WHERE deleted_at IS NULL)")
+    }
 }
 
 /// Failures of the store, split by what the caller should do about them.
