@@ -322,6 +322,15 @@ async fn bad_list_questions_get_clear_errors_and_cursors_stay_with_their_questio
     assert_eq!(reply.json["data"], json!([]));
 }
 
+/// The body of a GET answered as NDJSON (not JSON), as text.
+async fn ndjson_text(app: &TestApp, uri: &str, key: &str) -> String {
+    use tower::ServiceExt;
+    let request = api_request("GET", uri, key, None);
+    let response = app.router.clone().oneshot(request).await.expect("answer");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Sends `messages` with `key` and stores them.
 async fn store(app: &TestApp, key: &str, messages: Vec<Value>) {
     let reply = app.send(batch(key, messages)).await;
@@ -350,10 +359,19 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
     tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
 
     let (project, stranger) = (app.project, uuid::Uuid::now_v7());
-    let routes = ["/v1/events", "/v1/events/live", "/v1/users", &format!("/v1/users/{mine}/events")];
+    let day = |days: i64| (chrono::Utc::now() + chrono::Duration::days(days)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let range = format!("from={}&to={}", day(-1), day(1));
+    let timeline = format!("/v1/users/{mine}/events");
+    let export = format!("/v1/events/export?{range}");
+    let names = format!("/v1/event-names?{range}");
+    let routes = ["/v1/events", "/v1/events/live", "/v1/users", timeline.as_str(), export.as_str(), names.as_str()];
     let mut checked = 0;
     for route in routes {
-        let with = |query: &str| if query.is_empty() { route.to_string() } else { format!("{route}?{query}") };
+        let with = |query: &str| match (query.is_empty(), route.contains('?')) {
+            (true, _) => route.to_string(),
+            (false, true) => format!("{route}&{query}"),
+            (false, false) => format!("{route}?{query}"),
+        };
         let cases: [(&str, String, StatusCode, Option<bool>); 8] = [
             (&app.key, with(""), StatusCode::FORBIDDEN, None),
             (&read, with(""), StatusCode::OK, Some(true)),
@@ -367,7 +385,8 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
         for (key, uri, status, shows_mine) in cases {
             let reply = app.send(api_request("GET", &uri, key, None)).await;
             assert_eq!(reply.status, status, "{uri}: {}", reply.json);
-            let body = reply.json.to_string();
+            // The export answers NDJSON: its lines, as text.
+            let body = if reply.json.is_null() { ndjson_text(&app, &uri, key).await } else { reply.json.to_string() };
             match shows_mine {
                 // Another project's data never, whatever the route and key.
                 Some(true) => assert!(body.contains(&mine) && !body.contains(&theirs), "{uri}: {body}"),
@@ -383,7 +402,25 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
             checked += 1;
         }
     }
-    println!("tenant matrix: {checked} requests over {} routes", routes.len());
+    // Trends: a question names what it counts, so the answer is checked by its numbers.
+    let question = json!({"series": [{"event": mine}], "from": day(-1), "to": day(1)});
+    for (key, project_param, status, total) in [
+        (read.as_str(), String::new(), StatusCode::OK, Some(1)),
+        (other_read.as_str(), String::new(), StatusCode::OK, Some(0)),
+        (read.as_str(), format!("?project={other}"), StatusCode::NOT_FOUND, None),
+        (app.key.as_str(), String::new(), StatusCode::FORBIDDEN, None),
+        (app.admin.as_str(), format!("?project={project}"), StatusCode::OK, Some(1)),
+        (app.admin.as_str(), format!("?project={other}"), StatusCode::OK, Some(0)),
+    ] {
+        let uri = format!("/v1/query/trends{project_param}");
+        let reply = app.send(api_request("POST", &uri, key, Some(&question))).await;
+        assert_eq!(reply.status, status, "{uri}: {}", reply.json);
+        if let Some(total) = total {
+            assert_eq!(reply.json["series"][0]["total"], total, "{uri}: {}", reply.json);
+        }
+        checked += 1;
+    }
+    println!("tenant matrix: {checked} requests over {} routes", routes.len() + 1);
 }
 
 #[tokio::test]

@@ -149,6 +149,21 @@ impl Checker<'_> {
             json!(truth_per_day(&pro, "track", Some("Bought"), self.from_seconds, 6, true)),
             "{moment}"
         );
+        // Hourly unique users over the last two days.
+        let from = self.from_seconds + 4 * DAY;
+        let iso = |seconds: i64| chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339();
+        let question = json!({"series": [{"event": "Viewed"}], "from": iso(from), "to": self.to, "interval": "hour", "math": "unique_users"});
+        let answer = self.trend(question).await;
+        let mut hourly: Vec<HashSet<&str>> = vec![HashSet::new(); 48];
+        for event in live.iter().filter(|e| e.name == Some("Viewed")) {
+            let hour = (event.at.timestamp() - from).div_euclid(3_600);
+            if (0..48).contains(&hour) {
+                hourly[hour as usize].insert(&event.user);
+            }
+        }
+        let expected: Vec<u64> = hourly.iter().map(|users| users.len() as u64).collect();
+        assert!(expected.iter().sum::<u64>() > 0);
+        assert_eq!(answer["series"][0]["values"], json!(expected), "{moment}: hourly unique users");
         // A breakdown: the top two plans, the rest, and the events without one.
         let question = json!({"series": [{"event": "Viewed"}], "from": self.from, "to": self.to, "interval": "week",
             "breakdown": {"property": "properties.plan", "limit": 2}});

@@ -222,7 +222,9 @@ fn selection_condition(selection: &[(EventType, Option<String>)]) -> (String, Ve
             match name {
                 Some(name) => {
                     params.push(Value::from(name.as_str()));
-                    "(type = ? AND COALESCE(name, '') = ?)"
+                    // Names are never empty: `''` (the rollups' "no name") matches no raw row. The
+                    // bare column keeps the (type, name) indexes usable.
+                    "(type = ? AND name = ?)"
                 }
                 None => "(type = ?)",
             }
