@@ -206,8 +206,10 @@ pub async fn bench_reads() {
     for (name, question, sql) in trend_questions {
         let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
         let direct = timed_sql(&pool, &sql).await;
-        let total: u64 =
-            answer["series"].as_array().map_or(0, |lines| lines.iter().filter_map(|l| l["total"].as_u64()).sum());
+        // Events, or for unique users the sum over the buckets.
+        let values =
+            |line: &Value| line["values"].as_array().map_or(0, |v| v.iter().filter_map(Value::as_u64).sum::<u64>());
+        let total: u64 = answer["series"].as_array().map_or(0, |lines| lines.iter().map(values).sum());
         report(name, ours, direct, format!("source {}, {total} counted", answer["source"]["kind"]));
     }
     let (ours, answer) = timed_api(&router, &read, "GET", &format!("/v1/event-names?from={}", iso(30)), None).await;
