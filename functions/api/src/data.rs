@@ -2,7 +2,7 @@
 //! with `?project=`), their soft delete and restore (admin), GDPR erasure and export (admin).
 
 use crate::export::user_export;
-use crate::extract::{Admin, ListQuery, Managing, OnProject, Reading, Reply, id};
+use crate::extract::{Admin, ListQuery, Managing, OnProject, Reading, Reply, id, rfc3339};
 use crate::pages::Page;
 use crate::{Api, Failure};
 use axum::Json;
@@ -36,15 +36,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
 /// newest first, filtered by `reason` (a code) and `from`/`to` (when recorded, RFC 3339).
 async fn list_rejected(State(api): State<Arc<Api>>, OnProject(project): Reading, RawQuery(query): RawQuery) -> Reply {
     let query = ListQuery::parse(query.as_deref())?;
-    let time = |name: &str, value: Option<&str>| {
-        value
-            .map(|text| {
-                chrono::DateTime::parse_from_rfc3339(text)
-                    .map(|at| at.with_timezone(&chrono::Utc))
-                    .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time")))
-            })
-            .transpose()
-    };
+    let time = |name: &str, value: Option<&str>| value.map(|text| rfc3339(name, text)).transpose();
     let filter = RejectedFilter {
         code: query.reason.clone(),
         from: time("from", query.from.as_deref())?,

@@ -78,6 +78,13 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
     serde_json::from_slice(text).map_err(|err| Failure::Invalid(format!("invalid JSON body: {err}")))
 }
 
+/// A time parameter.
+pub(crate) fn rfc3339(name: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")))
+}
+
 /// A public id from the path; anything else is simply not found.
 pub(crate) fn id(text: &str) -> Result<Uuid, Failure> {
     Uuid::try_parse(text).map_err(|_| Failure::NotFound)

@@ -103,13 +103,7 @@ impl Params {
     }
 
     pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
-        self.one(name)
-            .map(|text| {
-                DateTime::parse_from_rfc3339(text)
-                    .map(|at| at.with_timezone(&Utc))
-                    .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")))
-            })
-            .transpose()
+        self.one(name).map(|text| crate::extract::rfc3339(name, text)).transpose()
     }
 
     fn id(&self, name: &str) -> Result<Option<String>, Failure> {
@@ -152,7 +146,10 @@ pub(crate) fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Resul
         _ => return Err(usage()),
     };
     if !documents.contains(&document) {
-        return Err(Failure::Invalid(format!("where filters here apply to {}", names_of(documents))));
+        return Err(Failure::Invalid(format!(
+            "where filters here apply to {}",
+            documents.iter().map(|document| document.as_str()).collect::<Vec<_>>().join(", ")
+        )));
     }
     let path: Vec<String> = keys.map(str::to_string).collect();
     if path.is_empty() || path.iter().any(|key| key.is_empty() || key.chars().count() > 255) || path.len() > 8 {
@@ -175,18 +172,6 @@ pub(crate) fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Resul
         _ => return Err(usage()),
     };
     Ok(JsonFilter { document, path, op })
-}
-
-fn names_of(documents: &[JsonDocument]) -> String {
-    let names: Vec<&str> = documents
-        .iter()
-        .map(|document| match document {
-            JsonDocument::Properties => "properties",
-            JsonDocument::Traits => "traits",
-            JsonDocument::Context => "context",
-        })
-        .collect();
-    names.join(", ")
 }
 
 /// The fields of an event a list may be asked for (`fields=`), as the answer names them.
@@ -397,7 +382,7 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
             }
             body.extend_from_slice(&line);
             body.push(b'\n');
-            after = Some(EventPosition { at: event.timestamp, uid: event.id });
+            after = Some(EventPosition::of(event));
         }
         if full || (page.next.is_some() && started.elapsed() > EXPORT_READ_BUDGET) {
             next = after;

@@ -15,8 +15,8 @@ use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Ut
 use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
-use evtrack::store::{BreakdownBy, CountSource, JsonDocument, Line, Measure, Series, hour_of};
-use serde::Deserialize;
+use evtrack::store::{BreakdownBy, CountSource, JsonDocument, Line, Measure, Series, hour_of, hour_start};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -64,12 +64,13 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
             json!({"type": kind, "name": if name.is_empty() { None } else { Some(name) }, "events": events, "last_seen": last_at})
         })
         .collect();
-    let hour = |hour: u32| DateTime::<Utc>::from_timestamp(i64::from(hour) * 3_600, 0).unwrap_or_default();
-    Ok(Json(json!({"data": data, "from": hour(from_hour), "to": hour(to_hour), "source": source_json(&source)}))
-        .into_response())
+    Ok(Json(
+        json!({"data": data, "from": hour_start(from_hour), "to": hour_start(to_hour), "source": source_json(&source)}),
+    )
+    .into_response())
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Interval {
     Hour,
@@ -79,7 +80,7 @@ enum Interval {
     Month,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Math {
     #[default]
@@ -248,7 +249,7 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
             for count in
                 counts.iter().filter(|c| c.kind == one.kind && one.name.as_ref().is_none_or(|name| *name == c.name))
             {
-                let at = DateTime::<Utc>::from_timestamp(i64::from(count.hour) * 3_600, 0).unwrap_or_default();
+                let at = hour_start(count.hour);
                 let bucket = starts.partition_point(|start| *start <= at).saturating_sub(1);
                 values[bucket] += count.events;
             }
@@ -275,30 +276,20 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         "buckets": buckets,
         "from": starts[0].with_timezone(&tz).to_rfc3339(),
         "to": end.with_timezone(&tz).to_rfc3339(),
-        "interval": input.interval_name(),
+        "interval": input.interval,
         "timezone": input.timezone,
-        "math": if input.math == Math::Total { "total" } else { "unique_users" },
+        "math": input.math,
         "series": lines,
         "source": source,
     }))
     .into_response())
 }
 
-impl TrendsInput {
-    fn interval_name(&self) -> &'static str {
-        match self.interval {
-            Interval::Hour => "hour",
-            Interval::Day => "day",
-            Interval::Week => "week",
-            Interval::Month => "month",
-        }
-    }
-}
-
 fn line_json(index: usize, series: &Series, line: Option<Line>, values: Vec<u64>, math: Math) -> Value {
+    let total: u64 = values.iter().sum();
     let mut answer = json!({"series": index, "type": series.kind, "event": series.name, "values": values});
     if math == Math::Total {
-        answer["total"] = json!(values_total(&answer["values"]));
+        answer["total"] = json!(total);
     }
     match line {
         None => {}
@@ -307,10 +298,6 @@ fn line_json(index: usize, series: &Series, line: Option<Line>, values: Vec<u64>
         Some(Line::Other) => answer["breakdown"] = json!({"kind": "other"}),
     }
     answer
-}
-
-fn values_total(values: &Value) -> u64 {
-    values.as_array().map(|values| values.iter().filter_map(Value::as_u64).sum()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -394,3 +394,28 @@ async fn add_count(tx: &mut Transaction<'_>, erasure: u64, counter: &str, rows: 
     let sql = format!("UPDATE erasures SET {counter} = {counter} + ? WHERE id = ?");
     with_timeout(tx.exec_drop(sql, (rows, erasure))).await
 }
+
+/// The ids of an event an erasure in progress hides it by (`e` is the events row).
+pub(super) const ERASABLE_IDS: &str = "e.user_id, e.anonymous_id, e.previous_id";
+
+/// The condition "no id in `columns` is a subject of an erasure still in progress", when
+/// the project has one: cleanup has not deleted those rows yet, and no read shows them.
+pub(super) async fn not_being_erased(
+    conn: &mut impl Queryable,
+    project: ProjectId,
+    columns: &str,
+    params: &mut Vec<Value>,
+) -> Result<Option<String>, StoreError> {
+    let pending: Vec<u64> = with_timeout(
+        conn.exec("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT 1000", (project.0,)),
+    )
+    .await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    params.extend(pending.iter().map(|&id| Value::from(id)));
+    Ok(Some(format!(
+        "NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id IN ({}) AND s.subject IN ({columns}))",
+        placeholders(pending.len())
+    )))
+}

@@ -7,6 +7,7 @@
 //! a name, ...) may leave a page short, and its position then says where the walk stopped.
 //! Only the end of the data ends a list.
 
+use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_USERS_BY_ID, live_events_by};
 use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{Store, StoreError, required, to_db_time, with_timeout};
@@ -43,7 +44,8 @@ pub enum JsonDocument {
 }
 
 impl JsonDocument {
-    pub(super) fn column(self) -> &'static str {
+    /// Its name in a filter, which is also its column.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Properties => "properties",
             Self::Traits => "traits",
@@ -87,7 +89,7 @@ pub(super) fn json_path(keys: &[String]) -> String {
 impl JsonFilter {
     /// The condition and its parameters.
     pub(super) fn sql(&self, params: &mut Vec<Value>) -> String {
-        let doc = self.document.column();
+        let doc = self.document.as_str();
         let path = json_path(&self.path);
         let text = format!("JSON_UNQUOTE(JSON_EXTRACT({doc}, ?))");
         let numeric = format!("JSON_TYPE(JSON_EXTRACT({doc}, ?)) IN ('INTEGER','UNSIGNED INTEGER','DOUBLE','DECIMAL')");
@@ -151,6 +153,26 @@ pub struct EventPosition {
 pub struct ListPage<T, P> {
     pub items: Vec<T>,
     pub next: Option<P>,
+}
+
+impl<T, P> ListPage<T, P> {
+    /// `items` read with one more than `limit`: a full page continues after its last item;
+    /// a short one at `otherwise` (where the walk stopped), or nowhere.
+    fn of(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> P, otherwise: Option<P>) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(position)
+        } else {
+            otherwise
+        };
+        Self { items, next }
+    }
+}
+
+impl EventPosition {
+    pub fn of(event: &EventView) -> Self {
+        Self { at: event.timestamp, uid: event.id }
+    }
 }
 
 /// One way into the events table: equalities on an index's columns after `project_id`, with
@@ -279,7 +301,7 @@ impl Store {
             return Ok(ListPage { items: Vec::new(), next: None });
         }
         let mut conn = self.conn().await?;
-        rest.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut rest_params).await?);
+        rest.extend(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut rest_params).await?);
         let below = match after {
             Some(position) => Some(position_key(&mut conn, project, position, Order::NewestFirst).await?),
             None => None,
@@ -322,14 +344,8 @@ impl Store {
             selects.join(" UNION ")
         );
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
-        let mut items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|event| EventPosition { at: event.timestamp, uid: event.id })
-        } else {
-            boundary.map(|(_, position)| position)
-        };
-        Ok(ListPage { items, next })
+        let items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        Ok(ListPage::of(items, limit, EventPosition::of, boundary.map(|(_, position)| position)))
     }
 
     /// The `max_examined`-th index entry of the arms' merged walks below `below`, if there
@@ -392,7 +408,7 @@ impl Store {
             conditions.push("timestamp >= ? AND (timestamp > ? OR id > ?)".into());
             params.extend([at.into(), at.into(), id.into()]);
         }
-        conditions.extend(not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut params).await?);
+        conditions.extend(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
         params.push((limit as u64 + 1).into());
         let sql = format!(
             "SELECT {EVENT_VIEW_COLUMNS} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
@@ -400,14 +416,8 @@ impl Store {
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let mut items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|event| EventPosition { at: event.timestamp, uid: event.id })
-        } else {
-            None
-        };
-        Ok(ListPage { items, next })
+        let items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        Ok(ListPage::of(items, limit, EventPosition::of, None))
     }
 
     /// The events stored after `after` (oldest first), up to `limit`, once settled
@@ -422,9 +432,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let mut settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
         let mut erased_params = Vec::new();
-        if let Some(condition) =
-            not_being_erased(&mut conn, project, super::rollups::ERASABLE_IDS, &mut erased_params).await?
-        {
+        if let Some(condition) = not_being_erased(&mut conn, project, ERASABLE_IDS, &mut erased_params).await? {
             settled = format!("{settled} AND {condition}");
         }
         let stored = live_events_by("ix_events_stored");
@@ -524,14 +532,8 @@ impl Store {
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let mut items: Vec<UserView> = rows.iter().map(user_view).collect::<Result<_, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|user| user.user_id.clone())
-        } else {
-            boundary
-        };
-        Ok(ListPage { items, next })
+        let items: Vec<UserView> = rows.iter().map(user_view).collect::<Result<_, _>>()?;
+        Ok(ListPage::of(items, limit, |user| user.user_id.clone(), boundary))
     }
 
     /// The user id and the ids linked to it that a list of the user's events follows: up to
@@ -553,28 +555,6 @@ impl Store {
         ids.truncate(MAX_LIST_SUBJECTS);
         Ok(Some(ids))
     }
-}
-
-/// The condition "no id in `columns` is a subject of an erasure still in progress", when
-/// the project has one: cleanup has not deleted those rows yet, and no read shows them.
-pub(super) async fn not_being_erased(
-    conn: &mut impl Queryable,
-    project: ProjectId,
-    columns: &str,
-    params: &mut Vec<Value>,
-) -> Result<Option<String>, StoreError> {
-    let pending: Vec<u64> = with_timeout(
-        conn.exec("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT 1000", (project.0,)),
-    )
-    .await?;
-    if pending.is_empty() {
-        return Ok(None);
-    }
-    params.extend(pending.iter().map(|&id| Value::from(id)));
-    Ok(Some(format!(
-        "NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id IN ({}) AND s.subject IN ({columns}))",
-        super::placeholders(pending.len())
-    )))
 }
 
 /// `text` for a `LIKE … ESCAPE '!'` pattern: its wildcards match themselves. (`!`, since a

@@ -35,7 +35,7 @@ pub use lists::{
 pub use projects::{Project, ProjectChanges};
 pub use rejected::{RejectedEvent, RejectedFilter};
 pub use retention::Prunable;
-pub use rollups::{CountSource, HourCount, hour_of};
+pub use rollups::{CountSource, HourCount, hour_of, hour_start};
 pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
 use tls::connection_options;

@@ -10,7 +10,7 @@
 //! Reads (`Store::hourly_counts`) take one consistent snapshot: clean hours from the rollup,
 //! dirty hours and the current one from the raw rows.
 
-use super::lists::not_being_erased;
+use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::LIVE_EVENTS;
 use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
@@ -24,15 +24,13 @@ pub fn hour_of(at: DateTime<Utc>) -> u32 {
     at.timestamp().div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn hour_start(hour: u32) -> DateTime<Utc> {
+/// When an hour (`hour_of`) begins.
+pub fn hour_start(hour: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(i64::from(hour) * 3_600, 0).unwrap_or_default()
 }
 
 /// The SQL for a row's hour, as `hour_of` computes it.
 const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
-
-/// The ids of an event an erasure in progress hides it by.
-pub(super) const ERASABLE_IDS: &str = "e.user_id, e.anonymous_id, e.previous_id";
 
 /// `AND condition`, or nothing.
 pub(super) fn and(condition: Option<String>) -> String {

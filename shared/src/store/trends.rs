@@ -3,10 +3,10 @@
 //! rollups answer the plain counts (`rollups`); this answers what they cannot: property
 //! filters, breakdowns, unique users, time zones whose days do not start on a UTC hour.
 
-use super::lists::not_being_erased;
+use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::lists::{JsonDocument, JsonFilter};
 use super::live::LIVE_EVENTS;
-use super::rollups::{ERASABLE_IDS, and};
+use super::rollups::and;
 use super::{Store, StoreError, column, placeholders, required, to_db_time};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -66,19 +66,20 @@ impl Store {
         end: i64,
         breakdown: Option<&BreakdownBy>,
     ) -> Result<Counted, StoreError> {
-        let (Some(&first), false) = (starts.first(), starts.len() > u16::MAX as usize) else {
-            return Ok(Vec::new());
-        };
+        let Some(&first) = starts.first() else { return Ok(Vec::new()) };
         let mut conn = self.conn().await?;
         let (mut conditions, mut condition_params) = where_of(project, series, first, end);
         let erasing = not_being_erased(&mut conn, project, ERASABLE_IDS, &mut condition_params).await?;
         conditions = format!("{conditions} {}", and(erasing));
-        let value = breakdown.map(|by| format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.column()));
-        let path = breakdown.map(|by| Value::from(super::lists::json_path(&by.path)));
+        // The breakdown's value (its SQL, with the path as its parameter).
+        let value = breakdown.map(|by| {
+            let sql = format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.as_str());
+            (sql, Value::from(super::lists::json_path(&by.path)))
+        });
 
         // The breakdown's top values by events in the whole range.
         let mut top: Vec<String> = Vec::new();
-        if let (Some(by), Some(value), Some(path)) = (breakdown, &value, &path) {
+        if let (Some(by), Some((value, path))) = (breakdown, &value) {
             let mut params = vec![path.clone()];
             params.extend(condition_params.iter().cloned());
             params.push(Value::from(by.top as u64));
@@ -96,8 +97,8 @@ impl Store {
         };
         // Parameters in the statement's order: bucket starts, the breakdown's, the conditions'.
         let mut params: Vec<Value> = starts.iter().map(|&start| Value::from(start)).collect();
-        let (line, group) = match (&value, &path) {
-            (Some(value), Some(path)) if !top.is_empty() => {
+        let (line, group) = match &value {
+            Some((value, path)) if !top.is_empty() => {
                 let list = placeholders(top.len());
                 // The value when it is a top one; whether it is another one.
                 let sql = format!(
@@ -111,8 +112,7 @@ impl Store {
                 params.extend(top.iter().map(|v| Value::from(v.as_str())));
                 (sql, ", line, other")
             }
-            // A breakdown with no value at all: every event is missing the property.
-            (Some(_), Some(_)) => ("NULL AS line, 0 AS other".to_string(), ", line, other"),
+            // No breakdown, or one with no value at all (every event is missing the property).
             _ => ("NULL AS line, 0 AS other".to_string(), ""),
         };
         params.extend(condition_params);
