@@ -1,6 +1,7 @@
 //! evtrack's shared crate: the domain (events, keys) and its adapters (MySQL, SQS, Redis),
 //! used by every Lambda function and by the local stack.
 
+pub mod cohorts;
 pub mod config;
 pub mod event;
 #[cfg(feature = "adapters")]
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod limits;
 pub mod model;
 pub mod queue;
+pub mod sketch;
 #[cfg(feature = "adapters")]
 pub mod store;
 #[cfg(feature = "adapters")]

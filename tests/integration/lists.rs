@@ -402,25 +402,47 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
             checked += 1;
         }
     }
-    // Trends: a question names what it counts, so the answer is checked by its numbers.
-    let question = json!({"series": [{"event": mine}], "from": day(-1), "to": day(1)});
-    for (key, project_param, status, total) in [
-        (read.as_str(), String::new(), StatusCode::OK, Some(1)),
-        (other_read.as_str(), String::new(), StatusCode::OK, Some(0)),
-        (read.as_str(), format!("?project={other}"), StatusCode::NOT_FOUND, None),
-        (app.key.as_str(), String::new(), StatusCode::FORBIDDEN, None),
-        (app.admin.as_str(), format!("?project={project}"), StatusCode::OK, Some(1)),
-        (app.admin.as_str(), format!("?project={other}"), StatusCode::OK, Some(0)),
-    ] {
-        let uri = format!("/v1/query/trends{project_param}");
-        let reply = app.send(api_request("POST", &uri, key, Some(&question))).await;
-        assert_eq!(reply.status, status, "{uri}: {}", reply.json);
-        if let Some(total) = total {
-            assert_eq!(reply.json["series"][0]["total"], total, "{uri}: {}", reply.json);
+    // The aggregates: a question names what it counts, so the answer is checked by its numbers.
+    // Each route, its question, and what the answer counts.
+    type Count = fn(&Value) -> Value;
+    let aggregates: [(&str, Value, Count); 3] = [
+        ("trends", json!({"series": [{"event": mine}], "from": day(-1), "to": day(1)}), |answer| {
+            answer["series"][0]["total"].clone()
+        }),
+        ("funnels", json!({"steps": [{"event": mine}, {"event": mine}], "from": day(-1), "to": day(1)}), |answer| {
+            answer["steps"][0]["users"].clone()
+        }),
+        (
+            "retention",
+            json!({"cohort_event": {"event": mine}, "from": day(-1), "interval": "day", "periods": 3}),
+            |answer| {
+                json!(
+                    answer["cohorts"]
+                        .as_array()
+                        .map_or(0, |cohorts| cohorts.iter().filter_map(|c| c["users"].as_u64()).sum::<u64>())
+                )
+            },
+        ),
+    ];
+    for (route, question, count) in &aggregates {
+        for (key, project_param, status, expected) in [
+            (read.as_str(), String::new(), StatusCode::OK, Some(1)),
+            (other_read.as_str(), String::new(), StatusCode::OK, Some(0)),
+            (read.as_str(), format!("?project={other}"), StatusCode::NOT_FOUND, None),
+            (app.key.as_str(), String::new(), StatusCode::FORBIDDEN, None),
+            (app.admin.as_str(), format!("?project={project}"), StatusCode::OK, Some(1)),
+            (app.admin.as_str(), format!("?project={other}"), StatusCode::OK, Some(0)),
+        ] {
+            let uri = format!("/v1/query/{route}{project_param}");
+            let reply = app.send(api_request("POST", &uri, key, Some(question))).await;
+            assert_eq!(reply.status, status, "{uri}: {}", reply.json);
+            if let Some(expected) = expected {
+                assert_eq!(count(&reply.json), json!(expected), "{uri}: {}", reply.json);
+            }
+            checked += 1;
         }
-        checked += 1;
     }
-    println!("tenant matrix: {checked} requests over {} routes", routes.len() + 1);
+    println!("tenant matrix: {checked} requests over {} routes", routes.len() + aggregates.len());
 }
 
 #[tokio::test]

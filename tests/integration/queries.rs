@@ -188,6 +188,10 @@ impl Checker<'_> {
         let shown: HashSet<&str> = lines.iter().filter_map(|line| line["breakdown"]["value"].as_str()).collect();
         assert_eq!(shown, plans.iter().take(2).map(|(_, plan)| *plan).collect::<HashSet<_>>(), "{moment}: the top two");
 
+        self.check_users(&live, moment).await;
+        self.check_funnel(&live, moment).await;
+        self.check_retention(&live, moment).await;
+
         // The catalog.
         let uri = format!("/v1/event-names?from={}&to={}", self.from.replace('+', "%2B"), self.to.replace('+', "%2B"));
         let reply = self.app.send(api_request("GET", &uri, &self.read, None)).await;
@@ -210,6 +214,128 @@ impl Checker<'_> {
             .collect();
         assert_eq!(listed, expected, "{moment}: the catalog");
         rollup_hours
+    }
+}
+
+impl Checker<'_> {
+    /// Unique users of any type and of tracks, and dau/wau/mau: the rollups' sets, the raw
+    /// rows and the truth agree (and are exact: every hour has fewer than 512 users).
+    async fn check_users(&self, live: &[&Sent], moment: &str) {
+        let series = json!([{"type": "any"}, {"type": "track"}]);
+        for (math, window) in [("unique_users", 1), ("dau", 1), ("wau", 7), ("mau", 30)] {
+            for timezone in ["UTC", "Europe/Paris", "Asia/Kolkata"] {
+                let question =
+                    json!({"series": series, "from": self.from, "to": self.to, "math": math, "timezone": timezone});
+                let auto = self.trend(question.clone()).await;
+                let mut raw_question = question.clone();
+                raw_question["source"] = json!("raw");
+                let raw = self.trend(raw_question).await;
+                assert_eq!(auto["series"], raw["series"], "{moment}: {math} {timezone}: rollup against raw");
+                let expected_kind = if timezone == "Asia/Kolkata" { "raw" } else { "rollup" };
+                assert_eq!(auto["source"]["kind"], expected_kind, "{moment}: {math} {timezone}");
+                assert!(auto["source"].get("sketch").is_none(), "small hours stay exact");
+                if timezone != "UTC" {
+                    continue;
+                }
+                for (index, kind) in [None, Some("track")].into_iter().enumerate() {
+                    let expected: Vec<u64> = (0..6)
+                        .map(|day| {
+                            let end = self.from_seconds + (day + 1) * DAY;
+                            let users: HashSet<&str> = live
+                                .iter()
+                                .filter(|e| kind.is_none_or(|kind| e.kind == kind))
+                                .filter(|e| (end - window * DAY..end).contains(&e.at.timestamp()))
+                                .map(|e| e.user.as_str())
+                                .collect();
+                            users.len() as u64
+                        })
+                        .collect();
+                    assert_eq!(auto["series"][index]["values"], json!(expected), "{moment}: {math} {kind:?}");
+                    assert_eq!(auto["series"][index]["exact"], true);
+                }
+            }
+        }
+    }
+
+    /// Viewed → Bought → Shared within a day, and by plan: against a brute-force count.
+    async fn check_funnel(&self, live: &[&Sent], moment: &str) {
+        let steps = ["Viewed", "Bought", "Shared"];
+        let window = 24 * 3_600 * 1_000;
+        let question = json!({"steps": steps.iter().map(|name| json!({"event": name})).collect::<Vec<_>>(),
+            "from": self.from, "to": self.to, "window_hours": 24, "breakdown": {"property": "properties.plan", "limit": 2}});
+        let reply = self.app.send(api_request("POST", "/v1/query/funnels", &self.read, Some(&question))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let mut by_user: HashMap<&str, Vec<&Sent>> = HashMap::new();
+        for event in live.iter().filter(|e| e.kind == "track") {
+            by_user.entry(&event.user).or_default().push(event);
+        }
+        let (from, to) = (self.from_seconds * 1_000, (self.from_seconds + 6 * DAY) * 1_000);
+        let mut expected = [0u64; 3];
+        for events in by_user.values_mut() {
+            events.sort_by_key(|e| e.at);
+            // Each entry: the earliest next step after the last, within the window.
+            let mut furthest = None;
+            for (start, entry) in events.iter().enumerate() {
+                let entered = entry.at.timestamp_millis();
+                if entry.name != Some(steps[0]) || !(from..to).contains(&entered) {
+                    continue;
+                }
+                let (mut level, mut at) = (0, start);
+                while level + 1 < steps.len() {
+                    match events[at + 1..]
+                        .iter()
+                        .position(|e| e.name == Some(steps[level + 1]) && e.at.timestamp_millis() - entered <= window)
+                    {
+                        Some(next) => (level, at) = (level + 1, at + 1 + next),
+                        None => break,
+                    }
+                }
+                furthest = furthest.max(Some(level));
+            }
+            if let Some(level) = furthest {
+                expected.iter_mut().take(level + 1).for_each(|count| *count += 1);
+            }
+        }
+        let users: Vec<u64> = reply.json["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|step| step["users"].as_u64().expect("users"))
+            .collect();
+        assert_eq!(users, expected, "{moment}: the funnel");
+        assert!(expected[0] > 0 && expected[2] > 0, "the data has conversions: {expected:?}");
+        let lines = reply.json["breakdown"].as_array().expect("breakdown");
+        for step in 0..3 {
+            let summed: u64 = lines.iter().map(|line| line["steps"][step]["users"].as_u64().expect("users")).sum();
+            assert_eq!(summed, expected[step], "{moment}: the breakdown sums to the funnel");
+        }
+    }
+
+    /// Daily cohorts by first event, returning with a Bought: against the truth.
+    async fn check_retention(&self, live: &[&Sent], moment: &str) {
+        let question = json!({"from": self.from, "interval": "day", "periods": 6,
+            "return_event": {"event": "Bought"}});
+        let reply = self.app.send(api_request("POST", "/v1/query/retention", &self.read, Some(&question))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let mut first: HashMap<&str, i64> = HashMap::new();
+        let mut bought: HashSet<(&str, i64)> = HashSet::new();
+        for event in live {
+            let day = (event.at.timestamp() - self.from_seconds).div_euclid(DAY);
+            let joined = first.entry(&event.user).or_insert(day);
+            *joined = (*joined).min(day);
+            if event.name == Some("Bought") {
+                bought.insert((&event.user, day));
+            }
+        }
+        for (cohort, answer) in reply.json["cohorts"].as_array().expect("cohorts").iter().enumerate() {
+            let members: Vec<&str> =
+                first.iter().filter(|(_, day)| **day == cohort as i64).map(|(user, _)| *user).collect();
+            let mut expected = vec![members.len() as u64];
+            for later in cohort as i64 + 1..6 {
+                expected.push(members.iter().filter(|user| bought.contains(&(**user, later))).count() as u64);
+            }
+            assert_eq!(answer["returned"], json!(expected), "{moment}: cohort {cohort}");
+        }
     }
 }
 

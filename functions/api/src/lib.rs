@@ -4,6 +4,7 @@
 //! The same router runs on Lambda (`lambda_http::run`) and in the local stack.
 
 mod audit;
+mod cohorts;
 mod data;
 pub mod export;
 mod extract;

@@ -15,6 +15,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Ut
 use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
+use evtrack::sketch::{self, UserCount, UserSet};
 use evtrack::store::{BreakdownBy, CountSource, JsonDocument, Line, Measure, Series, hour_of, hour_start};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -30,7 +31,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     ListedRouter::default().on(Method::GET, "/v1/event-names", event_names).on(Method::POST, "/v1/query/trends", trends)
 }
 
-fn source_json(source: &CountSource) -> Value {
+pub(crate) fn source_json(source: &CountSource) -> Value {
     json!({"kind": "rollup", "rollup_hours": source.rollup_hours, "raw_hours": source.raw_hours})
 }
 
@@ -72,7 +73,7 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-enum Interval {
+pub(crate) enum Interval {
     Hour,
     #[default]
     Day,
@@ -86,6 +87,23 @@ enum Math {
     #[default]
     Total,
     UniqueUsers,
+    /// Users active in the day, the 7 days or the 30 days (in the time zone) that end with
+    /// each bucket.
+    Dau,
+    Wau,
+    Mau,
+}
+
+impl Math {
+    /// The days a user stays counted after an event, for dau, wau and mau.
+    fn window_days(self) -> Option<i64> {
+        match self {
+            Math::Total | Math::UniqueUsers => None,
+            Math::Dau => Some(1),
+            Math::Wau => Some(7),
+            Math::Mau => Some(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -100,22 +118,63 @@ enum SourceChoice {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SeriesInput {
-    #[serde(rename = "type", default = "track")]
-    kind: EventType,
+pub(crate) struct SeriesInput {
+    /// `any`: events of every type.
+    #[serde(rename = "type", default = "track", deserialize_with = "type_or_any")]
+    kind: Option<EventType>,
     /// The name (track's event, page's or screen's name); every event of the type when absent.
     event: Option<String>,
     #[serde(default, rename = "where")]
     filters: Vec<String>,
 }
 
-fn track() -> EventType {
-    EventType::Track
+impl SeriesInput {
+    /// Every event, of any type.
+    pub(crate) fn any() -> Self {
+        SeriesInput { kind: None, event: None, filters: Vec::new() }
+    }
+
+    pub(crate) fn parse(&self) -> Result<Series, Failure> {
+        if self.event.as_deref().is_some_and(|name| name.is_empty() || name.chars().count() > 255) {
+            return Err(Failure::Invalid("event has 1 to 255 characters".into()));
+        }
+        let filters =
+            self.filters.iter().map(|text| parse_json_filter(text, &ALL_DOCUMENTS)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Series { kind: self.kind, name: self.event.clone(), filters })
+    }
+}
+
+const ALL_DOCUMENTS: [JsonDocument; 3] = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
+
+impl BreakdownInput {
+    pub(crate) fn parse(&self) -> Result<BreakdownBy, Failure> {
+        if !(1..=MAX_BREAKDOWN_VALUES).contains(&self.limit) {
+            return Err(Failure::Invalid(format!("breakdown.limit is 1 to {MAX_BREAKDOWN_VALUES}")));
+        }
+        let parsed = parse_json_filter(&format!("{}:is_set", self.property), &ALL_DOCUMENTS).map_err(|_| {
+            Failure::Invalid("breakdown.property is <document>.<key>[.<key>…], e.g. properties.plan".into())
+        })?;
+        Ok(BreakdownBy { document: parsed.document, path: parsed.path, top: self.limit })
+    }
+}
+
+fn track() -> Option<EventType> {
+    Some(EventType::Track)
+}
+
+fn type_or_any<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<EventType>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text == "any" {
+        return Ok(None);
+    }
+    EventType::ALL.into_iter().find(|kind| kind.as_str() == text).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!("type is any, track, identify, page, screen, group or alias; got {text:?}"))
+    })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BreakdownInput {
+pub(crate) struct BreakdownInput {
     /// `properties.plan`, `context.os.name`, …
     property: String,
     #[serde(default = "default_breakdown_values")]
@@ -144,12 +203,12 @@ struct TrendsInput {
     source: SourceChoice,
 }
 
-fn utc() -> String {
+pub(crate) fn utc() -> String {
     "UTC".into()
 }
 
 /// The starts of the buckets that cover `[from, to)` in `tz`, and the end of the last.
-fn buckets(
+pub(crate) fn buckets(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     interval: Interval,
@@ -192,7 +251,12 @@ fn buckets(
 
 /// A local time in `tz` as UTC: the earlier of two (a clock going back), or the first moment
 /// after a gap (a clock going forward).
-fn to_utc(tz: Tz, local: NaiveDateTime) -> Result<DateTime<Utc>, Failure> {
+pub(crate) fn time_zone(name: &str) -> Result<Tz, Failure> {
+    name.parse()
+        .map_err(|_| Failure::Invalid(format!("timezone is an IANA time zone (Europe/Paris, UTC); got {name:?}")))
+}
+
+pub(crate) fn to_utc(tz: Tz, local: NaiveDateTime) -> Result<DateTime<Utc>, Failure> {
     for minutes in [0, 30, 60, 90, 120] {
         if let Some(at) = tz.from_local_datetime(&(local + Duration::minutes(minutes))).earliest() {
             return Ok(at.with_timezone(&Utc));
@@ -211,51 +275,79 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
     if input.from >= input.to {
         return Err(Failure::Invalid("from is before to".into()));
     }
-    let tz: Tz = input.timezone.parse().map_err(|_| {
-        Failure::Invalid(format!("timezone is an IANA time zone (Europe/Paris, UTC); got {:?}", input.timezone))
-    })?;
-    let all_documents = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
-    let mut series = Vec::new();
-    for given in &input.series {
-        if given.event.as_deref().is_some_and(|name| name.is_empty() || name.chars().count() > 255) {
-            return Err(Failure::Invalid("event has 1 to 255 characters".into()));
-        }
-        let filters =
-            given.filters.iter().map(|text| parse_json_filter(text, &all_documents)).collect::<Result<Vec<_>, _>>()?;
-        series.push(Series { kind: given.kind, name: given.event.clone(), filters });
-    }
-    let breakdown = match &input.breakdown {
-        None => None,
-        Some(given) => {
-            if !(1..=MAX_BREAKDOWN_VALUES).contains(&given.limit) {
-                return Err(Failure::Invalid(format!("breakdown.limit is 1 to {MAX_BREAKDOWN_VALUES}")));
-            }
-            let parsed = parse_json_filter(&format!("{}:is_set", given.property), &all_documents).map_err(|_| {
-                Failure::Invalid("breakdown.property is <document>.<key>[.<key>…], e.g. properties.plan".into())
-            })?;
-            Some(BreakdownBy { document: parsed.document, path: parsed.path, top: given.limit })
-        }
-    };
+    let tz = time_zone(&input.timezone)?;
+    let series = input.series.iter().map(SeriesInput::parse).collect::<Result<Vec<_>, _>>()?;
+    let breakdown = input.breakdown.as_ref().map(BreakdownInput::parse).transpose()?;
     let (starts, end) = buckets(input.from, input.to, input.interval, tz)?;
-    let on_hours = starts.iter().chain([&end]).all(|at| at.timestamp() % 3_600 == 0);
-    let plain = input.math == Math::Total && breakdown.is_none() && series.iter().all(|s| s.filters.is_empty());
+    let window_days = input.math.window_days();
+    if window_days.is_some() && (input.interval == Interval::Hour || breakdown.is_some()) {
+        return Err(Failure::Invalid(
+            "dau, wau and mau count whole days: use interval day, week or month, without a breakdown".into(),
+        ));
+    }
+    // dau, wau and mau read the days of each bucket's window: from the first one's start.
+    let days = match window_days {
+        Some(days) => {
+            let first_end =
+                starts.get(1).copied().unwrap_or(end).with_timezone(&tz).naive_local() - Duration::days(days);
+            Some(buckets(to_utc(tz, first_end)?, end, Interval::Day, tz)?)
+        }
+        None => None,
+    };
+    let on_hours =
+        starts.iter().chain([&end]).chain(days.iter().flat_map(|(days, _)| days)).all(|at| at.timestamp() % 3_600 == 0);
+    let rollable = on_hours
+        && input.source == SourceChoice::Auto
+        && breakdown.is_none()
+        && series.iter().all(|s| s.filters.is_empty() && (input.math == Math::Total || s.name.is_none()));
 
     let mut lines: Vec<Value> = Vec::new();
-    let source = if plain && on_hours && input.source == SourceChoice::Auto {
-        let selection: Vec<(EventType, Option<String>)> = series.iter().map(|s| (s.kind, s.name.clone())).collect();
+    let mut estimated = false;
+    let source = if input.math == Math::Total && rollable {
+        let selection: Vec<(Option<EventType>, Option<String>)> =
+            series.iter().map(|s| (s.kind, s.name.clone())).collect();
         let (counts, source) = api.store.hourly_counts(project, hour_of(starts[0]), hour_of(end), &selection).await?;
         for (index, one) in series.iter().enumerate() {
             let mut values = vec![0u64; starts.len()];
-            for count in
-                counts.iter().filter(|c| c.kind == one.kind && one.name.as_ref().is_none_or(|name| *name == c.name))
-            {
-                let at = hour_start(count.hour);
-                let bucket = starts.partition_point(|start| *start <= at).saturating_sub(1);
-                values[bucket] += count.events;
+            for count in counts.iter().filter(|c| {
+                one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
+            }) {
+                values[bucket_of(&starts, hour_start(count.hour))] += count.events;
             }
             lines.push(line_json(index, one, None, values, input.math));
         }
         source_json(&source)
+    } else if input.math != Math::Total && (rollable || window_days.is_some()) {
+        // Users: sets per bucket (or per day of the windows), from the rollups or the raw rows.
+        let (set_starts, set_end) = days.clone().unwrap_or_else(|| (starts.clone(), end));
+        let mut source = if rollable { Some(CountSource::default()) } else { None };
+        for (index, one) in series.iter().enumerate() {
+            let sets = match &mut source {
+                Some(source) => {
+                    let (hours, from) =
+                        api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
+                    *source = from;
+                    let mut sets = vec![UserSet::default(); set_starts.len()];
+                    for (hour, set) in &hours {
+                        sets[bucket_of(&set_starts, hour_start(*hour))].merge(set);
+                    }
+                    sets
+                }
+                None => {
+                    let seconds: Vec<i64> = set_starts.iter().map(DateTime::timestamp).collect();
+                    api.store.raw_users(project, one, &seconds, set_end.timestamp()).await?
+                }
+            };
+            let counts: Vec<UserCount> = match window_days {
+                None => sets.iter().map(UserSet::count).collect(),
+                Some(window) => windows(&starts, end, &set_starts, &sets, window, tz),
+            };
+            estimated |= counts.iter().any(|count| !count.exact);
+            let mut line = line_json(index, one, None, counts.iter().map(|count| count.users).collect(), input.math);
+            line["exact"] = json!(counts.iter().all(|count| count.exact));
+            lines.push(line);
+        }
+        source.as_ref().map(source_json).unwrap_or_else(|| json!({"kind": "raw"}))
     } else {
         let measure = if input.math == Math::UniqueUsers { Measure::Users } else { Measure::Events };
         let seconds: Vec<i64> = starts.iter().map(DateTime::timestamp).collect();
@@ -271,6 +363,15 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         }
         json!({"kind": "raw"})
     };
+    let mut source = source;
+    if estimated {
+        source["sketch"] = json!({
+            "kind": "hyperloglog",
+            "registers": sketch::REGISTERS,
+            "relative_standard_error": sketch::RELATIVE_STANDARD_ERROR,
+            "note": "hours with more than 512 users are kept as sketches: lines marked exact: false are estimates"
+        });
+    }
     let buckets: Vec<String> = starts.iter().map(|at| at.with_timezone(&tz).to_rfc3339()).collect();
     Ok(Json(json!({
         "buckets": buckets,
@@ -285,11 +386,45 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
     .into_response())
 }
 
+/// The bucket (of those starting at `starts`) that `at` falls in.
+fn bucket_of(starts: &[DateTime<Utc>], at: DateTime<Utc>) -> usize {
+    starts.partition_point(|start| *start <= at).saturating_sub(1)
+}
+
+/// For each bucket, the users of the `window` days (`day_sets`, starting at `day_starts`)
+/// that end where the bucket ends.
+fn windows(
+    starts: &[DateTime<Utc>],
+    end: DateTime<Utc>,
+    day_starts: &[DateTime<Utc>],
+    day_sets: &[UserSet],
+    window: i64,
+    tz: Tz,
+) -> Vec<UserCount> {
+    let ends = starts.iter().skip(1).chain([&end]);
+    ends.map(|bucket_end| {
+        let local_end = bucket_end.with_timezone(&tz).naive_local();
+        let window_start = to_utc(tz, local_end - Duration::days(window)).unwrap_or(*bucket_end);
+        let mut union = UserSet::default();
+        for (day, set) in day_starts.iter().zip(day_sets) {
+            if *day >= window_start && day < bucket_end {
+                union.merge(set);
+            }
+        }
+        union.count()
+    })
+    .collect()
+}
+
 fn line_json(index: usize, series: &Series, line: Option<Line>, values: Vec<u64>, math: Math) -> Value {
     let total: u64 = values.iter().sum();
-    let mut answer = json!({"series": index, "type": series.kind, "event": series.name, "values": values});
+    let kind = series.kind.map_or("any", EventType::as_str);
+    let mut answer = json!({"series": index, "type": kind, "event": series.name, "values": values});
     if math == Math::Total {
         answer["total"] = json!(total);
+    } else {
+        // Counts from the raw rows are exact; sets from the rollups may be estimates.
+        answer["exact"] = json!(true);
     }
     match line {
         None => {}

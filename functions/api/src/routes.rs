@@ -46,6 +46,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .merge(crate::data::routes())
         .merge(crate::lists::routes())
         .merge(crate::queries::routes())
+        .merge(crate::cohorts::routes())
 }
 
 /// The api's routes, for a server that sends other paths elsewhere (`evtrack up`: ingest).

@@ -61,6 +61,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rejected_events", "SELECT"),
             // Counts; soft deletes and erasure requests mark the hours they change.
             ("rollup_event_hours", "SELECT"),
+            ("rollup_user_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
         ],
     },
@@ -85,6 +86,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("audit_log", "SELECT, DELETE"),
             // The rollup step, and the marks deletes leave.
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),
+            ("rollup_user_hours", "SELECT, INSERT, DELETE"),
             ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
         ],
     },

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0009_read_side_lists.sql"),
     },
     Migration { version: 10, name: "0010_rollups", sql: include_str!("../../../migrations/0010_rollups.sql") },
+    Migration {
+        version: 11,
+        name: "0011_rollup_users",
+        sql: include_str!("../../../migrations/0011_rollup_users.sql"),
+    },
 ];
 
 impl Migration {

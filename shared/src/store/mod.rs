@@ -7,6 +7,7 @@ mod events;
 mod export;
 pub mod grants;
 mod jobs;
+mod journeys;
 mod keys;
 mod links;
 mod lists;
@@ -26,6 +27,7 @@ pub use erasure::ErasureInfo;
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use export::{SubjectSlices, UserLinks};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
+pub use journeys::MAX_JOURNEY_ROWS;
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};
 pub use lists::{

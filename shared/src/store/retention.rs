@@ -139,6 +139,7 @@ const PROJECT_DEPENDENTS: &[&str] = &[
      WHERE erasure_id IN (SELECT id FROM erasures WHERE project_id = ? AND state = 'pending') LIMIT ?",
     "DELETE FROM erasures WHERE project_id = ? AND state = 'pending' LIMIT ?",
     "DELETE FROM rollup_event_hours WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rollup_user_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_dirty_hours WHERE project_id = ? LIMIT ?",
 ];
 

@@ -15,9 +15,11 @@ use super::live::LIVE_EVENTS;
 use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
+use crate::sketch::{UserSet, user_hash};
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Row, TxOpts, Value};
+use std::collections::BTreeMap;
 
 /// The hour a time falls in: hours since 1970-01-01 00:00 UTC.
 pub fn hour_of(at: DateTime<Utc>) -> u32 {
@@ -31,6 +33,9 @@ pub fn hour_start(hour: u32) -> DateTime<Utc> {
 
 /// The SQL for a row's hour, as `hour_of` computes it.
 const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
+
+/// The SQL for who an event counts as: its userId, else its anonymousId.
+pub(super) const USER_KEY: &str = "COALESCE(user_id, anonymous_id)";
 
 /// `AND condition`, or nothing.
 pub(super) fn and(condition: Option<String>) -> String {
@@ -116,22 +121,49 @@ impl Store {
         // Waits for every writer still holding the mark (their rows are then committed).
         with_timeout(tx.exec_drop("DELETE FROM rollup_dirty_hours WHERE project_id = ? AND hour = ?", (project, hour)))
             .await?;
-        with_timeout(tx.exec_drop("DELETE FROM rollup_event_hours WHERE project_id = ? AND hour = ?", (project, hour)))
-            .await?;
+        for table in ["rollup_event_hours", "rollup_user_hours"] {
+            let sql = format!("DELETE FROM {table} WHERE project_id = ? AND hour = ?");
+            with_timeout(tx.exec_drop(sql, (project, hour))).await?;
+        }
         // Events of subjects whose erasure is in progress count nowhere.
         let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
         let mut params: Vec<Value> = vec![hour.into(), project.into(), start.into(), end.into()];
-        let erasing = not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?;
+        let erasing = and(not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?);
         // READ COMMITTED (the job's transactions): the rows are read without locking them.
         let sql = format!(
             "INSERT INTO rollup_event_hours (project_id, hour, type, name, events, last_at)
              SELECT project_id, ?, type, COALESCE(name, ''), COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {}
-             GROUP BY project_id, type, COALESCE(name, '')",
-            and(erasing)
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}
+             GROUP BY project_id, type, COALESCE(name, '')"
         );
-        with_timeout(tx.exec_drop(sql, params)).await?;
-        Ok(Some(tx.affected_rows()))
+        with_timeout(tx.exec_drop(sql, params.clone())).await?;
+        let rows = tx.affected_rows();
+
+        // The hour's users per type.
+        let sql = format!(
+            "SELECT DISTINCT type, {USER_KEY} FROM {LIVE_EVENTS} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}"
+        );
+        let users: Vec<(String, String)> = with_timeout(tx.exec(sql, params[1..].to_vec())).await?;
+        let mut sets: Vec<(String, UserSet)> = Vec::new();
+        for (kind, user) in users {
+            match sets.iter_mut().find(|(seen, _)| *seen == kind) {
+                Some((_, set)) => set.insert(user_hash(&user)),
+                None => {
+                    let mut set = UserSet::default();
+                    set.insert(user_hash(&user));
+                    sets.push((kind, set));
+                }
+            }
+        }
+        for (kind, set) in sets {
+            with_timeout(tx.exec_drop(
+                "INSERT INTO rollup_user_hours (project_id, hour, type, users) VALUES (?, ?, ?, ?)",
+                (project, hour, kind, set.to_bytes()),
+            ))
+            .await?;
+        }
+        Ok(Some(rows))
     }
 
     /// The live events of `[from_hour, to_hour)` per hour, type and name (`selection`: only
@@ -142,21 +174,11 @@ impl Store {
         project: ProjectId,
         from_hour: u32,
         to_hour: u32,
-        selection: &[(EventType, Option<String>)],
+        selection: &[(Option<EventType>, Option<String>)],
     ) -> Result<(Vec<HourCount>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
-        let options = TxOpts::default()
-            .with_isolation_level(IsolationLevel::RepeatableRead)
-            .with_consistent_snapshot(true)
-            .with_readonly(true)
-            .clone();
-        let mut tx = with_timeout(conn.start_transaction(options)).await?;
-        let dirty: Vec<u32> = with_timeout(tx.exec(
-            "SELECT hour FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
-            (project.0, from_hour, to_hour),
-        ))
-        .await?;
-        let current = hour_of(Utc::now()).clamp(from_hour, to_hour);
+        let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
+        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
         let (pairs, mut params) = selection_condition(selection);
@@ -176,28 +198,11 @@ impl Store {
                 counts.push(count);
             }
         }
-        let mut erasing_params = Vec::new();
-        let erasing = and(not_being_erased(&mut tx, project, ERASABLE_IDS, &mut erasing_params).await?);
-        // The raw hours, in runs of consecutive hours: one range read each.
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
-        for run in raw_hours.chunk_by(|a, b| b == &(a + 1)) {
-            let (start, end) = (run[0], run[run.len() - 1] + 1);
-            let (pairs, mut params) = selection_condition(selection);
-            params.splice(
-                0..0,
-                [Value::from(project.0), to_db_time(hour_start(start)).into(), to_db_time(hour_start(end)).into()],
-            );
-            params.extend(erasing_params.iter().cloned());
-            let sql = format!(
-                "SELECT {ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
-                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {pairs} {erasing}
-                 GROUP BY 1, 2, 3"
-            );
-            let sql = super::capped(&sql, &tx);
-            let rows: Vec<Row> = with_timeout(tx.exec(sql, params)).await?;
-            for row in &rows {
-                counts.push(hour_count(row)?);
-            }
+        let (pairs, params) = selection_condition(selection);
+        let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
+        for row in read_raw_hours(&mut tx, project, &raw_hours, &select, &pairs, &params, "GROUP BY 1, 2, 3").await? {
+            counts.push(hour_count(&row)?);
         }
         with_timeout(tx.commit()).await?;
         counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
@@ -205,27 +210,132 @@ impl Store {
             CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours.len(), raw_hours: raw_hours.len() };
         Ok((counts, source))
     }
+
+    /// The users of `[from_hour, to_hour)` per hour (those with events of `kind`, or of any
+    /// type), exact as of one moment as `hourly_counts` is; hours without users are left out.
+    pub async fn hourly_users(
+        &self,
+        project: ProjectId,
+        from_hour: u32,
+        to_hour: u32,
+        kind: Option<EventType>,
+    ) -> Result<(Vec<(u32, UserSet)>, CountSource), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
+        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+
+        let (kind_condition, kind_params) = match kind {
+            Some(kind) => ("AND type = ?", vec![Value::from(kind.as_str())]),
+            None => ("", Vec::new()),
+        };
+        let mut params = vec![Value::from(project.0), from_hour.into(), current.into()];
+        params.extend(kind_params.iter().cloned());
+        let rolled: Vec<(u32, Vec<u8>)> = with_timeout(tx.exec(
+            format!(
+                "SELECT hour, users FROM rollup_user_hours
+                 WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour"
+            ),
+            params,
+        ))
+        .await?;
+        let mut hours: BTreeMap<u32, UserSet> = BTreeMap::new();
+        for (hour, bytes) in rolled {
+            if !raw(hour) {
+                let set = UserSet::from_bytes(&bytes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                hours.entry(hour).or_default().merge(&set);
+            }
+        }
+        let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
+        let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
+        let rows = read_raw_hours(&mut tx, project, &raw_hours, &select, kind_condition, &kind_params, "").await?;
+        with_timeout(tx.commit()).await?;
+        for row in &rows {
+            let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
+            hours.entry(hour).or_default().insert(user_hash(&user));
+        }
+        let source =
+            CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours.len(), raw_hours: raw_hours.len() };
+        Ok((hours.into_iter().collect(), source))
+    }
+}
+
+/// A read-only snapshot: the rollups and the raw rows as of one moment.
+fn snapshot() -> TxOpts {
+    TxOpts::default()
+        .with_isolation_level(IsolationLevel::RepeatableRead)
+        .with_consistent_snapshot(true)
+        .with_readonly(true)
+        .clone()
+}
+
+/// The dirty hours of `[from_hour, to_hour)` (ascending), and the current hour (clamped to
+/// the range): those and every hour from the current one on are read from the raw rows.
+async fn dirty_hours(
+    tx: &mut impl Queryable,
+    project: ProjectId,
+    from_hour: u32,
+    to_hour: u32,
+) -> Result<(Vec<u32>, u32), StoreError> {
+    let dirty: Vec<u32> = with_timeout(tx.exec(
+        "SELECT hour FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+        (project.0, from_hour, to_hour),
+    ))
+    .await?;
+    Ok((dirty, hour_of(Utc::now()).clamp(from_hour, to_hour)))
+}
+
+/// `SELECT select` over the live events of `hours` (ascending) that `condition` (with
+/// `params`) selects, in runs of consecutive hours: one capped range read each.
+async fn read_raw_hours(
+    tx: &mut mysql_async::Transaction<'_>,
+    project: ProjectId,
+    hours: &[u32],
+    select: &str,
+    condition: &str,
+    params: &[Value],
+    group: &str,
+) -> Result<Vec<Row>, StoreError> {
+    let mut erasing_params = Vec::new();
+    let erasing = and(not_being_erased(tx, project, ERASABLE_IDS, &mut erasing_params).await?);
+    let mut rows = Vec::new();
+    for run in hours.chunk_by(|a, b| b == &(a + 1)) {
+        let (start, end) = (run[0], run[run.len() - 1] + 1);
+        let mut run_params =
+            vec![Value::from(project.0), to_db_time(hour_start(start)).into(), to_db_time(hour_start(end)).into()];
+        run_params.extend(params.iter().cloned());
+        run_params.extend(erasing_params.iter().cloned());
+        let sql = format!(
+            "SELECT {select} FROM {LIVE_EVENTS} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {condition} {erasing} {group}"
+        );
+        let sql = super::capped(&sql, tx);
+        rows.extend(with_timeout(tx.exec::<Row, _, _>(sql, run_params)).await?);
+    }
+    Ok(rows)
 }
 
 /// `AND (…)` for a selection (nothing when it is empty), and its parameters.
-fn selection_condition(selection: &[(EventType, Option<String>)]) -> (String, Vec<Value>) {
+fn selection_condition(selection: &[(Option<EventType>, Option<String>)]) -> (String, Vec<Value>) {
     if selection.is_empty() {
         return (String::new(), Vec::new());
     }
     let mut params = Vec::new();
-    let pairs: Vec<&str> = selection
+    let pairs: Vec<String> = selection
         .iter()
         .map(|(kind, name)| {
-            params.push(Value::from(kind.as_str()));
-            match name {
-                Some(name) => {
-                    params.push(Value::from(name.as_str()));
-                    // Names are never empty: `''` (the rollups' "no name") matches no raw row. The
-                    // bare column keeps the (type, name) indexes usable.
-                    "(type = ? AND name = ?)"
-                }
-                None => "(type = ?)",
+            let mut parts = Vec::new();
+            if let Some(kind) = kind {
+                params.push(Value::from(kind.as_str()));
+                parts.push("type = ?");
             }
+            if let Some(name) = name {
+                params.push(Value::from(name.as_str()));
+                // Names are never empty: `''` (the rollups' "no name") matches no raw row. The
+                // bare column keeps the (type, name) indexes usable.
+                parts.push("name = ?");
+            }
+            if parts.is_empty() { "TRUE".to_string() } else { format!("({})", parts.join(" AND ")) }
         })
         .collect();
     (format!("AND ({})", pairs.join(" OR ")), params)

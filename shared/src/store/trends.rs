@@ -6,17 +6,19 @@
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::lists::{JsonDocument, JsonFilter};
 use super::live::LIVE_EVENTS;
-use super::rollups::and;
+use super::rollups::{USER_KEY, and};
 use super::{Store, StoreError, column, placeholders, required, to_db_time};
 use crate::event::EventType;
 use crate::ids::ProjectId;
+use crate::sketch::{UserSet, user_hash};
 use chrono::{DateTime, Utc};
 use mysql_async::Value;
 
 /// What a series counts.
 #[derive(Debug, Clone)]
 pub struct Series {
-    pub kind: EventType,
+    /// `None`: events of every type.
+    pub kind: Option<EventType>,
     /// `None`: every event of the type.
     pub name: Option<String>,
     pub filters: Vec<JsonFilter>,
@@ -92,8 +94,8 @@ impl Store {
         }
 
         let measure_sql = match measure {
-            Measure::Events => "COUNT(*)",
-            Measure::Users => "COUNT(DISTINCT COALESCE(user_id, anonymous_id))",
+            Measure::Events => "COUNT(*)".to_string(),
+            Measure::Users => format!("COUNT(DISTINCT {USER_KEY})"),
         };
         // Parameters in the statement's order: bucket starts, the breakdown's, the conditions'.
         let mut params: Vec<Value> = starts.iter().map(|&start| Value::from(start)).collect();
@@ -149,19 +151,62 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The users of `series` in each bucket that starts at `starts` (Unix seconds, ascending;
+    /// the last ends at `end`), exactly.
+    pub async fn raw_users(
+        &self,
+        project: ProjectId,
+        series: &Series,
+        starts: &[i64],
+        end: i64,
+    ) -> Result<Vec<UserSet>, StoreError> {
+        let mut sets = vec![UserSet::default(); starts.len()];
+        let Some(&first) = starts.first() else { return Ok(sets) };
+        let mut conn = self.conn().await?;
+        let (conditions, mut condition_params) = where_of(project, series, first, end);
+        let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut condition_params).await?);
+        let mut params: Vec<Value> = starts.iter().map(|&start| Value::from(start)).collect();
+        params.extend(condition_params);
+        let sql = format!(
+            "SELECT DISTINCT INTERVAL({SECONDS}, {}) - 1 AS bucket, {USER_KEY} FROM {LIVE_EVENTS} e
+             WHERE {conditions} {erasing}",
+            placeholders(starts.len())
+        );
+        for row in self.capped_read(&mut conn, &sql, params).await? {
+            let (bucket, user): (i64, String) = (required(&row, 0)?, required(&row, 1)?);
+            if let Some(set) = usize::try_from(bucket).ok().and_then(|bucket| sets.get_mut(bucket)) {
+                set.insert(user_hash(&user));
+            }
+        }
+        Ok(sets)
+    }
+}
+
 /// The rows of a series in `[from, to)` (Unix seconds), and the parameters.
 fn where_of(project: ProjectId, series: &Series, from: i64, to: i64) -> (String, Vec<Value>) {
-    let time = |seconds: i64| to_db_time(DateTime::<Utc>::from_timestamp(seconds, 0).unwrap_or_default());
-    let mut conditions = vec!["project_id = ? AND type = ?".to_string()];
-    let mut params = vec![Value::from(project.0), Value::from(series.kind.as_str())];
+    let mut params = vec![Value::from(project.0), Value::from(db_time(from)), Value::from(db_time(to))];
+    let condition = series_condition(series, &mut params);
+    (format!("project_id = ? AND timestamp >= ? AND timestamp < ? AND {condition}"), params)
+}
+
+pub(super) fn db_time(seconds: i64) -> chrono::NaiveDateTime {
+    to_db_time(DateTime::<Utc>::from_timestamp(seconds, 0).unwrap_or_default())
+}
+
+/// Whether a row belongs to `series` (its type, name and filters), pushing the parameters.
+pub(super) fn series_condition(series: &Series, params: &mut Vec<Value>) -> String {
+    let mut conditions = vec!["TRUE".to_string()];
+    if let Some(kind) = series.kind {
+        conditions.push("type = ?".into());
+        params.push(Value::from(kind.as_str()));
+    }
     if let Some(name) = &series.name {
         conditions.push("name = ?".into());
         params.push(Value::from(name.as_str()));
     }
-    conditions.push("timestamp >= ? AND timestamp < ?".into());
-    params.extend([Value::from(time(from)), Value::from(time(to))]);
     for filter in &series.filters {
-        conditions.push(filter.sql(&mut params));
+        conditions.push(filter.sql(params));
     }
-    (conditions.join(" AND "), params)
+    format!("({})", conditions.join(" AND "))
 }

@@ -1,0 +1,226 @@
+//! Funnels (`POST /v1/query/funnels`) and retention (`POST /v1/query/retention`): questions
+//! about users' paths, answered from the raw rows of the range (`Store::journeys`) by the
+//! rules of `evtrack::cohorts`. Capped like every read: a question reading more than
+//! `MAX_JOURNEY_ROWS` rows, or running past the statement cap, is a 422.
+
+use crate::extract::{Reading, Reply, body};
+use crate::queries::{BreakdownInput, Interval, SeriesInput, buckets, time_zone, to_utc, utc};
+use crate::{Api, Failure};
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use evtrack::cohorts::{self, FunnelCounts};
+use evtrack::event::EventType;
+use evtrack::http::ListedRouter;
+use evtrack::store::{MAX_JOURNEY_ROWS, Series};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub const MAX_FUNNEL_STEPS: usize = 5;
+pub const MAX_WINDOW_HOURS: i64 = 31 * 24;
+pub const MAX_PERIODS: usize = 12;
+
+pub fn routes() -> ListedRouter<Arc<Api>> {
+    use http::Method;
+    ListedRouter::default().on(Method::POST, "/v1/query/funnels", funnels).on(
+        Method::POST,
+        "/v1/query/retention",
+        retention,
+    )
+}
+
+fn raw_source(rows: usize) -> Value {
+    json!({"kind": "raw", "rows": rows, "max_rows": MAX_JOURNEY_ROWS})
+}
+
+fn describe(series: &Series) -> Value {
+    json!({"type": series.kind.map_or("any", EventType::as_str), "event": series.name})
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunnelInput {
+    steps: Vec<SeriesInput>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// How long after entering the funnel a user has to reach the last step.
+    #[serde(default = "default_window_hours")]
+    window_hours: i64,
+    breakdown: Option<BreakdownInput>,
+}
+
+fn default_window_hours() -> i64 {
+    24 * 7
+}
+
+/// `POST /v1/query/funnels`: users entering with the first step in `[from, to)`, and how many
+/// of them went on through each step in order within the window (which may run past `to`).
+async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> Reply {
+    let input: FunnelInput = body(&bytes)?;
+    if !(2..=MAX_FUNNEL_STEPS).contains(&input.steps.len()) {
+        return Err(Failure::Invalid(format!("steps holds 2 to {MAX_FUNNEL_STEPS} steps")));
+    }
+    if !(1..=MAX_WINDOW_HOURS).contains(&input.window_hours) {
+        return Err(Failure::Invalid(format!("window_hours is 1 to {MAX_WINDOW_HOURS} (31 days)")));
+    }
+    if input.from >= input.to {
+        return Err(Failure::Invalid("from is before to".into()));
+    }
+    let steps = input.steps.iter().map(SeriesInput::parse).collect::<Result<Vec<_>, _>>()?;
+    let breakdown = input.breakdown.as_ref().map(BreakdownInput::parse).transpose()?;
+    let window = Duration::hours(input.window_hours);
+    let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
+    let rows = api
+        .store
+        .journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref())
+        .await?;
+    let read = rows.len();
+    let lines = cohorts::funnel(
+        rows,
+        steps.len(),
+        input.from.timestamp_millis(),
+        input.to.timestamp_millis(),
+        window.num_milliseconds(),
+    );
+    let total = lines.iter().fold(vec![0u64; steps.len()], |mut sum, (_, counts)| {
+        sum.iter_mut().zip(counts).for_each(|(sum, count)| *sum += count);
+        sum
+    });
+    let mut answer = json!({
+        "steps": steps_json(&steps, &total),
+        "from": input.from,
+        "to": input.to,
+        "window_hours": input.window_hours,
+        "source": raw_source(read),
+    });
+    if let Some(by) = &breakdown {
+        answer["breakdown"] = breakdown_json(lines, by.top, &steps);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// `to` in whole seconds, rounded up (the rows are read by the second).
+fn ceil_seconds(at: DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
+}
+
+fn steps_json(steps: &[Series], counts: &[u64]) -> Value {
+    let entered = counts.first().copied().unwrap_or(0);
+    let rate = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
+    let lines: Vec<Value> = steps
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(index, (step, &users))| {
+            let previous = if index == 0 { users } else { counts[index - 1] };
+            let mut line = describe(step);
+            line["step"] = json!(index);
+            line["users"] = json!(users);
+            line["conversion"] = json!(rate(users, entered));
+            line["from_previous"] = json!(rate(users, previous));
+            line
+        })
+        .collect();
+    json!(lines)
+}
+
+/// The top values by users entering, then `other` (the rest summed) and `missing`.
+fn breakdown_json(lines: FunnelCounts, top: usize, steps: &[Series]) -> Value {
+    let (mut values, missing): (Vec<_>, Vec<_>) = lines.into_iter().partition(|(value, _)| value.is_some());
+    // `funnel` sorts by users entering, most first.
+    let rest = values.split_off(top.min(values.len()));
+    let mut answer: Vec<Value> = values
+        .into_iter()
+        .map(|(value, counts)| json!({"kind": "value", "value": value, "steps": steps_json(steps, &counts)}))
+        .collect();
+    for (kind, lines) in [("other", rest), ("missing", missing)] {
+        if let Some(summed) = lines.into_iter().map(|(_, counts)| counts).reduce(|mut sum, counts| {
+            sum.iter_mut().zip(&counts).for_each(|(sum, count)| *sum += count);
+            sum
+        }) {
+            answer.push(json!({"kind": kind, "steps": steps_json(steps, &summed)}));
+        }
+    }
+    json!(answer)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionInput {
+    /// The first period starts where this time's day (or week) starts in the time zone.
+    from: DateTime<Utc>,
+    #[serde(default = "default_retention_interval")]
+    interval: Interval,
+    #[serde(default = "default_periods")]
+    periods: usize,
+    #[serde(default = "utc")]
+    timezone: String,
+    /// What puts a user in a cohort (their first such event in the range); any event when absent.
+    cohort_event: Option<SeriesInput>,
+    /// What counts as coming back; any event when absent.
+    return_event: Option<SeriesInput>,
+}
+
+fn default_retention_interval() -> Interval {
+    Interval::Week
+}
+
+fn default_periods() -> usize {
+    8
+}
+
+/// `POST /v1/query/retention`: cohorts of users by the period of their first cohort event in
+/// the range, and how many of each came back (a return event) in each later period.
+async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> Reply {
+    let input: RetentionInput = body(&bytes)?;
+    if !matches!(input.interval, Interval::Day | Interval::Week) {
+        return Err(Failure::Invalid("interval is day or week".into()));
+    }
+    if !(1..=MAX_PERIODS).contains(&input.periods) {
+        return Err(Failure::Invalid(format!("periods is 1 to {MAX_PERIODS}")));
+    }
+    let tz = time_zone(&input.timezone)?;
+    let series = [
+        input.cohort_event.as_ref().map_or_else(|| SeriesInput::any().parse(), SeriesInput::parse)?,
+        input.return_event.as_ref().map_or_else(|| SeriesInput::any().parse(), SeriesInput::parse)?,
+    ];
+    // The periods: the one holding `from`, then as many as asked.
+    let (first, _) = buckets(input.from, input.from + Duration::seconds(1), input.interval, tz)?;
+    let length = if input.interval == Interval::Day { Duration::days(1) } else { Duration::weeks(1) };
+    let local_first = first[0].with_timezone(&tz).naive_local();
+    let mut starts = Vec::with_capacity(input.periods + 1);
+    for index in 0..=input.periods as i32 {
+        starts.push(to_utc(tz, local_first + length * index)?);
+    }
+    let end = starts.pop().unwrap_or(first[0]);
+    let rows = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None).await?;
+    let read = rows.len();
+    let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
+    let table = cohorts::retention(rows, &millis, end.timestamp_millis());
+    let cohorts: Vec<Value> = starts
+        .iter()
+        .zip(table)
+        .map(|(start, cohort)| {
+            let rates: Vec<f64> = cohort
+                .returned
+                .iter()
+                .map(|&back| if cohort.users == 0 { 0.0 } else { back as f64 / cohort.users as f64 })
+                .collect();
+            json!({"start": start.with_timezone(&tz).to_rfc3339(), "users": cohort.users, "returned": cohort.returned, "rates": rates})
+        })
+        .collect();
+    Ok(Json(json!({
+        "cohorts": cohorts,
+        "interval": input.interval,
+        "periods": input.periods,
+        "timezone": input.timezone,
+        "cohort_event": describe(&series[0]),
+        "return_event": describe(&series[1]),
+        "to": end.with_timezone(&tz).to_rfc3339(),
+        "source": raw_source(read),
+    }))
+    .into_response())
+}

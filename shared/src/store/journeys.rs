@@ -1,0 +1,74 @@
+//! The rows funnels and retention are computed from (`crate::cohorts`): every live event of
+//! a range that matches one of a few series, as (user, time, which series, breakdown value),
+//! streamed and kept compact; at most `MAX_JOURNEY_ROWS` of them.
+
+use super::erasure::{ERASABLE_IDS, not_being_erased};
+use super::live::LIVE_EVENTS;
+use super::rollups::{USER_KEY, and};
+use super::trends::{db_time, series_condition};
+use super::{BreakdownBy, Series, Store, StoreError, with_timeout};
+use crate::cohorts::Step;
+use crate::ids::ProjectId;
+use crate::sketch::user_hash;
+use mysql_async::Value;
+use mysql_async::prelude::Queryable;
+
+/// Rows one funnel or retention question may read (about 40 bytes each in memory).
+pub const MAX_JOURNEY_ROWS: usize = 2_000_000;
+
+impl Store {
+    /// The live events in `[from, to)` (Unix seconds) matching any of `series` (at most 8):
+    /// bit k of `matches` says it matches `series[k]`; with the value of `value_of`.
+    pub async fn journeys(
+        &self,
+        project: ProjectId,
+        series: &[Series],
+        from: i64,
+        to: i64,
+        value_of: Option<&BreakdownBy>,
+    ) -> Result<Vec<Step>, StoreError> {
+        let mut conn = self.conn().await?;
+        // Parameters in the statement's order: the select list's, then the conditions'.
+        let mut params: Vec<Value> = Vec::new();
+        let matches: Vec<String> = series
+            .iter()
+            .take(8)
+            .enumerate()
+            .map(|(bit, one)| format!("IF({}, {}, 0)", series_condition(one, &mut params), 1u8 << bit))
+            .collect();
+        let value = match value_of {
+            Some(by) => {
+                params.push(Value::from(super::lists::json_path(&by.path)));
+                format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.as_str())
+            }
+            None => "NULL".to_string(),
+        };
+        params.extend([Value::from(project.0), Value::from(db_time(from)), Value::from(db_time(to))]);
+        let any: Vec<String> = series.iter().take(8).map(|one| series_condition(one, &mut params)).collect();
+        let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
+        params.push(Value::from(MAX_JOURNEY_ROWS as u64 + 1));
+        let sql = format!(
+            "SELECT {USER_KEY}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000, {}, {value}
+             FROM {LIVE_EVENTS} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND ({}) {erasing} LIMIT ?",
+            matches.join(" + "),
+            any.join(" OR "),
+        );
+        let sql = super::capped(&sql, &conn);
+        let steps = with_timeout(conn.exec_map(
+            sql,
+            params,
+            |(user, at, matches, value): (String, i64, u8, Option<String>)| Step {
+                user: user_hash(&user),
+                at,
+                matches,
+                value,
+            },
+        ))
+        .await?;
+        if steps.len() > MAX_JOURNEY_ROWS {
+            return Err(StoreError::TooBig);
+        }
+        Ok(steps)
+    }
+}
