@@ -281,8 +281,15 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) ->
 /// enough that each statement stays short.
 const IDS_PER_STATEMENT: usize = 1_000;
 
+/// MySQL's DATETIME holds the years 1000 to 9999 (mysql_common panics on others): a time
+/// outside is the nearest end, which no stored row passes.
 fn to_db_time(at: DateTime<Utc>) -> NaiveDateTime {
-    at.naive_utc()
+    let first = chrono::NaiveDate::from_ymd_opt(1000, 1, 1).and_then(|day| day.and_hms_opt(0, 0, 0));
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|day| day.and_hms_milli_opt(23, 59, 59, 999));
+    match (first, last) {
+        (Some(first), Some(last)) => at.naive_utc().clamp(first, last),
+        _ => at.naive_utc(),
+    }
 }
 
 fn from_db_time(at: NaiveDateTime) -> DateTime<Utc> {
@@ -317,6 +324,19 @@ fn required_time(row: &mysql_async::Row, index: usize) -> Result<DateTime<Utc>, 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn times_outside_mysqls_years_become_the_nearest_end() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc);
+        assert_eq!(to_db_time(at("0999-12-29T00:00:00Z")).to_string(), "1000-01-01 00:00:00");
+        let far = DateTime::from_timestamp(400_000_000_000, 0).expect("year 14645");
+        assert_eq!(to_db_time(far).to_string(), "9999-12-31 23:59:59.999");
+        assert_eq!(to_db_time(at("2026-12-03T08:00:00.5Z")).to_string(), "2026-12-03 08:00:00.500");
+        // mysql_common takes them.
+        let _ = mysql_async::Value::from(to_db_time(at("0001-01-01T00:00:00Z")));
+    }
+
     /// Every line of the store that reads a soft-deletable base table (`FROM t` / `JOIN t`)
     /// must be the `live` definition, a write (DELETE, UPDATE, INSERT), a locking read of a
     /// write path (FOR UPDATE / LOCK IN SHARE MODE), or say `/* with deleted */`.
