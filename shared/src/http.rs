@@ -54,6 +54,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a request whose handler panicked gets (tower-http's `CatchPanicLayer`): the usual
+/// 500 with its request id, instead of a connection closed without an answer. The panic is
+/// logged with that id.
+pub fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+}
+
 /// Headers every response carries (OWASP secure headers for an API).
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;

@@ -133,3 +133,28 @@ async fn error_answers_carry_the_request_id_and_never_the_database_text() {
     let two = app.send(api_request("GET", "/v1/projects", &app.admin, None)).await;
     assert_ne!(request_id(&one), request_id(&two));
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_500_with_its_request_id_and_the_security_headers() {
+    use tower::ServiceExt;
+    // The same layers, in the same order, as the api's and ingest's routers.
+    let router = axum::Router::new()
+        .route("/boom", axum::routing::get(boom))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(evtrack::http::answer_panic))
+        .layer(axum::middleware::from_fn(evtrack::http::security_headers))
+        .layer(axum::middleware::from_fn(evtrack::http::request_context));
+    let request = http::Request::get("/boom").body(axum::body::Body::empty()).expect("request");
+    let response = router.oneshot(request).await.expect("an answer, not a dropped connection");
+    assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let id = response.headers()["x-request-id"].to_str().expect("id").to_string();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+    let json: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(json["code"], "internal");
+    assert_eq!(json["request_id"], id);
+    assert!(!json.to_string().contains("a bug in a handler"), "the panic's text stays in the logs");
+}
+
+async fn boom() -> &'static str {
+    panic!("a bug in a handler")
+}

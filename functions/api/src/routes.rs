@@ -66,6 +66,7 @@ fn layered(router: Router<Arc<Api>>, api: Arc<Api>) -> Router {
         })
         .layer(middleware::from_fn_with_state(api.clone(), crate::audit::record))
         .layer(middleware::from_fn_with_state(api.failed_auth.clone(), throttle_failed_auth))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(evtrack::http::answer_panic))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_context))
         .with_state(api)

@@ -49,6 +49,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         })
         .layer(middleware::from_fn_with_state(ingest.failed_auth.clone(), throttle_failed_auth))
         .layer(ingest_cors())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(evtrack::http::answer_panic))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_context))
         .with_state(ingest)
