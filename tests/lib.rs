@@ -316,6 +316,7 @@ pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
             evtrack_rotate_keys::in_process(users.store("rotate-keys"), config).expect("keyring"),
         )
         .with(evtrack_cleanup::JOB, evtrack_cleanup::in_process(users.store("cleanup"), config))
+        .with(evtrack_cleanup::ROLLUPS_JOB, evtrack_cleanup::rollups_in_process(users.store("cleanup"), config))
 }
 
 pub async fn send(router: &Router, request: Request<Body>) -> Reply {

@@ -8,7 +8,7 @@ use crate::toolbox::{jobs, keyring, open_store};
 use anyhow::Context;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
-use evtrack::config::JOB_NAMES;
+use evtrack::config::{JOB_NAMES, job_period};
 use evtrack::jobs::JobRunners;
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, KeyService, NewKeyRequest, Scope};
@@ -135,25 +135,29 @@ async fn warn_if_redis_is_down(config: &Config) {
     }
 }
 
-/// How often each job runs (template.yaml schedules them the same way).
-const SCHEDULE_EVERY: chrono::Duration = chrono::Duration::hours(1);
-
-/// Fires each slot of the schedule, as EventBridge Scheduler does on AWS: the current slot of
-/// every job on start (the ledger makes a repeat of a slot that already ran do nothing), then
-/// each next one.
+/// Fires each slot of every job's schedule (`job_period`), as EventBridge Scheduler does on
+/// AWS: the current slot of every job on start (the ledger makes a repeat of a slot that
+/// already ran do nothing), then each next one.
 async fn fire_schedules(jobs: JobRunners) {
+    let mut fired: Vec<(&str, i64)> = Vec::new();
     loop {
         let now = chrono::Utc::now();
-        let period = SCHEDULE_EVERY.num_seconds();
-        let slot =
-            chrono::DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(period), 0).unwrap_or(now);
         for name in JOB_NAMES {
-            if let Some(Err(err)) = jobs.run(name, Trigger::new(slot, "local")).await {
+            let period = job_period(name).num_seconds();
+            let slot = now.timestamp() - now.timestamp().rem_euclid(period);
+            if fired.iter().any(|(job, last)| *job == name && *last == slot) {
+                continue;
+            }
+            fired.retain(|(job, _)| *job != name);
+            fired.push((name, slot));
+            let at = chrono::DateTime::from_timestamp(slot, 0).unwrap_or(now);
+            if let Some(Err(err)) = jobs.run(name, Trigger::new(at, "local")).await {
                 tracing::warn!(job = name, error = %err, "job failed; it resumes at its next slot");
             }
         }
-        let next = slot + SCHEDULE_EVERY;
-        tokio::time::sleep((next - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+        // The next minute: the shortest period.
+        let next = 60 - chrono::Utc::now().timestamp().rem_euclid(60);
+        tokio::time::sleep(Duration::from_secs(next as u64)).await;
     }
 }
 

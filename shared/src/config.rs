@@ -92,7 +92,17 @@ pub const SECRET_SETTINGS: [&str; 5] = [
 ];
 
 /// The scheduled jobs, by the names the ledger, the api and the command line use.
-pub const JOB_NAMES: [&str; 2] = ["rotate-keys", "cleanup"];
+pub const JOB_NAMES: [&str; 3] = ["rotate-keys", "cleanup", "rollups"];
+
+/// How often each job's slot comes round, as template.yaml schedules them (and the local
+/// stack fires them): key housekeeping and cleanup hourly locally (daily and hourly on AWS),
+/// the rollups every minute.
+pub fn job_period(job: &str) -> chrono::Duration {
+    match job {
+        "rollups" => chrono::Duration::minutes(1),
+        _ => chrono::Duration::hours(1),
+    }
+}
 
 /// A secret a Lambda function must be given: the development defaults are refused there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

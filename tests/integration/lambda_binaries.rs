@@ -204,6 +204,7 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
     let mut api_env = env_of("api");
     api_env.extend([
         ("EVTRACK_JOB_FUNCTION_CLEANUP", "cleanup".to_string()),
+        ("EVTRACK_JOB_FUNCTION_ROLLUPS", "cleanup".to_string()),
         ("EVTRACK_JOB_FUNCTION_ROTATE_KEYS", "rotate-keys".to_string()),
         ("AWS_ENDPOINT_URL_LAMBDA", lambda),
     ]);
@@ -240,12 +241,32 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
         assert_eq!(body["run"]["triggered_by"], "api", "{body}");
     }
 
+    // The rollups job runs on the cleanup function: the api invokes it with "job": "rollups".
+    let request = api_gateway_request(
+        "POST",
+        "/v1/jobs/rollups/runs",
+        "",
+        &format!("Bearer {}", admin.reveal()),
+        Some(&json!({"slot": "2026-11-26T05:01:00Z"})),
+    );
+    let (runtime_api, mut received) = start_runtime(request).await;
+    let _api = run_lambda("api", &runtime_api, &api_env);
+    let (_, response) = answer(&mut received).await;
+    assert_eq!(response["statusCode"], 201, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().expect("body")).expect("json");
+    assert_eq!((&body["run"]["job"], &body["run"]["state"]), (&json!("rollups"), &json!("succeeded")), "{body}");
+
     // EventBridge Scheduler's input, twice for one slot (Scheduler retries): one run each.
     let scheduled = json!({"scheduled_time": "2026-11-26T06:00:00Z"});
-    for job in ["rotate-keys", "cleanup"] {
+    let rollups = json!({"scheduled_time": "2026-11-26T06:00:00Z", "job": "rollups"});
+    for (function, job, input) in [
+        ("rotate-keys", "rotate-keys", &scheduled),
+        ("cleanup", "cleanup", &scheduled),
+        ("cleanup", "rollups", &rollups),
+    ] {
         for expected_ran in [true, false] {
-            let (runtime_api, mut received) = start_runtime(scheduled.clone()).await;
-            let _job = run_lambda(job, &runtime_api, &env_of(job));
+            let (runtime_api, mut received) = start_runtime(input.clone()).await;
+            let _job = run_lambda(function, &runtime_api, &env_of(function));
             let (kind, response) = answer(&mut received).await;
             assert_eq!(kind, "response", "{job}: {response}");
             assert_eq!((&response["ran"], &response["run"]["job"]), (&json!(expected_ran), &json!(job)), "{response}");
@@ -260,7 +281,7 @@ async fn api_rotate_keys_and_cleanup_binaries_answer_real_lambda_payloads() {
             }
         }
     }
-    assert_eq!(db.count("job_runs").await, 3);
+    assert_eq!(db.count("job_runs").await, 5);
     assert_eq!(db.count("signing_keys WHERE master_version = 1").await, 1);
 }
 
@@ -307,6 +328,7 @@ async fn the_api_binary_reads_its_secrets_from_secrets_manager() {
     let mut env = vec![
         ("AWS_ENDPOINT_URL_SECRETS_MANAGER", sqs_endpoint()),
         ("EVTRACK_JOB_FUNCTION_CLEANUP", "cleanup".to_string()),
+        ("EVTRACK_JOB_FUNCTION_ROLLUPS", "cleanup".to_string()),
         ("EVTRACK_JOB_FUNCTION_ROTATE_KEYS", "rotate-keys".to_string()),
     ];
     let secrets_of = [

@@ -13,7 +13,12 @@ pub(crate) fn batch(key: &str, messages: Vec<Value>) -> http::Request<axum::body
 }
 
 pub(crate) async fn run_cleanup(app: &TestApp, slot: &str) -> Value {
-    let reply = app.send(api_request("POST", "/v1/jobs/cleanup/runs", &app.admin, Some(&json!({"slot": slot})))).await;
+    run_job(app, "cleanup", slot).await
+}
+
+pub(crate) async fn run_job(app: &TestApp, job: &str, slot: &str) -> Value {
+    let uri = format!("/v1/jobs/{job}/runs");
+    let reply = app.send(api_request("POST", &uri, &app.admin, Some(&json!({"slot": slot})))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     assert_eq!(reply.json["run"]["state"], "succeeded", "{}", reply.json);
     reply.json

@@ -3,7 +3,7 @@
 //! was sent — before the rollup step has run, after it, and after duplicates, soft deletes,
 //! restores, an erasure and retention changed the data.
 
-use crate::lifecycle::{batch, run_cleanup, step_rows};
+use crate::lifecycle::{batch, run_cleanup, run_job, step_rows};
 use evtrack::keys::Scope;
 use evtrack_tests::{TestApp, api_request, issue_key};
 use http::StatusCode;
@@ -339,10 +339,12 @@ impl Checker<'_> {
     }
 }
 
-async fn cleanup_now(app: &TestApp) -> Value {
+/// Runs cleanup, then the rollups job (as their schedules do); the runs' outcomes.
+async fn cleanup_now(app: &TestApp) -> (Value, Value) {
     // Slots are whole seconds: one run per second.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    run_cleanup(app, &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).await
+    let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (run_cleanup(app, &slot).await, run_job(app, "rollups", &slot).await)
 }
 
 #[tokio::test]
@@ -370,8 +372,8 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
 
     // Hours without events or marks count as rolled up (zero) from the start.
     let before = checker.check(&sent, &gone, "before the rollup step").await;
-    let run = cleanup_now(&app).await;
-    assert!(step_rows(&run, "rollups").0 > 0, "{run}");
+    let (_, rollups) = cleanup_now(&app).await;
+    assert!(step_rows(&rollups, "rollups").0 > 0, "{rollups}");
     let after = checker.check(&sent, &gone, "after the rollup step").await;
     assert!(after > before, "the rollups answer for the hours with events: {before} then {after} hours");
 
@@ -407,7 +409,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
         .send(api_request("PATCH", &format!("/v1/projects/{project}"), &app.admin, Some(&json!({"retention_days": 3}))))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-    let run = cleanup_now(&app).await;
+    let (run, _) = cleanup_now(&app).await;
     let cutoff =
         chrono::DateTime::parse_from_rfc3339(run["run"]["slot"].as_str().expect("slot")).expect("slot").timestamp()
             - 3 * DAY;

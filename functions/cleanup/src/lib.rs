@@ -8,17 +8,19 @@
 //! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
 //!    projects with everything that belongs to them);
 //! 4. pruning of rejected events, job runs, erasure audit records, suppressions and the
-//!    audit trail past their own retention;
-//! 5. the rollups: every hour marked dirty by the slot recomputed from the raw rows, one hour
-//!    a chunk (`store::rollups`).
+//!    audit trail past their own retention.
+//!
+//! The same function runs the rollups job (`rollups`, every minute): every hour marked dirty
+//! by the slot recomputed from the raw rows, one hour a chunk (`store::rollups`).
 
 use chrono::{DateTime, Utc};
 use evtrack::Config;
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
-use evtrack::jobs::{InProcess, Job, JobError, JobTx, Run, StepKind};
+use evtrack::jobs::{InProcess, Job, JobError, JobRunners, JobTx, Run, StepKind};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
 
 pub const JOB: &str = "cleanup";
+pub const ROLLUPS_JOB: &str = "rollups";
 /// PlanetScale refuses statements touching more than 100k rows.
 const MAX_CHUNK_ROWS: u64 = 100_000;
 
@@ -29,6 +31,18 @@ pub struct Cleanup {
 /// The cleanup job on `store`, as its Lambda, the local stack and the tests run it.
 pub fn in_process(store: Store, config: &Config) -> InProcess<Cleanup> {
     InProcess::new(store, Cleanup::new(config.cleanup.clone()), config.job_lease)
+}
+
+/// The rollups job on `store` (the cleanup function's, and its database user).
+pub fn rollups_in_process(store: Store, config: &Config) -> InProcess<Rollups> {
+    InProcess::new(store, Rollups, config.job_lease)
+}
+
+/// Both jobs of the cleanup function.
+pub fn runners(store: Store, config: &Config) -> JobRunners {
+    JobRunners::default()
+        .with(JOB, in_process(store.clone(), config))
+        .with(ROLLUPS_JOB, rollups_in_process(store, config))
 }
 
 impl Cleanup {
@@ -59,7 +73,6 @@ enum CleanupStep {
     Purge(SoftTable),
     PurgeProjects,
     Prune(Prunable),
-    Rollups,
 }
 
 impl StepKind for CleanupStep {
@@ -76,7 +89,6 @@ impl StepKind for CleanupStep {
         CleanupStep::Prune(Prunable::ErasureAudit),
         CleanupStep::Prune(Prunable::Suppressions),
         CleanupStep::Prune(Prunable::AuditLog),
-        CleanupStep::Rollups,
     ];
 
     fn name(self) -> &'static str {
@@ -92,7 +104,6 @@ impl StepKind for CleanupStep {
             CleanupStep::Prune(Prunable::ErasureAudit) => "prune_erasure_audit",
             CleanupStep::Prune(Prunable::Suppressions) => "prune_suppressions",
             CleanupStep::Prune(Prunable::AuditLog) => "prune_audit_log",
-            CleanupStep::Rollups => "rollups",
         }
     }
 
@@ -112,10 +123,6 @@ impl StepKind for CleanupStep {
                 ChunkResult::limited(Store::purge_deleted(tx, table, purge_before, limit).await?, limit)
             }
             CleanupStep::PurgeProjects => Store::purge_deleted_project(tx, purge_before, limit).await?,
-            CleanupStep::Rollups => match Store::refresh_dirty_hour(tx, *slot).await? {
-                Some(rows) => ChunkResult { rows, resume_after: None, done: false },
-                None => ChunkResult { rows: 0, resume_after: None, done: true },
-            },
             CleanupStep::Prune(table) => {
                 let kept_for = match table {
                     Prunable::RejectedEvents => policy.rejected_events_retention,
@@ -126,6 +133,41 @@ impl StepKind for CleanupStep {
                 };
                 ChunkResult::limited(Store::prune(tx, table, *slot - kept_for, limit).await?, limit)
             }
+        })
+    }
+}
+
+/// Keeps the rollups exact and fresh: recomputes every hour marked dirty before the slot.
+pub struct Rollups;
+
+impl Job for Rollups {
+    const NAME: &'static str = ROLLUPS_JOB;
+
+    async fn steps(&self, run: &Run) -> Result<(), JobError> {
+        run.steps::<RollupStep>(&run.slot()).await
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RollupStep;
+
+impl StepKind for RollupStep {
+    type Context = DateTime<Utc>;
+    const ALL: &'static [RollupStep] = &[RollupStep];
+
+    fn name(self) -> &'static str {
+        "rollups"
+    }
+
+    async fn chunk(
+        self,
+        slot: &DateTime<Utc>,
+        tx: &mut JobTx<'_>,
+        _resume_after: Option<&str>,
+    ) -> Result<ChunkResult, StoreError> {
+        Ok(match Store::refresh_dirty_hour(tx, *slot).await? {
+            Some(rows) => ChunkResult { rows, resume_after: None, done: false },
+            None => ChunkResult { rows: 0, resume_after: None, done: true },
         })
     }
 }

@@ -12,5 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env_and_secrets().await?;
     config.require(&[Required::DatabaseUrl, Required::MasterKeys])?;
     let store = Store::from_config(&config)?;
-    evtrack::jobs::serve_on_lambda(evtrack_rotate_keys::in_process(store, &config)?).await
+    let job = evtrack::jobs::JobRunners::default()
+        .with(evtrack_rotate_keys::JOB, evtrack_rotate_keys::in_process(store, &config)?);
+    evtrack::jobs::serve_on_lambda(job).await
 }

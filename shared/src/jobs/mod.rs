@@ -31,6 +31,9 @@ pub const MAX_ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduledInvocation {
     pub scheduled_time: DateTime<Utc>,
+    /// Which of the function's jobs (the cleanup function runs two); its first when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<String>,
 }
@@ -248,7 +251,7 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
         ClaimResult::Future { db_now } => return Err(JobError::FutureSlot { slot: trigger.slot, now: db_now }),
         ClaimResult::Acquired { run_id, run_uid, fence, db_now } => (run_id, run_uid, fence, db_now),
     };
-    tracing::info!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
+    tracing::debug!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
     // Ages are measured from the slot, but never from past the database's clock.
     let run = Run { job: name, store: store.clone(), run_id, fence, lease, slot: trigger.slot.min(db_now) };
     let result = match job.steps(&run).await {
@@ -275,12 +278,18 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
 }
 
 /// Serves a job function on Lambda: each invocation carries Scheduler's input, whose
-/// scheduled time names the slot; the answer is the outcome (`Outcome::to_json`).
-pub async fn serve_on_lambda(job: impl JobRunner) -> Result<(), lambda_runtime::Error> {
-    let job = &job;
+/// scheduled time names the slot and `job` the job (the first of `jobs` when absent); the
+/// answer is the outcome (`Outcome::to_json`).
+pub async fn serve_on_lambda(jobs: JobRunners) -> Result<(), lambda_runtime::Error> {
+    let jobs = &jobs;
     lambda_runtime::run(lambda_runtime::service_fn(
         async move |event: lambda_runtime::LambdaEvent<ScheduledInvocation>| {
-            let outcome = job.run(event.payload.trigger()).await?;
+            let invocation = event.payload;
+            let name = invocation.job.as_deref().or_else(|| jobs.first()).unwrap_or_default();
+            let outcome = jobs
+                .run(name, invocation.trigger())
+                .await
+                .ok_or_else(|| format!("this function runs no job named {name:?}"))??;
             Ok::<_, lambda_runtime::Error>(outcome.to_json())
         },
     ))

@@ -33,6 +33,11 @@ impl JobRunners {
         Some(runner.run(trigger).await)
     }
 
+    /// The first job's name.
+    pub fn first(&self) -> Option<&'static str> {
+        self.runners.first().map(|(name, _)| *name)
+    }
+
     /// A job's name as the ledger knows it (`rotate-keys`, `cleanup`).
     pub fn name(name: &str) -> Option<&'static str> {
         JOB_NAMES.into_iter().find(|known| *known == name)
@@ -64,12 +69,13 @@ const INVOKE_TIMEOUT: Duration = Duration::from_secs(25);
 /// A job run by invoking its Lambda function synchronously with the input Scheduler sends.
 pub struct LambdaFunction {
     client: aws_sdk_lambda::Client,
+    job: &'static str,
     function: String,
 }
 
 impl LambdaFunction {
-    pub fn new(client: aws_sdk_lambda::Client, function: impl Into<String>) -> Self {
-        Self { client, function: function.into() }
+    pub fn new(client: aws_sdk_lambda::Client, job: &'static str, function: impl Into<String>) -> Self {
+        Self { client, job, function: function.into() }
     }
 
     /// The runners of every job `functions` names (job → function name or ARN).
@@ -80,13 +86,17 @@ impl LambdaFunction {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         let client = aws_sdk_lambda::Client::new(&config);
         functions.iter().fold(JobRunners::default(), |runners, (job, function)| {
-            runners.with(job, Self::new(client.clone(), function.clone()))
+            runners.with(job, Self::new(client.clone(), job, function.clone()))
         })
     }
 
     async fn invoke(&self, trigger: Trigger) -> Result<Outcome, JobError> {
         let failed = |reason: String| JobError::Invoke { function: self.function.clone(), reason };
-        let input = ScheduledInvocation { scheduled_time: trigger.slot, triggered_by: Some(trigger.by.to_string()) };
+        let input = ScheduledInvocation {
+            scheduled_time: trigger.slot,
+            job: Some(self.job.to_string()),
+            triggered_by: Some(trigger.by.to_string()),
+        };
         let payload = serde_json::to_vec(&input).map_err(|err| failed(err.to_string()))?;
         let output = self
             .client
