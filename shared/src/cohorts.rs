@@ -28,7 +28,8 @@ pub type FunnelCounts = Vec<(Option<String>, Vec<u64>)>;
 /// of the entry. Of several entries, the one that goes furthest counts; among those, the
 /// latest. One event advances a chain by one step at most.
 pub fn funnel(mut events: Vec<Step>, steps: usize, from: i64, to: i64, window: i64) -> FunnelCounts {
-    events.sort_unstable_by_key(|event| (event.user, event.at));
+    // Events of one millisecond in step order: a step at the same time as the one before counts.
+    events.sort_unstable_by_key(|event| (event.user, event.at, event.matches.trailing_zeros()));
     let mut counts: HashMap<Option<String>, Vec<u64>> = HashMap::new();
     for user_events in events.chunk_by(|a, b| a.user == b.user) {
         // chains[k]: the latest entry (time, value) that has reached step k.
@@ -128,6 +129,12 @@ mod tests {
         ];
         let lines = funnel(events, 3, 0, 100, 100);
         assert_eq!(lines, vec![(None, vec![5, 2, 1])]);
+    }
+
+    #[test]
+    fn a_step_in_the_same_millisecond_as_the_one_before_counts() {
+        let events = vec![step(1, 10, 0b100), step(1, 10, 0b010), step(1, 10, 0b001)];
+        assert_eq!(funnel(events, 3, 0, 100, 100), vec![(None, vec![1, 1, 1])]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The read side at scale (`EVTRACK_BENCH_ONLY=reads`, on demand: loading the table takes a
 //! while): 10 M events of one project (90 days, 200 names with a Zipf distribution, 1 M
-//! users, loaded as `scale.rs` loads them), the rollups built by the cleanup job's step, then
+//! users, loaded as `scale.rs` loads them), the rollups built by the rollups job, then
 //! each question asked through the api's router (as `evtrack up` and the Lambda serve it, with
 //! a read key) against the same question as one hand-written SQL statement run directly on
 //! the same connection pool: medians of 11 runs each, and their ratio.
@@ -34,7 +34,7 @@ pub async fn bench_reads() {
     println!("loaded and indexed in {:.0} s", started.elapsed().as_secs_f64());
 
     // The rollups, as after migration 0010 on an existing table: every hour dirty, then the
-    // cleanup job's step.
+    // rollups job.
     let config = config(&db, &[]);
     let users = db.function_users().await;
     let jobs = job_runners(&users, &config);
@@ -48,13 +48,13 @@ pub async fn bench_reads() {
     let hours = db.count("rollup_dirty_hours").await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let started = Instant::now();
-    let outcome = jobs.run("cleanup", Trigger::new(chrono::Utc::now(), "bench")).await.expect("cleanup").expect("ran");
+    let outcome = jobs.run("rollups", Trigger::new(chrono::Utc::now(), "bench")).await.expect("rollups").expect("ran");
     let built = started.elapsed().as_secs_f64();
     // All but the current hour (read raw; the step leaves it).
     let current = evtrack::store::hour_of(chrono::Utc::now());
     assert_eq!(db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await, 0, "{}", outcome.to_json());
     println!(
-        "rollups: {hours} hours marked in {marked:.1} s, recomputed by the cleanup job in {built:.1} s ({:.0} events/s)",
+        "rollups: {hours} hours marked in {marked:.1} s, recomputed by the rollups job in {built:.1} s ({:.0} events/s)",
         rows as f64 / built
     );
 
@@ -224,6 +224,153 @@ pub async fn bench_reads() {
         direct,
         format!("{} names", answer["data"].as_array().map_or(0, Vec::len)),
     );
+
+    // Users: whole UTC days up to today's midnight, so that evtrack's buckets and the SQL's
+    // days are the same.
+    let today = now.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let midnight = |days: i64| today - chrono::Duration::days(days);
+    let users_question = |math: &str, interval: &str| json!({"series": [{"type": "any"}], "from": midnight(90), "to": today, "interval": interval, "math": math});
+    let window_sql = |days: i64| {
+        format!(
+            "SELECT d.day, COUNT(DISTINCT COALESCE(e.user_id, e.anonymous_id)) FROM
+               (SELECT DISTINCT DATE(timestamp) AS day FROM events WHERE project_id = {p} AND timestamp >= '{}' AND timestamp < '{}') d
+             JOIN events e ON e.project_id = {p} AND e.timestamp >= d.day - INTERVAL {} DAY
+               AND e.timestamp < d.day + INTERVAL 1 DAY AND e.deleted_at IS NULL
+             GROUP BY d.day ORDER BY d.day",
+            midnight(90).format("%F"),
+            today.format("%F"),
+            days - 1
+        )
+    };
+    let users_questions: Vec<(&str, Value, String)> = vec![
+        (
+            "DAU, 90 days (rollups)",
+            users_question("dau", "day"),
+            format!(
+                "SELECT DATE(timestamp), COUNT(DISTINCT COALESCE(user_id, anonymous_id)) FROM events WHERE project_id = {p}
+                 AND timestamp >= '{}' AND timestamp < '{}' AND {live} GROUP BY 1 ORDER BY 1",
+                midnight(90).format("%F"),
+                today.format("%F")
+            ),
+        ),
+        ("WAU, 90 days daily (rollups)", users_question("wau", "day"), window_sql(7)),
+        ("MAU, 90 days daily (rollups)", users_question("mau", "day"), window_sql(30)),
+        (
+            "unique users, 90 days weekly (rollups)",
+            users_question("unique_users", "week"),
+            format!(
+                "SELECT YEARWEEK(timestamp, 3), COUNT(DISTINCT COALESCE(user_id, anonymous_id)) FROM events WHERE project_id = {p}
+                 AND timestamp >= '{}' AND timestamp < '{}' AND {live} GROUP BY 1 ORDER BY 1",
+                midnight(90).format("%F"),
+                today.format("%F")
+            ),
+        ),
+    ];
+    for (name, question, sql) in users_questions {
+        let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
+        let (direct, rows) = timed_sql_rows(&pool, &sql).await;
+        let values: Vec<u64> = answer["series"][0]["values"]
+            .as_array()
+            .map_or_else(Vec::new, |values| values.iter().filter_map(Value::as_u64).collect());
+        let exact: Vec<u64> = rows.iter().map(|row| row.get::<u64, _>(1).unwrap_or_default()).collect();
+        // The weekly SQL's first week starts at the range's start, evtrack's on its Monday: only
+        // buckets that cover the same days are compared.
+        let compared: Vec<(u64, u64)> = if name.contains("weekly") {
+            values.iter().zip(&exact).skip(1).take(exact.len().saturating_sub(2)).map(|(a, b)| (*a, *b)).collect()
+        } else {
+            values.iter().zip(&exact).map(|(a, b)| (*a, *b)).collect()
+        };
+        let worst = compared
+            .iter()
+            .map(|(ours, exact)| (*ours as f64 - *exact as f64).abs() / (*exact).max(1) as f64)
+            .fold(0.0, f64::max);
+        let error = if compared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", largest error against the SQL's exact counts {:.2} % over {} buckets",
+                worst * 100.0,
+                compared.len()
+            )
+        };
+        let exactness = if answer["series"][0]["exact"] == true { "exact" } else { "estimate" };
+        report(name, ours, direct, format!("source {}, {exactness}{error}", answer["source"]["kind"]));
+    }
+
+    // A 3-step funnel over the last 7 whole days (window 7 days), against the same question as
+    // self-joins on the user index: the same counts.
+    let question = json!({"steps": [{"event": "Event 1"}, {"event": "Event 2"}, {"event": "Event 3"}],
+        "from": midnight(7), "to": today, "window_hours": 168});
+    let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/funnels", Some(&question)).await;
+    let step = |alias: &str, name: &str, after: &str| {
+        format!(
+            "LEFT JOIN events {alias} ON {alias}.project_id = a.project_id AND {alias}.user_id = a.user_id
+               AND {alias}.type = 'track' AND {alias}.name = '{name}' AND {alias}.timestamp >= {after}.timestamp
+               AND {alias}.timestamp <= a.timestamp + INTERVAL 7 DAY AND {alias}.deleted_at IS NULL"
+        )
+    };
+    let sql = format!(
+        "SELECT COUNT(DISTINCT a.user_id), COUNT(DISTINCT b.user_id), COUNT(DISTINCT c.user_id) FROM events a {} {}
+         WHERE a.project_id = {p} AND a.type = 'track' AND a.name = 'Event 1' AND a.timestamp >= '{}' AND a.timestamp < '{}'
+           AND a.deleted_at IS NULL",
+        step("b", "Event 2", "a"),
+        step("c", "Event 3", "b"),
+        midnight(7).format("%F"),
+        today.format("%F")
+    );
+    let (direct, rows) = timed_sql_rows(&pool, &sql).await;
+    let ours_steps: Vec<u64> = answer["steps"]
+        .as_array()
+        .map_or_else(Vec::new, |steps| steps.iter().filter_map(|s| s["users"].as_u64()).collect());
+    let sql_steps: Vec<u64> =
+        rows.first().map_or_else(Vec::new, |row| (0..3).map(|i| row.get::<u64, _>(i).unwrap_or_default()).collect());
+    report(
+        "3-step funnel, 7 days",
+        ours,
+        direct,
+        format!("{ours_steps:?} users (SQL {sql_steps:?}), {} rows read", answer["source"]["rows"]),
+    );
+
+    // 8-week retention: cohorts by first Event 5, returning with Event 1.
+    let monday = midnight(56).date_naive().week(chrono::Weekday::Mon).first_day();
+    let start = monday.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let question = json!({"from": start, "interval": "week", "periods": 8,
+        "cohort_event": {"event": "Event 5"}, "return_event": {"event": "Event 1"}});
+    let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&question)).await;
+    let end = start + chrono::Duration::weeks(8);
+    let (from_text, end_text) = (start.format("%F"), end.format("%F"));
+    let sql = format!(
+        "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
+         FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', MIN(timestamp)) / 604800) AS cohort FROM events
+               WHERE project_id = {p} AND type = 'track' AND name = 'Event 5' AND timestamp >= '{from_text}'
+                 AND timestamp < '{end_text}' AND {live} GROUP BY user_id) f
+         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 1'
+           AND r.timestamp >= '{from_text}' AND r.timestamp < '{end_text}' AND r.deleted_at IS NULL
+         GROUP BY 1, 2"
+    );
+    let (direct, rows) = timed_sql_rows(&pool, &sql).await;
+    let cohorts = answer["cohorts"].as_array().cloned().unwrap_or_default();
+    let joined: u64 = cohorts.iter().filter_map(|c| c["users"].as_u64()).sum();
+    // Returns in a later period, summed over cohorts and periods: evtrack's and the SQL's.
+    let returned: u64 = cohorts
+        .iter()
+        .filter_map(|c| c["returned"].as_array())
+        .map(|back| back.iter().skip(1).filter_map(Value::as_u64).sum::<u64>())
+        .sum();
+    let sql_returned: u64 = rows
+        .iter()
+        .filter(|row| row.get::<i64, _>(1).unwrap_or_default() > row.get::<i64, _>(0).unwrap_or_default())
+        .map(|row| row.get::<u64, _>(2).unwrap_or_default())
+        .sum();
+    report(
+        "8-week retention, weekly cohorts",
+        ours,
+        direct,
+        format!(
+            "{joined} users in cohorts, {returned} returns (SQL {sql_returned}), {} rows read",
+            answer["source"]["rows"]
+        ),
+    );
     pool.disconnect().await.ok();
 }
 
@@ -290,17 +437,22 @@ const SQL_CAP_SECONDS: u64 = 60;
 /// The median of `RUNS` runs of `sql` (after one to warm the caches; a slow one only once);
 /// `None` when it ran past `SQL_CAP_SECONDS`.
 async fn timed_sql(pool: &mysql_async::Pool, sql: &str) -> Option<Duration> {
+    timed_sql_rows(pool, sql).await.0
+}
+
+/// As `timed_sql`, with the rows of the first run.
+async fn timed_sql_rows(pool: &mysql_async::Pool, sql: &str) -> (Option<Duration>, Vec<mysql_async::Row>) {
     let mut conn = pool.get_conn().await.expect("connection");
     let capped = format!("SET STATEMENT max_statement_time = {SQL_CAP_SECONDS} FOR {sql}");
     let started = Instant::now();
-    match conn.query::<mysql_async::Row, _>(&capped).await {
-        Ok(_) => {}
-        Err(mysql_async::Error::Server(err)) if err.code == 1969 => return None,
+    let rows = match conn.query::<mysql_async::Row, _>(&capped).await {
+        Ok(rows) => rows,
+        Err(mysql_async::Error::Server(err)) if err.code == 1969 => return (None, Vec::new()),
         Err(err) => panic!("{sql}: {err}"),
-    }
+    };
     let first = started.elapsed();
     if first > SLOW {
-        return Some(first);
+        return (Some(first), rows);
     }
     let mut times = Vec::new();
     for _ in 0..RUNS {
@@ -309,5 +461,5 @@ async fn timed_sql(pool: &mysql_async::Pool, sql: &str) -> Option<Duration> {
         times.push(started.elapsed());
     }
     times.sort();
-    Some(times[RUNS / 2])
+    (Some(times[RUNS / 2]), rows)
 }

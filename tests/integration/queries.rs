@@ -376,6 +376,14 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert!(step_rows(&rollups, "rollups").0 > 0, "{rollups}");
     let after = checker.check(&sent, &gone, "after the rollup step").await;
     assert!(after > before, "the rollups answer for the hours with events: {before} then {after} hours");
+    // Hours rolled up by a release before the users' rollups (their events counted, their
+    // users not) are read raw, and marked for the rollups job by the read.
+    app.db.execute("DELETE FROM rollup_user_hours WHERE hour % 3 = 0").await;
+    checker.check(&sent, &gone, "with a third of the hours' users not rolled up").await;
+    let (_, rollups) = cleanup_now(&app).await;
+    assert!(step_rows(&rollups, "rollups").0 > 0, "the read marked them: {rollups}");
+    checker.check(&sent, &gone, "after the rollups job rolled their users up").await;
+    assert_eq!(app.db.count("rollup_dirty_hours").await, 0);
 
     // Duplicates change nothing; soft deletes and restores, an erasure do.
     let duplicates: Vec<Value> = sent.iter().take(60).map(Sent::json).collect();

@@ -1,7 +1,7 @@
 //! Funnels (`POST /v1/query/funnels`) and retention (`POST /v1/query/retention`): questions
 //! about users' paths, answered from the raw rows of the range (`Store::journeys`) by the
 //! rules of `evtrack::cohorts`. Capped like every read: a question reading more than
-//! `MAX_JOURNEY_ROWS` rows, or running past the statement cap, is a 422.
+//! `MAX_ROWS_READ` rows, or running past the statement cap, is a 422.
 
 use crate::extract::{Reading, Reply, body};
 use crate::queries::{BreakdownInput, Interval, SeriesInput, buckets, time_zone, to_utc, utc};
@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use evtrack::cohorts::{self, FunnelCounts};
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
-use evtrack::store::{MAX_JOURNEY_ROWS, Series};
+use evtrack::store::{MAX_ROWS_READ, Series};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
 }
 
 fn raw_source(rows: usize) -> Value {
-    json!({"kind": "raw", "rows": rows, "max_rows": MAX_JOURNEY_ROWS})
+    json!({"kind": "raw", "rows": rows, "max_rows": MAX_ROWS_READ})
 }
 
 fn describe(series: &Series) -> Value {
@@ -190,7 +190,8 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
     // The periods: the one holding `from`, then as many as asked.
     let (first, _) = buckets(input.from, input.from + Duration::seconds(1), input.interval, tz)?;
     let length = if input.interval == Interval::Day { Duration::days(1) } else { Duration::weeks(1) };
-    let local_first = first[0].with_timezone(&tz).naive_local();
+    // The local midnight the first period starts at (to_utc moves it past a gap).
+    let local_first = first[0].with_timezone(&tz).date_naive().and_time(chrono::NaiveTime::MIN);
     let mut starts = Vec::with_capacity(input.periods + 1);
     for index in 0..=input.periods as i32 {
         starts.push(to_utc(tz, local_first + length * index)?);

@@ -290,7 +290,12 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         Some(days) => {
             let first_end =
                 starts.get(1).copied().unwrap_or(end).with_timezone(&tz).naive_local() - Duration::days(days);
-            Some(buckets(to_utc(tz, first_end)?, end, Interval::Day, tz)?)
+            let days = buckets(to_utc(tz, first_end)?, end, Interval::Day, tz).map_err(|_| {
+                Failure::Invalid(format!(
+                    "dau, wau and mau read one set of users a day: at most {MAX_BUCKETS} days, window included"
+                ))
+            })?;
+            Some(days)
         }
         None => None,
     };
@@ -326,7 +331,10 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
                 Some(source) => {
                     let (hours, from) =
                         api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
-                    *source = from;
+                    // Each series reads its own snapshot: the answer reports the most raw hours.
+                    if index == 0 || from.raw_hours > source.raw_hours {
+                        *source = from;
+                    }
                     let mut sets = vec![UserSet::default(); set_starts.len()];
                     for (hour, set) in &hours {
                         sets[bucket_of(&set_starts, hour_start(*hour))].merge(set);
@@ -340,7 +348,7 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
             };
             let counts: Vec<UserCount> = match window_days {
                 None => sets.iter().map(UserSet::count).collect(),
-                Some(window) => windows(&starts, end, &set_starts, &sets, window, tz),
+                Some(window) => windows(&starts, end, &set_starts, &sets, window as usize),
             };
             estimated |= counts.iter().any(|count| !count.exact);
             let mut line = line_json(index, one, None, counts.iter().map(|count| count.users).collect(), input.math);
@@ -392,25 +400,20 @@ fn bucket_of(starts: &[DateTime<Utc>], at: DateTime<Utc>) -> usize {
 }
 
 /// For each bucket, the users of the `window` days (`day_sets`, starting at `day_starts`)
-/// that end where the bucket ends.
+/// that end where the bucket ends. By index, not by clock: a day that starts at 01:00 (a
+/// clock change at midnight) is still one day.
 fn windows(
     starts: &[DateTime<Utc>],
     end: DateTime<Utc>,
     day_starts: &[DateTime<Utc>],
     day_sets: &[UserSet],
-    window: i64,
-    tz: Tz,
+    window: usize,
 ) -> Vec<UserCount> {
     let ends = starts.iter().skip(1).chain([&end]);
     ends.map(|bucket_end| {
-        let local_end = bucket_end.with_timezone(&tz).naive_local();
-        let window_start = to_utc(tz, local_end - Duration::days(window)).unwrap_or(*bucket_end);
+        let last = day_starts.partition_point(|day| day < bucket_end);
         let mut union = UserSet::default();
-        for (day, set) in day_starts.iter().zip(day_sets) {
-            if *day >= window_start && day < bucket_end {
-                union.merge(set);
-            }
-        }
+        day_sets[last.saturating_sub(window)..last].iter().for_each(|set| union.merge(set));
         union.count()
     })
     .collect()
@@ -473,6 +476,27 @@ mod tests {
         let (starts, _) =
             buckets(at("2026-12-01T00:00:00Z"), at("2026-12-03T00:00:00Z"), Interval::Day, tz).expect("days");
         assert!(starts.iter().all(|start| start.timestamp() % 3_600 == 1_800));
+    }
+
+    #[test]
+    fn windows_count_whole_days_when_a_clock_change_skips_midnight() {
+        // Santiago's clocks go from 00:00 to 01:00 on 2026-09-06: that day starts at 01:00.
+        let tz: Tz = "America/Santiago".parse().expect("zone");
+        let (days, end) =
+            buckets(at("2026-09-04T12:00:00Z"), at("2026-09-08T12:00:00Z"), Interval::Day, tz).expect("days");
+        assert_eq!(days[2].with_timezone(&tz).to_rfc3339(), "2026-09-06T01:00:00-03:00");
+        // Day k has users k*10 .. k*10+k+1.
+        let sets: Vec<UserSet> = (0..days.len() as u64)
+            .map(|day| {
+                let mut set = UserSet::default();
+                (0..=day).for_each(|user| set.insert(sketch::user_hash(&(day * 10 + user).to_string())));
+                set
+            })
+            .collect();
+        let dau: Vec<u64> = windows(&days, end, &days, &sets, 1).iter().map(|count| count.users).collect();
+        assert_eq!(dau, [1, 2, 3, 4, 5]);
+        let two_days: Vec<u64> = windows(&days, end, &days, &sets, 2).iter().map(|count| count.users).collect();
+        assert_eq!(two_days, [1, 3, 5, 7, 9]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use evtrack::Config;
 use evtrack::config::{CleanupPolicy, SUPPRESSION_DAYS};
 use evtrack::jobs::{InProcess, Job, JobError, JobRunners, JobTx, Run, StepKind};
 use evtrack::store::{ChunkResult, Prunable, SoftTable, Store, StoreError};
+use std::time::{Duration, Instant};
 
 pub const JOB: &str = "cleanup";
 pub const ROLLUPS_JOB: &str = "rollups";
@@ -140,11 +141,15 @@ impl StepKind for CleanupStep {
 /// Keeps the rollups exact and fresh: recomputes every hour marked dirty before the slot.
 pub struct Rollups;
 
+/// How long one run of the rollups job keeps taking hours: within the minute between slots,
+/// so that runs do not pile up on a backlog (each next run goes on with it).
+pub const ROLLUPS_RUN_BUDGET: Duration = Duration::from_secs(45);
+
 impl Job for Rollups {
     const NAME: &'static str = ROLLUPS_JOB;
 
     async fn steps(&self, run: &Run) -> Result<(), JobError> {
-        run.steps::<RollupStep>(&run.slot()).await
+        run.steps::<RollupStep>(&(run.slot(), Instant::now() + ROLLUPS_RUN_BUDGET)).await
     }
 }
 
@@ -152,7 +157,8 @@ impl Job for Rollups {
 struct RollupStep;
 
 impl StepKind for RollupStep {
-    type Context = DateTime<Utc>;
+    /// The slot, and when to stop taking hours.
+    type Context = (DateTime<Utc>, Instant);
     const ALL: &'static [RollupStep] = &[RollupStep];
 
     fn name(self) -> &'static str {
@@ -161,10 +167,13 @@ impl StepKind for RollupStep {
 
     async fn chunk(
         self,
-        slot: &DateTime<Utc>,
+        (slot, stop_at): &(DateTime<Utc>, Instant),
         tx: &mut JobTx<'_>,
         _resume_after: Option<&str>,
     ) -> Result<ChunkResult, StoreError> {
+        if Instant::now() >= *stop_at {
+            return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
+        }
         Ok(match Store::refresh_dirty_hour(tx, *slot).await? {
             Some(rows) => ChunkResult { rows, resume_after: None, done: false },
             None => ChunkResult { rows: 0, resume_after: None, done: true },

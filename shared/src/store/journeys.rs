@@ -1,20 +1,17 @@
 //! The rows funnels and retention are computed from (`crate::cohorts`): every live event of
 //! a range that matches one of a few series, as (user, time, which series, breakdown value),
-//! streamed and kept compact; at most `MAX_JOURNEY_ROWS` of them.
+//! kept compact; at most `MAX_ROWS_READ` of them.
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::LIVE_EVENTS;
 use super::rollups::{USER_KEY, and};
 use super::trends::{db_time, series_condition};
-use super::{BreakdownBy, Series, Store, StoreError, with_timeout};
+use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, with_timeout};
 use crate::cohorts::Step;
 use crate::ids::ProjectId;
 use crate::sketch::user_hash;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
-
-/// Rows one funnel or retention question may read (about 40 bytes each in memory).
-pub const MAX_JOURNEY_ROWS: usize = 2_000_000;
 
 impl Store {
     /// The live events in `[from, to)` (Unix seconds) matching any of `series` (at most 8):
@@ -46,7 +43,7 @@ impl Store {
         params.extend([Value::from(project.0), Value::from(db_time(from)), Value::from(db_time(to))]);
         let any: Vec<String> = series.iter().take(8).map(|one| series_condition(one, &mut params)).collect();
         let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
-        params.push(Value::from(MAX_JOURNEY_ROWS as u64 + 1));
+        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
         let sql = format!(
             "SELECT {USER_KEY}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000, {}, {value}
              FROM {LIVE_EVENTS} e
@@ -66,7 +63,7 @@ impl Store {
             },
         ))
         .await?;
-        if steps.len() > MAX_JOURNEY_ROWS {
+        if steps.len() > MAX_ROWS_READ {
             return Err(StoreError::TooBig);
         }
         Ok(steps)

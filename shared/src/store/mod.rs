@@ -27,7 +27,6 @@ pub use erasure::ErasureInfo;
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use export::{SubjectSlices, UserLinks};
 pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
-pub use journeys::MAX_JOURNEY_ROWS;
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};
 pub use lists::{
@@ -280,6 +279,10 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) ->
 /// How many ids one statement names: far below the protocol's 65,535 placeholders, and small
 /// enough that each statement stays short.
 const IDS_PER_STATEMENT: usize = 1_000;
+
+/// Rows a question answered in memory may read (funnels, retention, users from the raw rows):
+/// about 50 bytes each, so that a 256 MB function answers or says 422.
+pub const MAX_ROWS_READ: usize = 1_000_000;
 
 /// MySQL's DATETIME holds the years 1000 to 9999 (mysql_common panics on others): a time
 /// outside is the nearest end, which no stored row passes.

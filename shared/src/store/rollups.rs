@@ -12,7 +12,7 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::LIVE_EVENTS;
-use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
+use super::{JobTx, MAX_ROWS_READ, Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
@@ -222,8 +222,7 @@ impl Store {
     ) -> Result<(Vec<(u32, UserSet)>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
-        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
 
         let (kind_condition, kind_params) = match kind {
             Some(kind) => ("AND type = ?", vec![Value::from(kind.as_str())]),
@@ -231,16 +230,39 @@ impl Store {
         };
         let mut params = vec![Value::from(project.0), from_hour.into(), current.into()];
         params.extend(kind_params.iter().cloned());
-        let rolled: Vec<(u32, Vec<u8>)> = with_timeout(tx.exec(
+        let rolled: Vec<(u32, String, Vec<u8>)> = with_timeout(tx.exec(
             format!(
-                "SELECT hour, users FROM rollup_user_hours
+                "SELECT hour, type, users FROM rollup_user_hours
                  WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour"
+            ),
+            params.clone(),
+        ))
+        .await?;
+        // An hour whose events are rolled up without its users (rolled up by a release before
+        // migration 0011, after it marked the hour) is read raw, and marked dirty again.
+        let counted: Vec<(u32, String)> = with_timeout(tx.exec(
+            format!(
+                "SELECT DISTINCT hour, type FROM rollup_event_hours
+                 WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
             ),
             params,
         ))
         .await?;
+        // Sorted here: SQL sorts an ENUM by its position, not its text.
+        let mut with_users: Vec<(u32, &str)> = rolled.iter().map(|(hour, kind, _)| (*hour, kind.as_str())).collect();
+        with_users.sort_unstable();
+        let mut unrolled: Vec<(u64, u32)> = counted
+            .iter()
+            .filter(|(hour, kind)| with_users.binary_search(&(*hour, kind.as_str())).is_err())
+            .map(|(hour, _)| (project.0, *hour))
+            .collect();
+        dirty.extend(unrolled.iter().map(|(_, hour)| *hour));
+        dirty.sort_unstable();
+        dirty.dedup();
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+
         let mut hours: BTreeMap<u32, UserSet> = BTreeMap::new();
-        for (hour, bytes) in rolled {
+        for (hour, _, bytes) in rolled {
             if !raw(hour) {
                 let set = UserSet::from_bytes(&bytes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
                 hours.entry(hour).or_default().merge(&set);
@@ -248,8 +270,18 @@ impl Store {
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
-        let rows = read_raw_hours(&mut tx, project, &raw_hours, &select, kind_condition, &kind_params, "").await?;
+        let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
+        let rows = read_raw_hours(&mut tx, project, &raw_hours, &select, kind_condition, &kind_params, &limit).await?;
         with_timeout(tx.commit()).await?;
+        if !unrolled.is_empty() {
+            // Marked, so that the rollups job rolls their users up.
+            let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+            mark_dirty(&mut tx, &mut unrolled).await?;
+            with_timeout(tx.commit()).await?;
+        }
+        if rows.len() > MAX_ROWS_READ {
+            return Err(StoreError::TooBig);
+        }
         for row in &rows {
             let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
             hours.entry(hour).or_default().insert(user_hash(&user));
