@@ -46,15 +46,24 @@ pub async fn bench_reads() {
     .await;
     let marked = started.elapsed().as_secs_f64();
     let hours = db.count("rollup_dirty_hours").await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Runs of the job (each stops taking hours after 45 s; each next slot goes on) until
+    // every hour but the current one (read raw; the job leaves it) is rolled up.
     let started = Instant::now();
-    let outcome = jobs.run("rollups", Trigger::new(chrono::Utc::now(), "bench")).await.expect("rollups").expect("ran");
-    let built = started.elapsed().as_secs_f64();
-    // All but the current hour (read raw; the step leaves it).
-    let current = evtrack::store::hour_of(chrono::Utc::now());
-    assert_eq!(db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await, 0, "{}", outcome.to_json());
+    let mut runs = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let outcome =
+            jobs.run("rollups", Trigger::new(chrono::Utc::now(), "bench")).await.expect("rollups").expect("ran");
+        runs += 1;
+        let current = evtrack::store::hour_of(chrono::Utc::now());
+        if db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await == 0 {
+            break;
+        }
+        assert!(runs < 100, "the rollups do not catch up: {}", outcome.to_json());
+    }
+    let built = started.elapsed().as_secs_f64() - 1.1 * runs as f64;
     println!(
-        "rollups: {hours} hours marked in {marked:.1} s, recomputed by the rollups job in {built:.1} s ({:.0} events/s)",
+        "rollups: {hours} hours marked in {marked:.1} s, recomputed by {runs} runs of the rollups job in {built:.1} s ({:.0} events/s)",
         rows as f64 / built
     );
 
@@ -331,20 +340,21 @@ pub async fn bench_reads() {
         format!("{ours_steps:?} users (SQL {sql_steps:?}), {} rows read", answer["source"]["rows"]),
     );
 
-    // 8-week retention: cohorts by first Event 5, returning with Event 1.
+    // 8-week retention: cohorts by first Event 10, returning with Event 3 (about 7 % of the
+    // events: "any event" over 8 weeks of 10 M rows is past the rows a question may read).
     let monday = midnight(56).date_naive().week(chrono::Weekday::Mon).first_day();
     let start = monday.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let question = json!({"from": start, "interval": "week", "periods": 8,
-        "cohort_event": {"event": "Event 5"}, "return_event": {"event": "Event 1"}});
+        "cohort_event": {"event": "Event 10"}, "return_event": {"event": "Event 3"}});
     let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&question)).await;
     let end = start + chrono::Duration::weeks(8);
     let (from_text, end_text) = (start.format("%F"), end.format("%F"));
     let sql = format!(
         "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
          FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', MIN(timestamp)) / 604800) AS cohort FROM events
-               WHERE project_id = {p} AND type = 'track' AND name = 'Event 5' AND timestamp >= '{from_text}'
+               WHERE project_id = {p} AND type = 'track' AND name = 'Event 10' AND timestamp >= '{from_text}'
                  AND timestamp < '{end_text}' AND {live} GROUP BY user_id) f
-         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 1'
+         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 3'
            AND r.timestamp >= '{from_text}' AND r.timestamp < '{end_text}' AND r.deleted_at IS NULL
          GROUP BY 1, 2"
     );

@@ -409,14 +409,51 @@ fn windows(
     day_sets: &[UserSet],
     window: usize,
 ) -> Vec<UserCount> {
-    let ends = starts.iter().skip(1).chain([&end]);
-    ends.map(|bucket_end| {
+    let ranges = starts.iter().skip(1).chain([&end]).map(|bucket_end| {
         let last = day_starts.partition_point(|day| day < bucket_end);
-        let mut union = UserSet::default();
-        day_sets[last.saturating_sub(window)..last].iter().for_each(|set| union.merge(set));
-        union.count()
-    })
-    .collect()
+        last.saturating_sub(window)..last
+    });
+    if day_sets.iter().all(|set| matches!(set, UserSet::Exact(_))) {
+        return sliding_exact(ranges, day_sets);
+    }
+    ranges
+        .map(|range| {
+            let mut union = UserSet::default();
+            day_sets[range].iter().for_each(|set| union.merge(set));
+            union.count()
+        })
+        .collect()
+}
+
+/// `windows` over exact sets: each day's users added once as the window reaches it and taken
+/// away as it leaves (a union per bucket would hash every user `window` times).
+fn sliding_exact(ranges: impl Iterator<Item = std::ops::Range<usize>>, day_sets: &[UserSet]) -> Vec<UserCount> {
+    let mut in_window: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    // `in_window` holds the users of the days `low..high`.
+    let (mut low, mut high) = (0, 0);
+    let mut counts = Vec::new();
+    for range in ranges {
+        for set in &day_sets[low..range.start.min(high)] {
+            let UserSet::Exact(users) = set else { continue };
+            for user in users {
+                if let Some(days) = in_window.get_mut(user) {
+                    *days -= 1;
+                    if *days == 0 {
+                        in_window.remove(user);
+                    }
+                }
+            }
+        }
+        low = range.start;
+        high = high.max(low);
+        for set in &day_sets[high..range.end.max(high)] {
+            let UserSet::Exact(users) = set else { continue };
+            users.iter().for_each(|user| *in_window.entry(*user).or_default() += 1);
+        }
+        high = high.max(range.end);
+        counts.push(UserCount { users: in_window.len() as u64, exact: true });
+    }
+    counts
 }
 
 fn line_json(index: usize, series: &Series, line: Option<Line>, values: Vec<u64>, math: Math) -> Value {
@@ -497,6 +534,44 @@ mod tests {
         assert_eq!(dau, [1, 2, 3, 4, 5]);
         let two_days: Vec<u64> = windows(&days, end, &days, &sets, 2).iter().map(|count| count.users).collect();
         assert_eq!(two_days, [1, 3, 5, 7, 9]);
+    }
+
+    #[test]
+    fn sliding_windows_over_exact_sets_equal_unions() {
+        // A fixed pseudo-random sequence (xorshift): the same sets every run.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let (days, end) =
+            buckets(at("2026-01-01T00:00:00Z"), at("2026-04-01T00:00:00Z"), Interval::Day, Tz::UTC).expect("days");
+        let sets: Vec<UserSet> = days
+            .iter()
+            .map(|_| {
+                let mut set = UserSet::default();
+                (0..next(40)).for_each(|_| set.insert(next(200)));
+                set
+            })
+            .collect();
+        for (interval, window) in [(Interval::Day, 1), (Interval::Day, 7), (Interval::Week, 1), (Interval::Month, 30)] {
+            let (starts, _) = buckets(days[0], end, interval, Tz::UTC).expect("buckets");
+            let sliding = windows(&starts, end, &days, &sets, window);
+            let unions: Vec<UserCount> = starts
+                .iter()
+                .skip(1)
+                .chain([&end])
+                .map(|bucket_end| {
+                    let last = days.partition_point(|day| day < bucket_end);
+                    let mut union = UserSet::default();
+                    sets[last.saturating_sub(window)..last].iter().for_each(|set| union.merge(set));
+                    union.count()
+                })
+                .collect();
+            assert_eq!(sliding, unions, "{interval:?} {window}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! kept compact; at most `MAX_ROWS_READ` of them.
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
-use super::live::LIVE_EVENTS;
+use super::live::{LIVE_EVENTS, live_events_by};
 use super::rollups::{USER_KEY, and};
 use super::trends::{db_time, series_condition};
 use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, with_timeout};
@@ -44,9 +44,16 @@ impl Store {
         let any: Vec<String> = series.iter().take(8).map(|one| series_condition(one, &mut params)).collect();
         let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
         params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        // Series that each name their event: one range of the name index per series (the
+        // optimizer took the time index over a range of weeks, reading every event in it).
+        let events = if series.iter().all(|one| one.kind.is_some() && one.name.is_some()) {
+            live_events_by("ix_events_name")
+        } else {
+            LIVE_EVENTS.to_string()
+        };
         let sql = format!(
             "SELECT {USER_KEY}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000, {}, {value}
-             FROM {LIVE_EVENTS} e
+             FROM {events} e
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND ({}) {erasing} LIMIT ?",
             matches.join(" + "),
             any.join(" OR "),
