@@ -227,6 +227,8 @@ pub async fn project_with_key(db: &TestDb, config: &Config, scope: Scope) -> (Uu
 /// Ingest and consumer over one test database, with the in-process queue.
 pub struct TestApp {
     pub db: TestDb,
+    /// The read side's statements the api ran.
+    pub reads: evtrack::store::ReadLog,
     pub config: Config,
     pub router: Router,
     pub consumer: Consumer,
@@ -261,11 +263,13 @@ impl TestApp {
         let ingest = Arc::new(Ingest::new(&config, users.store("ingest"), EventQueue::Local(queue)));
         let consumer = Consumer::new(users.store("consumer"), &config);
         let (_, admin) = issue_key(&db.store, &config, None, Scope::Admin, "admin").await;
-        let api_store = users.store("api");
+        // The api's read statements are recorded, for the test that checks their plans.
+        let (api_store, reads) = users.store("api").recording_reads();
         let keyring = Arc::new(Keyring::from_config(api_store.clone(), &config).expect("keyring"));
         let jobs = job_runners(&users, &config);
         let api = Arc::new(evtrack_api::Api::new(&config, api_store, keyring.clone(), jobs.clone()));
         Self {
+            reads,
             // As `evtrack up` serves them: the api's routes, everything else to ingest.
             router: evtrack_api::router(api).fallback_service(evtrack_ingest::router(ingest)),
             consumer,

@@ -425,3 +425,98 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     checker.check(&sent, &gone, "after retention").await;
     println!("rollups: {} of 900 events live at the end, every answer equal three ways", sent.len() - gone.len());
 }
+
+/// Every statement the read side runs, asked of the database with EXPLAIN: none reads the
+/// events table whole (a full table or index scan), whatever the question. The project's
+/// events sit among another project's, so that the planner has a reason to pick an index.
+#[tokio::test]
+async fn every_read_side_statement_reads_events_through_an_index() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let other = app.db.store.create_project("other").await.expect("project").id;
+    let (_, other_key) = issue_key(&app.db.store, &app.config, Some(other), Scope::Write, "w").await;
+    let now = chrono::Utc::now().timestamp() / DAY * DAY;
+    let mut rng = StdRng::seed_from_u64(21);
+    for (key, count) in [(app.key.clone(), 600), (other_key.reveal().to_string(), 3_000)] {
+        for chunk in generate(count, now, &mut rng).chunks(100) {
+            let reply = app.send(batch(&key, chunk.iter().map(Sent::json).collect())).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        }
+    }
+    assert!(app.consume_queued().await.is_empty());
+    cleanup_now(&app).await;
+    app.reads.take();
+
+    let iso =
+        |seconds: i64| chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339().replace('+', "%2B");
+    let (from, to) = (iso(now - 6 * DAY), iso(now));
+    let gets = [
+        "/v1/events".to_string(),
+        format!("/v1/events?from={from}&to={to}&type=page"),
+        "/v1/events?name=Bought&name=Viewed".to_string(),
+        "/v1/events?user_id=user-3".to_string(),
+        "/v1/events?where=properties.plan:eq:pro".to_string(),
+        "/v1/events/live".to_string(),
+        format!("/v1/events/export?from={from}&to={to}"),
+        "/v1/users?prefix=user-1".to_string(),
+        "/v1/users/user-3/events".to_string(),
+        format!("/v1/event-names?from={from}&to={to}"),
+    ];
+    for uri in &gets {
+        let reply = app.send(api_request("GET", uri, &read, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.json);
+    }
+    let (from, to) = (iso(now - 6 * DAY).replace("%2B", "+"), iso(now).replace("%2B", "+"));
+    let posts = [
+        ("trends", json!({"series": [{"event": "Bought"}, {"type": "page"}], "from": from, "to": to})),
+        (
+            "trends",
+            json!({"series": [{"event": "Bought"}], "from": from, "to": to, "source": "raw",
+            "breakdown": {"property": "properties.plan"}}),
+        ),
+        ("trends", json!({"series": [{"type": "any"}], "from": from, "to": to, "math": "mau"})),
+        (
+            "trends",
+            json!({"series": [{"event": "Viewed", "where": ["properties.plan:eq:pro"]}], "from": from, "to": to,
+            "math": "wau", "timezone": "Asia/Kolkata"}),
+        ),
+        ("funnels", json!({"steps": [{"event": "Viewed"}, {"event": "Bought"}], "from": from, "to": to})),
+        ("funnels", json!({"steps": [{"type": "page"}, {"event": "Bought"}], "from": from, "to": to})),
+        ("retention", json!({"from": from, "interval": "day", "periods": 6, "return_event": {"event": "Bought"}})),
+    ];
+    for (route, question) in &posts {
+        let reply = app.send(api_request("POST", &format!("/v1/query/{route}"), &read, Some(question))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{route} {question}: {}", reply.json);
+    }
+
+    let statements = app.reads.take();
+    assert!(statements.len() >= gets.len() + posts.len(), "{} statements recorded", statements.len());
+    let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(app.db.url.expose()).expect("url"));
+    let mut conn = pool.get_conn().await.expect("connection");
+    let mut accesses: Vec<(String, String)> = Vec::new();
+    for (sql, params) in &statements {
+        use mysql_async::prelude::Queryable;
+        let plan: Vec<mysql_async::Row> =
+            conn.exec(format!("EXPLAIN {sql}"), params.clone()).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+        for step in &plan {
+            let column = |name: &str| step.get::<Option<String>, _>(name).flatten();
+            let (table, access, key) = (column("table"), column("type"), column("key"));
+            if table.as_deref() == Some("events") || table.as_deref() == Some("e") {
+                accesses.push((access.clone().unwrap_or_default(), key.clone().unwrap_or_default()));
+                assert!(
+                    !matches!(access.as_deref(), Some("ALL") | Some("index")) && key.is_some(),
+                    "reads events without an index ({access:?}, key {key:?}):\n{sql}"
+                );
+            }
+        }
+    }
+    assert!(accesses.len() >= statements.len(), "every statement reads events: {accesses:?}");
+    println!(
+        "EXPLAIN: {} read statements, each reads events through an index: {:?}",
+        statements.len(),
+        accesses.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    drop(conn);
+    pool.disconnect().await.ok();
+}

@@ -58,6 +58,7 @@ impl Store {
             matches.join(" + "),
             any.join(" OR "),
         );
+        self.record(&sql, &params);
         let sql = super::capped(&sql, &conn);
         let steps = with_timeout(conn.exec_map(
             sql,

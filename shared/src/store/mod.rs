@@ -153,6 +153,22 @@ const STATEMENTS_CACHED_PER_CONNECTION: usize = 16;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The read side's statements as run, when recording (`Store::recording_reads`).
+    reads: Option<ReadLog>,
+}
+
+/// Statements of the read side as they were run (SQL and parameters), so that a test can
+/// ask the database for each one's plan.
+#[derive(Clone, Default)]
+pub struct ReadLog(std::sync::Arc<std::sync::Mutex<Vec<ReadStatement>>>);
+
+/// A statement's SQL and its parameters.
+pub type ReadStatement = (String, Vec<mysql_async::Value>);
+
+impl ReadLog {
+    pub fn take(&self) -> Vec<ReadStatement> {
+        self.0.lock().map(|mut reads| std::mem::take(&mut *reads)).unwrap_or_default()
+    }
 }
 
 impl Store {
@@ -186,7 +202,7 @@ impl Store {
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             // `setup` (not `init`): it also runs again whenever a connection is reset.
             .setup(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self { pool: Pool::new(builder) })
+        Ok(Self { pool: Pool::new(builder), reads: None })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
@@ -236,8 +252,23 @@ impl Store {
         sql: &str,
         params: Vec<mysql_async::Value>,
     ) -> Result<Vec<mysql_async::Row>, StoreError> {
+        self.record(sql, &params);
         let capped = capped(sql, conn);
         with_timeout(conn.exec(capped, params)).await
+    }
+
+    /// This store, recording the read side's statements into the log it returns (tests).
+    pub fn recording_reads(&self) -> (Store, ReadLog) {
+        let log = ReadLog::default();
+        (Store { pool: self.pool.clone(), reads: Some(log.clone()) }, log)
+    }
+
+    fn record(&self, sql: &str, params: &[mysql_async::Value]) {
+        if let Some(log) = &self.reads
+            && let Ok(mut reads) = log.0.lock()
+        {
+            reads.push((sql.to_string(), params.to_vec()));
+        }
     }
 }
 

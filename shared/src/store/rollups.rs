@@ -201,7 +201,9 @@ impl Store {
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let (pairs, params) = selection_condition(selection);
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
-        for row in read_raw_hours(&mut tx, project, &raw_hours, &select, &pairs, &params, "GROUP BY 1, 2, 3").await? {
+        for row in
+            read_raw_hours(self, &mut tx, project, &raw_hours, &select, (&pairs, &params), "GROUP BY 1, 2, 3").await?
+        {
             counts.push(hour_count(&row)?);
         }
         with_timeout(tx.commit()).await?;
@@ -271,7 +273,8 @@ impl Store {
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
         let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
-        let rows = read_raw_hours(&mut tx, project, &raw_hours, &select, kind_condition, &kind_params, &limit).await?;
+        let rows =
+            read_raw_hours(self, &mut tx, project, &raw_hours, &select, (kind_condition, &kind_params), &limit).await?;
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
             // Marked, so that the rollups job rolls their users up.
@@ -320,12 +323,12 @@ async fn dirty_hours(
 /// `SELECT select` over the live events of `hours` (ascending) that `condition` (with
 /// `params`) selects, in runs of consecutive hours: one capped range read each.
 async fn read_raw_hours(
+    store: &Store,
     tx: &mut mysql_async::Transaction<'_>,
     project: ProjectId,
     hours: &[u32],
     select: &str,
-    condition: &str,
-    params: &[Value],
+    (condition, params): (&str, &[Value]),
     group: &str,
 ) -> Result<Vec<Row>, StoreError> {
     let mut erasing_params = Vec::new();
@@ -341,6 +344,7 @@ async fn read_raw_hours(
             "SELECT {select} FROM {LIVE_EVENTS} e
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {condition} {erasing} {group}"
         );
+        store.record(&sql, &run_params);
         let sql = super::capped(&sql, tx);
         rows.extend(with_timeout(tx.exec::<Row, _, _>(sql, run_params)).await?);
     }
