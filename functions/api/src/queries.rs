@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::sketch::{self, UserCount, UserSet};
-use evtrack::store::{BreakdownBy, CountSource, JsonDocument, Line, Measure, Series, hour_of, hour_start};
+use evtrack::store::{BreakdownBy, CountSource, HourCount, JsonDocument, Line, Measure, Series, hour_of, hour_start};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -306,72 +306,15 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         && breakdown.is_none()
         && series.iter().all(|s| s.filters.is_empty() && (input.math == Math::Total || s.name.is_none()));
 
-    let mut lines: Vec<Value> = Vec::new();
-    let mut estimated = false;
-    let source = if input.math == Math::Total && rollable {
-        let selection: Vec<(Option<EventType>, Option<String>)> =
-            series.iter().map(|s| (s.kind, s.name.clone())).collect();
-        let (counts, source) = api.store.hourly_counts(project, hour_of(starts[0]), hour_of(end), &selection).await?;
-        for (index, one) in series.iter().enumerate() {
-            let mut values = vec![0u64; starts.len()];
-            for count in counts.iter().filter(|c| {
-                one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
-            }) {
-                values[bucket_of(&starts, hour_start(count.hour))] += count.events;
-            }
-            lines.push(line_json(index, one, None, values, input.math));
-        }
-        source_json(&source)
+    let question = Question { project, series: &series, starts: &starts, end, math: input.math };
+    let (lines, mut source, estimated) = if input.math == Math::Total && rollable {
+        rollup_totals(&api, &question).await?
     } else if input.math != Math::Total && (rollable || window_days.is_some()) {
-        // Users: sets per bucket (or per day of the windows), from the rollups or the raw rows.
-        let (set_starts, set_end) = days.clone().unwrap_or_else(|| (starts.clone(), end));
-        let mut source = if rollable { Some(CountSource::default()) } else { None };
-        for (index, one) in series.iter().enumerate() {
-            let sets = match &mut source {
-                Some(source) => {
-                    let (hours, from) =
-                        api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
-                    // Each series reads its own snapshot: the answer reports the most raw hours.
-                    if index == 0 || from.raw_hours > source.raw_hours {
-                        *source = from;
-                    }
-                    let mut sets = vec![UserSet::default(); set_starts.len()];
-                    for (hour, set) in &hours {
-                        sets[bucket_of(&set_starts, hour_start(*hour))].merge(set);
-                    }
-                    sets
-                }
-                None => {
-                    let seconds: Vec<i64> = set_starts.iter().map(DateTime::timestamp).collect();
-                    api.store.raw_users(project, one, &seconds, set_end.timestamp()).await?
-                }
-            };
-            let counts: Vec<UserCount> = match window_days {
-                None => sets.iter().map(UserSet::count).collect(),
-                Some(window) => windows(&starts, end, &set_starts, &sets, window as usize),
-            };
-            estimated |= counts.iter().any(|count| !count.exact);
-            let mut line = line_json(index, one, None, counts.iter().map(|count| count.users).collect(), input.math);
-            line["exact"] = json!(counts.iter().all(|count| count.exact));
-            lines.push(line);
-        }
-        source.as_ref().map(source_json).unwrap_or_else(|| json!({"kind": "raw"}))
+        let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
+        user_counts(&api, &question, rollable, days).await?
     } else {
-        let measure = if input.math == Math::UniqueUsers { Measure::Users } else { Measure::Events };
-        let seconds: Vec<i64> = starts.iter().map(DateTime::timestamp).collect();
-        for (index, one) in series.iter().enumerate() {
-            let counted =
-                api.store.raw_trend(project, one, measure, &seconds, end.timestamp(), breakdown.as_ref()).await?;
-            if counted.is_empty() && breakdown.is_none() {
-                lines.push(line_json(index, one, None, vec![0; starts.len()], input.math));
-            }
-            for (line, values) in counted {
-                lines.push(line_json(index, one, line, values, input.math));
-            }
-        }
-        json!({"kind": "raw"})
+        raw_counts(&api, &question, breakdown.as_ref()).await?
     };
-    let mut source = source;
     if estimated {
         source["sketch"] = json!({
             "kind": "hyperloglog",
@@ -392,6 +335,101 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         "source": source,
     }))
     .into_response())
+}
+
+/// What every way of answering a trend needs.
+struct Question<'a> {
+    project: evtrack::ids::ProjectId,
+    series: &'a [Series],
+    /// The buckets' starts, and the end of the last.
+    starts: &'a [DateTime<Utc>],
+    end: DateTime<Utc>,
+    math: Math,
+}
+
+/// A trend's lines, its `source`, and whether a line is an estimate.
+type Answered = (Vec<Value>, Value, bool);
+
+/// Totals from the hourly rollups (dirty hours and the current one from the raw rows).
+async fn rollup_totals(api: &Api, question: &Question<'_>) -> Result<Answered, Failure> {
+    let Question { project, series, starts, end, math } = *question;
+    let selection: Vec<(Option<EventType>, Option<String>)> = series.iter().map(|s| (s.kind, s.name.clone())).collect();
+    let (counts, source) = api.store.hourly_counts(project, hour_of(starts[0]), hour_of(end), &selection).await?;
+    let mut lines = Vec::new();
+    for (index, one) in series.iter().enumerate() {
+        let mut values = vec![0u64; starts.len()];
+        let of_series = |c: &&HourCount| {
+            one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
+        };
+        for count in counts.iter().filter(of_series) {
+            values[bucket_of(starts, hour_start(count.hour))] += count.events;
+        }
+        lines.push(line_json(index, one, None, values, math));
+    }
+    Ok((lines, source_json(&source), false))
+}
+
+/// Users per bucket, or per window of `days` (their starts, end and the window's length):
+/// sets from the rollups (`rollable`) or the raw rows.
+async fn user_counts(
+    api: &Api,
+    question: &Question<'_>,
+    rollable: bool,
+    days: Option<(Vec<DateTime<Utc>>, DateTime<Utc>, usize)>,
+) -> Result<Answered, Failure> {
+    let Question { project, series, starts, end, math } = *question;
+    let (set_starts, set_end) = match &days {
+        Some((days, days_end, _)) => (days.as_slice(), *days_end),
+        None => (starts, end),
+    };
+    let mut source: Option<CountSource> = None;
+    let (mut lines, mut estimated) = (Vec::new(), false);
+    for (index, one) in series.iter().enumerate() {
+        let sets = if rollable {
+            let (hours, read) =
+                api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
+            // Each series reads its own snapshot: the answer reports the most raw hours.
+            if source.as_ref().is_none_or(|source| read.raw_hours > source.raw_hours) {
+                source = Some(read);
+            }
+            let mut sets = vec![UserSet::default(); set_starts.len()];
+            for (hour, set) in &hours {
+                sets[bucket_of(set_starts, hour_start(*hour))].merge(set);
+            }
+            sets
+        } else {
+            let seconds: Vec<i64> = set_starts.iter().map(DateTime::timestamp).collect();
+            api.store.raw_users(project, one, &seconds, set_end.timestamp()).await?
+        };
+        let counts: Vec<UserCount> = match &days {
+            None => sets.iter().map(UserSet::count).collect(),
+            Some((_, _, window)) => windows(starts, end, set_starts, &sets, *window),
+        };
+        estimated |= counts.iter().any(|count| !count.exact);
+        let mut line = line_json(index, one, None, counts.iter().map(|count| count.users).collect(), math);
+        line["exact"] = json!(counts.iter().all(|count| count.exact));
+        lines.push(line);
+    }
+    let source = source.as_ref().map(source_json).unwrap_or_else(|| json!({"kind": "raw"}));
+    Ok((lines, source, estimated))
+}
+
+/// Events or users per bucket from the raw rows, broken down by `breakdown`.
+async fn raw_counts(api: &Api, question: &Question<'_>, breakdown: Option<&BreakdownBy>) -> Result<Answered, Failure> {
+    let Question { project, series, starts, end, math } = *question;
+    let measure = if math == Math::UniqueUsers { Measure::Users } else { Measure::Events };
+    let seconds: Vec<i64> = starts.iter().map(DateTime::timestamp).collect();
+    let mut lines = Vec::new();
+    for (index, one) in series.iter().enumerate() {
+        let counted = api.store.raw_trend(project, one, measure, &seconds, end.timestamp(), breakdown).await?;
+        if counted.is_empty() && breakdown.is_none() {
+            lines.push(line_json(index, one, None, vec![0; starts.len()], math));
+        }
+        for (line, values) in counted {
+            lines.push(line_json(index, one, line, values, math));
+        }
+    }
+    Ok((lines, json!({"kind": "raw"}), false))
 }
 
 /// The bucket (of those starting at `starts`) that `at` falls in.
