@@ -4,7 +4,7 @@
 //! `MAX_ROWS_READ` rows, or running past the statement cap, is a 422.
 
 use crate::extract::{Reading, Reply, body};
-use crate::queries::{BreakdownInput, Interval, SeriesInput, buckets, time_zone, to_utc, utc};
+use crate::queries::{BreakdownInput, Interval, QUESTION_BUDGET, SeriesInput, buckets, time_zone, to_utc, utc, within};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::extract::State;
@@ -73,10 +73,8 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let breakdown = input.breakdown.as_ref().map(BreakdownInput::parse).transpose()?;
     let window = Duration::hours(input.window_hours);
     let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
-    let rows = api
-        .store
-        .journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref())
-        .await?;
+    let read = api.store.journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref());
+    let rows = within(QUESTION_BUDGET, async { Ok(read.await?) }).await?;
     let read = rows.len();
     let lines = cohorts::funnel(
         rows,
@@ -197,7 +195,8 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         starts.push(to_utc(tz, local_first + length * index)?);
     }
     let end = starts.pop().unwrap_or(first[0]);
-    let rows = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None).await?;
+    let read = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None);
+    let rows = within(QUESTION_BUDGET, async { Ok(read.await?) }).await?;
     let read = rows.len();
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());

@@ -218,8 +218,9 @@ impl IntoResponse for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "query_too_big",
                 format!(
-                    "the database could not answer this within {} s; ask for a shorter time range or fewer filters",
-                    evtrack::store::READ_TIME_CAP.as_secs()
+                    "the database could not answer this in time ({} s a statement, {} s a question); ask for a shorter time range or fewer filters",
+                    evtrack::store::READ_TIME_CAP.as_secs(),
+                    crate::queries::QUESTION_BUDGET.as_secs()
                 ),
             ),
             Failure::Internal(reason) => {

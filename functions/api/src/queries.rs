@@ -25,6 +25,17 @@ use std::sync::Arc;
 pub const MAX_BUCKETS: usize = 2_000;
 pub const MAX_SERIES: usize = 10;
 pub const MAX_BREAKDOWN_VALUES: usize = 100;
+/// How long one question may take in all (several statements of up to 5 s each): an answer
+/// well within API Gateway's 30 s and the api function's 29 s, never a timeout.
+pub const QUESTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `work`, or `query_too_big` once it has taken `budget`.
+pub(crate) async fn within<T>(
+    budget: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(budget, work).await.unwrap_or(Err(Failure::TooBig))
+}
 
 pub fn routes() -> ListedRouter<Arc<Api>> {
     use http::Method;
@@ -307,14 +318,17 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         && series.iter().all(|s| s.filters.is_empty() && (input.math == Math::Total || s.name.is_none()));
 
     let question = Question { project, series: &series, starts: &starts, end, math: input.math };
-    let (lines, mut source, estimated) = if input.math == Math::Total && rollable {
-        rollup_totals(&api, &question).await?
-    } else if input.math != Math::Total && (rollable || window_days.is_some()) {
-        let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
-        user_counts(&api, &question, rollable, days).await?
-    } else {
-        raw_counts(&api, &question, breakdown.as_ref()).await?
+    let answer = async {
+        if input.math == Math::Total && rollable {
+            rollup_totals(&api, &question).await
+        } else if input.math != Math::Total && (rollable || window_days.is_some()) {
+            let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
+            user_counts(&api, &question, rollable, days).await
+        } else {
+            raw_counts(&api, &question, breakdown.as_ref()).await
+        }
     };
+    let (lines, mut source, estimated) = within(QUESTION_BUDGET, answer).await?;
     if estimated {
         source["sketch"] = json!({
             "kind": "hyperloglog",
@@ -610,6 +624,16 @@ mod tests {
                 .collect();
             assert_eq!(sliding, unions, "{interval:?} {window}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_question_past_its_budget_is_too_big() {
+        let slow = async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(())
+        };
+        let answer = within(std::time::Duration::from_millis(20), slow).await;
+        assert!(matches!(answer, Err(Failure::TooBig)));
     }
 
     #[test]
