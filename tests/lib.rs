@@ -314,13 +314,10 @@ impl TestApp {
 
 /// The scheduled jobs in this process, each as its own database user.
 pub fn job_runners(users: &FunctionUsers, config: &Config) -> JobRunners {
-    JobRunners::default()
-        .with(
-            evtrack_rotate_keys::JOB,
-            evtrack_rotate_keys::in_process(users.store("rotate-keys"), config).expect("keyring"),
-        )
-        .with(evtrack_cleanup::JOB, evtrack_cleanup::in_process(users.store("cleanup"), config))
-        .with(evtrack_cleanup::ROLLUPS_JOB, evtrack_cleanup::rollups_in_process(users.store("cleanup"), config))
+    evtrack_cleanup::runners(users.store("cleanup"), config).with(
+        evtrack_rotate_keys::JOB,
+        evtrack_rotate_keys::in_process(users.store("rotate-keys"), config).expect("keyring"),
+    )
 }
 
 pub async fn send(router: &Router, request: Request<Body>) -> Reply {

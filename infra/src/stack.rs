@@ -139,17 +139,17 @@ async fn warn_if_redis_is_down(config: &Config) {
 /// AWS: the current slot of every job on start (the ledger makes a repeat of a slot that
 /// already ran do nothing), then each next one.
 async fn fire_schedules(jobs: JobRunners) {
-    let mut fired: Vec<(&str, i64)> = Vec::new();
+    // The last slot fired, per job of JOB_NAMES.
+    let mut fired: [Option<i64>; JOB_NAMES.len()] = [None; JOB_NAMES.len()];
     loop {
         let now = chrono::Utc::now();
-        for name in JOB_NAMES {
+        for (name, last) in JOB_NAMES.into_iter().zip(&mut fired) {
             let period = job_period(name).num_seconds();
             let slot = now.timestamp() - now.timestamp().rem_euclid(period);
-            if fired.iter().any(|(job, last)| *job == name && *last == slot) {
+            if *last == Some(slot) {
                 continue;
             }
-            fired.retain(|(job, _)| *job != name);
-            fired.push((name, slot));
+            *last = Some(slot);
             let at = chrono::DateTime::from_timestamp(slot, 0).unwrap_or(now);
             if let Some(Err(err)) = jobs.run(name, Trigger::new(at, "local")).await {
                 tracing::warn!(job = name, error = %err, "job failed; it resumes at its next slot");

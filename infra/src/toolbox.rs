@@ -29,10 +29,8 @@ pub async fn jobs(store: &Store, config: &Config) -> anyhow::Result<JobRunners> 
 
 /// As `jobs`, each job on a store of its own (its own database user).
 pub fn in_process_jobs(rotate_keys_store: Store, cleanup_store: Store, config: &Config) -> anyhow::Result<JobRunners> {
-    Ok(JobRunners::default()
-        .with(evtrack_rotate_keys::JOB, evtrack_rotate_keys::in_process(rotate_keys_store, config)?)
-        .with(evtrack_cleanup::JOB, evtrack_cleanup::in_process(cleanup_store.clone(), config))
-        .with(evtrack_cleanup::ROLLUPS_JOB, evtrack_cleanup::rollups_in_process(cleanup_store, config)))
+    Ok(evtrack_cleanup::runners(cleanup_store, config)
+        .with(evtrack_rotate_keys::JOB, evtrack_rotate_keys::in_process(rotate_keys_store, config)?))
 }
 
 pub async fn keyring(store: &Store, config: &Config) -> anyhow::Result<Arc<Keyring>> {

@@ -4,7 +4,7 @@
 //! `MAX_ROWS_READ` rows, or running past the statement cap, is a 422.
 
 use crate::extract::{Reading, Reply, body};
-use crate::queries::{BreakdownInput, Interval, QUESTION_BUDGET, SeriesInput, buckets, time_zone, to_utc, utc, within};
+use crate::queries::{BreakdownInput, Interval, SeriesInput, buckets, time_zone, to_utc, utc};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::extract::State;
@@ -73,8 +73,10 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let breakdown = input.breakdown.as_ref().map(BreakdownInput::parse).transpose()?;
     let window = Duration::hours(input.window_hours);
     let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
-    let read = api.store.journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref());
-    let rows = within(QUESTION_BUDGET, async { Ok(read.await?) }).await?;
+    let rows = api
+        .store
+        .journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref())
+        .await?;
     let read = rows.len();
     let lines = cohorts::funnel(
         rows,
@@ -83,10 +85,7 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
         input.to.timestamp_millis(),
         window.num_milliseconds(),
     );
-    let total = lines.iter().fold(vec![0u64; steps.len()], |mut sum, (_, counts)| {
-        sum.iter_mut().zip(counts).for_each(|(sum, count)| *sum += count);
-        sum
-    });
+    let total = lines.iter().fold(vec![0u64; steps.len()], |sum, (_, counts)| added(sum, counts));
     let mut answer = json!({
         "steps": steps_json(&steps, &total),
         "from": input.from,
@@ -105,9 +104,19 @@ fn ceil_seconds(at: DateTime<Utc>) -> i64 {
     at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
 }
 
+/// Per-step counts added up.
+fn added(mut sum: Vec<u64>, counts: &[u64]) -> Vec<u64> {
+    sum.iter_mut().zip(counts).for_each(|(sum, count)| *sum += count);
+    sum
+}
+
+/// `part` of `whole`; 0 of nobody.
+fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
 fn steps_json(steps: &[Series], counts: &[u64]) -> Value {
     let entered = counts.first().copied().unwrap_or(0);
-    let rate = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
     let lines: Vec<Value> = steps
         .iter()
         .zip(counts)
@@ -135,10 +144,7 @@ fn breakdown_json(lines: FunnelCounts, top: usize, steps: &[Series]) -> Value {
         .map(|(value, counts)| json!({"kind": "value", "value": value, "steps": steps_json(steps, &counts)}))
         .collect();
     for (kind, lines) in [("other", rest), ("missing", missing)] {
-        if let Some(summed) = lines.into_iter().map(|(_, counts)| counts).reduce(|mut sum, counts| {
-            sum.iter_mut().zip(&counts).for_each(|(sum, count)| *sum += count);
-            sum
-        }) {
+        if let Some(summed) = lines.into_iter().map(|(_, counts)| counts).reduce(|sum, counts| added(sum, &counts)) {
             answer.push(json!({"kind": kind, "steps": steps_json(steps, &summed)}));
         }
     }
@@ -195,8 +201,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         starts.push(to_utc(tz, local_first + length * index)?);
     }
     let end = starts.pop().unwrap_or(first[0]);
-    let read = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None);
-    let rows = within(QUESTION_BUDGET, async { Ok(read.await?) }).await?;
+    let rows = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None).await?;
     let read = rows.len();
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());
@@ -204,11 +209,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         .iter()
         .zip(table)
         .map(|(start, cohort)| {
-            let rates: Vec<f64> = cohort
-                .returned
-                .iter()
-                .map(|&back| if cohort.users == 0 { 0.0 } else { back as f64 / cohort.users as f64 })
-                .collect();
+            let rates: Vec<f64> = cohort.returned.iter().map(|&back| rate(back, cohort.users)).collect();
             json!({"start": start.with_timezone(&tz).to_rfc3339(), "users": cohort.users, "returned": cohort.returned, "rates": rates})
         })
         .collect();

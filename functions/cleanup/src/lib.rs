@@ -34,16 +34,11 @@ pub fn in_process(store: Store, config: &Config) -> InProcess<Cleanup> {
     InProcess::new(store, Cleanup::new(config.cleanup.clone()), config.job_lease)
 }
 
-/// The rollups job on `store` (the cleanup function's, and its database user).
-pub fn rollups_in_process(store: Store, config: &Config) -> InProcess<Rollups> {
-    InProcess::new(store, Rollups, config.job_lease)
-}
-
-/// Both jobs of the cleanup function.
+/// Both jobs of the cleanup function (the rollups run as its database user too).
 pub fn runners(store: Store, config: &Config) -> JobRunners {
     JobRunners::default()
         .with(JOB, in_process(store.clone(), config))
-        .with(ROLLUPS_JOB, rollups_in_process(store, config))
+        .with(ROLLUPS_JOB, InProcess::new(store, Rollups, config.job_lease))
 }
 
 impl Cleanup {

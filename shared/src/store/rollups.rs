@@ -88,6 +88,13 @@ pub struct CountSource {
     pub raw_hours: usize,
 }
 
+impl CountSource {
+    /// `[from_hour, to_hour)`, of which `raw_hours` read raw.
+    fn of(from_hour: u32, to_hour: u32, raw_hours: usize) -> Self {
+        CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours, raw_hours }
+    }
+}
+
 fn kind(name: &str) -> Result<EventType, StoreError> {
     EventType::ALL
         .into_iter()
@@ -145,16 +152,9 @@ impl Store {
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}"
         );
         let users: Vec<(String, String)> = with_timeout(tx.exec(sql, params[1..].to_vec())).await?;
-        let mut sets: Vec<(String, UserSet)> = Vec::new();
+        let mut sets: BTreeMap<String, UserSet> = BTreeMap::new();
         for (kind, user) in users {
-            match sets.iter_mut().find(|(seen, _)| *seen == kind) {
-                Some((_, set)) => set.insert(user_hash(&user)),
-                None => {
-                    let mut set = UserSet::default();
-                    set.insert(user_hash(&user));
-                    sets.push((kind, set));
-                }
-            }
+            sets.entry(kind).or_default().insert(user_hash(&user));
         }
         for (kind, set) in sets {
             with_timeout(tx.exec_drop(
@@ -208,9 +208,7 @@ impl Store {
         }
         with_timeout(tx.commit()).await?;
         counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
-        let source =
-            CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours.len(), raw_hours: raw_hours.len() };
-        Ok((counts, source))
+        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len())))
     }
 
     /// The users of `[from_hour, to_hour)` per hour (those with events of `kind`, or of any
@@ -289,9 +287,7 @@ impl Store {
             let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
             hours.entry(hour).or_default().insert(user_hash(&user));
         }
-        let source =
-            CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours.len(), raw_hours: raw_hours.len() };
-        Ok((hours.into_iter().collect(), source))
+        Ok((hours.into_iter().collect(), CountSource::of(from_hour, to_hour, raw_hours.len())))
     }
 }
 
