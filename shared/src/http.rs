@@ -79,7 +79,8 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
     ] {
-        headers.insert(name, HeaderValue::from_static(value));
+        // A route that serves a page (the dashboard) sets its own policy and caching.
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
     }
     response
 }

@@ -523,9 +523,12 @@ def check_http_api(template):
     # /batch already serves /batch/ (the function still sees the slash in rawPath).
     trailing = [path for _, path, _ in routes if path != "/" and path.endswith("/")]
     require(not trailing, f"routes ending in '/': {sorted(set(trailing))}")
-    ingest_posts = {path for method, path, function in routes if function == "IngestFunction" and method == "POST"}
+    # Every ingest route a browser calls with a key (POSTs, and RudderStack's GET
+    # /sourceConfig) needs its preflight routed; /health is called without one.
+    ingest_browser = {path for method, path, function in routes
+                      if function == "IngestFunction" and (method == "POST" or (method == "GET" and path != "/health"))}
     ingest_options = {path for method, path, function in routes if function == "IngestFunction" and method == "OPTIONS"}
-    require(ingest_posts == ingest_options, f"POST without OPTIONS: {sorted(ingest_posts ^ ingest_options)}")
+    require(ingest_browser == ingest_options, f"browser routes without OPTIONS or the reverse: {sorted(ingest_browser ^ ingest_options)}")
     for api_resource in apis.values():
         for methods in api_resource["Properties"]["Body"]["paths"].values():
             for operation in methods.values():

@@ -2,6 +2,7 @@
 //! Redis and moto's SQS server: `infra/dev.sh test` starts them.
 
 mod audit;
+mod browser;
 mod cli;
 mod consumer;
 mod database_tls;

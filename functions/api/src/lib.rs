@@ -5,6 +5,7 @@
 
 mod audit;
 mod cohorts;
+mod dashboard;
 mod data;
 pub mod export;
 mod extract;
@@ -13,6 +14,7 @@ mod pages;
 mod queries;
 mod routes;
 
+pub use dashboard::CSP as DASHBOARD_CSP;
 pub use lists::{EXPORT_CURSOR_HEADER, EXPORT_MAX_BYTES};
 pub use pages::Page;
 pub use routes::{router, routes, standalone_router};

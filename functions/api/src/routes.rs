@@ -47,6 +47,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .merge(crate::lists::routes())
         .merge(crate::queries::routes())
         .merge(crate::cohorts::routes())
+        .merge(crate::dashboard::routes())
 }
 
 /// The api's routes, for a server that sends other paths elsewhere (`evtrack up`: ingest).

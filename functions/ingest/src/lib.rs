@@ -86,7 +86,8 @@ impl Ingest {
         let header_text = |name| parts.headers.get(name).and_then(|value: &http::HeaderValue| value.to_str().ok());
         let json =
             body::json_bytes(raw, header_text(header::CONTENT_ENCODING), header_text(header::CONTENT_TYPE), limit)?;
-        let payload = wire::parse(shape, &json, &self.limits)?;
+        let mut payload = wire::parse(shape, &json, &self.limits)?;
+        payload.sent_at_header(header_text(HeaderName::from_static("sentat")))?;
         // The body may name the same key again, or conflict with it (refused).
         let key = credentials::find(&parts, &payload.body_keys)?;
         let access = match early {
@@ -126,6 +127,28 @@ impl Ingest {
             return Err(errors::quarantined(event));
         }
         Ok(success(shape, &quarantined))
+    }
+
+    /// What RudderStack's browser SDK asks its control plane for (`configUrl` pointed here):
+    /// a source with no device-mode destinations, so that it loads nothing from elsewhere and
+    /// sends every event to the data plane. The write key is checked as on the ingest routes.
+    pub async fn source_config(&self, request: Request) -> Result<serde_json::Value, Rejected> {
+        let (parts, _) = request.into_parts();
+        let key = credentials::find(&parts, &[])?;
+        let access = self.keys.verify(&key, Scope::Write).await?;
+        let project = access.project_uid.ok_or(VerifyError::Denied(AccessDenied::Unauthenticated))?;
+        Ok(serde_json::json!({
+            "isHosted": false,
+            "source": {
+                "id": access.key_uid,
+                "name": "evtrack",
+                "writeKey": key,
+                "workspaceId": project,
+                "enabled": true,
+                "config": {},
+                "destinations": [],
+            },
+        }))
     }
 
     fn request_limit(&self, shape: Shape) -> usize {

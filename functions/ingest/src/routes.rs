@@ -19,7 +19,11 @@ pub fn routes() -> ListedRouter<Arc<Ingest>> {
         .on(Method::GET, "/health", || async { Json(serde_json::json!({"status": "ok"})) })
         // analytics-next reports its own metrics here; accepted and not stored.
         .on(Method::POST, "/v1/m", || async { Json(serde_json::json!({"success": true})) })
-        .preflight("/v1/m");
+        .preflight("/v1/m")
+        // RudderStack's browser SDK loads its source configuration before sending anything.
+        .on(Method::GET, "/sourceConfig", source_config)
+        .on(Method::GET, "/sourceConfig/", source_config)
+        .preflight("/sourceConfig");
     let mut accept = |path: &str, shape: Shape| {
         let taken = std::mem::take(&mut routes);
         let handler = move |state: State<Arc<Ingest>>, request: Request| accepting(shape, state, request);
@@ -99,16 +103,31 @@ fn record(shape: Shape, outcome: &str, observed: &Observed) {
     }
 }
 
-/// Browsers post from any site; no credentials, so `*` is safe here (and only here).
+async fn source_config(State(ingest): State<Arc<Ingest>>, request: Request) -> axum::response::Response {
+    match ingest.source_config(request).await {
+        Ok(config) => Json(config).into_response(),
+        Err(rejected) => rejected.into_response(),
+    }
+}
+
+/// Browsers post from any site; no credentials, so `*` is safe here (and only here). The
+/// headers are those the browser SDKs send: analytics-next's retry count, RudderStack's
+/// `AnonymousId`, `SentAt` and retry bookkeeping.
 fn ingest_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("x-retry-count"),
             HeaderName::from_static("anonymousid"),
+            HeaderName::from_static("sentat"),
+            HeaderName::from_static("rsa-recovered"),
+            HeaderName::from_static("rsa-retry-attempt"),
+            HeaderName::from_static("rsa-retry-reason"),
+            HeaderName::from_static("rsa-since-first-attempt"),
+            HeaderName::from_static("rsa-since-last-attempt"),
         ])
         .max_age(Duration::from_secs(86_400))
 }

@@ -224,6 +224,20 @@ impl Payload<'_> {
         self.len() == 0
     }
 
+    /// RudderStack's browser SDK sends the time of sending in a `SentAt` header too: it is
+    /// the request's sentAt when the body has none at its top (a message's own wins, as
+    /// over a batch's), checked as the body's would be.
+    pub fn sent_at_header(&mut self, header: Option<&str>) -> Result<(), WireError> {
+        let Some(text) = header else { return Ok(()) };
+        if self.batch.sent_at.is_some() {
+            return Ok(());
+        }
+        let sent_at = Value::String(text.to_owned());
+        parse_timestamp("SentAt header", &sent_at).map_err(WireError::Shape)?;
+        self.batch.sent_at = Some(sent_at);
+        Ok(())
+    }
+
     fn add_key(&mut self, value: &Value) {
         if let Value::String(key) = value
             && !key.is_empty()
@@ -302,6 +316,30 @@ mod tests {
         let limits = Limits::default();
         let bytes = serde_json::to_vec(&body).expect("serialises");
         normalised(shape, &bytes, &limits)
+    }
+
+    #[test]
+    fn a_sent_at_header_counts_as_the_bodys_sent_at_and_a_message_own_wins() {
+        let limits = Limits::default();
+        let with_header = |body: Value, header: &str| -> Result<Vec<Event>, String> {
+            let bytes = serde_json::to_vec(&body).expect("serialises");
+            let mut payload =
+                parse(Shape::SegmentSingle(EventType::Track), &bytes, &limits).map_err(|e| e.to_string())?;
+            payload.sent_at_header(Some(header)).map_err(|e| e.to_string())?;
+            Ok(payload.normalise(received(), &limits).events)
+        };
+        // RudderStack's browser SDK: a client clock an hour fast, in the header alone.
+        let fast = (received() + chrono::Duration::hours(1)).to_rfc3339();
+        let event_at = (received() + chrono::Duration::minutes(59)).to_rfc3339();
+        let track = json!({"event": "E", "userId": "u", "timestamp": event_at});
+        let stored = with_header(track.clone(), &fast).expect("accepted");
+        assert_eq!(stored[0].timestamp, received() - chrono::Duration::minutes(1), "corrected by the header's sentAt");
+        let mut own = track;
+        own["sentAt"] = json!(event_at);
+        let stored = with_header(own, &fast).expect("accepted");
+        assert_eq!(stored[0].timestamp, received(), "the message's own sentAt wins");
+        let err = with_header(json!({"event": "E", "userId": "u"}), "yesterday").expect_err("refused");
+        assert!(err.contains("SentAt header"), "{err}");
     }
 
     fn normalised(shape: Shape, bytes: &[u8], limits: &Limits) -> Result<Vec<Event>, String> {

@@ -89,7 +89,7 @@ pub(super) fn posthog_event(
         }
     };
     properties.remove("token");
-    let library = library_context(&properties).map(|library| as_text(&library)).transpose()?;
+    let browser = browser_context(&properties).map(|context| as_text(&context)).transpose()?;
     Ok(Event {
         message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
         kind,
@@ -100,7 +100,7 @@ pub(super) fn posthog_event(
         previous_id,
         properties: Some(as_text(&properties)?),
         traits,
-        context: merged(batch.context.as_ref(), library)?,
+        context: merged(batch.context.as_ref(), browser)?,
         integrations: None,
         timestamp,
         original_timestamp: original,
@@ -109,15 +109,66 @@ pub(super) fn posthog_event(
     })
 }
 
-/// PostHog names its SDK in `$lib` / `$lib_version`; Segment puts it in `context.library`.
-fn library_context(properties: &JsonObject) -> Option<JsonObject> {
-    let name = properties.get("$lib")?.clone();
-    let mut library = Map::new();
-    library.insert("name".into(), name);
-    if let Some(version) = properties.get("$lib_version") {
-        library.insert("version".into(), version.clone());
-    }
+/// What PostHog's SDKs say of the library and the browser, put where Segment's SDKs put it
+/// (`context.library`, `userAgent`, `page`, `screen`, `os`, `locale`, `timezone`), so that
+/// questions about pages and browsers read the same for every SDK; the properties stay as sent.
+fn browser_context(properties: &JsonObject) -> Option<JsonObject> {
+    // posthog-js writes `$direct` for "no referrer".
+    let present =
+        |name: &str| properties.get(name).filter(|value| !value.is_null() && value.as_str() != Some("$direct"));
+    let object = |pairs: &[(&str, &str)]| -> Option<Value> {
+        let object: JsonObject = pairs
+            .iter()
+            .filter_map(|(from, to)| present(from).map(|value| ((*to).to_owned(), value.clone())))
+            .collect();
+        (!object.is_empty()).then_some(Value::Object(object))
+    };
     let mut context = Map::new();
-    context.insert("library".into(), Value::Object(library));
-    Some(context)
+    let mut add = |name: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            context.insert(name.to_owned(), value);
+        }
+    };
+    if present("$lib").is_some() {
+        add("library", object(&[("$lib", "name"), ("$lib_version", "version")]));
+    }
+    add("userAgent", present("$raw_user_agent").cloned());
+    add(
+        "page",
+        object(&[("$current_url", "url"), ("$pathname", "path"), ("$referrer", "referrer"), ("title", "title")]),
+    );
+    add("screen", object(&[("$screen_width", "width"), ("$screen_height", "height")]));
+    add("os", object(&[("$os", "name"), ("$os_version", "version")]));
+    add("locale", present("$browser_language").cloned());
+    add("timezone", present("$timezone").cloned());
+    (!context.is_empty()).then_some(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn posthog_js_properties_fill_the_context_segment_sdks_send() {
+        let properties = json!({
+            "$lib": "web", "$lib_version": "1.449.2", "$raw_user_agent": "Mozilla/5.0 HeadlessChrome",
+            "$current_url": "http://127.0.0.1:5/shop?q=1", "$pathname": "/shop", "$referrer": "$direct",
+            "title": "Shop", "$screen_width": 1280, "$screen_height": 900, "$os": "Linux", "$timezone": "UTC",
+            "plan": "pro"
+        });
+        let context = browser_context(properties.as_object().expect("object")).expect("a context");
+        assert_eq!(
+            Value::Object(context),
+            json!({
+                "library": {"name": "web", "version": "1.449.2"},
+                "userAgent": "Mozilla/5.0 HeadlessChrome",
+                "page": {"url": "http://127.0.0.1:5/shop?q=1", "path": "/shop", "title": "Shop"},
+                "screen": {"width": 1280, "height": 900},
+                "os": {"name": "Linux"},
+                "timezone": "UTC"
+            })
+        );
+        assert_eq!(browser_context(json!({"plan": "pro"}).as_object().expect("object")), None, "a server SDK's event");
+    }
 }
