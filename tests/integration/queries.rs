@@ -86,6 +86,8 @@ struct Checker<'a> {
     from: String,
     to: String,
     from_seconds: i64,
+    /// Breakdowns answered from a promoted property's rollup.
+    breakdowns_from_rollup: std::cell::Cell<usize>,
 }
 
 impl Checker<'_> {
@@ -164,6 +166,20 @@ impl Checker<'_> {
         let expected: Vec<u64> = hourly.iter().map(|users| users.len() as u64).collect();
         assert!(expected.iter().sum::<u64>() > 0);
         assert_eq!(answer["series"][0]["values"], json!(expected), "{moment}: hourly unique users");
+        // Breakdowns (from the rollup of the property once it is promoted): equal to the raw rows.
+        for (interval, timezone) in [("week", "UTC"), ("day", "Europe/Paris"), ("hour", "UTC")] {
+            let question = json!({"series": [{"event": "Viewed"}, {"type": "page"}, {"type": "any"}],
+                "from": self.from, "to": self.to, "interval": interval, "timezone": timezone,
+                "breakdown": {"property": "properties.plan", "limit": 2}});
+            let auto = self.trend(question.clone()).await;
+            let mut raw_question = question;
+            raw_question["source"] = json!("raw");
+            let raw = self.trend(raw_question).await;
+            assert_eq!(auto["series"], raw["series"], "{moment}: breakdown {interval} {timezone}: {}", auto["source"]);
+            let from_rollup = auto["source"]["kind"] == "rollup";
+            assert_eq!(from_rollup, auto["source"]["property"] == "properties.plan", "{moment}: {}", auto["source"]);
+            self.breakdowns_from_rollup.set(self.breakdowns_from_rollup.get() + usize::from(from_rollup));
+        }
         // A breakdown: the top two plans, the rest, and the events without one.
         let question = json!({"series": [{"event": "Viewed"}], "from": self.from, "to": self.to, "interval": "week",
             "breakdown": {"property": "properties.plan", "limit": 2}});
@@ -367,6 +383,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
         from: iso(now - 6 * DAY),
         to: iso(now),
         from_seconds: now - 6 * DAY,
+        breakdowns_from_rollup: std::cell::Cell::new(0),
     };
     let mut gone: HashSet<String> = HashSet::new();
 
@@ -384,6 +401,21 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert!(step_rows(&rollups, "rollups").0 > 0, "the read marked them: {rollups}");
     checker.check(&sent, &gone, "after the rollups job rolled their users up").await;
     assert_eq!(app.db.count("rollup_dirty_hours").await, 0);
+
+    // Promoting a property: its backfill marks every hour, read raw until the job recounts them.
+    assert_eq!(checker.breakdowns_from_rollup.get(), 0);
+    let promote = format!("/v1/properties/properties.plan/promote?project={}", app.project);
+    let reply = app.send(api_request("POST", &promote, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    assert_eq!(reply.json["property"], "properties.plan");
+    assert_eq!(app.send(api_request("POST", &promote, &app.admin, None)).await.status, StatusCode::OK, "once");
+    assert!(app.db.count("rollup_dirty_hours").await > 0, "the backfill");
+    checker.check(&sent, &gone, "right after promoting properties.plan").await;
+    cleanup_now(&app).await;
+    assert_eq!(app.db.count("rollup_dirty_hours").await, 0);
+    assert!(app.db.count("rollup_property_hours").await > 0);
+    checker.check(&sent, &gone, "after the backfill").await;
+    assert_eq!(checker.breakdowns_from_rollup.get(), 6, "breakdowns read the promoted property's rollup");
 
     // Duplicates change nothing; soft deletes and restores, an erasure do.
     let duplicates: Vec<Value> = sent.iter().take(60).map(Sent::json).collect();
@@ -424,6 +456,21 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     gone.extend(sent.iter().filter(|e| e.at.timestamp() < cutoff).map(|e| e.message_id.clone()));
     checker.check(&sent, &gone, "after retention").await;
     println!("rollups: {} of 900 events live at the end, every answer equal three ways", sent.len() - gone.len());
+
+    // Promotions: listed with a read key, refused past the limit and for what is no property.
+    let reply = app.send(api_request("GET", "/v1/properties/promoted", &checker.read, None)).await;
+    assert_eq!(reply.json["data"][0]["property"], "properties.plan", "{}", reply.json);
+    for n in 1..evtrack::store::MAX_PROMOTED {
+        let path = format!("/v1/properties/context.p{n}/promote?project={project}");
+        assert_eq!(app.send(api_request("POST", &path, &app.admin, None)).await.status, StatusCode::CREATED);
+    }
+    let path = format!("/v1/properties/traits.one_too_many/promote?project={project}");
+    let reply = app.send(api_request("POST", &path, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.json);
+    let path = format!("/v1/properties/plan/promote?project={project}");
+    assert_eq!(app.send(api_request("POST", &path, &app.admin, None)).await.status, StatusCode::BAD_REQUEST);
+    let path = format!("/v1/properties/properties.plan/promote?project={project}");
+    assert_eq!(app.send(api_request("POST", &path, &checker.read, None)).await.status, StatusCode::FORBIDDEN);
 }
 
 /// Every statement the read side runs, asked of the database with EXPLAIN: none reads the
@@ -446,6 +493,9 @@ async fn every_read_side_statement_reads_events_through_an_index() {
     }
     assert!(app.consume_queued().await.is_empty());
     cleanup_now(&app).await;
+    // Promoted after the rollups ran: a breakdown by it reads every hour raw (the backfill).
+    let promote = format!("/v1/properties/properties.plan/promote?project={}", app.project);
+    assert_eq!(app.send(api_request("POST", &promote, &app.admin, None)).await.status, StatusCode::CREATED);
     app.reads.take();
 
     let iso =
@@ -473,6 +523,11 @@ async fn every_read_side_statement_reads_events_through_an_index() {
         (
             "trends",
             json!({"series": [{"event": "Bought"}], "from": from, "to": to, "source": "raw",
+            "breakdown": {"property": "properties.plan"}}),
+        ),
+        (
+            "trends",
+            json!({"series": [{"event": "Bought"}, {"type": "page"}], "from": from, "to": to,
             "breakdown": {"property": "properties.plan"}}),
         ),
         ("trends", json!({"series": [{"type": "any"}], "from": from, "to": to, "math": "mau"})),

@@ -34,6 +34,7 @@ const AUDITED: &[(Method, &str, &str)] = &[
     (Method::POST, "/v1/users/{user_id}/soft-delete", "user.delete"),
     (Method::POST, "/v1/users/{user_id}/restore", "user.restore"),
     (Method::GET, "/v1/users/{user_id}/export", "user.export"),
+    (Method::POST, "/v1/properties/{property}/promote", "property.promote"),
 ];
 
 /// The key that acted, set by the key extractors (`Admin`, `OnProject`) once it is accepted.

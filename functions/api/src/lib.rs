@@ -11,6 +11,7 @@ pub mod export;
 mod extract;
 mod lists;
 mod pages;
+mod properties;
 mod queries;
 mod routes;
 

@@ -16,9 +16,12 @@ use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::sketch::{self, UserCount, UserSet};
-use evtrack::store::{BreakdownBy, CountSource, HourCount, JsonDocument, Line, Measure, Series, hour_of, hour_start};
+use evtrack::store::{
+    BreakdownBy, CountSource, HourCount, JsonDocument, Line, Measure, Promoted, Series, ValueCount, hour_of, hour_start,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Buckets one trend may have (two months of hours, five years of days).
@@ -158,6 +161,11 @@ impl SeriesInput {
 const ALL_DOCUMENTS: [JsonDocument; 3] = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
 
 impl BreakdownInput {
+    /// The property alone (a promotion names one).
+    pub(crate) fn of_property(property: &str) -> Self {
+        Self { property: property.to_string(), limit: default_breakdown_values() }
+    }
+
     pub(crate) fn parse(&self) -> Result<BreakdownBy, Failure> {
         if !(1..=MAX_BREAKDOWN_VALUES).contains(&self.limit) {
             return Err(Failure::Invalid(format!("breakdown.limit is 1 to {MAX_BREAKDOWN_VALUES}")));
@@ -317,9 +325,24 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         && breakdown.is_none()
         && series.iter().all(|s| s.filters.is_empty() && (input.math == Math::Total || s.name.is_none()));
 
+    // Totals broken down by a promoted property read its rollup.
+    let promoted = match &breakdown {
+        Some(by)
+            if on_hours
+                && input.source == SourceChoice::Auto
+                && input.math == Math::Total
+                && series.iter().all(|s| s.filters.is_empty()) =>
+        {
+            api.store.promoted_properties(project).await?.into_iter().find(|p| p.is(by.document, &by.path))
+        }
+        _ => None,
+    };
+
     let question = Question { project, series: &series, starts: &starts, end, math: input.math };
     let answer = async {
-        if input.math == Math::Total && rollable {
+        if let (Some(by), Some(property)) = (&breakdown, &promoted) {
+            rollup_breakdown(&api, &question, by.top, property).await
+        } else if input.math == Math::Total && rollable {
             rollup_totals(&api, &question).await
         } else if input.math != Math::Total && (rollable || window_days.is_some()) {
             let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
@@ -381,6 +404,55 @@ async fn rollup_totals(api: &Api, question: &Question<'_>) -> Result<Answered, F
         lines.push(line_json(index, one, None, values, math));
     }
     Ok((lines, source_json(&source), false))
+}
+
+/// Totals broken down by a promoted property, from its rollup (dirty hours and the current one
+/// from the raw rows): the lines `raw_counts` gives, top values ranked as it ranks them (by
+/// events in the range, then by value).
+async fn rollup_breakdown(
+    api: &Api,
+    question: &Question<'_>,
+    top: usize,
+    property: &Promoted,
+) -> Result<Answered, Failure> {
+    let Question { project, series, starts, end, math } = *question;
+    let selection: Vec<(Option<EventType>, Option<String>)> = series.iter().map(|s| (s.kind, s.name.clone())).collect();
+    let (counts, source) =
+        api.store.hourly_values(project, hour_of(starts[0]), hour_of(end), &selection, property).await?;
+    let mut lines = Vec::new();
+    for (index, one) in series.iter().enumerate() {
+        let counts: Vec<&ValueCount> = counts
+            .iter()
+            .filter(|c| {
+                one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
+            })
+            .collect();
+        // Values without trailing spaces are one value, as the PAD SPACE collation groups them.
+        let key = |value: &str| value.trim_end_matches(' ').to_string();
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for count in &counts {
+            if let Some(value) = &count.value {
+                *totals.entry(key(value)).or_default() += count.events;
+            }
+        }
+        let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let top: BTreeSet<String> = ranked.into_iter().take(top).map(|(value, _)| value).collect();
+        let mut by_line: BTreeMap<Line, Vec<u64>> = BTreeMap::new();
+        for count in &counts {
+            let line = match &count.value {
+                None => Line::Missing,
+                Some(value) if top.contains(&key(value)) => Line::Value(key(value)),
+                Some(_) => Line::Other,
+            };
+            by_line.entry(line).or_insert_with(|| vec![0; starts.len()])[bucket_of(starts, hour_start(count.hour))] +=
+                count.events;
+        }
+        lines.extend(by_line.into_iter().map(|(line, values)| line_json(index, one, Some(line), values, math)));
+    }
+    let mut source = source_json(&source);
+    source["property"] = json!(property.property);
+    Ok((lines, source, false))
 }
 
 /// Users per bucket, or per window of `days` (their starts, end and the window's length):

@@ -47,6 +47,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .merge(crate::lists::routes())
         .merge(crate::queries::routes())
         .merge(crate::cohorts::routes())
+        .merge(crate::properties::routes())
         .merge(crate::dashboard::routes())
 }
 

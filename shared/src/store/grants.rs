@@ -63,6 +63,9 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_event_hours", "SELECT"),
             ("rollup_user_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
+            // Promotions (their backfill is the hours they mark) and the counts they keep.
+            ("promoted_properties", "SELECT, INSERT"),
+            ("rollup_property_hours", "SELECT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data (only rollups).
@@ -88,6 +91,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),
             ("rollup_user_hours", "SELECT, INSERT, DELETE"),
             ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
+            ("promoted_properties", "SELECT, DELETE"),
+            ("rollup_property_hours", "SELECT, INSERT, DELETE"),
         ],
     },
     // Ends keys, rotates the signing keyring.

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_rollup_users",
         sql: include_str!("../../../migrations/0011_rollup_users.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_promoted_properties",
+        sql: include_str!("../../../migrations/0012_promoted_properties.sql"),
+    },
 ];
 
 impl Migration {

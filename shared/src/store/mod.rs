@@ -13,6 +13,7 @@ mod links;
 mod lists;
 pub mod migrations;
 mod projects;
+mod properties;
 mod rejected;
 mod retention;
 mod rollups;
@@ -34,6 +35,7 @@ pub use lists::{
     MAX_LIST_SUBJECTS,
 };
 pub use projects::{Project, ProjectChanges};
+pub use properties::{MAX_PROMOTED, Promoted, Promotion, ValueCount};
 pub use rejected::{RejectedEvent, RejectedFilter};
 pub use retention::Prunable;
 pub use rollups::{CountSource, HourCount, hour_of, hour_start};

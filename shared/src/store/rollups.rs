@@ -32,7 +32,7 @@ pub fn hour_start(hour: u32) -> DateTime<Utc> {
 }
 
 /// The SQL for a row's hour, as `hour_of` computes it.
-const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
+pub(super) const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
 
 /// The SQL for who an event counts as: its userId, else its anonymousId.
 pub(super) const USER_KEY: &str = "COALESCE(user_id, anonymous_id)";
@@ -90,12 +90,12 @@ pub struct CountSource {
 
 impl CountSource {
     /// `[from_hour, to_hour)`, of which `raw_hours` read raw.
-    fn of(from_hour: u32, to_hour: u32, raw_hours: usize) -> Self {
+    pub(super) fn of(from_hour: u32, to_hour: u32, raw_hours: usize) -> Self {
         CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours, raw_hours }
     }
 }
 
-fn kind(name: &str) -> Result<EventType, StoreError> {
+pub(super) fn kind(name: &str) -> Result<EventType, StoreError> {
     EventType::ALL
         .into_iter()
         .find(|kind| kind.as_str() == name)
@@ -128,7 +128,7 @@ impl Store {
         // Waits for every writer still holding the mark (their rows are then committed).
         with_timeout(tx.exec_drop("DELETE FROM rollup_dirty_hours WHERE project_id = ? AND hour = ?", (project, hour)))
             .await?;
-        for table in ["rollup_event_hours", "rollup_user_hours"] {
+        for table in ["rollup_event_hours", "rollup_user_hours", "rollup_property_hours"] {
             let sql = format!("DELETE FROM {table} WHERE project_id = ? AND hour = ?");
             with_timeout(tx.exec_drop(sql, (project, hour))).await?;
         }
@@ -162,6 +162,39 @@ impl Store {
                 (project, hour, kind, set.to_bytes()),
             ))
             .await?;
+        }
+
+        // The hour's values of each promoted property.
+        for property in super::properties::promoted(tx, ProjectId(project)).await? {
+            let (value, path) = property.value_sql();
+            let sql = format!(
+                "SELECT type, COALESCE(name, ''), {value} AS v, COUNT(*) FROM {LIVE_EVENTS} e
+                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing} GROUP BY 1, 2, 3"
+            );
+            let counted: Vec<(String, String, Option<String>, u64)> =
+                with_timeout(tx.exec(sql, [&[path][..], &params[1..]].concat())).await?;
+            for chunk in counted.chunks(super::IDS_PER_STATEMENT / 8) {
+                let values = vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(",");
+                let mut insert: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
+                for (kind, name, value, events) in chunk {
+                    let hash = super::properties::value_hash(value.as_deref());
+                    insert.extend([
+                        project.into(),
+                        hour.into(),
+                        property.id.into(),
+                        kind.as_str().into(),
+                        name.as_str().into(),
+                        hash.into(),
+                        value.as_deref().into(),
+                        (*events).into(),
+                    ]);
+                }
+                let sql = format!(
+                    "INSERT INTO rollup_property_hours
+                     (project_id, hour, property_id, type, name, value_hash, value, events) VALUES {values}"
+                );
+                with_timeout(tx.exec_drop(sql, insert)).await?;
+            }
         }
         Ok(Some(rows))
     }
@@ -202,7 +235,8 @@ impl Store {
         let (pairs, params) = selection_condition(selection);
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
         for row in
-            read_raw_hours(self, &mut tx, project, &raw_hours, &select, (&pairs, &params), "GROUP BY 1, 2, 3").await?
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), "GROUP BY 1, 2, 3")
+                .await?
         {
             counts.push(hour_count(&row)?);
         }
@@ -272,7 +306,8 @@ impl Store {
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
         let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
         let rows =
-            read_raw_hours(self, &mut tx, project, &raw_hours, &select, (kind_condition, &kind_params), &limit).await?;
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), &limit)
+                .await?;
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
             // Marked, so that the rollups job rolls their users up.
@@ -292,7 +327,7 @@ impl Store {
 }
 
 /// A read-only snapshot: the rollups and the raw rows as of one moment.
-fn snapshot() -> TxOpts {
+pub(super) fn snapshot() -> TxOpts {
     TxOpts::default()
         .with_isolation_level(IsolationLevel::RepeatableRead)
         .with_consistent_snapshot(true)
@@ -302,7 +337,7 @@ fn snapshot() -> TxOpts {
 
 /// The dirty hours of `[from_hour, to_hour)` (ascending), and the current hour (clamped to
 /// the range): those and every hour from the current one on are read from the raw rows.
-async fn dirty_hours(
+pub(super) async fn dirty_hours(
     tx: &mut impl Queryable,
     project: ProjectId,
     from_hour: u32,
@@ -318,12 +353,12 @@ async fn dirty_hours(
 
 /// `SELECT select` over the live events of `hours` (ascending) that `condition` (with
 /// `params`) selects, in runs of consecutive hours: one capped range read each.
-async fn read_raw_hours(
+pub(super) async fn read_raw_hours(
     store: &Store,
     tx: &mut mysql_async::Transaction<'_>,
     project: ProjectId,
     hours: &[u32],
-    select: &str,
+    (select, select_params): (&str, &[Value]),
     (condition, params): (&str, &[Value]),
     group: &str,
 ) -> Result<Vec<Row>, StoreError> {
@@ -332,8 +367,12 @@ async fn read_raw_hours(
     let mut rows = Vec::new();
     for run in hours.chunk_by(|a, b| b == &(a + 1)) {
         let (start, end) = (run[0], run[run.len() - 1] + 1);
-        let mut run_params =
-            vec![Value::from(project.0), to_db_time(hour_start(start)).into(), to_db_time(hour_start(end)).into()];
+        let mut run_params = select_params.to_vec();
+        run_params.extend([
+            Value::from(project.0),
+            to_db_time(hour_start(start)).into(),
+            to_db_time(hour_start(end)).into(),
+        ]);
         run_params.extend(params.iter().cloned());
         run_params.extend(erasing_params.iter().cloned());
         let sql = format!(
@@ -348,7 +387,7 @@ async fn read_raw_hours(
 }
 
 /// `AND (…)` for a selection (nothing when it is empty), and its parameters.
-fn selection_condition(selection: &[(Option<EventType>, Option<String>)]) -> (String, Vec<Value>) {
+pub(super) fn selection_condition(selection: &[(Option<EventType>, Option<String>)]) -> (String, Vec<Value>) {
     if selection.is_empty() {
         return (String::new(), Vec::new());
     }

@@ -1,0 +1,193 @@
+//! Promoted properties (migration 0012): a few properties per project whose values the
+//! rollups count per hour, type and name, so that a trend broken down by one of them reads
+//! the rollups instead of every row. Reads are exact as `hourly_counts` is: clean hours from
+//! the rollup, dirty ones and the current hour from the raw rows, in one snapshot.
+
+use super::lists::{JsonDocument, json_path};
+use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
+use super::{Store, StoreError, column, required, required_time, with_timeout};
+use crate::event::EventType;
+use crate::ids::ProjectId;
+use chrono::{DateTime, Utc};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, TxOpts, Value};
+use serde::Serialize;
+
+/// Properties one project may promote: each adds a read of every dirty hour to the rollups job.
+pub const MAX_PROMOTED: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Promoted {
+    #[serde(skip)]
+    pub id: u64,
+    /// As it was asked for: `properties.plan`.
+    pub property: String,
+    #[serde(skip)]
+    document: JsonDocument,
+    #[serde(skip)]
+    json_path: String,
+    pub promoted_at: DateTime<Utc>,
+}
+
+impl Promoted {
+    /// Whether this is the property at `path` of `document`.
+    pub fn is(&self, document: JsonDocument, path: &[String]) -> bool {
+        self.document == document && self.json_path == json_path(path)
+    }
+
+    /// The SQL for an event's value of it (its JSON path as the one parameter), as the raw
+    /// breakdown reads it: NULL where the event lacks it.
+    pub(super) fn value_sql(&self) -> (String, Value) {
+        (format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", self.document.as_str()), Value::from(self.json_path.as_str()))
+    }
+}
+
+/// The live events of one hour, type and name with one value of a promoted property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueCount {
+    pub hour: u32,
+    pub kind: EventType,
+    /// `""` for events without a name.
+    pub name: String,
+    /// `None`: events without the property.
+    pub value: Option<String>,
+    pub events: u64,
+}
+
+pub enum Promotion {
+    Promoted(Promoted),
+    AlreadyPromoted(Promoted),
+    TooMany,
+}
+
+/// The key a value is kept under: its xxh3 without trailing spaces (the PAD SPACE collation
+/// groups `a` and `a ` as one, in the raw reads too); never 0, which stands for "missing".
+pub(super) fn value_hash(value: Option<&str>) -> u64 {
+    value.map_or(0, |value| xxhash_rust::xxh3::xxh3_64(value.trim_end_matches(' ').as_bytes()).max(1))
+}
+
+/// The promoted properties of a project, oldest first.
+pub(super) async fn promoted(conn: &mut impl Queryable, project: ProjectId) -> Result<Vec<Promoted>, StoreError> {
+    let rows: Vec<Row> = with_timeout(conn.exec(
+        "SELECT id, property, document, json_path, promoted_at FROM promoted_properties WHERE project_id = ? ORDER BY id",
+        (project.0,),
+    ))
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let document = match required::<String>(row, 2)?.as_str() {
+                "properties" => JsonDocument::Properties,
+                "traits" => JsonDocument::Traits,
+                "context" => JsonDocument::Context,
+                other => return Err(StoreError::Corrupt(format!("promoted property document {other}"))),
+            };
+            Ok(Promoted {
+                id: required(row, 0)?,
+                property: required(row, 1)?,
+                document,
+                json_path: required(row, 3)?,
+                promoted_at: required_time(row, 4)?,
+            })
+        })
+        .collect()
+}
+
+impl Store {
+    pub async fn promoted_properties(&self, project: ProjectId) -> Result<Vec<Promoted>, StoreError> {
+        let mut conn = self.conn().await?;
+        promoted(&mut conn, project).await
+    }
+
+    /// Promotes the property at `path` of `document` (named `property`). Its backfill: every
+    /// hour with events is marked dirty in the same transaction, so the rollups job recounts
+    /// it with the property, and reads take it from the raw rows until then.
+    pub async fn promote_property(
+        &self,
+        project: ProjectId,
+        property: &str,
+        document: JsonDocument,
+        path: &[String],
+    ) -> Result<Promotion, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+        let existing = promoted(&mut tx, project).await?;
+        if let Some(found) = existing.iter().find(|promoted| promoted.is(document, path)) {
+            return Ok(Promotion::AlreadyPromoted(found.clone()));
+        }
+        if existing.len() >= MAX_PROMOTED {
+            return Ok(Promotion::TooMany);
+        }
+        with_timeout(tx.exec_drop(
+            "INSERT INTO promoted_properties (project_id, property, document, json_path) VALUES (?, ?, ?, ?)",
+            (project.0, property, document.as_str(), json_path(path)),
+        ))
+        .await?;
+        // Marks in ascending hour order, as every writer takes them (rollups.rs).
+        with_timeout(tx.exec_drop(
+            "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
+             SELECT project_id, hour FROM rollup_event_hours WHERE project_id = ?
+             GROUP BY project_id, hour ORDER BY hour",
+            (project.0,),
+        ))
+        .await?;
+        let promoted = promoted(&mut tx, project).await?.into_iter().find(|promoted| promoted.is(document, path));
+        with_timeout(tx.commit()).await?;
+        promoted.map(Promotion::Promoted).ok_or_else(|| StoreError::Corrupt("a promotion not read back".into()))
+    }
+
+    /// The live events of `[from_hour, to_hour)` per hour, type, name and value of `property`
+    /// (`selection` as in `hourly_counts`), exact as of one moment.
+    pub async fn hourly_values(
+        &self,
+        project: ProjectId,
+        from_hour: u32,
+        to_hour: u32,
+        selection: &[(Option<EventType>, Option<String>)],
+        property: &Promoted,
+    ) -> Result<(Vec<ValueCount>, CountSource), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
+        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+
+        let (pairs, mut params) = selection_condition(selection);
+        params.splice(0..0, [Value::from(project.0), from_hour.into(), current.into(), property.id.into()]);
+        let rolled: Vec<Row> = with_timeout(tx.exec(
+            format!(
+                "SELECT hour, type, name, value, events FROM rollup_property_hours
+                 WHERE project_id = ? AND hour >= ? AND hour < ? AND property_id = ? {pairs}"
+            ),
+            params,
+        ))
+        .await?;
+        let mut counts = Vec::new();
+        for row in &rolled {
+            let count = value_count(row)?;
+            if !raw(count.hour) {
+                counts.push(count);
+            }
+        }
+        let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
+        let (pairs, params) = selection_condition(selection);
+        let (value, path) = property.value_sql();
+        let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, {value} AS v, COUNT(*)");
+        let group = "GROUP BY 1, 2, 3, 4";
+        for row in
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[path]), (&pairs, &params), group).await?
+        {
+            counts.push(value_count(&row)?);
+        }
+        with_timeout(tx.commit()).await?;
+        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len())))
+    }
+}
+
+fn value_count(row: &Row) -> Result<ValueCount, StoreError> {
+    Ok(ValueCount {
+        hour: required(row, 0)?,
+        kind: kind(&required::<String>(row, 1)?)?,
+        name: required(row, 2)?,
+        value: column(row, 3),
+        events: required(row, 4)?,
+    })
+}
