@@ -1,8 +1,9 @@
 -- Properties a project promotes (POST /v1/properties/{property}/promote): the rollups count
 -- their values per hour, type and name, so that a trend broken down by one of them reads the
--- rollups instead of every row. A promotion marks every hour with events dirty in its own
--- transaction (the backfill): until the rollups job has recounted an hour, reads take it from
--- the raw rows, so answers are exact throughout.
+-- rollups instead of every row. A promotion lists every hour with events in
+-- rollup_property_backfill in its own transaction; the rollups job recounts those hours when
+-- no hour is dirty, newest first, and until then a breakdown by the property reads them from
+-- the raw rows: answers are exact throughout, and other questions keep their rollups.
 CREATE TABLE promoted_properties (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   project_id BIGINT UNSIGNED NOT NULL,
@@ -27,5 +28,18 @@ CREATE TABLE rollup_property_hours (
   value_hash BIGINT UNSIGNED NOT NULL,
   value MEDIUMTEXT NULL,
   events BIGINT UNSIGNED NOT NULL,
-  PRIMARY KEY (project_id, hour, property_id, type, name, value_hash)
+  PRIMARY KEY (project_id, property_id, hour, type, name, value_hash),
+  -- The rollups job replaces an hour's rows.
+  KEY ix_rollup_property_hours_hour (project_id, hour),
+  -- A breakdown of one event name reads its rows alone.
+  KEY ix_rollup_property_hours_name (project_id, property_id, type, name, hour)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The hours a promotion has yet to count (its backfill).
+CREATE TABLE rollup_property_backfill (
+  project_id BIGINT UNSIGNED NOT NULL,
+  property_id BIGINT UNSIGNED NOT NULL,
+  hour INT UNSIGNED NOT NULL,
+  PRIMARY KEY (project_id, property_id, hour),
+  KEY ix_rollup_property_backfill_hour (hour)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

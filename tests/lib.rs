@@ -589,13 +589,11 @@ impl StackProcess {
         (exit, output)
     }
 
-    /// A new read key of the stack's project, made through the admin API.
-    pub async fn read_key(&self, name: &str) -> String {
-        let client = reqwest::Client::new();
-        let admin = format!("Bearer {}", self.admin_key);
-        let projects: Value = client
+    /// The id of the stack's project, from the admin API.
+    pub async fn project_id(&self) -> String {
+        let projects: Value = reqwest::Client::new()
             .get(format!("{}/v1/projects", self.address))
-            .header("authorization", &admin)
+            .bearer_auth(&self.admin_key)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -603,7 +601,14 @@ impl StackProcess {
             .json()
             .await
             .expect("json");
-        let project = projects["data"][0]["id"].as_str().expect("the stack's project");
+        projects["data"][0]["id"].as_str().expect("the stack's project").to_string()
+    }
+
+    /// A new read key of the stack's project, made through the admin API.
+    pub async fn read_key(&self, name: &str) -> String {
+        let client = reqwest::Client::new();
+        let admin = format!("Bearer {}", self.admin_key);
+        let project = self.project_id().await;
         let key: Value = client
             .post(format!("{}/v1/keys", self.address))
             .header("authorization", &admin)

@@ -39,6 +39,7 @@ GRANT SELECT ON `evtrack`.`rollup_user_hours` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`promoted_properties` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`rollup_property_hours` TO 'evtrack_api'@'%';
+GRANT SELECT, INSERT ON `evtrack`.`rollup_property_backfill` TO 'evtrack_api'@'%';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_runs` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON `evtrack`.`job_steps` TO 'evtrack_cleanup'@'%';
@@ -59,6 +60,7 @@ GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_user_hours` TO 'evtrack_cleanu
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`promoted_properties` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_property_hours` TO 'evtrack_cleanup'@'%';
+GRANT SELECT, DELETE ON `evtrack`.`rollup_property_backfill` TO 'evtrack_cleanup'@'%';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'evtrack_rotate_keys'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`job_runs` TO 'evtrack_rotate_keys'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`job_steps` TO 'evtrack_rotate_keys'@'%';

@@ -80,7 +80,11 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
     ] {
         // A route that serves a page (the dashboard) sets its own policy and caching.
-        headers.entry(name).or_insert(HeaderValue::from_static(value));
+        if name == header::CONTENT_SECURITY_POLICY || name == header::CACHE_CONTROL {
+            headers.entry(name).or_insert(HeaderValue::from_static(value));
+        } else {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
     }
     response
 }

@@ -46,21 +46,8 @@ pub async fn bench_reads() {
     .await;
     let marked = started.elapsed().as_secs_f64();
     let hours = db.count("rollup_dirty_hours").await;
-    // Runs of the job (each stops taking hours after 45 s; each next slot goes on) until
-    // every hour but the current one (read raw; the job leaves it) is rolled up.
     let started = Instant::now();
-    let mut runs = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
-        let outcome =
-            jobs.run("rollups", Trigger::new(chrono::Utc::now(), "bench")).await.expect("rollups").expect("ran");
-        runs += 1;
-        let current = evtrack::store::hour_of(chrono::Utc::now());
-        if db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await == 0 {
-            break;
-        }
-        assert!(runs < 100, "the rollups do not catch up: {}", outcome.to_json());
-    }
+    let runs = roll_up(&db, &jobs).await;
     let built = started.elapsed().as_secs_f64() - 1.1 * runs as f64;
     println!(
         "rollups: {hours} hours marked in {marked:.1} s, recomputed by {runs} runs of the rollups job in {built:.1} s ({:.0} events/s)",
@@ -68,10 +55,12 @@ pub async fn bench_reads() {
     );
 
     let keyring = Arc::new(Keyring::from_config(users.store("api"), &config).expect("keyring"));
-    let api = Arc::new(evtrack_api::Api::new(&config, users.store("api"), keyring, jobs));
+    let api = Arc::new(evtrack_api::Api::new(&config, users.store("api"), keyring, jobs.clone()));
     let router = evtrack_api::router(api);
     let (_, read) = issue_key(&db.store, &config, Some(project), Scope::Read, "bench").await;
     let read = read.reveal().to_string();
+    let (_, admin) = issue_key(&db.store, &config, None, Scope::Admin, "bench-admin").await;
+    let admin = admin.reveal().to_string();
     let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(db.url.expose()).expect("url"));
 
     let now = chrono::Utc::now();
@@ -212,6 +201,30 @@ pub async fn bench_reads() {
                 .replace("GROUP BY 1", "GROUP BY 1, 2"),
         ),
     ];
+    // The same breakdown by a promoted property (12 values), once the rollups job has
+    // counted it (the backfill of its promotion).
+    let promote = format!("/v1/properties/properties.position/promote?project={project}");
+    let (_, promoted) = api_call(&router, &admin, "POST", &promote, None).await;
+    assert_eq!(promoted["property"], "properties.position", "{promoted}");
+    let started = Instant::now();
+    let runs = roll_up(&db, &jobs).await;
+    println!(
+        "promoting properties.position: its backfill took {runs} runs of the rollups job, {:.1} s",
+        started.elapsed().as_secs_f64() - 1.1 * runs as f64
+    );
+    let position_sql =
+        count_sql(30, "DATE(timestamp), JSON_UNQUOTE(JSON_EXTRACT(properties, '$.position'))", "COUNT(*)")
+            .replace("GROUP BY 1", "GROUP BY 1, 2");
+    let by_position = json!({"breakdown": {"property": "properties.position", "limit": 25}});
+    let mut trend_questions = trend_questions;
+    trend_questions.push((
+        "breakdown by a promoted property (position, 12 values), top 25, 30 days (rollups)",
+        trend(top.clone(), 30, "day", by_position.clone()),
+        position_sql.clone(),
+    ));
+    let mut raw = by_position;
+    raw["source"] = json!("raw");
+    trend_questions.push(("the same from the raw rows", trend(top.clone(), 30, "day", raw), position_sql));
     for (name, question, sql) in trend_questions {
         let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
         let direct = timed_sql(&pool, &sql).await;
@@ -382,6 +395,25 @@ pub async fn bench_reads() {
         ),
     );
     pool.disconnect().await.ok();
+}
+
+/// Runs of the rollups job (each stops taking hours after 45 s; each next slot goes on) until
+/// every hour but the current one (read raw; the job leaves it) is rolled up, promoted
+/// properties' backfills included; how many.
+async fn roll_up(db: &TestDb, jobs: &evtrack::jobs::JobRunners) -> usize {
+    let mut runs = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let outcome =
+            jobs.run("rollups", Trigger::new(chrono::Utc::now(), "bench")).await.expect("rollups").expect("ran");
+        runs += 1;
+        let current = evtrack::store::hour_of(chrono::Utc::now());
+        let backfill = db.count("rollup_property_backfill").await;
+        if backfill == 0 && db.count(&format!("rollup_dirty_hours WHERE hour < {current}")).await == 0 {
+            return runs;
+        }
+        assert!(runs < 100, "the rollups do not catch up: {}", outcome.to_json());
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -44,6 +44,7 @@ try {
   await page.dispatchEvent('#trend-breakdown', 'change')
   await page.waitForFunction(() => document.querySelectorAll('#trend-totals tbody tr').length > 1)
   seen.trend_by_plan = await rows('#trend-totals')
+  seen.trend_by_plan_source = await page.textContent('#trend-source')
   seen.top_events = await rows('#top-events')
   await shot('trends')
 

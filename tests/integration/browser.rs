@@ -152,6 +152,11 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
     }
     let http = reqwest::Client::new();
     post_batch(&http, &stack, messages.clone()).await;
+    // Breakdowns by plan read its rollup (hours the job has not recounted yet, raw).
+    let promote =
+        format!("{}/v1/properties/properties.plan/promote?project={}", stack.address, stack.project_id().await);
+    let promoted = http.post(promote).bearer_auth(&stack.admin_key).send().await.expect("promote");
+    assert_eq!(promoted.status(), 201);
     let count =
         stack.wait_for_count("SELECT COUNT(*) FROM events", messages.len() as u64, Duration::from_secs(20)).await;
     assert_eq!(count, messages.len() as u64);
@@ -190,6 +195,8 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
         .collect();
     let expected_by_plan = ["Viewed Pricing: free = 3", "Viewed Pricing: pro = 3"].map(String::from);
     assert_eq!(by_plan, BTreeSet::from(expected_by_plan));
+    let source = seen["trend_by_plan_source"].as_str().unwrap_or_default();
+    assert!(source.starts_with("From the rollups of properties.plan"), "{source}");
     let top: BTreeSet<(String, String, String)> = seen["top_events"]
         .as_array()
         .expect("rows")

@@ -409,10 +409,11 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
     assert_eq!(reply.json["property"], "properties.plan");
     assert_eq!(app.send(api_request("POST", &promote, &app.admin, None)).await.status, StatusCode::OK, "once");
-    assert!(app.db.count("rollup_dirty_hours").await > 0, "the backfill");
+    assert!(app.db.count("rollup_property_backfill").await > 0, "the backfill");
+    assert_eq!(app.db.count("rollup_dirty_hours").await, 0, "other questions keep their rollups");
     checker.check(&sent, &gone, "right after promoting properties.plan").await;
     cleanup_now(&app).await;
-    assert_eq!(app.db.count("rollup_dirty_hours").await, 0);
+    assert_eq!(app.db.count("rollup_property_backfill").await, 0);
     assert!(app.db.count("rollup_property_hours").await > 0);
     checker.check(&sent, &gone, "after the backfill").await;
     assert_eq!(checker.breakdowns_from_rollup.get(), 6, "breakdowns read the promoted property's rollup");

@@ -90,6 +90,13 @@ async function loadCatalog() {
   })));
   for (const select of document.querySelectorAll('select.events')) fillChoices(select);
   renderTopEvents();
+  // Promoted properties break a trend down from the rollups: offered first.
+  const promoted = (await api('/v1/properties/promoted')).data;
+  $('#promoted').replaceChildren(...promoted.map((entry) => {
+    const option = el('option');
+    option.value = entry.property;
+    return option;
+  }));
 }
 
 function fillChoices(select) {
@@ -159,8 +166,9 @@ function drawTrend(answer) {
     return tr;
   }));
   const source = answer.source ?? {};
+  const property = source.property ? ` of ${source.property}` : '';
   $('#trend-source').textContent = source.kind === 'rollup'
-    ? `From the rollups (${source.rollup_hours} hours) and the raw rows (${source.raw_hours} hours).`
+    ? `From the rollups${property} (${source.rollup_hours} hours) and the raw rows (${source.raw_hours} hours).`
     : 'From the raw rows.';
   const target = $('#trend-chart');
   chart?.destroy();
@@ -348,6 +356,10 @@ async function signIn(event) {
   }
   if (key.startsWith('evtw_')) {
     signOut('That is a write key, which can only send events: sign in with a read key (evtr_…).');
+    return;
+  }
+  if (key.startsWith('evta_')) {
+    signOut('That is an admin key, which has no project of its own and should not sit in a browser: sign in with a read key (evtr_…).');
     return;
   }
   sessionStorage.setItem(KEY, key);

@@ -29,8 +29,11 @@ async fn list_promoted(State(api): State<Arc<Api>>, OnProject(project): Reading)
 }
 
 async fn promote(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(property): Path<String>) -> Reply {
+    if property.contains(':') {
+        return Err(Failure::Invalid("property is <document>.<key>[.<key>…], e.g. properties.plan".into()));
+    }
     let by = BreakdownInput::of_property(&property).parse()?;
-    match api.store.promote_property(project, &property, by.document, &by.path).await? {
+    match api.store.promote_property(project, by.document, &by.path).await? {
         Promotion::Promoted(promoted) => Ok((StatusCode::CREATED, Json(promoted)).into_response()),
         Promotion::AlreadyPromoted(promoted) => Ok(Json(promoted).into_response()),
         Promotion::TooMany => Err(Failure::Conflict(format!("a project promotes at most {MAX_PROMOTED} properties"))),

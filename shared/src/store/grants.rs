@@ -66,6 +66,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             // Promotions (their backfill is the hours they mark) and the counts they keep.
             ("promoted_properties", "SELECT, INSERT"),
             ("rollup_property_hours", "SELECT"),
+            ("rollup_property_backfill", "SELECT, INSERT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data (only rollups).
@@ -93,6 +94,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
             ("promoted_properties", "SELECT, DELETE"),
             ("rollup_property_hours", "SELECT, INSERT, DELETE"),
+            ("rollup_property_backfill", "SELECT, DELETE"),
         ],
     },
     // Ends keys, rotates the signing keyring.

@@ -5,12 +5,12 @@
 
 use super::lists::{JsonDocument, json_path};
 use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
-use super::{Store, StoreError, column, required, required_time, with_timeout};
+use super::{MAX_ROWS_READ, Store, StoreError, column, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, TxOpts, Value};
+use mysql_async::{IsolationLevel, Row, TxOpts, Value};
 use serde::Serialize;
 
 /// Properties one project may promote: each adds a read of every dirty hour to the rollups job.
@@ -98,18 +98,28 @@ impl Store {
         promoted(&mut conn, project).await
     }
 
-    /// Promotes the property at `path` of `document` (named `property`). Its backfill: every
-    /// hour with events is marked dirty in the same transaction, so the rollups job recounts
-    /// it with the property, and reads take it from the raw rows until then.
+    /// Promotes the property at `path` of `document`. Its backfill: every hour with events is
+    /// listed for the rollups job to recount, and a breakdown by it reads those hours raw
+    /// until then.
     pub async fn promote_property(
         &self,
         project: ProjectId,
-        property: &str,
         document: JsonDocument,
         path: &[String],
     ) -> Result<Promotion, StoreError> {
+        let property = format!("{}.{}", document.as_str(), path.join("."));
+        let json_path = json_path(path);
+        if property.chars().count() > 255 || json_path.chars().count() > 1024 {
+            return Err(StoreError::Invalid("a promoted property has at most 255 characters".into()));
+        }
         let mut conn = self.conn().await?;
-        let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+        // REPEATABLE READ: the backfill's INSERT … SELECT then locks the rollup rows it reads,
+        // so it waits for the rollups job to commit an hour it is counting for the first time
+        // (whose count may not include this property) and lists that hour too.
+        let options = TxOpts::default().with_isolation_level(IsolationLevel::RepeatableRead).clone();
+        let mut tx = with_timeout(conn.start_transaction(options)).await?;
+        // The project's row, locked: promotions of one project one at a time (the limit holds).
+        with_timeout(tx.exec_drop("SELECT id FROM projects WHERE id = ? FOR UPDATE", (project.0,))).await?;
         let existing = promoted(&mut tx, project).await?;
         if let Some(found) = existing.iter().find(|promoted| promoted.is(document, path)) {
             return Ok(Promotion::AlreadyPromoted(found.clone()));
@@ -119,18 +129,17 @@ impl Store {
         }
         with_timeout(tx.exec_drop(
             "INSERT INTO promoted_properties (project_id, property, document, json_path) VALUES (?, ?, ?, ?)",
-            (project.0, property, document.as_str(), json_path(path)),
+            (project.0, &property, document.as_str(), &json_path),
         ))
         .await?;
-        // Marks in ascending hour order, as every writer takes them (rollups.rs).
+        let id = tx.last_insert_id().ok_or_else(|| StoreError::Corrupt("no id for a promotion".into()))?;
         with_timeout(tx.exec_drop(
-            "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
-             SELECT project_id, hour FROM rollup_event_hours WHERE project_id = ?
-             GROUP BY project_id, hour ORDER BY hour",
-            (project.0,),
+            "INSERT INTO rollup_property_backfill (project_id, property_id, hour)
+             SELECT project_id, ?, hour FROM rollup_event_hours WHERE project_id = ? GROUP BY project_id, hour",
+            (id, project.0),
         ))
         .await?;
-        let promoted = promoted(&mut tx, project).await?.into_iter().find(|promoted| promoted.is(document, path));
+        let promoted = promoted(&mut tx, project).await?.into_iter().find(|promoted| promoted.id == id);
         with_timeout(tx.commit()).await?;
         promoted.map(Promotion::Promoted).ok_or_else(|| StoreError::Corrupt("a promotion not read back".into()))
     }
@@ -147,19 +156,33 @@ impl Store {
     ) -> Result<(Vec<ValueCount>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        // Hours the promotion's backfill has yet to count are read raw too.
+        let pending: Vec<u32> = with_timeout(tx.exec(
+            "SELECT hour FROM rollup_property_backfill WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ?",
+            (project.0, property.id, from_hour, to_hour),
+        ))
+        .await?;
+        dirty.extend(pending);
+        dirty.sort_unstable();
+        dirty.dedup();
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
         let (pairs, mut params) = selection_condition(selection);
-        params.splice(0..0, [Value::from(project.0), from_hour.into(), current.into(), property.id.into()]);
+        params.splice(0..0, [Value::from(project.0), property.id.into(), from_hour.into(), current.into()]);
+        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
         let rolled: Vec<Row> = with_timeout(tx.exec(
             format!(
                 "SELECT hour, type, name, value, events FROM rollup_property_hours
-                 WHERE project_id = ? AND hour >= ? AND hour < ? AND property_id = ? {pairs}"
+                 WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
             ),
             params,
         ))
         .await?;
+        // A property with a value per event (an id) keeps as many rows as the events.
+        if rolled.len() > MAX_ROWS_READ {
+            return Err(StoreError::TooBig);
+        }
         let mut counts = Vec::new();
         for row in &rolled {
             let count = value_count(row)?;

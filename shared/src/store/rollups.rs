@@ -124,10 +124,24 @@ impl Store {
             (to_db_time(slot), hour_of(slot)),
         ))
         .await?;
+        // With no hour dirty, an hour a promotion has yet to count (newest first), recounted whole.
+        let next =
+            match next {
+                Some(next) => Some(next),
+                None => {
+                    with_timeout(tx.exec_first(
+                        "SELECT project_id, hour FROM rollup_property_backfill ORDER BY hour DESC LIMIT 1",
+                        (),
+                    ))
+                    .await?
+                }
+            };
         let Some((project, hour)) = next else { return Ok(None) };
         // Waits for every writer still holding the mark (their rows are then committed).
         with_timeout(tx.exec_drop("DELETE FROM rollup_dirty_hours WHERE project_id = ? AND hour = ?", (project, hour)))
             .await?;
+        let sql = "DELETE FROM rollup_property_backfill WHERE project_id = ? AND hour = ?";
+        with_timeout(tx.exec_drop(sql, (project, hour))).await?;
         for table in ["rollup_event_hours", "rollup_user_hours", "rollup_property_hours"] {
             let sql = format!("DELETE FROM {table} WHERE project_id = ? AND hour = ?");
             with_timeout(tx.exec_drop(sql, (project, hour))).await?;

@@ -133,10 +133,13 @@ fn browser_context(properties: &JsonObject) -> Option<JsonObject> {
         add("library", object(&[("$lib", "name"), ("$lib_version", "version")]));
     }
     add("userAgent", present("$raw_user_agent").cloned());
-    add(
-        "page",
-        object(&[("$current_url", "url"), ("$pathname", "path"), ("$referrer", "referrer"), ("title", "title")]),
-    );
+    // `title` is the page's only beside a page of posthog-js's (a server SDK's may be anything).
+    let page = if present("$current_url").is_some() || present("$pathname").is_some() {
+        object(&[("$current_url", "url"), ("$pathname", "path"), ("$referrer", "referrer"), ("title", "title")])
+    } else {
+        object(&[("$referrer", "referrer")])
+    };
+    add("page", page);
     add("screen", object(&[("$screen_width", "width"), ("$screen_height", "height")]));
     add("os", object(&[("$os", "name"), ("$os_version", "version")]));
     add("locale", present("$browser_language").cloned());
@@ -169,6 +172,7 @@ mod tests {
                 "timezone": "UTC"
             })
         );
-        assert_eq!(browser_context(json!({"plan": "pro"}).as_object().expect("object")), None, "a server SDK's event");
+        let server = json!({"plan": "pro", "title": "Chief"});
+        assert_eq!(browser_context(server.as_object().expect("object")), None, "a server SDK's event");
     }
 }
