@@ -58,6 +58,14 @@ function wrap(node) {
   return td;
 }
 
+// Only the answer to a view's latest question is shown: an earlier one may come back later.
+const asked = {};
+function ask(view) {
+  const question = (asked[view] ?? 0) + 1;
+  asked[view] = question;
+  return () => asked[view] === question;
+}
+
 function showError(view, error) {
   const box = $('.error', view);
   box.hidden = !error;
@@ -138,12 +146,14 @@ async function showTrend() {
   const question = { series: [chosen($('#trend-event'))], from, to, interval, timezone: timeZone, math };
   if (interval === 'hour' && days > 30) question.from = new Date(Date.parse(to) - 30 * 86_400_000).toISOString();
   if (breakdown) question.breakdown = { property: breakdown, limit: 8 };
+  const latest = ask('trends');
   try {
     const answer = await api('/v1/query/trends', question);
+    if (!latest()) return;
     showError(view, null);
     drawTrend(answer);
   } catch (error) {
-    showError(view, error);
+    if (latest()) showError(view, error);
   }
 }
 
@@ -190,10 +200,14 @@ function drawTrend(answer) {
 let liveCursor;
 let liveTimer;
 
+let liveAsking = false;
+
 async function pollLive() {
   clearTimeout(liveTimer);
   const view = $('#live');
-  if (view.hidden || !sessionStorage.getItem(KEY)) return;
+  // One poll at a time: two with the same cursor would show its events twice.
+  if (liveAsking || view.hidden || !sessionStorage.getItem(KEY)) return;
+  liveAsking = true;
   try {
     const answer = await api('/v1/events/live?' + query({ cursor: liveCursor, limit: 100 }));
     liveCursor = answer.next_cursor;
@@ -209,6 +223,8 @@ async function pollLive() {
     showError(view, null);
   } catch (error) {
     showError(view, error);
+  } finally {
+    liveAsking = false;
   }
   liveTimer = setTimeout(pollLive, LIVE_POLL_MS);
 }
@@ -245,8 +261,10 @@ async function showFunnel() {
   const view = $('#funnel');
   const { from, to } = range();
   const steps = [...document.querySelectorAll('#funnel-steps select')].map(chosen);
+  const latest = ask('funnel');
   try {
     const answer = await api('/v1/query/funnels', { steps, from, to, window_hours: Number($('#funnel-window').value) });
+    if (!latest()) return;
     showError(view, null);
     const first = answer.steps[0]?.users || 1;
     $('#funnel-result tbody').replaceChildren(...answer.steps.map((step) => {
@@ -258,7 +276,7 @@ async function showFunnel() {
       return tr;
     }));
   } catch (error) {
-    showError(view, error);
+    if (latest()) showError(view, error);
   }
 }
 
@@ -274,8 +292,10 @@ async function showRetention() {
     from, interval, periods, timezone: timeZone,
     cohort_event: chosen($('#retention-cohort')), return_event: chosen($('#retention-return')),
   };
+  const latest = ask('retention');
   try {
     const answer = await api('/v1/query/retention', question);
+    if (!latest()) return;
     showError(view, null);
     const table = $('#retention-result');
     const head = row('Cohort', 'Users', ...Array.from({ length: periods - 1 }, (_, k) => `+${k + 1}`));
@@ -292,7 +312,7 @@ async function showRetention() {
       return tr;
     }));
   } catch (error) {
-    showError(view, error);
+    if (latest()) showError(view, error);
   }
 }
 
@@ -303,11 +323,13 @@ async function showUser() {
   const id = $('#user-id').value.trim();
   if (!id) return;
   const path = `/v1/users/${encodeURIComponent(id)}`;
+  const latest = ask('user');
   try {
     const [profile, events] = await Promise.all([
       api(path).catch((error) => (error.status === 404 ? null : Promise.reject(error))),
       api(`${path}/events?limit=100`),
     ]);
+    if (!latest()) return;
     showError(view, null);
     const shown = $('#user-profile');
     shown.hidden = !profile;
@@ -318,7 +340,7 @@ async function showUser() {
       return tr;
     }));
   } catch (error) {
-    showError(view, error);
+    if (latest()) showError(view, error);
   }
 }
 
