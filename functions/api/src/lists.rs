@@ -139,12 +139,7 @@ pub(crate) fn parse_json_filter(text: &str, documents: &[JsonDocument]) -> Resul
     let mut parts = text.splitn(3, ':');
     let (target, op, value) = (parts.next().unwrap_or_default(), parts.next().ok_or_else(usage)?, parts.next());
     let mut keys = target.split('.');
-    let document = match keys.next() {
-        Some("properties") => JsonDocument::Properties,
-        Some("traits") => JsonDocument::Traits,
-        Some("context") => JsonDocument::Context,
-        _ => return Err(usage()),
-    };
+    let document = keys.next().and_then(JsonDocument::from_name).ok_or_else(usage)?;
     if !documents.contains(&document) {
         return Err(Failure::Invalid(format!(
             "where filters here apply to {}",
@@ -231,7 +226,7 @@ fn event_filter(params: &Params) -> Result<EventFilter, Failure> {
         names,
         subjects: None,
         anonymous_id: params.id("anonymous_id")?,
-        json: params.json_filters(&[JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context])?,
+        json: params.json_filters(&JsonDocument::ALL)?,
     })
 }
 
@@ -432,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_where_filter_reads_document_path_operator_and_value() {
-        let all = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
+        let all = JsonDocument::ALL;
         let filter = parse_json_filter("context.page.url:contains:https://a.example/x?y=1", &all).expect("valid");
         assert_eq!(filter.document, JsonDocument::Context);
         assert_eq!(filter.path, ["page", "url"]);

@@ -152,13 +152,14 @@ impl SeriesInput {
         if self.event.as_deref().is_some_and(|name| name.is_empty() || name.chars().count() > 255) {
             return Err(Failure::Invalid("event has 1 to 255 characters".into()));
         }
-        let filters =
-            self.filters.iter().map(|text| parse_json_filter(text, &ALL_DOCUMENTS)).collect::<Result<Vec<_>, _>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|text| parse_json_filter(text, &JsonDocument::ALL))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Series { kind: self.kind, name: self.event.clone(), filters })
     }
 }
-
-const ALL_DOCUMENTS: [JsonDocument; 3] = [JsonDocument::Properties, JsonDocument::Traits, JsonDocument::Context];
 
 impl BreakdownInput {
     /// The property alone (a promotion names one).
@@ -170,7 +171,7 @@ impl BreakdownInput {
         if !(1..=MAX_BREAKDOWN_VALUES).contains(&self.limit) {
             return Err(Failure::Invalid(format!("breakdown.limit is 1 to {MAX_BREAKDOWN_VALUES}")));
         }
-        let parsed = parse_json_filter(&format!("{}:is_set", self.property), &ALL_DOCUMENTS).map_err(|_| {
+        let parsed = parse_json_filter(&format!("{}:is_set", self.property), &JsonDocument::ALL).map_err(|_| {
             Failure::Invalid("breakdown.property is <document>.<key>[.<key>…], e.g. properties.plan".into())
         })?;
         Ok(BreakdownBy { document: parsed.document, path: parsed.path, top: self.limit })

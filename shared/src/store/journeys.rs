@@ -36,7 +36,7 @@ impl Store {
         let value = match value_of {
             Some(by) => {
                 params.push(Value::from(super::lists::json_path(&by.path)));
-                format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.as_str())
+                by.document.text_sql()
             }
             None => "NULL".to_string(),
         };

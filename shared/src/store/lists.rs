@@ -44,6 +44,8 @@ pub enum JsonDocument {
 }
 
 impl JsonDocument {
+    pub const ALL: [JsonDocument; 3] = [Self::Properties, Self::Traits, Self::Context];
+
     /// Its name in a filter, which is also its column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +53,16 @@ impl JsonDocument {
             Self::Traits => "traits",
             Self::Context => "context",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|document| document.as_str() == name)
+    }
+
+    /// The SQL for a key's value as text (its JSON path the one parameter): NULL where it is
+    /// missing. Filters, breakdowns and the promoted properties' rollups all read it so.
+    pub(super) fn text_sql(self) -> String {
+        format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", self.as_str())
     }
 }
 
@@ -91,7 +103,7 @@ impl JsonFilter {
     pub(super) fn sql(&self, params: &mut Vec<Value>) -> String {
         let doc = self.document.as_str();
         let path = json_path(&self.path);
-        let text = format!("JSON_UNQUOTE(JSON_EXTRACT({doc}, ?))");
+        let text = self.document.text_sql();
         let numeric = format!("JSON_TYPE(JSON_EXTRACT({doc}, ?)) IN ('INTEGER','UNSIGNED INTEGER','DOUBLE','DECIMAL')");
         let number = format!("(JSON_EXTRACT({doc}, ?) + 0)");
         let equal = |value: &str, params: &mut Vec<Value>| match value.parse::<f64>().ok().filter(|n| n.is_finite()) {

@@ -35,10 +35,9 @@ impl Promoted {
         self.document == document && self.json_path == json_path(path)
     }
 
-    /// The SQL for an event's value of it (its JSON path as the one parameter), as the raw
-    /// breakdown reads it: NULL where the event lacks it.
+    /// The SQL for an event's value of it, as the raw breakdown reads it, and its parameter.
     pub(super) fn value_sql(&self) -> (String, Value) {
-        (format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", self.document.as_str()), Value::from(self.json_path.as_str()))
+        (self.document.text_sql(), Value::from(self.json_path.as_str()))
     }
 }
 
@@ -75,12 +74,9 @@ pub(super) async fn promoted(conn: &mut impl Queryable, project: ProjectId) -> R
     .await?;
     rows.iter()
         .map(|row| {
-            let document = match required::<String>(row, 2)?.as_str() {
-                "properties" => JsonDocument::Properties,
-                "traits" => JsonDocument::Traits,
-                "context" => JsonDocument::Context,
-                other => return Err(StoreError::Corrupt(format!("promoted property document {other}"))),
-            };
+            let name: String = required(row, 2)?;
+            let document = JsonDocument::from_name(&name)
+                .ok_or_else(|| StoreError::Corrupt(format!("promoted property document {name}")))?;
             Ok(Promoted {
                 id: required(row, 0)?,
                 property: required(row, 1)?,

@@ -74,10 +74,7 @@ impl Store {
         let erasing = not_being_erased(&mut conn, project, ERASABLE_IDS, &mut condition_params).await?;
         conditions = format!("{conditions} {}", and(erasing));
         // The breakdown's value (its SQL, with the path as its parameter).
-        let value = breakdown.map(|by| {
-            let sql = format!("JSON_UNQUOTE(JSON_EXTRACT({}, ?))", by.document.as_str());
-            (sql, Value::from(super::lists::json_path(&by.path)))
-        });
+        let value = breakdown.map(|by| (by.document.text_sql(), Value::from(super::lists::json_path(&by.path))));
 
         // The breakdown's top values by events in the whole range.
         let mut top: Vec<String> = Vec::new();
