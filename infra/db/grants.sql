@@ -36,6 +36,7 @@ GRANT SELECT, INSERT ON `evtrack`.`audit_log` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`rejected_events` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`rollup_event_hours` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`rollup_user_hours` TO 'evtrack_api'@'%';
+GRANT SELECT ON `evtrack`.`rollup_journey_hours` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`promoted_properties` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`rollup_property_hours` TO 'evtrack_api'@'%';
@@ -57,6 +58,7 @@ GRANT SELECT, DELETE ON `evtrack`.`suppressed_subjects` TO 'evtrack_cleanup'@'%'
 GRANT SELECT, DELETE ON `evtrack`.`audit_log` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_event_hours` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_user_hours` TO 'evtrack_cleanup'@'%';
+GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_journey_hours` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`promoted_properties` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_property_hours` TO 'evtrack_cleanup'@'%';

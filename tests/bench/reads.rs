@@ -54,6 +54,20 @@ pub async fn bench_reads() {
         rows as f64 / built
     );
 
+    let sizes: Vec<(String, u64, u64)> = db
+        .query(
+            "SELECT table_name, table_rows, (data_length + index_length) DIV 1048576 FROM information_schema.tables
+             WHERE table_schema = DATABASE() AND table_name IN ('events', 'rollup_event_hours', 'rollup_journey_hours')
+             ORDER BY table_name",
+        )
+        .await;
+    for (table, rows, mib) in sizes {
+        println!("{table}: about {rows} rows, {mib} MiB with its indexes");
+    }
+    // EVTRACK_BENCH_READS_ONLY=lists,trends,users,journeys: only these groups of questions.
+    let only = std::env::var("EVTRACK_BENCH_READS_ONLY").unwrap_or_default();
+    let wanted = |group: &str| only.is_empty() || only.split(',').any(|one| one.trim() == group);
+
     let keyring = Arc::new(Keyring::from_config(users.store("api"), &config).expect("keyring"));
     let api = Arc::new(evtrack_api::Api::new(&config, users.store("api"), keyring, jobs.clone()));
     let router = evtrack_api::router(api);
@@ -114,7 +128,7 @@ pub async fn bench_reads() {
             ),
         ),
     ];
-    for (name, uri, sql) in list_questions {
+    for (name, uri, sql) in list_questions.into_iter().filter(|_| wanted("lists")) {
         let (ours, answer) = timed_api(&router, &read, "GET", &uri, None).await;
         let direct = timed_sql(&pool, &sql).await;
         let items = answer["data"].as_array().map_or(0, Vec::len);
@@ -122,30 +136,32 @@ pub async fn bench_reads() {
     }
 
     // Page 1,000: following cursors (each request costs what page 1 costs) against OFFSET.
-    let mut cursor = String::new();
-    let started = Instant::now();
-    for _ in 0..999 {
-        let uri = if cursor.is_empty() {
-            "/v1/events?limit=100".to_string()
-        } else {
-            format!("/v1/events?limit=100&cursor={cursor}")
-        };
-        let (_, answer) = api_call(&router, &read, "GET", &uri, None).await;
-        cursor = answer["next_cursor"].as_str().expect("a cursor").to_string();
+    if wanted("lists") {
+        let mut cursor = String::new();
+        let started = Instant::now();
+        for _ in 0..999 {
+            let uri = if cursor.is_empty() {
+                "/v1/events?limit=100".to_string()
+            } else {
+                format!("/v1/events?limit=100&cursor={cursor}")
+            };
+            let (_, answer) = api_call(&router, &read, "GET", &uri, None).await;
+            cursor = answer["next_cursor"].as_str().expect("a cursor").to_string();
+        }
+        let walk = started.elapsed();
+        let (ours, _) = timed_api(&router, &read, "GET", &format!("/v1/events?limit=100&cursor={cursor}"), None).await;
+        let direct = timed_sql(
+            &pool,
+            &format!("SELECT {COLUMNS} FROM events WHERE project_id = {p} AND {live} {newest} OFFSET 99900"),
+        )
+        .await;
+        report(
+            "page 1,000: by cursor vs by OFFSET",
+            ours,
+            direct,
+            format!("999 pages before it in {:.1} s", walk.as_secs_f64()),
+        );
     }
-    let walk = started.elapsed();
-    let (ours, _) = timed_api(&router, &read, "GET", &format!("/v1/events?limit=100&cursor={cursor}"), None).await;
-    let direct = timed_sql(
-        &pool,
-        &format!("SELECT {COLUMNS} FROM events WHERE project_id = {p} AND {live} {newest} OFFSET 99900"),
-    )
-    .await;
-    report(
-        "page 1,000: by cursor vs by OFFSET",
-        ours,
-        direct,
-        format!("999 pages before it in {:.1} s", walk.as_secs_f64()),
-    );
 
     let trend = |series: Value, days: i64, interval: &str, extra: Value| {
         let mut question = json!({"series": series, "from": iso(days), "to": iso(0), "interval": interval});
@@ -203,49 +219,51 @@ pub async fn bench_reads() {
     ];
     // The same breakdown by a promoted property (12 values), once the rollups job has
     // counted it (the backfill of its promotion).
-    let promote = format!("/v1/properties/properties.position/promote?project={project}");
-    let (_, promoted) = api_call(&router, &admin, "POST", &promote, None).await;
-    assert_eq!(promoted["property"], "properties.position", "{promoted}");
-    let started = Instant::now();
-    let runs = roll_up(&db, &jobs).await;
-    println!(
-        "promoting properties.position: its backfill took {runs} runs of the rollups job, {:.1} s",
-        started.elapsed().as_secs_f64() - 1.1 * runs as f64
-    );
-    let position_sql =
-        count_sql(30, "DATE(timestamp), JSON_UNQUOTE(JSON_EXTRACT(properties, '$.position'))", "COUNT(*)")
-            .replace("GROUP BY 1", "GROUP BY 1, 2");
-    let by_position = json!({"breakdown": {"property": "properties.position", "limit": 25}});
-    let mut trend_questions = trend_questions;
-    trend_questions.push((
-        "breakdown by a promoted property (position, 12 values), top 25, 30 days (rollups)",
-        trend(top.clone(), 30, "day", by_position.clone()),
-        position_sql.clone(),
-    ));
-    let mut raw = by_position;
-    raw["source"] = json!("raw");
-    trend_questions.push(("the same from the raw rows", trend(top.clone(), 30, "day", raw), position_sql));
-    for (name, question, sql) in trend_questions {
-        let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
-        let direct = timed_sql(&pool, &sql).await;
-        // Events, or for unique users the sum over the buckets.
-        let values =
-            |line: &Value| line["values"].as_array().map_or(0, |v| v.iter().filter_map(Value::as_u64).sum::<u64>());
-        let total: u64 = answer["series"].as_array().map_or(0, |lines| lines.iter().map(values).sum());
-        report(name, ours, direct, format!("source {}, {total} counted", answer["source"]["kind"]));
-    }
-    let (ours, answer) = timed_api(&router, &read, "GET", &format!("/v1/event-names?from={}", iso(30)), None).await;
-    let direct = timed_sql(
+    if wanted("trends") {
+        let promote = format!("/v1/properties/properties.position/promote?project={project}");
+        let (_, promoted) = api_call(&router, &admin, "POST", &promote, None).await;
+        assert_eq!(promoted["property"], "properties.position", "{promoted}");
+        let started = Instant::now();
+        let runs = roll_up(&db, &jobs).await;
+        println!(
+            "promoting properties.position: its backfill took {runs} runs of the rollups job, {:.1} s",
+            started.elapsed().as_secs_f64() - 1.1 * runs as f64
+        );
+        let position_sql =
+            count_sql(30, "DATE(timestamp), JSON_UNQUOTE(JSON_EXTRACT(properties, '$.position'))", "COUNT(*)")
+                .replace("GROUP BY 1", "GROUP BY 1, 2");
+        let by_position = json!({"breakdown": {"property": "properties.position", "limit": 25}});
+        let mut trend_questions = trend_questions;
+        trend_questions.push((
+            "breakdown by a promoted property (position, 12 values), top 25, 30 days (rollups)",
+            trend(top.clone(), 30, "day", by_position.clone()),
+            position_sql.clone(),
+        ));
+        let mut raw = by_position;
+        raw["source"] = json!("raw");
+        trend_questions.push(("the same from the raw rows", trend(top.clone(), 30, "day", raw), position_sql));
+        for (name, question, sql) in trend_questions {
+            let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
+            let direct = timed_sql(&pool, &sql).await;
+            // Events, or for unique users the sum over the buckets.
+            let values =
+                |line: &Value| line["values"].as_array().map_or(0, |v| v.iter().filter_map(Value::as_u64).sum::<u64>());
+            let total: u64 = answer["series"].as_array().map_or(0, |lines| lines.iter().map(values).sum());
+            report(name, ours, direct, format!("source {}, {total} counted", answer["source"]["kind"]));
+        }
+        let (ours, answer) = timed_api(&router, &read, "GET", &format!("/v1/event-names?from={}", iso(30)), None).await;
+        let direct = timed_sql(
         &pool,
         &format!("SELECT type, name, COUNT(*), MAX(timestamp) FROM events WHERE project_id = {p} AND timestamp >= '{}' AND {live} GROUP BY 1, 2", day(30)),
     )
     .await;
-    report(
-        "event names, 30 days (rollups)",
-        ours,
-        direct,
-        format!("{} names", answer["data"].as_array().map_or(0, Vec::len)),
-    );
+        report(
+            "event names, 30 days (rollups)",
+            ours,
+            direct,
+            format!("{} names", answer["data"].as_array().map_or(0, Vec::len)),
+        );
+    }
 
     // Users: whole UTC days up to today's midnight, so that evtrack's buckets and the SQL's
     // days are the same.
@@ -288,7 +306,7 @@ pub async fn bench_reads() {
             ),
         ),
     ];
-    for (name, question, sql) in users_questions {
+    for (name, question, sql) in users_questions.into_iter().filter(|_| wanted("users")) {
         let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
         let (direct, rows) = timed_sql_rows(&pool, &sql).await;
         let values: Vec<u64> = answer["series"][0]["values"]
@@ -319,6 +337,10 @@ pub async fn bench_reads() {
         report(name, ours, direct, format!("source {}, {exactness}{error}", answer["source"]["kind"]));
     }
 
+    if !wanted("journeys") {
+        pool.disconnect().await.ok();
+        return;
+    }
     // A 3-step funnel over the last 7 whole days (window 7 days), against the same question as
     // self-joins on the user index: the same counts.
     let question = json!({"steps": [{"event": "Event 1"}, {"event": "Event 2"}, {"event": "Event 3"}],
@@ -350,8 +372,12 @@ pub async fn bench_reads() {
         "3-step funnel, 7 days",
         ours,
         direct,
-        format!("{ours_steps:?} users (SQL {sql_steps:?}), {} rows read", answer["source"]["rows"]),
+        format!("{ours_steps:?} users (SQL {sql_steps:?}), {}", described(&answer["source"])),
     );
+    let mut raw = question.clone();
+    raw["source"] = json!("raw");
+    let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/funnels", Some(&raw)).await;
+    report("the same from the raw rows", ours, direct, described(&answer["source"]));
 
     // 8-week retention: cohorts by first Event 10, returning with Event 3 (about 7 % of the
     // events: "any event" over 8 weeks of 10 M rows is past the rows a question may read).
@@ -360,6 +386,9 @@ pub async fn bench_reads() {
     let question = json!({"from": start, "interval": "week", "periods": 8,
         "cohort_event": {"event": "Event 10"}, "return_event": {"event": "Event 3"}});
     let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&question)).await;
+    let mut raw = question.clone();
+    raw["source"] = json!("raw");
+    let (raw_ours, raw_answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&raw)).await;
     let end = start + chrono::Duration::weeks(8);
     let (from_text, end_text) = (start.format("%F"), end.format("%F"));
     let sql = format!(
@@ -389,12 +418,21 @@ pub async fn bench_reads() {
         "8-week retention, weekly cohorts",
         ours,
         direct,
-        format!(
-            "{joined} users in cohorts, {returned} returns (SQL {sql_returned}), {} rows read",
-            answer["source"]["rows"]
-        ),
+        format!("{joined} users in cohorts, {returned} returns (SQL {sql_returned}), {}", described(&answer["source"])),
     );
+    report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]));
     pool.disconnect().await.ok();
+}
+
+/// An answer's `source` in a few words.
+fn described(source: &Value) -> String {
+    match source["kind"].as_str() {
+        Some("rollup") => format!(
+            "rollup ({} hours, {} raw), {} rows read",
+            source["rollup_hours"], source["raw_hours"], source["rows"]
+        ),
+        _ => format!("raw, {} rows read", source["rows"]),
+    }
 }
 
 /// Runs of the rollups job (each stops taking hours after 45 s; each next slot goes on) until

@@ -391,11 +391,17 @@ async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) {
 /// Returns the faster bulk bound's rows/s: LOAD DATA or 2 connections of 500-row INSERTs.
 async fn bench_consumer(events: usize) -> f64 {
     let (mut consumer_rates, mut load_rates, mut insert_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // The same consumer with its writes leaving the rollups' dirty-hour marks out: what they cost.
+    let mut unmarked_rates = Vec::new();
     // MariaDB's CPU per row under each: the consumer's statements against the plain inserts.
     let (mut consumer_db, mut load_db, mut insert_db) = (Vec::new(), Vec::new(), Vec::new());
     let database = mariadbd_pid();
     let database_cpu = move || database.map_or(f64::NAN, cpu_seconds);
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
+        // Without the marks before or after, by turns: neither gets the warmer server.
+        if round % 2 == 1 {
+            unmarked_rates.push(consume_without_marks(events).await);
+        }
         let db = TestDb::new().await;
         let project = db.store.create_project("bench").await.expect("project");
         let config = evtrack_tests::config(&db, &[]);
@@ -409,6 +415,9 @@ async fn bench_consumer(events: usize) -> f64 {
         consumer_db.push((database_cpu() - cpu) * 1e6 / events as f64);
         assert_eq!(db.count("events").await, events as u64);
         consumer_rates.push(consumer_rate);
+        if round % 2 == 0 {
+            unmarked_rates.push(consume_without_marks(events).await);
+        }
 
         // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
         let rows: Vec<String> = db
@@ -478,7 +487,29 @@ async fn bench_consumer(events: usize) -> f64 {
         evtrack_cli::stack::CONSUMERS
     );
     println!("ratio to LOAD DATA: {:.2}; to the INSERTs: {:.2}", consumer / load, consumer / insert);
+    let unmarked = median(unmarked_rates);
+    println!(
+        "the same consumer without the rollups' marks: {unmarked:>10.0} events/s; with them {:.2} of that",
+        consumer / unmarked
+    );
     load.max(insert)
+}
+
+/// The consumer storing `events` into a database of its own with its writes leaving the
+/// rollups' dirty-hour marks out; events/s.
+async fn consume_without_marks(events: usize) -> f64 {
+    let db = TestDb::new().await;
+    let project = db.store.create_project("bench").await.expect("project");
+    let config = evtrack_tests::config(&db, &[]);
+    let bodies = queued_bodies(project.id, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
+    let consumer = Arc::new(Consumer::new(db.store.without_rollup_marks(), &config));
+    let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+    let started = Instant::now();
+    run_consumer(consumer, batches).await;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(db.count("events").await, events as u64);
+    assert_eq!(db.count("rollup_dirty_hours").await, 0, "no marks");
+    rate
 }
 
 /// A value as SQL text; binary ids as hex literals (a quoted string would be read as text).

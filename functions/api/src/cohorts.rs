@@ -1,20 +1,25 @@
 //! Funnels (`POST /v1/query/funnels`) and retention (`POST /v1/query/retention`): questions
-//! about users' paths, answered from the raw rows of the range (`Store::journeys`) by the
-//! rules of `evtrack::cohorts`. Capped like every read: a question reading more than
-//! `MAX_ROWS_READ` rows, or running past the statement cap, is a 422.
+//! about users' paths, answered by the rules of `evtrack::cohorts` from who did what when in
+//! the range: from the journeys' rollup where the steps are plain names
+//! (`Store::rolled_journeys`), else from the raw rows (`Store::journeys`). Capped like every
+//! read: a question reading more than `MAX_ROWS_READ` rows, or running past the statement cap,
+//! is a 422.
 
 use crate::extract::{Reading, Reply, body};
-use crate::queries::{BreakdownInput, Interval, SeriesInput, buckets, time_zone, to_utc, utc};
+use crate::queries::{
+    BreakdownInput, Interval, SeriesInput, SourceChoice, buckets, source_json, time_zone, to_utc, utc,
+};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use evtrack::cohorts::{self, FunnelCounts};
+use evtrack::cohorts::{self, FunnelCounts, Step};
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
-use evtrack::store::{MAX_ROWS_READ, Series};
+use evtrack::ids::ProjectId;
+use evtrack::store::{BreakdownBy, MAX_ROWS_READ, Series};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -32,8 +37,27 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     )
 }
 
-fn raw_source(rows: usize) -> Value {
-    json!({"kind": "raw", "rows": rows, "max_rows": MAX_ROWS_READ})
+/// The rows of a journey question: from `rollup_journey_hours` when every series names one
+/// type's event without filters (and no breakdown needs the events' properties), else the raw
+/// rows; with its `source`.
+async fn journeys(
+    api: &Api,
+    project: ProjectId,
+    series: &[Series],
+    (from, to): (i64, i64),
+    breakdown: Option<&BreakdownBy>,
+    source: SourceChoice,
+) -> Result<(Vec<Step>, Value), Failure> {
+    if source == SourceChoice::Auto && breakdown.is_none() && series.iter().all(Series::is_named_only) {
+        let (rows, counted) = api.store.rolled_journeys(project, series, from, to).await?;
+        let mut source = source_json(&counted);
+        source["rows"] = json!(rows.len());
+        source["max_rows"] = json!(MAX_ROWS_READ);
+        return Ok((rows, source));
+    }
+    let rows = api.store.journeys(project, series, from, to, breakdown).await?;
+    let source = json!({"kind": "raw", "rows": rows.len(), "max_rows": MAX_ROWS_READ});
+    Ok((rows, source))
 }
 
 fn describe(series: &Series) -> Value {
@@ -50,6 +74,8 @@ struct FunnelInput {
     #[serde(default = "default_window_hours")]
     window_hours: i64,
     breakdown: Option<BreakdownInput>,
+    #[serde(default)]
+    source: SourceChoice,
 }
 
 fn default_window_hours() -> i64 {
@@ -73,11 +99,8 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let breakdown = input.breakdown.as_ref().map(BreakdownInput::parse).transpose()?;
     let window = Duration::hours(input.window_hours);
     let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
-    let rows = api
-        .store
-        .journeys(project.0, &steps, input.from.timestamp(), ceil_seconds(read_to), breakdown.as_ref())
-        .await?;
-    let read = rows.len();
+    let range = (input.from.timestamp(), ceil_seconds(read_to));
+    let (rows, source) = journeys(&api, project.0, &steps, range, breakdown.as_ref(), input.source).await?;
     let lines = cohorts::funnel(
         rows,
         steps.len(),
@@ -91,7 +114,7 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
         "from": input.from,
         "to": input.to,
         "window_hours": input.window_hours,
-        "source": raw_source(read),
+        "source": source,
     });
     if let Some(by) = &breakdown {
         answer["breakdown"] = breakdown_json(lines, by.top, &steps);
@@ -166,6 +189,8 @@ struct RetentionInput {
     cohort_event: Option<SeriesInput>,
     /// What counts as coming back; any event when absent.
     return_event: Option<SeriesInput>,
+    #[serde(default)]
+    source: SourceChoice,
 }
 
 fn default_retention_interval() -> Interval {
@@ -201,8 +226,8 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         starts.push(to_utc(tz, local_first + length * index)?);
     }
     let end = starts.pop().unwrap_or(first[0]);
-    let rows = api.store.journeys(project.0, &series, starts[0].timestamp(), end.timestamp(), None).await?;
-    let read = rows.len();
+    let range = (starts[0].timestamp(), end.timestamp());
+    let (rows, source) = journeys(&api, project.0, &series, range, None, input.source).await?;
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());
     let cohorts: Vec<Value> = starts
@@ -221,7 +246,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         "cohort_event": describe(&series[0]),
         "return_event": describe(&series[1]),
         "to": end.with_timezone(&tz).to_rfc3339(),
-        "source": raw_source(read),
+        "source": source,
     }))
     .into_response())
 }

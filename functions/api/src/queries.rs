@@ -122,7 +122,7 @@ impl Math {
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-enum SourceChoice {
+pub(crate) enum SourceChoice {
     /// The rollups where they can answer.
     #[default]
     Auto,

@@ -106,8 +106,11 @@ impl Store {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
-        let mut hours: Vec<(u64, u32)> = rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
-        super::rollups::mark_dirty(&mut tx, &mut hours).await?;
+        if self.marks_rollups {
+            let mut hours: Vec<(u64, u32)> =
+                rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
+            super::rollups::mark_dirty(&mut tx, &mut hours).await?;
+        }
         upsert_users(&mut tx, rows).await?;
         outcome.links_over_cap = insert_aliases(&mut tx, rows).await?;
         upsert_groups(&mut tx, rows).await?;

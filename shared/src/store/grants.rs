@@ -62,6 +62,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             // Counts; soft deletes and erasure requests mark the hours they change.
             ("rollup_event_hours", "SELECT"),
             ("rollup_user_hours", "SELECT"),
+            ("rollup_journey_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
             // Promotions (their backfill is the hours they mark) and the counts they keep.
             ("promoted_properties", "SELECT, INSERT"),
@@ -91,6 +92,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             // The rollup step, and the marks deletes leave.
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),
             ("rollup_user_hours", "SELECT, INSERT, DELETE"),
+            ("rollup_journey_hours", "SELECT, INSERT, DELETE"),
             ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
             ("promoted_properties", "SELECT, DELETE"),
             ("rollup_property_hours", "SELECT, INSERT, DELETE"),

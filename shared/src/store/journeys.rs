@@ -4,14 +4,58 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
-use super::rollups::{USER_KEY, and};
+use super::rollups::{CountSource, USER_HASH, USER_KEY, and, dirty_hours, read_raw_hours, snapshot};
 use super::trends::{db_time, series_condition};
-use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, with_timeout};
+use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, required, with_timeout};
 use crate::cohorts::Step;
+use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::user_hash;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
+
+/// How many series one read matches events against (bits of `Step::matches`).
+pub const MAX_SERIES: usize = 8;
+
+/// Milliseconds in an hour: `rollup_journey_hours.at_ms` counts from the hour's start.
+const HOUR_MS: i64 = 3_600_000;
+
+impl Series {
+    /// Whether `rollup_journey_hours` holds this series' events: one type and name, no filter.
+    pub fn is_named_only(&self) -> bool {
+        self.kind.is_some() && self.name.is_some() && self.filters.is_empty()
+    }
+}
+
+/// The distinct (type, name) pairs of some series (each `is_named_only`), with the bits of
+/// the series each matches, and the SQL for an event's bits (`CASE`, with its parameters).
+struct NamedSeries<'a> {
+    pairs: Vec<(EventType, &'a str, u8)>,
+    bits_sql: String,
+    bits_params: Vec<Value>,
+}
+
+impl<'a> NamedSeries<'a> {
+    fn of(series: &'a [Series]) -> Self {
+        let mut pairs: Vec<(EventType, &str, u8)> = Vec::new();
+        for (bit, one) in series.iter().take(MAX_SERIES).enumerate() {
+            let (Some(kind), Some(name)) = (one.kind, one.name.as_deref()) else { continue };
+            match pairs.iter_mut().find(|(k, n, _)| *k == kind && *n == name) {
+                Some((_, _, bits)) => *bits |= 1 << bit,
+                None => pairs.push((kind, name, 1 << bit)),
+            }
+        }
+        let mut bits_params = Vec::new();
+        let cases: String = pairs
+            .iter()
+            .map(|(kind, name, bits)| {
+                bits_params.extend([Value::from(kind.as_str()), Value::from(*name), Value::from(*bits)]);
+                " WHEN type = ? AND name = ? THEN ?"
+            })
+            .collect();
+        NamedSeries { pairs, bits_sql: format!("CASE{cases} ELSE 0 END"), bits_params }
+    }
+}
 
 impl Store {
     /// The live events in `[from, to)` (Unix seconds) matching any of `series` (at most 8):
@@ -76,4 +120,89 @@ impl Store {
         }
         Ok(steps)
     }
+
+    /// `journeys` of series that each name one type's event without filters
+    /// (`Series::is_named_only`), from `rollup_journey_hours` as of one moment: clean hours
+    /// from the rollup, dirty ones and those from the current hour on from the raw rows.
+    pub async fn rolled_journeys(
+        &self,
+        project: ProjectId,
+        series: &[Series],
+        from: i64,
+        to: i64,
+    ) -> Result<(Vec<Step>, CountSource), StoreError> {
+        let (from_hour, to_hour) = (hour_at(from), hour_at(to + 3_599));
+        let (from_ms, to_ms) = (from * 1_000, to * 1_000);
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
+        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+        let NamedSeries { pairs, bits_sql: bits, bits_params } = NamedSeries::of(series);
+        // Copies of one row past the number of series change no answer.
+        let copies = series.len().min(MAX_SERIES) as u32;
+
+        let mut params = bits_params.clone();
+        params.push(Value::from(project.0));
+        let ranges: Vec<&str> = pairs
+            .iter()
+            .map(|(kind, name, _)| {
+                params.extend([Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]);
+                "(type = ? AND name = ? AND hour >= ? AND hour < ?)"
+            })
+            .collect();
+        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        let sql = format!(
+            "SELECT {bits}, hour, user_hash, at_ms, events FROM rollup_journey_hours
+             WHERE project_id = ? AND ({}) LIMIT ?",
+            ranges.join(" OR ")
+        );
+        self.record(&sql, &params);
+        let sql = super::capped(&sql, &tx);
+        let rolled: Vec<(u8, u32, u64, u32, u32)> = with_timeout(tx.exec(sql, params)).await?;
+        if rolled.len() > MAX_ROWS_READ {
+            return Err(StoreError::TooBig);
+        }
+        let mut steps = Vec::with_capacity(rolled.len());
+        for (matches, hour, user, at_ms, events) in rolled {
+            let at = i64::from(hour) * HOUR_MS + i64::from(at_ms);
+            if !raw(hour) && (from_ms..to_ms).contains(&at) {
+                let step = Step { user, at, matches, value: None };
+                steps.extend(std::iter::repeat_n(step, events.min(copies) as usize));
+            }
+        }
+
+        let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
+        let select =
+            format!("{bits}, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000");
+        let (condition, condition_params) = super::rollups::selection_condition(
+            &pairs.iter().map(|(kind, name, _)| (Some(*kind), Some(name.to_string()))).collect::<Vec<_>>(),
+        );
+        let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
+        let rows = read_raw_hours(
+            self,
+            &mut tx,
+            project,
+            &raw_hours,
+            (&select, &bits_params),
+            (&condition, &condition_params),
+            &limit,
+        )
+        .await?;
+        with_timeout(tx.commit()).await?;
+        for row in &rows {
+            let step = Step { matches: required(row, 0)?, user: required(row, 1)?, at: required(row, 2)?, value: None };
+            if (from_ms..to_ms).contains(&step.at) {
+                steps.push(step);
+            }
+        }
+        if steps.len() > MAX_ROWS_READ {
+            return Err(StoreError::TooBig);
+        }
+        Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len())))
+    }
+}
+
+/// The hour holding a time (Unix seconds), as `hour_of`.
+fn hour_at(seconds: i64) -> u32 {
+    seconds.div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
 }

@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_promoted_properties",
         sql: include_str!("../../../migrations/0012_promoted_properties.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_rollup_journeys",
+        sql: include_str!("../../../migrations/0013_rollup_journeys.sql"),
+    },
 ];
 
 impl Migration {

@@ -157,6 +157,9 @@ pub struct Store {
     pool: Pool,
     /// The read side's statements as run, when recording (`Store::recording_reads`).
     reads: Option<ReadLog>,
+    /// Whether writes mark the hours they change for the rollups: always, but in the
+    /// benchmark that measures what the marks cost (`Store::without_rollup_marks`).
+    marks_rollups: bool,
 }
 
 /// Statements of the read side as they were run (SQL and parameters), so that a test can
@@ -204,7 +207,7 @@ impl Store {
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             // `setup` (not `init`): it also runs again whenever a connection is reset.
             .setup(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self { pool: Pool::new(builder), reads: None })
+        Ok(Self { pool: Pool::new(builder), reads: None, marks_rollups: true })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
@@ -262,7 +265,14 @@ impl Store {
     /// This store, recording the read side's statements into the log it returns (tests).
     pub fn recording_reads(&self) -> (Store, ReadLog) {
         let log = ReadLog::default();
-        (Store { pool: self.pool.clone(), reads: Some(log.clone()) }, log)
+        (Store { reads: Some(log.clone()), ..self.clone() }, log)
+    }
+
+    /// This store, its consumer writes leaving the rollups' dirty-hour marks out. For the
+    /// benchmark of what the marks cost only: the rollups go wrong without them.
+    #[doc(hidden)]
+    pub fn without_rollup_marks(&self) -> Store {
+        Store { marks_rollups: false, ..self.clone() }
     }
 
     fn record(&self, sql: &str, params: &[mysql_async::Value]) {

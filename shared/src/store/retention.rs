@@ -140,6 +140,7 @@ const PROJECT_DEPENDENTS: &[&str] = &[
     "DELETE FROM erasures WHERE project_id = ? AND state = 'pending' LIMIT ?",
     "DELETE FROM rollup_event_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_user_hours WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rollup_journey_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_backfill WHERE project_id = ? LIMIT ?",
     "DELETE FROM promoted_properties WHERE project_id = ? LIMIT ?",

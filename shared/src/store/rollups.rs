@@ -37,6 +37,12 @@ pub(super) const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', ti
 /// The SQL for who an event counts as: its userId, else its anonymousId.
 pub(super) const USER_KEY: &str = "COALESCE(user_id, anonymous_id)";
 
+/// The SQL for a 64-bit hash of who an event counts as (`USER_KEY`): the journeys' user, the
+/// same in `rollup_journey_hours` and from the raw rows. Trailing spaces trimmed: SQL compares
+/// ids without them (as `sketch::user_hash` does).
+pub(super) const USER_HASH: &str =
+    "CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM COALESCE(user_id, anonymous_id))), 16), 16, 10) AS UNSIGNED)";
+
 /// `AND condition`, or nothing.
 pub(super) fn and(condition: Option<String>) -> String {
     condition.map(|condition| format!("AND {condition}")).unwrap_or_default()
@@ -142,6 +148,19 @@ impl Store {
             .await?;
         let sql = "DELETE FROM rollup_property_backfill WHERE project_id = ? AND hour = ?";
         with_timeout(tx.exec_drop(sql, (project, hour))).await?;
+        // Journeys are keyed by name first: deleted by the names the hour held.
+        let names: Vec<(String, String)> = with_timeout(tx.exec(
+            "SELECT type, name FROM rollup_event_hours WHERE project_id = ? AND hour = ? AND name <> ''",
+            (project, hour),
+        ))
+        .await?;
+        for chunk in names.chunks(super::IDS_PER_STATEMENT / 2) {
+            let pairs = vec!["(type = ? AND name = ?)"; chunk.len()].join(" OR ");
+            let mut params: Vec<Value> = vec![project.into(), hour.into()];
+            params.extend(chunk.iter().flat_map(|(kind, name)| [kind.as_str().into(), name.as_str().into()]));
+            let sql = format!("DELETE FROM rollup_journey_hours WHERE project_id = ? AND hour = ? AND ({pairs})");
+            with_timeout(tx.exec_drop(sql, params)).await?;
+        }
         for table in ["rollup_event_hours", "rollup_user_hours", "rollup_property_hours"] {
             let sql = format!("DELETE FROM {table} WHERE project_id = ? AND hour = ?");
             with_timeout(tx.exec_drop(sql, (project, hour))).await?;
@@ -159,6 +178,18 @@ impl Store {
         );
         with_timeout(tx.exec_drop(sql, params.clone())).await?;
         let rows = tx.affected_rows();
+
+        // The hour's journeys: who did which named event when. Through the time index: the
+        // optimizer would take the name index for the grouping, and read every name's range.
+        let sql = format!(
+            "INSERT INTO rollup_journey_hours (project_id, type, name, hour, user_hash, at_ms, events)
+             SELECT project_id, type, name, ?, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, ?, timestamp) DIV 1000, COUNT(*)
+             FROM {} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL {erasing}
+             GROUP BY type, name, 5, 6",
+            super::live::live_events_by("ix_events_time")
+        );
+        with_timeout(tx.exec_drop(sql, [&params[..1], &[start.into()], &params[1..]].concat())).await?;
 
         // The hour's users per type.
         let sql = format!(
