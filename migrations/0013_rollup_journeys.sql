@@ -5,8 +5,9 @@
 -- row of the events table. Events of one user, name and millisecond share a row (`events`).
 -- Rebuilt by the rollups job with rollup_event_hours, from the same dirty-hour marks; a read
 -- takes dirty hours and the current one from the raw rows (store/journeys.rs).
--- `user_hash`: the first 64 bits of MD5(COALESCE(user_id, anonymous_id)), computed in SQL so
--- that rows from the rollup and from the raw rows agree.
+-- `user_hash`: the first 64 bits of MD5(COALESCE(user_id, anonymous_id)) without trailing
+-- spaces (SQL compares ids without them), computed in SQL so that rows from the rollup and
+-- from the raw rows agree.
 CREATE TABLE rollup_journey_hours (
   project_id BIGINT UNSIGNED NOT NULL,
   type ENUM('track','identify','page','screen','group','alias') NOT NULL,
