@@ -16,7 +16,7 @@ async fn ingest_answers_as_its_openapi_description_says() {
 async fn the_api_answers_as_its_openapi_description_says() {
     let stack = StackProcess::start(&[]);
     let auth = ["--header".to_string(), format!("Authorization: Bearer {}", stack.admin_key)];
-    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 37).await;
+    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 38).await;
 }
 
 /// The read side with a read key of a project that has events: the questions schemathesis
@@ -45,7 +45,7 @@ async fn the_read_side_answers_as_its_openapi_description_says_with_a_read_key()
     let read_side =
         ["--include-path-regex".to_string(), "^/v1/(query/|events|event-names|users|properties)".to_string()];
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml");
-    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 19).await;
+    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 20).await;
 }
 
 /// Runs schemathesis on `spec` against `stack`; every one of `operations` must pass.

@@ -517,6 +517,31 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert_eq!(app.send(api_request("POST", &path, &app.admin, None)).await.status, StatusCode::BAD_REQUEST);
     let path = format!("/v1/properties/properties.plan/promote?project={project}");
     assert_eq!(app.send(api_request("POST", &path, &checker.read, None)).await.status, StatusCode::FORBIDDEN);
+
+    // Demoting one frees its slot at once; breakdowns by it read the raw rows again, and the
+    // rollups job deletes its counts (once the backfills of the promotions above are done:
+    // recounting an hour deletes them too).
+    cleanup_now(&app).await;
+    let plan_id: u64 = app.db.query("SELECT id FROM promoted_properties WHERE property = 'properties.plan'").await[0];
+    let counted = format!("rollup_property_hours WHERE property_id = {plan_id}");
+    assert!(app.db.count(&counted).await > 0);
+    assert_eq!(app.send(api_request("DELETE", &path, &checker.read, None)).await.status, StatusCode::FORBIDDEN);
+    let reply = app.send(api_request("DELETE", &path, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["property"], "properties.plan");
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::NOT_FOUND, "once");
+    let question = json!({"series": [{"event": "Bought"}], "from": checker.from, "to": checker.to,
+        "breakdown": {"property": "properties.plan"}});
+    let answer = checker.query("trends", question).await;
+    assert!(answer["source"].get("property").is_none(), "not from the demoted rollup: {}", answer["source"]);
+    let (_, rollups) = cleanup_now(&app).await;
+    assert!(step_rows(&rollups, "demoted_properties").0 > 0, "{rollups}");
+    assert_eq!(app.db.count(&counted).await, 0, "the demoted property's counts are deleted");
+    assert_eq!(app.db.count("rollup_property_purge").await, 0);
+    let path = format!("/v1/properties/traits.one_too_many/promote?project={project}");
+    assert_eq!(app.send(api_request("POST", &path, &app.admin, None)).await.status, StatusCode::CREATED, "a free slot");
+    let actions: Vec<String> = app.db.query("SELECT action FROM audit_log WHERE action LIKE 'property.%'").await;
+    assert!(actions.contains(&"property.demote".to_string()), "{actions:?}");
 }
 
 /// Every statement the read side runs, asked of the database with EXPLAIN: none reads the

@@ -35,6 +35,7 @@ const AUDITED: &[(Method, &str, &str)] = &[
     (Method::POST, "/v1/users/{user_id}/restore", "user.restore"),
     (Method::GET, "/v1/users/{user_id}/export", "user.export"),
     (Method::POST, "/v1/properties/{property}/promote", "property.promote"),
+    (Method::DELETE, "/v1/properties/{property}/promote", "property.demote"),
 ];
 
 /// The key that acted, set by the key extractors (`Admin`, `OnProject`) once it is accepted.

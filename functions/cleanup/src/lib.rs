@@ -11,7 +11,8 @@
 //!    audit trail past their own retention.
 //!
 //! The same function runs the rollups job (`rollups`, every minute): every hour marked dirty
-//! by the slot recomputed from the raw rows, one hour a chunk (`store::rollups`).
+//! by the slot recomputed from the raw rows, one hour a chunk (`store::rollups`); then the
+//! counts of demoted properties deleted.
 
 use chrono::{DateTime, Utc};
 use evtrack::Config;
@@ -148,16 +149,27 @@ impl Job for Rollups {
     }
 }
 
+/// The rollups job's steps: dirty hours (and backfills) recounted, then the counts of demoted
+/// properties deleted.
 #[derive(Debug, Clone, Copy)]
-struct RollupStep;
+enum RollupStep {
+    Hours,
+    DemotedProperties,
+}
+
+/// Rows of a demoted property's counts one chunk deletes.
+const DEMOTED_ROWS_PER_CHUNK: u64 = 10_000;
 
 impl StepKind for RollupStep {
-    /// The slot, and when to stop taking hours.
+    /// The slot, and when to stop taking chunks.
     type Context = (DateTime<Utc>, Instant);
-    const ALL: &'static [RollupStep] = &[RollupStep];
+    const ALL: &'static [RollupStep] = &[RollupStep::Hours, RollupStep::DemotedProperties];
 
     fn name(self) -> &'static str {
-        "rollups"
+        match self {
+            RollupStep::Hours => "rollups",
+            RollupStep::DemotedProperties => "demoted_properties",
+        }
     }
 
     async fn chunk(
@@ -169,7 +181,11 @@ impl StepKind for RollupStep {
         if Instant::now() >= *stop_at {
             return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
         }
-        Ok(match Store::refresh_dirty_hour(tx, *slot).await? {
+        let rows = match self {
+            RollupStep::Hours => Store::refresh_dirty_hour(tx, *slot).await?,
+            RollupStep::DemotedProperties => Store::purge_demoted_property(tx, DEMOTED_ROWS_PER_CHUNK).await?,
+        };
+        Ok(match rows {
             Some(rows) => ChunkResult { rows, resume_after: None, done: false },
             None => ChunkResult { rows: 0, resume_after: None, done: true },
         })

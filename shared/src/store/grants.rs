@@ -65,9 +65,10 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_journey_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
             // Promotions (their backfill is the hours they mark) and the counts they keep.
-            ("promoted_properties", "SELECT, INSERT"),
+            ("promoted_properties", "SELECT, INSERT, DELETE"),
             ("rollup_property_hours", "SELECT"),
-            ("rollup_property_backfill", "SELECT, INSERT"),
+            ("rollup_property_backfill", "SELECT, INSERT, DELETE"),
+            ("rollup_property_purge", "INSERT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data (only rollups).
@@ -97,6 +98,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("promoted_properties", "SELECT, DELETE"),
             ("rollup_property_hours", "SELECT, INSERT, DELETE"),
             ("rollup_property_backfill", "SELECT, DELETE"),
+            ("rollup_property_purge", "SELECT, DELETE"),
         ],
     },
     // Ends keys, rotates the signing keyring.

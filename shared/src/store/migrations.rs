@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_rollup_journeys",
         sql: include_str!("../../../migrations/0013_rollup_journeys.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_property_demotion",
+        sql: include_str!("../../../migrations/0014_property_demotion.sql"),
+    },
 ];
 
 impl Migration {

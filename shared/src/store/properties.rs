@@ -1,11 +1,12 @@
 //! Promoted properties (migration 0012): a few properties per project whose values the
 //! rollups count per hour, type and name, so that a trend broken down by one of them reads
 //! the rollups instead of every row. Reads are exact as `hourly_counts` is: clean hours from
-//! the rollup, dirty ones and the current hour from the raw rows, in one snapshot.
+//! the rollup, dirty ones and the current hour from the raw rows, in one snapshot. A demoted
+//! property (migration 0014) is read by nothing at once; the rollups job deletes its counts.
 
 use super::lists::{JsonDocument, json_path};
 use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
-use super::{MAX_ROWS_READ, Store, StoreError, column, required, required_time, with_timeout};
+use super::{JobTx, MAX_ROWS_READ, Store, StoreError, column, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
@@ -138,6 +139,66 @@ impl Store {
         let promoted = promoted(&mut tx, project).await?.into_iter().find(|promoted| promoted.id == id);
         with_timeout(tx.commit()).await?;
         promoted.map(Promotion::Promoted).ok_or_else(|| StoreError::Corrupt("a promotion not read back".into()))
+    }
+
+    /// Demotes the property at `path` of `document`: no read uses its counts from now on,
+    /// and the rollups job deletes them (`purge_demoted_property`). `None` when it is not
+    /// promoted.
+    pub async fn demote_property(
+        &self,
+        project: ProjectId,
+        document: JsonDocument,
+        path: &[String],
+    ) -> Result<Option<Promoted>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+        // The project's row, locked as a promotion locks it.
+        with_timeout(tx.exec_drop("SELECT id FROM projects WHERE id = ? FOR UPDATE", (project.0,))).await?;
+        let Some(found) = promoted(&mut tx, project).await?.into_iter().find(|promoted| promoted.is(document, path))
+        else {
+            return Ok(None);
+        };
+        with_timeout(tx.exec_drop("DELETE FROM promoted_properties WHERE id = ?", (found.id,))).await?;
+        with_timeout(tx.exec_drop(
+            "DELETE FROM rollup_property_backfill WHERE project_id = ? AND property_id = ?",
+            (project.0, found.id),
+        ))
+        .await?;
+        with_timeout(tx.exec_drop(
+            "INSERT INTO rollup_property_purge (project_id, property_id) VALUES (?, ?)",
+            (project.0, found.id),
+        ))
+        .await?;
+        with_timeout(tx.commit()).await?;
+        Ok(Some(found))
+    }
+
+    /// Deletes up to `limit` rows of the longest-demoted property's counts, and its entry
+    /// with the last of them; `None` when no demoted property has counts left. A chunk of
+    /// the rollups job. (An hour the job was counting while the property was demoted may
+    /// keep its rows: no read reaches them, and the hour's next recount deletes them.)
+    pub async fn purge_demoted_property(tx: &mut JobTx<'_>, limit: u64) -> Result<Option<u64>, StoreError> {
+        let tx = &mut tx.0;
+        let next: Option<(u64, u64)> = with_timeout(tx.exec_first(
+            "SELECT project_id, property_id FROM rollup_property_purge ORDER BY demoted_at, project_id, property_id LIMIT 1",
+            (),
+        ))
+        .await?;
+        let Some((project, property)) = next else { return Ok(None) };
+        with_timeout(tx.exec_drop(
+            "DELETE FROM rollup_property_hours WHERE project_id = ? AND property_id = ? LIMIT ?",
+            (project, property, limit),
+        ))
+        .await?;
+        let deleted = tx.affected_rows();
+        if deleted < limit {
+            with_timeout(tx.exec_drop(
+                "DELETE FROM rollup_property_purge WHERE project_id = ? AND property_id = ?",
+                (project, property),
+            ))
+            .await?;
+        }
+        Ok(Some(deleted))
     }
 
     /// The live events of `[from_hour, to_hour)` per hour, type, name and value of `property`

@@ -143,6 +143,7 @@ const PROJECT_DEPENDENTS: &[&str] = &[
     "DELETE FROM rollup_journey_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_backfill WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rollup_property_purge WHERE project_id = ? LIMIT ?",
     "DELETE FROM promoted_properties WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_dirty_hours WHERE project_id = ? LIMIT ?",
 ];
