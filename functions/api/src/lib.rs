@@ -105,6 +105,13 @@ impl Api {
             (None, Some(asked)) => asked,
             (None, None) => return Err(Failure::Invalid("give the project: ?project=<id>".into())),
         };
+        // A project key's own project was live when the key was looked up, in this request
+        // (the api does not cache keys): no second lookup.
+        if let (Some(own), Some(id)) = (access.project_uid, access.project_id)
+            && own == uid
+        {
+            return Ok(id);
+        }
         self.store.project_id(uid).await?.ok_or(Failure::NotFound)
     }
 }

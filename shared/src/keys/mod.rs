@@ -27,6 +27,7 @@ pub use usage::{KEY_USE_INTERVAL, KeyUseRecorder};
 pub use verifier::{KeyHashers, KeyVerifier};
 
 use crate::config::{KeyPolicy, Secret};
+use crate::ids::ProjectId;
 use crate::model::IpPolicy;
 pub use crate::model::{KeyHash, Scope};
 #[cfg(feature = "adapters")]
@@ -175,6 +176,8 @@ pub struct Access {
     pub scope: Scope,
     /// The key's project; admin keys have none.
     pub project_uid: Option<Uuid>,
+    /// Its private id (the project was live when the key was looked up).
+    pub project_id: Option<ProjectId>,
     pub ip_policy: IpPolicy,
 }
 
@@ -215,6 +218,7 @@ pub fn access(record: &KeyRecord, hash: &KeyHash, now: DateTime<Utc>) -> Result<
         key_uid: record.key_uid,
         scope: record.scope,
         project_uid: record.project_uid,
+        project_id: record.project_id,
         ip_policy: record.ip_policy,
     })
 }

@@ -191,6 +191,7 @@ mod tests {
             key_uid: uuid::Uuid::now_v7(),
             scope: Scope::Write,
             project_uid: None,
+            project_id: None,
             ip_policy: Default::default(),
         };
         let now = Utc::now();

@@ -5,7 +5,7 @@ use super::{
     JobTx, Store, StoreError, column, from_db_time, parse_ip_policy, required, required_time, time_column, to_db_time,
     with_timeout,
 };
-use crate::ids::new_public_id;
+use crate::ids::{ProjectId, new_public_id};
 use crate::model::{IpPolicy, KeyHash, Scope};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
@@ -30,6 +30,8 @@ pub struct KeyRecord {
     pub key_uid: Uuid,
     pub scope: Scope,
     pub project_uid: Option<Uuid>,
+    /// The project's private id.
+    pub project_id: Option<ProjectId>,
     pub ip_policy: IpPolicy,
     pub key_hash: [u8; 32],
     pub pepper_version: u16,
@@ -161,7 +163,7 @@ impl Store {
         let row: Option<Row> = with_timeout(conn.exec_first(
             format!(
                 "SELECT k.uid, k.scope, p.uid, COALESCE(p.ip_policy, 'truncate'), k.key_hash, k.pepper_version,
-                        k.expires_at, k.grace_ends_at, k.revoked_at
+                        k.expires_at, k.grace_ends_at, k.revoked_at, p.id
                  FROM {} WHERE k.key_hash = ? AND {KEY_OF_LIVE_PROJECT}",
                 live_keys()
             ),
@@ -178,6 +180,7 @@ impl Store {
             key_uid: required(&row, 0)?,
             scope: parse_scope(&scope)?,
             project_uid: column(&row, 2),
+            project_id: column::<u64>(&row, 9).map(ProjectId),
             ip_policy: parse_ip_policy(&ip_policy)?,
             key_hash: key_hash.try_into().map_err(|_| StoreError::Corrupt("stored key hash is not 32 bytes".into()))?,
             pepper_version: required(&row, 5)?,
