@@ -4,7 +4,8 @@
 -- question about a few names over weeks reads a few short ranges instead of looking up every
 -- row of the events table. Events of one user, name and millisecond share a row (`events`).
 -- Rebuilt by the rollups job with rollup_event_hours, from the same dirty-hour marks; a read
--- takes dirty hours and the current one from the raw rows (store/journeys.rs).
+-- takes dirty hours and the current one from the raw rows (store/journeys.rs). An hour whose
+-- named events are blank ('' or spaces) keeps them under ''.
 -- `user_hash`: the first 64 bits of MD5(COALESCE(user_id, anonymous_id)) without trailing
 -- spaces (SQL compares ids without them), computed in SQL so that rows from the rollup and
 -- from the raw rows agree.
@@ -19,6 +20,6 @@ CREATE TABLE rollup_journey_hours (
   PRIMARY KEY (project_id, type, name, hour, user_hash, at_ms)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
--- Hours rolled up before this table existed have no journeys yet: mark them to be rebuilt.
-INSERT IGNORE INTO rollup_dirty_hours (project_id, hour)
-  SELECT DISTINCT project_id, hour FROM rollup_event_hours;
+-- Hours rolled up without their journeys (before this migration, or by the previous release
+-- while a deploy runs) are not marked here: a read finds them (their journeys do not add up
+-- to their counts in rollup_event_hours), reads them raw and marks them for the rollups job.

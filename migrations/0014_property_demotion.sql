@@ -1,7 +1,7 @@
--- Demoting a promoted property (DELETE /v1/properties/{property}/promote) deletes its
--- promoted_properties row at once, so that no read uses its counts any more and its slot is
--- free, and lists it here in the same transaction; the rollups job then deletes its rows of
--- rollup_property_hours in chunks and the entry with the last of them.
+-- Demoting a promoted property (DELETE /v1/properties/{property}/promote) lists it here (the
+-- api only inserts): from then on no read uses its counts and its slot is free. The rollups
+-- job deletes its rows of rollup_property_hours in chunks, then its promoted_properties row,
+-- backfill and this entry. Promoting it again before that answers 409.
 CREATE TABLE rollup_property_purge (
   project_id BIGINT UNSIGNED NOT NULL,
   property_id BIGINT UNSIGNED NOT NULL,

@@ -440,8 +440,10 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert!(after > before, "the rollups answer for the hours with events: {before} then {after} hours");
     // Hours rolled up by a release before the users' rollups (their events counted, their
     // users not) are read raw, and marked for the rollups job by the read.
+    // So are hours rolled up without their journeys (before migration 0013).
     app.db.execute("DELETE FROM rollup_user_hours WHERE hour % 3 = 0").await;
-    checker.check(&sent, &gone, "with a third of the hours' users not rolled up").await;
+    app.db.execute("DELETE FROM rollup_journey_hours WHERE hour % 3 = 1").await;
+    checker.check(&sent, &gone, "with a third of the hours' users and journeys not rolled up").await;
     let (_, rollups) = cleanup_now(&app).await;
     assert!(step_rows(&rollups, "rollups").0 > 0, "the read marked them: {rollups}");
     checker.check(&sent, &gone, "after the rollups job rolled their users up").await;
@@ -530,6 +532,8 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     assert_eq!(reply.json["property"], "properties.plan");
     assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::NOT_FOUND, "once");
+    let reply = app.send(api_request("POST", &path, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "promoted again before its counts are gone: {}", reply.json);
     let question = json!({"series": [{"event": "Bought"}], "from": checker.from, "to": checker.to,
         "breakdown": {"property": "properties.plan"}});
     let answer = checker.query("trends", question).await;
@@ -538,6 +542,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert!(step_rows(&rollups, "demoted_properties").0 > 0, "{rollups}");
     assert_eq!(app.db.count(&counted).await, 0, "the demoted property's counts are deleted");
     assert_eq!(app.db.count("rollup_property_purge").await, 0);
+    assert_eq!(app.db.count("promoted_properties WHERE property = 'properties.plan'").await, 0);
     let path = format!("/v1/properties/traits.one_too_many/promote?project={project}");
     assert_eq!(app.send(api_request("POST", &path, &app.admin, None)).await.status, StatusCode::CREATED, "a free slot");
     let actions: Vec<String> = app.db.query("SELECT action FROM audit_log WHERE action LIKE 'property.%'").await;

@@ -41,6 +41,9 @@ async fn promote(State(api): State<Arc<Api>>, OnProject(project): Managing, Path
         Promotion::Promoted(promoted) => Ok((StatusCode::CREATED, Json(promoted)).into_response()),
         Promotion::AlreadyPromoted(promoted) => Ok(Json(promoted).into_response()),
         Promotion::TooMany => Err(Failure::Conflict(format!("a project promotes at most {MAX_PROMOTED} properties"))),
+        Promotion::BeingDemoted => Err(Failure::Conflict(
+            "this property was demoted and its counts are being deleted: promote it again in a minute".into(),
+        )),
     }
 }
 

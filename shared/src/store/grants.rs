@@ -65,10 +65,11 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_journey_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
             // Promotions (their backfill is the hours they mark) and the counts they keep.
-            ("promoted_properties", "SELECT, INSERT, DELETE"),
+            ("promoted_properties", "SELECT, INSERT"),
             ("rollup_property_hours", "SELECT"),
-            ("rollup_property_backfill", "SELECT, INSERT, DELETE"),
-            ("rollup_property_purge", "INSERT"),
+            ("rollup_property_backfill", "SELECT, INSERT"),
+            // Demotions.
+            ("rollup_property_purge", "SELECT, INSERT"),
         ],
     },
     // Erasure, retention, purge and pruning: deletes, never inserts data (only rollups).

@@ -4,7 +4,7 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
-use super::rollups::{CountSource, USER_HASH, USER_KEY, and, dirty_hours, read_raw_hours, snapshot};
+use super::rollups::{CountSource, USER_HASH, USER_KEY, and, dirty_hours, mark_dirty, read_raw_hours, snapshot};
 use super::trends::{db_time, series_condition};
 use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, required, with_timeout};
 use crate::cohorts::Step;
@@ -13,6 +13,7 @@ use crate::ids::ProjectId;
 use crate::sketch::user_hash;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
+use std::collections::BTreeMap;
 
 /// How many series one read matches events against (bits of `Step::matches`).
 pub const MAX_SERIES: usize = 8;
@@ -135,8 +136,7 @@ impl Store {
         let (from_ms, to_ms) = (from * 1_000, to * 1_000);
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
-        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         let NamedSeries { pairs, bits_sql: bits, bits_params } = NamedSeries::of(series);
         // Copies of one row past the number of series change no answer.
         let copies = series.len().min(MAX_SERIES) as u32;
@@ -162,6 +162,33 @@ impl Store {
         if rolled.len() > MAX_ROWS_READ {
             return Err(StoreError::TooBig);
         }
+        // An hour whose journeys do not add up to its counts was rolled up without them (by a
+        // release before migration 0013, or by the previous one during a deploy): read raw,
+        // and marked for the rollups job.
+        let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+        for (matches, hour, _, _, events) in &rolled {
+            *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
+        }
+        let mut params = bits_params.clone();
+        params.push(Value::from(project.0));
+        params.extend(pairs.iter().flat_map(|(kind, name, _)| {
+            [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
+        }));
+        let sql = format!(
+            "SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({})",
+            ranges.join(" OR ")
+        );
+        let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, params)).await?;
+        let mut unrolled: Vec<(u64, u32)> = counted
+            .iter()
+            .filter(|(matches, hour, events)| journeys.get(&(*hour, *matches)) != Some(events))
+            .map(|(_, hour, _)| (project.0, *hour))
+            .collect();
+        dirty.extend(unrolled.iter().map(|(_, hour)| *hour));
+        dirty.sort_unstable();
+        dirty.dedup();
+        let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
+
         let mut steps = Vec::with_capacity(rolled.len());
         for (matches, hour, user, at_ms, events) in rolled {
             let at = i64::from(hour) * HOUR_MS + i64::from(at_ms);
@@ -189,6 +216,11 @@ impl Store {
         )
         .await?;
         with_timeout(tx.commit()).await?;
+        if !unrolled.is_empty() {
+            let mut tx = with_timeout(conn.start_transaction(mysql_async::TxOpts::default())).await?;
+            mark_dirty(&mut tx, &mut unrolled).await?;
+            with_timeout(tx.commit()).await?;
+        }
         for row in &rows {
             let step = Step { matches: required(row, 0)?, user: required(row, 1)?, at: required(row, 2)?, value: None };
             if (from_ms..to_ms).contains(&step.at) {

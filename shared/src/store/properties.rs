@@ -58,6 +58,8 @@ pub enum Promotion {
     Promoted(Promoted),
     AlreadyPromoted(Promoted),
     TooMany,
+    /// Demoted, and its counts not deleted yet by the rollups job.
+    BeingDemoted,
 }
 
 /// The key a value is kept under: its xxh3 without trailing spaces (the PAD SPACE collation
@@ -66,10 +68,32 @@ pub(super) fn value_hash(value: Option<&str>) -> u64 {
     value.map_or(0, |value| xxhash_rust::xxh3::xxh3_64(value.trim_end_matches(' ').as_bytes()).max(1))
 }
 
-/// The promoted properties of a project, oldest first.
+/// The promoted properties of a project, oldest first (demoted ones left out).
 pub(super) async fn promoted(conn: &mut impl Queryable, project: ProjectId) -> Result<Vec<Promoted>, StoreError> {
+    promoted_where(conn, project, "").await
+}
+
+/// As `promoted`, the rows share-locked until the caller commits: the rollups job counting
+/// an hour holds them, so that a demotion's purge (which deletes the row) waits for it.
+pub(super) async fn promoted_locked(
+    conn: &mut impl Queryable,
+    project: ProjectId,
+) -> Result<Vec<Promoted>, StoreError> {
+    promoted_where(conn, project, "LOCK IN SHARE MODE").await
+}
+
+async fn promoted_where(
+    conn: &mut impl Queryable,
+    project: ProjectId,
+    lock: &str,
+) -> Result<Vec<Promoted>, StoreError> {
     let rows: Vec<Row> = with_timeout(conn.exec(
-        "SELECT id, property, document, json_path, promoted_at FROM promoted_properties WHERE project_id = ? ORDER BY id",
+        format!(
+            "SELECT p.id, p.property, p.document, p.json_path, p.promoted_at FROM promoted_properties p
+             WHERE p.project_id = ?
+               AND NOT EXISTS (SELECT 1 FROM rollup_property_purge d WHERE d.project_id = p.project_id AND d.property_id = p.id)
+             ORDER BY p.id {lock}"
+        ),
         (project.0,),
     ))
     .await?;
@@ -124,6 +148,14 @@ impl Store {
         if existing.len() >= MAX_PROMOTED {
             return Ok(Promotion::TooMany);
         }
+        let demoted: Option<u64> = with_timeout(tx.exec_first(
+            "SELECT id FROM promoted_properties WHERE project_id = ? AND property = ?",
+            (project.0, &property),
+        ))
+        .await?;
+        if demoted.is_some() {
+            return Ok(Promotion::BeingDemoted);
+        }
         with_timeout(tx.exec_drop(
             "INSERT INTO promoted_properties (project_id, property, document, json_path) VALUES (?, ?, ?, ?)",
             (project.0, &property, document.as_str(), &json_path),
@@ -141,9 +173,10 @@ impl Store {
         promoted.map(Promotion::Promoted).ok_or_else(|| StoreError::Corrupt("a promotion not read back".into()))
     }
 
-    /// Demotes the property at `path` of `document`: no read uses its counts from now on,
-    /// and the rollups job deletes them (`purge_demoted_property`). `None` when it is not
-    /// promoted.
+    /// Demotes the property at `path` of `document`: no read uses its counts from now on and
+    /// its slot is free; the rollups job deletes its counts, then its row
+    /// (`purge_demoted_property`). `None` when it is not promoted. Only inserts: the api
+    /// deletes nothing.
     pub async fn demote_property(
         &self,
         project: ProjectId,
@@ -158,12 +191,6 @@ impl Store {
         else {
             return Ok(None);
         };
-        with_timeout(tx.exec_drop("DELETE FROM promoted_properties WHERE id = ?", (found.id,))).await?;
-        with_timeout(tx.exec_drop(
-            "DELETE FROM rollup_property_backfill WHERE project_id = ? AND property_id = ?",
-            (project.0, found.id),
-        ))
-        .await?;
         with_timeout(tx.exec_drop(
             "INSERT INTO rollup_property_purge (project_id, property_id) VALUES (?, ?)",
             (project.0, found.id),
@@ -173,10 +200,9 @@ impl Store {
         Ok(Some(found))
     }
 
-    /// Deletes up to `limit` rows of the longest-demoted property's counts, and its entry
-    /// with the last of them; `None` when no demoted property has counts left. A chunk of
-    /// the rollups job. (An hour the job was counting while the property was demoted may
-    /// keep its rows: no read reaches them, and the hour's next recount deletes them.)
+    /// Deletes up to `limit` rows of the longest-demoted property's counts; with the last of
+    /// them, its promotion, backfill and purge entry. `None` when no property is demoted. A
+    /// chunk of the rollups job.
     pub async fn purge_demoted_property(tx: &mut JobTx<'_>, limit: u64) -> Result<Option<u64>, StoreError> {
         let tx = &mut tx.0;
         let next: Option<(u64, u64)> = with_timeout(tx.exec_first(
@@ -185,18 +211,21 @@ impl Store {
         ))
         .await?;
         let Some((project, property)) = next else { return Ok(None) };
-        with_timeout(tx.exec_drop(
-            "DELETE FROM rollup_property_hours WHERE project_id = ? AND property_id = ? LIMIT ?",
-            (project, property, limit),
-        ))
-        .await?;
-        let deleted = tx.affected_rows();
+        let delete_counts = "DELETE FROM rollup_property_hours WHERE project_id = ? AND property_id = ? LIMIT ?";
+        with_timeout(tx.exec_drop(delete_counts, (project, property, limit))).await?;
+        let mut deleted = tx.affected_rows();
         if deleted < limit {
-            with_timeout(tx.exec_drop(
+            // Waits for an hour being counted with the property (`promoted_locked`), then
+            // deletes what that count added.
+            with_timeout(tx.exec_drop("DELETE FROM promoted_properties WHERE id = ?", (property,))).await?;
+            with_timeout(tx.exec_drop(delete_counts, (project, property, limit))).await?;
+            deleted += tx.affected_rows();
+            for sql in [
+                "DELETE FROM rollup_property_backfill WHERE project_id = ? AND property_id = ?",
                 "DELETE FROM rollup_property_purge WHERE project_id = ? AND property_id = ?",
-                (project, property),
-            ))
-            .await?;
+            ] {
+                with_timeout(tx.exec_drop(sql, (project, property))).await?;
+            }
         }
         Ok(Some(deleted))
     }

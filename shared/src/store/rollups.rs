@@ -148,11 +148,11 @@ impl Store {
             .await?;
         let sql = "DELETE FROM rollup_property_backfill WHERE project_id = ? AND hour = ?";
         with_timeout(tx.exec_drop(sql, (project, hour))).await?;
-        // Journeys are keyed by name first: deleted by the names the hour held.
-        let names: Vec<(String, String)> = with_timeout(tx.exec(
-            "SELECT type, name FROM rollup_event_hours WHERE project_id = ? AND hour = ? AND name <> ''",
-            (project, hour),
-        ))
+        // Journeys are keyed by name first: deleted by the names the hour held (every one: a
+        // blank name, '' or spaces, is kept as '' here and matches both).
+        let names: Vec<(String, String)> = with_timeout(
+            tx.exec("SELECT type, name FROM rollup_event_hours WHERE project_id = ? AND hour = ?", (project, hour)),
+        )
         .await?;
         for chunk in names.chunks(super::IDS_PER_STATEMENT / 2) {
             let pairs = vec!["(type = ? AND name = ?)"; chunk.len()].join(" OR ");
@@ -186,7 +186,7 @@ impl Store {
              SELECT project_id, type, name, ?, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, ?, timestamp) DIV 1000, COUNT(*)
              FROM {} e
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL {erasing}
-             GROUP BY type, name, 5, 6",
+             GROUP BY project_id, type, name, 5, 6",
             super::live::live_events_by("ix_events_time")
         );
         with_timeout(tx.exec_drop(sql, [&params[..1], &[start.into()], &params[1..]].concat())).await?;
@@ -210,7 +210,7 @@ impl Store {
         }
 
         // The hour's values of each promoted property.
-        for property in super::properties::promoted(tx, ProjectId(project)).await? {
+        for property in super::properties::promoted_locked(tx, ProjectId(project)).await? {
             let (value, path) = property.value_sql();
             let sql = format!(
                 "SELECT type, COALESCE(name, ''), {value} AS v, COUNT(*) FROM {LIVE_EVENTS} e
