@@ -4,7 +4,9 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
-use super::rollups::{CountSource, USER_HASH, USER_KEY, and, dirty_hours, mark_dirty, read_raw_hours, snapshot};
+use super::rollups::{
+    CountSource, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
+};
 use super::trends::{db_time, series_condition};
 use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, required, with_timeout};
 use crate::cohorts::Step;
@@ -132,7 +134,7 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<(Vec<Step>, CountSource), StoreError> {
-        let (from_hour, to_hour) = (hour_at(from), hour_at(to + 3_599));
+        let (from_hour, to_hour) = (hour_of_seconds(from), hour_of_seconds(to + 3_599));
         let (from_ms, to_ms) = (from * 1_000, to * 1_000);
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
@@ -141,20 +143,18 @@ impl Store {
         // Copies of one row past the number of series change no answer.
         let copies = series.len().min(MAX_SERIES) as u32;
 
-        let mut params = bits_params.clone();
-        params.push(Value::from(project.0));
-        let ranges: Vec<&str> = pairs
-            .iter()
-            .map(|(kind, name, _)| {
-                params.extend([Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]);
-                "(type = ? AND name = ? AND hour >= ? AND hour < ?)"
-            })
-            .collect();
+        // The pairs' clean hours, in both rollups (keyed by type, name and hour).
+        let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
+        let mut ranges_params = bits_params.clone();
+        ranges_params.push(Value::from(project.0));
+        ranges_params.extend(pairs.iter().flat_map(|(kind, name, _)| {
+            [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
+        }));
+        let mut params = ranges_params.clone();
         params.push(Value::from(MAX_ROWS_READ as u64 + 1));
         let sql = format!(
             "SELECT {bits}, hour, user_hash, at_ms, events FROM rollup_journey_hours
-             WHERE project_id = ? AND ({}) LIMIT ?",
-            ranges.join(" OR ")
+             WHERE project_id = ? AND ({ranges}) LIMIT ?"
         );
         self.record(&sql, &params);
         let sql = super::capped(&sql, &tx);
@@ -169,16 +169,8 @@ impl Store {
         for (matches, hour, _, _, events) in &rolled {
             *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
         }
-        let mut params = bits_params.clone();
-        params.push(Value::from(project.0));
-        params.extend(pairs.iter().flat_map(|(kind, name, _)| {
-            [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
-        }));
-        let sql = format!(
-            "SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({})",
-            ranges.join(" OR ")
-        );
-        let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, params)).await?;
+        let sql = format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
+        let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
         let mut unrolled: Vec<(u64, u32)> = counted
             .iter()
             .filter(|(matches, hour, events)| journeys.get(&(*hour, *matches)) != Some(events))
@@ -232,9 +224,4 @@ impl Store {
         }
         Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len())))
     }
-}
-
-/// The hour holding a time (Unix seconds), as `hour_of`.
-fn hour_at(seconds: i64) -> u32 {
-    seconds.div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
 }

@@ -23,7 +23,12 @@ use std::collections::BTreeMap;
 
 /// The hour a time falls in: hours since 1970-01-01 00:00 UTC.
 pub fn hour_of(at: DateTime<Utc>) -> u32 {
-    at.timestamp().div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
+    hour_of_seconds(at.timestamp())
+}
+
+/// `hour_of` a Unix time in seconds.
+pub(super) fn hour_of_seconds(seconds: i64) -> u32 {
+    seconds.div_euclid(3_600).clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// When an hour (`hour_of`) begins.
@@ -179,8 +184,8 @@ impl Store {
         with_timeout(tx.exec_drop(sql, params.clone())).await?;
         let rows = tx.affected_rows();
 
-        // The hour's journeys: who did which named event when. Through the time index: the
-        // optimizer would take the name index for the grouping, and read every name's range.
+        // The hour's journeys: who did which named event when, read through the time index
+        // (the hour's rows) whatever index the grouping might prefer.
         let sql = format!(
             "INSERT INTO rollup_journey_hours (project_id, type, name, hour, user_hash, at_ms, events)
              SELECT project_id, type, name, ?, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, ?, timestamp) DIV 1000, COUNT(*)
