@@ -8,13 +8,18 @@
 //! Record: `len: u32 LE` · `crc32(body): u32 LE` · body. A record cut short or failing its
 //! checksum ends its segment: it was being written when the process died, so it was never
 //! acknowledged.
+//!
+//! Flushes are shared (group commit): an append writes under the lock, then waits for a flush
+//! that began after its write. While one `fdatasync` runs, the appends behind it write and
+//! queue up, and the next flush covers them all, so concurrent requests do not each wait for
+//! a disk flush of their own in turn.
 
 use super::local::QueuedMessage;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A new segment file once the active one is this large.
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
@@ -25,13 +30,19 @@ pub struct Journal {
     /// The journal's own id (kept in the directory), in every message id: a message id is
     /// never reused, not even by a journal started afresh elsewhere.
     uid: String,
+    segment_bytes: u64,
     state: Mutex<State>,
+    /// How many of the bytes written since the journal was opened (`State::written`) are
+    /// known to be on disk. Held while flushing, so appends queue behind the flush running.
+    durable: Mutex<u64>,
 }
 
 struct State {
-    active: File,
+    active: Arc<File>,
     active_segment: u64,
     active_bytes: u64,
+    /// Bytes written since the journal was opened, over all its segments.
+    written: u64,
     /// Messages not yet stored, per segment.
     unstored: BTreeMap<u64, usize>,
 }
@@ -40,6 +51,10 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`; returns it and the messages it still holds,
     /// to be delivered again.
     pub fn open(dir: &Path) -> io::Result<(Self, Vec<QueuedMessage>)> {
+        Self::open_with_segments_of(dir, SEGMENT_BYTES)
+    }
+
+    fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Vec<QueuedMessage>)> {
         fs::create_dir_all(dir)?;
         let uid_path = dir.join("journal-id");
         let uid = match fs::read_to_string(&uid_path) {
@@ -67,17 +82,29 @@ impl Journal {
             held.extend(messages);
         }
         let active_segment = segments.last().map_or(1, |last| last + 1);
-        let active = create_segment(dir, active_segment)?;
-        let state = State { active, active_segment, active_bytes: 0, unstored };
-        Ok((Self { dir: dir.to_path_buf(), uid, state: Mutex::new(state) }, held))
+        let active = Arc::new(create_segment(dir, active_segment)?);
+        let state = State { active, active_segment, active_bytes: 0, written: 0, unstored };
+        let journal =
+            Self { dir: dir.to_path_buf(), uid, segment_bytes, state: Mutex::new(state), durable: Mutex::new(0) };
+        Ok((journal, held))
     }
 
     /// Appends `bodies` and flushes them to disk; returns their message ids. Blocking.
     pub fn append(&self, bodies: &[String]) -> io::Result<Vec<String>> {
-        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
-        if state.active_bytes >= SEGMENT_BYTES {
+        let (ids, end) = self.write(bodies)?;
+        self.flush_through(end)?;
+        Ok(ids)
+    }
+
+    /// Writes `bodies` to the active segment (not yet flushed); returns their ids and where
+    /// they end in `State::written`.
+    fn write(&self, bodies: &[String]) -> io::Result<(Vec<String>, u64)> {
+        let mut state = lock(&self.state);
+        if state.active_bytes >= self.segment_bytes {
+            // A flush covers the active file only: what the old one holds goes to disk first.
+            state.active.sync_data()?;
             state.active_segment += 1;
-            state.active = create_segment(&self.dir, state.active_segment)?;
+            state.active = Arc::new(create_segment(&self.dir, state.active_segment)?);
             state.active_bytes = 0;
         }
         let mut buffer = Vec::with_capacity(bodies.iter().map(|body| body.len() + HEADER_BYTES).sum());
@@ -90,17 +117,39 @@ impl Journal {
             buffer.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_le_bytes());
             buffer.extend_from_slice(body.as_bytes());
         }
-        state.active.write_all(&buffer)?;
-        state.active.sync_data()?;
+        if let Err(err) = (&*state.active).write_all(&buffer) {
+            // Part of a record may be in the file, and a torn record ends its segment when it
+            // is read back: what comes after it goes to a new segment.
+            state.active_bytes = self.segment_bytes;
+            return Err(err);
+        }
         state.active_bytes += buffer.len() as u64;
+        state.written += buffer.len() as u64;
         let segment = state.active_segment;
         *state.unstored.entry(segment).or_default() += bodies.len();
-        Ok(ids)
+        Ok((ids, state.written))
+    }
+
+    /// Returns once the first `end` bytes written are on disk: at once if a flush that began
+    /// after they were written has finished, else after a flush of everything written so far.
+    fn flush_through(&self, end: u64) -> io::Result<()> {
+        let mut durable = lock(&self.durable);
+        if *durable >= end {
+            return Ok(());
+        }
+        // Older segments were flushed when they stopped being active (`write`).
+        let (active, written) = {
+            let state = lock(&self.state);
+            (state.active.clone(), state.written)
+        };
+        active.sync_data()?;
+        *durable = written;
+        Ok(())
     }
 
     /// Marks messages stored; deletes every finished segment but the one being written.
     pub fn stored(&self, ids: &[String]) -> io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut state = lock(&self.state);
         for id in ids {
             let Some(segment) = segment_of(id) else { continue };
             if let Some(count) = state.unstored.get_mut(&segment) {
@@ -129,6 +178,12 @@ impl Drop for Journal {
             fs::remove_file(segment_path(&self.dir, state.active_segment)).ok();
         }
     }
+}
+
+/// A panic while holding a lock leaves the journal's state whole (counts and offsets are
+/// updated after the writes they describe), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -202,6 +257,41 @@ mod tests {
         assert!(!segment.exists());
         drop(journal);
         assert!(Journal::open(&dir).expect("reopens").1.is_empty());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn concurrent_appends_sharing_flushes_over_several_segments_all_come_back_with_their_ids() {
+        let dir = temp_dir();
+        let (journal, _) = Journal::open_with_segments_of(&dir, 4096).expect("opens");
+        let journal = Arc::new(journal);
+        let appenders: Vec<_> = (0..8)
+            .map(|thread| {
+                let journal = journal.clone();
+                std::thread::spawn(move || {
+                    let mut appended = Vec::new();
+                    for n in 0..40 {
+                        let bodies = vec![format!("{thread}-{n}-a {}", "x".repeat(300)), format!("{thread}-{n}-b")];
+                        let ids = journal.append(&bodies).expect("appends");
+                        appended.extend(ids.into_iter().zip(bodies));
+                    }
+                    appended
+                })
+            })
+            .collect();
+        let mut appended: Vec<(String, String)> =
+            appenders.into_iter().flat_map(|appender| appender.join().expect("appender")).collect();
+        drop(journal);
+        let segments = fs::read_dir(&dir)
+            .expect("dir")
+            .filter(|entry| entry.as_ref().is_ok_and(|entry| entry.file_name().to_string_lossy().ends_with(".log")));
+        assert!(segments.count() > 10, "the appends went over many segments");
+        let (_journal, held) = Journal::open(&dir).expect("reopens");
+        let mut held: Vec<(String, String)> = held.into_iter().map(|message| (message.id, message.body)).collect();
+        appended.sort();
+        held.sort();
+        assert_eq!(appended.len(), 8 * 40 * 2);
+        assert_eq!(held, appended, "every message back, once, with the id it was given");
         fs::remove_dir_all(&dir).ok();
     }
 }
