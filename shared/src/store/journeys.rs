@@ -5,7 +5,7 @@
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
 use super::rollups::{
-    CountSource, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
+    CountSource, RawRows, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
 };
 use super::trends::{db_time, series_condition};
 use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, required, with_timeout};
@@ -196,7 +196,6 @@ impl Store {
         let (condition, condition_params) = super::rollups::selection_condition(
             &pairs.iter().map(|(kind, name, _)| (Some(*kind), Some(name.to_string()))).collect::<Vec<_>>(),
         );
-        let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
         let rows = read_raw_hours(
             self,
             &mut tx,
@@ -204,7 +203,7 @@ impl Store {
             &raw_hours,
             (&select, &bits_params),
             (&condition, &condition_params),
-            &limit,
+            RawRows::AtMost(MAX_ROWS_READ),
         )
         .await?;
         with_timeout(tx.commit()).await?;
@@ -212,6 +211,10 @@ impl Store {
             let mut tx = with_timeout(conn.start_transaction(mysql_async::TxOpts::default())).await?;
             mark_dirty(&mut tx, &mut unrolled).await?;
             with_timeout(tx.commit()).await?;
+        }
+        // Past the cap the rows stop short: counting what came would answer wrong.
+        if rows.len() > MAX_ROWS_READ {
+            return Err(StoreError::TooBig);
         }
         for row in &rows {
             let step = Step { matches: required(row, 0)?, user: required(row, 1)?, at: required(row, 2)?, value: None };

@@ -5,7 +5,9 @@
 //! property (migration 0014) is read by nothing at once; the rollups job deletes its counts.
 
 use super::lists::{JsonDocument, json_path};
-use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
+use super::rollups::{
+    CountSource, ROW_HOUR, RawRows, dirty_hours, kind, read_raw_hours, selection_condition, snapshot,
+};
 use super::{JobTx, MAX_ROWS_READ, Store, StoreError, column, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -280,7 +282,7 @@ impl Store {
         let (pairs, params) = selection_condition(selection);
         let (value, path) = property.value_sql();
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, {value} AS v, COUNT(*)");
-        let group = "GROUP BY 1, 2, 3, 4";
+        let group = RawRows::Grouped("GROUP BY 1, 2, 3, 4");
         for row in
             read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[path]), (&pairs, &params), group).await?
         {

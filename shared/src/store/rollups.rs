@@ -284,9 +284,9 @@ impl Store {
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let (pairs, params) = selection_condition(selection);
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
+        let grouped = RawRows::Grouped("GROUP BY 1, 2, 3");
         for row in
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), "GROUP BY 1, 2, 3")
-                .await?
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), grouped).await?
         {
             counts.push(hour_count(&row)?);
         }
@@ -354,9 +354,9 @@ impl Store {
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
-        let limit = format!("LIMIT {}", MAX_ROWS_READ + 1);
+        let at_most = RawRows::AtMost(MAX_ROWS_READ);
         let rows =
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), &limit)
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), at_most)
                 .await?;
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
@@ -401,6 +401,16 @@ pub(super) async fn dirty_hours(
     Ok((dirty, hour_of(Utc::now()).clamp(from_hour, to_hour)))
 }
 
+/// What `read_raw_hours` returns per run of hours.
+#[derive(Clone, Copy)]
+pub(super) enum RawRows<'a> {
+    /// The groups of this `GROUP BY …`.
+    Grouped(&'a str),
+    /// The rows themselves, at most this many over all the runs; one more when there are
+    /// more (the question is too big), and no run is read past it.
+    AtMost(usize),
+}
+
 /// `SELECT select` over the live events of `hours` (ascending) that `condition` (with
 /// `params`) selects, in runs of consecutive hours: one capped range read each.
 pub(super) async fn read_raw_hours(
@@ -410,12 +420,19 @@ pub(super) async fn read_raw_hours(
     hours: &[u32],
     (select, select_params): (&str, &[Value]),
     (condition, params): (&str, &[Value]),
-    group: &str,
+    shape: RawRows<'_>,
 ) -> Result<Vec<Row>, StoreError> {
     let mut erasing_params = Vec::new();
     let erasing = and(not_being_erased(tx, project, ERASABLE_IDS, &mut erasing_params).await?);
     let mut rows = Vec::new();
     for run in hours.chunk_by(|a, b| b == &(a + 1)) {
+        let group = match shape {
+            RawRows::Grouped(group) => group.to_string(),
+            // One budget for every run: alternating dirty and clean hours do not each get
+            // their own (and hold many times the cap in memory before the answer is a 422).
+            RawRows::AtMost(max) if rows.len() > max => break,
+            RawRows::AtMost(max) => format!("LIMIT {}", max + 1 - rows.len()),
+        };
         let (start, end) = (run[0], run[run.len() - 1] + 1);
         let mut run_params = select_params.to_vec();
         run_params.extend([
