@@ -481,12 +481,22 @@ pub struct StackProcess {
     /// Where the stack's logs (stderr) go.
     pub log_path: std::path::PathBuf,
     output: Option<std::thread::JoinHandle<Vec<String>>>,
+    /// Dropped with the stack (else a `TestDb`'s, which drops it).
+    owns_database: bool,
 }
 
 impl StackProcess {
     pub fn start(extra_env: &[(&str, &str)]) -> Self {
         let name = format!("evtrack_test_up_{}", Uuid::now_v7().simple());
         Self::launch(&name, extra_env, None)
+    }
+
+    /// `evtrack up` on `db`'s database, which must hold no project yet (the stack makes its
+    /// own, and prints its keys); the database stays `db`'s.
+    pub fn on(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
+        let mut stack = Self::launch(&db.name, extra_env, None);
+        stack.owns_database = false;
+        stack
     }
 
     /// Stops the stack (Ctrl-C) and starts it again on the same database, with other
@@ -511,7 +521,8 @@ impl StackProcess {
     fn relaunch(&mut self, extra_env: &[(&str, &str)]) {
         let name: String =
             self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()).expect("name").into();
-        let next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));
+        let mut next = Self::launch(&name, extra_env, Some((self.key.clone(), self.admin_key.clone())));
+        next.owns_database = self.owns_database;
         // The stopped process's value goes without its `Drop`, which would drop the database.
         std::fs::remove_file(&self.log_path).ok();
         std::mem::forget(std::mem::replace(self, next));
@@ -564,7 +575,16 @@ impl StackProcess {
             Some(keys) => keys,
             None => (key.expect("key"), admin_key.expect("admin key")),
         };
-        Self { child, address: address.expect("address"), key, admin_key, database_url, log_path, output: Some(output) }
+        Self {
+            child,
+            address: address.expect("address"),
+            key,
+            admin_key,
+            database_url,
+            log_path,
+            output: Some(output),
+            owns_database: true,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -654,7 +674,9 @@ impl Drop for StackProcess {
         if let Some(name) = self.database_url.rsplit('/').next().and_then(|tail| tail.split('?').next()) {
             std::fs::remove_dir_all(std::env::temp_dir().join(format!("{name}-queue"))).ok();
         }
-        drop_database_blocking(Secret::new(self.database_url.clone()), None);
+        if self.owns_database {
+            drop_database_blocking(Secret::new(self.database_url.clone()), None);
+        }
     }
 }
 

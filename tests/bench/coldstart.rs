@@ -43,6 +43,7 @@ fn main() {
             ("EVTRACK_REDIS_URL", "none".to_string()),
             ("EVTRACK_JOB_FUNCTION_CLEANUP", "cleanup".to_string()),
             ("EVTRACK_JOB_FUNCTION_ROTATE_KEYS", "rotate-keys".to_string()),
+            ("EVTRACK_JOB_FUNCTION_ROLLUPS", "cleanup".to_string()),
             ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
             ("RUST_LOG", "warn".to_string()),
         ];

@@ -9,9 +9,15 @@
 //! - `dedupe key (hour, messageId)`: UNIQUE (project_id, dedupe_hour, message_id), the hour of
 //!   the event's own time first (migration 0008): live traffic lands in the current hour's
 //!   part of the index, which stays in memory.
+//! - the same with MariaDB's change buffer on (`innodb_change_buffering = all`, MySQL 8's
+//!   default, off in MariaDB since 10.5.15): inserts into non-unique indexes are deferred.
 //! - the same without the user index (project_id, user_id, timestamp), the other index that
 //!   random ids hit: a bound (the read side needs that index), not a design.
 //! - `dedupe key (messageId)`: UNIQUE (project_id, message_id), the key before migration 0008.
+//!
+//! Also `evtrack up` end to end (HTTP in, journaled queue, rows out) with the same load as the
+//! throughput benchmark's, into an empty table, and into the 10 M rows right after the
+//! consumer alone with the current key.
 
 use crate::{cpu_seconds, mariadbd_pid, queued_bodies, run_consumer};
 use evtrack::queue::EnvelopeSeal;
@@ -35,22 +41,51 @@ pub async fn bench_scale() {
     println!(
         "\n## at scale: the consumer storing {events} new events into a table already holding {history} of the project"
     );
+    let e2e_events = crate::e2e_events();
     let empty = TestDb::new().await;
     let pool_mib = empty.query::<u64>("SELECT @@innodb_buffer_pool_size DIV 1048576").await[0];
     println!("MariaDB buffer pool: {pool_mib} MiB");
     let (rate, cpu) = consume(&empty, events).await;
     println!("{:<52} {rate:>8.0} events/s, MariaDB {cpu:>6.1} µs per row", "empty table:");
     drop(empty);
+    // End to end as users run it (`evtrack up`, journaled queue), into an empty table first.
+    let stack = StackProcess::start(&[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
+    let into_empty = crate::end_to_end_run(&stack, e2e_events).await;
+    drop(stack);
+    println!(
+        "{:<52} accepted at {:>8.0} events/s, {}",
+        format!("end to end, {e2e_events} events, empty table:"),
+        into_empty.accepted_per_sec,
+        into_empty.stored_against(rate, "the consumer alone into an empty table")
+    );
 
+    // The stack makes its project on its first start; the history is loaded into it.
     let db = TestDb::new().await;
-    let project = db.store.create_project("bench").await.expect("project").id;
+    let stack = StackProcess::on(&db, &[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
+    let project: Uuid = stack.project_id().await.parse().expect("the project's id");
     let started = Instant::now();
     let project_id = db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", project.simple())).await[0];
     fill(&db, project_id, history).await;
     println!("history of {history} rows loaded and indexed in {:.0} s", started.elapsed().as_secs_f64());
     print_index_sizes(&db).await;
+    let consumer_into_full = consume_variant(&db, project, events, history, "dedupe key (hour, messageId)", &[]).await;
+    let into_full = crate::end_to_end_run(&stack, e2e_events).await;
+    drop(stack);
+    println!(
+        "{:<52} accepted at {:>8.0} events/s, {}",
+        format!("end to end, {e2e_events} events, {history} rows:"),
+        into_full.accepted_per_sec,
+        into_full.stored_against(into_empty.stored_per_sec, "end to end into an empty table")
+    );
+    println!(
+        "  ratio to the consumer alone into these rows just before: {:.2}",
+        into_full.stored_per_sec / consumer_into_full
+    );
+    // MySQL 8 (RDS, Aurora) buffers changes to non-unique secondary indexes by default;
+    // MariaDB stopped doing so in 10.5.15. What that does to the random user index:
+    let buffering: String = db.query("SELECT @@GLOBAL.innodb_change_buffering").await.remove(0);
     let variants: [(&str, &[&str]); 3] = [
-        ("dedupe key (hour, messageId)", &[]),
+        ("the same, change buffer on (MySQL 8's default)", &["SET GLOBAL innodb_change_buffering = 'all'"]),
         ("the same without the user index", &["ALTER TABLE events DROP INDEX ix_events_user"]),
         (
             "dedupe key (messageId), as before",
@@ -58,19 +93,36 @@ pub async fn bench_scale() {
                  ADD KEY ix_events_user (project_id, user_id, timestamp)"],
         ),
     ];
-    for (name, statements) in variants {
-        let started = Instant::now();
-        for statement in statements {
-            db.execute(statement).await;
+    for (index, (name, statements)) in variants.into_iter().enumerate() {
+        consume_variant(&db, project, events, history, name, statements).await;
+        if index == 0 {
+            db.execute(&format!("SET GLOBAL innodb_change_buffering = '{buffering}'")).await;
         }
-        let changed_in = started.elapsed().as_secs_f64();
-        let rows = db.count("events").await;
-        let (rate, cpu) = consume_into(&db, project, events).await;
-        println!(
-            "{:<52} {rate:>8.0} events/s, MariaDB {cpu:>6.1} µs per row (table at {rows} rows; the change took {changed_in:.0} s)",
-            format!("{history} rows, {name}:"),
-        );
     }
+}
+
+/// The consumer storing `events` into `db` after `statements` changed it; prints and returns
+/// events/s.
+async fn consume_variant(
+    db: &TestDb,
+    project: Uuid,
+    events: usize,
+    history: usize,
+    name: &str,
+    statements: &[&str],
+) -> f64 {
+    let started = Instant::now();
+    for statement in statements {
+        db.execute(statement).await;
+    }
+    let changed_in = started.elapsed().as_secs_f64();
+    let rows = db.count("events").await;
+    let (rate, cpu) = consume_into(db, project, events).await;
+    println!(
+        "{:<52} {rate:>8.0} events/s, MariaDB {cpu:>6.1} µs per row (table at {rows} rows; the change took {changed_in:.0} s)",
+        format!("{history} rows, {name}:"),
+    );
+    rate
 }
 
 fn env_number(name: &str, default: usize) -> usize {

@@ -552,55 +552,134 @@ async fn multi_row_inserts(db: &TestDb) -> Vec<String> {
 /// CPU evtrack's process spent per stored event and MariaDB's per row.
 async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
-    let events: usize = std::env::var("EVTRACK_BENCH_E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
-    let database = mariadbd_pid();
+    let events = e2e_events();
     for queue in ["journal", "memory"] {
-        let total_requests = events / EVENTS_PER_REQUEST;
         let mut env = vec![("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")];
         if queue == "memory" {
             env.push(("EVTRACK_LOCAL_QUEUE_DIR", "memory"));
         }
         let stack = StackProcess::start(&env);
-        let url = format!("{}/v1/batch", stack.address);
-        let warmup = bodies(20);
-        load(&url, Some(&stack.key), warmup).await;
-        let idle_rss = memory_kib(stack.pid(), "VmRSS");
-        let all = bodies(total_requests);
-        let expected = (total_requests * EVENTS_PER_REQUEST + 20 * EVENTS_PER_REQUEST) as u64;
-        let (server_cpu, database_cpu) = (cpu_seconds(stack.pid()), database.map_or(0.0, cpu_seconds));
-        let started = Instant::now();
-        let http = load(&url, Some(&stack.key), all).await;
-        let accepted_in = started.elapsed();
-        let stored = stack.wait_for_count("SELECT COUNT(*) FROM events", expected, Duration::from_secs(600)).await;
-        let stored_in = started.elapsed();
-        let server_cpu = cpu_seconds(stack.pid()) - server_cpu;
-        let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
-        assert_eq!(stored, expected, "every accepted event stored");
-        assert_eq!(http.failures, 0);
-        let events = (total_requests * EVENTS_PER_REQUEST) as f64;
-        let peak_rss = memory_kib(stack.pid(), "VmHWM");
-        let sustainable = events / stored_in.as_secs_f64();
+        let run = end_to_end_run(&stack, events).await;
         println!(
-            "{:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), stored at {:>8.0} events/s \
-             (ratio to the faster bulk bound {:.2}); all stored {:.1} s after the last was accepted; p50 {:?} p99 {:?}; \
-             RSS idle {} MiB, peak {} MiB; CPU: evtrack {:.1} µs per stored event, MariaDB {:.1} µs per row",
-            events,
-            events / accepted_in.as_secs_f64(),
-            events / accepted_in.as_secs_f64() / ingest_bound,
-            events / stored_in.as_secs_f64(),
-            events / stored_in.as_secs_f64() / load_bound,
-            (stored_in - accepted_in).as_secs_f64(),
-            http.p50,
-            http.p99,
-            idle_rss / 1024,
-            peak_rss / 1024,
-            server_cpu * 1e6 / events,
-            database_cpu * 1e6 / events,
+            "{events:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), {}",
+            run.accepted_per_sec,
+            run.accepted_per_sec / ingest_bound,
+            run.stored_against(load_bound, "the faster bulk bound"),
         );
+        drop(stack);
         if queue == "journal" {
-            latency_curve(&stack, &url, sustainable, expected).await;
+            latency_curve(run.stored_per_sec).await;
         }
     }
+}
+
+pub(crate) fn e2e_events() -> usize {
+    std::env::var("EVTRACK_BENCH_E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000)
+}
+
+/// One end-to-end run through a running stack.
+pub(crate) struct EndToEnd {
+    pub(crate) accepted_per_sec: f64,
+    pub(crate) stored_per_sec: f64,
+    /// From the last acceptance to the last row stored.
+    drained_in: Duration,
+    http: Load,
+    idle_rss_mib: u64,
+    peak_rss_mib: u64,
+    /// CPU seconds of the stack's process per stored event, of `mariadbd` per row, and of
+    /// this process (the load generator) per event: together, where the cores went.
+    cpu_per_event: f64,
+    database_cpu_per_row: f64,
+    load_cpu_per_event: f64,
+}
+
+impl EndToEnd {
+    /// The stored rate against `bound` (events or rows per second), and the rest of the run.
+    pub(crate) fn stored_against(&self, bound: f64, bound_name: &str) -> String {
+        format!(
+            "stored at {:>8.0} events/s (ratio to {bound_name} {:.2}); all stored {:.1} s after the last was \
+             accepted; p50 {:?} p99 {:?}; RSS idle {} MiB, peak {} MiB; CPU: evtrack {:.1} µs per stored event, \
+             MariaDB {:.1} µs per row, load generator {:.1} µs per event",
+            self.stored_per_sec,
+            self.stored_per_sec / bound,
+            self.drained_in.as_secs_f64(),
+            self.http.p50,
+            self.http.p99,
+            self.idle_rss_mib,
+            self.peak_rss_mib,
+            self.cpu_per_event,
+            self.database_cpu_per_row,
+            self.load_cpu_per_event,
+        )
+    }
+}
+
+/// `events` new events (after a warm-up of 20 requests) sent to `stack` with the usual load,
+/// measured until the last of them is stored.
+pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndToEnd {
+    let url = format!("{}/v1/batch", stack.address);
+    let pool = mysql_async::Pool::new(stack.database_url.as_str());
+    let warmup = bodies(20);
+    let before = last_event_id(&pool).await;
+    load(&url, Some(&stack.key), warmup).await;
+    wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
+    let idle_rss = memory_kib(stack.pid(), "VmRSS");
+    let requests = events / EVENTS_PER_REQUEST;
+    let all = bodies(requests);
+    let events = (requests * EVENTS_PER_REQUEST) as u64;
+    let database = mariadbd_pid();
+    let before = last_event_id(&pool).await;
+    let (server_cpu, database_cpu) = (cpu_seconds(stack.pid()), database.map_or(0.0, cpu_seconds));
+    let load_cpu = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let http = load(&url, Some(&stack.key), all).await;
+    let accepted_in = started.elapsed();
+    let load_cpu = cpu_seconds(std::process::id()) - load_cpu;
+    wait_for_stored(&pool, before, events).await;
+    let stored_in = started.elapsed();
+    let server_cpu = cpu_seconds(stack.pid()) - server_cpu;
+    let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
+    assert_eq!(http.failures, 0);
+    pool.disconnect().await.ok();
+    let events = events as f64;
+    EndToEnd {
+        accepted_per_sec: events / accepted_in.as_secs_f64(),
+        stored_per_sec: events / stored_in.as_secs_f64(),
+        drained_in: stored_in - accepted_in,
+        http,
+        idle_rss_mib: idle_rss / 1024,
+        peak_rss_mib: memory_kib(stack.pid(), "VmHWM") / 1024,
+        cpu_per_event: server_cpu * 1e6 / events,
+        database_cpu_per_row: database_cpu * 1e6 / events,
+        load_cpu_per_event: load_cpu * 1e6 / events,
+    }
+}
+
+async fn last_event_id(pool: &mysql_async::Pool) -> u64 {
+    let mut conn = pool.get_conn().await.expect("connection");
+    conn.query_first::<Option<u64>, _>("SELECT MAX(id) FROM events").await.expect("last id").flatten().unwrap_or(0)
+}
+
+/// Waits (up to 10 minutes) until `expected` events after id `after` are stored, and asserts
+/// that exactly that many are. Ids only grow, so the count cannot be complete before the last
+/// id is `expected` past `after`: the wait polls the last id (one index dive) and counts only
+/// then, so that polling costs MariaDB next to nothing while it works for the measurement.
+async fn wait_for_stored(pool: &mysql_async::Pool, after: u64, expected: u64) {
+    let started = Instant::now();
+    let mut conn = pool.get_conn().await.expect("connection");
+    let count = loop {
+        let last: Option<u64> = conn.query_first("SELECT MAX(id) FROM events").await.expect("last id").flatten();
+        let timed_out = started.elapsed() > Duration::from_secs(600);
+        if last.unwrap_or(0).saturating_sub(after) >= expected || timed_out {
+            let sql = format!("SELECT COUNT(*) FROM events WHERE id > {after}");
+            let count: u64 = conn.query_first(sql).await.expect("count").unwrap_or(0);
+            if count >= expected || timed_out {
+                break count;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(count, expected, "every accepted event stored, once");
 }
 
 /// The same load end to end through a Node.js + Express + mysql2 service doing the same job
@@ -612,7 +691,7 @@ async fn bench_node(load_bound: f64) {
         println!("(the Node.js comparison runs under `infra/dev.sh bench`, which installs it)");
         return;
     };
-    let events: usize = std::env::var("EVTRACK_BENCH_E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let events = e2e_events();
     let db = TestDb::new().await;
     let (project, key) = project_with_key(&db, &config(&db, &[]), Scope::Write).await;
     let project_id = db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", project.simple())).await[0];
@@ -632,26 +711,26 @@ async fn bench_node(load_bound: f64) {
         .expect("the Node service printed its port");
     let url = format!("http://127.0.0.1:{port}/v1/batch");
     let database = mariadbd_pid();
+    let pool = mysql_async::Pool::new(db.url.expose().as_str());
+    let before = last_event_id(&pool).await;
     load(&url, Some(&key), bodies(20)).await;
+    wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
     let idle_rss = memory_kib(child.id(), "VmRSS");
     let all = bodies(events / EVENTS_PER_REQUEST);
-    let expected = (events + 20 * EVENTS_PER_REQUEST) as u64;
+    let before = last_event_id(&pool).await;
     let (node_cpu, database_cpu) = (cpu_seconds(child.id()), database.map_or(0.0, cpu_seconds));
     let started = Instant::now();
     let http = load(&url, Some(&key), all).await;
     let accepted_in = started.elapsed();
-    let mut stored = 0;
-    while stored < expected && started.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stored = db.count("events").await;
-    }
+    wait_for_stored(&pool, before, events as u64).await;
     let stored_in = started.elapsed();
     let node_cpu = cpu_seconds(child.id()) - node_cpu;
     let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
     let peak_rss = memory_kib(child.id(), "VmHWM");
     child.kill().ok();
     child.wait().ok();
-    assert_eq!((stored, http.failures), (expected, 0), "every event stored");
+    pool.disconnect().await.ok();
+    assert_eq!(http.failures, 0, "every request accepted");
     let events = events as f64;
     println!(
         "{:>7} events, Node.js + Express + mysql2 (queue in memory): accepted at {:>8.0} events/s, stored at {:>8.0} events/s \
@@ -671,18 +750,26 @@ async fn bench_node(load_bound: f64) {
 }
 
 /// Latency below saturation: the load sent on a schedule at 25, 50, 75 and 100 % of the
-/// stored rate just measured (about 10 s each, into the same stack and table).
-async fn latency_curve(stack: &StackProcess, url: &str, sustainable: f64, mut stored: u64) {
+/// stored rate just measured, about 10 s each. Each level runs on a stack of its own with an
+/// empty table: into one table, each level would also pay for the rows of those before it
+/// (once the table outgrows the buffer pool, its random index inserts wait for the disk).
+async fn latency_curve(sustainable: f64) {
+    println!("  latency curve (journaled queue; each level on a fresh stack and table):");
     for percent in [25.0, 50.0, 75.0, 100.0] {
+        let stack = StackProcess::start(&[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
+        let url = format!("{}/v1/batch", stack.address);
+        let pool = mysql_async::Pool::new(stack.database_url.as_str());
+        let before = last_event_id(&pool).await;
+        load(&url, Some(&stack.key), bodies(20)).await;
+        wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
         let rate = sustainable * percent / 100.0;
         let requests = ((rate * 10.0) as usize / EVENTS_PER_REQUEST).max(50);
         let load = bodies(requests);
+        let before = last_event_id(&pool).await;
         let started = Instant::now();
-        let run = paced_load(url, Some(&stack.key), load, Some(rate)).await;
+        let run = paced_load(&url, Some(&stack.key), load, Some(rate)).await;
         let accepted_in = started.elapsed();
-        stored += (requests * EVENTS_PER_REQUEST) as u64;
-        let count = stack.wait_for_count("SELECT COUNT(*) FROM events", stored, Duration::from_secs(600)).await;
-        assert_eq!(count, stored, "every accepted event stored");
+        wait_for_stored(&pool, before, (requests * EVENTS_PER_REQUEST) as u64).await;
         assert_eq!(run.failures, 0);
         println!(
             "    at {percent:>3.0} % of it ({rate:>6.0} events/s offered, {:>6.0} accepted): p50 {:?} p99 {:?}; \
@@ -692,5 +779,6 @@ async fn latency_curve(stack: &StackProcess, url: &str, sustainable: f64, mut st
             run.p99,
             (started.elapsed() - accepted_in).as_secs_f64()
         );
+        pool.disconnect().await.ok();
     }
 }
