@@ -137,33 +137,36 @@ impl StepKind for CleanupStep {
 /// Keeps the rollups exact and fresh: recomputes every hour marked dirty before the slot.
 pub struct Rollups;
 
-/// How long one run of the rollups job keeps taking hours: within the minute between slots,
+/// How long one run of the rollups job keeps taking chunks: within the minute between slots,
 /// so that runs do not pile up on a backlog (each next run goes on with it).
 pub const ROLLUPS_RUN_BUDGET: Duration = Duration::from_secs(45);
+/// Of that, the most the deletion of demoted properties' counts takes, first: a backlog of
+/// dirty hours cannot hold it back for good, nor can it hold the hours back for long.
+const DEMOTED_PROPERTIES_BUDGET: Duration = Duration::from_secs(5);
 
 impl Job for Rollups {
     const NAME: &'static str = ROLLUPS_JOB;
 
     async fn steps(&self, run: &Run) -> Result<(), JobError> {
-        run.steps::<RollupStep>(&(run.slot(), Instant::now() + ROLLUPS_RUN_BUDGET)).await
+        run.steps::<RollupStep>(&(run.slot(), Instant::now())).await
     }
 }
 
-/// The rollups job's steps: dirty hours (and backfills) recounted, then the counts of demoted
-/// properties deleted.
+/// The rollups job's steps: the counts of demoted properties deleted (for a few seconds),
+/// then dirty hours (and backfills) recounted.
 #[derive(Debug, Clone, Copy)]
 enum RollupStep {
-    Hours,
     DemotedProperties,
+    Hours,
 }
 
 /// Rows of a demoted property's counts one chunk deletes.
 const DEMOTED_ROWS_PER_CHUNK: u64 = 10_000;
 
 impl StepKind for RollupStep {
-    /// The slot, and when to stop taking chunks.
+    /// The slot, and when the run started (each step stops taking chunks by its budget).
     type Context = (DateTime<Utc>, Instant);
-    const ALL: &'static [RollupStep] = &[RollupStep::Hours, RollupStep::DemotedProperties];
+    const ALL: &'static [RollupStep] = &[RollupStep::DemotedProperties, RollupStep::Hours];
 
     fn name(self) -> &'static str {
         match self {
@@ -174,11 +177,15 @@ impl StepKind for RollupStep {
 
     async fn chunk(
         self,
-        (slot, stop_at): &(DateTime<Utc>, Instant),
+        (slot, started): &(DateTime<Utc>, Instant),
         tx: &mut JobTx<'_>,
         _resume_after: Option<&str>,
     ) -> Result<ChunkResult, StoreError> {
-        if Instant::now() >= *stop_at {
+        let budget = match self {
+            RollupStep::DemotedProperties => DEMOTED_PROPERTIES_BUDGET,
+            RollupStep::Hours => ROLLUPS_RUN_BUDGET,
+        };
+        if started.elapsed() >= budget {
             return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
         }
         let rows = match self {

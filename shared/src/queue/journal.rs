@@ -43,6 +43,11 @@ struct State {
     active_bytes: u64,
     /// Bytes written since the journal was opened, over all its segments.
     written: u64,
+    /// Why a flush failed, if one did. Linux reports a writeback error to one `fsync` only
+    /// and may drop the pages it could not write, so a later flush of the same file can
+    /// succeed without them: after a failed flush nothing more is acknowledged until a
+    /// restart reads back what the journal really holds.
+    failed: Option<String>,
     /// Messages not yet stored, per segment.
     unstored: BTreeMap<u64, usize>,
 }
@@ -83,7 +88,7 @@ impl Journal {
         }
         let active_segment = segments.last().map_or(1, |last| last + 1);
         let active = Arc::new(create_segment(dir, active_segment)?);
-        let state = State { active, active_segment, active_bytes: 0, written: 0, unstored };
+        let state = State { active, active_segment, active_bytes: 0, written: 0, failed: None, unstored };
         let journal =
             Self { dir: dir.to_path_buf(), uid, segment_bytes, state: Mutex::new(state), durable: Mutex::new(0) };
         Ok((journal, held))
@@ -100,11 +105,15 @@ impl Journal {
     /// they end in `State::written`.
     fn write(&self, bodies: &[String]) -> io::Result<(Vec<String>, u64)> {
         let mut state = lock(&self.state);
+        state.check()?;
         if state.active_bytes >= self.segment_bytes {
             // A flush covers the active file only: what the old one holds goes to disk first.
-            state.active.sync_data()?;
-            state.active_segment += 1;
-            state.active = Arc::new(create_segment(&self.dir, state.active_segment)?);
+            if let Err(err) = state.active.sync_data() {
+                return Err(state.fail(err));
+            }
+            let next = state.active_segment + 1;
+            state.active = Arc::new(create_segment(&self.dir, next)?);
+            state.active_segment = next;
             state.active_bytes = 0;
         }
         let mut buffer = Vec::with_capacity(bodies.iter().map(|body| body.len() + HEADER_BYTES).sum());
@@ -112,6 +121,9 @@ impl Journal {
         for body in bodies {
             let offset = state.active_bytes + buffer.len() as u64;
             ids.push(message_id(&self.uid, state.active_segment, offset));
+            if body.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty message"));
+            }
             let len = u32::try_from(body.len()).map_err(|_| io::Error::other("message over 4 GiB"))?;
             buffer.extend_from_slice(&len.to_le_bytes());
             buffer.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_le_bytes());
@@ -140,9 +152,12 @@ impl Journal {
         // Older segments were flushed when they stopped being active (`write`).
         let (active, written) = {
             let state = lock(&self.state);
+            state.check()?;
             (state.active.clone(), state.written)
         };
-        active.sync_data()?;
+        if let Err(err) = active.sync_data() {
+            return Err(lock(&self.state).fail(err));
+        }
         *durable = written;
         Ok(())
     }
@@ -177,6 +192,23 @@ impl Drop for Journal {
         if state.unstored.get(&state.active_segment).copied().unwrap_or(0) == 0 {
             fs::remove_file(segment_path(&self.dir, state.active_segment)).ok();
         }
+    }
+}
+
+impl State {
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(reason) => Err(io::Error::other(format!(
+                "the queue journal could not be flushed ({reason}); restart evtrack to deliver what it holds"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, err: io::Error) -> io::Error {
+        tracing::error!(error = %err, "queue journal: a flush failed; nothing more is accepted until a restart");
+        self.failed = Some(err.to_string());
+        err
     }
 }
 
@@ -215,7 +247,9 @@ fn read_segment(path: &Path, uid: &str, segment: u64) -> io::Result<Vec<QueuedMe
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let Some(body) = bytes.get(offset + HEADER_BYTES..offset + HEADER_BYTES + len) else { break };
-        if crc32fast::hash(body) != crc {
+        // No message is empty: a zero-filled tail (a crash after the file grew, before its
+        // data was written) would otherwise pass as empty records (the CRC of nothing is 0).
+        if len == 0 || crc32fast::hash(body) != crc {
             break;
         }
         let Ok(body) = String::from_utf8(body.to_vec()) else { break };
@@ -257,6 +291,25 @@ mod tests {
         assert!(!segment.exists());
         drop(journal);
         assert!(Journal::open(&dir).expect("reopens").1.is_empty());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_and_after_a_failed_flush_nothing_more_is_acknowledged() {
+        let dir = temp_dir();
+        let (journal, _) = Journal::open(&dir).expect("opens");
+        journal.append(&["one".into()]).expect("appends");
+        assert!(journal.append(&[String::new()]).is_err(), "no empty message");
+        // As if the disk had refused a flush: every append after it fails, whether its own
+        // flush would now pass or not.
+        let _ = lock(&journal.state).fail(io::Error::other("EIO"));
+        let err = journal.append(&["two".into()]).expect_err("refused");
+        assert!(err.to_string().contains("restart"), "{err}");
+        drop(journal);
+        OpenOptions::new().append(true).open(segment_path(&dir, 1)).expect("open").write_all(&[0; 64]).expect("zeros");
+        let (_journal, held) = Journal::open(&dir).expect("reopens");
+        let bodies: Vec<&str> = held.iter().map(|message| message.body.as_str()).collect();
+        assert_eq!(bodies, ["one"], "zeros are no records");
         fs::remove_dir_all(&dir).ok();
     }
 
