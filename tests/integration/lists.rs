@@ -549,7 +549,7 @@ async fn users_are_listed_by_id_prefix_and_traits() {
 }
 
 #[tokio::test]
-async fn a_user_being_erased_leaves_every_list_at_once_before_cleanup_deletes_the_rows() {
+async fn a_user_being_erased_leaves_every_list_and_every_read_by_id_at_once_before_cleanup_deletes_the_rows() {
     let app = TestApp::new().await;
     let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
     let read = read.reveal().to_string();
@@ -581,6 +581,17 @@ async fn a_user_being_erased_leaves_every_list_at_once_before_cleanup_deletes_th
         if !uri.contains(&gone) {
             assert!(body.contains(&kept), "{uri}: {body}");
         }
+    }
+    // Asked for by id, too: the events of every id being erased, and the profile, answer 404.
+    for (message, status) in [("1", StatusCode::NOT_FOUND), ("3", StatusCode::NOT_FOUND), ("5", StatusCode::OK)] {
+        let uid: Vec<String> =
+            app.db.query(&format!("SELECT HEX(uid) FROM events WHERE message_id = '{run}-{message}'")).await;
+        let uri = format!("/v1/events/{}", uuid::Uuid::parse_str(&uid[0]).expect("uid"));
+        assert_eq!(app.send(api_request("GET", &uri, &read, None)).await.status, status, "event {message}");
+    }
+    for (user, status) in [(&gone, StatusCode::NOT_FOUND), (&kept, StatusCode::OK)] {
+        let reply = app.send(api_request("GET", &format!("/v1/users/{user}"), &read, None)).await;
+        assert_eq!(reply.status, status, "{user}: {}", reply.json);
     }
 }
 

@@ -1,12 +1,14 @@
 //! The reads of one event and one user profile, as the api returns them and an export
 //! writes them.
 
+use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, LIVE_USERS};
+use super::rollups::and;
 use super::{Store, StoreError, column, required, required_time, time_column, with_timeout};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
-use mysql_async::Row;
 use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -96,23 +98,26 @@ pub(super) fn user_view(row: &Row) -> Result<UserView, StoreError> {
 pub(super) const USER_VIEW_COLUMNS: &str = "uid, user_id, traits, first_seen_at, last_seen_at, deleted_at";
 
 impl Store {
+    /// One live event; `None` also while an erasure of one of its ids is in progress (as in
+    /// every list).
     pub async fn event(&self, project: ProjectId, uid: Uuid) -> Result<Option<EventView>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<Row> = with_timeout(conn.exec_first(
-            format!("SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ?"),
-            (project.0, uid),
-        ))
-        .await?;
+        let mut params = vec![Value::from(project.0), Value::from(uid)];
+        let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
+        let sql =
+            format!("SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ? {erasing}");
+        let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.as_ref().map(event_view).transpose()
     }
 
+    /// One live profile; `None` also while the user's erasure is in progress.
     pub async fn user(&self, project: ProjectId, user_id: &str) -> Result<Option<UserView>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<Row> = with_timeout(conn.exec_first(
-            format!("SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ?"),
-            (project.0, user_id),
-        ))
-        .await?;
+        let mut params = vec![Value::from(project.0), Value::from(user_id)];
+        let erasing = and(not_being_erased(&mut conn, project, "u.user_id", &mut params).await?);
+        let sql =
+            format!("SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ? {erasing}");
+        let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.as_ref().map(user_view).transpose()
     }
 }
