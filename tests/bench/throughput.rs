@@ -619,10 +619,7 @@ impl EndToEnd {
 pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndToEnd {
     let url = format!("{}/v1/batch", stack.address);
     let pool = mysql_async::Pool::new(stack.database_url.as_str());
-    let warmup = bodies(20);
-    let before = last_event_id(&pool).await;
-    load(&url, Some(&stack.key), warmup).await;
-    wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
+    warm_up(&url, &stack.key, &pool).await;
     let idle_rss = memory_kib(stack.pid(), "VmRSS");
     let requests = events / EVENTS_PER_REQUEST;
     let all = bodies(requests);
@@ -655,6 +652,13 @@ pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndTo
     }
 }
 
+/// 20 requests, stored, before a measured run.
+async fn warm_up(url: &str, key: &str, pool: &mysql_async::Pool) {
+    let before = last_event_id(pool).await;
+    load(url, Some(key), bodies(20)).await;
+    wait_for_stored(pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
+}
+
 async fn last_event_id(pool: &mysql_async::Pool) -> u64 {
     let mut conn = pool.get_conn().await.expect("connection");
     conn.query_first::<Option<u64>, _>("SELECT MAX(id) FROM events").await.expect("last id").flatten().unwrap_or(0)
@@ -666,12 +670,11 @@ async fn last_event_id(pool: &mysql_async::Pool) -> u64 {
 /// then, so that polling costs MariaDB next to nothing while it works for the measurement.
 async fn wait_for_stored(pool: &mysql_async::Pool, after: u64, expected: u64) {
     let started = Instant::now();
-    let mut conn = pool.get_conn().await.expect("connection");
     let count = loop {
-        let last: Option<u64> = conn.query_first("SELECT MAX(id) FROM events").await.expect("last id").flatten();
         let timed_out = started.elapsed() > Duration::from_secs(600);
-        if last.unwrap_or(0).saturating_sub(after) >= expected || timed_out {
+        if last_event_id(pool).await.saturating_sub(after) >= expected || timed_out {
             let sql = format!("SELECT COUNT(*) FROM events WHERE id > {after}");
+            let mut conn = pool.get_conn().await.expect("connection");
             let count: u64 = conn.query_first(sql).await.expect("count").unwrap_or(0);
             if count >= expected || timed_out {
                 break count;
@@ -712,9 +715,7 @@ async fn bench_node(load_bound: f64) {
     let url = format!("http://127.0.0.1:{port}/v1/batch");
     let database = mariadbd_pid();
     let pool = mysql_async::Pool::new(db.url.expose().as_str());
-    let before = last_event_id(&pool).await;
-    load(&url, Some(&key), bodies(20)).await;
-    wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
+    warm_up(&url, &key, &pool).await;
     let idle_rss = memory_kib(child.id(), "VmRSS");
     let all = bodies(events / EVENTS_PER_REQUEST);
     let before = last_event_id(&pool).await;
@@ -759,9 +760,7 @@ async fn latency_curve(sustainable: f64) {
         let stack = StackProcess::start(&[("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")]);
         let url = format!("{}/v1/batch", stack.address);
         let pool = mysql_async::Pool::new(stack.database_url.as_str());
-        let before = last_event_id(&pool).await;
-        load(&url, Some(&stack.key), bodies(20)).await;
-        wait_for_stored(&pool, before, (20 * EVENTS_PER_REQUEST) as u64).await;
+        warm_up(&url, &stack.key, &pool).await;
         let rate = sustainable * percent / 100.0;
         let requests = ((rate * 10.0) as usize / EVENTS_PER_REQUEST).max(50);
         let load = bodies(requests);
