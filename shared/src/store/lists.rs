@@ -7,7 +7,7 @@
 //! a name, ...) may leave a page short, and its position then says where the walk stopped.
 //! Only the end of the data ends a list.
 
-use super::erasure::{ERASABLE_IDS, not_being_erased};
+use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_USERS_BY_ID, live_events_by};
 use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{Store, StoreError, required, to_db_time, with_timeout};
@@ -181,6 +181,18 @@ impl<T, P> ListPage<T, P> {
     }
 }
 
+/// Where the flag `being_erased` sits in a list's rows: after `EVENT_VIEW_COLUMNS`.
+const ERASING_COLUMN: usize = 16;
+
+impl<P> ListPage<(EventView, bool), P> {
+    /// The page without the events marked as being erased; its next position stays where
+    /// the walk got to, so that a page may come back short but the list goes on.
+    fn without_erased(self) -> ListPage<EventView, P> {
+        let items = self.items.into_iter().filter(|(_, erasing)| !erasing).map(|(event, _)| event).collect();
+        ListPage { items, next: self.next }
+    }
+}
+
 impl EventPosition {
     pub fn of(event: &EventView) -> Self {
         Self { at: event.timestamp, uid: event.id }
@@ -263,13 +275,13 @@ impl EventFilter {
 /// `(timestamp, id)` of a row, the order of the event lists.
 type Key = (chrono::NaiveDateTime, u64);
 
-/// The conditions of one arm's walk between two keys (newest first: `below` is where it
-/// starts, exclusive; `down_to` where it stops, inclusive), with its parameters.
+/// The conditions of one arm's walk between two places (newest first: `below` is where it
+/// starts, exclusive, `down_to` where it stops, inclusive), with their parameters.
 fn walk(
     project: ProjectId,
     filter: &EventFilter,
     arm: &Arm,
-    below: Option<Key>,
+    below: Option<EventPosition>,
     down_to: Option<Key>,
 ) -> (String, Vec<Value>) {
     let mut conditions = vec!["project_id = ?".to_string()];
@@ -286,9 +298,8 @@ fn walk(
         conditions.push("timestamp < ?".into());
         params.push(to_db_time(to).into());
     }
-    if let Some((at, id)) = below {
-        conditions.push("timestamp <= ? AND (timestamp < ? OR id < ?)".into());
-        params.extend([at.into(), at.into(), id.into()]);
+    if let Some(position) = below {
+        conditions.push(after_position("timestamp", position, project, Order::NewestFirst, &mut params));
     }
     if let Some((at, id)) = down_to {
         conditions.push("timestamp >= ? AND (timestamp > ? OR id >= ?)".into());
@@ -308,31 +319,26 @@ impl Store {
         limit: usize,
         max_examined: usize,
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
-        let (arms, mut rest, mut rest_params) = filter.plan();
+        let (arms, rest, rest_params) = filter.plan();
         if arms.is_empty() {
             return Ok(ListPage { items: Vec::new(), next: None });
         }
         let mut conn = self.conn().await?;
-        rest.extend(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut rest_params).await?);
-        let below = match after {
-            Some(position) => Some(position_key(&mut conn, project, position, Order::NewestFirst).await?),
-            None => None,
-        };
         // Where the walk stops: the `max_examined`-th entry of the merged walks. Needed only
         // when rows may fail conditions the indexes do not hold.
         let bounded = !rest.is_empty() || arms.iter().any(|arm| arm.extra.is_some());
         let boundary = if bounded {
-            self.walk_boundary(&mut conn, project, filter, &arms, below, max_examined).await?
+            self.walk_boundary(&mut conn, project, filter, &arms, after, max_examined).await?
         } else {
             None
         };
 
         let fetch = limit + 1;
-        let mut params = Vec::new();
+        let mut params = vec![Value::from(project.0), Value::from(project.0)];
         let selects: Vec<String> = arms
             .iter()
             .map(|arm| {
-                let (walk, walk_params) = walk(project, filter, arm, below, boundary.map(|(key, _)| key));
+                let (walk, walk_params) = walk(project, filter, arm, after, boundary.map(|(key, _)| key));
                 params.extend(walk_params);
                 params.extend(rest_params.iter().cloned());
                 let extra = arm.extra.into_iter().map(str::to_string);
@@ -349,15 +355,22 @@ impl Store {
         // UNION, not UNION ALL: an event of a user can come through two of its ids. The walks
         // read live rows only; the join then reads those rows whole.
         let sql = format!(
-            "SELECT {EVENT_VIEW_COLUMNS} FROM events /* with deleted */
+            "SELECT {EVENT_VIEW_COLUMNS}, {} FROM events e /* with deleted */
              JOIN (SELECT timestamp AS at, id AS page_id FROM ({}) walks ORDER BY timestamp DESC, id DESC LIMIT ?) page
                ON id = page_id
              ORDER BY at DESC, page_id DESC",
+            being_erased(ERASABLE_IDS),
             selects.join(" UNION ")
         );
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
-        let items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
-        Ok(ListPage::of(items, limit, EventPosition::of, boundary.map(|(_, position)| position)))
+        let walked = rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)));
+        let page = ListPage::of(
+            walked.collect::<Result<_, StoreError>>()?,
+            limit,
+            |(event, _)| EventPosition::of(event),
+            boundary.map(|(_, position)| position),
+        );
+        Ok(page.without_erased())
     }
 
     /// The `max_examined`-th index entry of the arms' merged walks below `below`, if there
@@ -368,7 +381,7 @@ impl Store {
         project: ProjectId,
         filter: &EventFilter,
         arms: &[Arm],
-        below: Option<Key>,
+        below: Option<EventPosition>,
         max_examined: usize,
     ) -> Result<Option<(Key, EventPosition)>, StoreError> {
         // Deleted rows count: they are entries examined too.
@@ -413,23 +426,28 @@ impl Store {
         limit: usize,
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
         let mut conn = self.conn().await?;
+        let mut params = vec![Value::from(project.0), Value::from(project.0)];
         let mut conditions = vec!["project_id = ? AND timestamp >= ? AND timestamp < ?".to_string()];
-        let mut params = vec![Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()];
+        params.extend([Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()]);
         if let Some(position) = after {
-            let (at, id) = position_key(&mut conn, project, position, Order::OldestFirst).await?;
-            conditions.push("timestamp >= ? AND (timestamp > ? OR id > ?)".into());
-            params.extend([at.into(), at.into(), id.into()]);
+            conditions.push(after_position("timestamp", position, project, Order::OldestFirst, &mut params));
         }
-        conditions.extend(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
         params.push((limit as u64 + 1).into());
         let sql = format!(
-            "SELECT {EVENT_VIEW_COLUMNS} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
+            "SELECT {EVENT_VIEW_COLUMNS}, {} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
+            being_erased(ERASABLE_IDS),
             live_events_by("ix_events_time"),
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let items: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
-        Ok(ListPage::of(items, limit, EventPosition::of, None))
+        let walked = rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)));
+        let page = ListPage::of(
+            walked.collect::<Result<_, StoreError>>()?,
+            limit,
+            |(event, _)| EventPosition::of(event),
+            None,
+        );
+        Ok(page.without_erased())
     }
 
     /// The events stored after `after` (oldest first), up to `limit`, once settled
@@ -442,32 +460,25 @@ impl Store {
         limit: usize,
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
-        let mut erased_params = Vec::new();
-        if let Some(condition) = not_being_erased(&mut conn, project, ERASABLE_IDS, &mut erased_params).await? {
-            settled = format!("{settled} AND {condition}");
-        }
+        let settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
+        let columns = format!("{EVENT_VIEW_COLUMNS}, {}, created_at", being_erased(ERASABLE_IDS));
         let stored = live_events_by("ix_events_stored");
+        let mut params = vec![Value::from(project.0), Value::from(project.0), Value::from(project.0)];
         let rows: Vec<Row> = match after {
             Some(position) => {
-                let (at, id) = position_key(&mut conn, project, position, Order::OldestFirst).await?;
+                let resume = after_position("created_at", position, project, Order::OldestFirst, &mut params);
                 let sql = format!(
-                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {stored} e
-                     WHERE project_id = ? AND created_at >= ? AND (created_at > ? OR id > ?) AND {settled}
+                    "SELECT {columns} FROM {stored} e WHERE project_id = ? AND {resume} AND {settled}
                      ORDER BY created_at, id LIMIT ?"
                 );
-                let mut params = vec![project.0.into(), at.into(), at.into(), id.into()];
-                params.extend(erased_params);
                 params.push((limit as u64).into());
                 self.capped_read(&mut conn, &sql, params).await?
             }
             None => {
                 let sql = format!(
-                    "SELECT {EVENT_VIEW_COLUMNS}, created_at FROM {stored} e
-                     WHERE project_id = ? AND {settled} ORDER BY created_at DESC, id DESC LIMIT ?"
+                    "SELECT {columns} FROM {stored} e WHERE project_id = ? AND {settled}
+                     ORDER BY created_at DESC, id DESC LIMIT ?"
                 );
-                let mut params = vec![Value::from(project.0)];
-                params.extend(erased_params);
                 params.push((limit as u64).into());
                 let mut rows = self.capped_read(&mut conn, &sql, params).await?;
                 rows.reverse();
@@ -476,7 +487,7 @@ impl Store {
         };
         let next = match rows.last() {
             Some(row) => Some(EventPosition {
-                at: required::<chrono::NaiveDateTime>(row, 16)?.and_utc(),
+                at: required::<chrono::NaiveDateTime>(row, ERASING_COLUMN + 1)?.and_utc(),
                 uid: required(row, 0)?,
             }),
             // Nothing yet: start from the settled edge, so that a tail opened on a quiet project
@@ -490,8 +501,11 @@ impl Store {
             }
             None => after,
         };
-        let items = rows.iter().map(event_view).collect::<Result<_, _>>()?;
-        Ok(ListPage { items, next })
+        let walked: Vec<(EventView, bool)> = rows
+            .iter()
+            .map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(ListPage { items: walked, next }.without_erased())
     }
 
     /// A page of the project's user profiles in id order after `after`, whose id starts with
@@ -537,7 +551,8 @@ impl Store {
         for filter in traits {
             conditions.push(filter.sql(&mut params));
         }
-        conditions.extend(not_being_erased(&mut conn, project, "u.user_id", &mut params).await?);
+        conditions.push(format!("NOT {}", being_erased("u.user_id")));
+        params.extend([Value::from(project.0), Value::from(project.0)]);
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
             "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS_BY_ID} u WHERE {} ORDER BY user_id LIMIT ?",
@@ -589,24 +604,27 @@ enum Order {
     OldestFirst,
 }
 
-/// The `(time, id)` key of a position's row. A row gone since (purged, erased) leaves its
-/// time: the walk resumes at that millisecond, where a row may come twice but none is missed.
-async fn position_key(
-    conn: &mut mysql_async::Conn,
-    project: ProjectId,
+/// The condition "after `position`" on the `(time, id)` key of a list walking `order`
+/// (`time` its time column), with its parameters. The position's row id is a subquery the
+/// statement runs once. A row gone since (purged, erased) leaves its time: the walk resumes
+/// at that millisecond, where a row may come twice but none is missed.
+fn after_position(
+    time: &str,
     position: EventPosition,
+    project: ProjectId,
     order: Order,
-) -> Result<Key, StoreError> {
-    let id: Option<u64> = with_timeout(conn.exec_first(
-        "SELECT id FROM events /* with deleted */ WHERE project_id = ? AND uid = ?",
-        (project.0, position.uid),
-    ))
-    .await?;
-    let gone = match order {
-        Order::NewestFirst => u64::MAX,
-        Order::OldestFirst => 0,
+    params: &mut Vec<Value>,
+) -> String {
+    let (before, gone) = match order {
+        Order::NewestFirst => ("<", u64::MAX),
+        Order::OldestFirst => (">", 0),
     };
-    Ok((to_db_time(position.at), id.unwrap_or(gone)))
+    let at = to_db_time(position.at);
+    params.extend([at.into(), at.into(), project.0.into(), position.uid.into()]);
+    format!(
+        "{time} {before}= ? AND ({time} {before} ? OR id {before} COALESCE(
+           (SELECT c.id FROM events c /* with deleted */ WHERE c.project_id = ? AND c.uid = ?), {gone}))"
+    )
 }
 
 #[cfg(test)]

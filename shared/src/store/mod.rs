@@ -43,7 +43,7 @@ pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
 use tls::connection_options;
 pub use trends::{BreakdownBy, Counted, Line, Measure, Series};
-pub use views::{EventView, UserView};
+pub use views::{EVENT_FIELDS, EventView, UserView};
 
 use crate::config::{Config, DatabaseTls, Secret};
 use chrono::{DateTime, NaiveDateTime, Utc};

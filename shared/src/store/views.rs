@@ -1,9 +1,8 @@
 //! The reads of one event and one user profile, as the api returns them and an export
 //! writes them.
 
-use super::erasure::{ERASABLE_IDS, not_being_erased};
+use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_EVENTS, LIVE_USERS};
-use super::rollups::and;
 use super::{Store, StoreError, column, required, required_time, time_column, with_timeout};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
@@ -13,33 +12,96 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// An event as the api returns it and an export writes it.
-#[derive(Debug, Serialize)]
+/// An event as the api returns it and an export writes it (serialised with the names in
+/// `EVENT_FIELDS`, `deletedAt` only where set).
+#[derive(Debug)]
 pub struct EventView {
     pub id: Uuid,
-    #[serde(rename = "messageId")]
     pub message_id: String,
-    #[serde(rename = "type")]
     pub kind: String,
     pub name: Option<String>,
-    #[serde(rename = "userId")]
     pub user_id: Option<String>,
-    #[serde(rename = "anonymousId")]
     pub anonymous_id: Option<String>,
-    #[serde(rename = "groupId")]
     pub group_id: Option<String>,
-    #[serde(rename = "previousId")]
     pub previous_id: Option<String>,
     pub properties: Option<Box<RawValue>>,
     pub traits: Option<Box<RawValue>>,
     pub context: Option<Box<RawValue>>,
     pub timestamp: DateTime<Utc>,
-    #[serde(rename = "receivedAt")]
     pub received_at: DateTime<Utc>,
     pub ip: Option<String>,
     /// Only in exports, which include soft-deleted rows (they are still held).
-    #[serde(rename = "deletedAt", skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// The fields of an event as answers name them, in their order; a list may ask for some
+/// (`fields=`).
+pub const EVENT_FIELDS: [&str; 14] = [
+    "id",
+    "messageId",
+    "type",
+    "name",
+    "userId",
+    "anonymousId",
+    "groupId",
+    "previousId",
+    "properties",
+    "traits",
+    "context",
+    "timestamp",
+    "receivedAt",
+    "ip",
+];
+
+impl EventView {
+    /// The event with only `fields` (names of `EVENT_FIELDS`; `None`: all), serialised
+    /// straight from the row: the JSON documents are copied as stored, never parsed.
+    pub fn with_fields<'a>(&'a self, fields: Option<&'a [&'a str]>) -> impl Serialize + 'a {
+        Projection { event: self, fields }
+    }
+}
+
+impl Serialize for EventView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Projection { event: self, fields: None }.serialize(serializer)
+    }
+}
+
+/// An event with some of its fields (`None`: all of them).
+struct Projection<'a> {
+    event: &'a EventView,
+    fields: Option<&'a [&'a str]>,
+}
+
+impl Serialize for Projection<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let event = self.event;
+        let mut map = serializer.serialize_map(None)?;
+        for field in EVENT_FIELDS.into_iter().filter(|field| self.fields.is_none_or(|fields| fields.contains(field))) {
+            match field {
+                "id" => map.serialize_entry(field, &event.id)?,
+                "messageId" => map.serialize_entry(field, &event.message_id)?,
+                "type" => map.serialize_entry(field, &event.kind)?,
+                "name" => map.serialize_entry(field, &event.name)?,
+                "userId" => map.serialize_entry(field, &event.user_id)?,
+                "anonymousId" => map.serialize_entry(field, &event.anonymous_id)?,
+                "groupId" => map.serialize_entry(field, &event.group_id)?,
+                "previousId" => map.serialize_entry(field, &event.previous_id)?,
+                "properties" => map.serialize_entry(field, &event.properties)?,
+                "traits" => map.serialize_entry(field, &event.traits)?,
+                "context" => map.serialize_entry(field, &event.context)?,
+                "timestamp" => map.serialize_entry(field, &event.timestamp)?,
+                "receivedAt" => map.serialize_entry(field, &event.received_at)?,
+                "ip" => map.serialize_entry(field, &event.ip)?,
+                other => unreachable!("{other} is not in EVENT_FIELDS"),
+            }
+        }
+        if let (None, Some(deleted_at)) = (self.fields, event.deleted_at) {
+            map.serialize_entry("deletedAt", &deleted_at)?;
+        }
+        map.end()
+    }
 }
 
 pub(super) const EVENT_VIEW_COLUMNS: &str = "uid, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
@@ -102,10 +164,11 @@ impl Store {
     /// every list).
     pub async fn event(&self, project: ProjectId, uid: Uuid) -> Result<Option<EventView>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0), Value::from(uid)];
-        let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
-        let sql =
-            format!("SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ? {erasing}");
+        let params = vec![Value::from(project.0), Value::from(uid), Value::from(project.0), Value::from(project.0)];
+        let erasing = being_erased(ERASABLE_IDS);
+        let sql = format!(
+            "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ? AND NOT {erasing}"
+        );
         let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.as_ref().map(event_view).transpose()
     }
@@ -113,11 +176,59 @@ impl Store {
     /// One live profile; `None` also while the user's erasure is in progress.
     pub async fn user(&self, project: ProjectId, user_id: &str) -> Result<Option<UserView>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0), Value::from(user_id)];
-        let erasing = and(not_being_erased(&mut conn, project, "u.user_id", &mut params).await?);
-        let sql =
-            format!("SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ? {erasing}");
+        let params = vec![Value::from(project.0), Value::from(user_id), Value::from(project.0), Value::from(project.0)];
+        let erasing = being_erased("u.user_id");
+        let sql = format!(
+            "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ? AND NOT {erasing}"
+        );
         let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.as_ref().map(user_view).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> EventView {
+        let at = DateTime::from_timestamp_millis(1_764_633_600_123).expect("a time");
+        EventView {
+            id: Uuid::nil(),
+            message_id: "m-1".into(),
+            kind: "track".into(),
+            name: Some("Signed Up".into()),
+            user_id: Some("u-1".into()),
+            anonymous_id: None,
+            group_id: None,
+            previous_id: None,
+            properties: RawValue::from_string(r#"{"plan": "pro", "n": [1, 2.50]}"#.into()).ok(),
+            traits: None,
+            context: RawValue::from_string("{}".into()).ok(),
+            timestamp: at,
+            received_at: at,
+            ip: Some("192.0.2.0".into()),
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn an_event_serialises_every_field_by_its_answer_name_and_its_documents_as_stored() {
+        let text = serde_json::to_string(&event()).expect("json");
+        assert_eq!(
+            text,
+            r#"{"id":"00000000-0000-0000-0000-000000000000","messageId":"m-1","type":"track","name":"Signed Up","userId":"u-1","anonymousId":null,"groupId":null,"previousId":null,"properties":{"plan": "pro", "n": [1, 2.50]},"traits":null,"context":{},"timestamp":"2025-12-02T00:00:00.123Z","receivedAt":"2025-12-02T00:00:00.123Z","ip":"192.0.2.0"}"#
+        );
+        let all = serde_json::to_string(&event().with_fields(Some(&EVENT_FIELDS))).expect("json");
+        assert_eq!(all, text);
+    }
+
+    #[test]
+    fn a_projection_keeps_only_the_fields_asked_for_and_a_deletion_shows_only_whole() {
+        let mut deleted = event();
+        deleted.deleted_at = Some(deleted.timestamp);
+        let some = serde_json::to_string(&deleted.with_fields(Some(&["name", "id"]))).expect("json");
+        assert_eq!(some, r#"{"id":"00000000-0000-0000-0000-000000000000","name":"Signed Up"}"#);
+        let whole: serde_json::Value = serde_json::to_value(&deleted).expect("json");
+        assert_eq!(whole["deletedAt"], "2025-12-02T00:00:00.123Z");
     }
 }
