@@ -6,6 +6,7 @@
 //! the same connection pool: medians of 11 runs each, and their ratio.
 
 use crate::scale::{USERS, fill};
+use evtrack::ids::ProjectId;
 use evtrack::jobs::Trigger;
 use evtrack::keys::Scope;
 use evtrack::keys::keyring::Keyring;
@@ -123,8 +124,11 @@ pub async fn bench_reads() {
         (
             "a user's timeline",
             "/v1/users/user-0000042/events?limit=100".into(),
+            // The user's events: its userId, or its anonymousId on events without one (the
+            // table holds no links to follow).
             format!(
-                "SELECT {COLUMNS} FROM events WHERE project_id = {p} AND user_id = 'user-0000042' AND {live} {newest}"
+                "SELECT {COLUMNS} FROM events WHERE project_id = {p}
+                 AND (user_id = 'user-0000042' OR (user_id IS NULL AND anonymous_id = 'user-0000042')) AND {live} {newest}"
             ),
         ),
     ];
@@ -133,6 +137,40 @@ pub async fn bench_reads() {
         let direct = timed_sql(&pool, &sql).await;
         let items = answer["data"].as_array().map_or(0, Vec::len);
         report(name, ours, direct, format!("{items} events, cursor: {}", answer["next_cursor"].is_string()));
+    }
+
+    // Where the latest page's time goes: a request refused right after its key check, the
+    // store's read alone (on the api's pool), and the whole request.
+    if wanted("lists") {
+        let key_check = median(async || {
+            let request = Request::builder()
+                .uri("/v1/events?limit=0")
+                .header(http::header::AUTHORIZATION, format!("Bearer {read}"))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let started = Instant::now();
+            let response = router.clone().oneshot(request).await.expect("answer");
+            assert_eq!(response.status(), http::StatusCode::BAD_REQUEST);
+            started.elapsed()
+        })
+        .await;
+        let store = users.store("api");
+        let read_alone = median(async || {
+            let started = Instant::now();
+            let filter = evtrack::store::EventFilter::default();
+            let page = store.list_events(ProjectId(p), &filter, None, 100, config.list_rows_examined).await;
+            assert_eq!(page.expect("a page").items.len(), 100);
+            started.elapsed()
+        })
+        .await;
+        let whole = median(async || api_call(&router, &read, "GET", "/v1/events?limit=100", None).await.0).await;
+        println!(
+            "{:<44} key check {:.2} ms, the store's read {:.2} ms, the whole request {:.2} ms",
+            "  the latest page's time",
+            ms(key_check),
+            ms(read_alone),
+            ms(whole)
+        );
     }
 
     // Page 1,000: following cursors (each request costs what page 1 costs) against OFFSET.
@@ -206,8 +244,13 @@ pub async fn bench_reads() {
             ),
         ),
         (
-            "hourly unique users, 7 days, top name",
+            "hourly unique users, 7 days, top name (journeys' rollup)",
             trend(top.clone(), 7, "hour", json!({"math": "unique_users"})),
+            count_sql(7, "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)", "COUNT(DISTINCT user_id)"),
+        ),
+        (
+            "the same from the raw rows",
+            trend(top.clone(), 7, "hour", json!({"math": "unique_users", "source": "raw"})),
             count_sql(7, "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)", "COUNT(DISTINCT user_id)"),
         ),
         (
@@ -480,6 +523,17 @@ async fn api_call(
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     assert!(status.is_success() || status == http::StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {status} {answer}");
     (elapsed, answer)
+}
+
+/// The median of `RUNS` runs of `run` (after one to warm up).
+async fn median(run: impl AsyncFn() -> Duration) -> Duration {
+    run().await;
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        times.push(run().await);
+    }
+    times.sort();
+    times[RUNS / 2]
 }
 
 /// A question that takes longer than this once is timed once (the database's cap is 5 s).

@@ -321,10 +321,12 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
     };
     let on_hours =
         starts.iter().chain([&end]).chain(days.iter().flat_map(|(days, _)| days)).all(|at| at.timestamp() % 3_600 == 0);
-    let rollable = on_hours
-        && input.source == SourceChoice::Auto
-        && breakdown.is_none()
-        && series.iter().all(|s| s.filters.is_empty() && (input.math == Math::Total || s.name.is_none()));
+    let auto = input.source == SourceChoice::Auto && breakdown.is_none();
+    let rollable = on_hours && auto && series.iter().all(|s| s.filters.is_empty());
+    // Users: series of every event of a type from the users' rollup (whole hours), series of
+    // one named event from the journeys' rollup (any bucket edge).
+    let users_rollable =
+        auto && series.iter().all(|s| s.is_named_only() || (on_hours && s.filters.is_empty() && s.name.is_none()));
 
     // Totals broken down by a promoted property read its rollup.
     let promoted = match &breakdown {
@@ -345,9 +347,9 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
             rollup_breakdown(&api, &question, by.top, property).await
         } else if input.math == Math::Total && rollable {
             rollup_totals(&api, &question).await
-        } else if input.math != Math::Total && (rollable || window_days.is_some()) {
+        } else if input.math != Math::Total && (users_rollable || window_days.is_some()) {
             let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
-            user_counts(&api, &question, rollable, days).await
+            user_counts(&api, &question, users_rollable, days).await
         } else {
             raw_counts(&api, &question, breakdown.as_ref()).await
         }
@@ -457,7 +459,8 @@ async fn rollup_breakdown(
 }
 
 /// Users per bucket, or per window of `days` (their starts, end and the window's length):
-/// sets from the rollups (`rollable`) or the raw rows.
+/// sets from the rollups (`rollable`: the journeys' for a named event, else the users') or
+/// the raw rows.
 async fn user_counts(
     api: &Api,
     question: &Question<'_>,
@@ -472,7 +475,20 @@ async fn user_counts(
     let mut source: Option<CountSource> = None;
     let (mut lines, mut estimated) = (Vec::new(), false);
     for (index, one) in series.iter().enumerate() {
-        let sets = if rollable {
+        let sets = if rollable && one.is_named_only() {
+            // Each (user, millisecond) of the event once: the users' hashes, exact.
+            let range = (set_starts[0].timestamp(), set_end.timestamp());
+            let (steps, read) = api.store.rolled_journeys(project, std::slice::from_ref(one), range.0, range.1).await?;
+            if source.as_ref().is_none_or(|source| read.raw_hours > source.raw_hours) {
+                source = Some(read);
+            }
+            let mut sets = vec![UserSet::default(); set_starts.len()];
+            for step in &steps {
+                let at = DateTime::from_timestamp_millis(step.at).unwrap_or_default();
+                sets[bucket_of(set_starts, at)].insert(step.user);
+            }
+            sets
+        } else if rollable {
             let (hours, read) =
                 api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
             // Each series reads its own snapshot: the answer reports the most raw hours.

@@ -333,35 +333,42 @@ impl Store {
             None
         };
 
-        let fetch = limit + 1;
+        let fetch = Value::from(limit as u64 + 1);
+        let erasing = being_erased(ERASABLE_IDS);
         let mut params = vec![Value::from(project.0), Value::from(project.0)];
-        let selects: Vec<String> = arms
+        let walks: Vec<(String, String)> = arms
             .iter()
             .map(|arm| {
                 let (walk, walk_params) = walk(project, filter, arm, after, boundary.map(|(key, _)| key));
                 params.extend(walk_params);
                 params.extend(rest_params.iter().cloned());
+                params.push(fetch.clone());
                 let extra = arm.extra.into_iter().map(str::to_string);
                 let conditions: Vec<String> = std::iter::once(walk).chain(extra).chain(rest.iter().cloned()).collect();
-                params.push(Value::from(fetch as u64));
-                format!(
-                    "(SELECT timestamp, id FROM {} e WHERE {} ORDER BY timestamp DESC, id DESC LIMIT ?)",
-                    live_events_by(arm.index),
-                    conditions.join(" AND ")
-                )
+                (live_events_by(arm.index), conditions.join(" AND "))
             })
             .collect();
-        params.push(Value::from(fetch as u64));
-        // UNION, not UNION ALL: an event of a user can come through two of its ids. The walks
-        // read live rows only; the join then reads those rows whole.
-        let sql = format!(
-            "SELECT {EVENT_VIEW_COLUMNS}, {} FROM events e /* with deleted */
-             JOIN (SELECT timestamp AS at, id AS page_id FROM ({}) walks ORDER BY timestamp DESC, id DESC LIMIT ?) page
-               ON id = page_id
-             ORDER BY at DESC, page_id DESC",
-            being_erased(ERASABLE_IDS),
-            selects.join(" UNION ")
-        );
+        let newest_first = "ORDER BY timestamp DESC, id DESC LIMIT ?";
+        let sql = if let [(events, conditions)] = walks.as_slice() {
+            // One walk reads its rows whole as it goes.
+            format!("SELECT {EVENT_VIEW_COLUMNS}, {erasing} FROM {events} e WHERE {conditions} {newest_first}")
+        } else {
+            // UNION, not UNION ALL: an event of a user can come through two of its ids. The
+            // walks read live rows' keys only; the join then reads the page's rows whole.
+            let selects: Vec<String> = walks
+                .iter()
+                .map(|(events, conditions)| {
+                    format!("(SELECT timestamp, id FROM {events} e WHERE {conditions} {newest_first})")
+                })
+                .collect();
+            params.push(fetch);
+            format!(
+                "SELECT {EVENT_VIEW_COLUMNS}, {erasing} FROM events e /* with deleted */
+                 JOIN (SELECT timestamp AS at, id AS page_id FROM ({}) walks {newest_first}) page ON id = page_id
+                 ORDER BY at DESC, page_id DESC",
+                selects.join(" UNION ")
+            )
+        };
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
         let walked = rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)));
         let page = ListPage::of(
@@ -568,17 +575,23 @@ impl Store {
     /// `None` when the user's profile is soft-deleted (a user without a profile, who only
     /// sent events, has a timeline too).
     pub async fn user_ids(&self, project: ProjectId, user_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let mut conn = self.conn().await?;
-        let deleted: Option<bool> = with_timeout(conn.exec_first(
-            "SELECT deleted_at IS NOT NULL FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?",
-            (project.0, user_id),
-        ))
-        .await?;
+        // The profile's check and the links' walk side by side, each on its own connection:
+        // a request waits for the longer one rather than both.
+        let deleted = async {
+            let mut conn = self.conn().await?;
+            with_timeout(conn.exec_first::<bool, _, _>(
+                "SELECT deleted_at IS NOT NULL FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?",
+                (project.0, user_id),
+            ))
+            .await
+        };
+        let linked = async { super::links::linked_ids(&mut self.conn().await?, project, user_id).await };
+        let (deleted, linked) = tokio::try_join!(deleted, linked)?;
         if deleted == Some(true) {
             return Ok(None);
         }
         let mut ids = vec![user_id.to_string()];
-        ids.extend(super::links::linked_ids(&mut conn, project, user_id).await?);
+        ids.extend(linked);
         ids.truncate(MAX_LIST_SUBJECTS);
         Ok(Some(ids))
     }
