@@ -88,6 +88,8 @@ struct Checker<'a> {
     from_seconds: i64,
     /// Breakdowns answered from a promoted property's rollup.
     breakdowns_from_rollup: std::cell::Cell<usize>,
+    /// Filtered totals answered from a promoted property's rollup.
+    filters_from_rollup: std::cell::Cell<usize>,
 }
 
 impl Checker<'_> {
@@ -179,6 +181,28 @@ impl Checker<'_> {
             let from_rollup = auto["source"]["kind"] == "rollup";
             assert_eq!(from_rollup, auto["source"]["property"] == "properties.plan", "{moment}: {}", auto["source"]);
             self.breakdowns_from_rollup.set(self.breakdowns_from_rollup.get() + usize::from(from_rollup));
+        }
+        // Totals filtered on the plan (eq, neq; from its rollup once promoted): equal to the raw
+        // rows and to the truth.
+        for (op, is_pro) in [("eq", true), ("neq", false)] {
+            let question = json!({"series": [{"event": "Viewed", "where": [format!("properties.plan:{op}:pro")]}, {"type": "page"}],
+                "from": self.from, "to": self.to, "interval": "day"});
+            let auto = self.trend(question.clone()).await;
+            let mut raw_question = question;
+            raw_question["source"] = json!("raw");
+            let raw = self.trend(raw_question).await;
+            assert_eq!(auto["series"], raw["series"], "{moment}: plan {op} pro: {}", auto["source"]);
+            let from_rollup = auto["source"]["kind"] == "rollup";
+            assert_eq!(
+                from_rollup,
+                auto["source"]["properties"] == json!(["properties.plan"]),
+                "{moment}: {}",
+                auto["source"]
+            );
+            self.filters_from_rollup.set(self.filters_from_rollup.get() + usize::from(from_rollup));
+            let chosen: Vec<&Sent> = live.iter().copied().filter(|e| (e.plan == Some("pro")) == is_pro).collect();
+            let expected = truth_per_day(&chosen, "track", Some("Viewed"), self.from_seconds, 6, false);
+            assert_eq!(auto["series"][0]["values"], json!(expected), "{moment}: plan {op} pro");
         }
         // A breakdown: the top two plans, the rest, and the events without one.
         let question = json!({"series": [{"event": "Viewed"}], "from": self.from, "to": self.to, "interval": "week",
@@ -443,6 +467,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
         to: iso(now),
         from_seconds: now - 6 * DAY,
         breakdowns_from_rollup: std::cell::Cell::new(0),
+        filters_from_rollup: std::cell::Cell::new(0),
     };
     let mut gone: HashSet<String> = HashSet::new();
 
@@ -478,6 +503,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     assert!(app.db.count("rollup_property_hours").await > 0);
     checker.check(&sent, &gone, "after the backfill").await;
     assert_eq!(checker.breakdowns_from_rollup.get(), 6, "breakdowns read the promoted property's rollup");
+    assert_eq!(checker.filters_from_rollup.get(), 4, "filtered totals read the promoted property's rollup");
 
     // Duplicates change nothing; soft deletes and restores, an erasure do.
     let duplicates: Vec<Value> = sent.iter().take(60).map(Sent::json).collect();

@@ -17,7 +17,8 @@ use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::sketch::{self, UserCount, UserSet};
 use evtrack::store::{
-    BreakdownBy, CountSource, HourCount, JsonDocument, Line, Measure, Promoted, Series, ValueCount, hour_of, hour_start,
+    BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Series, ValueCount, hour_of,
+    hour_start,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -341,12 +342,22 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         _ => None,
     };
 
+    // Totals of series filtered on a promoted property read its rollup, where it can tell.
+    let filtered_by: Vec<Option<Promoted>> = if on_hours && auto && input.math == Math::Total && !rollable {
+        let promoted = api.store.promoted_properties(project).await?;
+        series.iter().map(|s| rollup_filter(s, &promoted).cloned()).collect()
+    } else {
+        Vec::new()
+    };
+    let filtered_rollable = !filtered_by.is_empty()
+        && series.iter().zip(&filtered_by).all(|(s, property)| s.filters.is_empty() || property.is_some());
+
     let question = Question { project, series: &series, starts: &starts, end, math: input.math };
     let answer = async {
         if let (Some(by), Some(property)) = (&breakdown, &promoted) {
             rollup_breakdown(&api, &question, by.top, property).await
-        } else if input.math == Math::Total && rollable {
-            rollup_totals(&api, &question).await
+        } else if input.math == Math::Total && (rollable || filtered_rollable) {
+            rollup_totals(&api, &question, &filtered_by).await
         } else if input.math != Math::Total && (users_rollable || window_days.is_some()) {
             let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
             user_counts(&api, &question, users_rollable, days).await
@@ -390,23 +401,89 @@ struct Question<'a> {
 /// A trend's lines, its `source`, and whether a line is an estimate.
 type Answered = (Vec<Value>, Value, bool);
 
-/// Totals from the hourly rollups (dirty hours and the current one from the raw rows).
-async fn rollup_totals(api: &Api, question: &Question<'_>) -> Result<Answered, Failure> {
+/// Totals from the hourly rollups (dirty hours and the current one from the raw rows); a
+/// series filtered on a promoted property (`filtered_by`, by series) from that property's.
+async fn rollup_totals(
+    api: &Api,
+    question: &Question<'_>,
+    filtered_by: &[Option<Promoted>],
+) -> Result<Answered, Failure> {
     let Question { project, series, starts, end, math } = *question;
-    let selection: Vec<(Option<EventType>, Option<String>)> = series.iter().map(|s| (s.kind, s.name.clone())).collect();
-    let (counts, source) = api.store.hourly_counts(project, hour_of(starts[0]), hour_of(end), &selection).await?;
-    let mut lines = Vec::new();
-    for (index, one) in series.iter().enumerate() {
-        let mut values = vec![0u64; starts.len()];
-        let of_series = |c: &&HourCount| {
-            one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
-        };
-        for count in counts.iter().filter(of_series) {
-            values[bucket_of(starts, hour_start(count.hour))] += count.events;
+    let (from_hour, to_hour) = (hour_of(starts[0]), hour_of(end));
+    let property_of = |index: usize| filtered_by.get(index).and_then(Option::as_ref);
+    let selection = |property: Option<&Promoted>| -> Vec<(Option<EventType>, Option<String>)> {
+        let chosen = series.iter().enumerate().filter(|(index, _)| property_of(*index) == property);
+        chosen.map(|(_, s)| (s.kind, s.name.clone())).collect()
+    };
+    let of_series = |one: &Series, kind: EventType, name: &str| {
+        one.kind.is_none_or(|wanted| wanted == kind) && one.name.as_ref().is_none_or(|wanted| wanted == name)
+    };
+    let mut values = vec![vec![0u64; starts.len()]; series.len()];
+    // Each series reads its own snapshot: the answer reports the most raw hours.
+    let mut read: Option<CountSource> = None;
+    let mut note = |source: CountSource| {
+        if read.as_ref().is_none_or(|read| source.raw_hours > read.raw_hours) {
+            read = Some(source);
         }
-        lines.push(line_json(index, one, None, values, math));
+    };
+    let plain = selection(None);
+    if !plain.is_empty() {
+        let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &plain).await?;
+        for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index).is_none()) {
+            for count in counts.iter().filter(|c| of_series(one, c.kind, &c.name)) {
+                values[index][bucket_of(starts, hour_start(count.hour))] += count.events;
+            }
+        }
+        note(source);
     }
-    Ok((lines, source_json(&source), false))
+    let mut properties: Vec<&Promoted> = filtered_by.iter().flatten().collect();
+    properties.sort_by_key(|property| property.id);
+    properties.dedup_by_key(|property| property.id);
+    for property in &properties {
+        let (counts, source) =
+            api.store.hourly_values(project, from_hour, to_hour, &selection(Some(property)), property).await?;
+        for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index) == Some(*property)) {
+            let passing = counts
+                .iter()
+                .filter(|c| of_series(one, c.kind, &c.name) && passes(&one.filters[0], c.value.as_deref()));
+            for count in passing {
+                values[index][bucket_of(starts, hour_start(count.hour))] += count.events;
+            }
+        }
+        note(source);
+    }
+    let lines =
+        series.iter().zip(values).enumerate().map(|(index, (one, values))| line_json(index, one, None, values, math));
+    let mut source = read.as_ref().map(source_json).unwrap_or_else(|| json!({"kind": "raw"}));
+    if !properties.is_empty() {
+        source["properties"] = json!(properties.iter().map(|property| &property.property).collect::<Vec<_>>());
+    }
+    Ok((lines.collect(), source, false))
+}
+
+/// The promoted property whose rollup answers a series' one `where` filter exactly: `eq` or
+/// `neq` with a value that is not a number. (A number also equals its other spellings, `5.0`
+/// for `5`, and the rollup keeps a value's text, not whether it was a number.)
+fn rollup_filter<'a>(series: &Series, promoted: &'a [Promoted]) -> Option<&'a Promoted> {
+    let [filter] = series.filters.as_slice() else { return None };
+    let (JsonOp::Eq(value) | JsonOp::Neq(value)) = &filter.op else { return None };
+    if value.parse::<f64>().is_ok_and(f64::is_finite) {
+        return None;
+    }
+    promoted.iter().find(|property| property.is(filter.document, &filter.path))
+}
+
+/// Whether events whose value of the filter's property is `value` (its text; `None`: missing)
+/// pass the filter, as the raw rows' SQL decides for the filters `rollup_filter` allows: the
+/// text compared under utf8mb4_bin, whose PAD SPACE ignores trailing spaces.
+fn passes(filter: &JsonFilter, value: Option<&str>) -> bool {
+    let text = |text: &str| text.trim_end_matches(' ').to_string();
+    let equal = |wanted: &str| value.is_some_and(|value| text(value) == text(wanted));
+    match &filter.op {
+        JsonOp::Eq(wanted) => equal(wanted),
+        JsonOp::Neq(wanted) => !equal(wanted),
+        _ => false,
+    }
 }
 
 /// Totals broken down by a promoted property, from its rollup (dirty hours and the current one

@@ -392,27 +392,31 @@ impl Store {
         max_examined: usize,
     ) -> Result<Option<(Key, EventPosition)>, StoreError> {
         // Deleted rows count: they are entries examined too.
-        let mut params = Vec::new();
-        let selects: Vec<String> = arms
+        let walks: Vec<(String, Vec<Value>)> = arms
             .iter()
             .map(|arm| {
-                let (walk, walk_params) = walk(project, filter, arm, below, None);
-                params.extend(walk_params);
-                params.push(Value::from(max_examined as u64));
-                format!(
-                    "(SELECT timestamp, id FROM events /* with deleted */ FORCE INDEX ({}) WHERE {walk}
-                      ORDER BY timestamp DESC, id DESC LIMIT ?)",
-                    arm.index
-                )
+                let (walk, params) = walk(project, filter, arm, below, None);
+                (format!("events /* with deleted */ FORCE INDEX ({}) WHERE {walk}", arm.index), params)
             })
             .collect();
+        let newest_first = "ORDER BY timestamp DESC, id DESC";
+        let mut params = Vec::new();
+        let edge = if let [(walk, walk_params)] = walks.as_slice() {
+            // One walk: along its index alone (it holds the time and the id) to the edge.
+            params.extend(walk_params.iter().cloned());
+            format!("SELECT timestamp AS at, id AS edge_id FROM {walk} {newest_first} LIMIT 1 OFFSET ?")
+        } else {
+            let mut selects = Vec::new();
+            for (walk, walk_params) in &walks {
+                params.extend(walk_params.iter().cloned());
+                params.push(Value::from(max_examined as u64));
+                selects.push(format!("(SELECT timestamp, id FROM {walk} {newest_first} LIMIT ?)"));
+            }
+            let walks = selects.join(" UNION ");
+            format!("SELECT timestamp AS at, id AS edge_id FROM ({walks}) walks {newest_first} LIMIT 1 OFFSET ?")
+        };
         params.push(Value::from(max_examined as u64 - 1));
-        let sql = format!(
-            "SELECT at, edge_id, uid FROM events /* with deleted */
-             JOIN (SELECT timestamp AS at, id AS edge_id FROM ({}) walks
-                   ORDER BY timestamp DESC, id DESC LIMIT 1 OFFSET ?) edge ON id = edge_id",
-            selects.join(" UNION ")
-        );
+        let sql = format!("SELECT at, edge_id, uid FROM events /* with deleted */ JOIN ({edge}) edge ON id = edge_id");
         let row: Option<Row> = self.capped_read(conn, &sql, params).await?.into_iter().next();
         row.map(|row| {
             let at: chrono::NaiveDateTime = required(&row, 0)?;
