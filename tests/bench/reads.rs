@@ -164,6 +164,12 @@ pub async fn bench_reads() {
         })
         .await;
         let whole = median(async || api_call(&router, &read, "GET", "/v1/events?limit=100", None).await.0).await;
+        let user_ids = median(async || {
+            let started = Instant::now();
+            store.user_ids(ProjectId(p), "user-0000042").await.expect("the user's ids");
+            started.elapsed()
+        })
+        .await;
         println!(
             "{:<44} key check {:.2} ms, the store's read {:.2} ms, the whole request {:.2} ms",
             "  the latest page's time",
@@ -171,6 +177,7 @@ pub async fn bench_reads() {
             ms(read_alone),
             ms(whole)
         );
+        println!("{:<44} its ids (profile and links) {:.2} ms", "  a timeline's lookup of the user", ms(user_ids));
     }
 
     // Page 1,000: following cursors (each request costs what page 1 costs) against OFFSET.
@@ -260,16 +267,18 @@ pub async fn bench_reads() {
                 .replace("GROUP BY 1", "GROUP BY 1, 2"),
         ),
     ];
-    // The same breakdown by a promoted property (12 values), once the rollups job has
-    // counted it (the backfill of its promotion).
+    // The same breakdown by a promoted property (12 values), and totals filtered on another
+    // (4 text values), once the rollups job has counted them (their promotions' backfill).
     if wanted("trends") {
-        let promote = format!("/v1/properties/properties.position/promote?project={project}");
-        let (_, promoted) = api_call(&router, &admin, "POST", &promote, None).await;
-        assert_eq!(promoted["property"], "properties.position", "{promoted}");
+        for property in ["properties.position", "properties.list"] {
+            let promote = format!("/v1/properties/{property}/promote?project={project}");
+            let (_, promoted) = api_call(&router, &admin, "POST", &promote, None).await;
+            assert_eq!(promoted["property"], property, "{promoted}");
+        }
         let started = Instant::now();
         let runs = roll_up(&db, &jobs).await;
         println!(
-            "promoting properties.position: its backfill took {runs} runs of the rollups job, {:.1} s",
+            "promoting properties.position and properties.list: their backfill took {runs} runs of the rollups job, {:.1} s",
             started.elapsed().as_secs_f64() - 1.1 * runs as f64
         );
         let position_sql =
@@ -285,6 +294,19 @@ pub async fn bench_reads() {
         let mut raw = by_position;
         raw["source"] = json!("raw");
         trend_questions.push(("the same from the raw rows", trend(top.clone(), 30, "day", raw), position_sql));
+        let listed_sql = count_sql(30, "DATE(timestamp)", "COUNT(*)")
+            .replace("GROUP BY 1", "AND JSON_UNQUOTE(JSON_EXTRACT(properties, '$.list')) = 'home page' GROUP BY 1");
+        let listed = json!([{"event": "Event 1", "where": ["properties.list:eq:home page"]}]);
+        trend_questions.push((
+            "totals filtered on a promoted property (list eq home page), 30 days (rollups)",
+            trend(listed.clone(), 30, "day", json!({})),
+            listed_sql.clone(),
+        ));
+        trend_questions.push((
+            "the same from the raw rows",
+            trend(listed, 30, "day", json!({"source": "raw"})),
+            listed_sql,
+        ));
         for (name, question, sql) in trend_questions {
             let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/trends", Some(&question)).await;
             let direct = timed_sql(&pool, &sql).await;

@@ -220,6 +220,8 @@ fn write_history(
     span: i64,
 ) {
     const NAMES: usize = 200;
+    // Where a product was listed: a property with a few text values.
+    const LISTS: [&str; 4] = ["search results", "home page", "category page", "recommended"];
     let mut rng = rand::rng();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("TSV file"));
     for row in first..first + count {
@@ -235,12 +237,13 @@ fn write_history(
         writeln!(
             out,
             "{}\t{project}\t{message_id}\ttrack\tEvent {name}\tuser-{user:07}\t{anonymous}\t\
-             {{\"product_id\":\"sku-{}\",\"price\":19.99,\"currency\":\"EUR\",\"category\":\"shoes\",\"position\":{},\"list\":\"search results\"}}\t\
+             {{\"product_id\":\"sku-{}\",\"price\":19.99,\"currency\":\"EUR\",\"category\":\"shoes\",\"position\":{},\"list\":\"{}\"}}\t\
              {{\"library\":{{\"name\":\"analytics-python\",\"version\":\"2.4.0\"}},\"locale\":\"de-DE\"}}\t\
              {at}\t{at}\t{at}\t{at}\t{at}\t203.0.113.0",
             uid.simple(),
             row % 997,
             row % 12,
+            LISTS[rng.random_range(0..LISTS.len())],
         )
         .expect("write");
     }
