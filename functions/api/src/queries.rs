@@ -419,7 +419,8 @@ async fn rollup_totals(
         one.kind.is_none_or(|wanted| wanted == kind) && one.name.as_ref().is_none_or(|wanted| wanted == name)
     };
     let mut values = vec![vec![0u64; starts.len()]; series.len()];
-    // Each series reads its own snapshot: the answer reports the most raw hours.
+    // One read for the plain series and one per property, each its own snapshot: the answer
+    // reports the most raw hours.
     let mut read: Option<CountSource> = None;
     let mut note = |source: CountSource| {
         if read.as_ref().is_none_or(|read| source.raw_hours > read.raw_hours) {

@@ -184,6 +184,11 @@ impl<T, P> ListPage<T, P> {
 /// Where the flag `being_erased` sits in a list's rows: after `EVENT_VIEW_COLUMNS`.
 const ERASING_COLUMN: usize = 16;
 
+/// A list's rows as events, each with its `being_erased` mark.
+fn marked_events(rows: &[Row]) -> Result<Vec<(EventView, bool)>, StoreError> {
+    rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?))).collect()
+}
+
 impl<P> ListPage<(EventView, bool), P> {
     /// The page without the events marked as being erased; its next position stays where
     /// the walk got to, so that a page may come back short but the list goes on.
@@ -370,13 +375,8 @@ impl Store {
             )
         };
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
-        let walked = rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)));
-        let page = ListPage::of(
-            walked.collect::<Result<_, StoreError>>()?,
-            limit,
-            |(event, _)| EventPosition::of(event),
-            boundary.map(|(_, position)| position),
-        );
+        let walked = marked_events(&rows)?;
+        let page = ListPage::of(walked, limit, |(event, _)| EventPosition::of(event), boundary.map(|(_, at)| at));
         Ok(page.without_erased())
     }
 
@@ -437,9 +437,10 @@ impl Store {
         limit: usize,
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0), Value::from(project.0)];
+        // The project for `being_erased` (twice), then for the walk.
+        let mut params = vec![Value::from(project.0), Value::from(project.0), Value::from(project.0)];
         let mut conditions = vec!["project_id = ? AND timestamp >= ? AND timestamp < ?".to_string()];
-        params.extend([Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()]);
+        params.extend([to_db_time(from).into(), to_db_time(to).into()]);
         if let Some(position) = after {
             conditions.push(after_position("timestamp", position, project, Order::OldestFirst, &mut params));
         }
@@ -451,13 +452,7 @@ impl Store {
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let walked = rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)));
-        let page = ListPage::of(
-            walked.collect::<Result<_, StoreError>>()?,
-            limit,
-            |(event, _)| EventPosition::of(event),
-            None,
-        );
+        let page = ListPage::of(marked_events(&rows)?, limit, |(event, _)| EventPosition::of(event), None);
         Ok(page.without_erased())
     }
 
@@ -474,6 +469,7 @@ impl Store {
         let settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
         let columns = format!("{EVENT_VIEW_COLUMNS}, {}, created_at", being_erased(ERASABLE_IDS));
         let stored = live_events_by("ix_events_stored");
+        // The project for `being_erased` (twice), then for the walk.
         let mut params = vec![Value::from(project.0), Value::from(project.0), Value::from(project.0)];
         let rows: Vec<Row> = match after {
             Some(position) => {
@@ -512,11 +508,7 @@ impl Store {
             }
             None => after,
         };
-        let walked: Vec<(EventView, bool)> = rows
-            .iter()
-            .map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(ListPage { items: walked, next }.without_erased())
+        Ok(ListPage { items: marked_events(&rows)?, next }.without_erased())
     }
 
     /// A page of the project's user profiles in id order after `after`, whose id starts with
