@@ -41,6 +41,11 @@ fn events(run: &str, count: usize, rng: &mut StdRng) -> Vec<Value> {
             0..=2 if rng.random_bool(0.7) => {
                 (json!(format!("{}-{run}", USERS[who])), json!(format!("anon-{who}-{run}")))
             }
+            // A browser shared with another user: its anonymous id on that user's events, which
+            // are not this user's (a timeline walks past them).
+            0..=2 if rng.random_bool(0.3) => {
+                (json!(format!("{}-{run}", USERS[(who + 1) % 3])), json!(format!("anon-{who}-{run}")))
+            }
             0..=2 => (Value::Null, json!(format!("anon-{who}-{run}"))),
             _ => (Value::Null, json!(format!("anon-z{who}-{run}"))),
         };

@@ -181,19 +181,20 @@ impl<T, P> ListPage<T, P> {
     }
 }
 
-/// Where the flag `being_erased` sits in a list's rows: after `EVENT_VIEW_COLUMNS`.
-const ERASING_COLUMN: usize = 16;
+/// Where a list's rows carry their mark "hidden" (`being_erased`, or another user's in a
+/// user's list): after `EVENT_VIEW_COLUMNS`.
+const HIDDEN_COLUMN: usize = 16;
 
-/// A list's rows as events, each with its `being_erased` mark.
+/// A list's rows as events, each with its mark "hidden".
 fn marked_events(rows: &[Row]) -> Result<Vec<(EventView, bool)>, StoreError> {
-    rows.iter().map(|row| Ok((event_view(row)?, required(row, ERASING_COLUMN)?))).collect()
+    rows.iter().map(|row| Ok((event_view(row)?, required(row, HIDDEN_COLUMN)?))).collect()
 }
 
 impl<P> ListPage<(EventView, bool), P> {
-    /// The page without the events marked as being erased; its next position stays where
-    /// the walk got to, so that a page may come back short but the list goes on.
-    fn without_erased(self) -> ListPage<EventView, P> {
-        let items = self.items.into_iter().filter(|(_, erasing)| !erasing).map(|(event, _)| event).collect();
+    /// The page without the events marked hidden; its next position stays where the walk got
+    /// to, so that a page may come back short but the list goes on.
+    fn without_hidden(self) -> ListPage<EventView, P> {
+        let items = self.items.into_iter().filter(|(_, hidden)| !hidden).map(|(event, _)| event).collect();
         ListPage { items, next: self.next }
     }
 }
@@ -211,8 +212,6 @@ struct Arm {
     /// otherwise walk the project's whole part of the time index from the newest row).
     index: &'static str,
     equal: Vec<(&'static str, Value)>,
-    /// A condition this arm adds to the shared ones (an anonymous id's events without a user).
-    extra: Option<&'static str>,
 }
 
 /// Names live on these types only (`event` of track, `name` of page and screen).
@@ -228,21 +227,15 @@ impl EventFilter {
             ids.iter()
                 .flat_map(|id| {
                     [
-                        Arm { index: "ix_events_user", equal: vec![("user_id", id.as_str().into())], extra: None },
-                        Arm {
-                            index: "ix_events_anonymous",
-                            equal: vec![("anonymous_id", id.as_str().into())],
-                            extra: Some("user_id IS NULL"),
-                        },
+                        Arm { index: "ix_events_user", equal: vec![("user_id", id.as_str().into())] },
+                        // Also the id's events that carry a user id: the page drops those
+                        // (`EventFilter::mine`), so that the walk examines no more than it passes.
+                        Arm { index: "ix_events_anonymous", equal: vec![("anonymous_id", id.as_str().into())] },
                     ]
                 })
                 .collect()
         } else if let Some(anonymous) = &self.anonymous_id {
-            vec![Arm {
-                index: "ix_events_anonymous",
-                equal: vec![("anonymous_id", anonymous.as_str().into())],
-                extra: None,
-            }]
+            vec![Arm { index: "ix_events_anonymous", equal: vec![("anonymous_id", anonymous.as_str().into())] }]
         } else if !self.names.is_empty() {
             let types = NAMED_TYPES.into_iter().filter(|kind| self.types.is_empty() || self.types.contains(kind));
             types
@@ -250,12 +243,11 @@ impl EventFilter {
                     self.names.iter().map(move |name| Arm {
                         index: "ix_events_name",
                         equal: vec![("type", kind.as_str().into()), ("name", name.as_str().into())],
-                        extra: None,
                     })
                 })
                 .collect()
         } else {
-            vec![Arm { index: "ix_events_time", equal: Vec::new(), extra: None }]
+            vec![Arm { index: "ix_events_time", equal: Vec::new() }]
         };
         let by_subject_or_anonymous = self.subjects.is_some() || self.anonymous_id.is_some();
         if !self.types.is_empty() && (by_subject_or_anonymous || self.names.is_empty()) {
@@ -274,6 +266,17 @@ impl EventFilter {
             rest.push(filter.sql(&mut params));
         }
         (arms, rest, params)
+    }
+}
+
+impl EventFilter {
+    /// For a list of a user's events, the condition "the row is the user's": its userId is one
+    /// of the ids, or it has none and its anonymousId is (with its parameters).
+    fn mine(&self) -> Option<(String, Vec<Value>)> {
+        let ids = self.subjects.as_ref()?;
+        let list = super::placeholders(ids.len());
+        let params = ids.iter().chain(ids).map(|id| Value::from(id.as_str())).collect();
+        Some((format!("(e.user_id IN ({list}) OR (e.user_id IS NULL AND e.anonymous_id IN ({list})))"), params))
     }
 }
 
@@ -331,7 +334,7 @@ impl Store {
         let mut conn = self.conn().await?;
         // Where the walk stops: the `max_examined`-th entry of the merged walks. Needed only
         // when rows may fail conditions the indexes do not hold.
-        let bounded = !rest.is_empty() || arms.iter().any(|arm| arm.extra.is_some());
+        let bounded = !rest.is_empty();
         let boundary = if bounded {
             self.walk_boundary(&mut conn, project, filter, &arms, after, max_examined).await?
         } else {
@@ -339,8 +342,16 @@ impl Store {
         };
 
         let fetch = Value::from(limit as u64 + 1);
-        let erasing = being_erased(ERASABLE_IDS);
+        // The rows the page drops after placing its cursor: those being erased, and in a
+        // user's list those of another user.
         let mut params = vec![Value::from(project.0), Value::from(project.0)];
+        let hidden = match filter.mine() {
+            Some((mine, mine_params)) => {
+                params.extend(mine_params);
+                format!("({} OR NOT {mine})", being_erased(ERASABLE_IDS))
+            }
+            None => being_erased(ERASABLE_IDS),
+        };
         let walks: Vec<(String, String)> = arms
             .iter()
             .map(|arm| {
@@ -348,15 +359,14 @@ impl Store {
                 params.extend(walk_params);
                 params.extend(rest_params.iter().cloned());
                 params.push(fetch.clone());
-                let extra = arm.extra.into_iter().map(str::to_string);
-                let conditions: Vec<String> = std::iter::once(walk).chain(extra).chain(rest.iter().cloned()).collect();
+                let conditions: Vec<String> = std::iter::once(walk).chain(rest.iter().cloned()).collect();
                 (live_events_by(arm.index), conditions.join(" AND "))
             })
             .collect();
         let newest_first = "ORDER BY timestamp DESC, id DESC LIMIT ?";
         let sql = if let [(events, conditions)] = walks.as_slice() {
             // One walk reads its rows whole as it goes.
-            format!("SELECT {EVENT_VIEW_COLUMNS}, {erasing} FROM {events} e WHERE {conditions} {newest_first}")
+            format!("SELECT {EVENT_VIEW_COLUMNS}, {hidden} FROM {events} e WHERE {conditions} {newest_first}")
         } else {
             // UNION, not UNION ALL: an event of a user can come through two of its ids. The
             // walks read live rows' keys only; the join then reads the page's rows whole.
@@ -368,7 +378,7 @@ impl Store {
                 .collect();
             params.push(fetch);
             format!(
-                "SELECT {EVENT_VIEW_COLUMNS}, {erasing} FROM events e /* with deleted */
+                "SELECT {EVENT_VIEW_COLUMNS}, {hidden} FROM events e /* with deleted */
                  JOIN (SELECT timestamp AS at, id AS page_id FROM ({}) walks {newest_first}) page ON id = page_id
                  ORDER BY at DESC, page_id DESC",
                 selects.join(" UNION ")
@@ -377,7 +387,7 @@ impl Store {
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
         let walked = marked_events(&rows)?;
         let page = ListPage::of(walked, limit, |(event, _)| EventPosition::of(event), boundary.map(|(_, at)| at));
-        Ok(page.without_erased())
+        Ok(page.without_hidden())
     }
 
     /// The `max_examined`-th index entry of the arms' merged walks below `below`, if there
@@ -453,7 +463,7 @@ impl Store {
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
         let page = ListPage::of(marked_events(&rows)?, limit, |(event, _)| EventPosition::of(event), None);
-        Ok(page.without_erased())
+        Ok(page.without_hidden())
     }
 
     /// The events stored after `after` (oldest first), up to `limit`, once settled
@@ -494,7 +504,7 @@ impl Store {
         };
         let next = match rows.last() {
             Some(row) => Some(EventPosition {
-                at: required::<chrono::NaiveDateTime>(row, ERASING_COLUMN + 1)?.and_utc(),
+                at: required::<chrono::NaiveDateTime>(row, HIDDEN_COLUMN + 1)?.and_utc(),
                 uid: required(row, 0)?,
             }),
             // Nothing yet: start from the settled edge, so that a tail opened on a quiet project
@@ -508,7 +518,7 @@ impl Store {
             }
             None => after,
         };
-        Ok(ListPage { items: marked_events(&rows)?, next }.without_erased())
+        Ok(ListPage { items: marked_events(&rows)?, next }.without_hidden())
     }
 
     /// A page of the project's user profiles in id order after `after`, whose id starts with
