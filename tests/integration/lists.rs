@@ -560,6 +560,19 @@ async fn a_user_being_erased_leaves_every_list_and_every_read_by_id_at_once_befo
     let read = read.reveal().to_string();
     let run = uuid::Uuid::now_v7().simple().to_string();
     let (gone, anon, kept) = (format!("gone-{run}"), format!("anon-{run}"), format!("kept-{run}"));
+    // A page's worth of the user's older events (an export reads 1,000 rows at a time), stored
+    // first (the live tail starts with the newest stored).
+    let before = chrono::Utc::now() - chrono::Duration::hours(1);
+    for chunk in 0..10 {
+        let events: Vec<Value> = (0..100)
+            .map(|n| {
+                let at = before + chrono::Duration::milliseconds(chunk * 100 + n);
+                json!({"type": "track", "userId": gone, "event": "Old", "messageId": format!("{run}-old-{chunk}-{n}"),
+                    "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)})
+            })
+            .collect();
+        store(&app, &app.key, events).await;
+    }
     store(
         &app,
         &app.key,
@@ -575,7 +588,7 @@ async fn a_user_being_erased_leaves_every_list_and_every_read_by_id_at_once_befo
     tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
     let path = format!("/v1/users/{gone}?project={}", app.project);
     assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
-    assert_eq!(app.db.count(&format!("events WHERE message_id LIKE '{run}-%'")).await, 5, "cleanup has not run");
+    assert_eq!(app.db.count(&format!("events WHERE message_id LIKE '{run}-%'")).await, 1_005, "cleanup has not run");
     for uri in
         ["/v1/events", "/v1/events/live", "/v1/users", &format!("/v1/users/{gone}/events"), "/v1/events?name=Bought"]
     {
@@ -600,9 +613,21 @@ async fn a_user_being_erased_leaves_every_list_and_every_read_by_id_at_once_befo
     }
     // Page by page, a list passes over the rows being erased (short pages with a cursor)
     // and neither stops early nor shows them.
-    let (ids, short, _) = walk(&app, &read, "/v1/events", 1).await;
+    let (ids, short, _) = walk(&app, &read, "/v1/events", 7).await;
     assert_eq!(ids, [format!("{run}-5"), format!("{run}-4")]);
     assert!(short >= 1, "the rows being erased leave short pages: {short}");
+    // So does an export, past whole reads of them.
+    let range =
+        |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).replace('+', "%2B");
+    let uri = format!(
+        "/v1/events/export?from={}&to={}",
+        range(before - chrono::Duration::minutes(1)),
+        range(chrono::Utc::now() + chrono::Duration::minutes(1))
+    );
+    let lines = ndjson_text(&app, &uri, &read).await;
+    let exported: Vec<&str> = lines.lines().collect();
+    assert_eq!(exported.len(), 2, "{lines}");
+    assert!(lines.contains(&format!("{run}-4")) && lines.contains(&format!("{run}-5")), "{lines}");
 }
 
 #[tokio::test]

@@ -352,6 +352,10 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
             body.push(b'\n');
             after = Some(EventPosition::of(event));
         }
+        if !full {
+            // Past the rows the page dropped too (a user being erased), not only those written.
+            after = page.next.or(after);
+        }
         if full || (page.next.is_some() && started.elapsed() > EXPORT_READ_BUDGET) {
             next = after;
             break;

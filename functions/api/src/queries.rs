@@ -357,10 +357,20 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         if let (Some(by), Some(property)) = (&breakdown, &promoted) {
             rollup_breakdown(&api, &question, by.top, property).await
         } else if input.math == Math::Total && (rollable || filtered_rollable) {
-            rollup_totals(&api, &question, &filtered_by).await
+            match rollup_totals(&api, &question, &filtered_by).await {
+                // A promoted property with many values an hour can hold more rows than the
+                // raw rows' count reads.
+                Err(Failure::TooBig) if filtered_rollable => raw_counts(&api, &question, None).await,
+                answered => answered,
+            }
         } else if input.math != Math::Total && (users_rollable || window_days.is_some()) {
             let days = days.map(|(starts, end)| (starts, end, window_days.unwrap_or(1) as usize));
-            user_counts(&api, &question, users_rollable, days).await
+            match user_counts(&api, &question, users_rollable, days.clone()).await {
+                // A named event's journeys are a row per event; the raw rows' sets are read
+                // per user and bucket.
+                Err(Failure::TooBig) if users_rollable => user_counts(&api, &question, false, days).await,
+                answered => answered,
+            }
         } else {
             raw_counts(&api, &question, breakdown.as_ref()).await
         }
@@ -467,24 +477,29 @@ async fn rollup_totals(
 /// for `5`, and the rollup keeps a value's text, not whether it was a number.)
 fn rollup_filter<'a>(series: &Series, promoted: &'a [Promoted]) -> Option<&'a Promoted> {
     let [filter] = series.filters.as_slice() else { return None };
-    let (JsonOp::Eq(value) | JsonOp::Neq(value)) = &filter.op else { return None };
+    let (_, value) = text_comparison(filter)?;
     if value.parse::<f64>().is_ok_and(f64::is_finite) {
         return None;
     }
     promoted.iter().find(|property| property.is(filter.document, &filter.path))
 }
 
-/// Whether events whose value of the filter's property is `value` (its text; `None`: missing)
-/// pass the filter, as the raw rows' SQL decides for the filters `rollup_filter` allows: the
-/// text compared under utf8mb4_bin, whose PAD SPACE ignores trailing spaces.
-fn passes(filter: &JsonFilter, value: Option<&str>) -> bool {
-    let text = |text: &str| text.trim_end_matches(' ').to_string();
-    let equal = |wanted: &str| value.is_some_and(|value| text(value) == text(wanted));
+/// An `eq` (true) or `neq` (false) filter's value.
+fn text_comparison(filter: &JsonFilter) -> Option<(bool, &str)> {
     match &filter.op {
-        JsonOp::Eq(wanted) => equal(wanted),
-        JsonOp::Neq(wanted) => !equal(wanted),
-        _ => false,
+        JsonOp::Eq(value) => Some((true, value)),
+        JsonOp::Neq(value) => Some((false, value)),
+        _ => None,
     }
+}
+
+/// Whether events whose value of the filter's property is `value` (its text; `None`: missing)
+/// pass a filter `rollup_filter` allows, as the raw rows' SQL decides: the text compared under
+/// utf8mb4_bin, whose PAD SPACE ignores trailing spaces.
+fn passes(filter: &JsonFilter, value: Option<&str>) -> bool {
+    let Some((equal, wanted)) = text_comparison(filter) else { return false };
+    let same = value.is_some_and(|value| value.trim_end_matches(' ') == wanted.trim_end_matches(' '));
+    same == equal
 }
 
 /// Totals broken down by a promoted property, from its rollup (dirty hours and the current one

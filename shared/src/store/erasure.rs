@@ -399,12 +399,14 @@ async fn add_count(tx: &mut Transaction<'_>, erasure: u64, counter: &str, rows: 
 pub(super) const ERASABLE_IDS: &str = "e.user_id, e.anonymous_id, e.previous_id";
 
 /// "An id in `columns` is a subject of an erasure still in progress", as an expression of a
-/// row, in the statement that reads the rows (two parameters: the project, twice). Its
-/// first, uncorrelated check runs once per statement, so that while the project has no
-/// erasure pending no row pays for the second; either way no round trip goes before the
-/// read. Lists select it as a column and drop the rows it marks after placing their cursor,
-/// so that a page never walks further for them.
-pub(super) fn being_erased(columns: &str) -> String {
+/// row in the statement that reads the rows; its parameters (the project, twice) are pushed
+/// onto `params`, so call it where its text goes. Its first, uncorrelated check runs once per
+/// statement, so that while the project has no erasure pending no row pays for the second;
+/// either way no round trip goes before the read. Event lists select it as a column and drop
+/// the rows it marks after placing their cursor, so that a page never walks further for them;
+/// reads by id and the users list (one row per user) filter on it.
+pub(super) fn being_erased(columns: &str, project: ProjectId, params: &mut Vec<Value>) -> String {
+    params.extend([Value::from(project.0), Value::from(project.0)]);
     format!(
         "(EXISTS (SELECT 1 FROM erasures WHERE state = 'pending' AND project_id = ?)
           AND EXISTS (SELECT 1 FROM erasures x JOIN erasure_subjects s ON s.erasure_id = x.id

@@ -218,6 +218,15 @@ struct Arm {
 const NAMED_TYPES: [EventType; 3] = [EventType::Track, EventType::Page, EventType::Screen];
 
 impl EventFilter {
+    /// For a list of a user's events, the condition "the row is the user's": its userId is one
+    /// of the ids, or it has none and its anonymousId is (with its parameters).
+    fn mine(&self) -> Option<(String, Vec<Value>)> {
+        let ids = self.subjects.as_ref()?;
+        let list = super::placeholders(ids.len());
+        let params = ids.iter().chain(ids).map(|id| Value::from(id.as_str())).collect();
+        Some((format!("(e.user_id IN ({list}) OR (e.user_id IS NULL AND e.anonymous_id IN ({list})))"), params))
+    }
+
     /// The index walks that together cover the filter, and the conditions they leave to the
     /// rows themselves.
     fn plan(&self) -> (Vec<Arm>, Vec<String>, Vec<Value>) {
@@ -266,17 +275,6 @@ impl EventFilter {
             rest.push(filter.sql(&mut params));
         }
         (arms, rest, params)
-    }
-}
-
-impl EventFilter {
-    /// For a list of a user's events, the condition "the row is the user's": its userId is one
-    /// of the ids, or it has none and its anonymousId is (with its parameters).
-    fn mine(&self) -> Option<(String, Vec<Value>)> {
-        let ids = self.subjects.as_ref()?;
-        let list = super::placeholders(ids.len());
-        let params = ids.iter().chain(ids).map(|id| Value::from(id.as_str())).collect();
-        Some((format!("(e.user_id IN ({list}) OR (e.user_id IS NULL AND e.anonymous_id IN ({list})))"), params))
     }
 }
 
@@ -344,13 +342,14 @@ impl Store {
         let fetch = Value::from(limit as u64 + 1);
         // The rows the page drops after placing its cursor: those being erased, and in a
         // user's list those of another user.
-        let mut params = vec![Value::from(project.0), Value::from(project.0)];
+        let mut params = Vec::new();
+        let erasing = being_erased(ERASABLE_IDS, project, &mut params);
         let hidden = match filter.mine() {
             Some((mine, mine_params)) => {
                 params.extend(mine_params);
-                format!("({} OR NOT {mine})", being_erased(ERASABLE_IDS))
+                format!("({erasing} OR NOT {mine})")
             }
-            None => being_erased(ERASABLE_IDS),
+            None => erasing,
         };
         let walks: Vec<(String, String)> = arms
             .iter()
@@ -447,17 +446,16 @@ impl Store {
         limit: usize,
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
         let mut conn = self.conn().await?;
-        // The project for `being_erased` (twice), then for the walk.
-        let mut params = vec![Value::from(project.0), Value::from(project.0), Value::from(project.0)];
+        let mut params = Vec::new();
+        let erasing = being_erased(ERASABLE_IDS, project, &mut params);
         let mut conditions = vec!["project_id = ? AND timestamp >= ? AND timestamp < ?".to_string()];
-        params.extend([to_db_time(from).into(), to_db_time(to).into()]);
+        params.extend([Value::from(project.0), to_db_time(from).into(), to_db_time(to).into()]);
         if let Some(position) = after {
             conditions.push(after_position("timestamp", position, project, Order::OldestFirst, &mut params));
         }
         params.push((limit as u64 + 1).into());
         let sql = format!(
-            "SELECT {EVENT_VIEW_COLUMNS}, {} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
-            being_erased(ERASABLE_IDS),
+            "SELECT {EVENT_VIEW_COLUMNS}, {erasing} FROM {} e WHERE {} ORDER BY timestamp, id LIMIT ?",
             live_events_by("ix_events_time"),
             conditions.join(" AND ")
         );
@@ -477,10 +475,10 @@ impl Store {
     ) -> Result<ListPage<EventView, EventPosition>, StoreError> {
         let mut conn = self.conn().await?;
         let settled = format!("created_at <= NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000);
-        let columns = format!("{EVENT_VIEW_COLUMNS}, {}, created_at", being_erased(ERASABLE_IDS));
+        let mut params = Vec::new();
+        let columns = format!("{EVENT_VIEW_COLUMNS}, {}, created_at", being_erased(ERASABLE_IDS, project, &mut params));
         let stored = live_events_by("ix_events_stored");
-        // The project for `being_erased` (twice), then for the walk.
-        let mut params = vec![Value::from(project.0), Value::from(project.0), Value::from(project.0)];
+        params.push(Value::from(project.0));
         let rows: Vec<Row> = match after {
             Some(position) => {
                 let resume = after_position("created_at", position, project, Order::OldestFirst, &mut params);
@@ -564,8 +562,7 @@ impl Store {
         for filter in traits {
             conditions.push(filter.sql(&mut params));
         }
-        conditions.push(format!("NOT {}", being_erased("u.user_id")));
-        params.extend([Value::from(project.0), Value::from(project.0)]);
+        conditions.push(format!("NOT {}", being_erased("u.user_id", project, &mut params)));
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
             "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS_BY_ID} u WHERE {} ORDER BY user_id LIMIT ?",
@@ -624,8 +621,8 @@ enum Order {
 }
 
 /// The condition "after `position`" on the `(time, id)` key of a list walking `order`
-/// (`time` its time column), with its parameters. The position's row id is a subquery the
-/// statement runs once. A row gone since (purged, erased) leaves its time: the walk resumes
+/// (`time` its time column), with its parameters. The position's row id is an uncorrelated
+/// subquery, run once where it appears (once per walk). A row gone since (purged, erased) leaves its time: the walk resumes
 /// at that millisecond, where a row may come twice but none is missed.
 fn after_position(
     time: &str,
@@ -649,6 +646,11 @@ fn after_position(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hidden_mark_follows_the_event_columns() {
+        assert_eq!(EVENT_VIEW_COLUMNS.split(',').count(), HIDDEN_COLUMN);
+    }
 
     #[test]
     fn a_json_path_quotes_every_key_so_that_no_key_is_path_syntax() {

@@ -164,8 +164,8 @@ impl Store {
     /// every list).
     pub async fn event(&self, project: ProjectId, uid: Uuid) -> Result<Option<EventView>, StoreError> {
         let mut conn = self.conn().await?;
-        let params = vec![Value::from(project.0), Value::from(uid), Value::from(project.0), Value::from(project.0)];
-        let erasing = being_erased(ERASABLE_IDS);
+        let mut params = vec![Value::from(project.0), Value::from(uid)];
+        let erasing = being_erased(ERASABLE_IDS, project, &mut params);
         let sql = format!(
             "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ? AND NOT {erasing}"
         );
@@ -176,8 +176,8 @@ impl Store {
     /// One live profile; `None` also while the user's erasure is in progress.
     pub async fn user(&self, project: ProjectId, user_id: &str) -> Result<Option<UserView>, StoreError> {
         let mut conn = self.conn().await?;
-        let params = vec![Value::from(project.0), Value::from(user_id), Value::from(project.0), Value::from(project.0)];
-        let erasing = being_erased("u.user_id");
+        let mut params = vec![Value::from(project.0), Value::from(user_id)];
+        let erasing = being_erased("u.user_id", project, &mut params);
         let sql = format!(
             "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ? AND NOT {erasing}"
         );
