@@ -94,9 +94,15 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     async fn trend(&self, question: Value) -> Value {
-        let reply = self.app.send(api_request("POST", "/v1/query/trends", &self.read, Some(&question))).await;
-        assert_eq!(reply.status, StatusCode::OK, "{question}: {}", reply.json);
-        reply.json
+        self.query("trends", question).await
+    }
+
+    /// A trend as asked (from the rollups where they answer) and with `"source": "raw"`.
+    async fn trend_and_raw(&self, question: Value) -> (Value, Value) {
+        let auto = self.trend(question.clone()).await;
+        let mut raw_question = question;
+        raw_question["source"] = json!("raw");
+        (auto, self.trend(raw_question).await)
     }
 
     /// Every question, from the rollups (auto), from the raw rows, and against the truth.
@@ -110,10 +116,7 @@ impl Checker<'_> {
         {
             let question =
                 json!({"series": series, "from": self.from, "to": self.to, "interval": interval, "timezone": timezone});
-            let auto = self.trend(question.clone()).await;
-            let mut raw_question = question.clone();
-            raw_question["source"] = json!("raw");
-            let raw = self.trend(raw_question).await;
+            let (auto, raw) = self.trend_and_raw(question).await;
             assert_eq!(
                 auto["series"], raw["series"],
                 "{moment}: {interval} {timezone}: rollup {} against raw",
@@ -173,10 +176,7 @@ impl Checker<'_> {
             let question = json!({"series": [{"event": "Viewed"}, {"type": "page"}, {"type": "any"}],
                 "from": self.from, "to": self.to, "interval": interval, "timezone": timezone,
                 "breakdown": {"property": "properties.plan", "limit": 2}});
-            let auto = self.trend(question.clone()).await;
-            let mut raw_question = question;
-            raw_question["source"] = json!("raw");
-            let raw = self.trend(raw_question).await;
+            let (auto, raw) = self.trend_and_raw(question).await;
             assert_eq!(auto["series"], raw["series"], "{moment}: breakdown {interval} {timezone}: {}", auto["source"]);
             let from_rollup = auto["source"]["kind"] == "rollup";
             assert_eq!(from_rollup, auto["source"]["property"] == "properties.plan", "{moment}: {}", auto["source"]);
@@ -187,10 +187,7 @@ impl Checker<'_> {
         for (op, is_pro) in [("eq", true), ("neq", false)] {
             let question = json!({"series": [{"event": "Viewed", "where": [format!("properties.plan:{op}:pro")]}, {"type": "page"}],
                 "from": self.from, "to": self.to, "interval": "day"});
-            let auto = self.trend(question.clone()).await;
-            let mut raw_question = question;
-            raw_question["source"] = json!("raw");
-            let raw = self.trend(raw_question).await;
+            let (auto, raw) = self.trend_and_raw(question).await;
             assert_eq!(auto["series"], raw["series"], "{moment}: plan {op} pro: {}", auto["source"]);
             let from_rollup = auto["source"]["kind"] == "rollup";
             assert_eq!(
@@ -272,10 +269,7 @@ impl Checker<'_> {
                 for timezone in ["UTC", "Europe/Paris", "Asia/Kolkata"] {
                     let question =
                         json!({"series": series, "from": self.from, "to": self.to, "math": math, "timezone": timezone});
-                    let auto = self.trend(question.clone()).await;
-                    let mut raw_question = question.clone();
-                    raw_question["source"] = json!("raw");
-                    let raw = self.trend(raw_question).await;
+                    let (auto, raw) = self.trend_and_raw(question).await;
                     assert_eq!(auto["series"], raw["series"], "{moment}: {math} {timezone}: rollup against raw");
                     // Days off the UTC hour need the raw rows, but for a named event's journeys.
                     let expected_kind = if timezone == "Asia/Kolkata" && !named { "raw" } else { "rollup" };
