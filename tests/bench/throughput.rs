@@ -395,6 +395,8 @@ async fn bench_consumer(events: usize) -> f64 {
     let mut unmarked_rates = Vec::new();
     // MariaDB's CPU per row under each: the consumer's statements against the plain inserts.
     let (mut consumer_db, mut load_db, mut insert_db) = (Vec::new(), Vec::new(), Vec::new());
+    // The consumer's own CPU per event: this process runs nothing else meanwhile.
+    let mut consumer_own = Vec::new();
     let database = mariadbd_pid();
     let database_cpu = move || database.map_or(f64::NAN, cpu_seconds);
     for round in 0..ROUNDS {
@@ -402,8 +404,9 @@ async fn bench_consumer(events: usize) -> f64 {
         if round % 2 == 1 {
             unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
         }
-        let (db, consumer_rate, consumer_cpu) = consume_into_fresh_database(events, true, &database_cpu).await;
+        let (db, consumer_rate, consumer_cpu, own_cpu) = consume_into_fresh_database(events, true, &database_cpu).await;
         consumer_db.push(consumer_cpu);
+        consumer_own.push(own_cpu);
         consumer_rates.push(consumer_rate);
         if round % 2 == 0 {
             unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
@@ -470,10 +473,11 @@ async fn bench_consumer(events: usize) -> f64 {
     let (consumer, load, insert) = (median(consumer_rates), median(load_rates), median(insert_rates));
     println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
     let (consumer_db, load_db, insert_db) = (median(consumer_db), median(load_db), median(insert_db));
+    let consumer_own = median(consumer_own);
     println!("LOAD DATA of the same rows (bound 1):        {load:>10.0} rows/s, MariaDB {load_db:.1} µs per row");
     println!("2 connections of 500-row INSERTs (bound 2):  {insert:>10.0} rows/s, MariaDB {insert_db:.1} µs per row");
     println!(
-        "evtrack consumer ({} workers):               {consumer:>10.0} events/s, MariaDB {consumer_db:.1} µs per row",
+        "evtrack consumer ({} workers):               {consumer:>10.0} events/s, MariaDB {consumer_db:.1} µs per row, the consumer {consumer_own:.2} µs per event",
         evtrack_cli::stack::CONSUMERS
     );
     println!("ratio to LOAD DATA: {:.2}; to the INSERTs: {:.2}", consumer / load, consumer / insert);
@@ -486,13 +490,13 @@ async fn bench_consumer(events: usize) -> f64 {
 }
 
 /// The consumer storing `events` into a database of its own, its writes marking the hours
-/// they change for the rollups or (`marks` false) not: the database, events/s, and
-/// `mariadbd`'s CPU µs per row (`database_cpu`: its CPU seconds so far).
+/// they change for the rollups or (`marks` false) not: the database, events/s, `mariadbd`'s
+/// CPU µs per row (`database_cpu`: its CPU seconds so far) and this process's per event.
 async fn consume_into_fresh_database(
     events: usize,
     marks: bool,
     database_cpu: &impl Fn() -> f64,
-) -> (TestDb, f64, f64) {
+) -> (TestDb, f64, f64, f64) {
     let db = TestDb::new().await;
     let project = db.store.create_project("bench").await.expect("project");
     let config = evtrack_tests::config(&db, &[]);
@@ -500,14 +504,15 @@ async fn consume_into_fresh_database(
     let store = if marks { db.store.clone() } else { db.store.without_rollup_marks() };
     let consumer = Arc::new(Consumer::new(store, &config));
     let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
-    let cpu = database_cpu();
+    let (cpu, own) = (database_cpu(), cpu_seconds(std::process::id()));
     let started = Instant::now();
     run_consumer(consumer, batches).await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let cpu_per_row = (database_cpu() - cpu) * 1e6 / events as f64;
+    let own_per_event = (cpu_seconds(std::process::id()) - own) * 1e6 / events as f64;
     assert_eq!(db.count("events").await, events as u64);
     assert_eq!(db.count("rollup_dirty_hours").await > 0, marks, "marks as asked");
-    (db, rate, cpu_per_row)
+    (db, rate, cpu_per_row, own_per_event)
 }
 
 /// A value as SQL text; binary ids as hex literals (a quoted string would be read as text).

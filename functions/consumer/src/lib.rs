@@ -95,12 +95,13 @@ pub struct Consumer {
     key_use: KeyUseRecorder,
 }
 
-/// A message whose envelope decoded, with its events that passed validation.
+/// A message whose envelope decoded, with its events that passed validation (all borrowing
+/// the message's body).
 struct Decoded<'a> {
     id: &'a str,
     project: ProjectId,
-    envelope: Envelope,
-    events: Vec<(usize, Event)>,
+    envelope: Envelope<'a>,
+    events: Vec<(usize, Event<'a>)>,
 }
 
 impl Consumer {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Longest accepted id (userId, anonymousId, groupId, previousId) and name, in characters.
@@ -59,36 +60,43 @@ impl fmt::Display for EventType {
 
 pub type JsonObject = Map<String, Value>;
 
-/// A JSON object as text, carried from the request to its column without being rebuilt.
-pub type JsonText = Box<RawValue>;
+/// A JSON object as text, carried from the request to its column without being rebuilt:
+/// borrowed from the request or the queue message, or owned where it was built.
+pub type JsonText<'a> = Cow<'a, RawValue>;
 
 /// One analytics event, as stored. Built only by `wire` (or decoded from the queue and
 /// re-checked with [`Event::validate`]). Properties, traits, context and integrations stay
 /// JSON text from request to column: checked, never rebuilt value by value.
+///
+/// Its text is borrowed where it can be: ingest borrows what it passes on unchanged from the
+/// request body, and the consumer decodes the queue message into an `Event` that borrows
+/// every id and object from the message (an id holding escapes is the one copy), so an event
+/// costs no allocation between the queue and the statement's values.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub message_id: String,
+pub struct Event<'a> {
+    #[serde(borrow)]
+    pub message_id: Cow<'a, str>,
     #[serde(rename = "type")]
     pub kind: EventType,
     /// `event` of a track, `name` of a page or screen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub properties: Option<JsonText>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traits: Option<JsonText>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<JsonText>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrations: Option<JsonText>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub user_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub anonymous_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub group_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub previous_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::json")]
+    pub properties: Option<JsonText<'a>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::json")]
+    pub traits: Option<JsonText<'a>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::json")]
+    pub context: Option<JsonText<'a>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::json")]
+    pub integrations: Option<JsonText<'a>>,
     /// When it happened, corrected for the client's clock skew.
     #[serde(with = "time::rfc3339")]
     pub timestamp: DateTime<Utc>,
@@ -102,12 +110,60 @@ pub struct Event {
     pub timestamp_clamped: bool,
 }
 
+/// Borrowing decoders for `Event`'s optional fields: serde borrows a `Cow<str>` field only
+/// when it is not wrapped in an `Option`, and never borrows a `Cow<RawValue>`.
+mod borrowed {
+    use serde::de::{Deserialize, Deserializer, Error, Visitor};
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+    use std::fmt;
+
+    pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+        Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|text| text.0))
+    }
+
+    /// The object's text, borrowed from the input (which is therefore text, never a reader).
+    pub fn json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<super::JsonText<'de>>, D::Error> {
+        Ok(Option::<&'de RawValue>::deserialize(deserializer)?.map(Cow::Borrowed))
+    }
+
+    struct Text<'a>(Cow<'a, str>);
+
+    impl<'de> Deserialize<'de> for Text<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_str(TextVisitor)
+        }
+    }
+
+    struct TextVisitor;
+
+    impl<'de> Visitor<'de> for TextVisitor {
+        type Value = Text<'de>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Borrowed(text)))
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(text.to_owned())))
+        }
+
+        fn visit_string<E: Error>(self, text: String) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(text)))
+        }
+    }
+}
+
 /// Why an event cannot be accepted; the message is shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct EventProblem(pub String);
 
-impl Event {
+impl Event<'_> {
     /// The hour (since 1970) its dedupe key leads with: of its own time as the client sent
     /// it, else of its corrected time. A retry carries the same, so it meets its first copy.
     pub fn dedupe_hour(&self) -> u32 {
@@ -118,6 +174,30 @@ impl Event {
     /// The ids in this event that name a person (erasure follows these).
     pub fn subject_ids(&self) -> impl Iterator<Item = &str> {
         [&self.user_id, &self.anonymous_id, &self.previous_id].into_iter().filter_map(|id| id.as_deref())
+    }
+
+    /// The same event owning all its text.
+    #[cfg(test)]
+    pub(crate) fn into_owned(self) -> Event<'static> {
+        let text = |text: Option<Cow<'_, str>>| text.map(|text| Cow::Owned(text.into_owned()));
+        let json = |json: Option<Cow<'_, RawValue>>| json.map(|json| Cow::Owned(json.into_owned()));
+        Event {
+            message_id: Cow::Owned(self.message_id.into_owned()),
+            kind: self.kind,
+            name: text(self.name),
+            user_id: text(self.user_id),
+            anonymous_id: text(self.anonymous_id),
+            group_id: text(self.group_id),
+            previous_id: text(self.previous_id),
+            properties: json(self.properties),
+            traits: json(self.traits),
+            context: json(self.context),
+            integrations: json(self.integrations),
+            timestamp: self.timestamp,
+            original_timestamp: self.original_timestamp,
+            sent_at: self.sent_at,
+            timestamp_clamped: self.timestamp_clamped,
+        }
     }
 
     /// The invariants every stored event holds. Ingest builds events that hold them; the
@@ -260,9 +340,9 @@ pub(crate) fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(
 
 /// A valid track event, for tests.
 #[cfg(test)]
-pub(crate) fn sample_track(message_id: &str) -> Event {
+pub(crate) fn sample_track(message_id: &str) -> Event<'static> {
     Event {
-        message_id: message_id.into(),
+        message_id: message_id.to_owned().into(),
         kind: EventType::Track,
         name: Some("Signed Up".into()),
         user_id: Some("u-1".into()),
@@ -284,7 +364,7 @@ pub(crate) fn sample_track(message_id: &str) -> Event {
 mod tests {
     use super::*;
 
-    fn track() -> Event {
+    fn track() -> Event<'static> {
         sample_track("m-1")
     }
 
@@ -305,8 +385,8 @@ mod tests {
         assert_eq!(event.validate(), Err(EventProblem("userId contains control characters".into())));
     }
 
-    fn raw(text: &str) -> JsonText {
-        serde_json::from_str(text).expect("valid JSON")
+    fn raw(text: &str) -> JsonText<'static> {
+        JsonText::Owned(serde_json::from_str(text).expect("valid JSON"))
     }
 
     #[test]
@@ -335,6 +415,18 @@ mod tests {
         assert!(err.0.contains("nested deeper than 30"), "{err}");
         let err = check_json_object("traits", &raw(&nested(500))).expect_err("too deep");
         assert!(err.0.contains("nested deeper than 30"), "{err}");
+    }
+
+    #[test]
+    fn a_decoded_event_borrows_its_text_from_the_message_but_an_id_with_escapes() {
+        let text = r#"{"message_id":"m-1","type":"track","name":"Signed Up","user_id":"u\u0031",
+            "properties":{"plan":"pro"},"timestamp":"2026-12-04T10:00:00.000Z"}"#;
+        let event: Event = serde_json::from_str(text).expect("decodes");
+        assert!(matches!(event.message_id, Cow::Borrowed("m-1")));
+        assert!(matches!(event.name, Some(Cow::Borrowed("Signed Up"))));
+        assert!(matches!(event.user_id.as_ref(), Some(Cow::Owned(id)) if id == "u1"), "unescaped: a copy");
+        assert!(matches!(event.properties, Some(Cow::Borrowed(raw)) if raw.get() == r#"{"plan":"pro"}"#));
+        assert!(event.anonymous_id.is_none() && event.context.is_none());
     }
 
     #[test]

@@ -5,13 +5,12 @@
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::hour_of;
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, JsonText};
 use crate::ids::{ProjectId, new_public_id};
 use crate::model::SubjectHashes;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
-use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
@@ -27,7 +26,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// An event to store, with what the envelope says about its receipt.
 pub struct EventRow<'a> {
     pub project: ProjectId,
-    pub event: &'a Event,
+    pub event: &'a Event<'a>,
     pub received_at: DateTime<Utc>,
     pub ip: Option<&'a str>,
     pub write_key_uid: Option<Uuid>,
@@ -217,7 +216,7 @@ async fn execute(tx: &mut Transaction<'_>, sql: String, values: Vec<Value>) -> R
 }
 
 /// A JSON column's value: the text as it came from the queue.
-fn json(object: &Option<Box<RawValue>>) -> Value {
+fn json(object: &Option<JsonText<'_>>) -> Value {
     object.as_deref().map_or(Value::NULL, |raw| Value::from(raw.get()))
 }
 
@@ -256,7 +255,7 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
         values.extend([
             Value::from(new_public_id()),
             Value::from(row.project.0),
-            Value::from(event.message_id.as_str()),
+            Value::from(&*event.message_id),
             Value::from(event.dedupe_hour()),
             Value::from(event.kind.as_str()),
             Value::from(event.name.as_deref()),

@@ -67,7 +67,10 @@ pub(super) fn batch_sent_at(batch: &BatchFields) -> Result<Option<DateTime<Utc>>
 }
 
 /// A message's context or integrations over the batch's (the message wins per key).
-pub(super) fn merged(batch: Option<&JsonObject>, message: Option<JsonText>) -> Result<Option<JsonText>, EventError> {
+pub(super) fn merged<'a>(
+    batch: Option<&JsonObject>,
+    message: Option<JsonText<'a>>,
+) -> Result<Option<JsonText<'a>>, EventError> {
     match (batch, message) {
         (None, message) => Ok(message),
         (Some(batch), None) => as_text(batch).map(Some),
@@ -117,12 +120,13 @@ pub(super) fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Op
     Ok(Some(id))
 }
 
-/// A JSON-object field kept as text (checked in full by `Event::validate`); `null` is absent.
-pub(super) fn take_object(message: &mut Message<'_>, field: &str) -> Result<Option<JsonText>, EventError> {
+/// A JSON-object field kept as text, borrowed from the body (checked in full by
+/// `Event::validate`); `null` is absent.
+pub(super) fn take_object<'a>(message: &mut Message<'a>, field: &str) -> Result<Option<JsonText<'a>>, EventError> {
     match message.remove(field) {
         None => Ok(None),
         Some(text) if text.get().trim() == "null" => Ok(None),
-        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(text.to_owned())),
+        Some(text) if text.get().trim_start().starts_with('{') => Ok(Some(JsonText::Borrowed(text))),
         Some(_) => Err(EventError::NotObject(field.to_string())),
     }
 }
@@ -132,7 +136,7 @@ pub(super) fn parse_object(field: &str, text: &RawValue) -> Result<JsonObject, E
         .map_err(|err| EventError::Json { field: field.to_string(), detail: err.to_string() })
 }
 
-pub(super) fn object_property(object: &JsonObject, field: &str) -> Result<Option<JsonText>, EventError> {
+pub(super) fn object_property(object: &JsonObject, field: &str) -> Result<Option<JsonText<'static>>, EventError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(inner)) => as_text(inner).map(Some),
@@ -140,8 +144,8 @@ pub(super) fn object_property(object: &JsonObject, field: &str) -> Result<Option
     }
 }
 
-pub(super) fn as_text(object: &JsonObject) -> Result<JsonText, EventError> {
-    to_raw_value(object).map_err(|err| EventError::Serialize(err.to_string()))
+pub(super) fn as_text(object: &JsonObject) -> Result<JsonText<'static>, EventError> {
+    to_raw_value(object).map(JsonText::Owned).map_err(|err| EventError::Serialize(err.to_string()))
 }
 
 pub(super) fn optional_object(field: &str, value: Option<Value>) -> Result<Option<JsonObject>, EventError> {

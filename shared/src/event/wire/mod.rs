@@ -214,7 +214,7 @@ fn invalid_json(err: serde_json::Error) -> WireError {
     WireError::InvalidJson(err.to_string())
 }
 
-impl Payload<'_> {
+impl<'a> Payload<'a> {
     /// Messages in the request (quarantined ones included).
     pub fn len(&self) -> usize {
         self.messages.len() + self.quarantined.len()
@@ -269,7 +269,7 @@ impl Payload<'_> {
 
     /// Turns every message into an event; those that cannot be accepted are quarantined,
     /// with their text as sent.
-    pub fn normalise(self, received_at: DateTime<Utc>, limits: &Limits) -> Normalised {
+    pub fn normalise(self, received_at: DateTime<Utc>, limits: &Limits) -> Normalised<'a> {
         let Payload { shape, messages, batch, mut quarantined, .. } = self;
         let mut events = Vec::with_capacity(messages.len());
         for (index, message, raw) in messages {
@@ -288,11 +288,11 @@ impl Payload<'_> {
     }
 }
 
-/// A request's events: those to store, and those quarantined (in request order) with the
-/// batch-level fields they were sent with.
+/// A request's events (borrowing the request's body): those to store, and those quarantined
+/// (in request order) with the batch-level fields they were sent with.
 #[derive(Debug, Default)]
-pub struct Normalised {
-    pub events: Vec<Event>,
+pub struct Normalised<'a> {
+    pub events: Vec<Event<'a>>,
     pub quarantined: Vec<QuarantinedEvent>,
     pub batch: BatchFields,
 }
@@ -312,21 +312,21 @@ mod tests {
     }
 
     /// The body's events, or why the request or its first quarantined event was refused.
-    fn events(shape: Shape, body: Value) -> Result<Vec<Event>, String> {
+    fn events(shape: Shape, body: Value) -> Result<Vec<Event<'static>>, String> {
         let limits = Limits::default();
         let bytes = serde_json::to_vec(&body).expect("serialises");
-        normalised(shape, &bytes, &limits)
+        Ok(normalised(shape, &bytes, &limits)?.into_iter().map(Event::into_owned).collect())
     }
 
     #[test]
     fn a_sent_at_header_counts_as_the_bodys_sent_at_and_a_message_own_wins() {
         let limits = Limits::default();
-        let with_header = |body: Value, header: &str| -> Result<Vec<Event>, String> {
+        let with_header = |body: Value, header: &str| -> Result<Vec<Event<'static>>, String> {
             let bytes = serde_json::to_vec(&body).expect("serialises");
             let mut payload =
                 parse(Shape::SegmentSingle(EventType::Track), &bytes, &limits).map_err(|e| e.to_string())?;
             payload.sent_at_header(Some(header)).map_err(|e| e.to_string())?;
-            Ok(payload.normalise(received(), &limits).events)
+            Ok(payload.normalise(received(), &limits).events.into_iter().map(Event::into_owned).collect())
         };
         // RudderStack's browser SDK: a client clock an hour fast, in the header alone.
         let fast = (received() + chrono::Duration::hours(1)).to_rfc3339();
@@ -342,7 +342,7 @@ mod tests {
         assert!(err.contains("SentAt header"), "{err}");
     }
 
-    fn normalised(shape: Shape, bytes: &[u8], limits: &Limits) -> Result<Vec<Event>, String> {
+    fn normalised<'a>(shape: Shape, bytes: &'a [u8], limits: &Limits) -> Result<Vec<Event<'a>>, String> {
         let normalised = parse(shape, bytes, limits).map_err(|err| err.to_string())?.normalise(received(), limits);
         match normalised.quarantined.first() {
             Some(event) => Err(format!("event {}: {}", event.index, event.message)),

@@ -10,13 +10,14 @@ use crate::event::time::{corrected_timestamp, parse_timestamp};
 use crate::event::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-pub(super) fn posthog_event(
-    mut message: Message<'_>,
+pub(super) fn posthog_event<'a>(
+    mut message: Message<'a>,
     batch: &BatchFields,
     received_at: DateTime<Utc>,
     limits: &Limits,
-) -> Result<Event, EventError> {
+) -> Result<Event<'a>, EventError> {
     let event_name = take_string(&mut message, "event")?.ok_or(EventError::Required("event"))?;
     check_text("event", &event_name, MAX_ID_CHARS)?;
     // PostHog keeps identity in properties: these are parsed.
@@ -91,13 +92,13 @@ pub(super) fn posthog_event(
     properties.remove("token");
     let browser = browser_context(&properties).map(|context| as_text(&context)).transpose()?;
     Ok(Event {
-        message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
+        message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id).into(),
         kind,
-        name: name.map(|name| name.chars().take(MAX_ID_CHARS).collect()),
-        user_id,
-        anonymous_id,
-        group_id,
-        previous_id,
+        name: name.map(|name| Cow::Owned(name.chars().take(MAX_ID_CHARS).collect())),
+        user_id: user_id.map(Cow::Owned),
+        anonymous_id: anonymous_id.map(Cow::Owned),
+        group_id: group_id.map(Cow::Owned),
+        previous_id: previous_id.map(Cow::Owned),
         properties: Some(as_text(&properties)?),
         traits,
         context: merged(batch.context.as_ref(), browser)?,

@@ -9,14 +9,15 @@ use crate::event::time::{corrected_timestamp, parse_timestamp};
 use crate::event::{Event, EventType, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::borrow::Cow;
 
-pub(super) fn segment_event(
-    mut message: Message<'_>,
+pub(super) fn segment_event<'a>(
+    mut message: Message<'a>,
     route_kind: Option<EventType>,
     batch: &BatchFields,
     received_at: DateTime<Utc>,
     limits: &Limits,
-) -> Result<Event, EventError> {
+) -> Result<Event<'a>, EventError> {
     let kind = match (route_kind, take_string(&mut message, "type")?) {
         (Some(route), Some(named)) if named != route.as_str() => {
             return Err(EventError::TypeMismatch { named, route });
@@ -50,13 +51,15 @@ pub(super) fn segment_event(
         };
     }
     Ok(Event {
-        message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id),
+        message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?
+            .unwrap_or_else(generated_message_id)
+            .into(),
         kind,
-        name: name.filter(|name| !name.is_empty()),
-        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
-        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
-        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
-        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
+        name: name.filter(|name| !name.is_empty()).map(Cow::Owned),
+        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?.map(Cow::Owned),
+        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?.map(Cow::Owned),
+        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?.map(Cow::Owned),
+        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?.map(Cow::Owned),
         properties: take_object(&mut message, "properties")?,
         traits,
         context,
