@@ -62,7 +62,9 @@ pub fn durable(dir: &Path, capacity: usize, send_timeout: Duration) -> std::io::
 }
 
 impl LocalQueue {
-    /// Queues all bodies or none: room for all of them is reserved first.
+    /// Queues all bodies or none: room for all of them is reserved first. Runs to its end even
+    /// if the caller stops waiting (the request was dropped: the client went away): once the
+    /// journal holds the messages they are delivered now, not left in it until a restart.
     pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
         if bodies.is_empty() {
             return Ok(());
@@ -70,31 +72,19 @@ impl LocalQueue {
         if bodies.len() > self.sender.max_capacity() {
             return Err(QueueError::Unavailable("request needs more messages than the queue holds".into()));
         }
-        let permits = match tokio::time::timeout(self.send_timeout, self.sender.reserve_many(bodies.len())).await {
-            Ok(Ok(permits)) => permits,
-            Ok(Err(_)) => return Err(QueueError::Unavailable("the consumer has stopped".into())),
-            Err(_) => return Err(QueueError::Full(self.send_timeout)),
-        };
-        let (ids, bodies) = match &self.journal {
-            // On disk before the answer: a crash from here on loses nothing.
-            Some(journal) => {
-                let journal = journal.clone();
-                let written = tokio::task::spawn_blocking(move || journal.append(&bodies).map(|ids| (ids, bodies)))
-                    .await
-                    .map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?;
-                written.map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?
-            }
-            None => {
-                let ids = bodies
+        let ids = match &self.journal {
+            Some(journal) => Ids::Journaled(journal.clone()),
+            None => Ids::InMemory(
+                bodies
                     .iter()
-                    .map(|_| format!("local-{}-{}", self.uid, self.next_id.fetch_add(1, Ordering::Relaxed)));
-                (ids.collect(), bodies)
-            }
+                    .map(|_| format!("local-{}-{}", self.uid, self.next_id.fetch_add(1, Ordering::Relaxed)))
+                    .collect(),
+            ),
         };
-        for ((permit, body), id) in permits.zip(bodies).zip(ids) {
-            permit.send(QueuedMessage { id, body, receive_count: 1 });
-        }
-        Ok(())
+        let (sender, send_timeout) = (self.sender.clone(), self.send_timeout);
+        tokio::spawn(async move { send(sender, send_timeout, bodies, ids).await })
+            .await
+            .map_err(|err| QueueError::Unavailable(format!("queue: {err}")))?
     }
 
     /// Delivers messages held from before a restart again, as room frees up (spawn it).
@@ -110,9 +100,68 @@ impl LocalQueue {
     }
 }
 
+/// Where the messages' ids come from.
+enum Ids {
+    /// The journal, as it writes them.
+    Journaled(Arc<Journal>),
+    /// Numbered by the queue in memory.
+    InMemory(Vec<String>),
+}
+
+/// `LocalQueue::send_all`'s work: reserve room, journal the messages, hand them over.
+async fn send(
+    sender: mpsc::Sender<QueuedMessage>,
+    send_timeout: Duration,
+    bodies: Vec<String>,
+    ids: Ids,
+) -> Result<(), QueueError> {
+    let permits = match tokio::time::timeout(send_timeout, sender.reserve_many(bodies.len())).await {
+        Ok(Ok(permits)) => permits,
+        Ok(Err(_)) => return Err(QueueError::Unavailable("the consumer has stopped".into())),
+        Err(_) => return Err(QueueError::Full(send_timeout)),
+    };
+    let (ids, bodies) = match ids {
+        Ids::InMemory(ids) => (ids, bodies),
+        // On disk before the answer: a crash from here on loses nothing.
+        Ids::Journaled(journal) => {
+            let written = tokio::task::spawn_blocking(move || journal.append(&bodies).map(|ids| (ids, bodies)))
+                .await
+                .map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?;
+            written.map_err(|err| QueueError::Unavailable(format!("journal: {err}")))?
+        }
+    };
+    for ((permit, body), id) in permits.zip(bodies).zip(ids) {
+        permit.send(QueuedMessage { id, body, receive_count: 1 });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_dropped_while_its_messages_are_journaled_still_delivers_them() {
+        let dir = std::env::temp_dir().join(format!("evtrack-local-{}", uuid::Uuid::now_v7().simple()));
+        let Durable { queue, mut receiver, journal, held } = durable(&dir, 8, Duration::from_secs(1)).expect("opens");
+        assert!(held.is_empty());
+        {
+            // Polled once (the work has begun), then dropped: the client went away.
+            let mut sending = std::pin::pin!(queue.send_all(vec!["a".into(), "b".into()]));
+            assert!(futures::poll!(sending.as_mut()).is_pending());
+        }
+        let mut delivered = Vec::new();
+        while delivered.len() < 2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await.expect("in time");
+            delivered.push(message.expect("a message"));
+        }
+        assert_eq!(delivered.iter().map(|message| message.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // Stored now, so the journal lets go of them: nothing comes back on the next start.
+        journal.stored(&delivered.iter().map(|message| message.id.clone()).collect::<Vec<_>>()).expect("stored");
+        drop((queue, receiver, journal));
+        assert!(durable(&dir, 8, Duration::from_secs(1)).expect("reopens").held.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[tokio::test]
     async fn a_full_queue_refuses_after_the_timeout() {
