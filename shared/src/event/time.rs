@@ -77,7 +77,25 @@ pub mod rfc3339 {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
-        DateTime::<Utc>::deserialize(deserializer)
+        deserializer.deserialize_str(TimeVisitor)
+    }
+
+    struct TimeVisitor;
+
+    impl serde::de::Visitor<'_> for TimeVisitor {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an RFC 3339 time")
+        }
+
+        /// What `write` wrote, read back directly; any other RFC 3339 text as chrono reads it.
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DateTime<Utc>, E> {
+            match read(text) {
+                Some(at) => Ok(at),
+                None => text.parse::<DateTime<chrono::FixedOffset>>().map(|at| at.to_utc()).map_err(E::custom),
+            }
+        }
     }
 
     /// For `Option<DateTime<Utc>>` fields.
@@ -92,7 +110,15 @@ pub mod rfc3339 {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-            Option::<DateTime<Utc>>::deserialize(deserializer)
+            Ok(Option::<Time>::deserialize(deserializer)?.map(|Time(at)| at))
+        }
+
+        struct Time(DateTime<Utc>);
+
+        impl<'de> Deserialize<'de> for Time {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                super::deserialize(deserializer).map(Time)
+            }
         }
     }
 
@@ -130,6 +156,33 @@ pub mod rfc3339 {
         buffer[len] = b'Z';
         std::str::from_utf8(&buffer[..len + 1]).ok()
     }
+
+    /// The short form `write` writes (`2024-05-01T12:00:00.123Z`, with 0, 3, 6 or 9 digits of
+    /// fraction), read without chrono's general parser; `None` for any other text.
+    pub(crate) fn read(text: &str) -> Option<DateTime<Utc>> {
+        let bytes = text.as_bytes();
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            let digits = bytes.get(range)?;
+            digits
+                .iter()
+                .try_fold(0u32, |value, digit| digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0')))
+        };
+        let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+        if bytes.len() < 20 || bytes.last() != Some(&b'Z') || separators.iter().any(|(at, byte)| bytes[*at] != *byte) {
+            return None;
+        }
+        let nanos = match bytes.len() {
+            20 => 0,
+            24 | 27 | 30 if bytes[19] == b'.' => {
+                let digits = bytes.len() - 21;
+                number(20..bytes.len() - 1)? * 10u32.pow(9 - digits as u32)
+            }
+            _ => return None,
+        };
+        let day = chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+        let time = day.and_hms_nano_opt(number(11..13)?, number(14..16)?, number(17..19)?, nanos)?;
+        Some(time.and_utc())
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +216,27 @@ mod tests {
         let text = serde_json::to_string(&Times { at: now, maybe: None }).expect("serialises");
         let back: Times = serde_json::from_str(&text).expect("deserialises");
         assert_eq!((back.at, back.maybe), (now, None));
+        // Read back without chrono's parser, to the same instant; other forms through chrono.
+        for text in times {
+            let at = DateTime::parse_from_rfc3339(text).expect("valid").with_timezone(&Utc);
+            let mut buffer = [0u8; 30];
+            let written = super::rfc3339::write(&at, &mut buffer).expect("short form");
+            assert_eq!(super::rfc3339::read(written), Some(at), "{written}");
+        }
+        let forms = [
+            ("2024-05-01T14:00:00.5+02:00", Some("2024-05-01T12:00:00.500Z")),
+            ("2024-05-01T12:00:00.5Z", Some("2024-05-01T12:00:00.500Z")),
+            ("2024-05-01 12:00:00Z", Some("2024-05-01T12:00:00Z")),
+            ("2024-02-30T12:00:00Z", None),
+            ("2024-05-01T24:00:00Z", None),
+            ("2024-05-01T12:00:0xZ", None),
+        ];
+        for (text, expected) in forms {
+            assert_eq!(super::rfc3339::read(text), None, "not the short form: {text}");
+            let decoded = serde_json::from_value::<Times>(json!({"at": text, "maybe": text}));
+            let expected = expected.map(|text| DateTime::parse_from_rfc3339(text).expect("valid").with_timezone(&Utc));
+            assert_eq!(decoded.ok().map(|times| (times.at, times.maybe)), expected.map(|at| (at, Some(at))), "{text}");
+        }
     }
 
     use super::*;
