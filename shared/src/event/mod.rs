@@ -110,6 +110,8 @@ pub struct Event<'a> {
     pub timestamp_clamped: bool,
 }
 
+pub(crate) use borrowed::BorrowedText;
+
 /// Borrowing decoders for `Event`'s optional fields: serde borrows a `Cow<str>` field only
 /// when it is not wrapped in an `Option`, and never borrows a `Cow<RawValue>`.
 mod borrowed {
@@ -119,7 +121,7 @@ mod borrowed {
     use std::fmt;
 
     pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-        Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|text| text.0))
+        Ok(Option::<BorrowedText<'de>>::deserialize(deserializer)?.map(|text| text.0))
     }
 
     /// The object's text, borrowed from the input (which is therefore text, never a reader).
@@ -127,9 +129,10 @@ mod borrowed {
         Ok(Option::<&'de RawValue>::deserialize(deserializer)?.map(Cow::Borrowed))
     }
 
-    struct Text<'a>(Cow<'a, str>);
+    /// A string borrowed from the input unless it holds escapes.
+    pub(crate) struct BorrowedText<'a>(pub Cow<'a, str>);
 
-    impl<'de> Deserialize<'de> for Text<'de> {
+    impl<'de> Deserialize<'de> for BorrowedText<'de> {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             deserializer.deserialize_str(TextVisitor)
         }
@@ -138,22 +141,22 @@ mod borrowed {
     struct TextVisitor;
 
     impl<'de> Visitor<'de> for TextVisitor {
-        type Value = Text<'de>;
+        type Value = BorrowedText<'de>;
 
         fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
             formatter.write_str("a string")
         }
 
-        fn visit_borrowed_str<E: Error>(self, text: &'de str) -> Result<Text<'de>, E> {
-            Ok(Text(Cow::Borrowed(text)))
+        fn visit_borrowed_str<E: Error>(self, text: &'de str) -> Result<BorrowedText<'de>, E> {
+            Ok(BorrowedText(Cow::Borrowed(text)))
         }
 
-        fn visit_str<E: Error>(self, text: &str) -> Result<Text<'de>, E> {
-            Ok(Text(Cow::Owned(text.to_owned())))
+        fn visit_str<E: Error>(self, text: &str) -> Result<BorrowedText<'de>, E> {
+            Ok(BorrowedText(Cow::Owned(text.to_owned())))
         }
 
-        fn visit_string<E: Error>(self, text: String) -> Result<Text<'de>, E> {
-            Ok(Text(Cow::Owned(text)))
+        fn visit_string<E: Error>(self, text: String) -> Result<BorrowedText<'de>, E> {
+            Ok(BorrowedText(Cow::Owned(text)))
         }
     }
 }

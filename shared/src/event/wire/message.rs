@@ -3,8 +3,9 @@
 //! through as text. A message has a dozen fields or so, so a list searched in order costs less
 //! than hashing every name (and borrowing the names and texts costs no allocation).
 
+use crate::event::BorrowedText;
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -45,37 +46,11 @@ impl<'de> Visitor<'de> for Fields {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message<'de>, A::Error> {
         let mut fields = Vec::with_capacity(16);
-        while let Some(name) = map.next_key_seed(FieldName)? {
+        // A field's name is borrowed from the body unless it holds escapes.
+        while let Some(BorrowedText(name)) = map.next_key()? {
             fields.push((name, map.next_value::<&'de RawValue>()?));
         }
         Ok(Message { fields })
-    }
-}
-
-/// A field's name, borrowed from the body unless it holds escapes.
-struct FieldName;
-
-impl<'de> DeserializeSeed<'de> for FieldName {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldName {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("a field name")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(name))
-    }
-
-    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(name.to_owned()))
     }
 }
 
