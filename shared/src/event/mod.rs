@@ -68,8 +68,8 @@ pub type JsonText<'a> = Cow<'a, RawValue>;
 /// re-checked with [`Event::validate`]). Properties, traits, context and integrations stay
 /// JSON text from request to column: checked, never rebuilt value by value.
 ///
-/// Its text is borrowed where it can be: ingest borrows what it passes on unchanged from the
-/// request body, and the consumer decodes the queue message into an `Event` that borrows
+/// Its text is borrowed where it can be: ingest borrows the JSON objects it passes on unchanged
+/// from the request body (its ids are its own), and the consumer decodes the queue message into an `Event` that borrows
 /// every id and object from the message (an id holding escapes is the one copy), so an event
 /// costs no allocation between the queue and the statement's values.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -63,7 +63,8 @@ pub fn corrected_timestamp(
 
 /// Event times on the queue, as chrono's serde writes them (RFC 3339 in UTC, `Z`, with 3, 6 or
 /// 9 digits of fraction when there is one), written without its general formatter: a few per
-/// event on ingest's hot path. Read back with chrono's parser.
+/// event on ingest's hot path. Read back the same way (`read`), and any other RFC 3339 text with
+/// chrono's parser.
 pub mod rfc3339 {
     use chrono::{DateTime, Datelike, Timelike, Utc};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// A message as the consumer receives it, like an SQS record.
 #[derive(Debug, Clone)]
@@ -62,9 +62,10 @@ pub fn durable(dir: &Path, capacity: usize, send_timeout: Duration) -> std::io::
 }
 
 impl LocalQueue {
-    /// Queues all bodies or none: room for all of them is reserved first. Runs to its end even
-    /// if the caller stops waiting (the request was dropped: the client went away): once the
-    /// journal holds the messages they are delivered now, not left in it until a restart.
+    /// Queues all bodies or none: room for all of them is reserved first. Once it has room it
+    /// runs to its end even if the caller stops waiting (the request was dropped: the client
+    /// went away), so that what the journal holds is delivered now, not left in it until a
+    /// restart; a caller gone while it waits for room gives its place up at once.
     pub async fn send_all(&self, bodies: Vec<String>) -> Result<(), QueueError> {
         if bodies.is_empty() {
             return Ok(());
@@ -82,9 +83,24 @@ impl LocalQueue {
             ),
         };
         let (sender, send_timeout) = (self.sender.clone(), self.send_timeout);
-        tokio::spawn(async move { send(sender, send_timeout, bodies, ids).await })
-            .await
-            .map_err(|err| QueueError::Unavailable(format!("queue: {err}")))?
+        let (mut answer, answered) = oneshot::channel();
+        tokio::spawn(async move {
+            let reserved = tokio::select! {
+                biased;
+                // The request went away while it waited for room: it gives its place up, and
+                // nothing of it was written (looked at first, should room come at once too).
+                () = answer.closed() => return,
+                reserved = tokio::time::timeout(send_timeout, sender.reserve_many(bodies.len())) => reserved,
+            };
+            let result = match reserved {
+                Ok(Ok(permits)) => hand_over(permits, bodies, ids).await,
+                Ok(Err(_)) => Err(QueueError::Unavailable("the consumer has stopped".into())),
+                Err(_) => Err(QueueError::Full(send_timeout)),
+            };
+            // The request may be gone by now: what was handed over is delivered all the same.
+            answer.send(result).ok();
+        });
+        answered.await.unwrap_or_else(|_| Err(QueueError::Unavailable("the queue's sender stopped".into())))
     }
 
     /// Delivers messages held from before a restart again, as room frees up (spawn it).
@@ -108,18 +124,13 @@ enum Ids {
     InMemory(Vec<String>),
 }
 
-/// `LocalQueue::send_all`'s work: reserve room, journal the messages, hand them over.
-async fn send(
-    sender: mpsc::Sender<QueuedMessage>,
-    send_timeout: Duration,
+/// Journals the messages (unless they are in memory only), then hands them over in the room
+/// reserved for them.
+async fn hand_over(
+    permits: mpsc::PermitIterator<'_, QueuedMessage>,
     bodies: Vec<String>,
     ids: Ids,
 ) -> Result<(), QueueError> {
-    let permits = match tokio::time::timeout(send_timeout, sender.reserve_many(bodies.len())).await {
-        Ok(Ok(permits)) => permits,
-        Ok(Err(_)) => return Err(QueueError::Unavailable("the consumer has stopped".into())),
-        Err(_) => return Err(QueueError::Full(send_timeout)),
-    };
     let (ids, bodies) = match ids {
         Ids::InMemory(ids) => (ids, bodies),
         // On disk before the answer: a crash from here on loses nothing.
@@ -140,16 +151,24 @@ async fn send(
 mod tests {
     use super::*;
 
+    fn journal_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("evtrack-local-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    /// Polls `send` once and lets the runtime run what it started once, then drops it: the
+    /// client went away.
+    async fn abandon(send: impl Future<Output = Result<(), QueueError>>) {
+        let mut send = std::pin::pin!(send);
+        assert!(futures::poll!(send.as_mut()).is_pending());
+        tokio::task::yield_now().await;
+    }
+
     #[tokio::test]
-    async fn a_request_dropped_while_its_messages_are_journaled_still_delivers_them() {
-        let dir = std::env::temp_dir().join(format!("evtrack-local-{}", uuid::Uuid::now_v7().simple()));
+    async fn a_request_dropped_once_it_has_room_still_delivers_what_it_journals() {
+        let dir = journal_dir();
         let Durable { queue, mut receiver, journal, held } = durable(&dir, 8, Duration::from_secs(1)).expect("opens");
         assert!(held.is_empty());
-        {
-            // Polled once (the work has begun), then dropped: the client went away.
-            let mut sending = std::pin::pin!(queue.send_all(vec!["a".into(), "b".into()]));
-            assert!(futures::poll!(sending.as_mut()).is_pending());
-        }
+        abandon(queue.send_all(vec!["a".into(), "b".into()])).await;
         let mut delivered = Vec::new();
         while delivered.len() < 2 {
             let message = tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await.expect("in time");
@@ -160,6 +179,21 @@ mod tests {
         journal.stored(&delivered.iter().map(|message| message.id.clone()).collect::<Vec<_>>()).expect("stored");
         drop((queue, receiver, journal));
         assert!(durable(&dir, 8, Duration::from_secs(1)).expect("reopens").held.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_it_waits_for_room_writes_and_delivers_nothing() {
+        let dir = journal_dir();
+        let Durable { queue, mut receiver, journal, .. } = durable(&dir, 1, Duration::from_secs(5)).expect("opens");
+        queue.send_all(vec!["first".into()]).await.expect("room for one");
+        abandon(queue.send_all(vec!["abandoned".into()])).await;
+        let first = receiver.recv().await.expect("the first");
+        let late = tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await;
+        assert!(late.is_err(), "nothing after the first: {:?}", late.map(|message| message.map(|m| m.body)));
+        journal.stored(&[first.id]).expect("stored");
+        drop((queue, receiver, journal));
+        assert!(durable(&dir, 1, Duration::from_secs(1)).expect("reopens").held.is_empty(), "never journaled");
         std::fs::remove_dir_all(&dir).ok();
     }
 
