@@ -163,6 +163,34 @@ async fn a_revoked_key_stops_within_the_ingest_cache_time_and_at_once_on_the_api
     );
 }
 
+/// A read key's list runs beside the key's own check once the key was seen valid (the api's
+/// speculation): revoked, the next request is refused, and nothing of the read comes back.
+#[tokio::test]
+async fn a_read_key_revoked_between_two_pages_gets_401_and_no_rows() {
+    let app = TestApp::new().await;
+    assert_eq!(app.send(track(&app.key)).await.status, StatusCode::OK);
+    app.consume_queued().await;
+    let created = create_key(&app, json!({"scope": "read", "project": app.project, "name": "reader"})).await;
+    let (id, read) = (created["id"].as_str().expect("id"), created["key"].as_str().expect("key"));
+    for attempt in ["checked first", "read beside its check"] {
+        let reply = app.send(api_request("GET", "/v1/events?limit=5", read, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{attempt}: {}", reply.json);
+        assert_eq!(reply.json["data"][0]["name"], "Key Test", "{attempt}");
+        // Another project's id is answered as missing, with or without a check first.
+        let other = format!("/v1/events?project={}", uuid::Uuid::now_v7());
+        assert_eq!(app.send(api_request("GET", &other, read, None)).await.status, StatusCode::NOT_FOUND, "{attempt}");
+    }
+    let refused = app.send(api_request("GET", "/v1/projects", read, None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "an admin route stays refused: {}", refused.json);
+    app.send(api_request("POST", &format!("/v1/keys/{id}/revoke"), &app.admin, None)).await;
+    for path in ["/v1/events?limit=5", "/v1/users", "/v1/event-names"] {
+        let reply = app.send(api_request("GET", path, read, None)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}: at once after the revocation");
+        assert_eq!(reply.json["code"], "unauthorized", "{path}");
+        assert!(!reply.json.to_string().contains("Key Test"), "{path}: no row of the read: {}", reply.json);
+    }
+}
+
 #[tokio::test]
 async fn each_scope_is_refused_outside_its_routes_with_403() {
     let app = TestApp::new().await;

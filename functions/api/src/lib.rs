@@ -14,6 +14,7 @@ mod pages;
 mod properties;
 mod queries;
 mod routes;
+mod speculation;
 
 pub use dashboard::CSP as DASHBOARD_CSP;
 pub use lists::{EXPORT_CURSOR_HEADER, EXPORT_MAX_BYTES};

@@ -66,6 +66,7 @@ fn layered(router: Router<Arc<Api>>, api: Arc<Api>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
+        .layer(middleware::from_fn(crate::speculation::confirm))
         .layer(middleware::from_fn_with_state(api.clone(), crate::audit::record))
         .layer(middleware::from_fn_with_state(api.failed_auth.clone(), throttle_failed_auth))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(evtrack::http::answer_panic))

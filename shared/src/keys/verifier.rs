@@ -1,5 +1,6 @@
 //! The per-request check of an API key. Ingest caches answers so that it does not query the
-//! database per request; the api checks every request against the database.
+//! database per request; the api checks every request against the database (and keeps the
+//! last answers only as hints: `KeyVerifier::recent`).
 
 use super::{Access, AccessDenied, ApiKey, KeyHash, KeyHasher, Scope, VerifyError, access};
 use crate::config::Config;
@@ -73,6 +74,9 @@ pub struct KeyVerifier {
 /// Bounds memory: past this many distinct keys the oldest answer makes room.
 const CACHE_CAPACITY: usize = 10_000;
 
+/// How long a valid answer serves as a hint (`KeyVerifier::recent`).
+const HINT_TTL: Duration = Duration::from_secs(60);
+
 impl KeyVerifier {
     /// Answers cached for `ttl` (ingest).
     pub fn cached(store: Store, hashers: KeyHashers, ttl: Duration) -> Self {
@@ -118,9 +122,8 @@ impl KeyVerifier {
                     }
                     None => (Err(AccessDenied::Unauthenticated), None),
                 };
-                if !self.ttl.is_zero() {
-                    self.remember(cache_key, Cached { at: Instant::now(), answer: answer.clone(), ends_at });
-                }
+                // Kept without a cache too, as a hint (`recent`); a refusal replaces it.
+                self.remember(cache_key, Cached { at: Instant::now(), answer: answer.clone(), ends_at });
                 Ok(answer?)
             }
             Err(err) => match cached {
@@ -131,6 +134,19 @@ impl KeyVerifier {
                 _ => Err(err),
             },
         }
+    }
+
+    /// What `text` was allowed when it was last checked, if that was within the last minute and
+    /// allowed it, without asking the database. A hint for work that may begin before this
+    /// request's own check has ended (`verify_any`), never an answer: the api reads beside the
+    /// check and answers only once the check allows what the read assumed.
+    pub fn recent(&self, text: &str) -> Option<Access> {
+        let key = ApiKey::parse(text).ok()?;
+        let cached = self.cached_answer(&self.hashers.current.hash(&key))?;
+        if cached.at.elapsed() >= HINT_TTL {
+            return None;
+        }
+        cached.answer(Utc::now()).ok()
     }
 
     fn cached_answer(&self, hash: &KeyHash) -> Option<Cached> {
