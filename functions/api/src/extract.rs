@@ -1,6 +1,7 @@
 //! What the api takes from a request before a handler runs, in one place: the caller's key
 //! (`Admin`, `OnProject`), the list query, the JSON body, a path id. Each check happens
-//! before anything else of the request is read.
+//! before anything else of the request is read; a read key's GET may read its own project
+//! beside the check instead, answered only after it (`speculation`).
 
 use crate::audit::Actor;
 use crate::{Api, Failure};
@@ -91,7 +92,8 @@ pub(crate) fn id(text: &str) -> Result<Uuid, Failure> {
 }
 
 /// The project a request on project data is about, from a key allowed on the route: a read
-/// key's own project, or `?project=` with an admin key. Taken before anything else is read.
+/// key's own project, or `?project=` with an admin key. Taken before anything else is read,
+/// or (a read key's GET, `speculation`) beside its key's check, which its answer waits for.
 pub struct OnProject<const ADMIN_ONLY: bool>(pub ProjectId);
 /// Read or admin keys.
 pub(crate) type Reading = OnProject<false>;

@@ -107,7 +107,8 @@ impl Api {
             (None, None) => return Err(Failure::Invalid("give the project: ?project=<id>".into())),
         };
         // A project key's own project was live when the key was looked up, in this request
-        // (the api does not cache keys): no second lookup.
+        // (the api does not cache keys; a read beside the check is answered only if this
+        // request's own lookup finds the same): no second lookup.
         if let (Some(own), Some(id)) = (access.project_uid, access.project_id)
             && own == uid
         {

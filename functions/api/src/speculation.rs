@@ -3,9 +3,11 @@
 //! come before the read: one round trip more per page. When a recent check of the same key
 //! allowed it (`KeyVerifier::recent`), a read-key request now starts its own check in a task
 //! and reads meanwhile, assuming what the recent check allowed; `confirm` answers only after
-//! its own check has ended: with the read's answer if the check allows exactly what the read
-//! assumed, else with the check's refusal. A key that was not valid within the last minute
-//! never starts a read before its check, so an unknown or revoked key costs no read.
+//! its own check has ended: with the read's answer if the check grants what the read assumed
+//! (the same key, scope and project), else with the check's refusal. A key that was not valid
+//! within the last minute never starts a read before its check: an unknown key costs no read,
+//! and a revoked one at most the requests under way when it was revoked and the next one,
+//! whose refusal is remembered.
 
 use crate::extract::ListQuery;
 use crate::{Api, Failure};
@@ -38,12 +40,17 @@ pub(crate) async fn confirm(mut request: Request, next: Next) -> Response {
     let check = pending.0.lock().unwrap_or_else(|poison| poison.into_inner()).take();
     let Some((assumed, check)) = check else { return response };
     match check.await {
-        Ok(Ok(access)) if access == assumed => response,
-        // The key's grant changed within the minute (it cannot for a live key): ask again.
+        Ok(Ok(access)) if grant(&access) == grant(&assumed) => response,
+        // A key's project and scope never change: this is a key replaced within the minute.
         Ok(Ok(_)) => Failure::Unavailable("the key changed during the request; try again".into()).into_response(),
         Ok(Err(refused)) => refused.into_response(),
         Err(err) => Failure::Internal(format!("key check: {err}")).into_response(),
     }
+}
+
+/// What a read relies on of a key (its project's IP policy, also in `Access`, only ingest uses).
+fn grant(access: &Access) -> (uuid::Uuid, Scope, Option<uuid::Uuid>, Option<ProjectId>) {
+    (access.key_uid, access.scope, access.project_uid, access.project_id)
 }
 
 /// For a read key that a check within the last minute allowed on `scopes`: starts this
