@@ -80,11 +80,7 @@ impl Api {
 
     /// As `authorize`, for routes that more than one scope may use.
     pub async fn authorize_any(&self, headers: &http::HeaderMap, scopes: &[Scope]) -> Result<Access, Failure> {
-        let text = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(key_from_authorization)
-            .ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
+        let text = caller_key(headers).ok_or(Failure::Denied(AccessDenied::Unauthenticated))?;
         let access = self.verifier.verify_any(&text).await?;
         if !scopes.contains(&access.scope) {
             return Err(Failure::Denied(AccessDenied::WrongScope));
@@ -116,6 +112,11 @@ impl Api {
         }
         self.store.project_id(uid).await?.ok_or(Failure::NotFound)
     }
+}
+
+/// The key in a request's `Authorization` header, if it holds one.
+fn caller_key(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(key_from_authorization)
 }
 
 /// Every way a request can fail, mapped to one status and JSON body each.

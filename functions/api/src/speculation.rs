@@ -15,7 +15,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use evtrack::ids::ProjectId;
-use evtrack::keys::{Access, Scope, key_from_authorization};
+use evtrack::keys::{Access, Scope};
 use http::request::Parts;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
@@ -58,7 +58,7 @@ fn grant(access: &Access) -> (uuid::Uuid, Scope, Option<uuid::Uuid>, Option<Proj
 /// assumes of the key. `None`: check first.
 pub(crate) fn start(parts: &Parts, api: &Arc<Api>, scopes: &'static [Scope]) -> Option<(ProjectId, Access)> {
     let pending = parts.extensions.get::<Pending>()?;
-    let text = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok().and_then(key_from_authorization)?;
+    let text = crate::caller_key(&parts.headers)?;
     let assumed = api.verifier.recent(&text)?;
     // A read key's own project needs no lookup; an admin key names any project.
     let (own, project) = (assumed.project_uid?, assumed.project_id?);
