@@ -51,6 +51,9 @@ fn main() {
         // part, for quick iterations (=node: the Node.js comparison alone); =scale runs the
         // 10 M-row study (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "ingest" || only == "decode" {
+            bench_decode();
+        }
         let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
         let load_data = if only.is_empty() || only == "consumer" {
             bench_consumer(requests * EVENTS_PER_REQUEST).await
@@ -347,6 +350,54 @@ async fn bench_ingest(requests: usize) -> f64 {
     println!("ratio to parsing bound:     {:.2} (CPU per event: {:.2}×)", ingest / parse, ingest_cpu / parse_cpu);
     println!("ratio to non-parsing bound: {:.2}", ingest / plain);
     parse
+}
+
+/// Ingest's own work on a request, without HTTP or the queue: decoding, validation, time
+/// correction, packing and sealing, on one thread, against parsing the same bodies into JSON
+/// values (the bound). CPU of this thread per event, by turns, medians of `ROUNDS`.
+fn bench_decode() {
+    let bodies = bodies(500);
+    let limits = Limits::default();
+    let config = evtrack::Config::with_overrides(&[("EVTRACK_DATABASE_URL", "mysql://unused@127.0.0.1/unused")])
+        .expect("config");
+    let seal = EnvelopeSeal::from_config(&config);
+    let (project, key) = (Uuid::now_v7(), Uuid::now_v7());
+    let ingest = |body: &Bytes| {
+        let received_at = Utc::now();
+        let payload = wire::parse(Shape::SegmentBatch, body, &limits).expect("parses");
+        let normalised = payload.normalise(received_at, &limits);
+        let receipt =
+            Receipt { project, key, received_at, ip: Some("203.0.113.0"), source: "segment", batch: &normalised.batch };
+        pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, &seal).expect("fits").len()
+    };
+    let parse = |body: &Bytes| serde_json::from_slice::<serde_json::Value>(body).expect("JSON").is_object() as usize;
+    // About a second a turn: the thread's CPU is read in 10 ms ticks.
+    let per_event = |work: &dyn Fn(&Bytes) -> usize| {
+        let (started, cpu) = (Instant::now(), thread_cpu_seconds());
+        let mut events = 0;
+        while started.elapsed() < Duration::from_secs(1) {
+            bodies.iter().for_each(|body| {
+                std::hint::black_box(work(body));
+            });
+            events += bodies.len() * EVENTS_PER_REQUEST;
+        }
+        (thread_cpu_seconds() - cpu) / events as f64 * 1e6
+    };
+    let (mut ours, mut bound) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(per_event(&ingest));
+        bound.push(per_event(&parse));
+    }
+    let (ours, bound) = (median(ours), median(bound));
+    println!("\n## ingest's own work per event, one thread, no HTTP (median of {ROUNDS} turns each)");
+    println!("parse into JSON values (the bound):      {bound:>5.2} µs CPU per event");
+    println!("decode, validate, pack and seal:         {ours:>5.2} µs CPU per event");
+    println!("ratio to the bound:                      {:.2}×", ours / bound);
+}
+
+/// CPU seconds this thread has used so far.
+fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
 }
 
 /// Queue message bodies exactly as ingest packs (and seals) them, for `events` events.

@@ -6,13 +6,32 @@ use serde_json::Value;
 /// Parses an SDK timestamp: RFC 3339 (any offset), ISO 8601 without an offset (taken as
 /// UTC), or a number of milliseconds since the epoch. `null` is absent.
 pub fn parse_timestamp(field: &str, value: &Value) -> Result<Option<DateTime<Utc>>, String> {
-    let parsed = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) if text.is_empty() => return Ok(None),
-        Value::String(text) => parse_text(text),
-        Value::Number(number) => number.as_i64().and_then(|millis| Utc.timestamp_millis_opt(millis).single()),
-        _ => return Err(format!("{field} must be an ISO 8601 string")),
-    };
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => parse_timestamp_text(field, text),
+        Value::Number(number) => parse_timestamp_millis(field, number),
+        _ => Err(not_a_timestamp(field)),
+    }
+}
+
+/// `parse_timestamp` of a string; empty is absent.
+pub fn parse_timestamp_text(field: &str, text: &str) -> Result<Option<DateTime<Utc>>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    in_range(field, parse_text(text))
+}
+
+/// `parse_timestamp` of a number: milliseconds since the epoch.
+pub fn parse_timestamp_millis(field: &str, number: &serde_json::Number) -> Result<Option<DateTime<Utc>>, String> {
+    in_range(field, number.as_i64().and_then(|millis| Utc.timestamp_millis_opt(millis).single()))
+}
+
+pub fn not_a_timestamp(field: &str) -> String {
+    format!("{field} must be an ISO 8601 string")
+}
+
+fn in_range(field: &str, parsed: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, String> {
     let parsed = parsed.ok_or_else(|| format!("{field} is not a valid ISO 8601 timestamp"))?;
     if !(earliest()..=latest()).contains(&parsed) {
         return Err(format!("{field} is out of range (1970 to 9999)"));
@@ -23,6 +42,11 @@ pub fn parse_timestamp(field: &str, value: &Value) -> Result<Option<DateTime<Utc
 fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     if text.len() > 64 {
         return None;
+    }
+    // `…T12:00:00.123Z`, what `Date.toISOString` writes: the common case, read without chrono's
+    // general parser.
+    if let Some(at) = rfc3339::read(text) {
+        return Some(at);
     }
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
         return Some(with_offset.with_timezone(&Utc));

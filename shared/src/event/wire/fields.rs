@@ -2,11 +2,15 @@
 //! batch's context merged under a message's, and the typed reason an event is refused.
 
 use super::{BatchFields, Message};
-use crate::event::time::parse_timestamp;
+use crate::event::time::{not_a_timestamp, parse_timestamp, parse_timestamp_millis, parse_timestamp_text};
 use crate::event::{EventProblem, EventType, JsonObject, JsonText, check_text};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde_json::value::{RawValue, to_raw_value};
+use serde_json::{Number, Value};
+use std::borrow::Cow;
+use std::fmt;
 
 /// Why one event of a request cannot be taken; shown to the client with its index.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -82,37 +86,136 @@ pub(super) fn merged<'a>(
     }
 }
 
-/// A small top-level field, parsed; absent is `null`.
-pub(super) fn take_value(message: &mut Message<'_>, field: &str) -> Result<Value, EventError> {
+/// A small top-level field (an id, a name, a time) as sent: text borrowed from the body
+/// unless written with escapes, so that reading it costs no allocation.
+#[derive(Debug, PartialEq)]
+pub(super) enum Scalar<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Number(Number),
+    /// An object, an array or a boolean: never what a scalar field may hold.
+    Other,
+}
+
+impl From<Value> for Scalar<'_> {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => Scalar::Null,
+            Value::String(text) => Scalar::Text(Cow::Owned(text)),
+            Value::Number(number) => Scalar::Number(number),
+            _ => Scalar::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Null)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Text(Cow::Owned(text)))
+    }
+
+    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(number.into()))
+    }
+
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Number(number.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Scalar<'de>, E> {
+        Ok(Number::from_f64(number).map_or(Scalar::Other, Scalar::Number))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+/// A small top-level field, read; absent is `null`.
+pub(super) fn take_scalar<'a>(message: &mut Message<'a>, field: &str) -> Result<Scalar<'a>, EventError> {
     match message.remove(field) {
-        None => Ok(Value::Null),
+        None => Ok(Scalar::Null),
         Some(text) => serde_json::from_str(text.get())
             .map_err(|err| EventError::Json { field: field.to_string(), detail: err.to_string() }),
     }
 }
 
-pub(super) fn take_string(message: &mut Message<'_>, field: &str) -> Result<Option<String>, EventError> {
-    match take_value(message, field)? {
-        Value::Null => Ok(None),
-        Value::String(text) => Ok(Some(text)),
+pub(super) fn take_string<'a>(message: &mut Message<'a>, field: &str) -> Result<Option<Cow<'a, str>>, EventError> {
+    match take_scalar(message, field)? {
+        Scalar::Null => Ok(None),
+        Scalar::Text(text) => Ok(Some(text)),
         _ => Err(EventError::NotString(field.to_string())),
     }
 }
 
-/// Ids may come as strings or integers (some SDKs send numeric user ids).
-pub(super) fn take_id(message: &mut Message<'_>, field: &str, max_chars: usize) -> Result<Option<String>, EventError> {
-    id_value(field, take_value(message, field)?, max_chars)
+/// A time field: see `parse_timestamp` for the forms taken; absent is `None`.
+pub(super) fn timestamp_of(field: &str, value: Scalar<'_>) -> Result<Option<DateTime<Utc>>, EventError> {
+    match value {
+        Scalar::Null => Ok(None),
+        Scalar::Text(text) => parse_timestamp_text(field, &text),
+        Scalar::Number(number) => parse_timestamp_millis(field, &number),
+        Scalar::Other => Err(not_a_timestamp(field)),
+    }
+    .map_err(EventError::Timestamp)
 }
 
-pub(super) fn id_value(field: &str, value: Value, max_chars: usize) -> Result<Option<String>, EventError> {
+/// Ids may come as strings or integers (some SDKs send numeric user ids).
+pub(super) fn take_id<'a>(
+    message: &mut Message<'a>,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<Cow<'a, str>>, EventError> {
+    id_value(field, take_scalar(message, field)?, max_chars)
+}
+
+pub(super) fn id_value<'a>(
+    field: &str,
+    value: Scalar<'a>,
+    max_chars: usize,
+) -> Result<Option<Cow<'a, str>>, EventError> {
     let id = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) if text.is_empty() => return Ok(None),
-        Value::String(text) => text,
-        Value::Number(number) if number.is_i64() || number.is_u64() => number.to_string(),
+        Scalar::Null => return Ok(None),
+        Scalar::Text(text) if text.is_empty() => return Ok(None),
+        Scalar::Text(text) => text,
+        Scalar::Number(number) if number.is_i64() || number.is_u64() => Cow::Owned(number.to_string()),
         // `42.0` is the integer 42 (JSON has one number type).
-        Value::Number(number) if number.as_f64().is_some_and(|n| n.fract() == 0.0 && n.abs() < 9.0e15) => {
-            format!("{}", number.as_f64().unwrap_or_default() as i64)
+        Scalar::Number(number) if number.as_f64().is_some_and(|n| n.fract() == 0.0 && n.abs() < 9.0e15) => {
+            Cow::Owned(format!("{}", number.as_f64().unwrap_or_default() as i64))
         }
         _ => return Err(EventError::NotString(field.to_string())),
     };

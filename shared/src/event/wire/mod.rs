@@ -301,6 +301,7 @@ pub struct Normalised<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::borrow::Cow;
 
     /// A JSON text field, parsed for assertions.
     fn parsed(text: &Option<crate::event::JsonText>) -> Value {
@@ -405,6 +406,38 @@ mod tests {
         );
         let err = events(Shape::SegmentBatch, json!({"batch": [], "sentAt": "AAA"})).expect_err("bad sentAt");
         assert!(err.to_string().contains("sentAt"), "{err}");
+    }
+
+    #[test]
+    fn ids_and_names_are_borrowed_from_the_body_but_one_with_escapes() {
+        let limits = Limits::default();
+        let body = br#"{"batch": [{"type": "track", "event": "Signed Up", "userId": "u\u0031",
+            "anonymousId": "a-1", "messageId": "m-1", "timestamp": "2024-05-01T12:00:00.250Z"}]}"#;
+        let events = normalised(Shape::SegmentBatch, body, &limits).expect("valid");
+        let event = &events[0];
+        assert!(matches!(event.message_id, Cow::Borrowed("m-1")));
+        assert!(matches!(event.name, Some(Cow::Borrowed("Signed Up"))));
+        assert!(matches!(event.anonymous_id, Some(Cow::Borrowed("a-1"))));
+        assert!(matches!(event.user_id.as_ref(), Some(Cow::Owned(id)) if id == "u1"), "unescaped: a copy");
+        assert_eq!(event.original_timestamp.map(|at| at.timestamp_millis()), Some(1_714_564_800_250));
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_kind_is_named_whatever_it_holds() {
+        for (field, value) in [("userId", json!(true)), ("userId", json!({"a": [1]})), ("event", json!([1, {"b": 2}]))]
+        {
+            let mut message = json!({"type": "track", "event": "E", "userId": "u"});
+            message[field] = value.clone();
+            let err = events(Shape::SegmentBatch, json!({"batch": [message]})).expect_err("refused");
+            assert_eq!(err, format!("event 0: {field} must be a string"), "{value}");
+        }
+        let err = events(
+            Shape::SegmentBatch,
+            json!({"batch": [{"type": "track", "event": "E", "userId": "u",
+            "timestamp": {"at": 1}}]}),
+        )
+        .expect_err("refused");
+        assert_eq!(err, "event 0: timestamp must be an ISO 8601 string");
     }
 
     #[test]

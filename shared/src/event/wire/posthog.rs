@@ -6,7 +6,7 @@ use super::BatchFields;
 use super::Message;
 use super::fields::*;
 use crate::config::Limits;
-use crate::event::time::{corrected_timestamp, parse_timestamp};
+use crate::event::time::corrected_timestamp;
 use crate::event::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -25,27 +25,26 @@ pub(super) fn posthog_event<'a>(
         Some(text) => parse_object("properties", &text)?,
         None => Map::new(),
     };
-    let distinct_id = match take_value(&mut message, "distinct_id")? {
-        Value::Null => match properties.get("distinct_id").or_else(|| properties.get("$distinct_id")) {
-            Some(value) => id_value("distinct_id", value.clone(), MAX_ID_CHARS)?,
+    let distinct_id = match take_scalar(&mut message, "distinct_id")? {
+        Scalar::Null => match properties.get("distinct_id").or_else(|| properties.get("$distinct_id")) {
+            Some(value) => id_value("distinct_id", value.clone().into(), MAX_ID_CHARS)?,
             None => None,
         },
         value => id_value("distinct_id", value, MAX_ID_CHARS)?,
     }
     .ok_or(EventError::Required("distinct_id"))?;
-    let original =
-        parse_timestamp("timestamp", &take_value(&mut message, "timestamp")?).map_err(EventError::Timestamp)?;
+    let original = timestamp_of("timestamp", take_scalar(&mut message, "timestamp")?)?;
     let sent_at = batch_sent_at(batch)?;
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
-    let property_id = |properties: &JsonObject, name: &str| -> Result<Option<String>, EventError> {
-        properties.get(name).cloned().map_or(Ok(None), |value| id_value(name, value, MAX_ID_CHARS))
+    let property_id = |properties: &JsonObject, name: &str| -> Result<Option<Cow<'a, str>>, EventError> {
+        properties.get(name).cloned().map_or(Ok(None), |value| id_value(name, value.into(), MAX_ID_CHARS))
     };
     // An anonymous browser's distinct_id is its device id (posthog-js).
-    let is_anonymous = properties.get("$device_id").and_then(Value::as_str) == Some(distinct_id.as_str());
+    let is_anonymous = properties.get("$device_id").and_then(Value::as_str) == Some(&*distinct_id);
     let (mut user_id, mut anonymous_id) =
         if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
-    let kind = match event_name.as_str() {
+    let kind = match &*event_name {
         // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
         "$identify" | "$set" => {
             user_id = Some(distinct_id.clone());
@@ -77,11 +76,11 @@ pub(super) fn posthog_event<'a>(
             EventType::Group
         }
         "$pageview" => {
-            name = properties.get("title").and_then(Value::as_str).map(str::to_owned);
+            name = properties.get("title").and_then(Value::as_str).map(|title| Cow::Owned(title.to_owned()));
             EventType::Page
         }
         "$screen" => {
-            name = properties.get("$screen_name").and_then(Value::as_str).map(str::to_owned);
+            name = properties.get("$screen_name").and_then(Value::as_str).map(|screen| Cow::Owned(screen.to_owned()));
             EventType::Screen
         }
         _ => {
@@ -92,13 +91,14 @@ pub(super) fn posthog_event<'a>(
     properties.remove("token");
     let browser = browser_context(&properties).map(|context| as_text(&context)).transpose()?;
     Ok(Event {
-        message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?.unwrap_or_else(generated_message_id).into(),
+        message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?
+            .unwrap_or_else(|| generated_message_id().into()),
         kind,
-        name: name.map(|name| Cow::Owned(name.chars().take(MAX_ID_CHARS).collect())),
-        user_id: user_id.map(Cow::Owned),
-        anonymous_id: anonymous_id.map(Cow::Owned),
-        group_id: group_id.map(Cow::Owned),
-        previous_id: previous_id.map(Cow::Owned),
+        name: name.map(|name| within_id_chars(name)),
+        user_id,
+        anonymous_id,
+        group_id,
+        previous_id,
         properties: Some(as_text(&properties)?),
         traits,
         context: merged(batch.context.as_ref(), browser)?,
@@ -108,6 +108,14 @@ pub(super) fn posthog_event<'a>(
         sent_at,
         timestamp_clamped,
     })
+}
+
+/// A page's or screen's name cut to the longest accepted, borrowed when it fits.
+fn within_id_chars(name: Cow<'_, str>) -> Cow<'_, str> {
+    match name.char_indices().nth(MAX_ID_CHARS) {
+        None => name,
+        Some((end, _)) => Cow::Owned(name[..end].to_owned()),
+    }
 }
 
 /// What PostHog's SDKs say of the library and the browser, put where Segment's SDKs put it

@@ -5,11 +5,9 @@ use super::BatchFields;
 use super::Message;
 use super::fields::*;
 use crate::config::Limits;
-use crate::event::time::{corrected_timestamp, parse_timestamp};
+use crate::event::time::corrected_timestamp;
 use crate::event::{Event, EventType, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use std::borrow::Cow;
 
 pub(super) fn segment_event<'a>(
     mut message: Message<'a>,
@@ -20,7 +18,7 @@ pub(super) fn segment_event<'a>(
 ) -> Result<Event<'a>, EventError> {
     let kind = match (route_kind, take_string(&mut message, "type")?) {
         (Some(route), Some(named)) if named != route.as_str() => {
-            return Err(EventError::TypeMismatch { named, route });
+            return Err(EventError::TypeMismatch { named: named.into_owned(), route });
         }
         (Some(route), _) => route,
         (None, Some(named)) => EventType::parse(&named).ok_or_else(|| EventError::UnknownType(truncated(&named)))?,
@@ -31,14 +29,13 @@ pub(super) fn segment_event<'a>(
         EventType::Page | EventType::Screen => take_string(&mut message, "name")?,
         _ => None,
     };
-    let original = match take_value(&mut message, "timestamp")? {
-        Value::Null => parse_timestamp("originalTimestamp", &take_value(&mut message, "originalTimestamp")?)
-            .map_err(EventError::Timestamp)?,
-        value => parse_timestamp("timestamp", &value).map_err(EventError::Timestamp)?,
+    let original = match take_scalar(&mut message, "timestamp")? {
+        Scalar::Null => timestamp_of("originalTimestamp", take_scalar(&mut message, "originalTimestamp")?)?,
+        value => timestamp_of("timestamp", value)?,
     };
-    let sent_at = match take_value(&mut message, "sentAt")? {
-        Value::Null => batch_sent_at(batch)?,
-        value => parse_timestamp("sentAt", &value).map_err(EventError::Timestamp)?,
+    let sent_at = match take_scalar(&mut message, "sentAt")? {
+        Scalar::Null => batch_sent_at(batch)?,
+        value => timestamp_of("sentAt", value)?,
     };
     let (timestamp, timestamp_clamped) = corrected_timestamp(received_at, original, sent_at, limits.future_tolerance);
     let context = merged(batch.context.as_ref(), take_object(&mut message, "context")?)?;
@@ -52,14 +49,13 @@ pub(super) fn segment_event<'a>(
     }
     Ok(Event {
         message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?
-            .unwrap_or_else(generated_message_id)
-            .into(),
+            .unwrap_or_else(|| generated_message_id().into()),
         kind,
-        name: name.filter(|name| !name.is_empty()).map(Cow::Owned),
-        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?.map(Cow::Owned),
-        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?.map(Cow::Owned),
-        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?.map(Cow::Owned),
-        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?.map(Cow::Owned),
+        name: name.filter(|name| !name.is_empty()),
+        user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
+        anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
+        group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
+        previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
         properties: take_object(&mut message, "properties")?,
         traits,
         context,
