@@ -91,8 +91,8 @@ pub(crate) fn start(parts: &Parts, api: &Arc<Api>, scopes: &'static [Scope]) -> 
     if !scopes.contains(&assumed.scope) || asked.is_some_and(|asked| asked != own.to_string()) {
         return None;
     }
-    let (api, headers) = (api.clone(), parts.headers.clone());
     let handover = pending.0.lock().unwrap_or_else(|poison| poison.into_inner()).take()?;
+    let (api, headers) = (api.clone(), parts.headers.clone());
     let check = tokio::spawn(async move { api.authorize_any(&headers, scopes).await });
     handover.send((assumed.clone(), check)).ok()?;
     Some((project, assumed))

@@ -94,7 +94,7 @@ pub(super) fn posthog_event<'a>(
         message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?
             .unwrap_or_else(|| generated_message_id().into()),
         kind,
-        name: name.map(|name| within_id_chars(name)),
+        name: name.map(within_id_chars),
         user_id,
         anonymous_id,
         group_id,
