@@ -43,34 +43,38 @@ fn main() {
     runtime.block_on(async {
         let requests: usize = std::env::var("EVTRACK_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
         println!(
-            "machine: {} cores; {} requests of {EVENTS_PER_REQUEST} events per run; {CONNECTIONS} connections",
+            "machine: {} cores for this benchmark (CPUs {}), MariaDB on CPUs {}; {} requests of {EVENTS_PER_REQUEST} events per run; {CONNECTIONS} connections",
             cores(),
+            cpus_allowed(std::process::id()),
+            mariadbd_pid().map_or_else(|| "(not found)".to_string(), cpus_allowed),
             requests
         );
-        // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling) runs one
-        // part, for quick iterations (=node: the Node.js comparison alone); =scale runs the
-        // 10 M-row study (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
+        // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling; or a list,
+        // e.g. consumer,e2e: end to end against the bounds) runs some parts, for quick
+        // iterations (=node: the Node.js comparison alone); =scale runs the 10 M-row study
+        // (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
-        if only.is_empty() || only == "ingest" || only == "decode" {
+        let parts: Vec<&str> = only.split(',').map(str::trim).filter(|part| !part.is_empty()).collect();
+        let named = |part: &str| parts.contains(&part);
+        let wanted = |part: &str| parts.is_empty() || named(part);
+        if wanted("ingest") || named("decode") {
             bench_decode();
         }
-        let ingest = if only.is_empty() || only == "ingest" { bench_ingest(requests).await } else { f64::NAN };
-        let load_data = if only.is_empty() || only == "consumer" {
-            bench_consumer(requests * EVENTS_PER_REQUEST).await
-        } else {
-            f64::NAN
-        };
-        if only.is_empty() || only == "e2e" {
-            bench_end_to_end(requests, ingest, load_data).await;
-            bench_node(load_data).await;
+        let ingest = if wanted("ingest") { bench_ingest(requests).await } else { f64::NAN };
+        if wanted("consumer") {
+            bench_consumer(requests * EVENTS_PER_REQUEST).await;
         }
-        if only == "node" {
-            bench_node(f64::NAN).await;
+        if wanted("e2e") {
+            bench_end_to_end(ingest).await;
+            bench_node().await;
         }
-        if only == "scale" {
+        if named("node") && !named("e2e") {
+            bench_node().await;
+        }
+        if named("scale") {
             scale::bench_scale().await;
         }
-        if only == "reads" {
+        if named("reads") {
             reads::bench_reads().await;
         }
     });
@@ -127,6 +131,13 @@ fn clock_ticks_per_second() -> f64 {
             .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// The CPUs a process may run on (`EVTRACK_BENCH_CORES=split` gives MariaDB a core of its own).
+fn cpus_allowed(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let list = status.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:"));
+    list.map_or_else(|| "?".to_string(), |list| list.trim().to_string())
 }
 
 /// The MariaDB server's process id, to count its CPU.
@@ -441,8 +452,9 @@ async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) {
     }
 }
 
-/// Returns the faster bulk bound's rows/s: LOAD DATA or 2 connections of 500-row INSERTs.
-async fn bench_consumer(events: usize) -> f64 {
+/// The consumer alone against the two bulk bounds on the same rows, and without the rollups'
+/// marks.
+async fn bench_consumer(events: usize) {
     let (mut consumer_rates, mut load_rates, mut insert_rates) = (Vec::new(), Vec::new(), Vec::new());
     // The same consumer with its writes leaving the rollups' dirty-hour marks out: what they cost.
     let mut unmarked_rates = Vec::new();
@@ -465,63 +477,12 @@ async fn bench_consumer(events: usize) -> f64 {
             unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
         }
 
-        // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
-        let rows: Vec<String> = db
-            .query(
-                "SELECT CONCAT_WS('\t', HEX(uid), project_id, message_id, dedupe_hour, type, IFNULL(name, '\\\\N'), IFNULL(user_id, '\\\\N'),
-                   '\\\\N', '\\\\N', '\\\\N', IFNULL(properties, '\\\\N'), '\\\\N', IFNULL(context, '\\\\N'), '\\\\N',
-                   timestamp, IFNULL(original_timestamp, '\\\\N'), IFNULL(sent_at, '\\\\N'), received_at,
-                   timestamp_clamped, IFNULL(ip, '\\\\N'), HEX(write_key_uid)) FROM events",
-            )
-            .await;
-        let inserts = multi_row_inserts(&db).await;
-        let path = std::env::temp_dir().join(format!("evtrack-bench-{}.tsv", Uuid::now_v7().simple()));
-        std::fs::write(&path, rows.join("\n")).expect("write TSV");
-        let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(db.url.expose()).expect("url"))
-            .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new([&path])));
-        let mut conn = mysql_async::Conn::new(opts).await.expect("connection");
-        conn.query_drop("TRUNCATE TABLE events").await.expect("truncate");
-        let cpu = database_cpu();
-        let started = Instant::now();
-        conn.query_drop(format!(
-            "LOAD DATA LOCAL INFILE '{}' INTO TABLE events
-             (@uid, project_id, message_id, dedupe_hour, type, name, user_id, anonymous_id, group_id, previous_id,
-              properties, traits, context, integrations, timestamp, original_timestamp, sent_at, received_at,
-              timestamp_clamped, ip, @key) SET uid = UNHEX(@uid), write_key_uid = UNHEX(@key)",
-            path.display()
-        ))
-        .await
-        .expect("LOAD DATA");
-        let load_rate = events as f64 / started.elapsed().as_secs_f64();
-        load_db.push((database_cpu() - cpu) * 1e6 / events as f64);
-        conn.disconnect().await.ok();
-        std::fs::remove_file(&path).ok();
-        assert_eq!(db.count("events").await, events as u64);
-        load_rates.push(load_rate);
-
-        // And once more as plain multi-row INSERTs: 500 rows each, from 2 connections.
-        db.execute("TRUNCATE TABLE events").await;
-        let cpu = database_cpu();
-        let started = Instant::now();
-        let senders: Vec<_> = inserts
-            .chunks(inserts.len().div_ceil(2))
-            .map(|share| {
-                let (url, share) = (db.url.expose().clone(), share.to_vec());
-                tokio::spawn(async move {
-                    let mut conn = mysql_async::Conn::from_url(url).await.expect("connection");
-                    for sql in share {
-                        conn.query_drop(sql).await.expect("INSERT");
-                    }
-                    conn.disconnect().await.ok();
-                })
-            })
-            .collect();
-        for sender in senders {
-            sender.await.expect("insert connection");
-        }
-        insert_rates.push(events as f64 / started.elapsed().as_secs_f64());
-        insert_db.push((database_cpu() - cpu) * 1e6 / events as f64);
-        assert_eq!(db.count("events").await, events as u64);
+        let bounds = bulk_bounds(&db, &database_cpu).await;
+        assert_eq!(bounds.rows, events as u64);
+        load_rates.push(bounds.load_rate);
+        load_db.push(bounds.load_db);
+        insert_rates.push(bounds.insert_rate);
+        insert_db.push(bounds.insert_db);
     }
     let (consumer, load, insert) = (median(consumer_rates), median(load_rates), median(insert_rates));
     println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
@@ -539,7 +500,108 @@ async fn bench_consumer(events: usize) -> f64 {
         "the same consumer without the rollups' marks: {unmarked:>10.0} events/s; with them {:.2} of that",
         consumer / unmarked
     );
-    load.max(insert)
+}
+
+/// MariaDB's statements and redo-log writes so far, server-wide (a benchmark runs alone):
+/// per row, they show how a writer grouped its rows.
+async fn statements_and_log_writes(pool: &mysql_async::Pool) -> [u64; 2] {
+    let mut conn = pool.get_conn().await.expect("connection");
+    let rows: Vec<(String, u64)> = conn
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Innodb_log_writes')")
+        .await
+        .expect("status");
+    let value = |name: &str| rows.iter().find(|(found, _)| found == name).map_or(0, |(_, value)| *value);
+    [value("Questions"), value("Innodb_log_writes")]
+}
+
+/// Per 1,000 rows, between two readings of `statements_and_log_writes`.
+fn per_thousand_rows(before: [u64; 2], after: [u64; 2], rows: u64) -> [f64; 2] {
+    [0, 1].map(|i| (after[i] - before[i]) as f64 * 1000.0 / rows as f64)
+}
+
+/// The two bulk bounds on the rows `db`'s events table holds: the same rows bulk-loaded
+/// with `LOAD DATA` into the emptied table, then as 500-row INSERTs; rows/s and MariaDB's CPU
+/// µs per row for each. The table holds the same rows again afterwards.
+struct Bounds {
+    rows: u64,
+    load_rate: f64,
+    load_db: f64,
+    insert_rate: f64,
+    insert_db: f64,
+}
+
+impl Bounds {
+    fn faster(&self) -> f64 {
+        self.load_rate.max(self.insert_rate)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "bounds on the same {} rows: LOAD DATA {:.0} rows/s (MariaDB {:.1} µs per row), 500-row INSERTs {:.0} rows/s ({:.1} µs)",
+            self.rows, self.load_rate, self.load_db, self.insert_rate, self.insert_db
+        )
+    }
+}
+
+async fn bulk_bounds(db: &TestDb, database_cpu: &impl Fn() -> f64) -> Bounds {
+    let events = db.count("events").await;
+    // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
+    let rows: Vec<String> = db
+        .query(
+            "SELECT CONCAT_WS('\t', HEX(uid), project_id, message_id, dedupe_hour, type, IFNULL(name, '\\\\N'), IFNULL(user_id, '\\\\N'),
+               '\\\\N', '\\\\N', '\\\\N', IFNULL(properties, '\\\\N'), '\\\\N', IFNULL(context, '\\\\N'), '\\\\N',
+               timestamp, IFNULL(original_timestamp, '\\\\N'), IFNULL(sent_at, '\\\\N'), received_at,
+               timestamp_clamped, IFNULL(ip, '\\\\N'), HEX(write_key_uid)) FROM events",
+        )
+        .await;
+    let inserts = multi_row_inserts(db).await;
+    let path = std::env::temp_dir().join(format!("evtrack-bench-{}.tsv", Uuid::now_v7().simple()));
+    std::fs::write(&path, rows.join("\n")).expect("write TSV");
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(db.url.expose()).expect("url"))
+        .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new([&path])));
+    let mut conn = mysql_async::Conn::new(opts).await.expect("connection");
+    conn.query_drop("TRUNCATE TABLE events").await.expect("truncate");
+    let cpu = database_cpu();
+    let started = Instant::now();
+    conn.query_drop(format!(
+        "LOAD DATA LOCAL INFILE '{}' INTO TABLE events
+         (@uid, project_id, message_id, dedupe_hour, type, name, user_id, anonymous_id, group_id, previous_id,
+          properties, traits, context, integrations, timestamp, original_timestamp, sent_at, received_at,
+          timestamp_clamped, ip, @key) SET uid = UNHEX(@uid), write_key_uid = UNHEX(@key)",
+        path.display()
+    ))
+    .await
+    .expect("LOAD DATA");
+    let load_rate = events as f64 / started.elapsed().as_secs_f64();
+    let load_db = (database_cpu() - cpu) * 1e6 / events as f64;
+    conn.disconnect().await.ok();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(db.count("events").await, events);
+
+    // And once more as plain multi-row INSERTs: 500 rows each, from 2 connections.
+    db.execute("TRUNCATE TABLE events").await;
+    let cpu = database_cpu();
+    let started = Instant::now();
+    let senders: Vec<_> = inserts
+        .chunks(inserts.len().div_ceil(2))
+        .map(|share| {
+            let (url, share) = (db.url.expose().clone(), share.to_vec());
+            tokio::spawn(async move {
+                let mut conn = mysql_async::Conn::from_url(url).await.expect("connection");
+                for sql in share {
+                    conn.query_drop(sql).await.expect("INSERT");
+                }
+                conn.disconnect().await.ok();
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("insert connection");
+    }
+    let insert_rate = events as f64 / started.elapsed().as_secs_f64();
+    let insert_db = (database_cpu() - cpu) * 1e6 / events as f64;
+    assert_eq!(db.count("events").await, events);
+    Bounds { rows: events, load_rate, load_db, insert_rate, insert_db }
 }
 
 /// The consumer storing `events` into a database of its own, its writes marking the hours
@@ -557,10 +619,19 @@ async fn consume_into_fresh_database(
     let store = if marks { db.store.clone() } else { db.store.without_rollup_marks() };
     let consumer = Arc::new(Consumer::new(store, &config));
     let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+    let pool = mysql_async::Pool::new(db.url.expose().as_str());
+    let counters = statements_and_log_writes(&pool).await;
     let (cpu, own) = (database_cpu(), cpu_seconds(std::process::id()));
     let started = Instant::now();
     run_consumer(consumer, batches).await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    let [statements, log_writes] = per_thousand_rows(counters, statements_and_log_writes(&pool).await, events as u64);
+    pool.disconnect().await.ok();
+    if marks {
+        println!(
+            "  (consumer alone: per 1,000 rows MariaDB ran {statements:.1} statements and {log_writes:.1} log writes)"
+        );
+    }
     let cpu_per_row = (database_cpu() - cpu) * 1e6 / events as f64;
     let own_per_event = (cpu_seconds(std::process::id()) - own) * 1e6 / events as f64;
     assert_eq!(db.count("events").await, events as u64);
@@ -608,23 +679,29 @@ async fn multi_row_inserts(db: &TestDb) -> Vec<String> {
 /// End to end: a fixed 500,000 events (`EVTRACK_BENCH_E2E_EVENTS`) into an empty table, with
 /// the queue journaled (the default) and in memory only (what a crash would lose), and the
 /// CPU evtrack's process spent per stored event and MariaDB's per row.
-async fn bench_end_to_end(_requests: usize, ingest_bound: f64, load_bound: f64) {
+async fn bench_end_to_end(ingest_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
     let events = e2e_events();
+    let database = mariadbd_pid();
+    let database_cpu = move || database.map_or(f64::NAN, cpu_seconds);
     for queue in ["journal", "memory"] {
         let mut env = vec![("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")];
         if queue == "memory" {
             env.push(("EVTRACK_LOCAL_QUEUE_DIR", "memory"));
         }
-        let stack = StackProcess::start(&env);
+        let db = TestDb::new().await;
+        let stack = StackProcess::on(&db, &env);
         let run = end_to_end_run(&stack, events).await;
+        drop(stack);
+        // The bounds on the very rows it stored, in its table: the same size as the run's.
+        let bounds = bulk_bounds(&db, &database_cpu).await;
         println!(
             "{events:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), {}",
             run.accepted_per_sec,
             run.accepted_per_sec / ingest_bound,
-            run.stored_against(load_bound, "the faster bulk bound"),
+            run.stored_against(bounds.faster(), "the faster bulk bound"),
         );
-        drop(stack);
+        println!("    {}", bounds.describe());
         if queue == "journal" {
             latency_curve(run.stored_per_sec).await;
         }
@@ -649,6 +726,8 @@ pub(crate) struct EndToEnd {
     cpu_per_event: f64,
     database_cpu_per_row: f64,
     load_cpu_per_event: f64,
+    /// MariaDB's statements and redo-log writes per 1,000 stored rows.
+    grouping: [f64; 2],
 }
 
 impl EndToEnd {
@@ -657,7 +736,8 @@ impl EndToEnd {
         format!(
             "stored at {:>8.0} events/s (ratio to {bound_name} {:.2}); all stored {:.1} s after the last was \
              accepted; p50 {:?} p99 {:?}; RSS idle {} MiB, peak {} MiB; CPU: evtrack {:.1} µs per stored event, \
-             MariaDB {:.1} µs per row, load generator {:.1} µs per event",
+             MariaDB {:.1} µs per row, load generator {:.1} µs per event; per 1,000 rows MariaDB ran {:.1} \
+             statements and {:.1} log writes",
             self.stored_per_sec,
             self.stored_per_sec / bound,
             self.drained_in.as_secs_f64(),
@@ -668,6 +748,8 @@ impl EndToEnd {
             self.cpu_per_event,
             self.database_cpu_per_row,
             self.load_cpu_per_event,
+            self.grouping[0],
+            self.grouping[1],
         )
     }
 }
@@ -686,6 +768,7 @@ pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndTo
     let before = last_event_id(&pool).await;
     let (server_cpu, database_cpu) = (cpu_seconds(stack.pid()), database.map_or(0.0, cpu_seconds));
     let load_cpu = cpu_seconds(std::process::id());
+    let counters = statements_and_log_writes(&pool).await;
     let started = Instant::now();
     let http = load(&url, Some(&stack.key), all).await;
     let accepted_in = started.elapsed();
@@ -694,6 +777,7 @@ pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndTo
     let stored_in = started.elapsed();
     let server_cpu = cpu_seconds(stack.pid()) - server_cpu;
     let database_cpu = database.map_or(f64::NAN, |pid| cpu_seconds(pid) - database_cpu);
+    let grouping = per_thousand_rows(counters, statements_and_log_writes(&pool).await, events);
     assert_eq!(http.failures, 0);
     pool.disconnect().await.ok();
     let events = events as f64;
@@ -707,6 +791,7 @@ pub(crate) async fn end_to_end_run(stack: &StackProcess, events: usize) -> EndTo
         cpu_per_event: server_cpu * 1e6 / events,
         database_cpu_per_row: database_cpu * 1e6 / events,
         load_cpu_per_event: load_cpu * 1e6 / events,
+        grouping,
     }
 }
 
@@ -747,7 +832,7 @@ async fn wait_for_stored(pool: &mysql_async::Pool, after: u64, expected: u64) {
 /// (`tests/bench/node/server.mjs`: queue in memory, one 500-row insert at a time) into a
 /// fresh database of evtrack's schema: events/s, latency, its CPU per stored event, MariaDB's
 /// per row, peak RSS. `infra/dev.sh bench` installs it (EVTRACK_BENCH_NODE names node).
-async fn bench_node(load_bound: f64) {
+async fn bench_node() {
     let Ok(node) = std::env::var("EVTRACK_BENCH_NODE") else {
         println!("(the Node.js comparison runs under `infra/dev.sh bench`, which installs it)");
         return;
@@ -790,6 +875,7 @@ async fn bench_node(load_bound: f64) {
     child.wait().ok();
     pool.disconnect().await.ok();
     assert_eq!(http.failures, 0, "every request accepted");
+    let bounds = bulk_bounds(&db, &|| database.map_or(f64::NAN, cpu_seconds)).await;
     let events = events as f64;
     println!(
         "{:>7} events, Node.js + Express + mysql2 (queue in memory): accepted at {:>8.0} events/s, stored at {:>8.0} events/s \
@@ -798,7 +884,7 @@ async fn bench_node(load_bound: f64) {
         events,
         events / accepted_in.as_secs_f64(),
         events / stored_in.as_secs_f64(),
-        events / stored_in.as_secs_f64() / load_bound,
+        events / stored_in.as_secs_f64() / bounds.faster(),
         http.p50,
         http.p99,
         idle_rss / 1024,
@@ -806,6 +892,7 @@ async fn bench_node(load_bound: f64) {
         node_cpu * 1e6 / events,
         database_cpu * 1e6 / events,
     );
+    println!("    {}", bounds.describe());
 }
 
 /// Latency below saturation: the load sent on a schedule at 25, 50, 75 and 100 % of the
