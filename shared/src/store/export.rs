@@ -90,7 +90,7 @@ impl Store {
         }
         groups.sort();
         groups.dedup();
-        Ok((profile.as_ref().map(user_view).transpose()?, UserLinks { aliases, groups }))
+        Ok((profile.map(user_view).transpose()?, UserLinks { aliases, groups }))
     }
 
     /// How many events are the user's (for an export's progress): at least what the export
@@ -138,7 +138,7 @@ impl Store {
         ))
         .await?;
         let next = if rows.len() == limit { rows.last().and_then(|row| column::<u64>(row, 15)) } else { None };
-        let events: Vec<EventView> = rows.iter().map(event_view).collect::<Result<_, _>>()?;
+        let events: Vec<EventView> = rows.into_iter().map(event_view).collect::<Result<_, _>>()?;
         let events = events.into_iter().filter(|event| subjects.home(event) == Some(slice)).collect();
         Ok((events, next))
     }

@@ -186,8 +186,13 @@ impl<T, P> ListPage<T, P> {
 const HIDDEN_COLUMN: usize = 16;
 
 /// A list's rows as events, each with its mark "hidden".
-fn marked_events(rows: &[Row]) -> Result<Vec<(EventView, bool)>, StoreError> {
-    rows.iter().map(|row| Ok((event_view(row)?, required(row, HIDDEN_COLUMN)?))).collect()
+fn marked_events(rows: Vec<Row>) -> Result<Vec<(EventView, bool)>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let hidden = required(&row, HIDDEN_COLUMN)?;
+            Ok((event_view(row)?, hidden))
+        })
+        .collect()
 }
 
 impl<P> ListPage<(EventView, bool), P> {
@@ -384,7 +389,7 @@ impl Store {
             )
         };
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
-        let walked = marked_events(&rows)?;
+        let walked = marked_events(rows)?;
         let page = ListPage::of(walked, limit, |(event, _)| EventPosition::of(event), boundary.map(|(_, at)| at));
         Ok(page.without_hidden())
     }
@@ -460,7 +465,7 @@ impl Store {
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let page = ListPage::of(marked_events(&rows)?, limit, |(event, _)| EventPosition::of(event), None);
+        let page = ListPage::of(marked_events(rows)?, limit, |(event, _)| EventPosition::of(event), None);
         Ok(page.without_hidden())
     }
 
@@ -516,7 +521,7 @@ impl Store {
             }
             None => after,
         };
-        Ok(ListPage { items: marked_events(&rows)?, next }.without_hidden())
+        Ok(ListPage { items: marked_events(rows)?, next }.without_hidden())
     }
 
     /// A page of the project's user profiles in id order after `after`, whose id starts with
@@ -569,7 +574,7 @@ impl Store {
             conditions.join(" AND ")
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let items: Vec<UserView> = rows.iter().map(user_view).collect::<Result<_, _>>()?;
+        let items: Vec<UserView> = rows.into_iter().map(user_view).collect::<Result<_, _>>()?;
         Ok(ListPage::of(items, limit, |user| user.user_id.clone(), boundary))
     }
 

@@ -359,6 +359,19 @@ fn required<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: u
     }
 }
 
+/// As `column`, moving the value out of the row instead of copying it.
+fn taken<T: mysql_async::prelude::FromValue>(row: &mut mysql_async::Row, index: usize) -> Option<T> {
+    row.take_opt(index).and_then(Result::ok)
+}
+
+/// As `required`, moving the value out of the row instead of copying it.
+fn taken_required<T: mysql_async::prelude::FromValue>(
+    row: &mut mysql_async::Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    taken(row, index).ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL or of another type")))
+}
+
 /// A stored `ip_policy` column.
 fn parse_ip_policy(name: &str) -> Result<crate::model::IpPolicy, StoreError> {
     crate::model::IpPolicy::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown ip_policy {name}")))

@@ -3,7 +3,7 @@
 
 use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_EVENTS, LIVE_USERS};
-use super::{Store, StoreError, column, required, required_time, time_column, with_timeout};
+use super::{Store, StoreError, from_db_time, taken, taken_required, with_timeout};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
@@ -107,27 +107,29 @@ impl Serialize for Projection<'_> {
 pub(super) const EVENT_VIEW_COLUMNS: &str = "uid, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
      properties, traits, context, timestamp, received_at, ip, deleted_at, id";
 
-fn raw_json(row: &Row, index: usize) -> Option<Box<RawValue>> {
-    column::<String>(row, index).and_then(|text| RawValue::from_string(text).ok())
+fn raw_json(row: &mut Row, index: usize) -> Option<Box<RawValue>> {
+    taken::<String>(row, index).and_then(|text| RawValue::from_string(text).ok())
 }
 
-pub(super) fn event_view(row: &Row) -> Result<EventView, StoreError> {
+/// An event from its row (`EVENT_VIEW_COLUMNS`), its text moved out of the row, not copied.
+pub(super) fn event_view(mut row: Row) -> Result<EventView, StoreError> {
+    let row = &mut row;
     Ok(EventView {
-        id: required(row, 0)?,
-        message_id: required(row, 1)?,
-        kind: required(row, 2)?,
-        name: column(row, 3),
-        user_id: column(row, 4),
-        anonymous_id: column(row, 5),
-        group_id: column(row, 6),
-        previous_id: column(row, 7),
+        id: taken_required(row, 0)?,
+        message_id: taken_required(row, 1)?,
+        kind: taken_required(row, 2)?,
+        name: taken(row, 3),
+        user_id: taken(row, 4),
+        anonymous_id: taken(row, 5),
+        group_id: taken(row, 6),
+        previous_id: taken(row, 7),
         properties: raw_json(row, 8),
         traits: raw_json(row, 9),
         context: raw_json(row, 10),
-        timestamp: required_time(row, 11)?,
-        received_at: required_time(row, 12)?,
-        ip: column(row, 13),
-        deleted_at: time_column(row, 14),
+        timestamp: taken_required(row, 11).map(from_db_time)?,
+        received_at: taken_required(row, 12).map(from_db_time)?,
+        ip: taken(row, 13),
+        deleted_at: taken(row, 14).map(from_db_time),
     })
 }
 
@@ -146,14 +148,16 @@ pub struct UserView {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-pub(super) fn user_view(row: &Row) -> Result<UserView, StoreError> {
+/// A profile from its row (`USER_VIEW_COLUMNS`), moved out of the row.
+pub(super) fn user_view(mut row: Row) -> Result<UserView, StoreError> {
+    let row = &mut row;
     Ok(UserView {
-        id: required(row, 0)?,
-        user_id: required(row, 1)?,
+        id: taken_required(row, 0)?,
+        user_id: taken_required(row, 1)?,
         traits: raw_json(row, 2),
-        first_seen_at: required_time(row, 3)?,
-        last_seen_at: required_time(row, 4)?,
-        deleted_at: time_column(row, 5),
+        first_seen_at: taken_required(row, 3).map(from_db_time)?,
+        last_seen_at: taken_required(row, 4).map(from_db_time)?,
+        deleted_at: taken(row, 5).map(from_db_time),
     })
 }
 
@@ -170,7 +174,7 @@ impl Store {
             "SELECT {EVENT_VIEW_COLUMNS} FROM {LIVE_EVENTS} e WHERE project_id = ? AND uid = ? AND NOT {erasing}"
         );
         let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
-        row.as_ref().map(event_view).transpose()
+        row.map(event_view).transpose()
     }
 
     /// One live profile; `None` also while the user's erasure is in progress.
@@ -182,7 +186,7 @@ impl Store {
             "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS} u WHERE project_id = ? AND user_id = ? AND NOT {erasing}"
         );
         let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
-        row.as_ref().map(user_view).transpose()
+        row.map(user_view).transpose()
     }
 }
 
