@@ -49,9 +49,8 @@ fn main() {
             mariadbd_pid().map_or_else(|| "(not found)".to_string(), cpus_allowed),
             requests
         );
-        // EVTRACK_BENCH_ONLY=consumer (or ingest, or e2e: no bounds, for profiling; or a list,
-        // e.g. consumer,e2e: end to end against the bounds) runs some parts, for quick
-        // iterations (=node: the Node.js comparison alone); =scale runs the 10 M-row study
+        // EVTRACK_BENCH_ONLY=consumer (or decode, ingest, e2e, node, or a list of them such as
+        // consumer,e2e) runs some parts, for quick iterations; =scale runs the 10 M-row study
         // (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
         let parts: Vec<&str> = only.split(',').map(str::trim).filter(|part| !part.is_empty()).collect();
