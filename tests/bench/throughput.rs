@@ -139,6 +139,12 @@ fn cpus_allowed(pid: u32) -> String {
     list.map_or_else(|| "?".to_string(), |list| list.trim().to_string())
 }
 
+/// A reader of `mariadbd`'s CPU seconds so far (NaN when it is not on this machine).
+fn mariadbd_cpu() -> impl Fn() -> f64 {
+    let database = mariadbd_pid();
+    move || database.map_or(f64::NAN, cpu_seconds)
+}
+
 /// The MariaDB server's process id, to count its CPU.
 fn mariadbd_pid() -> Option<u32> {
     let out = std::process::Command::new("pidof").arg("mariadbd").output().ok()?;
@@ -461,8 +467,7 @@ async fn bench_consumer(events: usize) {
     let (mut consumer_db, mut load_db, mut insert_db) = (Vec::new(), Vec::new(), Vec::new());
     // The consumer's own CPU per event: this process runs nothing else meanwhile.
     let mut consumer_own = Vec::new();
-    let database = mariadbd_pid();
-    let database_cpu = move || database.map_or(f64::NAN, cpu_seconds);
+    let database_cpu = mariadbd_cpu();
     for round in 0..ROUNDS {
         // Without the marks before or after, by turns: neither gets the warmer server.
         if round % 2 == 1 {
@@ -476,7 +481,7 @@ async fn bench_consumer(events: usize) {
             unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
         }
 
-        let bounds = bulk_bounds(&db, &database_cpu).await;
+        let bounds = bulk_bounds(&db).await;
         assert_eq!(bounds.rows, events as u64);
         load_rates.push(bounds.load_rate);
         load_db.push(bounds.load_db);
@@ -542,7 +547,8 @@ impl Bounds {
     }
 }
 
-async fn bulk_bounds(db: &TestDb, database_cpu: &impl Fn() -> f64) -> Bounds {
+async fn bulk_bounds(db: &TestDb) -> Bounds {
+    let database_cpu = mariadbd_cpu();
     let events = db.count("events").await;
     // The same rows, as a TSV file, bulk-loaded into the same (emptied) table.
     let rows: Vec<String> = db
@@ -681,8 +687,6 @@ async fn multi_row_inserts(db: &TestDb) -> Vec<String> {
 async fn bench_end_to_end(ingest_bound: f64) {
     println!("\n## end to end: evtrack up (release), HTTP → in-process queue → consumer → MariaDB");
     let events = e2e_events();
-    let database = mariadbd_pid();
-    let database_cpu = move || database.map_or(f64::NAN, cpu_seconds);
     for queue in ["journal", "memory"] {
         let mut env = vec![("EVTRACK_RATE_LIMIT_EVENTS_PER_SECOND", "0")];
         if queue == "memory" {
@@ -693,7 +697,7 @@ async fn bench_end_to_end(ingest_bound: f64) {
         let run = end_to_end_run(&stack, events).await;
         drop(stack);
         // The bounds on the very rows it stored, in its table: the same size as the run's.
-        let bounds = bulk_bounds(&db, &database_cpu).await;
+        let bounds = bulk_bounds(&db).await;
         println!(
             "{events:>7} events, queue {queue}: accepted at {:>8.0} events/s (ratio to ingest bound {:.2}), {}",
             run.accepted_per_sec,
@@ -874,7 +878,7 @@ async fn bench_node() {
     child.wait().ok();
     pool.disconnect().await.ok();
     assert_eq!(http.failures, 0, "every request accepted");
-    let bounds = bulk_bounds(&db, &|| database.map_or(f64::NAN, cpu_seconds)).await;
+    let bounds = bulk_bounds(&db).await;
     let events = events as f64;
     println!(
         "{:>7} events, Node.js + Express + mysql2 (queue in memory): accepted at {:>8.0} events/s, stored at {:>8.0} events/s \

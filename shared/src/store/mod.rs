@@ -355,8 +355,12 @@ fn time_column(row: &mysql_async::Row, index: usize) -> Option<DateTime<Utc>> {
 fn required<T: mysql_async::prelude::FromValue>(row: &mysql_async::Row, index: usize) -> Result<T, StoreError> {
     match row.get_opt::<T, usize>(index) {
         Some(Ok(value)) => Ok(value),
-        _ => Err(StoreError::Corrupt(format!("column {index} is NULL or of another type"))),
+        _ => Err(not_a_value(index)),
     }
+}
+
+fn not_a_value(index: usize) -> StoreError {
+    StoreError::Corrupt(format!("column {index} is NULL or of another type"))
 }
 
 /// As `column`, moving the value out of the row instead of copying it.
@@ -369,7 +373,7 @@ fn taken_required<T: mysql_async::prelude::FromValue>(
     row: &mut mysql_async::Row,
     index: usize,
 ) -> Result<T, StoreError> {
-    taken(row, index).ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL or of another type")))
+    taken(row, index).ok_or_else(|| not_a_value(index))
 }
 
 /// A stored `ip_policy` column.
