@@ -159,3 +159,104 @@ async fn a_message_forged_onto_the_queue_is_rejected_not_stored_under_the_projec
     assert!(app.deliver(&[genuine]).await.is_empty());
     assert_eq!(app.db.count("events WHERE message_id = 'genuine-0'").await, 1);
 }
+
+/// A batch of every type, holding what `LOAD DATA`'s format reads as structure (tabs and
+/// newlines between JSON tokens, backslashes, `\N`), quotes, unicode, NULLs and a clamped
+/// time; each messageId starts with `prefix`, each event happened `at` (but the clamped one).
+fn tricky_batch(prefix: &str, at: &str) -> Vec<u8> {
+    format!(
+        r#"{{"batch": [
+  {{"type": "track", "event": "Tab\\there \"quoted\" é 🦀", "userId": "u\\\\1", "messageId": "{prefix}-1",
+    "timestamp": "{at}", "properties": {{
+	"path": "C:\\dir\\N", "nested":	{{"list": [1, 2.5, null, true]}},
+	"text": "line\nbreak\ttab\u0000nul \\N"
+    }}, "context": {{"ip": "203.0.113.9"}}}},
+  {{"type": "identify", "userId": "ü-2", "anonymousId": "anon\\\\N", "messageId": "{prefix}-2", "timestamp": "{at}",
+    "traits": {{"name": "Ada \"A\" Lovelace", "empty": {{}}}}}},
+  {{"type": "page", "anonymousId": "a-3", "name": "Home", "messageId": "{prefix}-3", "timestamp": "2099-01-01T00:00:00Z"}},
+  {{"type": "screen", "userId": "u-4", "name": "Settings", "messageId": "{prefix}-4", "timestamp": "{at}", "integrations": {{"All": false}}}},
+  {{"type": "group", "userId": "u-5", "groupId": "g\\\\5", "messageId": "{prefix}-5", "timestamp": "{at}", "traits": {{"plan": "pro"}}}},
+  {{"type": "alias", "userId": "u-6", "previousId": "p-6", "messageId": "{prefix}-6", "timestamp": "{at}"}}
+]}}"#
+    )
+    .into_bytes()
+}
+
+/// The events stored under `prefix`, every column the consumer writes but the ones that
+/// differ by request (uid, received_at, and the time of a clamped event, which is its
+/// receipt), in messageId order without the prefix.
+async fn stored_columns(app: &TestApp, prefix: &str) -> Vec<Vec<mysql_async::Value>> {
+    let rows: Vec<mysql_async::Row> = app
+        .db
+        .query(&format!(
+            "SELECT SUBSTRING(message_id, {}), dedupe_hour, type, name, user_id, anonymous_id, group_id,
+                    previous_id, properties, traits, context, integrations, IF(timestamp_clamped, NULL, timestamp),
+                    original_timestamp,
+                    sent_at, timestamp_clamped, ip, write_key_uid, LENGTH(uid), project_id
+             FROM events WHERE message_id LIKE '{prefix}-%' ORDER BY message_id",
+            prefix.len() + 1
+        ))
+        .await;
+    rows.into_iter().map(mysql_async::Row::unwrap).collect()
+}
+
+async fn process(
+    consumer: &evtrack_consumer::Consumer,
+    messages: &[evtrack::queue::local::QueuedMessage],
+) -> evtrack_consumer::Report {
+    let messages: Vec<evtrack_consumer::QueueMessage> =
+        messages.iter().map(|m| evtrack_consumer::QueueMessage { id: &m.id, body: Some(&m.body) }).collect();
+    consumer.process(&messages).await
+}
+
+/// Where the server takes `LOAD DATA LOCAL` (MariaDB here) the consumer writes its events
+/// with it, storing what the INSERTs store, value for value; where the server refuses it, the
+/// same batch goes in with INSERTs, and so does every batch after it. (This test turns
+/// `local_infile` off for a moment: other tests running meanwhile fall back to INSERTs too,
+/// which is what they would do on such a server.)
+#[tokio::test]
+async fn events_go_in_with_load_data_where_the_server_allows_and_with_inserts_elsewhere() {
+    let app = TestApp::new().await;
+    let at = (Utc::now() - Duration::minutes(5)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    let queue = |prefix: &'static str| {
+        let (app, batch) = (&app, tricky_batch(prefix, &at));
+        async move {
+            let reply = app.send(post_bytes("/v1/batch", Some(&app.key), "application/json", None, batch)).await;
+            assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+            assert_eq!(reply.json["rejected"], json!(null), "{}", reply.json);
+            app.take_queued().await
+        }
+    };
+    let bulk = process(&app.consumer, &queue("bulk").await).await;
+    assert_eq!((bulk.events_stored, bulk.loaded_in_bulk), (6, true), "{bulk:?}");
+    let inserting = evtrack_consumer::Consumer::new(app.db.store.without_bulk_load(), &app.config);
+    let inserted = process(&inserting, &queue("ins").await).await;
+    assert_eq!((inserted.events_stored, inserted.loaded_in_bulk), (6, false), "{inserted:?}");
+    let (loaded, written) = (stored_columns(&app, "bulk").await, stored_columns(&app, "ins").await);
+    assert_eq!(loaded.len(), 6);
+    assert_eq!(loaded, written, "the bulk load and the INSERTs stored the same values");
+    let text: Vec<String> = app.db.query("SELECT properties FROM events WHERE message_id = 'bulk-1'").await;
+    assert!(text[0].contains("\n\t\"path\": \"C:\\\\dir\\\\N\""), "stored as sent: {}", text[0]);
+
+    // A redelivery: every row a duplicate, so the load is not clean and the INSERTs decide.
+    let again = process(&app.consumer, &queue("bulk").await).await;
+    assert_eq!((again.events_stored, again.loaded_in_bulk), (0, false), "{again:?}");
+
+    // A server that refuses: a fresh store finds out on its first batch and stops trying.
+    let fresh =
+        evtrack::store::Store::connect(&app.db.url, &evtrack::config::DatabaseTls::default(), 2).expect("store");
+    let refused = evtrack_consumer::Consumer::new(fresh, &app.config);
+    app.db.execute("SET GLOBAL local_infile = 0").await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        for prefix in ["off1", "off2"] {
+            let report = process(&refused, &queue(prefix).await).await;
+            assert_eq!((report.events_stored, report.loaded_in_bulk), (6, false), "{prefix}: {report:?}");
+        }
+    }))
+    .await;
+    app.db.execute("SET GLOBAL local_infile = 1").await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(stored_columns(&app, "off1").await, loaded, "the INSERTs after the refusal, too");
+}
