@@ -436,22 +436,18 @@ async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeS
 }
 
 /// The consumer storing `batches` of queue messages with as many workers as `evtrack up`
-/// runs, each taking the next batch; how many of them went in with `LOAD DATA LOCAL`.
-async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) -> usize {
+/// runs, each taking the next batch.
+async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) {
     let next = Arc::new(AtomicUsize::new(0));
-    let loaded_in_bulk = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
         .map(|_| {
             let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
-            let loaded_in_bulk = loaded_in_bulk.clone();
             tokio::spawn(async move {
                 while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
                     let messages: Vec<QueueMessage> =
                         batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
-                    let report = consumer.process(&messages).await;
-                    assert!(report.failed.is_empty());
-                    loaded_in_bulk.fetch_add(usize::from(report.loaded_in_bulk), Ordering::Relaxed);
+                    assert!(consumer.process(&messages).await.failed.is_empty());
                 }
             })
         })
@@ -459,47 +455,38 @@ async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) -
     for worker in workers {
         worker.await.expect("consumer worker");
     }
-    loaded_in_bulk.load(Ordering::Relaxed)
 }
 
-/// The consumer alone against the two bulk bounds on the same rows; and, each in a database
-/// of its own, without the rollups' marks, and writing its events with INSERTs only.
+/// The consumer alone against the two bulk bounds on the same rows, and without the rollups'
+/// marks.
 async fn bench_consumer(events: usize) {
     let (mut consumer_rates, mut load_rates, mut insert_rates) = (Vec::new(), Vec::new(), Vec::new());
-    // The same consumer with its writes leaving the rollups' dirty-hour marks out: what they
-    // cost; and with INSERTs where it loads its events (`LOAD DATA LOCAL`), as on a server
-    // that does not take that (MySQL 8 by default, PlanetScale): what the load saves.
-    let (mut unmarked_rates, mut inserting_rates, mut inserting_db) = (Vec::new(), Vec::new(), Vec::new());
+    // The same consumer with its writes leaving the rollups' dirty-hour marks out: what they cost.
+    let mut unmarked_rates = Vec::new();
     // MariaDB's CPU per row under each: the consumer's statements against the plain inserts.
     let (mut consumer_db, mut load_db, mut insert_db) = (Vec::new(), Vec::new(), Vec::new());
     // The consumer's own CPU per event: this process runs nothing else meanwhile.
     let mut consumer_own = Vec::new();
     let database_cpu = mariadbd_cpu();
     for round in 0..ROUNDS {
-        // The three in turn, each round starting with another: none always gets the warmer server.
-        let mut order = [Writes::AsShipped, Writes::WithoutMarks, Writes::InsertsOnly];
-        order.rotate_left(round % 3);
-        for writes in order {
-            let (db, rate, db_cpu, own_cpu) = consume_into_fresh_database(events, writes, &database_cpu).await;
-            match writes {
-                Writes::WithoutMarks => unmarked_rates.push(rate),
-                Writes::InsertsOnly => {
-                    inserting_rates.push(rate);
-                    inserting_db.push(db_cpu);
-                }
-                Writes::AsShipped => {
-                    consumer_db.push(db_cpu);
-                    consumer_own.push(own_cpu);
-                    consumer_rates.push(rate);
-                    let bounds = bulk_bounds(&db).await;
-                    assert_eq!(bounds.rows, events as u64);
-                    load_rates.push(bounds.load_rate);
-                    load_db.push(bounds.load_db);
-                    insert_rates.push(bounds.insert_rate);
-                    insert_db.push(bounds.insert_db);
-                }
-            }
+        // Without the marks before or after, by turns: neither gets the warmer server.
+        if round % 2 == 1 {
+            unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
         }
+        let (db, consumer_rate, consumer_cpu, own_cpu) = consume_into_fresh_database(events, true, &database_cpu).await;
+        consumer_db.push(consumer_cpu);
+        consumer_own.push(own_cpu);
+        consumer_rates.push(consumer_rate);
+        if round % 2 == 0 {
+            unmarked_rates.push(consume_into_fresh_database(events, false, &database_cpu).await.1);
+        }
+
+        let bounds = bulk_bounds(&db).await;
+        assert_eq!(bounds.rows, events as u64);
+        load_rates.push(bounds.load_rate);
+        load_db.push(bounds.load_db);
+        insert_rates.push(bounds.insert_rate);
+        insert_db.push(bounds.insert_db);
     }
     let (consumer, load, insert) = (median(consumer_rates), median(load_rates), median(insert_rates));
     println!("\n## consumer into MariaDB, {events} events, median of {ROUNDS} runs");
@@ -517,24 +504,6 @@ async fn bench_consumer(events: usize) {
         "the same consumer without the rollups' marks: {unmarked:>10.0} events/s; with them {:.2} of that",
         consumer / unmarked
     );
-    let (inserting, inserting_db) = (median(inserting_rates), median(inserting_db));
-    println!(
-        "the same consumer with INSERTs only:          {inserting:>10.0} events/s, MariaDB {inserting_db:.1} µs per row; with LOAD DATA {:.2} of that; to LOAD DATA {:.2}",
-        consumer / inserting,
-        inserting / load
-    );
-}
-
-/// How the consumer writes, in the consumer benchmark.
-#[derive(Clone, Copy)]
-enum Writes {
-    /// As evtrack ships: its events with `LOAD DATA LOCAL` where the server takes it (MariaDB
-    /// here), marking the hours it stores into for the rollups.
-    AsShipped,
-    /// Leaving the rollups' marks out (they go wrong without them): what the marks cost.
-    WithoutMarks,
-    /// Its events with INSERTs, as on a server without `LOAD DATA LOCAL`.
-    InsertsOnly,
 }
 
 /// MariaDB's statements and redo-log writes so far, server-wide (a benchmark runs alone):
@@ -640,50 +609,38 @@ async fn bulk_bounds(db: &TestDb) -> Bounds {
     Bounds { rows: events, load_rate, load_db, insert_rate, insert_db }
 }
 
-/// The consumer storing `events` into a database of its own, writing as `writes` says: the
-/// database, events/s, `mariadbd`'s CPU µs per row (`database_cpu`: its CPU seconds so far)
-/// and this process's per event.
+/// The consumer storing `events` into a database of its own, its writes marking the hours
+/// they change for the rollups or (`marks` false) not: the database, events/s, `mariadbd`'s
+/// CPU µs per row (`database_cpu`: its CPU seconds so far) and this process's per event.
 async fn consume_into_fresh_database(
     events: usize,
-    writes: Writes,
+    marks: bool,
     database_cpu: &impl Fn() -> f64,
 ) -> (TestDb, f64, f64, f64) {
     let db = TestDb::new().await;
     let project = db.store.create_project("bench").await.expect("project");
     let config = evtrack_tests::config(&db, &[]);
     let bodies = queued_bodies(project.id, Uuid::now_v7(), events, &EnvelopeSeal::from_config(&config)).await;
-    let store = match writes {
-        Writes::AsShipped => db.store.clone(),
-        Writes::WithoutMarks => db.store.without_rollup_marks(),
-        Writes::InsertsOnly => db.store.without_bulk_load(),
-    };
+    let store = if marks { db.store.clone() } else { db.store.without_rollup_marks() };
     let consumer = Arc::new(Consumer::new(store, &config));
-    let batches: Vec<Vec<String>> = bodies.chunks(10).map(<[String]>::to_vec).collect();
-    let batches_to_run = Arc::new(batches.clone());
+    let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
     let pool = mysql_async::Pool::new(db.url.expose().as_str());
     let counters = statements_and_log_writes(&pool).await;
     let (cpu, own) = (database_cpu(), cpu_seconds(std::process::id()));
     let started = Instant::now();
-    let batches = batches.len();
-    let loaded_in_bulk = run_consumer(consumer, batches_to_run).await;
+    run_consumer(consumer, batches).await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let [statements, log_writes] = per_thousand_rows(counters, statements_and_log_writes(&pool).await, events as u64);
     pool.disconnect().await.ok();
-    let label = match writes {
-        Writes::AsShipped => Some("consumer alone"),
-        Writes::InsertsOnly => Some("with INSERTs only"),
-        Writes::WithoutMarks => None,
-    };
-    if let Some(label) = label {
-        println!("  ({label}: per 1,000 rows MariaDB ran {statements:.1} statements and {log_writes:.1} log writes)");
+    if marks {
+        println!(
+            "  (consumer alone: per 1,000 rows MariaDB ran {statements:.1} statements and {log_writes:.1} log writes)"
+        );
     }
     let cpu_per_row = (database_cpu() - cpu) * 1e6 / events as f64;
     let own_per_event = (cpu_seconds(std::process::id()) - own) * 1e6 / events as f64;
     assert_eq!(db.count("events").await, events as u64);
-    let marks = !matches!(writes, Writes::WithoutMarks);
     assert_eq!(db.count("rollup_dirty_hours").await > 0, marks, "marks as asked");
-    let loads = !matches!(writes, Writes::InsertsOnly);
-    assert_eq!(loaded_in_bulk, if loads { batches } else { 0 }, "every batch written as asked");
     (db, rate, cpu_per_row, own_per_event)
 }
 

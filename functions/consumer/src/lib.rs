@@ -47,8 +47,6 @@ pub struct Report {
     pub transaction: Option<Duration>,
     /// When ingest received the oldest event of the batch.
     pub oldest_received_at: Option<DateTime<Utc>>,
-    /// Whether the batch's events went in with `LOAD DATA LOCAL` (else INSERTs).
-    pub loaded_in_bulk: bool,
 }
 
 impl Report {
@@ -181,7 +179,6 @@ impl Consumer {
             Ok(written) => {
                 report.transaction = Some(writing.elapsed());
                 report.events_stored = written.events_inserted;
-                report.loaded_in_bulk = written.loaded_in_bulk;
                 report.rejected = rejections.len() as u64;
                 report.suppressed = written.events_suppressed;
                 if written.events_of_purged_projects > 0 {
@@ -212,7 +209,6 @@ impl Consumer {
             rejected = report.rejected,
             suppressed = report.suppressed,
             failed = report.failed.len(),
-            loaded_in_bulk = report.loaded_in_bulk,
             "batch processed"
         );
         report

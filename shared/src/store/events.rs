@@ -2,7 +2,6 @@
 //! short transaction per batch. Every statement is idempotent, so a redelivered batch
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
-use super::bulk_load::{BulkLoad, Loaded};
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::hour_of;
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
@@ -64,8 +63,6 @@ pub struct BatchWrite {
     /// Links (identify's anonymousId, alias's previousId) not recorded because their user
     /// already has `MAX_LINKS_PER_USER`; the events themselves are stored.
     pub links_over_cap: u64,
-    /// Whether the events went in with `LOAD DATA LOCAL` (`bulk_load.rs`), not INSERTs.
-    pub loaded_in_bulk: bool,
 }
 
 impl Store {
@@ -78,60 +75,35 @@ impl Store {
         erased_ids: &impl SubjectHashes,
     ) -> Result<BatchWrite, StoreError> {
         let mut attempt = 0;
-        let mut bulk_load = self.bulk_load.is_on();
         loop {
             attempt += 1;
-            let write = self.write_once(rows, rejections, erased_ids, bulk_load);
-            let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, write).await {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
-            };
+            let result =
+                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, erased_ids)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
+                };
             match result {
-                Ok(Some(outcome)) => return Ok(outcome),
-                // Rolled back: the same batch again with INSERTs (not a failed attempt).
-                Ok(None) => {
-                    bulk_load = false;
-                    attempt -= 1;
-                }
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
                 }
-                Err(err) => return Err(err),
+                other => return other,
             }
         }
     }
 
-    /// One attempt; `None` when the bulk load did not store the events cleanly and the
-    /// transaction was rolled back (`bulk_load.rs`).
     async fn write_once(
         &self,
         rows: &[EventRow<'_>],
         rejections: &[Rejection],
         erased_ids: &impl SubjectHashes,
-        bulk_load: bool,
-    ) -> Result<Option<BatchWrite>, StoreError> {
+    ) -> Result<BatchWrite, StoreError> {
         let mut conn = self.conn().await?;
-        let load = bulk_load.then(|| BulkLoad::prepare(&mut conn));
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
         let rows = &storable(&mut tx, rows, erased_ids, &mut outcome).await?;
-        match load {
-            Some(load) => match load.events(&mut tx, rows, &self.bulk_load).await? {
-                Loaded::All(stored) => {
-                    outcome.events_inserted = stored;
-                    outcome.loaded_in_bulk = true;
-                }
-                Loaded::NotClean | Loaded::Refused => {
-                    tx.rollback().await?;
-                    return Ok(None);
-                }
-            },
-            None => {
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    outcome.events_inserted += insert_events(&mut tx, chunk).await?;
-                }
-            }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
         if self.marks_rollups {
             let mut hours: Vec<(u64, u32)> =
@@ -145,7 +117,7 @@ impl Store {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
         }
         tx.commit().await?;
-        Ok(Some(outcome))
+        Ok(outcome)
     }
 }
 
@@ -252,7 +224,7 @@ fn time(at: DateTime<Utc>) -> Value {
     Value::from(to_db_time(at))
 }
 
-pub(super) const EVENT_COLUMNS: &[&str] = &[
+const EVENT_COLUMNS: &[&str] = &[
     "uid",
     "project_id",
     "message_id",

@@ -2,7 +2,6 @@
 //! here and filters `deleted_at`.
 
 mod audit;
-mod bulk_load;
 mod erasure;
 mod events;
 mod export;
@@ -161,8 +160,6 @@ pub struct Store {
     /// Whether writes mark the hours they change for the rollups: always, but in the
     /// benchmark that measures what the marks cost (`Store::without_rollup_marks`).
     marks_rollups: bool,
-    /// Whether the consumer's events go in with `LOAD DATA LOCAL` (`bulk_load`).
-    bulk_load: bulk_load::BulkLoadSwitch,
 }
 
 /// Statements of the read side as they were run (SQL and parameters), so that a test can
@@ -210,12 +207,7 @@ impl Store {
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             // `setup` (not `init`): it also runs again whenever a connection is reset.
             .setup(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self {
-            pool: Pool::new(builder),
-            reads: None,
-            marks_rollups: true,
-            bulk_load: bulk_load::BulkLoadSwitch::new(true),
-        })
+        Ok(Self { pool: Pool::new(builder), reads: None, marks_rollups: true })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
@@ -281,13 +273,6 @@ impl Store {
     #[doc(hidden)]
     pub fn without_rollup_marks(&self) -> Store {
         Store { marks_rollups: false, ..self.clone() }
-    }
-
-    /// This store, writing the consumer's events with INSERTs only, as on a server without
-    /// `LOAD DATA LOCAL` (tests of that path, benchmarks).
-    #[doc(hidden)]
-    pub fn without_bulk_load(&self) -> Store {
-        Store { bulk_load: bulk_load::BulkLoadSwitch::new(false), ..self.clone() }
     }
 
     fn record(&self, sql: &str, params: &[mysql_async::Value]) {
