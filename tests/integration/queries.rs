@@ -695,3 +695,92 @@ async fn every_read_side_statement_reads_events_through_an_index() {
     drop(conn);
     pool.disconnect().await.ok();
 }
+
+/// A visitor who signs up counts as one user: their anonymous events count as the user their
+/// anonymousId was first linked to (identify), whether the link comes before or after the
+/// hours were rolled up, in the rollups and the raw rows alike; a later link of the same id to
+/// another user changes nothing.
+#[tokio::test]
+async fn a_visitor_who_signs_up_counts_as_one_user_in_trends_funnels_and_retention() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let today = chrono::Utc::now().timestamp() / DAY * DAY;
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let (day1, day2) = (today - 3 * DAY, today - 2 * DAY);
+    let send = |events: Vec<Value>| async {
+        let reply = app.send(batch(&app.key, events)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert!(app.consume_queued().await.is_empty());
+    };
+    // Two visitors see the pricing page on day 1; the first signs up on day 2 (the SDK sends
+    // its anonymousId along, but nothing has linked it yet).
+    send(vec![
+        json!({"type": "page", "name": "Pricing", "anonymousId": "anon-1", "messageId": "v-1", "timestamp": at(day1 + 36_000)}),
+        json!({"type": "page", "name": "Pricing", "anonymousId": "anon-2", "messageId": "v-2", "timestamp": at(day1 + 39_600)}),
+        json!({"type": "track", "event": "Signed Up", "userId": "u-1", "anonymousId": "anon-1", "messageId": "v-3",
+               "timestamp": at(day2 + 36_000)}),
+    ])
+    .await;
+    cleanup_now(&app).await;
+    // Users active in the week to the end of day 2; Pricing → Signed Up; daily retention.
+    let (from, to) = (at(day1), at(today));
+    let questions = [
+        json!({"series": [{"type": "any"}, {"type": "page", "event": "Pricing"}], "from": from, "to": to,
+               "interval": "day", "math": "wau"}),
+        json!({"steps": [{"type": "page", "event": "Pricing"}, {"event": "Signed Up"}], "from": from, "to": to}),
+        json!({"from": from, "interval": "day", "periods": 2}),
+    ];
+    let answers = |moment: &'static str| visitor_answers(&app, &read, &questions, moment);
+    // Before the link: three users in the week, nobody converts, day 1's cohort never returns.
+    assert_eq!(answers("before the link").await, json!([3, 2, 0, 2, [2, 0]]));
+
+    // The identify that links anon-1 to u-1 comes now, after day 1 and 2 were rolled up: the
+    // hour of anon-1's page view is marked, and answers are exact before the job runs again.
+    send(vec![json!({"type": "identify", "userId": "u-1", "anonymousId": "anon-1", "messageId": "v-4"})]).await;
+    let hour_of_view = (day1 + 36_000) / 3_600;
+    assert_eq!(app.db.count(&format!("rollup_dirty_hours WHERE hour = {hour_of_view}")).await, 1);
+    assert_eq!(app.db.count(&format!("rollup_dirty_hours WHERE hour = {}", hour_of_view + 1)).await, 0);
+    let linked = json!([2, 2, 1, 2, [2, 1]]);
+    assert_eq!(answers("after the link, before the job").await, linked);
+    cleanup_now(&app).await;
+    assert_eq!(answers("after the link and the job").await, linked);
+
+    // anon-1 linked again, to somebody else: the first link stands, nothing is marked.
+    send(vec![json!({"type": "identify", "userId": "u-9", "anonymousId": "anon-1", "messageId": "v-5"})]).await;
+    assert_eq!(app.db.count(&format!("rollup_dirty_hours WHERE hour = {hour_of_view}")).await, 0);
+    cleanup_now(&app).await;
+    assert_eq!(answers("after a second link of the same id").await, linked);
+}
+
+/// What `a_visitor_who_signs_up…` asks (`questions`: a trend of weekly users, a funnel, a
+/// retention), from the rollups and from the raw rows, which must agree: users of any type and
+/// of Pricing in the week to day 2, users converting, day 1's cohort and its returns.
+async fn visitor_answers(app: &TestApp, read: &str, questions: &[Value; 3], moment: &str) -> Value {
+    let mut seen = Vec::new();
+    for raw in [false, true] {
+        let mut answers = Vec::new();
+        for (route, question) in ["trends", "funnels", "retention"].into_iter().zip(questions) {
+            let mut question = question.clone();
+            if raw {
+                question["source"] = json!("raw");
+            }
+            let reply = app.send(api_request("POST", &format!("/v1/query/{route}"), read, Some(&question))).await;
+            assert_eq!(reply.status, StatusCode::OK, "{question}: {}", reply.json);
+            answers.push(reply.json);
+        }
+        let [trend, funnel, retention] = &answers[..] else { unreachable!("three answers") };
+        let cohort = &retention["cohorts"][0];
+        seen.push(json!([
+            trend["series"][0]["values"][1],
+            trend["series"][1]["values"][1],
+            funnel["steps"][1]["users"],
+            cohort["users"],
+            cohort["returned"]
+        ]));
+    }
+    assert_eq!(seen[0], seen[1], "{moment}: the rollups against the raw rows");
+    seen.remove(0)
+}

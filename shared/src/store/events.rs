@@ -3,7 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::links::MAX_LINKS_PER_USER;
-use super::rollups::hour_of;
+use super::rollups::{hour_of, mark_dirty_where};
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
 use crate::event::{Event, EventType, JsonText};
 use crate::ids::{ProjectId, new_public_id};
@@ -111,7 +111,7 @@ impl Store {
             super::rollups::mark_dirty(&mut tx, &mut hours).await?;
         }
         upsert_users(&mut tx, rows).await?;
-        outcome.links_over_cap = insert_aliases(&mut tx, rows).await?;
+        outcome.links_over_cap = insert_aliases(&mut tx, rows, self.marks_rollups).await?;
         upsert_groups(&mut tx, rows).await?;
         for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
@@ -321,9 +321,9 @@ async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resul
 /// A link: (project, linked id, user id, source).
 type Link<'a> = (ProjectId, &'a str, &'a str, &'static str);
 
-/// Records the batch's links, at most `MAX_LINKS_PER_USER` per user. Returns how many new
-/// links were left out for that cap.
-async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
+/// Records the batch's links, at most `MAX_LINKS_PER_USER` per user (and, when `marks`, the
+/// hours whose users they change). Returns how many new links were left out for that cap.
+async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>], marks: bool) -> Result<u64, StoreError> {
     let mut links: Vec<Link<'_>> = rows
         .iter()
         .filter_map(|row| {
@@ -340,6 +340,9 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Res
     links.sort_unstable_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
     links.dedup_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
     let (links, over_cap) = within_link_cap(tx, links).await?;
+    if marks {
+        mark_hours_of_first_links(tx, &links).await?;
+    }
     for chunk in links.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 5);
         for (project, alias, user, source) in chunk {
@@ -397,6 +400,39 @@ async fn within_link_cap<'a>(
         }
     }
     Ok((kept, over_cap))
+}
+
+/// Marks for the rollups the hours of the anonymous events (without a userId) whose id
+/// `links` link for the first time: from now on they count as its user (`USER_KEY`). An id
+/// linked before keeps its first link, and its hours their counts.
+async fn mark_hours_of_first_links(tx: &mut Transaction<'_>, links: &[Link<'_>]) -> Result<(), StoreError> {
+    let mut projects: Vec<u64> = links.iter().map(|link| link.0.0).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    for project in projects {
+        let mut aliases: Vec<&str> = links.iter().filter(|link| link.0.0 == project).map(|link| link.1).collect();
+        aliases.sort_unstable();
+        aliases.dedup();
+        for slice in aliases.chunks(IDS_PER_STATEMENT) {
+            let mut params = vec![Value::from(project)];
+            params.extend(slice.iter().map(|alias| Value::from(*alias)));
+            let sql = format!(
+                "SELECT DISTINCT alias FROM aliases WHERE project_id = ? AND alias IN ({})",
+                placeholders(slice.len())
+            );
+            let linked: HashSet<String> = tx.exec(sql, params).await?.into_iter().collect();
+            let first: Vec<&str> = slice.iter().copied().filter(|alias| !linked.contains(*alias)).collect();
+            if first.is_empty() {
+                continue;
+            }
+            let mut params = vec![Value::from(project)];
+            params.extend(first.iter().map(|alias| Value::from(*alias)));
+            let condition =
+                format!("e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})", placeholders(first.len()));
+            mark_dirty_where(tx, &condition, params).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<'_>) -> Result<bool, StoreError> {

@@ -39,14 +39,26 @@ pub fn hour_start(hour: u32) -> DateTime<Utc> {
 /// The SQL for a row's hour, as `hour_of` computes it.
 pub(super) const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
 
-/// The SQL for who an event counts as: its userId, else its anonymousId.
-pub(super) const USER_KEY: &str = "COALESCE(user_id, anonymous_id)";
+/// The SQL for who an event (`e`) counts as: its userId; else the user its anonymousId was
+/// first linked to (by an identify or alias call: a visitor's events from before signing up
+/// count as the user they became; a later link of the same id to another user is not
+/// followed, as in `links.rs`); else its anonymousId. A new link changes who the anonymous
+/// events of its id count as, so the consumer marks their hours dirty (`events.rs`).
+macro_rules! user_key {
+    () => {
+        "COALESCE(e.user_id,
+           (SELECT a.user_id FROM aliases a WHERE a.project_id = e.project_id AND a.alias = e.anonymous_id
+            ORDER BY a.id LIMIT 1),
+           e.anonymous_id)"
+    };
+}
+pub(super) const USER_KEY: &str = user_key!();
 
 /// The SQL for a 64-bit hash of who an event counts as (`USER_KEY`): the journeys' user, the
 /// same in `rollup_journey_hours` and from the raw rows. Trailing spaces trimmed: SQL compares
 /// ids without them (as `sketch::user_hash` does).
 pub(super) const USER_HASH: &str =
-    "CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM COALESCE(user_id, anonymous_id))), 16), 16, 10) AS UNSIGNED)";
+    concat!("CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM ", user_key!(), ")), 16), 16, 10) AS UNSIGNED)");
 
 /// `AND condition`, or nothing.
 pub(super) fn and(condition: Option<String>) -> String {
