@@ -369,22 +369,13 @@ async fn within_link_cap<'a>(
     links: Vec<Link<'a>>,
 ) -> Result<(Vec<Link<'a>>, u64), StoreError> {
     let mut links_held: HashMap<(u64, String), u64> = HashMap::new();
-    let mut projects: Vec<u64> = links.iter().map(|link| link.0.0).collect();
-    projects.dedup();
-    for project in projects {
-        let mut users: Vec<&str> = links.iter().filter(|link| link.0.0 == project).map(|link| link.2).collect();
-        users.sort_unstable();
-        users.dedup();
-        for slice in users.chunks(IDS_PER_STATEMENT) {
-            let mut params = vec![Value::from(project)];
-            params.extend(slice.iter().map(|user| Value::from(*user)));
-            let sql = format!(
-                "SELECT user_id, COUNT(*) FROM aliases WHERE project_id = ? AND user_id IN ({}) GROUP BY user_id",
-                placeholders(slice.len())
-            );
-            let counts: Vec<(String, u64)> = tx.exec(sql, params).await?;
-            links_held.extend(counts.into_iter().map(|(user, count)| ((project, user), count)));
-        }
+    for (project, slice) in ids_by_project(&links, |link| link.2) {
+        let sql = format!(
+            "SELECT user_id, COUNT(*) FROM aliases WHERE project_id = ? AND user_id IN ({}) GROUP BY user_id",
+            placeholders(slice.len())
+        );
+        let counts: Vec<(String, u64)> = tx.exec(sql, project_and(project, &slice)).await?;
+        links_held.extend(counts.into_iter().map(|(user, count)| ((project, user), count)));
     }
     let mut kept = Vec::with_capacity(links.len());
     let mut over_cap = 0;
@@ -406,33 +397,41 @@ async fn within_link_cap<'a>(
 /// `links` link for the first time: from now on they count as its user (`USER_KEY`). An id
 /// linked before keeps its first link, and its hours their counts.
 async fn mark_hours_of_first_links(tx: &mut Transaction<'_>, links: &[Link<'_>]) -> Result<(), StoreError> {
-    let mut projects: Vec<u64> = links.iter().map(|link| link.0.0).collect();
-    projects.sort_unstable();
-    projects.dedup();
-    for project in projects {
-        let mut aliases: Vec<&str> = links.iter().filter(|link| link.0.0 == project).map(|link| link.1).collect();
-        aliases.sort_unstable();
-        aliases.dedup();
-        for slice in aliases.chunks(IDS_PER_STATEMENT) {
-            let mut params = vec![Value::from(project)];
-            params.extend(slice.iter().map(|alias| Value::from(*alias)));
-            let sql = format!(
-                "SELECT DISTINCT alias FROM aliases WHERE project_id = ? AND alias IN ({})",
-                placeholders(slice.len())
-            );
-            let linked: HashSet<String> = tx.exec(sql, params).await?.into_iter().collect();
-            let first: Vec<&str> = slice.iter().copied().filter(|alias| !linked.contains(*alias)).collect();
-            if first.is_empty() {
-                continue;
-            }
-            let mut params = vec![Value::from(project)];
-            params.extend(first.iter().map(|alias| Value::from(*alias)));
-            let condition =
-                format!("e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})", placeholders(first.len()));
-            mark_dirty_where(tx, &condition, params).await?;
+    for (project, slice) in ids_by_project(links, |link| link.1) {
+        let sql = format!(
+            "SELECT DISTINCT alias FROM aliases WHERE project_id = ? AND alias IN ({})",
+            placeholders(slice.len())
+        );
+        let linked: HashSet<String> = tx.exec(sql, project_and(project, &slice)).await?.into_iter().collect();
+        let first: Vec<&str> = slice.into_iter().filter(|alias| !linked.contains(*alias)).collect();
+        if first.is_empty() {
+            continue;
         }
+        let condition =
+            format!("e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})", placeholders(first.len()));
+        mark_dirty_where(tx, &condition, project_and(project, &first)).await?;
     }
     Ok(())
+}
+
+/// One id of each link (`id_of`), distinct, per project, in slices of at most
+/// `IDS_PER_STATEMENT`: what one statement looks up.
+fn ids_by_project<'a>(links: &[Link<'a>], id_of: impl Fn(&Link<'a>) -> &'a str) -> Vec<(u64, Vec<&'a str>)> {
+    let mut ids: Vec<(u64, &str)> = links.iter().map(|link| (link.0.0, id_of(link))).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut slices = Vec::new();
+    for group in ids.chunk_by(|a, b| a.0 == b.0) {
+        for slice in group.chunks(IDS_PER_STATEMENT) {
+            slices.push((group[0].0, slice.iter().map(|(_, id)| *id).collect()));
+        }
+    }
+    slices
+}
+
+/// The parameters `project_id = ? AND … IN (…)`: the project, then the ids.
+fn project_and(project: u64, ids: &[&str]) -> Vec<Value> {
+    std::iter::once(Value::from(project)).chain(ids.iter().map(|id| Value::from(*id))).collect()
 }
 
 async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<'_>) -> Result<bool, StoreError> {
