@@ -755,6 +755,59 @@ async fn a_visitor_who_signs_up_counts_as_one_user_in_trends_funnels_and_retenti
     assert_eq!(answers("after a second link of the same id").await, linked);
 }
 
+/// An erasure deletes the links to the user it erases. An id it keeps (one with a profile of
+/// its own is never erased through a link) then no longer counts its anonymous events as the
+/// erased user: the hours of those events are recounted, and the rollups agree with the raw
+/// rows after the erasure.
+#[tokio::test]
+async fn an_erasure_that_takes_an_ids_first_link_recounts_the_hours_of_its_anonymous_events() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let day1 = chrono::Utc::now().timestamp() / DAY * DAY - 3 * DAY;
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    // On day 1 "old-id" is a user of its own, and it also sent a page view without a userId;
+    // on day 2 it was aliased to "u-1", its first link: the page view counts as u-1.
+    let events = vec![
+        json!({"type": "identify", "userId": "old-id", "messageId": "e-1", "timestamp": at(day1 + 3_600)}),
+        json!({"type": "page", "name": "Home", "anonymousId": "old-id", "messageId": "e-2", "timestamp": at(day1 + 7_200)}),
+        json!({"type": "alias", "previousId": "old-id", "userId": "u-1", "messageId": "e-3", "timestamp": at(day1 + DAY)}),
+    ];
+    let reply = app.send(batch(&app.key, events)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    cleanup_now(&app).await;
+    let users_on_day1 = || async {
+        let question = json!({"series": [{"type": "any"}], "from": at(day1), "to": at(day1 + DAY),
+                              "interval": "day", "math": "unique_users"});
+        let mut answers = Vec::new();
+        for source in ["rollup", "raw"] {
+            let mut question = question.clone();
+            if source == "raw" {
+                question["source"] = json!("raw");
+            }
+            let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
+            assert_eq!(reply.status, StatusCode::OK, "{question}: {}", reply.json);
+            answers.push(reply.json["series"][0]["values"][0].clone());
+        }
+        answers
+    };
+    assert_eq!(users_on_day1().await, [json!(2), json!(2)], "old-id, and u-1 through the page view");
+
+    let path = format!("/v1/users/u-1?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    cleanup_now(&app).await;
+    assert_eq!(app.db.count("aliases").await, 0, "the link went with u-1");
+    assert_eq!(app.db.count("events WHERE message_id = 'e-2'").await, 1, "old-id's page view is not u-1's to erase");
+    assert_eq!(
+        users_on_day1().await,
+        [json!(1), json!(1)],
+        "the page view counts as old-id now: the rollups as the raw rows"
+    );
+}
+
 /// What `a_visitor_who_signs_up…` asks (`questions`: a trend of weekly users, a funnel, a
 /// retention), from the rollups and from the raw rows, which must agree: users of any type and
 /// of Pricing in the week to day 2, users converting, day 1's cohort and its returns.

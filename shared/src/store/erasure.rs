@@ -251,6 +251,9 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
             // The rollups of the hours it deletes from (all of them, not only this chunk's).
             super::rollups::mark_dirty_where(tx, &condition.replace("{list}", &list), params.clone()).await?;
         }
+        if *sql == LINKS_TO_SUBJECTS {
+            mark_hours_of_ids_linked_to(tx, erasure, project, &list, &params).await?;
+        }
         params.push(Value::from(remaining));
         with_timeout(tx.exec_drop(sql.replace("{list}", &list), params)).await?;
         let rows = tx.affected_rows();
@@ -373,7 +376,7 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
     ),
     ("events_deleted", "DELETE FROM events WHERE project_id = ? AND previous_id IN ({list}) LIMIT ?"),
     ("profiles_deleted", "DELETE FROM users WHERE project_id = ? AND user_id IN ({list}) LIMIT ?"),
-    ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND user_id IN ({list}) LIMIT ?"),
+    ("aliases_deleted", LINKS_TO_SUBJECTS),
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND alias IN ({list}) LIMIT ?"),
     ("group_links_deleted", "DELETE FROM group_members WHERE project_id = ? AND member_id IN ({list}) LIMIT ?"),
     // A group named by one of the ids (a personal workspace), once no one else is in it.
@@ -385,6 +388,31 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
          LIMIT ?",
     ),
 ];
+
+/// The delete of the links from other ids to the subjects.
+const LINKS_TO_SUBJECTS: &str = "DELETE FROM aliases WHERE project_id = ? AND user_id IN ({list}) LIMIT ?";
+
+/// The anonymous events of an id first linked to a subject counted as that subject
+/// (`rollups::USER_KEY`). Where the erasure keeps them (the id is no subject: it has a profile
+/// of its own, or lies past the walk's caps, see `links`), they count as the id's next link or
+/// as the id once the link is gone: their hours are recounted. `params`: the project, then
+/// the chunk's subjects (`list`).
+async fn mark_hours_of_ids_linked_to(
+    tx: &mut Transaction<'_>,
+    erasure: u64,
+    project: u64,
+    list: &str,
+    params: &[Value],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT DISTINCT a.alias FROM aliases a
+         WHERE a.project_id = ? AND a.user_id IN ({list})
+           AND NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id = ? AND s.subject = a.alias)"
+    );
+    let ids: Vec<String> = with_timeout(tx.exec(sql, [params, &[Value::from(erasure)]].concat())).await?;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    super::rollups::mark_hours_of_anonymous_ids(tx, project, &ids).await
+}
 
 async fn add_count(tx: &mut Transaction<'_>, erasure: u64, counter: &str, rows: u64) -> Result<(), StoreError> {
     if rows == 0 {

@@ -3,7 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::links::MAX_LINKS_PER_USER;
-use super::rollups::{hour_of, mark_dirty_where};
+use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
 use crate::event::{Event, EventType, JsonText};
 use crate::ids::{ProjectId, new_public_id};
@@ -404,12 +404,7 @@ async fn mark_hours_of_first_links(tx: &mut Transaction<'_>, links: &[Link<'_>])
         );
         let linked: HashSet<String> = tx.exec(sql, project_and(project, &slice)).await?.into_iter().collect();
         let first: Vec<&str> = slice.into_iter().filter(|alias| !linked.contains(*alias)).collect();
-        if first.is_empty() {
-            continue;
-        }
-        let condition =
-            format!("e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})", placeholders(first.len()));
-        mark_dirty_where(tx, &condition, project_and(project, &first)).await?;
+        mark_hours_of_anonymous_ids(tx, project, &first).await?;
     }
     Ok(())
 }

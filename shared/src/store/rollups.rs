@@ -93,6 +93,24 @@ pub(super) async fn mark_dirty_where(
     with_timeout(tx.exec_drop(sql, params)).await
 }
 
+/// Marks the hours of the events of `anonymous_ids` (of `project`) that have no userId: who
+/// they count as (`USER_KEY`) follows their ids' first links, and those changed.
+pub(super) async fn mark_hours_of_anonymous_ids(
+    tx: &mut impl Queryable,
+    project: u64,
+    anonymous_ids: &[&str],
+) -> Result<(), StoreError> {
+    for slice in anonymous_ids.chunks(super::IDS_PER_STATEMENT) {
+        let condition = format!(
+            "e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})",
+            super::placeholders(slice.len())
+        );
+        let params = std::iter::once(Value::from(project)).chain(slice.iter().map(|id| Value::from(*id))).collect();
+        mark_dirty_where(tx, &condition, params).await?;
+    }
+    Ok(())
+}
+
 /// Live events of one hour, per type and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HourCount {
