@@ -191,6 +191,46 @@ async fn a_read_key_revoked_between_two_pages_gets_401_and_no_rows() {
     }
 }
 
+/// The speculation runs: while the key table is locked, so that the request's own key check
+/// waits, a read key seen valid reads its page, and its answer waits for the check.
+#[tokio::test]
+async fn a_read_key_seen_valid_reads_its_page_while_its_check_waits_and_answers_after_it() {
+    use mysql_async::prelude::Queryable;
+    let app = TestApp::new().await;
+    assert_eq!(app.send(track(&app.key)).await.status, StatusCode::OK);
+    app.consume_queued().await;
+    let created = create_key(&app, json!({"scope": "read", "project": app.project, "name": "reader"})).await;
+    let read = created["key"].as_str().expect("key");
+    let page = || api_request("GET", "/v1/events?limit=5", read, None);
+    assert_eq!(app.send(page()).await.status, StatusCode::OK, "the key is seen valid");
+    app.reads.take();
+
+    let pool = mysql_async::Pool::new(app.db.url.expose().as_str());
+    let mut locker = pool.get_conn().await.expect("connection");
+    locker.query_drop("LOCK TABLES api_keys WRITE").await.expect("lock");
+    let request = app.send(page());
+    tokio::pin!(request);
+    let mut waited = Duration::ZERO;
+    while app.reads.take().is_empty() {
+        tokio::select! {
+            reply = &mut request => panic!("answered while its key check could not run: {}", reply.json),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => waited += Duration::from_millis(10),
+        }
+        assert!(waited < Duration::from_secs(20), "the page was not read while its check waited");
+    }
+    // The page is read; its answer still waits for the check.
+    tokio::select! {
+        reply = &mut request => panic!("answered before its key check ended: {}", reply.json),
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    locker.query_drop("UNLOCK TABLES").await.expect("unlock");
+    let reply = request.await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["data"][0]["name"], "Key Test");
+    drop(locker);
+    pool.disconnect().await.ok();
+}
+
 #[tokio::test]
 async fn each_scope_is_refused_outside_its_routes_with_403() {
     let app = TestApp::new().await;
