@@ -808,6 +808,75 @@ async fn an_erasure_that_takes_an_ids_first_link_recounts_the_hours_of_its_anony
     );
 }
 
+/// Retention by first cohort event ever counts new users only: a user who had the cohort
+/// event before the range is in no cohort, where by first in the range they join the first
+/// cohort they are active in. The rollups (a named cohort event), the raw rows and `any` event
+/// agree.
+#[tokio::test]
+async fn retention_by_first_event_ever_leaves_out_users_seen_before_the_range() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let today = chrono::Utc::now().timestamp() / DAY * DAY;
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let (day1, day2) = (today - 3 * DAY, today - 2 * DAY);
+    let visits = [
+        ("u-old", today - 6 * DAY),
+        ("u-old", day1),
+        ("u-new", day1),
+        ("u-old", day2),
+        ("u-new", day2),
+        ("u-late", day2),
+    ];
+    let events: Vec<Value> = visits
+        .iter()
+        .enumerate()
+        .map(|(n, (user, day))| {
+            json!({"type": "track", "event": "Visited", "userId": user, "messageId": format!("r-{n}"),
+                   "timestamp": at(day + 36_000)})
+        })
+        .collect();
+    let reply = app.send(batch(&app.key, events)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    cleanup_now(&app).await;
+
+    for (cohort_by, expected) in [("first_in_range", json!([[2, 2], [1]])), ("first_ever", json!([[1, 1], [1]]))] {
+        let visited = json!({"event": "Visited"});
+        // The question, and where its rows come from: named events from the journeys' rollup.
+        let ways = [
+            (&visited, &visited, "auto", "rollup"),
+            (&visited, &visited, "raw", "raw"),
+            (&visited, &json!({"type": "any"}), "auto", "raw"),
+            (&json!({"type": "any"}), &json!({"type": "any"}), "auto", "raw"),
+        ];
+        for (cohort_event, return_event, source, read_from) in ways {
+            let question = json!({"from": at(day1), "interval": "day", "periods": 2, "cohort_event": cohort_event,
+                                  "return_event": return_event, "cohort_by": cohort_by, "source": source});
+            let reply = app.send(api_request("POST", "/v1/query/retention", &read, Some(&question))).await;
+            assert_eq!(reply.status, StatusCode::OK, "{question}: {}", reply.json);
+            let table: Vec<Value> =
+                reply.json["cohorts"].as_array().expect("cohorts").iter().map(|c| c["returned"].clone()).collect();
+            assert_eq!(json!(table), expected, "{question}: {}", reply.json);
+            assert_eq!(reply.json["cohort_by"], cohort_by);
+            assert_eq!(reply.json["source"]["kind"], read_from, "{question}: {}", reply.json);
+            let before = &reply.json["source"]["before_range"];
+            if cohort_by == "first_ever" {
+                // Read as the range was, so that users are hashed alike.
+                assert_eq!(before["kind"], read_from, "{question}: the users before the range, read from: {before}");
+                assert_eq!(before["rows"], 1, "{question}: u-old's first visit: {before}");
+            } else {
+                assert!(before.is_null(), "{before}");
+            }
+        }
+    }
+    let wrong = json!({"from": at(day1), "cohort_by": "first_time"});
+    let reply = app.send(api_request("POST", "/v1/query/retention", &read, Some(&wrong))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+}
+
 /// What `a_visitor_who_signs_up…` asks (`questions`: a trend of weekly users, a funnel, a
 /// retention), from the rollups and from the raw rows, which must agree: users of any type and
 /// of Pricing in the week to day 2, users converting, day 1's cohort and its returns.

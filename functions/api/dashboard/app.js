@@ -291,6 +291,7 @@ async function showRetention() {
   const question = {
     from, interval, periods, timezone: timeZone,
     cohort_event: chosen($('#retention-cohort')), return_event: chosen($('#retention-return')),
+    cohort_by: $('#retention-cohort-by').value,
   };
   const latest = ask('retention');
   try {
@@ -405,7 +406,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#sign-out').addEventListener('click', () => signOut());
   $('#range').addEventListener('change', () => loadCatalog().then(route).catch(() => {}));
   for (const id of ['#trend-event', '#trend-math', '#trend-interval', '#trend-breakdown']) $(id).addEventListener('change', showTrend);
-  for (const id of ['#retention-cohort', '#retention-return', '#retention-interval']) $(id).addEventListener('change', showRetention);
+  for (const id of ['#retention-cohort', '#retention-cohort-by', '#retention-return', '#retention-interval']) $(id).addEventListener('change', showRetention);
   $('#funnel-add').addEventListener('click', addFunnelStep);
   $('#funnel-run').addEventListener('click', showFunnel);
   $('#user-form').addEventListener('submit', (event) => { event.preventDefault(); showUser(); });

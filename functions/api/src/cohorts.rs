@@ -20,8 +20,9 @@ use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
 use evtrack::store::{BreakdownBy, MAX_ROWS_READ, Series};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub const MAX_FUNNEL_STEPS: usize = 5;
@@ -185,12 +186,25 @@ struct RetentionInput {
     periods: usize,
     #[serde(default = "utc")]
     timezone: String,
-    /// What puts a user in a cohort (their first such event in the range); any event when absent.
+    /// What puts a user in a cohort (their first such event: `cohort_by`); any event when absent.
     cohort_event: Option<SeriesInput>,
     /// What counts as coming back; any event when absent.
     return_event: Option<SeriesInput>,
     #[serde(default)]
+    cohort_by: CohortBy,
+    #[serde(default)]
     source: SourceChoice,
+}
+
+/// Which cohort event places a user.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CohortBy {
+    /// Their first in the range: every user active in it has a cohort.
+    #[default]
+    FirstInRange,
+    /// Their first ever: users who had one before the range are in no cohort (new users only).
+    FirstEver,
 }
 
 fn default_retention_interval() -> Interval {
@@ -202,7 +216,8 @@ fn default_periods() -> usize {
 }
 
 /// `POST /v1/query/retention`: cohorts of users by the period of their first cohort event in
-/// the range, and how many of each came back (a return event) in each later period.
+/// the range (or ever: `cohort_by`), and how many of each came back (a return event) in each
+/// later period.
 async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> Reply {
     let input: RetentionInput = body(&bytes)?;
     if !matches!(input.interval, Interval::Day | Interval::Week) {
@@ -227,7 +242,19 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
     }
     let end = starts.pop().unwrap_or(first[0]);
     let range = (starts[0].timestamp(), end.timestamp());
-    let (rows, source) = journeys(&api, project.0, &series, range, None, input.source).await?;
+    let (mut rows, mut source) = journeys(&api, project.0, &series, range, None, input.source).await?;
+    if input.cohort_by == CohortBy::FirstEver
+        && let Some(first) = api.store.first_event_at(project.0).await?
+        && first < range.0
+    {
+        // Who had a cohort event before the range joined a cohort then: none of theirs here.
+        // Read the way the range was, so that users are hashed alike (`Store::journeys`).
+        let way = if source["kind"] == "raw" { SourceChoice::Raw } else { input.source };
+        let (before, read) = journeys(&api, project.0, &series[..1], (first, range.0), None, way).await?;
+        let seen: HashSet<u64> = before.iter().map(|step| step.user).collect();
+        rows.retain(|step| !seen.contains(&step.user));
+        source["before_range"] = read;
+    }
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());
     let cohorts: Vec<Value> = starts
@@ -245,6 +272,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         "timezone": input.timezone,
         "cohort_event": describe(&series[0]),
         "return_event": describe(&series[1]),
+        "cohort_by": input.cohort_by,
         "to": end.with_timezone(&tz).to_rfc3339(),
         "source": source,
     }))
