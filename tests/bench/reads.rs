@@ -466,19 +466,8 @@ pub async fn bench_reads() {
          GROUP BY 1, 2"
     );
     let (direct, rows) = timed_sql_rows(&pool, &sql).await;
-    let cohorts = answer["cohorts"].as_array().cloned().unwrap_or_default();
-    let joined: u64 = cohorts.iter().filter_map(|c| c["users"].as_u64()).sum();
-    // Returns in a later period, summed over cohorts and periods: evtrack's and the SQL's.
-    let returned: u64 = cohorts
-        .iter()
-        .filter_map(|c| c["returned"].as_array())
-        .map(|back| back.iter().skip(1).filter_map(Value::as_u64).sum::<u64>())
-        .sum();
-    let sql_returned: u64 = rows
-        .iter()
-        .filter(|row| row.get::<i64, _>(1).unwrap_or_default() > row.get::<i64, _>(0).unwrap_or_default())
-        .map(|row| row.get::<u64, _>(2).unwrap_or_default())
-        .sum();
+    let (joined, returned) = cohort_sums(&answer);
+    let sql_returned = sql_returns(&rows);
     report(
         "8-week retention, weekly cohorts",
         ours,
@@ -486,7 +475,59 @@ pub async fn bench_reads() {
         format!("{joined} users in cohorts, {returned} returns (SQL {sql_returned}), {}", described(&answer["source"])),
     );
     report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]));
+
+    // The same cohorts of new users only: Event 10 for the first time ever (the 34 days of
+    // events before the range are read too).
+    let mut first_ever = question.clone();
+    first_ever["cohort_by"] = json!("first_ever");
+    let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&first_ever)).await;
+    first_ever["source"] = json!("raw");
+    let (raw_ours, raw_answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&first_ever)).await;
+    let sql = format!(
+        "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
+         FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', MIN(timestamp)) / 604800) AS cohort FROM events
+               WHERE project_id = {p} AND type = 'track' AND name = 'Event 10' AND {live}
+               GROUP BY user_id HAVING MIN(timestamp) >= '{from_text}' AND MIN(timestamp) < '{end_text}') f
+         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 3'
+           AND r.timestamp >= '{from_text}' AND r.timestamp < '{end_text}' AND r.deleted_at IS NULL
+         GROUP BY 1, 2"
+    );
+    let (direct, rows) = timed_sql_rows(&pool, &sql).await;
+    let (joined, returned) = cohort_sums(&answer);
+    let sql_returned = sql_returns(&rows);
+    report(
+        "the same, new users only (first ever)",
+        ours,
+        direct,
+        format!(
+            "{joined} new users in cohorts, {returned} returns (SQL {sql_returned}), {}; before the range: {}",
+            described(&answer["source"]),
+            described(&answer["source"]["before_range"])
+        ),
+    );
+    report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]["before_range"]));
     pool.disconnect().await.ok();
+}
+
+/// A retention answer's users in cohorts, and their returns in a later period summed over
+/// cohorts and periods.
+fn cohort_sums(answer: &Value) -> (u64, u64) {
+    let cohorts = answer["cohorts"].as_array().cloned().unwrap_or_default();
+    let joined = cohorts.iter().filter_map(|c| c["users"].as_u64()).sum();
+    let returned = cohorts
+        .iter()
+        .filter_map(|c| c["returned"].as_array())
+        .map(|back| back.iter().skip(1).filter_map(Value::as_u64).sum::<u64>())
+        .sum();
+    (joined, returned)
+}
+
+/// The returns of the SQL alone's rows (cohort, period, users): those of a later period.
+fn sql_returns(rows: &[mysql_async::Row]) -> u64 {
+    rows.iter()
+        .filter(|row| row.get::<i64, _>(1).unwrap_or_default() > row.get::<i64, _>(0).unwrap_or_default())
+        .map(|row| row.get::<u64, _>(2).unwrap_or_default())
+        .sum()
 }
 
 /// An answer's `source` in a few words.
