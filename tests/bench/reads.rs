@@ -455,16 +455,9 @@ pub async fn bench_reads() {
     raw["source"] = json!("raw");
     let (raw_ours, raw_answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&raw)).await;
     let end = start + chrono::Duration::weeks(8);
-    let (from_text, end_text) = (start.format("%F"), end.format("%F"));
-    let sql = format!(
-        "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
-         FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', MIN(timestamp)) / 604800) AS cohort FROM events
-               WHERE project_id = {p} AND type = 'track' AND name = 'Event 10' AND timestamp >= '{from_text}'
-                 AND timestamp < '{end_text}' AND {live} GROUP BY user_id) f
-         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 3'
-           AND r.timestamp >= '{from_text}' AND r.timestamp < '{end_text}' AND r.deleted_at IS NULL
-         GROUP BY 1, 2"
-    );
+    let (from_text, end_text) = (start.format("%F").to_string(), end.format("%F").to_string());
+    let in_range = format!("timestamp >= '{from_text}' AND timestamp < '{end_text}'");
+    let sql = retention_sql(p, (&from_text, &end_text), &format!("AND {in_range}"), "");
     let (direct, rows) = timed_sql_rows(&pool, &sql).await;
     let (joined, returned) = cohort_sums(&answer);
     let sql_returned = sql_returns(&rows);
@@ -483,15 +476,8 @@ pub async fn bench_reads() {
     let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&first_ever)).await;
     first_ever["source"] = json!("raw");
     let (raw_ours, raw_answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&first_ever)).await;
-    let sql = format!(
-        "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
-         FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from_text}', MIN(timestamp)) / 604800) AS cohort FROM events
-               WHERE project_id = {p} AND type = 'track' AND name = 'Event 10' AND {live}
-               GROUP BY user_id HAVING MIN(timestamp) >= '{from_text}' AND MIN(timestamp) < '{end_text}') f
-         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 3'
-           AND r.timestamp >= '{from_text}' AND r.timestamp < '{end_text}' AND r.deleted_at IS NULL
-         GROUP BY 1, 2"
-    );
+    let first_in_range = format!("HAVING MIN(timestamp) >= '{from_text}' AND MIN(timestamp) < '{end_text}'");
+    let sql = retention_sql(p, (&from_text, &end_text), "", &first_in_range);
     let (direct, rows) = timed_sql_rows(&pool, &sql).await;
     let (joined, returned) = cohort_sums(&answer);
     let sql_returned = sql_returns(&rows);
@@ -507,6 +493,23 @@ pub async fn bench_reads() {
     );
     report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]["before_range"]));
     pool.disconnect().await.ok();
+}
+
+/// The 8-week retention (Event 10, then Event 3) as one SQL statement of rows (cohort, period,
+/// users with a return), periods of a week from `from` to `end`: a user's cohort is the week
+/// of their first Event 10 among those `cohort_rows` (a condition) selects, kept by `cohorts`
+/// (a HAVING clause).
+fn retention_sql(p: u64, (from, end): (&str, &str), cohort_rows: &str, cohorts: &str) -> String {
+    let live = "deleted_at IS NULL";
+    format!(
+        "SELECT f.cohort, FLOOR(TIMESTAMPDIFF(SECOND, '{from}', r.timestamp) / 604800) AS period, COUNT(DISTINCT f.user_id)
+         FROM (SELECT user_id, FLOOR(TIMESTAMPDIFF(SECOND, '{from}', MIN(timestamp)) / 604800) AS cohort FROM events
+               WHERE project_id = {p} AND type = 'track' AND name = 'Event 10' {cohort_rows} AND {live}
+               GROUP BY user_id {cohorts}) f
+         JOIN events r ON r.project_id = {p} AND r.user_id = f.user_id AND r.type = 'track' AND r.name = 'Event 3'
+           AND r.timestamp >= '{from}' AND r.timestamp < '{end}' AND r.{live}
+         GROUP BY 1, 2"
+    )
 }
 
 /// A retention answer's users in cohorts, and their returns in a later period summed over

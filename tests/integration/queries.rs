@@ -588,9 +588,7 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
 /// events sit among another project's, so that the planner has a reason to pick an index.
 #[tokio::test]
 async fn every_read_side_statement_reads_events_through_an_index() {
-    let app = TestApp::new().await;
-    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
-    let read = read.reveal().to_string();
+    let (app, read) = app_with_read_key().await;
     let other = app.db.store.create_project("other").await.expect("project").id;
     let (_, other_key) = issue_key(&app.db.store, &app.config, Some(other), Scope::Write, "w").await;
     let now = chrono::Utc::now().timestamp() / DAY * DAY;
@@ -696,19 +694,28 @@ async fn every_read_side_statement_reads_events_through_an_index() {
     pool.disconnect().await.ok();
 }
 
+/// A test app, and a read key of its project.
+async fn app_with_read_key() -> (TestApp, String) {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    (app, read)
+}
+
+/// A Unix time (seconds) as SDKs send times: RFC 3339 in UTC, to the millisecond.
+fn sdk_time(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A visitor who signs up counts as one user: their anonymous events count as the user their
 /// anonymousId was first linked to (identify), whether the link comes before or after the
 /// hours were rolled up, in the rollups and the raw rows alike; a later link of the same id to
 /// another user changes nothing.
 #[tokio::test]
 async fn a_visitor_who_signs_up_counts_as_one_user_in_trends_funnels_and_retention() {
-    let app = TestApp::new().await;
-    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
-    let read = read.reveal().to_string();
+    let (app, read) = app_with_read_key().await;
     let today = chrono::Utc::now().timestamp() / DAY * DAY;
-    let at = |seconds: i64| {
-        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let at = sdk_time;
     let (day1, day2) = (today - 3 * DAY, today - 2 * DAY);
     let send = |events: Vec<Value>| async {
         let reply = app.send(batch(&app.key, events)).await;
@@ -761,13 +768,9 @@ async fn a_visitor_who_signs_up_counts_as_one_user_in_trends_funnels_and_retenti
 /// rows after the erasure.
 #[tokio::test]
 async fn an_erasure_that_takes_an_ids_first_link_recounts_the_hours_of_its_anonymous_events() {
-    let app = TestApp::new().await;
-    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
-    let read = read.reveal().to_string();
+    let (app, read) = app_with_read_key().await;
     let day1 = chrono::Utc::now().timestamp() / DAY * DAY - 3 * DAY;
-    let at = |seconds: i64| {
-        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let at = sdk_time;
     // On day 1 "old-id" is a user of its own, and it also sent a page view without a userId;
     // on day 2 it was aliased to "u-1", its first link: the page view counts as u-1.
     let events = vec![
@@ -814,13 +817,9 @@ async fn an_erasure_that_takes_an_ids_first_link_recounts_the_hours_of_its_anony
 /// agree.
 #[tokio::test]
 async fn retention_by_first_event_ever_leaves_out_users_seen_before_the_range() {
-    let app = TestApp::new().await;
-    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
-    let read = read.reveal().to_string();
+    let (app, read) = app_with_read_key().await;
     let today = chrono::Utc::now().timestamp() / DAY * DAY;
-    let at = |seconds: i64| {
-        chrono::DateTime::from_timestamp(seconds, 0).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let at = sdk_time;
     let (day1, day2) = (today - 3 * DAY, today - 2 * DAY);
     let visits = [
         ("u-old", today - 6 * DAY),
