@@ -469,8 +469,8 @@ pub async fn bench_reads() {
     );
     report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]));
 
-    // The same cohorts of new users only: Event 10 for the first time ever (the 34 days of
-    // events before the range are read too).
+    // The same cohorts of new users only: Event 10 for the first time ever (the 28 to 34
+    // days of events before the range, as the weekday falls, are read too).
     let mut first_ever = question.clone();
     first_ever["cohort_by"] = json!("first_ever");
     let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&first_ever)).await;

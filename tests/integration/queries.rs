@@ -866,6 +866,7 @@ async fn retention_by_first_event_ever_leaves_out_users_seen_before_the_range() 
                 // Read as the range was, so that users are hashed alike.
                 assert_eq!(before["kind"], read_from, "{question}: the users before the range, read from: {before}");
                 assert_eq!(before["rows"], 1, "{question}: u-old's first visit: {before}");
+                assert_eq!(before["users_left_out"], 1, "{question}: u-old: {before}");
             } else {
                 assert!(before.is_null(), "{before}");
             }

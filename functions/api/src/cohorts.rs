@@ -38,9 +38,14 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     )
 }
 
-/// The rows of a journey question: from `rollup_journey_hours` when every series names one
-/// type's event without filters (and no breakdown needs the events' properties), else the raw
-/// rows; with its `source`.
+/// Whether a journey question reads `rollup_journey_hours`: when every series names one
+/// type's event without filters (and no breakdown needs the events' properties). Else the raw
+/// rows, whose users are hashed otherwise (`Store::journeys`).
+fn reads_rollup(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice) -> bool {
+    source == SourceChoice::Auto && breakdown.is_none() && series.iter().all(Series::is_named_only)
+}
+
+/// The rows of a journey question (`reads_rollup` says from where), with its `source`.
 async fn journeys(
     api: &Api,
     project: ProjectId,
@@ -49,7 +54,7 @@ async fn journeys(
     breakdown: Option<&BreakdownBy>,
     source: SourceChoice,
 ) -> Result<(Vec<Step>, Value), Failure> {
-    if source == SourceChoice::Auto && breakdown.is_none() && series.iter().all(Series::is_named_only) {
+    if reads_rollup(series, breakdown, source) {
         let (rows, counted) = api.store.rolled_journeys(project, series, from, to).await?;
         let mut source = source_json(&counted);
         source["rows"] = json!(rows.len());
@@ -248,11 +253,18 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         && first < range.0
     {
         // Who had a cohort event before the range joined a cohort then: none of theirs here.
-        // Read the way the range was, so that users are hashed alike (`Store::journeys`).
-        let way = if source["kind"] == "raw" { SourceChoice::Raw } else { input.source };
-        let (before, read) = journeys(&api, project.0, &series[..1], (first, range.0), None, way).await?;
+        // Read the way the range was, so that users are hashed alike.
+        let way = if reads_rollup(&series, None, input.source) { input.source } else { SourceChoice::Raw };
+        let (before, mut read) = journeys(&api, project.0, &series[..1], (first, range.0), None, way).await?;
         let seen: HashSet<u64> = before.iter().map(|step| step.user).collect();
+        // Users the range would have put in a cohort: said in the answer.
+        let left_out: HashSet<u64> = rows
+            .iter()
+            .filter(|step| step.matches & 1 != 0 && seen.contains(&step.user))
+            .map(|step| step.user)
+            .collect();
         rows.retain(|step| !seen.contains(&step.user));
+        read["users_left_out"] = json!(left_out.len());
         source["before_range"] = read;
     }
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();

@@ -395,8 +395,11 @@ const LINKS_TO_SUBJECTS: &str = "DELETE FROM aliases WHERE project_id = ? AND us
 /// The anonymous events of an id first linked to a subject counted as that subject
 /// (`rollups::USER_KEY`). Where the erasure keeps them (the id is no subject: it has a profile
 /// of its own, or lies past the walk's caps, see `links`), they count as the id's next link or
-/// as the id once the link is gone: their hours are recounted. `params`: the project, then
-/// the chunk's subjects (`list`).
+/// as the id once the link is gone: their hours are recounted. Only first links change whom
+/// events count as, and subjects' events go anyway (marked as they go), so links made to
+/// flood a user cost nothing here; no new link to a subject can come meanwhile (the consumer
+/// drops events naming a suppressed id). `params`: the project, then the chunk's subjects
+/// (`list`).
 async fn mark_hours_of_ids_linked_to(
     tx: &mut Transaction<'_>,
     erasure: u64,
@@ -407,6 +410,8 @@ async fn mark_hours_of_ids_linked_to(
     let sql = format!(
         "SELECT DISTINCT a.alias FROM aliases a
          WHERE a.project_id = ? AND a.user_id IN ({list})
+           AND NOT EXISTS (SELECT 1 FROM aliases earlier
+                           WHERE earlier.project_id = a.project_id AND earlier.alias = a.alias AND earlier.id < a.id)
            AND NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id = ? AND s.subject = a.alias)"
     );
     let ids: Vec<String> = with_timeout(tx.exec(sql, [params, &[Value::from(erasure)]].concat())).await?;

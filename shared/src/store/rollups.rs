@@ -42,8 +42,9 @@ pub(super) const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', ti
 /// The SQL for who an event (`e`) counts as: its userId; else the user its anonymousId was
 /// first linked to (by an identify or alias call: a visitor's events from before signing up
 /// count as the user they became; a later link of the same id to another user is not
-/// followed, as in `links.rs`); else its anonymousId. A new link changes who the anonymous
-/// events of its id count as, so the consumer marks their hours dirty (`events.rs`).
+/// followed, as in `links.rs`); else its anonymousId. A new first link, or a first link an
+/// erasure deletes, changes who the anonymous events of its id count as, so the consumer
+/// (`events.rs`) and the erasure (`erasure.rs`) mark their hours dirty.
 macro_rules! user_key {
     () => {
         "COALESCE(e.user_id,
