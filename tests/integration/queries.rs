@@ -752,8 +752,19 @@ async fn a_visitor_who_signs_up_counts_as_one_user_in_trends_funnels_and_retenti
     assert_eq!(app.db.count(&format!("rollup_dirty_hours WHERE hour = {}", hour_of_view + 1)).await, 0);
     let linked = json!([2, 2, 1, 2, [2, 1]]);
     assert_eq!(answers("after the link, before the job").await, linked);
+    // The rollups' watermark: the mark the job has yet to count, then the time of the answer.
+    let watermark = || async {
+        let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&questions[0]))).await;
+        let text = reply.json["source"]["watermark"].as_str().expect("a rollup answer has a watermark").to_string();
+        chrono::DateTime::parse_from_rfc3339(&text).expect("a time").with_timezone(&chrono::Utc)
+    };
+    let marked: Vec<chrono::NaiveDateTime> =
+        app.db.query(&format!("SELECT marked_at FROM rollup_dirty_hours WHERE hour = {hour_of_view}")).await;
+    assert_eq!(watermark().await, marked[0].and_utc(), "the view's hour, marked by the link");
     cleanup_now(&app).await;
     assert_eq!(answers("after the link and the job").await, linked);
+    let asked = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+    assert!(watermark().await >= asked, "no past hour is left to count");
 
     // anon-1 linked again, to somebody else: the first link stands, nothing is marked.
     send(vec![json!({"type": "identify", "userId": "u-9", "anonymousId": "anon-1", "messageId": "v-5"})]).await;

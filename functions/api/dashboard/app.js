@@ -177,8 +177,12 @@ function drawTrend(answer) {
   }));
   const source = answer.source ?? {};
   const property = source.property ? ` of ${source.property}` : '';
+  // A watermark minutes old: the rollups job is behind (the answer is exact all the same).
+  const behind = source.watermark && Date.now() - Date.parse(source.watermark) > 5 * 60_000
+    ? ` The rollups hold the changes made before ${new Date(source.watermark).toLocaleString()}; the hours changed since are read raw.`
+    : '';
   $('#trend-source').textContent = source.kind === 'rollup'
-    ? `From the rollups${property} (${source.rollup_hours} hours) and the raw rows (${source.raw_hours} hours).`
+    ? `From the rollups${property} (${source.rollup_hours} hours) and the raw rows (${source.raw_hours} hours).${behind}`
     : 'From the raw rows.';
   const target = $('#trend-chart');
   chart?.destroy();

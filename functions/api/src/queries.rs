@@ -46,8 +46,17 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     ListedRouter::default().on(Method::GET, "/v1/event-names", event_names).on(Method::POST, "/v1/query/trends", trends)
 }
 
+/// `read` added to the reads of one answer so far (`CountSource::merged`).
+fn merge(reads: &mut Option<CountSource>, read: CountSource) {
+    *reads = Some(match reads.take() {
+        Some(earlier) => earlier.merged(read),
+        None => read,
+    });
+}
+
 pub(crate) fn source_json(source: &CountSource) -> Value {
-    json!({"kind": "rollup", "rollup_hours": source.rollup_hours, "raw_hours": source.raw_hours})
+    json!({"kind": "rollup", "rollup_hours": source.rollup_hours, "raw_hours": source.raw_hours,
+           "watermark": source.watermark.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)})
 }
 
 /// `GET /v1/event-names?from&to`: every (type, name) with events in the range, with counts and
@@ -432,11 +441,7 @@ async fn rollup_totals(
     // One read for the plain series and one per property, each its own snapshot: the answer
     // reports the most raw hours.
     let mut read: Option<CountSource> = None;
-    let mut note = |source: CountSource| {
-        if read.as_ref().is_none_or(|read| source.raw_hours > read.raw_hours) {
-            read = Some(source);
-        }
-    };
+    let mut note = |source: CountSource| merge(&mut read, source);
     let plain = selection(None);
     if !plain.is_empty() {
         let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &plain).await?;
@@ -572,9 +577,7 @@ async fn user_counts(
             // Each (user, millisecond) of the event once: the users' hashes, exact.
             let range = (set_starts[0].timestamp(), set_end.timestamp());
             let (steps, read) = api.store.rolled_journeys(project, std::slice::from_ref(one), range.0, range.1).await?;
-            if source.as_ref().is_none_or(|source| read.raw_hours > source.raw_hours) {
-                source = Some(read);
-            }
+            merge(&mut source, read);
             let mut sets = vec![UserSet::default(); set_starts.len()];
             for step in &steps {
                 let at = DateTime::from_timestamp_millis(step.at).unwrap_or_default();
@@ -585,9 +588,7 @@ async fn user_counts(
             let (hours, read) =
                 api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
             // Each series reads its own snapshot: the answer reports the most raw hours.
-            if source.as_ref().is_none_or(|source| read.raw_hours > source.raw_hours) {
-                source = Some(read);
-            }
+            merge(&mut source, read);
             let mut sets = vec![UserSet::default(); set_starts.len()];
             for (hour, set) in &hours {
                 sets[bucket_of(set_starts, hour_start(*hour))].merge(set);

@@ -155,7 +155,7 @@ impl Store {
         let (from_ms, to_ms) = (from * 1_000, to * 1_000);
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         let NamedSeries { pairs, bits_sql: bits, bits_params } = NamedSeries::of(series);
         // Copies of one row past the number of series change no answer.
         let copies = series.len().min(MAX_SERIES) as u32;
@@ -242,6 +242,6 @@ impl Store {
         if steps.len() > MAX_ROWS_READ {
             return Err(StoreError::TooBig);
         }
-        Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len())))
+        Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 }

@@ -244,7 +244,7 @@ impl Store {
     ) -> Result<(Vec<ValueCount>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         // Hours the promotion's backfill has yet to count are read raw too.
         let pending: Vec<u32> = with_timeout(tx.exec(
             "SELECT hour FROM rollup_property_backfill WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ?",
@@ -289,7 +289,7 @@ impl Store {
             counts.push(value_count(&row)?);
         }
         with_timeout(tx.commit()).await?;
-        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len())))
+        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 }
 

@@ -16,7 +16,7 @@ use super::{JobTx, MAX_ROWS_READ, Store, StoreError, required, to_db_time, with_
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Row, TxOpts, Value};
 use std::collections::BTreeMap;
@@ -127,17 +127,28 @@ pub struct HourCount {
     pub last_at: DateTime<Utc>,
 }
 
-/// Which hours of an answer came from where.
+/// Which hours of an answer came from where, and how current the rollups were.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CountSource {
     pub rollup_hours: usize,
     pub raw_hours: usize,
+    /// The rollups hold every change to a past hour made before this time: the oldest change
+    /// the rollups job has yet to count (its hour is read raw meanwhile), or the read's time.
+    pub watermark: DateTime<Utc>,
 }
 
 impl CountSource {
-    /// `[from_hour, to_hour)`, of which `raw_hours` read raw.
-    pub(super) fn of(from_hour: u32, to_hour: u32, raw_hours: usize) -> Self {
-        CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours, raw_hours }
+    /// `[from_hour, to_hour)`, of which `raw_hours` read raw, with the rollups' `watermark`.
+    pub(super) fn of(from_hour: u32, to_hour: u32, raw_hours: usize, watermark: DateTime<Utc>) -> Self {
+        CountSource { rollup_hours: (to_hour - from_hour) as usize - raw_hours, raw_hours, watermark }
+    }
+
+    /// Of two reads for one answer, the one that says the most: the most raw hours, and the
+    /// older watermark.
+    pub fn merged(self, other: CountSource) -> CountSource {
+        let watermark = self.watermark.min(other.watermark);
+        let most_raw = if other.raw_hours > self.raw_hours { other } else { self };
+        CountSource { watermark, ..most_raw }
     }
 }
 
@@ -296,7 +307,7 @@ impl Store {
     ) -> Result<(Vec<HourCount>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let (dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
         let (pairs, mut params) = selection_condition(selection);
@@ -327,7 +338,7 @@ impl Store {
         }
         with_timeout(tx.commit()).await?;
         counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
-        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len())))
+        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 
     /// The users of `[from_hour, to_hour)` per hour (those with events of `kind`, or of any
@@ -341,7 +352,7 @@ impl Store {
     ) -> Result<(Vec<(u32, UserSet)>, CountSource), StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
-        let (mut dirty, current) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
+        let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
 
         let (kind_condition, kind_params) = match kind {
             Some(kind) => ("AND type = ?", vec![Value::from(kind.as_str())]),
@@ -407,7 +418,7 @@ impl Store {
             let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
             hours.entry(hour).or_default().insert(user_hash(&user));
         }
-        Ok((hours.into_iter().collect(), CountSource::of(from_hour, to_hour, raw_hours.len())))
+        Ok((hours.into_iter().collect(), CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 }
 
@@ -421,19 +432,28 @@ pub(super) fn snapshot() -> TxOpts {
 }
 
 /// The dirty hours of `[from_hour, to_hour)` (ascending), and the current hour (clamped to
-/// the range): those and every hour from the current one on are read from the raw rows.
+/// the range): those and every hour from the current one on are read from the raw rows. And
+/// the rollups' watermark (`CountSource::watermark`): the oldest mark of a past hour of the
+/// project, where the current hour's marks, which wait for the hour to end, do not count.
 pub(super) async fn dirty_hours(
     tx: &mut impl Queryable,
     project: ProjectId,
     from_hour: u32,
     to_hour: u32,
-) -> Result<(Vec<u32>, u32), StoreError> {
+) -> Result<(Vec<u32>, u32, DateTime<Utc>), StoreError> {
+    let now = Utc::now();
     let dirty: Vec<u32> = with_timeout(tx.exec(
         "SELECT hour FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
         (project.0, from_hour, to_hour),
     ))
     .await?;
-    Ok((dirty, hour_of(Utc::now()).clamp(from_hour, to_hour)))
+    let oldest: Option<Option<NaiveDateTime>> = with_timeout(tx.exec_first(
+        "SELECT MIN(marked_at) FROM rollup_dirty_hours WHERE project_id = ? AND hour < ?",
+        (project.0, hour_of(now)),
+    ))
+    .await?;
+    let watermark = oldest.flatten().map_or(now, super::from_db_time).min(now);
+    Ok((dirty, hour_of(now).clamp(from_hour, to_hour), watermark))
 }
 
 /// What `read_raw_hours` returns per run of hours.
