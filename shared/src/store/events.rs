@@ -4,7 +4,7 @@
 
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
-use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, to_db_time};
+use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time};
 use crate::event::{Event, EventType, JsonText};
 use crate::ids::{ProjectId, new_public_id};
 use crate::model::SubjectHashes;
@@ -422,11 +422,6 @@ fn ids_by_project<'a>(links: &[Link<'a>], id_of: impl Fn(&Link<'a>) -> &'a str) 
         }
     }
     slices
-}
-
-/// The parameters `project_id = ? AND … IN (…)`: the project, then the ids.
-fn project_and(project: u64, ids: &[&str]) -> Vec<Value> {
-    std::iter::once(Value::from(project)).chain(ids.iter().map(|id| Value::from(*id))).collect()
 }
 
 async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<'_>) -> Result<bool, StoreError> {

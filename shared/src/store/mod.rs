@@ -312,6 +312,13 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n.max(1)].join(",")
 }
 
+/// The parameters of `project_id = ? AND … IN (…)`: the project, then the ids.
+fn project_and(project: u64, ids: &[&str]) -> Vec<mysql_async::Value> {
+    std::iter::once(mysql_async::Value::from(project))
+        .chain(ids.iter().map(|id| mysql_async::Value::from(*id)))
+        .collect()
+}
+
 /// `INSERT INTO table (columns) VALUES (?,..),(?,..) suffix`, for `rows` rows.
 fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) -> String {
     let one = format!("({})", vec!["?"; columns.len()].join(","));

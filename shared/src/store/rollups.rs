@@ -110,8 +110,7 @@ pub(super) async fn mark_hours_of_anonymous_ids(
             "e.project_id = ? AND e.user_id IS NULL AND e.anonymous_id IN ({})",
             super::placeholders(slice.len())
         );
-        let params = std::iter::once(Value::from(project)).chain(slice.iter().map(|id| Value::from(*id))).collect();
-        mark_dirty_where(tx, &condition, params).await?;
+        mark_dirty_where(tx, &condition, super::project_and(project, slice)).await?;
     }
     Ok(())
 }
@@ -442,17 +441,17 @@ pub(super) async fn dirty_hours(
     to_hour: u32,
 ) -> Result<(Vec<u32>, u32, DateTime<Utc>), StoreError> {
     let now = Utc::now();
-    let dirty: Vec<u32> = with_timeout(tx.exec(
-        "SELECT hour FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
-        (project.0, from_hour, to_hour),
+    // One round trip: the range's dirty hours, then a row of the oldest mark.
+    let rows: Vec<(Option<u32>, Option<NaiveDateTime>)> = with_timeout(tx.exec(
+        "SELECT hour, NULL FROM rollup_dirty_hours WHERE project_id = ? AND hour >= ? AND hour < ?
+         UNION ALL SELECT NULL, MIN(marked_at) FROM rollup_dirty_hours WHERE project_id = ? AND hour < ?",
+        (project.0, from_hour, to_hour, project.0, hour_of(now)),
     ))
     .await?;
-    let oldest: Option<Option<NaiveDateTime>> = with_timeout(tx.exec_first(
-        "SELECT MIN(marked_at) FROM rollup_dirty_hours WHERE project_id = ? AND hour < ?",
-        (project.0, hour_of(now)),
-    ))
-    .await?;
-    let watermark = oldest.flatten().map_or(now, super::from_db_time).min(now);
+    let mut dirty: Vec<u32> = rows.iter().filter_map(|(hour, _)| *hour).collect();
+    dirty.sort_unstable();
+    let oldest = rows.iter().find_map(|(_, marked)| *marked);
+    let watermark = oldest.map_or(now, super::from_db_time).min(now);
     Ok((dirty, hour_of(now).clamp(from_hour, to_hour), watermark))
 }
 
