@@ -69,6 +69,8 @@ pub struct Config {
     pub local_queue_capacity: usize,
     /// How many index entries one page of a read-side list may examine (`store::lists`).
     pub list_rows_examined: usize,
+    /// Rows one read-side question may bring into memory (`store::MAX_ROWS_READ` by default).
+    pub max_rows_read: usize,
     /// Where `evtrack up` journals its queue (`None`: in memory only, lost on a crash).
     pub local_queue_dir: Option<std::path::PathBuf>,
     /// How long ingest waits for queue capacity before answering 503.
@@ -343,6 +345,8 @@ impl Config {
             listen: parse(&get, "EVTRACK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 3000)))?,
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
             list_rows_examined: parse(&get, "EVTRACK_LIST_ROWS_EXAMINED", 10_000)?.max(1),
+            // `store::MAX_ROWS_READ` (the store is a layer below; a test there checks).
+            max_rows_read: parse(&get, "EVTRACK_MAX_ROWS_READ", 1_000_000)?.max(1),
             local_queue_dir: Some(string("EVTRACK_LOCAL_QUEUE_DIR", ".evtrack-dev/queue"))
                 .filter(|dir| !dir.eq_ignore_ascii_case("memory"))
                 .map(std::path::PathBuf::from),

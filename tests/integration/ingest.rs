@@ -496,7 +496,7 @@ async fn redis_down_still_serves_and_limits_per_instance() {
 /// over an SQS queue (moto) that the consumer receives from and deletes from as on AWS.
 enum Pipeline {
     Local(Box<TestApp>),
-    Sqs { db: TestDb, router: axum::Router, key: String, client: aws_sdk_sqs::Client, queue_url: String },
+    Sqs { db: Box<TestDb>, router: axum::Router, key: String, client: aws_sdk_sqs::Client, queue_url: String },
 }
 
 impl Pipeline {
@@ -556,7 +556,7 @@ async fn hostile_events_on_every_ingest_route_are_refused_or_quarantined_and_non
 async fn hostile_events_on_every_ingest_route_through_sqs_are_refused_or_quarantined_and_none_is_stored() {
     let db = TestDb::new().await;
     let (router, key, client, queue_url) = ingest_over_sqs(&db).await;
-    hostile_events_on_every_route(Pipeline::Sqs { db, router, key, client, queue_url }).await;
+    hostile_events_on_every_route(Pipeline::Sqs { db: Box::new(db), router, key, client, queue_url }).await;
 }
 
 async fn hostile_events_on_every_route(app: Pipeline) {

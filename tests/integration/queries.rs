@@ -917,3 +917,62 @@ async fn visitor_answers(app: &TestApp, read: &str, questions: &[Value; 3], mome
     assert_eq!(seen[0], seen[1], "{moment}: the rollups against the raw rows");
     seen.remove(0)
 }
+
+/// A question past the rows one question may read (`EVTRACK_MAX_ROWS_READ`, 5 here) answers
+/// `422 query_too_big`; from the raw rows it says how to ask so that the rollups answer,
+/// and asked that way it is answered.
+#[tokio::test]
+async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_would_answer_it() {
+    let app = TestApp::with(evtrack_tests::TestDb::new().await, &[("EVTRACK_MAX_ROWS_READ", "5")]).await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
+    let read = read.reveal().to_string();
+    let day = chrono::Utc::now().timestamp() / DAY * DAY - 2 * DAY;
+    // Eight users visit; two of them buy.
+    let events: Vec<Value> = (0..8)
+        .map(|n| {
+            json!({"type": "track", "event": "Visited", "userId": format!("u-{n}"), "messageId": format!("v-{n}"),
+                        "properties": {"plan": format!("plan-{n}")}, "timestamp": sdk_time(day + 60 * n)})
+        })
+        .chain((0..2).map(|n| {
+            json!({"type": "track", "event": "Bought", "userId": format!("u-{n}"), "messageId": format!("b-{n}"),
+                                     "timestamp": sdk_time(day + 3_600 + 60 * n)})
+        }))
+        .collect();
+    let reply = app.send(batch(&app.key, events)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    let ask = |path: &'static str, question: Value| {
+        let app = &app;
+        let read = &read;
+        async move { app.send(api_request("POST", path, read, Some(&question))).await }
+    };
+    let from = sdk_time(day);
+    let too_big = |reply: &evtrack_tests::Reply, advice: &str| {
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.json);
+        assert_eq!(reply.json["code"], "query_too_big");
+        let message = reply.json["message"].as_str().expect("a message");
+        assert!(message.contains("shorter time range"), "{message}");
+        assert!(message.contains(advice), "{message} should say: {advice}");
+    };
+
+    // Retention on any event reads every event of the range (10 rows): too big, and said how.
+    let any = json!({"from": from, "interval": "day", "periods": 2});
+    too_big(&ask("/v1/query/retention", any).await, "each name one event");
+    // Forced to the raw rows, a question the rollups could answer says so.
+    let visits = json!({"from": from, "interval": "day", "periods": 2, "source": "raw",
+                        "cohort_event": {"event": "Visited"}, "return_event": {"event": "Visited"}});
+    too_big(&ask("/v1/query/retention", visits).await, "without `\"source\": \"raw\"`");
+    // Named events within the cap, as the advice says: answered from the rollups.
+    let purchases = json!({"from": from, "interval": "day", "periods": 2,
+                           "cohort_event": {"event": "Bought"}, "return_event": {"event": "Bought"}});
+    let reply = ask("/v1/query/retention", purchases).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["source"]["kind"], "rollup");
+    assert_eq!(reply.json["source"]["max_rows"], 5);
+    assert_eq!(reply.json["cohorts"][0]["users"], 2);
+
+    // A funnel with a filtered step reads the raw rows.
+    let funnel = json!({"steps": [{"event": "Visited", "where": ["properties.plan:is_set"]}, {"event": "Bought"}],
+                        "from": from, "to": sdk_time(day + DAY)});
+    too_big(&ask("/v1/query/funnels", funnel).await, "without `where` filters");
+}

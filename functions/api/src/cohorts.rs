@@ -2,8 +2,8 @@
 //! about users' paths, answered by the rules of `evtrack::cohorts` from who did what when in
 //! the range: from the journeys' rollup where the steps are plain names
 //! (`Store::rolled_journeys`), else from the raw rows (`Store::journeys`). Capped like every
-//! read: a question reading more than `MAX_ROWS_READ` rows, or running past the statement cap,
-//! is a 422.
+//! read: a question reading more than `Store::max_rows_read` rows, or running past the
+//! statement cap, is a 422 (from the raw rows: saying how the rollups would answer).
 
 use crate::extract::{Reading, Reply, body};
 use crate::queries::{
@@ -19,7 +19,7 @@ use evtrack::cohorts::{self, FunnelCounts, Step};
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
-use evtrack::store::{BreakdownBy, MAX_ROWS_READ, Series};
+use evtrack::store::{BreakdownBy, Series};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -38,33 +38,55 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
     )
 }
 
-/// Whether a journey question reads `rollup_journey_hours`: when every series names one
-/// type's event without filters (and no breakdown needs the events' properties). Else the raw
-/// rows, whose users are hashed otherwise (`Store::journeys`).
-fn reads_rollup(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice) -> bool {
-    source == SourceChoice::Auto && breakdown.is_none() && series.iter().all(Series::is_named_only)
+/// Where a journey question's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// `rollup_journey_hours`: every series names one type's event without filters, and no
+    /// breakdown needs the events' properties.
+    Rollup,
+    /// The raw rows, whose users are hashed otherwise (`Store::journeys`); `asked`: by
+    /// `"source": "raw"`.
+    Raw { asked: bool },
 }
 
-/// The rows of a journey question (`reads_rollup` says from where), with its `source`.
+impl Way {
+    fn of(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice) -> Self {
+        if source == SourceChoice::Raw {
+            Way::Raw { asked: true }
+        } else if breakdown.is_none() && series.iter().all(Series::is_named_only) {
+            Way::Rollup
+        } else {
+            Way::Raw { asked: false }
+        }
+    }
+}
+
+/// The rows of a journey question, read `way`, with its `source`.
 async fn journeys(
     api: &Api,
     project: ProjectId,
     series: &[Series],
     (from, to): (i64, i64),
     breakdown: Option<&BreakdownBy>,
-    source: SourceChoice,
+    way: Way,
 ) -> Result<(Vec<Step>, Value), Failure> {
-    if reads_rollup(series, breakdown, source) {
+    let Way::Raw { asked } = way else {
         let (rows, counted) = api.store.rolled_journeys(project, series, from, to).await?;
         let mut source = source_json(&counted);
         source["rows"] = json!(rows.len());
-        source["max_rows"] = json!(MAX_ROWS_READ);
+        source["max_rows"] = json!(api.store.max_rows_read());
         return Ok((rows, source));
-    }
-    let rows = api.store.journeys(project, series, from, to, breakdown).await?;
-    let source = json!({"kind": "raw", "rows": rows.len(), "max_rows": MAX_ROWS_READ});
+    };
+    let read = api.store.journeys(project, series, from, to, breakdown).await;
+    let rows =
+        read.map_err(|err| Failure::from(err).advised_for_raw_rows(Some(if asked { UNFORCED } else { NAMED_STEPS })))?;
+    let source = json!({"kind": "raw", "rows": rows.len(), "max_rows": api.store.max_rows_read()});
     Ok((rows, source))
 }
+
+/// How to ask a journey question that is too big for the raw rows so that the rollups answer.
+const NAMED_STEPS: &str = "funnels and retention whose steps each name one event (not `any`), without `where` filters or a breakdown, are answered from the rollups";
+pub(crate) const UNFORCED: &str = "without `\"source\": \"raw\"` the rollups answer it where they can";
 
 fn describe(series: &Series) -> Value {
     json!({"type": series.kind.map_or("any", EventType::as_str), "event": series.name})
@@ -106,7 +128,8 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let window = Duration::hours(input.window_hours);
     let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
     let range = (input.from.timestamp(), ceil_seconds(read_to));
-    let (rows, source) = journeys(&api, project.0, &steps, range, breakdown.as_ref(), input.source).await?;
+    let way = Way::of(&steps, breakdown.as_ref(), input.source);
+    let (rows, source) = journeys(&api, project.0, &steps, range, breakdown.as_ref(), way).await?;
     let lines = cohorts::funnel(
         rows,
         steps.len(),
@@ -247,14 +270,14 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
     }
     let end = starts.pop().unwrap_or(first[0]);
     let range = (starts[0].timestamp(), end.timestamp());
-    let (mut rows, mut source) = journeys(&api, project.0, &series, range, None, input.source).await?;
+    let way = Way::of(&series, None, input.source);
+    let (mut rows, mut source) = journeys(&api, project.0, &series, range, None, way).await?;
     if input.cohort_by == CohortBy::FirstEver
         && let Some(first) = api.store.first_event_at(project.0).await?
         && first < range.0
     {
         // Who had a cohort event before the range joined a cohort then: none of theirs here.
         // Read the way the range was, so that users are hashed alike.
-        let way = if reads_rollup(&series, None, input.source) { input.source } else { SourceChoice::Raw };
         let (before, mut read) = journeys(&api, project.0, &series[..1], (first, range.0), None, way).await?;
         let seen: HashSet<u64> = before.iter().map(|step| step.user).collect();
         // Users the range would have put in a cohort: said in the answer.

@@ -68,7 +68,7 @@ impl Api {
             )),
             list_rows_examined: config.list_rows_examined,
             keyring,
-            store,
+            store: store.reading_at_most(config.max_rows_read),
         }
     }
 
@@ -132,9 +132,14 @@ pub enum Failure {
     Conflict(String),
     #[error("invalid or expired cursor")]
     InvalidCursor,
-    /// The question would take the database too long as asked.
+    /// The question would take the database too long as asked, or bring more rows into
+    /// memory than a question may.
     #[error("too big a question")]
     TooBig,
+    /// `TooBig`, for a question answered from the raw rows: with how to ask so that the
+    /// rollups answer it.
+    #[error("too big a question for the raw rows")]
+    TooBigForRawRows(&'static str),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A bug or a corrupt row: logged, answered 500 without detail.
@@ -143,6 +148,26 @@ pub enum Failure {
     /// A job run failed, or its function could not be invoked or did not answer in time.
     #[error("job failed: {0}")]
     JobFailed(String),
+}
+
+impl Failure {
+    /// This failure of a question read from the raw rows, a `TooBig` with `advice`: how to
+    /// ask so that the rollups answer.
+    pub(crate) fn advised_for_raw_rows(self, advice: Option<&'static str>) -> Self {
+        match (self, advice) {
+            (Failure::TooBig, Some(advice)) => Failure::TooBigForRawRows(advice),
+            (failure, _) => failure,
+        }
+    }
+}
+
+/// The text of a `422 query_too_big`, then `more`.
+fn too_big(more: &str) -> String {
+    format!(
+        "this question needs more than one question may read (its rows held in memory, {} s a statement, {} s in all); ask for a shorter time range or fewer filters.{more}",
+        evtrack::store::READ_TIME_CAP.as_secs(),
+        crate::queries::QUESTION_BUDGET.as_secs()
+    )
 }
 
 impl From<StoreError> for Failure {
@@ -227,14 +252,11 @@ impl IntoResponse for Failure {
             Failure::InvalidCursor => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid or expired cursor; start over")
             }
-            Failure::TooBig => ApiError::new(
+            Failure::TooBig => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_too_big", too_big("")),
+            Failure::TooBigForRawRows(advice) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "query_too_big",
-                format!(
-                    "the database could not answer this in time ({} s a statement, {} s a question); ask for a shorter time range or fewer filters",
-                    evtrack::store::READ_TIME_CAP.as_secs(),
-                    crate::queries::QUESTION_BUDGET.as_secs()
-                ),
+                too_big(&format!(" It reads the raw events: {advice}.")),
             ),
             Failure::Internal(reason) => {
                 tracing::error!(error = %reason, "internal error");

@@ -381,7 +381,10 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
                 answered => answered,
             }
         } else {
-            raw_counts(&api, &question, breakdown.as_ref()).await
+            let filtered = series.iter().any(|s| !s.filters.is_empty());
+            let asked = (input.source, input.math == Math::Total, breakdown.is_some(), filtered);
+            let advice = trend_advice(asked, on_hours);
+            raw_counts(&api, &question, breakdown.as_ref()).await.map_err(|err| err.advised_for_raw_rows(advice))
         }
     };
     let (lines, mut source, estimated) = within(QUESTION_BUDGET, answer).await?;
@@ -405,6 +408,24 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         "source": source,
     }))
     .into_response())
+}
+
+/// How to ask a trend that is too big for the raw rows so that the rollups answer, where
+/// there is a way: from how it was asked (source, math total, a breakdown, filters).
+fn trend_advice(asked: (SourceChoice, bool, bool, bool), on_hours: bool) -> Option<&'static str> {
+    match asked {
+        (SourceChoice::Raw, ..) => Some(crate::cohorts::UNFORCED),
+        (_, true, true, _) => Some(
+            "totals broken down by a promoted property (POST /v1/properties/{key}/promote), without filters, are answered from the rollups",
+        ),
+        (_, true, false, true) => Some(
+            "totals whose series have at most one `eq` or `neq` filter, on a promoted property (POST /v1/properties/{key}/promote), are answered from the rollups",
+        ),
+        (_, _, false, false) if !on_hours => Some(
+            "buckets that start on whole hours (a time zone a whole number of hours from UTC) are answered from the rollups",
+        ),
+        _ => None,
+    }
 }
 
 /// What every way of answering a trend needs.
@@ -716,6 +737,20 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_trend_too_big_for_the_raw_rows_is_told_the_way_the_rollups_answer_it() {
+        use SourceChoice::{Auto, Raw};
+        let advice = |asked, on_hours| trend_advice(asked, on_hours).unwrap_or("none");
+        // (source, math total, a breakdown, filters)
+        assert!(advice((Raw, true, false, false), true).contains("source"));
+        assert!(advice((Auto, true, true, false), true).contains("broken down by a promoted property"));
+        assert!(advice((Auto, true, false, true), true).contains("filter, on a promoted property"));
+        assert!(advice((Auto, true, false, false), false).contains("whole hours"));
+        // Unique users of a filtered series, or broken down: no rollup holds them.
+        assert_eq!(advice((Auto, false, false, true), true), "none");
+        assert_eq!(advice((Auto, false, true, false), true), "none");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The rows funnels and retention are computed from (`crate::cohorts`): every live event of
 //! a range that matches one of a few series, as (user, time, which series, breakdown value),
-//! kept compact; at most `MAX_ROWS_READ` of them. The user is a hash of who an event counts
-//! as: `USER_HASH` from the rollup (`rolled_journeys`), xxh3 of the raw rows' user (`journeys`:
-//! MD5 in SQL costs the server about 0.9 µs more per row). Rows of the two compare only with
-//! rows of the same way.
+//! kept compact; at most `Store::max_rows_read` of them. The user is a hash of who an event
+//! counts as: `USER_HASH` from the rollup (`rolled_journeys`), xxh3 of the raw rows' user
+//! (`journeys`: MD5 in SQL costs the server about 0.9 µs more per row). Rows of the two compare
+//! only with rows of the same way.
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
@@ -11,7 +11,7 @@ use super::rollups::{
     CountSource, RawRows, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
 };
 use super::trends::{db_time, series_condition};
-use super::{BreakdownBy, MAX_ROWS_READ, Series, Store, StoreError, required, with_timeout};
+use super::{BreakdownBy, Series, Store, StoreError, required, with_timeout};
 use crate::cohorts::Step;
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -107,7 +107,7 @@ impl Store {
         params.extend([Value::from(project.0), Value::from(db_time(from)), Value::from(db_time(to))]);
         let any: Vec<String> = series.iter().take(8).map(|one| series_condition(one, &mut params)).collect();
         let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut params).await?);
-        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        params.push(Value::from(self.max_rows_read as u64 + 1));
         // Series that each name their event: one range of the name index per series (the
         // optimizer took the time index over a range of weeks, reading every event in it).
         let events = if series.iter().all(|one| one.kind.is_some() && one.name.is_some()) {
@@ -135,7 +135,7 @@ impl Store {
             },
         ))
         .await?;
-        if steps.len() > MAX_ROWS_READ {
+        if steps.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         Ok(steps)
@@ -168,7 +168,7 @@ impl Store {
             [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
         }));
         let mut params = ranges_params.clone();
-        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        params.push(Value::from(self.max_rows_read as u64 + 1));
         let sql = format!(
             "SELECT {bits}, hour, user_hash, at_ms, events FROM rollup_journey_hours
              WHERE project_id = ? AND ({ranges}) LIMIT ?"
@@ -176,7 +176,7 @@ impl Store {
         self.record(&sql, &params);
         let sql = super::capped(&sql, &tx);
         let rolled: Vec<(u8, u32, u64, u32, u32)> = with_timeout(tx.exec(sql, params)).await?;
-        if rolled.len() > MAX_ROWS_READ {
+        if rolled.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         // An hour whose journeys do not add up to its counts was rolled up without them (by a
@@ -220,7 +220,7 @@ impl Store {
             &raw_hours,
             (&select, &bits_params),
             (&condition, &condition_params),
-            RawRows::AtMost(MAX_ROWS_READ),
+            RawRows::AtMost(self.max_rows_read),
         )
         .await?;
         with_timeout(tx.commit()).await?;
@@ -230,7 +230,7 @@ impl Store {
             with_timeout(tx.commit()).await?;
         }
         // Past the cap the rows stop short: counting what came would answer wrong.
-        if rows.len() > MAX_ROWS_READ {
+        if rows.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         for row in &rows {
@@ -239,7 +239,7 @@ impl Store {
                 steps.push(step);
             }
         }
-        if steps.len() > MAX_ROWS_READ {
+        if steps.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))

@@ -160,6 +160,8 @@ pub struct Store {
     /// Whether writes mark the hours they change for the rollups: always, but in the
     /// benchmark that measures what the marks cost (`Store::without_rollup_marks`).
     marks_rollups: bool,
+    /// Rows one question may bring into memory (`MAX_ROWS_READ`; `Store::reading_at_most`).
+    max_rows_read: usize,
 }
 
 /// Statements of the read side as they were run (SQL and parameters), so that a test can
@@ -207,7 +209,7 @@ impl Store {
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             // `setup` (not `init`): it also runs again whenever a connection is reset.
             .setup(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self { pool: Pool::new(builder), reads: None, marks_rollups: true })
+        Ok(Self { pool: Pool::new(builder), reads: None, marks_rollups: true, max_rows_read: MAX_ROWS_READ })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
@@ -275,6 +277,17 @@ impl Store {
         Store { marks_rollups: false, ..self.clone() }
     }
 
+    /// This store, a question bringing at most `rows` rows into memory (else `TooBig`): sized
+    /// to the function's memory (`EVTRACK_MAX_ROWS_READ`).
+    pub fn reading_at_most(&self, rows: usize) -> Store {
+        Store { max_rows_read: rows.max(1), ..self.clone() }
+    }
+
+    /// Rows one question may bring into memory.
+    pub fn max_rows_read(&self) -> usize {
+        self.max_rows_read
+    }
+
     fn record(&self, sql: &str, params: &[mysql_async::Value]) {
         if let Some(log) = &self.reads
             && let Ok(mut reads) = log.0.lock()
@@ -330,8 +343,8 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) ->
 /// enough that each statement stays short.
 const IDS_PER_STATEMENT: usize = 1_000;
 
-/// Rows a question answered in memory may read (funnels, retention, users from the raw rows):
-/// about 50 bytes each, so that a 256 MB function answers or says 422.
+/// Rows a question answered in memory may read by default (funnels, retention, users from the
+/// raw rows): about 50 bytes each, so that a 256 MB function answers or says 422.
 pub const MAX_ROWS_READ: usize = 1_000_000;
 
 /// MySQL's DATETIME holds the years 1000 to 9999 (mysql_common panics on others): a time
@@ -395,6 +408,12 @@ fn required_time(row: &mysql_async::Row, index: usize) -> Result<DateTime<Utc>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_rows_a_question_may_read_default_to_max_rows_read() {
+        let config = Config::with_overrides(&[("EVTRACK_DATABASE_URL", "mysql://u@127.0.0.1/d")]).expect("config");
+        assert_eq!(config.max_rows_read, MAX_ROWS_READ);
+    }
 
     #[test]
     fn times_outside_mysqls_years_become_the_nearest_end() {

@@ -8,7 +8,7 @@ use super::lists::{JsonDocument, json_path};
 use super::rollups::{
     CountSource, ROW_HOUR, RawRows, dirty_hours, kind, read_raw_hours, selection_condition, snapshot,
 };
-use super::{JobTx, MAX_ROWS_READ, Store, StoreError, column, required, required_time, with_timeout};
+use super::{JobTx, Store, StoreError, column, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
@@ -258,7 +258,7 @@ impl Store {
 
         let (pairs, mut params) = selection_condition(selection);
         params.splice(0..0, [Value::from(project.0), property.id.into(), from_hour.into(), current.into()]);
-        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        params.push(Value::from(self.max_rows_read as u64 + 1));
         let rolled: Vec<Row> = with_timeout(tx.exec(
             format!(
                 "SELECT hour, type, name, value, events FROM rollup_property_hours
@@ -268,7 +268,7 @@ impl Store {
         ))
         .await?;
         // A property with a value per event (an id) keeps as many rows as the events.
-        if rolled.len() > MAX_ROWS_READ {
+        if rolled.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         let mut counts = Vec::new();

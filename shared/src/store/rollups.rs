@@ -12,7 +12,7 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::LIVE_EVENTS;
-use super::{JobTx, MAX_ROWS_READ, Store, StoreError, required, to_db_time, with_timeout};
+use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
@@ -399,7 +399,7 @@ impl Store {
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
-        let at_most = RawRows::AtMost(MAX_ROWS_READ);
+        let at_most = RawRows::AtMost(self.max_rows_read);
         let rows =
             read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), at_most)
                 .await?;
@@ -410,7 +410,7 @@ impl Store {
             mark_dirty(&mut tx, &mut unrolled).await?;
             with_timeout(tx.commit()).await?;
         }
-        if rows.len() > MAX_ROWS_READ {
+        if rows.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         for row in &rows {

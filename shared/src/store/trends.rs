@@ -7,7 +7,7 @@ use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::lists::{JsonDocument, JsonFilter};
 use super::live::LIVE_EVENTS;
 use super::rollups::{USER_KEY, and};
-use super::{MAX_ROWS_READ, Store, StoreError, column, placeholders, required, to_db_time};
+use super::{Store, StoreError, column, placeholders, required, to_db_time};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
@@ -165,14 +165,14 @@ impl Store {
         let erasing = and(not_being_erased(&mut conn, project, ERASABLE_IDS, &mut condition_params).await?);
         let mut params: Vec<Value> = starts.iter().map(|&start| Value::from(start)).collect();
         params.extend(condition_params);
-        params.push(Value::from(MAX_ROWS_READ as u64 + 1));
+        params.push(Value::from(self.max_rows_read as u64 + 1));
         let sql = format!(
             "SELECT DISTINCT INTERVAL({SECONDS}, {}) - 1 AS bucket, {USER_KEY} FROM {LIVE_EVENTS} e
              WHERE {conditions} {erasing} LIMIT ?",
             placeholders(starts.len())
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
-        if rows.len() > MAX_ROWS_READ {
+        if rows.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         for row in rows {
