@@ -69,6 +69,8 @@ pub struct Config {
     pub local_queue_capacity: usize,
     /// How many index entries one page of a read-side list may examine (`store::lists`).
     pub list_rows_examined: usize,
+    /// How ingest seals queue messages (`queue::envelope`); the consumer opens either.
+    pub queue_seal: QueueSeal,
     /// Rows one read-side question may bring into memory (`store::MAX_ROWS_READ` by default).
     pub max_rows_read: usize,
     /// Where `evtrack up` journals its queue (`None`: in memory only, lost on a crash).
@@ -258,6 +260,31 @@ fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<boo
     }
 }
 
+/// The seal ingest puts on queue messages (`EVTRACK_QUEUE_SEAL`). Consumers of this release
+/// open both; those of earlier releases open `hmac-sha256` only, so `blake3` (about half the
+/// CPU per byte) waits until no consumer of an earlier release reads the queue: after a
+/// deploy of this release, with no rollback to an earlier one planned. The next release
+/// makes it the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSeal {
+    /// Envelope version 2.
+    HmacSha256,
+    /// Envelope version 3: keyed BLAKE3.
+    Blake3,
+}
+
+impl std::str::FromStr for QueueSeal {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "hmac-sha256" => Ok(Self::HmacSha256),
+            "blake3" => Ok(Self::Blake3),
+            other => Err(format!("{other:?} is not hmac-sha256 or blake3")),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}={value:?}: {reason}")]
 pub struct ConfigError {
@@ -346,6 +373,7 @@ impl Config {
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
             list_rows_examined: parse(&get, "EVTRACK_LIST_ROWS_EXAMINED", 10_000)?.max(1),
             // `store::MAX_ROWS_READ` (the store is a layer below; a test there checks).
+            queue_seal: parse(&get, "EVTRACK_QUEUE_SEAL", QueueSeal::HmacSha256)?,
             max_rows_read: parse(&get, "EVTRACK_MAX_ROWS_READ", 1_000_000)?.max(1),
             local_queue_dir: Some(string("EVTRACK_LOCAL_QUEUE_DIR", ".evtrack-dev/queue"))
                 .filter(|dir| !dir.eq_ignore_ascii_case("memory"))

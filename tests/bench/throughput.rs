@@ -255,10 +255,14 @@ fn server_cpu_seconds() -> f64 {
 }
 
 /// The CPU seconds of a thread (`/proc/.../task/N`, or `/proc/thread-self`) from its
-/// schedstat: nanoseconds on the CPU, where stat counts ticks.
+/// schedstat: nanoseconds on the CPU, where stat counts ticks (read where a kernel has no
+/// schedstat).
 fn schedstat_cpu_seconds(task: &std::path::Path) -> f64 {
     let text = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
-    text.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+    match text.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()) {
+        Some(ns) => ns / 1e9,
+        None => stat_cpu_seconds(&std::fs::read_to_string(task.join("stat")).unwrap_or_default()),
+    }
 }
 
 /// Serves `router` on the server runtime; returns its base URL.

@@ -974,5 +974,9 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
     // A funnel with a filtered step reads the raw rows.
     let funnel = json!({"steps": [{"event": "Visited", "where": ["properties.plan:is_set"]}, {"event": "Bought"}],
                         "from": from, "to": sdk_time(day + DAY)});
-    too_big(&ask("/v1/query/funnels", funnel).await, "without `where` filters");
+    too_big(&ask("/v1/query/funnels", funnel.clone()).await, "without `where` filters");
+    // Forced to the raw rows too: the rollups would not answer it either way, and it is told so.
+    let mut forced = funnel;
+    forced["source"] = json!("raw");
+    too_big(&ask("/v1/query/funnels", forced).await, "without `where` filters");
 }

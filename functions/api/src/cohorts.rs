@@ -44,20 +44,15 @@ enum Way {
     /// `rollup_journey_hours`: every series names one type's event without filters, and no
     /// breakdown needs the events' properties.
     Rollup,
-    /// The raw rows, whose users are hashed otherwise (`Store::journeys`); `asked`: by
-    /// `"source": "raw"`.
-    Raw { asked: bool },
+    /// The raw rows, whose users are hashed otherwise (`Store::journeys`); `rollable`: the
+    /// rollups would have answered without `"source": "raw"`.
+    Raw { rollable: bool },
 }
 
 impl Way {
     fn of(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice) -> Self {
-        if source == SourceChoice::Raw {
-            Way::Raw { asked: true }
-        } else if breakdown.is_none() && series.iter().all(Series::is_named_only) {
-            Way::Rollup
-        } else {
-            Way::Raw { asked: false }
-        }
+        let rollable = breakdown.is_none() && series.iter().all(Series::is_named_only);
+        if rollable && source == SourceChoice::Auto { Way::Rollup } else { Way::Raw { rollable } }
     }
 }
 
@@ -70,7 +65,7 @@ async fn journeys(
     breakdown: Option<&BreakdownBy>,
     way: Way,
 ) -> Result<(Vec<Step>, Value), Failure> {
-    let Way::Raw { asked } = way else {
+    let Way::Raw { rollable } = way else {
         let (rows, counted) = api.store.rolled_journeys(project, series, from, to).await?;
         let mut source = source_json(&counted);
         source["rows"] = json!(rows.len());
@@ -78,8 +73,8 @@ async fn journeys(
         return Ok((rows, source));
     };
     let read = api.store.journeys(project, series, from, to, breakdown).await;
-    let rows =
-        read.map_err(|err| Failure::from(err).advised_for_raw_rows(Some(if asked { UNFORCED } else { NAMED_STEPS })))?;
+    let rows = read
+        .map_err(|err| Failure::from(err).advised_for_raw_rows(Some(if rollable { UNFORCED } else { NAMED_STEPS })))?;
     let source = json!({"kind": "raw", "rows": rows.len(), "max_rows": api.store.max_rows_read()});
     Ok((rows, source))
 }

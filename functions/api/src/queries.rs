@@ -331,12 +331,25 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
     };
     let on_hours =
         starts.iter().chain([&end]).chain(days.iter().flat_map(|(days, _)| days)).all(|at| at.timestamp() % 3_600 == 0);
-    let auto = input.source == SourceChoice::Auto && breakdown.is_none();
-    let rollable = on_hours && auto && series.iter().all(|s| s.filters.is_empty());
+    let filtered = series.iter().any(|s| !s.filters.is_empty());
+    // The plain shapes the rollups answer, unless `"source": "raw"` asks otherwise.
+    let totals_shape = on_hours && breakdown.is_none() && !filtered;
     // Users: series of every event of a type from the users' rollup (whole hours), series of
     // one named event from the journeys' rollup (any bucket edge).
-    let users_rollable =
-        auto && series.iter().all(|s| s.is_named_only() || (on_hours && s.filters.is_empty() && s.name.is_none()));
+    let users_shape = breakdown.is_none()
+        && series.iter().all(|s| s.is_named_only() || (on_hours && s.filters.is_empty() && s.name.is_none()));
+    let auto = input.source == SourceChoice::Auto && breakdown.is_none();
+    let rollable = auto && totals_shape;
+    let users_rollable = auto && users_shape;
+    // Said with a 422 of a read of the raw rows.
+    let advice = trend_advice(TrendAsked {
+        forced_raw: input.source == SourceChoice::Raw,
+        rollups_would_answer: if input.math == Math::Total { totals_shape } else { users_shape },
+        total: input.math == Math::Total,
+        breakdown: breakdown.is_some(),
+        filtered,
+        on_hours,
+    });
 
     // Totals broken down by a promoted property read its rollup.
     let promoted = match &breakdown {
@@ -378,12 +391,10 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
                 // A named event's journeys are a row per event; the raw rows' sets are read
                 // per user and bucket.
                 Err(Failure::TooBig) if users_rollable => user_counts(&api, &question, false, days).await,
+                Err(failure) if !users_rollable => Err(failure.advised_for_raw_rows(advice)),
                 answered => answered,
             }
         } else {
-            let filtered = series.iter().any(|s| !s.filters.is_empty());
-            let asked = (input.source, input.math == Math::Total, breakdown.is_some(), filtered);
-            let advice = trend_advice(asked, on_hours);
             raw_counts(&api, &question, breakdown.as_ref()).await.map_err(|err| err.advised_for_raw_rows(advice))
         }
     };
@@ -410,21 +421,41 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
     .into_response())
 }
 
+/// How a trend was asked, for the advice of a `422` from the raw rows (`trend_advice`).
+struct TrendAsked {
+    /// With `"source": "raw"`.
+    forced_raw: bool,
+    /// Whether the rollups would answer its shape without `"source": "raw"`.
+    rollups_would_answer: bool,
+    /// Math `total` (else users).
+    total: bool,
+    breakdown: bool,
+    filtered: bool,
+    /// Whether every bucket starts on a whole hour.
+    on_hours: bool,
+}
+
 /// How to ask a trend that is too big for the raw rows so that the rollups answer, where
-/// there is a way: from how it was asked (source, math total, a breakdown, filters).
-fn trend_advice(asked: (SourceChoice, bool, bool, bool), on_hours: bool) -> Option<&'static str> {
-    match asked {
-        (SourceChoice::Raw, ..) => Some(crate::cohorts::UNFORCED),
-        (_, true, true, _) => Some(
-            "totals broken down by a promoted property (POST /v1/properties/{key}/promote), without filters, are answered from the rollups",
-        ),
-        (_, true, false, true) => Some(
-            "totals whose series have at most one `eq` or `neq` filter, on a promoted property (POST /v1/properties/{key}/promote), are answered from the rollups",
-        ),
-        (_, _, false, false) if !on_hours => Some(
+/// there is a way.
+fn trend_advice(asked: TrendAsked) -> Option<&'static str> {
+    let TrendAsked { forced_raw, rollups_would_answer, total, breakdown, filtered, on_hours } = asked;
+    if forced_raw && rollups_would_answer {
+        Some(crate::cohorts::UNFORCED)
+    } else if !on_hours && (total || !(breakdown || filtered)) {
+        // Totals of every kind, and users of series of a type, need whole hours.
+        Some(
             "buckets that start on whole hours (a time zone a whole number of hours from UTC) are answered from the rollups",
-        ),
-        _ => None,
+        )
+    } else if total && breakdown && !filtered {
+        Some(
+            "totals broken down by a promoted property (POST /v1/properties/{property}/promote, with an admin key), without filters, are answered from the rollups",
+        )
+    } else if total && filtered && !breakdown {
+        Some(
+            "totals whose series have at most one `eq` or `neq` filter, on a promoted property (POST /v1/properties/{property}/promote, with an admin key), are answered from the rollups",
+        )
+    } else {
+        None
     }
 }
 
@@ -741,16 +772,22 @@ mod tests {
 
     #[test]
     fn a_trend_too_big_for_the_raw_rows_is_told_the_way_the_rollups_answer_it() {
-        use SourceChoice::{Auto, Raw};
-        let advice = |asked, on_hours| trend_advice(asked, on_hours).unwrap_or("none");
-        // (source, math total, a breakdown, filters)
-        assert!(advice((Raw, true, false, false), true).contains("source"));
-        assert!(advice((Auto, true, true, false), true).contains("broken down by a promoted property"));
-        assert!(advice((Auto, true, false, true), true).contains("filter, on a promoted property"));
-        assert!(advice((Auto, true, false, false), false).contains("whole hours"));
-        // Unique users of a filtered series, or broken down: no rollup holds them.
-        assert_eq!(advice((Auto, false, false, true), true), "none");
-        assert_eq!(advice((Auto, false, true, false), true), "none");
+        let asked = |forced_raw, rollups_would_answer, total, breakdown, filtered, on_hours| {
+            let asked = TrendAsked { forced_raw, rollups_would_answer, total, breakdown, filtered, on_hours };
+            trend_advice(asked).unwrap_or("none")
+        };
+        // Forced to the raw rows: leave out `source` where the rollups would answer, else as asked.
+        assert!(asked(true, true, true, false, false, true).contains("source"));
+        assert_eq!(asked(true, false, false, false, true, true), "none");
+        assert!(asked(true, false, true, true, false, true).contains("broken down by a promoted property"));
+        assert!(asked(false, false, true, true, false, true).contains("broken down by a promoted property"));
+        assert!(asked(false, false, true, false, true, true).contains("filter, on a promoted property"));
+        // Off whole hours, totals of every kind need them first; so do users of a type.
+        assert!(asked(false, false, true, true, false, false).contains("whole hours"));
+        assert!(asked(false, false, false, false, false, false).contains("whole hours"));
+        // Users of a filtered series, or broken down: no rollup holds them.
+        assert_eq!(asked(false, false, false, false, true, true), "none");
+        assert_eq!(asked(false, false, false, true, false, false), "none");
     }
 
     #[test]

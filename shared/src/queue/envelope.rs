@@ -1,12 +1,12 @@
 //! The queue message: one project's events from one request, with what the server observed
 //! on receipt. Events are packed into as few messages as fit the size limit.
 //!
-//! Every envelope is sealed by ingest (keyed BLAKE3 under a key derived from the pepper, in a
-//! last `"sig"` field) and opened by the consumer, so that a message put on the queue by
+//! Every envelope is sealed by ingest (keyed BLAKE3 or HMAC-SHA256, `EVTRACK_QUEUE_SEAL`,
+//! under a key derived from the pepper, in a last `"sig"` field) and opened by the consumer, so that a message put on the queue by
 //! anything else — a principal with `sqs:SendMessage`, a replayed body altered on the way —
 //! is rejected with its reason instead of being stored under the project it names.
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, QueueSeal, Secret};
 use crate::event::Event;
 use crate::event::quarantine::QuarantinedEvent;
 use crate::event::wire::BatchFields;
@@ -17,8 +17,10 @@ use serde_json::value::RawValue;
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// 3: sealed with keyed BLAKE3. 2, sealed with HMAC-SHA256 by releases before 2026-12-06,
-/// still opens, so that what they queued is stored after an upgrade. 1 (unsealed) is refused.
+/// 3: sealed with keyed BLAKE3. 2: sealed with HMAC-SHA256 (what releases before 2026-12-06
+/// wrote, and the default until every consumer opens 3: `QueueSeal`). Both open; once 3 is
+/// the default and no release sealing 2 runs, 2 can go after the queue's 15 days
+/// (`MAX_ENVELOPE_AGE`). 1 (unsealed) is refused.
 pub const ENVELOPE_VERSION: u8 = 3;
 const HMAC_SEALED_VERSION: u8 = 2;
 
@@ -29,6 +31,8 @@ const SEAL_BYTES: usize = SEAL_PREFIX.len() + 64 + 1;
 /// The keys envelopes are sealed with: derived from the current pepper (sealing) and the
 /// previous one (still opening what was queued before a pepper rotation).
 pub struct EnvelopeSeal {
+    /// How `seal` seals.
+    sealing: QueueSeal,
     keys: Vec<Secret<[u8; 32]>>,
     /// Version 2's keys (HMAC-SHA256), from the same peppers: opening only.
     hmac_keys: Vec<Secret<Vec<u8>>>,
@@ -36,13 +40,13 @@ pub struct EnvelopeSeal {
 
 impl EnvelopeSeal {
     pub fn from_config(config: &Config) -> Self {
-        Self::from_peppers(config.peppers().map(|pepper| pepper.expose().as_bytes()))
+        Self::from_peppers(config.queue_seal, config.peppers().map(|pepper| pepper.expose().as_bytes()))
     }
 
     /// The current pepper first. Keyed BLAKE3 costs about half of HMAC-SHA256 per byte here
     /// (BENCHMARKS.md), and every byte of every event is sealed by ingest and checked by the
     /// consumer.
-    fn from_peppers<'a>(peppers: impl Iterator<Item = &'a [u8]>) -> Self {
+    fn from_peppers<'a>(sealing: QueueSeal, peppers: impl Iterator<Item = &'a [u8]>) -> Self {
         let (mut keys, mut hmac_keys) = (Vec::new(), Vec::new());
         for pepper in peppers {
             // Domain-separated from key hashes and erased-id hashes.
@@ -51,19 +55,34 @@ impl EnvelopeSeal {
             mac.update(b"evtrack-queue-envelope\0");
             hmac_keys.push(Secret::new(mac.finalize().into_bytes().to_vec()));
         }
-        Self { keys, hmac_keys }
+        Self { sealing, keys, hmac_keys }
+    }
+
+    /// The version of the envelopes `seal` seals.
+    pub fn version(&self) -> u8 {
+        match self.sealing {
+            QueueSeal::Blake3 => ENVELOPE_VERSION,
+            QueueSeal::HmacSha256 => HMAC_SEALED_VERSION,
+        }
     }
 
     /// Seals an envelope's JSON object (`{…}`): what `pack` does to every body. In place: a
     /// body is up to 256 KiB.
     pub fn seal(&self, mut envelope: String) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let tag = blake3::keyed_hash(self.keys[0].expose(), envelope.as_bytes());
+        let tag: [u8; 32] = match self.sealing {
+            QueueSeal::Blake3 => blake3::keyed_hash(self.keys[0].expose(), envelope.as_bytes()).into(),
+            QueueSeal::HmacSha256 => {
+                let mut mac = hmac(self.hmac_keys[0].expose());
+                mac.update(envelope.as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+        };
         // `{…}` becomes `{…,"sig":"…"}`.
         envelope.pop();
         envelope.reserve(SEAL_BYTES + 1);
         envelope.push_str(SEAL_PREFIX);
-        for byte in tag.as_bytes() {
+        for byte in tag {
             envelope.push(HEX[usize::from(byte >> 4)] as char);
             envelope.push(HEX[usize::from(byte & 0xf)] as char);
         }
@@ -211,7 +230,7 @@ pub fn pack(
     seal: &EnvelopeSeal,
 ) -> Result<Vec<String>, TooLargeForQueue> {
     let head = serde_json::json!({
-        "v": ENVELOPE_VERSION,
+        "v": seal.version(),
         "project": receipt.project,
         "key": receipt.key,
         "received_at": receipt.received_at,
@@ -293,7 +312,12 @@ mod tests {
     use super::*;
 
     fn seal_with(peppers: &[&[u8]]) -> EnvelopeSeal {
-        EnvelopeSeal::from_peppers(peppers.iter().copied())
+        EnvelopeSeal::from_peppers(QueueSeal::Blake3, peppers.iter().copied())
+    }
+
+    /// As releases before 2026-12-06 sealed, and this one by default.
+    fn hmac_seal() -> EnvelopeSeal {
+        EnvelopeSeal::from_peppers(QueueSeal::HmacSha256, [b"current".as_slice()].into_iter())
     }
 
     fn seal() -> EnvelopeSeal {
@@ -411,14 +435,6 @@ mod tests {
         assert_eq!(Envelope::open(&body, &rotated).expect("opens").project, receipt.project);
     }
 
-    /// `body` (`{…}`) sealed as releases before version 3 sealed it: HMAC-SHA256.
-    fn hmac_sealed(seal: &EnvelopeSeal, body: &str) -> String {
-        let mut mac = hmac(seal.hmac_keys[0].expose());
-        mac.update(body.as_bytes());
-        let tag: String = mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("{}{SEAL_PREFIX}{tag}\"}}", &body[..body.len() - 1])
-    }
-
     #[test]
     fn an_envelope_sealed_by_the_previous_release_still_opens_and_its_seal_is_checked() {
         let head = |v: u8| {
@@ -426,7 +442,7 @@ mod tests {
                 r#"{{"v":{v},"project":"0190a0e0-0000-7000-8000-000000000001","key":"0190a0e0-0000-7000-8000-000000000001","received_at":"2024-01-01T00:00:00Z","events":[{{"type":"track"}}]}}"#
             )
         };
-        let old = hmac_sealed(&seal(), &head(2));
+        let old = hmac_seal().seal(head(2));
         assert_eq!(Envelope::open(&old, &seal()).expect("opens").events.len(), 1);
         assert_eq!(Envelope::open(&old, &seal_with(&[b"next", b"current"])).expect("opens").v, 2);
         assert_eq!(
@@ -435,9 +451,20 @@ mod tests {
         );
         assert_eq!(Envelope::open(&old, &seal_with(&[b"attacker"])).expect_err("other key"), EnvelopeError::Forged);
         // Each version under its own seal only.
-        assert_eq!(Envelope::open(&hmac_sealed(&seal(), &head(3)), &seal()).expect_err("v3"), EnvelopeError::Forged);
+        assert_eq!(Envelope::open(&hmac_seal().seal(head(3)), &seal()).expect_err("v3"), EnvelopeError::Forged);
         assert_eq!(Envelope::open(&seal().seal(head(2)), &seal()).expect_err("v2"), EnvelopeError::Forged);
         assert_eq!(Envelope::open(&seal().seal(head(3)), &seal()).expect("opens").v, 3);
+    }
+
+    #[test]
+    fn ingest_seals_as_set_and_a_consumer_opens_either() {
+        let receipt = receipt("segment");
+        for (sealing, version) in [(hmac_seal(), 2), (seal(), 3)] {
+            let body = pack(&receipt, &[event(1)], &[], 4096, &sealing).expect("fits").remove(0);
+            for opening in [hmac_seal(), seal()] {
+                assert_eq!(Envelope::open(&body, &opening).expect("opens").v, version);
+            }
+        }
     }
 
     #[test]
