@@ -696,7 +696,12 @@ async fn every_read_side_statement_reads_events_through_an_index() {
 
 /// A test app, and a read key of its project.
 async fn app_with_read_key() -> (TestApp, String) {
-    let app = TestApp::new().await;
+    app_with_read_key_and(&[]).await
+}
+
+/// `app_with_read_key`, with settings of its own.
+async fn app_with_read_key_and(overrides: &[(&str, &str)]) -> (TestApp, String) {
+    let app = TestApp::with(evtrack_tests::TestDb::new().await, overrides).await;
     let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
     let read = read.reveal().to_string();
     (app, read)
@@ -923,9 +928,7 @@ async fn visitor_answers(app: &TestApp, read: &str, questions: &[Value; 3], mome
 /// and asked that way it is answered.
 #[tokio::test]
 async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_would_answer_it() {
-    let app = TestApp::with(evtrack_tests::TestDb::new().await, &[("EVTRACK_MAX_ROWS_READ", "5")]).await;
-    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "read").await;
-    let read = read.reveal().to_string();
+    let (app, read) = app_with_read_key_and(&[("EVTRACK_MAX_ROWS_READ", "5")]).await;
     let day = chrono::Utc::now().timestamp() / DAY * DAY - 2 * DAY;
     // Eight users visit; two of them buy.
     let events: Vec<Value> = (0..8)
