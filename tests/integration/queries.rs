@@ -390,23 +390,24 @@ impl Checker<'_> {
         reply.json
     }
 
-    /// Daily cohorts by first event (any, from the raw rows; or a Viewed, from the journeys'
-    /// rollup), returning with a Bought: against the truth, and the rollup against the raw rows.
+    /// Daily cohorts by first event (any, from the activity rollup; or a Viewed, from the
+    /// journeys' rollup), returning with a Bought or any event: against the truth, and the
+    /// rollups against the raw rows.
     async fn check_retention(&self, live: &[&Sent], moment: &str) {
-        for cohort_event in [None, Some("Viewed")] {
-            let mut question = json!({"from": self.from, "interval": "day", "periods": 6,
-                "return_event": {"event": "Bought"}});
+        for (cohort_event, return_event) in [(None, Some("Bought")), (Some("Viewed"), Some("Bought")), (None, None)] {
+            let mut question = json!({"from": self.from, "interval": "day", "periods": 6});
             if let Some(name) = cohort_event {
                 question["cohort_event"] = json!({"event": name});
             }
-            let answer = self.query("retention", question.clone()).await;
-            let expected_source = if cohort_event.is_some() { "rollup" } else { "raw" };
-            assert_eq!(answer["source"]["kind"], expected_source, "{moment}: {}", answer["source"]);
-            if cohort_event.is_some() {
-                question["source"] = json!("raw");
-                let raw = self.query("retention", question).await;
-                assert_eq!(answer["cohorts"], raw["cohorts"], "{moment}: retention rollup against raw");
+            if let Some(name) = return_event {
+                question["return_event"] = json!({"event": name});
             }
+            let answer = self.query("retention", question.clone()).await;
+            assert_eq!(answer["source"]["kind"], "rollup", "{moment}: {}", answer["source"]);
+            assert!(answer["source"].get("sample").is_none(), "{moment}: every user: {}", answer["source"]);
+            question["source"] = json!("raw");
+            let raw = self.query("retention", question).await;
+            assert_eq!(answer["cohorts"], raw["cohorts"], "{moment}: retention rollup against raw");
             let mut first: HashMap<&str, i64> = HashMap::new();
             let mut bought: HashSet<(&str, i64)> = HashSet::new();
             for event in live {
@@ -415,7 +416,7 @@ impl Checker<'_> {
                     let joined = first.entry(&event.user).or_insert(day);
                     *joined = (*joined).min(day);
                 }
-                if event.name == Some("Bought") {
+                if return_event.is_none_or(|name| event.name == Some(name)) {
                     bought.insert((&event.user, day));
                 }
             }
@@ -426,7 +427,8 @@ impl Checker<'_> {
                 for later in cohort as i64 + 1..6 {
                     expected.push(members.iter().filter(|user| bought.contains(&(**user, later))).count() as u64);
                 }
-                assert_eq!(answer["returned"], json!(expected), "{moment}: {cohort_event:?} cohort {cohort}");
+                let asked = (cohort_event, return_event);
+                assert_eq!(answer["returned"], json!(expected), "{moment}: {asked:?} cohort {cohort}");
             }
         }
     }
@@ -476,7 +478,11 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
     // So are hours rolled up without their journeys (before migration 0013).
     app.db.execute("DELETE FROM rollup_user_hours WHERE hour % 3 = 0").await;
     app.db.execute("DELETE FROM rollup_journey_hours WHERE hour % 3 = 1").await;
-    checker.check(&sent, &gone, "with a third of the hours' users and journeys not rolled up").await;
+    // And hours whose users a release before the activity rollup rolled up again, leaving
+    // their activity as it was (here: none).
+    app.db.execute("UPDATE rollup_user_hours SET with_activity = FALSE WHERE hour % 3 = 2").await;
+    app.db.execute("DELETE FROM rollup_activity_hours WHERE hour % 3 = 2").await;
+    checker.check(&sent, &gone, "with a third of the hours' users, journeys and activity not rolled up").await;
     let (_, rollups) = cleanup_now(&app).await;
     assert!(step_rows(&rollups, "rollups").0 > 0, "the read marked them: {rollups}");
     checker.check(&sent, &gone, "after the rollups job rolled their users up").await;
@@ -651,6 +657,7 @@ async fn every_read_side_statement_reads_events_through_an_index() {
         ),
         ("funnels", json!({"steps": [{"type": "page"}, {"event": "Bought"}], "from": from, "to": to})),
         ("retention", json!({"from": from, "interval": "day", "periods": 6, "return_event": {"event": "Bought"}})),
+        ("retention", json!({"from": from, "interval": "week", "periods": 2, "cohort_by": "first_ever"})),
         (
             "retention",
             json!({"from": from, "interval": "day", "periods": 6, "cohort_event": {"event": "Viewed"},
@@ -674,8 +681,9 @@ async fn every_read_side_statement_reads_events_through_an_index() {
         for step in &plan {
             let column = |name: &str| step.get::<Option<String>, _>(name).flatten();
             let (table, access, key) = (column("table"), column("type"), column("key"));
-            // The journeys' rollup is as big as the events table, but narrow: read by ranges too.
-            if matches!(table.as_deref(), Some("events" | "e" | "rollup_journey_hours")) {
+            // The journeys' and the activity's rollups are as big as the events table, but
+            // narrow: read by ranges too.
+            if matches!(table.as_deref(), Some("events" | "e" | "rollup_journey_hours" | "rollup_activity_hours")) {
                 accesses.push((access.clone().unwrap_or_default(), key.clone().unwrap_or_default()));
                 assert!(
                     !matches!(access.as_deref(), Some("ALL") | Some("index")) && key.is_some(),
@@ -860,12 +868,15 @@ async fn retention_by_first_event_ever_leaves_out_users_seen_before_the_range() 
 
     for (cohort_by, expected) in [("first_in_range", json!([[2, 2], [1]])), ("first_ever", json!([[1, 1], [1]]))] {
         let visited = json!({"event": "Visited"});
-        // The question, and where its rows come from: named events from the journeys' rollup.
+        // The question, and where its rows come from: named events from the journeys' rollup,
+        // any event from the activity's.
+        let any = json!({"type": "any"});
         let ways = [
             (&visited, &visited, "auto", "rollup"),
             (&visited, &visited, "raw", "raw"),
-            (&visited, &json!({"type": "any"}), "auto", "raw"),
-            (&json!({"type": "any"}), &json!({"type": "any"}), "auto", "raw"),
+            (&visited, &any, "auto", "rollup"),
+            (&any, &any, "auto", "rollup"),
+            (&any, &any, "raw", "raw"),
         ];
         for (cohort_event, return_event, source, read_from) in ways {
             let question = json!({"from": at(day1), "interval": "day", "periods": 2, "cohort_event": cohort_event,
@@ -958,9 +969,40 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
         assert!(message.contains(advice), "{message} should say: {advice}");
     };
 
-    // Retention on any event reads every event of the range (10 rows): too big, and said how.
+    // Retention on any event would read every event of the range (10 rows, none rolled up
+    // yet): answered from a sample of the users, and said so. Its counts are the sample's
+    // users (those whose hash is below the sample's bound) scaled up.
     let any = json!({"from": from, "interval": "day", "periods": 2});
-    too_big(&ask("/v1/query/retention", any).await, "each name one event");
+    let reply = ask("/v1/query/retention", any).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let one_in = reply.json["source"]["sample"]["one_in"].as_u64().expect("a sample");
+    assert!(one_in > 1, "{}", reply.json["source"]);
+    let bound = (u128::from(u64::MAX) + 1) / u128::from(one_in);
+    // The users' hashes as the rollups compute them (`USER_HASH`).
+    let hashes = (0..8)
+        .map(|n| format!("SELECT CAST(CONV(LEFT(MD5('u-{n}'), 16), 16, 10) AS UNSIGNED)"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let hashes: Vec<u64> = app.db.query(&hashes).await;
+    let sampled = hashes.iter().filter(|hash| u128::from(**hash) < bound).count() as u64;
+    assert_eq!(reply.json["cohorts"][0]["users"], json!(sampled * one_in), "{hashes:?}");
+    // Everyone's events were on the first day: nobody came back on the second.
+    assert_eq!(reply.json["cohorts"][0]["returned"], json!([sampled * one_in, 0]));
+    // So is a funnel of named steps (10 rows as well).
+    let funnel = json!({"steps": [{"event": "Visited"}, {"event": "Bought"}], "from": from, "to": sdk_time(day + DAY)});
+    let reply = ask("/v1/query/funnels", funnel).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let one_in = reply.json["source"]["sample"]["one_in"].as_u64().expect("a sample");
+    let bound = (u128::from(u64::MAX) + 1) / u128::from(one_in);
+    let taken = |users: std::ops::Range<usize>| {
+        hashes[users].iter().filter(|hash| u128::from(**hash) < bound).count() as u64 * one_in
+    };
+    let users: Vec<u64> = (0..2).map(|step| reply.json["steps"][step]["users"].as_u64().expect("users")).collect();
+    assert_eq!(users, [taken(0..8), taken(0..2)], "{hashes:?}: {}", reply.json);
+    // A cohort event with a filter is read from the raw rows: too big, and said how.
+    let filtered = json!({"from": from, "interval": "day", "periods": 2,
+                          "cohort_event": {"event": "Visited", "where": ["properties.plan:is_set"]}});
+    too_big(&ask("/v1/query/retention", filtered).await, "without `where` filters");
     // Forced to the raw rows, a question the rollups could answer says so.
     let visits = json!({"from": from, "interval": "day", "periods": 2, "source": "raw",
                         "cohort_event": {"event": "Visited"}, "return_event": {"event": "Visited"}});

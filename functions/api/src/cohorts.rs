@@ -19,7 +19,7 @@ use evtrack::cohorts::{self, FunnelCounts, Step};
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
-use evtrack::store::{BreakdownBy, Series};
+use evtrack::store::{BreakdownBy, Sample, Series, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -50,26 +50,64 @@ enum Way {
 }
 
 impl Way {
-    fn of(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice) -> Self {
-        let rollable = breakdown.is_none() && series.iter().all(Series::is_named_only);
+    /// `with_any`: the rollups answer series of any event too (retention: `rolled_journeys`).
+    fn of(series: &[Series], breakdown: Option<&BreakdownBy>, source: SourceChoice, with_any: bool) -> Self {
+        let rollable =
+            breakdown.is_none() && series.iter().all(|one| one.is_named_only() || (with_any && one.is_any()));
         if rollable && source == SourceChoice::Auto { Way::Rollup } else { Way::Raw { rollable } }
     }
 }
 
-/// The rows of a journey question, read `way`, with its `source`.
+/// The rows a sampled question reads from the rollups at most (about): enough users for
+/// rates within about a percentage point, in well under a second.
+const SAMPLED_ROWS: u64 = 250_000;
+
+/// `read` of every user where the rollups' rows (`estimate` of them) fit in what a question
+/// may hold; else of the largest sample of users that reads about `SAMPLED_ROWS`, and of an
+/// eighth as many again while a read proves too big (rows or time). The raw rows are read
+/// whole or not at all.
+async fn sampled<T, Read: Future<Output = Result<T, Failure>>>(
+    api: &Api,
+    way: Way,
+    estimate: impl Future<Output = Result<u64, StoreError>>,
+    mut read: impl FnMut(Sample) -> Read,
+) -> Result<(T, Sample), Failure> {
+    if way != Way::Rollup {
+        return Ok((read(Sample::ALL).await?, Sample::ALL));
+    }
+    let (estimate, cap) = (estimate.await?, api.store.max_rows_read() as u64);
+    let mut sample = if estimate <= cap { Sample::ALL } else { Sample::to_fit(estimate, SAMPLED_ROWS.min(cap / 2)) };
+    loop {
+        match read(sample).await {
+            Err(Failure::TooBig) if let Some(smaller) = sample.smaller() => sample = smaller,
+            answered => return answered.map(|answer| (answer, sample)),
+        }
+    }
+}
+
+/// `source` saying that `sample` was read (nothing when it is every user).
+fn say_sampled(source: &mut Value, sample: Sample) {
+    if sample != Sample::ALL {
+        source["sample"] = json!({"users": format!("1 in {}", sample.one_in()), "one_in": sample.one_in()});
+    }
+}
+
+/// The rows of a journey question, read `way` (of the users `sample` takes, from the
+/// rollups), with its `source`.
 async fn journeys(
     api: &Api,
     project: ProjectId,
     series: &[Series],
     (from, to): (i64, i64),
     breakdown: Option<&BreakdownBy>,
-    way: Way,
+    (way, sample): (Way, Sample),
 ) -> Result<(Vec<Step>, Value), Failure> {
     let Way::Raw { rollable } = way else {
-        let (rows, counted) = api.store.rolled_journeys(project, series, from, to).await?;
+        let (rows, counted) = api.store.rolled_journeys(project, series, (from, to), sample).await?;
         let mut source = source_json(&counted);
         source["rows"] = json!(rows.len());
         source["max_rows"] = json!(api.store.max_rows_read());
+        say_sampled(&mut source, sample);
         return Ok((rows, source));
     };
     let read = api.store.journeys(project, series, from, to, breakdown).await;
@@ -80,7 +118,7 @@ async fn journeys(
 }
 
 /// How to ask a journey question that is too big for the raw rows so that the rollups answer.
-const NAMED_STEPS: &str = "funnels and retention whose steps each name one event (not `any`), without `where` filters or a breakdown, are answered from the rollups";
+const NAMED_STEPS: &str = "funnels whose steps each name one event (not `any`), and retention on named events or any event, without `where` filters or a breakdown, are answered from the rollups (over many users, from a sample of them)";
 pub(crate) const UNFORCED: &str = "without `\"source\": \"raw\"` the rollups answer it where they can";
 
 fn describe(series: &Series) -> Value {
@@ -123,15 +161,19 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let window = Duration::hours(input.window_hours);
     let read_to = (input.to + window).min(Utc::now() + Duration::seconds(1)).max(input.to);
     let range = (input.from.timestamp(), ceil_seconds(read_to));
-    let way = Way::of(&steps, breakdown.as_ref(), input.source);
-    let (rows, source) = journeys(&api, project.0, &steps, range, breakdown.as_ref(), way).await?;
-    let lines = cohorts::funnel(
+    let way = Way::of(&steps, breakdown.as_ref(), input.source, false);
+    let estimate = api.store.journey_rows_estimate(project.0, &steps, range);
+    let read = |sample| journeys(&api, project.0, &steps, range, breakdown.as_ref(), (way, sample));
+    let ((rows, source), sample) = sampled(&api, way, estimate, read).await?;
+    let mut lines = cohorts::funnel(
         rows,
         steps.len(),
         input.from.timestamp_millis(),
         input.to.timestamp_millis(),
         window.num_milliseconds(),
     );
+    // A sample's counts, scaled up to all users.
+    lines.iter_mut().flat_map(|(_, counts)| counts.iter_mut()).for_each(|count| *count *= sample.one_in());
     let total = lines.iter().fold(vec![0u64; steps.len()], |sum, (_, counts)| added(sum, counts));
     let mut answer = json!({
         "steps": steps_json(&steps, &total),
@@ -265,34 +307,33 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
     }
     let end = starts.pop().unwrap_or(first[0]);
     let range = (starts[0].timestamp(), end.timestamp());
-    let way = Way::of(&series, None, input.source);
-    let (mut rows, mut source) = journeys(&api, project.0, &series, range, None, way).await?;
-    if input.cohort_by == CohortBy::FirstEver
-        && let Some(first) = api.store.first_event_at(project.0).await?
-        && first < range.0
-    {
-        // Who had a cohort event before the range joined a cohort then: none of theirs here.
-        // Read the way the range was, so that users are hashed alike.
-        let (before, mut read) = journeys(&api, project.0, &series[..1], (first, range.0), None, way).await?;
-        let seen: HashSet<u64> = before.iter().map(|step| step.user).collect();
-        // Users the range would have put in a cohort: said in the answer.
-        let left_out: HashSet<u64> = rows
-            .iter()
-            .filter(|step| step.matches & 1 != 0 && seen.contains(&step.user))
-            .map(|step| step.user)
-            .collect();
-        rows.retain(|step| !seen.contains(&step.user));
-        read["users_left_out"] = json!(left_out.len());
-        source["before_range"] = read;
-    }
+    let way = Way::of(&series, None, input.source, true);
+    // Where "ever" starts, for new users only: who had a cohort event before the range joined
+    // a cohort then.
+    let history = match input.cohort_by {
+        CohortBy::FirstEver => api.store.first_event_at(project.0).await?.filter(|first| *first < range.0),
+        CohortBy::FirstInRange => None,
+    };
+    let estimate = async {
+        let mut rows = api.store.journey_rows_estimate(project.0, &series, range).await?;
+        if let Some(first) = history {
+            rows += api.store.journey_rows_estimate(project.0, &series[..1], (first, range.0)).await?;
+        }
+        Ok(rows)
+    };
+    let read = |sample| retention_rows(&api, project.0, &series, (range, history), (way, sample));
+    let ((rows, source), sample) = sampled(&api, way, estimate, read).await?;
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());
+    // A sample's counts are scaled up to all users; its rates are the sample's.
+    let scaled = |count: u64| count * sample.one_in();
     let cohorts: Vec<Value> = starts
         .iter()
         .zip(table)
         .map(|(start, cohort)| {
             let rates: Vec<f64> = cohort.returned.iter().map(|&back| rate(back, cohort.users)).collect();
-            json!({"start": start.with_timezone(&tz).to_rfc3339(), "users": cohort.users, "returned": cohort.returned, "rates": rates})
+            let returned: Vec<u64> = cohort.returned.iter().copied().map(scaled).collect();
+            json!({"start": start.with_timezone(&tz).to_rfc3339(), "users": scaled(cohort.users), "returned": returned, "rates": rates})
         })
         .collect();
     Ok(Json(json!({
@@ -307,4 +348,33 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         "source": source,
     }))
     .into_response())
+}
+
+/// Retention's rows over `range`, read `way` of the users `sample` takes; with `history` (where
+/// "ever" starts, for new users only), without the users who had a cohort event before it.
+async fn retention_rows(
+    api: &Api,
+    project: ProjectId,
+    series: &[Series; 2],
+    (range, history): ((i64, i64), Option<i64>),
+    (way, sample): (Way, Sample),
+) -> Result<(Vec<Step>, Value), Failure> {
+    let (mut rows, mut source) = journeys(api, project, series, range, None, (way, sample)).await?;
+    if let Some(first) = history {
+        // Read the way the range was, so that users are hashed (and sampled) alike.
+        let before_range = (first, range.0);
+        let (before, mut before_source) =
+            journeys(api, project, &series[..1], before_range, None, (way, sample)).await?;
+        let seen: HashSet<u64> = before.iter().map(|step| step.user).collect();
+        // Users the range would have put in a cohort: said in the answer.
+        let left_out: HashSet<u64> = rows
+            .iter()
+            .filter(|step| step.matches & 1 != 0 && seen.contains(&step.user))
+            .map(|step| step.user)
+            .collect();
+        rows.retain(|step| !seen.contains(&step.user));
+        before_source["users_left_out"] = json!(left_out.len() as u64 * sample.one_in());
+        source["before_range"] = before_source;
+    }
+    Ok((rows, source))
 }

@@ -17,8 +17,8 @@ use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::sketch::{self, UserCount, UserSet};
 use evtrack::store::{
-    BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Series, ValueCount, hour_of,
-    hour_start,
+    BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series, ValueCount,
+    hour_of, hour_start,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -628,7 +628,8 @@ async fn user_counts(
         let sets = if rollable && one.is_named_only() {
             // Each (user, millisecond) of the event once: the users' hashes, exact.
             let range = (set_starts[0].timestamp(), set_end.timestamp());
-            let (steps, read) = api.store.rolled_journeys(project, std::slice::from_ref(one), range.0, range.1).await?;
+            let (steps, read) =
+                api.store.rolled_journeys(project, std::slice::from_ref(one), range, Sample::ALL).await?;
             merge(&mut source, read);
             let mut sets = vec![UserSet::default(); set_starts.len()];
             for step in &steps {

@@ -63,6 +63,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_event_hours", "SELECT"),
             ("rollup_user_hours", "SELECT"),
             ("rollup_journey_hours", "SELECT"),
+            ("rollup_activity_hours", "SELECT"),
             ("rollup_dirty_hours", "SELECT, INSERT"),
             // Promotions (their backfill is the hours they mark) and the counts they keep.
             ("promoted_properties", "SELECT, INSERT"),
@@ -95,6 +96,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),
             ("rollup_user_hours", "SELECT, INSERT, DELETE"),
             ("rollup_journey_hours", "SELECT, INSERT, DELETE"),
+            ("rollup_activity_hours", "SELECT, INSERT, DELETE"),
             ("rollup_dirty_hours", "SELECT, INSERT, DELETE"),
             ("promoted_properties", "SELECT, DELETE"),
             ("rollup_property_hours", "SELECT, INSERT, DELETE"),

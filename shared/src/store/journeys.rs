@@ -31,6 +31,11 @@ impl Series {
     pub fn is_named_only(&self) -> bool {
         self.kind.is_some() && self.name.is_some() && self.filters.is_empty()
     }
+
+    /// Whether this series is every event: no type, name or filter.
+    pub fn is_any(&self) -> bool {
+        self.kind.is_none() && self.name.is_none() && self.filters.is_empty()
+    }
 }
 
 /// The distinct (type, name) pairs of some series (each `is_named_only`), with the bits of
@@ -59,7 +64,8 @@ impl<'a> NamedSeries<'a> {
                 " WHEN type = ? AND name = ? THEN ?"
             })
             .collect();
-        NamedSeries { pairs, bits_sql: format!("CASE{cases} ELSE 0 END"), bits_params }
+        let bits_sql = if pairs.is_empty() { "0".to_string() } else { format!("CASE{cases} ELSE 0 END") };
+        NamedSeries { pairs, bits_sql, bits_params }
     }
 }
 
@@ -142,14 +148,16 @@ impl Store {
     }
 
     /// `journeys` of series that each name one type's event without filters
-    /// (`Series::is_named_only`), from `rollup_journey_hours` as of one moment: clean hours
-    /// from the rollup, dirty ones and those from the current hour on from the raw rows.
+    /// (`Series::is_named_only`) or are any event (`Series::is_any`; retention only: the
+    /// activity rollup keeps a user's first and last event of an hour), of the users `sample`
+    /// takes, as of one moment: clean hours from `rollup_journey_hours` and
+    /// `rollup_activity_hours`, dirty ones and those from the current hour on from the raw rows.
     pub async fn rolled_journeys(
         &self,
         project: ProjectId,
         series: &[Series],
-        from: i64,
-        to: i64,
+        (from, to): (i64, i64),
+        sample: Sample,
     ) -> Result<(Vec<Step>, CountSource), StoreError> {
         let (from_hour, to_hour) = (hour_of_seconds(from), hour_of_seconds(to + 3_599));
         let (from_ms, to_ms) = (from * 1_000, to * 1_000);
@@ -157,48 +165,68 @@ impl Store {
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
         let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
         let NamedSeries { pairs, bits_sql: bits, bits_params } = NamedSeries::of(series);
+        let any_bits = any_bits(series);
         // Copies of one row past the number of series change no answer.
         let copies = series.len().min(MAX_SERIES) as u32;
+        let sampled = sample.bound().map(|bound| (" AND user_hash < ?", vec![Value::from(bound)]));
+        let (sampled_sql, sampled_params) = sampled.unwrap_or_default();
 
-        // The pairs' clean hours, in both rollups (keyed by type, name and hour).
-        let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
-        let mut ranges_params = bits_params.clone();
-        ranges_params.push(Value::from(project.0));
-        ranges_params.extend(pairs.iter().flat_map(|(kind, name, _)| {
-            [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
-        }));
-        let mut params = ranges_params.clone();
-        params.push(Value::from(self.max_rows_read as u64 + 1));
-        let sql = format!(
-            "SELECT {bits}, hour, user_hash, at_ms, events FROM rollup_journey_hours
-             WHERE project_id = ? AND ({ranges}) LIMIT ?"
-        );
-        self.record(&sql, &params);
-        let sql = super::capped(&sql, &tx);
-        let rolled: Vec<(u8, u32, u64, u32, u32)> = with_timeout(tx.exec(sql, params)).await?;
-        if rolled.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
+        let mut rolled: Vec<(u8, u32, u64, u32, u32)> = Vec::new();
+        // Hours rolled up without what this read needs: read raw, and marked for the job.
+        let mut unrolled: Vec<(u64, u32)> = Vec::new();
+        if !pairs.is_empty() {
+            // The pairs' clean hours, in both rollups (keyed by type, name and hour).
+            let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
+            let mut ranges_params = bits_params.clone();
+            ranges_params.push(Value::from(project.0));
+            ranges_params.extend(pairs.iter().flat_map(|(kind, name, _)| {
+                [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
+            }));
+            let mut params = [&ranges_params[..], &sampled_params].concat();
+            params.push(Value::from(self.max_rows_read as u64 + 1));
+            let sql = format!(
+                "SELECT {bits}, hour, user_hash, at_ms, events FROM rollup_journey_hours
+                 WHERE project_id = ? AND ({ranges}) {sampled_sql} LIMIT ?"
+            );
+            self.record(&sql, &params);
+            let sql = super::capped(&sql, &tx);
+            rolled = with_timeout(tx.exec(sql, params)).await?;
+            if rolled.len() > self.max_rows_read {
+                return Err(StoreError::TooBig);
+            }
+            // An hour whose journeys do not add up to its counts was rolled up without them (by
+            // a release before migration 0013, or by the previous one during a deploy); known
+            // of all users' journeys only.
+            let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+            for (matches, hour, _, _, events) in &rolled {
+                *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
+            }
+            let sql =
+                format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
+            let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
+            if sample == Sample::ALL {
+                unrolled.extend(
+                    counted
+                        .iter()
+                        .filter(|(matches, hour, events)| journeys.get(&(*hour, *matches)) != Some(events))
+                        .map(|(_, hour, _)| (project.0, *hour)),
+                );
+            }
         }
-        // An hour whose journeys do not add up to its counts was rolled up without them (by a
-        // release before migration 0013, or by the previous one during a deploy): read raw,
-        // and marked for the rollups job.
-        let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
-        for (matches, hour, _, _, events) in &rolled {
-            *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
+        let mut active: Vec<(u32, u64, u32, u32)> = Vec::new();
+        let mut without_events: Vec<u32> = Vec::new();
+        if any_bits != 0 {
+            active = self.rolled_activity(&mut tx, project, (from_hour, current), sample).await?;
+            let (stale, unrolled_hours) = activity_checks(&mut tx, project, (from_hour, current)).await?;
+            without_events = stale;
+            unrolled.extend(unrolled_hours.into_iter().map(|hour| (project.0, hour)));
         }
-        let sql = format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
-        let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
-        let mut unrolled: Vec<(u64, u32)> = counted
-            .iter()
-            .filter(|(matches, hour, events)| journeys.get(&(*hour, *matches)) != Some(events))
-            .map(|(_, hour, _)| (project.0, *hour))
-            .collect();
         dirty.extend(unrolled.iter().map(|(_, hour)| *hour));
         dirty.sort_unstable();
         dirty.dedup();
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
-        let mut steps = Vec::with_capacity(rolled.len());
+        let mut steps = Vec::with_capacity(rolled.len() + 2 * active.len());
         for (matches, hour, user, at_ms, events) in rolled {
             let at = i64::from(hour) * HOUR_MS + i64::from(at_ms);
             if !raw(hour) && (from_ms..to_ms).contains(&at) {
@@ -206,13 +234,33 @@ impl Store {
                 steps.extend(std::iter::repeat_n(step, events.min(copies) as usize));
             }
         }
+        for (hour, user, first_ms, last_ms) in active {
+            if raw(hour) || without_events.binary_search(&hour).is_ok() {
+                continue;
+            }
+            let hour_ms = i64::from(hour) * HOUR_MS;
+            let last = (last_ms != first_ms).then_some(last_ms);
+            for at in std::iter::once(first_ms).chain(last).map(|ms| hour_ms + i64::from(ms)) {
+                if (from_ms..to_ms).contains(&at) {
+                    steps.push(Step { user, at, matches: any_bits, value: None });
+                }
+            }
+        }
 
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
-        let select =
-            format!("{bits}, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000");
-        let (condition, condition_params) = super::rollups::selection_condition(
-            &pairs.iter().map(|(kind, name, _)| (Some(*kind), Some(name.to_string()))).collect::<Vec<_>>(),
+        let select = format!(
+            "({bits}) | {any_bits}, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', timestamp) DIV 1000"
         );
+        // Every event where a series is any event, else those of the pairs.
+        let selection: Vec<(Option<EventType>, Option<String>)> = match any_bits {
+            0 => pairs.iter().map(|(kind, name, _)| (Some(*kind), Some(name.to_string()))).collect(),
+            _ => Vec::new(),
+        };
+        let (mut condition, mut condition_params) = super::rollups::selection_condition(&selection);
+        if let Some(bound) = sample.bound() {
+            condition.push_str(&format!(" AND {USER_HASH} < ?"));
+            condition_params.push(Value::from(bound));
+        }
         let rows = read_raw_hours(
             self,
             &mut tx,
@@ -243,5 +291,158 @@ impl Store {
             return Err(StoreError::TooBig);
         }
         Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
+    }
+
+    /// The activity rollup's rows of `[from_hour, to_hour)` for the users `sample` takes:
+    /// (hour, user hash, first and last millisecond in the hour). A sample reads by user hash
+    /// first, so that it reads only the users it takes.
+    async fn rolled_activity(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        project: ProjectId,
+        (from_hour, to_hour): (u32, u32),
+        sample: Sample,
+    ) -> Result<Vec<(u32, u64, u32, u32)>, StoreError> {
+        let mut params: Vec<Value> = vec![project.0.into()];
+        let (index, sampled) = match sample.bound() {
+            Some(bound) => {
+                params.push(bound.into());
+                ("FORCE INDEX (ix_rollup_activity_users)", "AND user_hash < ?")
+            }
+            None => ("", ""),
+        };
+        params.extend([from_hour.into(), to_hour.into(), Value::from(self.max_rows_read as u64 + 1)]);
+        let sql = format!(
+            "SELECT hour, user_hash, first_ms, last_ms FROM rollup_activity_hours {index}
+             WHERE project_id = ? {sampled} AND hour >= ? AND hour < ? LIMIT ?"
+        );
+        self.record(&sql, &params);
+        let sql = super::capped(&sql, &*tx);
+        let rows: Vec<(u32, u64, u32, u32)> = with_timeout(tx.exec(sql, params)).await?;
+        if rows.len() > self.max_rows_read {
+            return Err(StoreError::TooBig);
+        }
+        Ok(rows)
+    }
+
+    /// About how many rows `rolled_journeys` of `series` over `[from, to)` would read of all
+    /// users: the named series' events, and the activity rollup's rows counted over 1 user in
+    /// 1,024. For choosing a sample (`Sample::to_fit`); cheap.
+    pub async fn journey_rows_estimate(
+        &self,
+        project: ProjectId,
+        series: &[Series],
+        (from, to): (i64, i64),
+    ) -> Result<u64, StoreError> {
+        let (from_hour, to_hour) = (hour_of_seconds(from), hour_of_seconds(to + 3_599));
+        let mut conn = self.conn().await?;
+        let NamedSeries { pairs, .. } = NamedSeries::of(series);
+        let mut rows = 0;
+        if !pairs.is_empty() {
+            let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
+            let mut params = vec![Value::from(project.0)];
+            params.extend(pairs.iter().flat_map(|(kind, name, _)| {
+                [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), to_hour.into()]
+            }));
+            let sql = format!("SELECT SUM(events) FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
+            let events: Option<Option<u64>> = with_timeout(conn.exec_first(sql, params)).await?;
+            rows += events.flatten().unwrap_or(0);
+        }
+        if any_bits(series) != 0 {
+            const ONE_IN: u64 = 1_024;
+            let counted: Option<u64> = with_timeout(conn.exec_first(
+                "SELECT COUNT(*) FROM rollup_activity_hours FORCE INDEX (ix_rollup_activity_users)
+                 WHERE project_id = ? AND user_hash < ? AND hour >= ? AND hour < ?",
+                (project.0, u64::MAX / ONE_IN, from_hour, to_hour),
+            ))
+            .await?;
+            rows += counted.unwrap_or(0) * ONE_IN;
+        }
+        Ok(rows)
+    }
+}
+
+/// The bits of the series that are any event (`Series::is_any`).
+fn any_bits(series: &[Series]) -> u8 {
+    series.iter().take(MAX_SERIES).enumerate().filter(|(_, one)| one.is_any()).fold(0, |bits, (bit, _)| bits | 1 << bit)
+}
+
+/// Of `[from_hour, to_hour)`: the hours without events (whatever activity rows they hold are
+/// left from before), and those whose users were rolled up without their activity (by a
+/// release before migration 0015, or by the previous one during a deploy), both ascending.
+async fn activity_checks(
+    tx: &mut mysql_async::Transaction<'_>,
+    project: ProjectId,
+    (from_hour, to_hour): (u32, u32),
+) -> Result<(Vec<u32>, Vec<u32>), StoreError> {
+    let range = (project.0, from_hour, to_hour);
+    let with_events: Vec<u32> = with_timeout(tx.exec(
+        "SELECT DISTINCT hour FROM rollup_event_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
+        range,
+    ))
+    .await?;
+    let with_activity: Vec<u32> = with_timeout(tx.exec(
+        "SELECT hour FROM rollup_user_hours WHERE project_id = ? AND hour >= ? AND hour < ?
+         GROUP BY hour HAVING MIN(with_activity) ORDER BY hour",
+        range,
+    ))
+    .await?;
+    let unrolled = with_events.iter().copied().filter(|hour| with_activity.binary_search(hour).is_err()).collect();
+    let without_events = (from_hour..to_hour).filter(|hour| with_events.binary_search(hour).is_err()).collect();
+    Ok((without_events, unrolled))
+}
+
+/// Which users a journey read takes: all, or 1 in `one_in()` (a power of two), by the hash
+/// of who they are, the same from the rollups and from the raw rows. Counts from a sample are
+/// scaled up by `one_in()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    log2: u32,
+}
+
+impl Sample {
+    pub const ALL: Sample = Sample { log2: 0 };
+    /// The smallest sample: 1 user in 4,096.
+    const MAX_LOG2: u32 = 12;
+
+    pub fn one_in(self) -> u64 {
+        1 << self.log2
+    }
+
+    /// The hashes taken are those below this; `None`: every user.
+    fn bound(self) -> Option<u64> {
+        (self.log2 > 0).then(|| 1u64 << (64 - self.log2))
+    }
+
+    /// The largest sample that brings about `budget` of `rows` rows or fewer (the smallest
+    /// when none does).
+    pub fn to_fit(rows: u64, budget: u64) -> Sample {
+        let log2 = (0..Self::MAX_LOG2).find(|log2| rows.div_ceil(1 << log2) <= budget).unwrap_or(Self::MAX_LOG2);
+        Sample { log2 }
+    }
+
+    /// A sample of an eighth as many users, if there is one.
+    pub fn smaller(self) -> Option<Sample> {
+        (self.log2 < Self::MAX_LOG2).then(|| Sample { log2: (self.log2 + 3).min(Self::MAX_LOG2) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_takes_the_hashes_below_its_bound_and_fits_the_rows_asked() {
+        assert_eq!(Sample::ALL.bound(), None);
+        assert_eq!(Sample::to_fit(1_000, 1_000), Sample::ALL);
+        let eighth = Sample::to_fit(8_000, 1_000);
+        assert_eq!((eighth.one_in(), eighth.bound()), (8, Some(1 << 61)));
+        // Rounded to the next power of two: never more rows than asked.
+        assert_eq!(Sample::to_fit(8_001, 1_000).one_in(), 16);
+        // Past the smallest sample: the smallest, and none smaller.
+        let smallest = Sample::to_fit(u64::MAX, 1);
+        assert_eq!((smallest.one_in(), smallest.smaller()), (4_096, None));
+        assert_eq!(Sample::ALL.smaller().map(Sample::one_in), Some(8));
+        assert_eq!(Sample { log2: 11 }.smaller().map(Sample::one_in), Some(4_096));
     }
 }

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0014_property_demotion",
         sql: include_str!("../../../migrations/0014_property_demotion.sql"),
     },
+    Migration {
+        version: 15,
+        name: "0015_rollup_activity",
+        sql: include_str!("../../../migrations/0015_rollup_activity.sql"),
+    },
 ];
 
 impl Migration {

@@ -141,6 +141,7 @@ const PROJECT_DEPENDENTS: &[&str] = &[
     "DELETE FROM rollup_event_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_user_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_journey_hours WHERE project_id = ? LIMIT ?",
+    "DELETE FROM rollup_activity_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_hours WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_backfill WHERE project_id = ? LIMIT ?",
     "DELETE FROM rollup_property_purge WHERE project_id = ? LIMIT ?",

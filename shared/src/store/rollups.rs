@@ -65,6 +65,9 @@ pub(super) const USER_KEY: &str = user_key!();
 pub(super) const USER_HASH: &str =
     concat!("CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM ", user_key!(), ")), 16), 16, 10) AS UNSIGNED)");
 
+/// The SQL for a row's millisecond within its hour, the hour's start being the parameter.
+pub(super) const MS_IN_HOUR: &str = "TIMESTAMPDIFF(MICROSECOND, ?, timestamp) DIV 1000";
+
 /// `AND condition`, or nothing.
 pub(super) fn and(condition: Option<String>) -> String {
     condition.map(|condition| format!("AND {condition}")).unwrap_or_default()
@@ -211,7 +214,7 @@ impl Store {
             let sql = format!("DELETE FROM rollup_journey_hours WHERE project_id = ? AND hour = ? AND ({pairs})");
             with_timeout(tx.exec_drop(sql, params)).await?;
         }
-        for table in ["rollup_event_hours", "rollup_user_hours", "rollup_property_hours"] {
+        for table in ["rollup_event_hours", "rollup_user_hours", "rollup_activity_hours", "rollup_property_hours"] {
             let sql = format!("DELETE FROM {table} WHERE project_id = ? AND hour = ?");
             with_timeout(tx.exec_drop(sql, (project, hour))).await?;
         }
@@ -233,7 +236,7 @@ impl Store {
         // (the hour's rows) whatever index the grouping might prefer.
         let sql = format!(
             "INSERT INTO rollup_journey_hours (project_id, type, name, hour, user_hash, at_ms, events)
-             SELECT project_id, type, name, ?, {USER_HASH}, TIMESTAMPDIFF(MICROSECOND, ?, timestamp) DIV 1000, COUNT(*)
+             SELECT project_id, type, name, ?, {USER_HASH}, {MS_IN_HOUR}, COUNT(*)
              FROM {} e
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL {erasing}
              GROUP BY project_id, type, name, 5, 6",
@@ -241,7 +244,19 @@ impl Store {
         );
         with_timeout(tx.exec_drop(sql, [&params[..1], &[start.into()], &params[1..]].concat())).await?;
 
-        // The hour's users per type.
+        // Who was active, with their first and last event's millisecond in the hour.
+        let sql = format!(
+            "INSERT INTO rollup_activity_hours (project_id, hour, user_hash, first_ms, last_ms)
+             SELECT project_id, ?, {USER_HASH}, MIN({MS_IN_HOUR}), MAX({MS_IN_HOUR})
+             FROM {} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}
+             GROUP BY project_id, 3",
+            super::live::live_events_by("ix_events_time")
+        );
+        let hour_start_twice = [start.into(), start.into()];
+        with_timeout(tx.exec_drop(sql, [&params[..1], &hour_start_twice, &params[1..]].concat())).await?;
+
+        // The hour's users per type; `with_activity`: its activity is rolled up too.
         let sql = format!(
             "SELECT DISTINCT type, {USER_KEY} FROM {LIVE_EVENTS} e
              WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}"
@@ -253,7 +268,7 @@ impl Store {
         }
         for (kind, set) in sets {
             with_timeout(tx.exec_drop(
-                "INSERT INTO rollup_user_hours (project_id, hour, type, users) VALUES (?, ?, ?, ?)",
+                "INSERT INTO rollup_user_hours (project_id, hour, type, users, with_activity) VALUES (?, ?, ?, ?, TRUE)",
                 (project, hour, kind, set.to_bytes()),
             ))
             .await?;
