@@ -5,9 +5,9 @@
 -- cut the user was active: the answer is exact in every time zone, also those with half- and
 -- quarter-hour offsets. `user_hash` is the journeys' (0013). Rebuilt by the rollups job with
 -- the other rollups, from the same dirty-hour marks.
--- The second key reads a sample of users (those whose hash is below a bound) over any range
--- without reading the others: retention over more rows than a question may read in memory
--- is answered from such a sample, and says so.
+-- The second key reads a sample of users (those whose hash is below a bound) without reading
+-- the others (their whole history, filtered by hour): retention over more rows than a
+-- question may hold in memory is answered from such a sample, and says so.
 CREATE TABLE rollup_activity_hours (
   project_id BIGINT UNSIGNED NOT NULL,
   hour INT UNSIGNED NOT NULL,

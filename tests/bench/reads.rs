@@ -58,7 +58,8 @@ pub async fn bench_reads() {
     let sizes: Vec<(String, u64, u64)> = db
         .query(
             "SELECT table_name, table_rows, (data_length + index_length) DIV 1048576 FROM information_schema.tables
-             WHERE table_schema = DATABASE() AND table_name IN ('events', 'rollup_event_hours', 'rollup_journey_hours')
+             WHERE table_schema = DATABASE()
+               AND table_name IN ('events', 'rollup_event_hours', 'rollup_journey_hours', 'rollup_activity_hours')
              ORDER BY table_name",
         )
         .await;
@@ -492,7 +493,46 @@ pub async fn bench_reads() {
         ),
     );
     report("the same from the raw rows", raw_ours, direct, described(&raw_answer["source"]["before_range"]));
+
+    // The same weeks on any event (the dashboard's default): from the activity rollup, of a
+    // sample of the users where its rows would pass what a question may read.
+    for (name, new_only) in [("8-week retention, any event", false), ("the same, new users only (first ever)", true)] {
+        let mut question = json!({"from": start, "interval": "week", "periods": 8});
+        if new_only {
+            question["cohort_by"] = json!("first_ever");
+        }
+        let (ours, answer) = timed_api(&router, &read, "POST", "/v1/query/retention", Some(&question)).await;
+        let (direct, rows) = timed_sql_rows(&pool, &any_retention_sql(p, (&from_text, &end_text), new_only)).await;
+        let (joined, returned) = cohort_sums(&answer);
+        let sql_joined: u64 = rows
+            .iter()
+            .filter(|row| row.get::<i64, _>(1) == row.get::<i64, _>(0))
+            .map(|row| row.get::<u64, _>(2).unwrap_or_default())
+            .sum();
+        let note = format!(
+            "{joined} users in cohorts (SQL {sql_joined}), {returned} returns (SQL {}), {}",
+            sql_returns(&rows),
+            described(&answer["source"])
+        );
+        report(name, ours, direct, note);
+    }
     pool.disconnect().await.ok();
+}
+
+/// Weekly retention on any event as one SQL statement of rows (cohort, period, users active
+/// in it), from `from` to `end`: a user's cohort is the week of their first event in the
+/// range, or (`new_only`) ever, then kept only when it is in the range.
+fn any_retention_sql(p: u64, (from, end): (&str, &str), new_only: bool) -> String {
+    let since = if new_only { String::new() } else { format!("AND timestamp >= '{from}'") };
+    format!(
+        "SELECT cohort, period, COUNT(*) FROM (
+           SELECT period, MIN(period) OVER (PARTITION BY user) AS cohort FROM (
+             SELECT COALESCE(user_id, anonymous_id) AS user,
+                    FLOOR(TIMESTAMPDIFF(SECOND, '{from}', timestamp) / 604800) AS period
+             FROM events WHERE project_id = {p} {since} AND timestamp < '{end}' AND deleted_at IS NULL
+             GROUP BY 1, 2) active) cohorts
+         WHERE cohort >= 0 AND period >= 0 GROUP BY 1, 2"
+    )
 }
 
 /// The 8-week retention (Event 10, then Event 3) as one SQL statement of rows (cohort, period,
@@ -535,9 +575,10 @@ fn sql_returns(rows: &[mysql_async::Row]) -> u64 {
 
 /// An answer's `source` in a few words.
 fn described(source: &Value) -> String {
+    let sample = source["sample"]["one_in"].as_u64().map_or(String::new(), |one_in| format!(", 1 user in {one_in}"));
     match source["kind"].as_str() {
         Some("rollup") => format!(
-            "rollup ({} hours, {} raw), {} rows read",
+            "rollup ({} hours, {} raw), {} rows read{sample}",
             source["rollup_hours"], source["raw_hours"], source["rows"]
         ),
         _ => format!("raw, {} rows read", source["rows"]),

@@ -271,6 +271,7 @@ async function showFunnel() {
     if (!latest()) return;
     showError(view, null);
     const first = answer.steps[0]?.users || 1;
+    $('#funnel-source').textContent = sampleNote(answer.source);
     $('#funnel-result tbody').replaceChildren(...answer.steps.map((step) => {
       const bar = el('div', undefined, 'bar');
       bar.style.width = `${(100 * step.users) / first}%`;
@@ -282,6 +283,14 @@ async function showFunnel() {
   } catch (error) {
     if (latest()) showError(view, error);
   }
+}
+
+// What a funnel's or retention's answer says of a sample it was read from ('' when exact).
+function sampleNote(source) {
+  const oneIn = source?.sample?.one_in;
+  return oneIn
+    ? `Estimated from 1 user in ${count.format(oneIn)} (too many users to read every one): counts are scaled up, rates are the sample's.`
+    : '';
 }
 
 // ---- retention ----------------------------------------------------------------------------
@@ -303,6 +312,7 @@ async function showRetention() {
     if (!latest()) return;
     showError(view, null);
     const table = $('#retention-result');
+    $('#retention-source').textContent = sampleNote(answer.source);
     const head = row('Cohort', 'Users', ...Array.from({ length: periods - 1 }, (_, k) => `+${k + 1}`));
     table.tHead.replaceChildren(head);
     table.tBodies[0].replaceChildren(...answer.cohorts.map((cohort) => {

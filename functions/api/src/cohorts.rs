@@ -7,7 +7,8 @@
 
 use crate::extract::{Reading, Reply, body};
 use crate::queries::{
-    BreakdownInput, Interval, SeriesInput, SourceChoice, buckets, source_json, time_zone, to_utc, utc,
+    BreakdownInput, Interval, QUESTION_BUDGET, SeriesInput, SourceChoice, buckets, source_json, time_zone, to_utc, utc,
+    within,
 };
 use crate::{Api, Failure};
 use axum::Json;
@@ -164,7 +165,7 @@ async fn funnels(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) ->
     let way = Way::of(&steps, breakdown.as_ref(), input.source, false);
     let estimate = api.store.journey_rows_estimate(project.0, &steps, range);
     let read = |sample| journeys(&api, project.0, &steps, range, breakdown.as_ref(), (way, sample));
-    let ((rows, source), sample) = sampled(&api, way, estimate, read).await?;
+    let ((rows, source), sample) = within(QUESTION_BUDGET, sampled(&api, way, estimate, read)).await?;
     let mut lines = cohorts::funnel(
         rows,
         steps.len(),
@@ -322,7 +323,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
         Ok(rows)
     };
     let read = |sample| retention_rows(&api, project.0, &series, (range, history), (way, sample));
-    let ((rows, source), sample) = sampled(&api, way, estimate, read).await?;
+    let ((rows, source), sample) = within(QUESTION_BUDGET, sampled(&api, way, estimate, read)).await?;
     let millis: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let table = cohorts::retention(rows, &millis, end.timestamp_millis());
     // A sample's counts are scaled up to all users; its rates are the sample's.

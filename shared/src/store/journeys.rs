@@ -195,8 +195,9 @@ impl Store {
                 return Err(StoreError::TooBig);
             }
             // An hour whose journeys do not add up to its counts was rolled up without them (by
-            // a release before migration 0013, or by the previous one during a deploy); known
-            // of all users' journeys only.
+            // a release before migration 0013, or by the previous one during a deploy). Known of
+            // all users' journeys only: a sample trusts them (releases since 0015 roll up
+            // journeys, and 0015 marked every hour rolled up before it).
             let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
             for (matches, hour, _, _, events) in &rolled {
                 *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
@@ -221,6 +222,8 @@ impl Store {
             without_events = stale;
             unrolled.extend(unrolled_hours.into_iter().map(|hour| (project.0, hour)));
         }
+        // Marked already: not again.
+        unrolled.retain(|(_, hour)| dirty.binary_search(hour).is_err());
         dirty.extend(unrolled.iter().map(|(_, hour)| *hour));
         dirty.sort_unstable();
         dirty.dedup();
@@ -294,8 +297,9 @@ impl Store {
     }
 
     /// The activity rollup's rows of `[from_hour, to_hour)` for the users `sample` takes:
-    /// (hour, user hash, first and last millisecond in the hour). A sample reads by user hash
-    /// first, so that it reads only the users it takes.
+    /// (hour, user hash, first and last millisecond in the hour). A sample may be read by user
+    /// hash first (the sampled users' whole history, filtered by hour) or by hour (the range's
+    /// users, filtered by hash): the optimizer counts both ranges and takes the shorter.
     async fn rolled_activity(
         &self,
         tx: &mut mysql_async::Transaction<'_>,
@@ -304,16 +308,16 @@ impl Store {
         sample: Sample,
     ) -> Result<Vec<(u32, u64, u32, u32)>, StoreError> {
         let mut params: Vec<Value> = vec![project.0.into()];
-        let (index, sampled) = match sample.bound() {
+        let sampled = match sample.bound() {
             Some(bound) => {
                 params.push(bound.into());
-                ("FORCE INDEX (ix_rollup_activity_users)", "AND user_hash < ?")
+                "AND user_hash < ?"
             }
-            None => ("", ""),
+            None => "",
         };
         params.extend([from_hour.into(), to_hour.into(), Value::from(self.max_rows_read as u64 + 1)]);
         let sql = format!(
-            "SELECT hour, user_hash, first_ms, last_ms FROM rollup_activity_hours {index}
+            "SELECT hour, user_hash, first_ms, last_ms FROM rollup_activity_hours
              WHERE project_id = ? {sampled} AND hour >= ? AND hour < ? LIMIT ?"
         );
         self.record(&sql, &params);
@@ -325,9 +329,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// About how many rows `rolled_journeys` of `series` over `[from, to)` would read of all
-    /// users: the named series' events, and the activity rollup's rows counted over 1 user in
-    /// 1,024. For choosing a sample (`Sample::to_fit`); cheap.
+    /// About how many rows `rolled_journeys` of `series` over `[from, to)` would hold of all
+    /// users: the named series' events, and two for each of the activity rollup's rows
+    /// (counted over 1 user in 1,024). For choosing a sample (`Sample::to_fit`); cheap. Hours
+    /// not rolled up yet count as the rollups hold them (their activity: not at all).
     pub async fn journey_rows_estimate(
         &self,
         project: ProjectId,
@@ -356,7 +361,8 @@ impl Store {
                 (project.0, u64::MAX / ONE_IN, from_hour, to_hour),
             ))
             .await?;
-            rows += counted.unwrap_or(0) * ONE_IN;
+            // A row is a user's first and last event of an hour: two steps.
+            rows += counted.unwrap_or(0) * ONE_IN * 2;
         }
         Ok(rows)
     }
@@ -376,17 +382,12 @@ async fn activity_checks(
     (from_hour, to_hour): (u32, u32),
 ) -> Result<(Vec<u32>, Vec<u32>), StoreError> {
     let range = (project.0, from_hour, to_hour);
-    let with_events: Vec<u32> = with_timeout(tx.exec(
-        "SELECT DISTINCT hour FROM rollup_event_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour",
-        range,
-    ))
-    .await?;
-    let with_activity: Vec<u32> = with_timeout(tx.exec(
-        "SELECT hour FROM rollup_user_hours WHERE project_id = ? AND hour >= ? AND hour < ?
-         GROUP BY hour HAVING MIN(with_activity) ORDER BY hour",
-        range,
-    ))
-    .await?;
+    let sql =
+        "SELECT DISTINCT hour FROM rollup_event_hours WHERE project_id = ? AND hour >= ? AND hour < ? ORDER BY hour";
+    let with_events: Vec<u32> = with_timeout(tx.exec(super::capped(sql, tx), range)).await?;
+    let sql = "SELECT hour FROM rollup_user_hours WHERE project_id = ? AND hour >= ? AND hour < ?
+               GROUP BY hour HAVING MIN(with_activity) ORDER BY hour";
+    let with_activity: Vec<u32> = with_timeout(tx.exec(super::capped(sql, tx), range)).await?;
     let unrolled = with_events.iter().copied().filter(|hour| with_activity.binary_search(hour).is_err()).collect();
     let without_events = (from_hour..to_hour).filter(|hour| with_events.binary_search(hour).is_err()).collect();
     Ok((without_events, unrolled))
