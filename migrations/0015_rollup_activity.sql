@@ -5,17 +5,16 @@
 -- cut the user was active: the answer is exact in every time zone, also those with half- and
 -- quarter-hour offsets. `user_hash` is the journeys' (0013). Rebuilt by the rollups job with
 -- the other rollups, from the same dirty-hour marks.
--- The second key reads a sample of users (those whose hash is below a bound) without reading
--- the others (their whole history, filtered by hour): retention over more rows than a
--- question may hold in memory is answered from such a sample, and says so.
+-- Retention over more rows than a question may hold in memory is answered from a sample of
+-- users (those whose hash is below a bound), read as one range of the key per hour: no
+-- second key, which the rollups job would write at random places as it adds each hour.
 CREATE TABLE rollup_activity_hours (
   project_id BIGINT UNSIGNED NOT NULL,
   hour INT UNSIGNED NOT NULL,
   user_hash BIGINT UNSIGNED NOT NULL,
   first_ms INT UNSIGNED NOT NULL,
   last_ms INT UNSIGNED NOT NULL,
-  PRIMARY KEY (project_id, hour, user_hash),
-  KEY ix_rollup_activity_users (project_id, user_hash, hour, first_ms, last_ms)
+  PRIMARY KEY (project_id, hour, user_hash)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Set by the rollups job that also wrote the hour's activity. A release before this one

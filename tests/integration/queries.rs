@@ -973,32 +973,39 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
     // yet): answered from a sample of the users, and said so. Its counts are the sample's
     // users (those whose hash is below the sample's bound) scaled up.
     let any = json!({"from": from, "interval": "day", "periods": 2});
-    let reply = ask("/v1/query/retention", any).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-    let one_in = reply.json["source"]["sample"]["one_in"].as_u64().expect("a sample");
-    assert!(one_in > 1, "{}", reply.json["source"]);
-    let bound = (u128::from(u64::MAX) + 1) / u128::from(one_in);
+    let funnel = json!({"steps": [{"event": "Visited"}, {"event": "Bought"}], "from": from, "to": sdk_time(day + DAY)});
     // The users' hashes as the rollups compute them (`USER_HASH`).
     let hashes = (0..8)
         .map(|n| format!("SELECT CAST(CONV(LEFT(MD5('u-{n}'), 16), 16, 10) AS UNSIGNED)"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let hashes: Vec<u64> = app.db.query(&hashes).await;
-    let sampled = hashes.iter().filter(|hash| u128::from(**hash) < bound).count() as u64;
-    assert_eq!(reply.json["cohorts"][0]["users"], json!(sampled * one_in), "{hashes:?}");
-    // Everyone's events were on the first day: nobody came back on the second.
-    assert_eq!(reply.json["cohorts"][0]["returned"], json!([sampled * one_in, 0]));
-    // So is a funnel of named steps (10 rows as well).
-    let funnel = json!({"steps": [{"event": "Visited"}, {"event": "Bought"}], "from": from, "to": sdk_time(day + DAY)});
-    let reply = ask("/v1/query/funnels", funnel).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-    let one_in = reply.json["source"]["sample"]["one_in"].as_u64().expect("a sample");
-    let bound = (u128::from(u64::MAX) + 1) / u128::from(one_in);
-    let taken = |users: std::ops::Range<usize>| {
+    // How many of `users` (u-0 …) the answer's sample takes, scaled up as the answer scales.
+    let taken = |answer: &Value, users: std::ops::Range<usize>| {
+        let one_in = answer["source"]["sample"]["one_in"].as_u64().expect("a sample");
+        assert!(one_in > 1, "{}", answer["source"]);
+        let bound = (u128::from(u64::MAX) + 1) / u128::from(one_in);
         hashes[users].iter().filter(|hash| u128::from(**hash) < bound).count() as u64 * one_in
     };
-    let users: Vec<u64> = (0..2).map(|step| reply.json["steps"][step]["users"].as_u64().expect("users")).collect();
-    assert_eq!(users, [taken(0..8), taken(0..2)], "{hashes:?}: {}", reply.json);
+    // First with every hour dirty (read raw, sampled there), then rolled up (the rollups'
+    // rows sampled).
+    for rolled_up in [false, true] {
+        if rolled_up {
+            cleanup_now(&app).await;
+        }
+        let reply = ask("/v1/query/retention", any.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert_eq!(reply.json["source"]["raw_hours"] == 0, rolled_up, "{}", reply.json["source"]);
+        let users = taken(&reply.json, 0..8);
+        assert_eq!(reply.json["cohorts"][0]["users"], json!(users), "{hashes:?}");
+        // Everyone's events were on the first day: nobody came back on the second.
+        assert_eq!(reply.json["cohorts"][0]["returned"], json!([users, 0]));
+        // So is a funnel of named steps (10 rows as well).
+        let reply = ask("/v1/query/funnels", funnel.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let users: Vec<u64> = (0..2).map(|step| reply.json["steps"][step]["users"].as_u64().expect("users")).collect();
+        assert_eq!(users, [taken(&reply.json, 0..8), taken(&reply.json, 0..2)], "{hashes:?}: {}", reply.json);
+    }
     // A cohort event with a filter is read from the raw rows: too big, and said how.
     let filtered = json!({"from": from, "interval": "day", "periods": 2,
                           "cohort_event": {"event": "Visited", "where": ["properties.plan:is_set"]}});

@@ -176,12 +176,8 @@ impl Store {
         let mut unrolled: Vec<(u64, u32)> = Vec::new();
         if !pairs.is_empty() {
             // The pairs' clean hours, in both rollups (keyed by type, name and hour).
-            let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
-            let mut ranges_params = bits_params.clone();
-            ranges_params.push(Value::from(project.0));
-            ranges_params.extend(pairs.iter().flat_map(|(kind, name, _)| {
-                [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), current.into()]
-            }));
+            let (ranges, pairs_params) = pair_ranges(&pairs, (from_hour, current));
+            let ranges_params = [&bits_params[..], &[Value::from(project.0)], &pairs_params].concat();
             let mut params = [&ranges_params[..], &sampled_params].concat();
             params.push(Value::from(self.max_rows_read as u64 + 1));
             let sql = format!(
@@ -297,34 +293,24 @@ impl Store {
     }
 
     /// The activity rollup's rows of `[from_hour, to_hour)` for the users `sample` takes:
-    /// (hour, user hash, first and last millisecond in the hour). A sample may be read by user
-    /// hash first (the sampled users' whole history, filtered by hour) or by hour (the range's
-    /// users, filtered by hash): the optimizer counts both ranges and takes the shorter.
+    /// (hour, user hash, first and last millisecond in the hour).
     async fn rolled_activity(
         &self,
         tx: &mut mysql_async::Transaction<'_>,
         project: ProjectId,
-        (from_hour, to_hour): (u32, u32),
+        hours: (u32, u32),
         sample: Sample,
     ) -> Result<Vec<(u32, u64, u32, u32)>, StoreError> {
-        let mut params: Vec<Value> = vec![project.0.into()];
-        let sampled = match sample.bound() {
-            Some(bound) => {
-                params.push(bound.into());
-                "AND user_hash < ?"
+        let mut rows: Vec<(u32, u64, u32, u32)> = Vec::new();
+        for (sql, mut params) in activity_reads(project, "hour, user_hash, first_ms, last_ms", hours, sample.bound()) {
+            let sql = format!("{sql} LIMIT ?");
+            params.push(Value::from((self.max_rows_read + 1 - rows.len()) as u64));
+            self.record(&sql, &params);
+            let sql = super::capped(&sql, &*tx);
+            rows.extend(with_timeout(tx.exec::<(u32, u64, u32, u32), _, _>(sql, params)).await?);
+            if rows.len() > self.max_rows_read {
+                return Err(StoreError::TooBig);
             }
-            None => "",
-        };
-        params.extend([from_hour.into(), to_hour.into(), Value::from(self.max_rows_read as u64 + 1)]);
-        let sql = format!(
-            "SELECT hour, user_hash, first_ms, last_ms FROM rollup_activity_hours
-             WHERE project_id = ? {sampled} AND hour >= ? AND hour < ? LIMIT ?"
-        );
-        self.record(&sql, &params);
-        let sql = super::capped(&sql, &*tx);
-        let rows: Vec<(u32, u64, u32, u32)> = with_timeout(tx.exec(sql, params)).await?;
-        if rows.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
         }
         Ok(rows)
     }
@@ -344,28 +330,68 @@ impl Store {
         let NamedSeries { pairs, .. } = NamedSeries::of(series);
         let mut rows = 0;
         if !pairs.is_empty() {
-            let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
-            let mut params = vec![Value::from(project.0)];
-            params.extend(pairs.iter().flat_map(|(kind, name, _)| {
-                [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), to_hour.into()]
-            }));
+            let (ranges, pairs_params) = pair_ranges(&pairs, (from_hour, to_hour));
+            let params = [&[Value::from(project.0)], &pairs_params[..]].concat();
             let sql = format!("SELECT SUM(events) FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
             let events: Option<Option<u64>> = with_timeout(conn.exec_first(sql, params)).await?;
             rows += events.flatten().unwrap_or(0);
         }
         if any_bits(series) != 0 {
-            const ONE_IN: u64 = 1_024;
-            let counted: Option<u64> = with_timeout(conn.exec_first(
-                "SELECT COUNT(*) FROM rollup_activity_hours FORCE INDEX (ix_rollup_activity_users)
-                 WHERE project_id = ? AND user_hash < ? AND hour >= ? AND hour < ?",
-                (project.0, u64::MAX / ONE_IN, from_hour, to_hour),
-            ))
-            .await?;
-            // A row is a user's first and last event of an hour: two steps.
-            rows += counted.unwrap_or(0) * ONE_IN * 2;
+            // Counted over 1 user in 1,024.
+            let one_in = Sample { log2: 10 };
+            for (sql, params) in activity_reads(project, "COUNT(*)", (from_hour, to_hour), one_in.bound()) {
+                let counted: Option<u64> = with_timeout(conn.exec_first(super::capped(&sql, &conn), params)).await?;
+                // A row is a user's first and last event of an hour: two steps.
+                rows += counted.unwrap_or(0) * one_in.one_in() * 2;
+            }
         }
         Ok(rows)
     }
+}
+
+/// The condition "one of `pairs` in `[from_hour, to_hour)`" on a table keyed by type, name
+/// and hour (both rollups), and its parameters.
+fn pair_ranges(pairs: &[(EventType, &str, u8)], (from_hour, to_hour): (u32, u32)) -> (String, Vec<Value>) {
+    let ranges = vec!["(type = ? AND name = ? AND hour >= ? AND hour < ?)"; pairs.len()].join(" OR ");
+    let params = pairs
+        .iter()
+        .flat_map(|(kind, name, _)| [Value::from(kind.as_str()), Value::from(*name), from_hour.into(), to_hour.into()])
+        .collect();
+    (ranges, params)
+}
+
+/// The most hours a sampled read of the activity rollup names in one statement.
+const HOURS_PER_STATEMENT: u32 = 2_000;
+
+/// `SELECT select` of the activity rollup's rows of `[from_hour, to_hour)` whose user hash is
+/// below `bound` (every row: `None`), as statements with their parameters. A sample names its
+/// hours (`hour IN (…)`), so that each hour is one range of the key, (hour, hashes below the
+/// bound), and only the sampled users' rows are read.
+fn activity_reads(
+    project: ProjectId,
+    select: &str,
+    (from_hour, to_hour): (u32, u32),
+    bound: Option<u64>,
+) -> Vec<(String, Vec<Value>)> {
+    let table = "rollup_activity_hours WHERE project_id = ?";
+    let Some(bound) = bound else {
+        let sql = format!("SELECT {select} FROM {table} AND hour >= ? AND hour < ?");
+        return vec![(sql, vec![project.0.into(), from_hour.into(), to_hour.into()])];
+    };
+    (from_hour..to_hour)
+        .step_by(HOURS_PER_STATEMENT as usize)
+        .map(|start| {
+            let hours: Vec<u32> = (start..to_hour.min(start.saturating_add(HOURS_PER_STATEMENT))).collect();
+            let sql = format!(
+                "SELECT {select} FROM {table} AND hour IN ({}) AND user_hash < ?",
+                super::placeholders(hours.len())
+            );
+            let mut params: Vec<Value> = vec![project.0.into()];
+            params.extend(hours.into_iter().map(Value::from));
+            params.push(bound.into());
+            (sql, params)
+        })
+        .collect()
 }
 
 /// The bits of the series that are any event (`Series::is_any`).
