@@ -193,15 +193,15 @@ impl Store {
             // An hour whose journeys do not add up to its counts was rolled up without them (by
             // a release before migration 0013, or by the previous one during a deploy). Known of
             // all users' journeys only: a sample trusts them (releases since 0015 roll up
-            // journeys, and 0015 marked every hour rolled up before it).
-            let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
-            for (matches, hour, _, _, events) in &rolled {
-                *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
-            }
-            let sql =
-                format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
-            let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
+            // journeys, and 0015 marked every hour rolled up before it), and reads no counts.
             if sample == Sample::ALL {
+                let mut journeys: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+                for (matches, hour, _, _, events) in &rolled {
+                    *journeys.entry((*hour, *matches)).or_default() += u64::from(*events);
+                }
+                let sql =
+                    format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
+                let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
                 unrolled.extend(
                     counted
                         .iter()
