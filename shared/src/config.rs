@@ -260,11 +260,10 @@ fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<boo
     }
 }
 
-/// The seal ingest puts on queue messages (`EVTRACK_QUEUE_SEAL`). Consumers of this release
-/// open both; those of earlier releases open `hmac-sha256` only, so `blake3` (about half the
-/// CPU per byte) waits until no consumer of an earlier release reads the queue: after a
-/// deploy of this release, with no rollback to an earlier one planned. The next release
-/// makes it the default.
+/// The seal ingest puts on queue messages (`EVTRACK_QUEUE_SEAL`): `blake3` by default (about
+/// half the CPU per byte). Consumers open both; those of releases before 2026-12-06 open
+/// `hmac-sha256` only, which is what a rollback to one of them needs (the template updates the
+/// consumer before ingest, so a deploy's own order is safe either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueSeal {
     /// Envelope version 2.
@@ -373,7 +372,7 @@ impl Config {
             local_queue_capacity: parse(&get, "EVTRACK_LOCAL_QUEUE_CAPACITY", 256)?,
             list_rows_examined: parse(&get, "EVTRACK_LIST_ROWS_EXAMINED", 10_000)?.max(1),
             // `store::MAX_ROWS_READ` (the store is a layer below; a test there checks).
-            queue_seal: parse(&get, "EVTRACK_QUEUE_SEAL", QueueSeal::HmacSha256)?,
+            queue_seal: parse(&get, "EVTRACK_QUEUE_SEAL", QueueSeal::Blake3)?,
             max_rows_read: parse(&get, "EVTRACK_MAX_ROWS_READ", 1_000_000)?.max(1),
             local_queue_dir: Some(string("EVTRACK_LOCAL_QUEUE_DIR", ".evtrack-dev/queue"))
                 .filter(|dir| !dir.eq_ignore_ascii_case("memory"))

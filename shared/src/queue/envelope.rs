@@ -17,10 +17,10 @@ use serde_json::value::RawValue;
 use sha2::Sha256;
 use uuid::Uuid;
 
-/// 3: sealed with keyed BLAKE3. 2: sealed with HMAC-SHA256 (what releases before 2026-12-06
-/// wrote, and the default until every consumer opens 3: `QueueSeal`). Both open; once 3 is
-/// the default and no release sealing 2 runs, 2 can go after the queue's 15 days
-/// (`MAX_ENVELOPE_AGE`). 1 (unsealed) is refused.
+/// 3: sealed with keyed BLAKE3, the default. 2: sealed with HMAC-SHA256 (what releases before
+/// 2026-12-06 wrote, and `EVTRACK_QUEUE_SEAL=hmac-sha256` still does: `QueueSeal`). Both open;
+/// once the setting goes, 2 can go the queue's 15 days (`MAX_ENVELOPE_AGE`) after the release
+/// without it. 1 (unsealed) is refused.
 pub const ENVELOPE_VERSION: u8 = 3;
 const HMAC_SEALED_VERSION: u8 = 2;
 
