@@ -51,13 +51,13 @@ fn events(run: &str, count: usize, rng: &mut StdRng) -> Vec<Value> {
         };
         // None: not sent; Some(null): sent as a JSON null.
         let plan = [Some(json!("pro")), Some(json!("free")), Some(json!("Pro")), Some(Value::Null), None];
-        let number = [Some(json!(1)), Some(json!(2)), Some(json!(10)), Some(json!("10")), None];
+        let number = [Some(json!(1)), Some(json!(2)), Some(json!(10)), Some(json!("10")), Some(json!(10.0)), None];
         let tag = ["50%off", "x_y", "plain"][rng.random_range(0..3)];
         let mut properties = json!({"tag": tag});
         if let Some(plan) = &plan[rng.random_range(0..5)] {
             properties["plan"] = plan.clone();
         }
-        if let Some(number) = &number[rng.random_range(0..5)] {
+        if let Some(number) = &number[rng.random_range(0..number.len())] {
             properties["n"] = number.clone();
         }
         let mut event = json!({"userId": user_id, "anonymousId": anonymous_id, "properties": properties,
@@ -127,6 +127,11 @@ fn questions(run: &str, from: &str, to: &str) -> Vec<Question> {
         q("where=properties.plan:eq:pro", Box::new(|e| eq(document(e, "properties.plan"), "pro"))),
         q("where=properties.plan:neq:pro", Box::new(|e| !eq(document(e, "properties.plan"), "pro"))),
         q("where=properties.n:eq:10", Box::new(|e| eq(document(e, "properties.n"), "10"))),
+        q("where=properties.n:neq:10", Box::new(|e| !eq(document(e, "properties.n"), "10"))),
+        q(
+            "where=properties.n:lt:1.5",
+            Box::new(|e| document(e, "properties.n").and_then(Value::as_f64).is_some_and(|n| n < 1.5)),
+        ),
         q(
             "where=properties.n:gt:1&where=properties.n:lt:10",
             Box::new(|e| document(e, "properties.n").and_then(Value::as_f64).is_some_and(|n| n > 1.0 && n < 10.0)),

@@ -104,12 +104,15 @@ impl JsonFilter {
         let doc = self.document.as_str();
         let path = json_path(&self.path);
         let text = self.document.text_sql();
+        // A number compared before its type is checked: a row whose value is not such a number
+        // fails on one more parse of its document, not two (a value that is no number counts as
+        // 0 there, with a warning, and the type check refuses it).
         let numeric = format!("JSON_TYPE(JSON_EXTRACT({doc}, ?)) IN ('INTEGER','UNSIGNED INTEGER','DOUBLE','DECIMAL')");
         let number = format!("(JSON_EXTRACT({doc}, ?) + 0)");
         let equal = |value: &str, params: &mut Vec<Value>| match value.parse::<f64>().ok().filter(|n| n.is_finite()) {
             Some(n) => {
-                params.extend([path.clone().into(), value.into(), path.clone().into(), path.clone().into(), n.into()]);
-                format!("COALESCE({text} = ? OR ({numeric} AND {number} = ?), FALSE)")
+                params.extend([path.clone().into(), value.into(), path.clone().into(), n.into(), path.clone().into()]);
+                format!("COALESCE({text} = ? OR ({number} = ? AND {numeric}), FALSE)")
             }
             None => {
                 params.extend([path.clone().into(), value.into()]);
@@ -121,8 +124,8 @@ impl JsonFilter {
             JsonOp::Neq(value) => format!("NOT {}", equal(value, params)),
             JsonOp::Gt(n) | JsonOp::Lt(n) => {
                 let sign = if matches!(self.op, JsonOp::Gt(_)) { ">" } else { "<" };
-                params.extend([path.clone().into(), path.clone().into(), (*n).into()]);
-                format!("COALESCE({numeric} AND {number} {sign} ?, FALSE)")
+                params.extend([path.clone().into(), (*n).into(), path.clone().into()]);
+                format!("COALESCE({number} {sign} ? AND {numeric}, FALSE)")
             }
             JsonOp::Contains(part) => {
                 params.extend([path.into(), format!("%{}%", like_escaped(part)).into()]);
