@@ -273,8 +273,9 @@ pub async fn export_range(
 }
 
 /// The built-in development secrets are for a database on this machine: a command that
-/// writes keys or signing keys to any other refuses them, as the Lambdas do.
-fn refuse_development_secrets(config: &Config, secrets: &[Required]) -> anyhow::Result<()> {
+/// writes keys or signing keys to any other, or opens its queue messages, refuses them, as
+/// the Lambdas do.
+pub(crate) fn refuse_development_secrets(config: &Config, secrets: &[Required]) -> anyhow::Result<()> {
     if config.database_is_local() {
         return Ok(());
     }

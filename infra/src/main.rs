@@ -66,10 +66,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RejectedCommand {
-    /// List a project's rejected events, newest first.
+    /// List a project's rejected events, newest first (or, with --messages, the queue
+    /// messages refused whole, which name no project one can trust).
     List {
-        #[arg(long)]
-        project: Uuid,
+        #[arg(long, required_unless_present = "messages")]
+        project: Option<Uuid>,
+        /// The queue messages refused whole instead (unsealed, forged, stale, unknown project).
+        #[arg(long, conflicts_with = "project")]
+        messages: bool,
         #[command(flatten)]
         filter: RejectedArgs,
         #[arg(long, default_value_t = 100)]
@@ -90,6 +94,20 @@ enum RejectedCommand {
         /// A write key of the project.
         #[arg(long, env = "EVTRACK_WRITE_KEY", hide_env_values = true)]
         key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a rollback to a release that did not know this one's queue seal: give the queue
+    /// messages it refused as forged (or of an unsupported version) that this release's seal
+    /// opens to this release's consumer, which stores their events once. Needs the functions'
+    /// pepper (EVTRACK_KEY_PEPPER, ...); messages it does not open are left.
+    Reopen {
+        /// Only those recorded at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only those recorded before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
         #[arg(long)]
         json: bool,
     },
@@ -235,8 +253,11 @@ async fn main() -> ExitCode {
         Command::Export { project, user: None, from, to, url, key, output } => {
             commands::export_range(project, from, to, &url, key.as_deref(), &output).await
         }
-        Command::Rejected(RejectedCommand::List { project, filter, limit, json }) => {
+        Command::Rejected(RejectedCommand::List { project, messages: _, filter, limit, json }) => {
             evtrack_cli::rejected::list(&config, project, filter.filter(), limit, json).await
+        }
+        Command::Rejected(RejectedCommand::Reopen { since, until, json }) => {
+            evtrack_cli::rejected::reopen(&config, evtrack_cli::rejected::filter(None, since, until), json).await
         }
         Command::Rejected(RejectedCommand::Replay { project, filter, url, key, json }) => {
             evtrack_cli::rejected::replay(&config, project, filter.filter(), &url, &key, json).await

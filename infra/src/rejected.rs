@@ -1,9 +1,11 @@
-//! `evtrack rejected list|replay`: the quarantine from the command line. A replay sends each
-//! rejected event back through ingest as its request sent it (same route, same format, its
+//! `evtrack rejected list|replay|reopen`: the quarantine from the command line. A replay sends
+//! each rejected event back through ingest as its request sent it (same route, same format, its
 //! batch's context and integrations, and the time its first request gave it), so that a fix —
 //! a limit raised, a bug fixed — applies to it; what is stored is a normal event
 //! (a duplicate messageId stays a no-op), what is still refused is quarantined again. A
-//! replayed event leaves the quarantine.
+//! replayed event leaves the quarantine. A reopen gives queue messages a consumer refused whole
+//! for their seal (a release that did not know it, after a rollback) to this release's
+//! consumer.
 
 use crate::toolbox::open_store;
 use anyhow::Context;
@@ -11,7 +13,9 @@ use chrono::{DateTime, Utc};
 use evtrack::Config;
 use evtrack::event::quarantine::resolve_time_for_replay;
 use evtrack::event::wire::{BatchFields, Shape};
-use evtrack::store::{RejectedEvent, RejectedFilter};
+use evtrack::queue::{Envelope, EnvelopeSeal};
+use evtrack::store::{RejectedAfter, RejectedEvent, RejectedFilter};
+use evtrack_consumer::{Consumer, QueueMessage};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -20,15 +24,19 @@ const PAGE: usize = 200;
 /// Bytes of events per replayed request: below ingest's 500 KB request limit.
 const REQUEST_BYTES: usize = 400_000;
 
+/// Lists a project's rejected events, or (`project` `None`) the queue messages refused whole.
 pub async fn list(
     config: &Config,
-    project: Uuid,
+    project: Option<Uuid>,
     filter: RejectedFilter,
     limit: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let project_id = store.project_id(project).await?.with_context(|| format!("no project {project}"))?;
+    let project_id = match project {
+        Some(project) => Some(store.project_id(project).await?.with_context(|| format!("no project {project}"))?),
+        None => None,
+    };
     let events = store.rejected_events(project_id, &filter, None, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&events)?);
@@ -68,11 +76,12 @@ pub async fn replay(
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let target = Target { client, url: ingest_url.trim_end_matches('/').to_string(), key: write_key.to_string() };
     let mut outcome = Replayed::default();
-    let mut before = None;
+    let mut after = None;
     loop {
-        let page = store.rejected_events(project_id, &filter, before, PAGE).await?;
+        let page = store.rejected_events(Some(project_id), &filter, after, PAGE).await?;
         let Some(last) = page.last() else { break };
-        before = Some(last.id);
+        // Below the page's last row, which the replay may remove.
+        after = Some(RejectedAfter::Row(last.position));
         let sendable: Vec<Replayable> =
             page.iter().filter_map(|event| replayable(event, config.limits.future_tolerance)).collect();
         outcome.skipped += (page.len() - sendable.len()) as u64;
@@ -81,7 +90,7 @@ pub async fn replay(
             outcome.accepted += request.ids.len() as u64 - again;
             outcome.rejected_again += again;
             // Sent: it is an event now, or a new rejected event.
-            store.delete_rejected_events(project_id, &request.ids).await?;
+            store.delete_rejected_events(Some(project_id), &request.ids).await?;
         }
     }
     if json {
@@ -185,6 +194,87 @@ impl Target {
             _ => anyhow::bail!("ingest answered {status} to a replay: {answer}; nothing of that request was removed"),
         }
     }
+}
+
+/// The codes of queue messages refused for their seal or version: what a release that did
+/// not know this one's envelope made of its messages.
+const REOPENABLE: [&str; 2] = ["forged_envelope", "unsupported_envelope"];
+/// Messages per database page (each may be up to a queue message's 256 KiB).
+const REOPEN_PAGE: usize = 20;
+
+/// What a reopen came to.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Reopened {
+    /// Messages this release's seal opened, given to its consumer and gone from the quarantine.
+    pub messages: u64,
+    /// Their events stored now.
+    pub events_stored: u64,
+    /// Their events stored already (a client's retry that went through): no-ops.
+    pub duplicates: u64,
+    /// Their events of erased users, dropped as the consumer drops them.
+    pub suppressed: u64,
+    /// Kept in the quarantine anew: events the messages carried as quarantined (now under their
+    /// project, for `replay`), and messages refused again (older than a queue keeps them, of a
+    /// project purged since).
+    pub rejected: u64,
+    /// Messages this release's seal does not open either: left where they are.
+    pub left: u64,
+}
+
+/// Gives the queue messages refused whole for their seal (`REOPENABLE`, within `filter`'s
+/// times) that this release's seal opens to this release's consumer, as if the queue
+/// delivered them now: their events are stored once (duplicates stay no-ops, erased users
+/// stay erased), and each leaves the quarantine once its batch is written. The pepper must
+/// be the functions' (`EVTRACK_KEY_PEPPER`, …): messages it does not open are left.
+pub async fn reopen(config: &Config, filter: RejectedFilter, json: bool) -> anyhow::Result<()> {
+    crate::commands::refuse_development_secrets(config, &[evtrack::config::Required::KeyPepper])?;
+    let store = open_store(config).await?;
+    let seal = EnvelopeSeal::from_config(config);
+    let consumer = Consumer::new(store.clone(), config);
+    let mut outcome = Reopened::default();
+    for code in REOPENABLE {
+        let filter = RejectedFilter { code: Some(code.to_string()), ..filter.clone() };
+        let mut after = None;
+        loop {
+            let page = store.rejected_events(None, &filter, after, REOPEN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(RejectedAfter::Row(last.position));
+            let opened: Vec<&RejectedEvent> =
+                page.iter().filter(|message| Envelope::open(&message.raw, &seal).is_ok()).collect();
+            outcome.left += (page.len() - opened.len()) as u64;
+            // A fresh message id each: what is refused again is recorded anew, not taken for
+            // the row it replaces (rejected events are unique per message and index).
+            let ids: Vec<String> = opened.iter().map(|message| format!("reopened:{}", message.id)).collect();
+            let messages: Vec<QueueMessage> =
+                opened.iter().zip(&ids).map(|(message, id)| QueueMessage { id, body: Some(&message.raw) }).collect();
+            let report = consumer.process(&messages).await;
+            if !report.failed.is_empty() {
+                anyhow::bail!("the database did not take a batch (see the log); nothing of it left the quarantine");
+            }
+            outcome.messages += messages.len() as u64;
+            outcome.events_stored += report.events_stored;
+            outcome.suppressed += report.suppressed;
+            outcome.duplicates += report.events_seen.saturating_sub(report.events_stored + report.suppressed);
+            outcome.rejected += report.rejected;
+            let reopened: Vec<Uuid> = opened.iter().map(|message| message.id).collect();
+            store.delete_rejected_events(None, &reopened).await?;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        println!(
+            "reopened {} message(s): {} event(s) stored, {} duplicate(s), {} of erased users dropped, {} kept in quarantine; {} message(s) left (this pepper's seal does not open them)",
+            outcome.messages,
+            outcome.events_stored,
+            outcome.duplicates,
+            outcome.suppressed,
+            outcome.rejected,
+            outcome.left
+        );
+    }
+    store.close().await;
+    Ok(())
 }
 
 /// `--since` and `--until` as a filter.

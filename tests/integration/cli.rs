@@ -143,3 +143,67 @@ async fn an_unsealable_signing_key_is_skipped_not_fatal() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
     assert!(reply.json["next_cursor"].is_string(), "{}", reply.json);
 }
+
+/// After a rollback to a release whose consumer did not know this one's queue seal, the
+/// messages it refused whole as forged come back with `evtrack rejected reopen`: what this
+/// release's seal opens is stored once (a request a client sent again meanwhile, stored then,
+/// is no-ops now), the event a message carried as quarantined is kept under its project,
+/// what the seal does not open stays, and a second reopen finds nothing more.
+#[tokio::test]
+async fn messages_an_earlier_release_refused_for_their_seal_are_reopened_and_stored_once() {
+    let app = TestApp::new().await;
+    let batch = |n: usize| {
+        let mut events = track_messages(50, &format!("rolled-{n}"), 0);
+        if n == 2 {
+            events[7] = json!({"type": "track", "event": "bad\nname", "userId": "u", "messageId": "bad-1"});
+        }
+        json!({"batch": events})
+    };
+    let mut refused = Vec::new();
+    for n in 0..3 {
+        let reply = app.send(post_json("/v1/batch", Some(&app.key), &batch(n))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        refused.extend(app.take_queued().await);
+    }
+    assert_eq!(refused.len(), 4, "a message per request, and one of the quarantined event");
+    // A message this deployment never sealed: altered after sealing.
+    let forged = refused[1].body.replace("rolled-1-0", "forged-1-0");
+    // What the earlier release's consumer made of them: rejected whole, no project, body kept.
+    let bodies = refused.iter().map(|message| message.body.clone()).chain([forged]);
+    for (n, body) in bodies.enumerate() {
+        let hex: String = body.bytes().map(|byte| format!("{byte:02x}")).collect();
+        app.db
+            .execute(&format!(
+                "INSERT INTO rejected_events (uid, project_id, queue_message_id, item_index, reason_code, reason, raw)
+                 VALUES (UNHEX(REPLACE(UUID(), '-', '')), NULL, 'sqs-{n}', -1, 'forged_envelope',
+                         'envelope seal does not verify: not queued by this deployment''s ingest', UNHEX('{hex}'))"
+            ))
+            .await;
+    }
+    // The client sent the first request again after the rollback; it was stored then.
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &batch(0))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 50);
+
+    let listed = evtrack(&app.db, &["rejected", "list", "--messages", "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(5), "{listed}");
+    assert!(listed.as_array().expect("list").iter().all(|message| message["code"] == "forged_envelope"));
+    let reopened = evtrack(&app.db, &["rejected", "reopen", "--json"]);
+    assert_eq!(
+        reopened,
+        json!({"messages": 4, "events_stored": 99, "duplicates": 50, "suppressed": 0, "rejected": 1, "left": 1})
+    );
+    assert_eq!(app.db.count("events").await, 149);
+    assert_eq!(app.db.count("events WHERE message_id LIKE 'forged-%'").await, 0);
+    let left: Vec<(Option<u64>, String)> =
+        app.db.query("SELECT project_id, reason_code FROM rejected_events ORDER BY reason_code").await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[0].1, "forged_envelope", "the message no seal of this deployment opens stays");
+    assert_eq!(left[0].0, None);
+    assert_eq!(left[1].1, "invalid_value", "the quarantined event, now under its project");
+    assert!(left[1].0.is_some());
+    let again = evtrack(&app.db, &["rejected", "reopen", "--json"]);
+    assert_eq!((again["messages"].as_u64(), again["left"].as_u64()), (Some(0), Some(1)), "{again}");
+    assert_eq!(app.db.count("events").await, 149);
+}

@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use evtrack::event::MAX_ID_CHARS;
 use evtrack::http::ListedRouter;
-use evtrack::store::RejectedFilter;
+use evtrack::store::{RejectedAfter, RejectedFilter};
 use futures::TryStreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
@@ -45,7 +45,8 @@ async fn list_rejected(State(api): State<Arc<Api>>, OnProject(project): Reading,
     // A cursor belongs to its project and filter.
     let list = format!("rejected:{}:{:?}", project.0, (&query.reason, &query.from, &query.to));
     let page = Page::from_query(&api, list, query.limit.as_deref(), query.cursor.as_deref()).await?;
-    let rejected = api.store.rejected_events(project, &filter, page.after, page.fetch()).await?;
+    let after = page.after.map(RejectedAfter::Event);
+    let rejected = api.store.rejected_events(Some(project), &filter, after, page.fetch()).await?;
     Ok(Json(page.of(&api, rejected, |event| event.id).await?).into_response())
 }
 

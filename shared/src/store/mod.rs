@@ -37,7 +37,7 @@ pub use lists::{
 };
 pub use projects::{Project, ProjectChanges};
 pub use properties::{MAX_PROMOTED, Promoted, Promotion, ValueCount};
-pub use rejected::{RejectedEvent, RejectedFilter};
+pub use rejected::{RejectedAfter, RejectedEvent, RejectedFilter, RejectedPosition};
 pub use retention::Prunable;
 pub use rollups::{CountSource, HourCount, hour_of, hour_start};
 pub use signing::SealedSigningKey;

@@ -38,39 +38,71 @@ pub struct RejectedEvent {
     /// The batch-level fields of its request (`sentAt`, `context`, `integrations`), as sent.
     #[serde(skip_serializing_if = "crate::event::wire::BatchFields::is_empty")]
     pub batch: crate::event::wire::BatchFields,
+    /// Where it is in the walk, for the next page of this process (never shown).
+    #[serde(skip)]
+    pub position: RejectedPosition,
+}
+
+/// A rejected event's place in a walk, newest first: its row, known to the store alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectedPosition(u64);
+
+/// Where a page of rejected events starts.
+#[derive(Debug, Clone, Copy)]
+pub enum RejectedAfter {
+    /// After an event a client saw (its public id, from a cursor).
+    Event(Uuid),
+    /// After a row this process read: holds once that row is gone too (a replay removes
+    /// what it sent, and the next page must start below it, not end).
+    Row(RejectedPosition),
 }
 
 impl Store {
-    /// A project's rejected events matching `filter`, newest first, after `before` (a page's last).
+    /// Rejected events of `project` (`None`: the queue messages refused whole, which name no
+    /// project one can trust) matching `filter`, newest first, after `after`.
     pub async fn rejected_events(
         &self,
-        project: ProjectId,
+        project: Option<ProjectId>,
         filter: &RejectedFilter,
-        before: Option<Uuid>,
+        after: Option<RejectedAfter>,
         limit: usize,
     ) -> Result<Vec<RejectedEvent>, StoreError> {
+        let at = |time: Option<DateTime<Utc>>| time.map_or(Value::NULL, |at| Value::from(to_db_time(at)));
+        let code = || Value::from(filter.code.as_deref());
+        let mut params = vec![
+            Value::from(project.map(|p| p.0)),
+            code(),
+            code(),
+            at(filter.from),
+            at(filter.from),
+            at(filter.to),
+            at(filter.to),
+        ];
+        let below = match after {
+            None => "",
+            Some(RejectedAfter::Event(uid)) => {
+                params.push(Value::from(uid));
+                "AND id < (SELECT id FROM rejected_events WHERE uid = ?)"
+            }
+            Some(RejectedAfter::Row(RejectedPosition(id))) => {
+                params.push(Value::from(id));
+                "AND id < ?"
+            }
+        };
+        params.push(Value::from(limit as u64));
         let mut conn = self.conn().await?;
         let rows: Vec<Row> = with_timeout(conn.exec(
-            "SELECT uid, reason_code, reason, raw, source, item_index, received_at, created_at, batch_fields, id
-             FROM rejected_events
-             WHERE project_id = ?
-               AND (? IS NULL OR reason_code = ?)
-               AND (? IS NULL OR created_at >= ?)
-               AND (? IS NULL OR created_at < ?)
-               AND (? IS NULL OR id < (SELECT id FROM rejected_events WHERE uid = ?))
-             ORDER BY id DESC LIMIT ?",
-            vec![
-                Value::from(project.0),
-                Value::from(filter.code.as_deref()),
-                Value::from(filter.code.as_deref()),
-                filter.from.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
-                filter.from.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
-                filter.to.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
-                filter.to.map_or(Value::NULL, |at| Value::from(to_db_time(at))),
-                before.map_or(Value::NULL, Value::from),
-                before.map_or(Value::NULL, Value::from),
-                Value::from(limit as u64),
-            ],
+            format!(
+                "SELECT uid, reason_code, reason, raw, source, item_index, received_at, created_at, batch_fields, id
+                 FROM rejected_events
+                 WHERE project_id <=> ?
+                   AND (? IS NULL OR reason_code = ?)
+                   AND (? IS NULL OR created_at >= ?)
+                   AND (? IS NULL OR created_at < ?)
+                   {below}
+                 ORDER BY id DESC LIMIT ?"
+            ),
+            params,
         ))
         .await?;
         rows.iter()
@@ -87,21 +119,23 @@ impl Store {
                     batch: column::<String>(row, 8)
                         .and_then(|text| serde_json::from_str(&text).ok())
                         .unwrap_or_default(),
+                    position: RejectedPosition(required(row, 9)?),
                 })
             })
             .collect()
     }
 
-    /// Forgets rejected events of `project` once replayed (what the replay sent is stored or
-    /// quarantined again by the normal path).
-    pub async fn delete_rejected_events(&self, project: ProjectId, ids: &[Uuid]) -> Result<u64, StoreError> {
+    /// Forgets rejected events of `project` (`None`: messages refused whole) once replayed
+    /// (what the replay sent is stored or quarantined again by the normal path).
+    pub async fn delete_rejected_events(&self, project: Option<ProjectId>, ids: &[Uuid]) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0)];
+        let mut params = vec![Value::from(project.map(|p| p.0))];
         params.extend(ids.iter().map(|id| Value::from(*id)));
-        let sql = format!("DELETE FROM rejected_events WHERE project_id = ? AND uid IN ({})", placeholders(ids.len()));
+        let sql =
+            format!("DELETE FROM rejected_events WHERE project_id <=> ? AND uid IN ({})", placeholders(ids.len()));
         with_timeout(conn.exec_drop(sql, params)).await?;
         Ok(conn.affected_rows())
     }
