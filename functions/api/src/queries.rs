@@ -18,7 +18,7 @@ use evtrack::http::ListedRouter;
 use evtrack::sketch::{self, UserCount, UserSet};
 use evtrack::store::{
     BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series, ValueCount,
-    hour_of, hour_start,
+    hour_of, hour_start, same_text,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -74,7 +74,7 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &[]).await?;
     let mut names: Vec<(EventType, String, u64, DateTime<Utc>)> = Vec::new();
     for count in counts {
-        match names.iter_mut().find(|(kind, name, _, _)| *kind == count.kind && *name == count.name) {
+        match names.iter_mut().find(|(kind, name, _, _)| *kind == count.kind && same_text(name, &count.name)) {
             Some(entry) => {
                 entry.2 += count.events;
                 entry.3 = entry.3.max(count.last_at);
@@ -487,7 +487,7 @@ async fn rollup_totals(
         chosen.map(|(_, s)| (s.kind, s.name.clone())).collect()
     };
     let of_series = |one: &Series, kind: EventType, name: &str| {
-        one.kind.is_none_or(|wanted| wanted == kind) && one.name.as_ref().is_none_or(|wanted| wanted == name)
+        one.kind.is_none_or(|wanted| wanted == kind) && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
     };
     let mut values = vec![vec![0u64; starts.len()]; series.len()];
     // One read for the plain series and one per property, each its own snapshot: the answer
@@ -577,7 +577,8 @@ async fn rollup_breakdown(
         let counts: Vec<&ValueCount> = counts
             .iter()
             .filter(|c| {
-                one.kind.is_none_or(|kind| kind == c.kind) && one.name.as_ref().is_none_or(|name| *name == c.name)
+                one.kind.is_none_or(|kind| kind == c.kind)
+                    && one.name.as_ref().is_none_or(|name| same_text(name, &c.name))
             })
             .collect();
         // Values without trailing spaces are one value, as the PAD SPACE collation groups them.

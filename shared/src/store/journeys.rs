@@ -51,7 +51,7 @@ impl<'a> NamedSeries<'a> {
         let mut pairs: Vec<(EventType, &str, u8)> = Vec::new();
         for (bit, one) in series.iter().take(MAX_SERIES).enumerate() {
             let (Some(kind), Some(name)) = (one.kind, one.name.as_deref()) else { continue };
-            match pairs.iter_mut().find(|(k, n, _)| *k == kind && *n == name) {
+            match pairs.iter_mut().find(|(k, n, _)| *k == kind && super::same_text(n, name)) {
                 Some((_, _, bits)) => *bits |= 1 << bit,
                 None => pairs.push((kind, name, 1 << bit)),
             }

@@ -39,7 +39,7 @@ pub use projects::{Project, ProjectChanges};
 pub use properties::{MAX_PROMOTED, Promoted, Promotion, ValueCount};
 pub use rejected::{RejectedAfter, RejectedEvent, RejectedFilter, RejectedPosition};
 pub use retention::Prunable;
-pub use rollups::{CountSource, HourCount, hour_of, hour_start};
+pub use rollups::{CountSource, HourCount, hour_of, hour_start, same_text};
 pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
 use tls::connection_options;

@@ -36,6 +36,13 @@ pub fn hour_start(hour: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(i64::from(hour) * 3_600, 0).unwrap_or_default()
 }
 
+/// Whether two names (or ids) are one to the database: its `utf8mb4_bin` collation pads, so
+/// trailing spaces make no difference to a comparison or a `GROUP BY` (which keeps one of the
+/// spellings).
+pub fn same_text(a: &str, b: &str) -> bool {
+    a.trim_end_matches(' ') == b.trim_end_matches(' ')
+}
+
 /// The SQL for a row's hour, as `hour_of` computes it.
 pub(super) const ROW_HOUR: &str = "TIMESTAMPDIFF(HOUR, '1970-01-01 00:00:00', timestamp)";
 
