@@ -1051,6 +1051,7 @@ async fn names_and_ids_apart_only_by_trailing_spaces_count_as_one_in_the_rollups
         json!({"type": "page", "userId": "cy", "messageId": "t-4", "timestamp": at(day1 + 36_180)}),
         json!({"type": "identify", "userId": "ann", "messageId": "t-5", "timestamp": at(day1 + 36_240)}),
         track("t-6", "Buy ", "bob", day2 + 36_000),
+        track("t-8", ODD_NAME, "bob", day2 + 36_120),
         json!({"type": "page", "userId": "cy ", "messageId": "t-7", "timestamp": at(day2 + 36_060)}),
     ];
     let reply = app.send(batch(&app.key, events)).await;
@@ -1111,4 +1112,9 @@ async fn names_and_ids_apart_only_by_trailing_spaces_count_as_one_in_the_rollups
         .collect();
     assert_eq!(buys.len(), 1, "one name: {}", names.json);
     assert_eq!(buys[0]["events"], 4, "{}", names.json);
+    let odd = names.json["data"].as_array().expect("names").iter().find(|name| name["name"] == ODD_NAME);
+    assert_eq!(odd.map(|name| &name["events"]), Some(&json!(1)), "kept as sent: {}", names.json);
 }
+
+/// A name with what SQL and JSON escape, and characters of four bytes.
+const ODD_NAME: &str = "Café ☕ \"quoted\" back\\slash 'single' 😀";

@@ -12,14 +12,14 @@
 
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::LIVE_EVENTS;
-use super::{JobTx, Store, StoreError, required, to_db_time, with_timeout};
+use super::{JobTx, Store, StoreError, column, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Row, TxOpts, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The hour a time falls in: hours since 1970-01-01 00:00 UTC.
 pub fn hour_of(at: DateTime<Utc>) -> u32 {
@@ -229,51 +229,45 @@ impl Store {
         let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
         let mut params: Vec<Value> = vec![hour.into(), project.into(), start.into(), end.into()];
         let erasing = and(not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?);
-        // READ COMMITTED (the job's transactions): the rows are read without locking them.
+        // One read of the hour's rows for the counts, the journeys, the activity and the users
+        // (each its own INSERT … SELECT read them four times, and reading is most of what they
+        // cost: BENCHMARKS.md). READ COMMITTED (the job's transactions): read without locking
+        // them; through the time index (the hour's rows) whatever index the plan might prefer.
         let sql = format!(
-            "INSERT INTO rollup_event_hours (project_id, hour, type, name, events, last_at)
-             SELECT project_id, ?, type, COALESCE(name, ''), COUNT(*), MAX(timestamp) FROM {LIVE_EVENTS} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}
-             GROUP BY project_id, type, COALESCE(name, '')"
-        );
-        with_timeout(tx.exec_drop(sql, params.clone())).await?;
-        let rows = tx.affected_rows();
-
-        // The hour's journeys: who did which named event when, read through the time index
-        // (the hour's rows) whatever index the grouping might prefer.
-        let sql = format!(
-            "INSERT INTO rollup_journey_hours (project_id, type, name, hour, user_hash, at_ms, events)
-             SELECT project_id, type, name, ?, {USER_HASH}, {MS_IN_HOUR}, COUNT(*)
-             FROM {} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? AND name IS NOT NULL {erasing}
-             GROUP BY project_id, type, name, 5, 6",
+            "SELECT type, name, {USER_KEY}, {USER_HASH}, {MS_IN_HOUR} FROM {} e
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}",
             super::live::live_events_by("ix_events_time")
         );
-        with_timeout(tx.exec_drop(sql, [&params[..1], &[start.into()], &params[1..]].concat())).await?;
-
-        // Who was active, with their first and last event's millisecond in the hour.
-        let sql = format!(
-            "INSERT INTO rollup_activity_hours (project_id, hour, user_hash, first_ms, last_ms)
-             SELECT project_id, ?, {USER_HASH}, MIN({MS_IN_HOUR}), MAX({MS_IN_HOUR})
-             FROM {} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}
-             GROUP BY project_id, 3",
-            super::live::live_events_by("ix_events_time")
-        );
-        let hour_start_twice = [start.into(), start.into()];
-        with_timeout(tx.exec_drop(sql, [&params[..1], &hour_start_twice, &params[1..]].concat())).await?;
+        let mut tally = HourTally::default();
+        with_timeout(async {
+            let mut result = tx.exec_iter(sql, [&[start.into()], &params[1..]].concat()).await?;
+            result.for_each(|row| tally.add(row)).await
+        })
+        .await?;
+        let tally = tally.finished()?;
+        let rows = tally.events.len() as u64;
+        let at = |ms: u32| to_db_time(hour_start(hour) + chrono::Duration::milliseconds(i64::from(ms)));
+        let events: Vec<_> = tally
+            .events
+            .iter()
+            .map(|(kind, name, events, last_ms)| (kind, name, events, at(*last_ms).format("%F %T%.3f").to_string()))
+            .collect();
+        insert_from_json(tx, EVENT_HOURS_FROM_JSON, [project.into(), hour.into()], &events).await?;
+        let journeys: Vec<_> = tally
+            .journeys
+            .iter()
+            .map(|&((name, user_hash, at_ms), events)| {
+                let (kind, name) = tally.name(name);
+                (kind, name, user_hash, at_ms, events)
+            })
+            .collect();
+        insert_from_json(tx, JOURNEY_HOURS_FROM_JSON, [project.into(), hour.into()], &journeys).await?;
+        let activity: Vec<_> =
+            tally.activity.iter().map(|&(user_hash, (first, last))| (user_hash, first, last)).collect();
+        insert_from_json(tx, ACTIVITY_HOURS_FROM_JSON, [project.into(), hour.into()], &activity).await?;
 
         // The hour's users per type; `with_activity`: its activity is rolled up too.
-        let sql = format!(
-            "SELECT DISTINCT type, {USER_KEY} FROM {LIVE_EVENTS} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}"
-        );
-        let users: Vec<(String, String)> = with_timeout(tx.exec(sql, params[1..].to_vec())).await?;
-        let mut sets: BTreeMap<String, UserSet> = BTreeMap::new();
-        for (kind, user) in users {
-            sets.entry(kind).or_default().insert(user_hash(&user));
-        }
-        for (kind, set) in sets {
+        for (kind, set) in tally.users {
             with_timeout(tx.exec_drop(
                 "INSERT INTO rollup_user_hours (project_id, hour, type, users, with_activity) VALUES (?, ?, ?, ?, TRUE)",
                 (project, hour, kind, set.to_bytes()),
@@ -553,6 +547,148 @@ pub(super) fn selection_condition(selection: &[(Option<EventType>, Option<String
         })
         .collect();
     (format!("AND ({})", pairs.join(" OR ")), params)
+}
+
+/// An hour's live rows as the rollups count them, tallied as they stream in. Names are
+/// grouped as SQL compares them (without trailing spaces: `utf8mb4_bin` pads), each kept as
+/// first seen, as a `GROUP BY` keeps it.
+#[derive(Default)]
+struct HourTally {
+    /// `type NUL name` without trailing spaces → its place in `names`.
+    name_index: HashMap<String, u32>,
+    /// The row's `type NUL name`, made here without an allocation per row.
+    key: String,
+    /// (type, name): a missing name counts as '' in the counts, and in no journey.
+    names: Vec<(String, String)>,
+    /// Per name: its events and the last one's millisecond in the hour.
+    counts: Vec<(u64, u32)>,
+    /// (name, user hash, millisecond) → events.
+    journeys: HashMap<(u32, u64, u32), u32>,
+    /// User hash → their first and last event's millisecond.
+    activity: HashMap<u64, (u32, u32)>,
+    users: BTreeMap<String, UserSet>,
+    /// The first row that could not be read.
+    error: Option<StoreError>,
+}
+
+/// An hour's tally, in each rollup's key order (rows inserted in the order of the key go in
+/// at the end of the pages they fill).
+struct TalliedHour {
+    names: Vec<(String, String)>,
+    /// (type, name, events, last millisecond).
+    events: Vec<(String, String, u64, u32)>,
+    journeys: Vec<((u32, u64, u32), u32)>,
+    activity: Vec<(u64, (u32, u32))>,
+    users: BTreeMap<String, UserSet>,
+}
+
+impl HourTally {
+    fn add(&mut self, row: Row) {
+        if self.error.is_some() {
+            return;
+        }
+        let read = || -> Result<_, StoreError> {
+            Ok((required(&row, 0)?, column(&row, 1), required(&row, 2)?, required(&row, 3)?, required(&row, 4)?))
+        };
+        match read() {
+            Ok(columns) => self.count(columns),
+            Err(err) => self.error = Some(err),
+        }
+    }
+
+    fn count(&mut self, (kind, name, user, hash, ms): (String, Option<String>, String, u64, u32)) {
+        let shown = name.as_deref().unwrap_or_default();
+        self.key.clear();
+        self.key.push_str(&kind);
+        self.key.push('\0');
+        self.key.push_str(shown.trim_end_matches(' '));
+        let index = match self.name_index.get(self.key.as_str()) {
+            Some(&index) => index,
+            None => {
+                let index = self.names.len() as u32;
+                self.names.push((kind.clone(), shown.to_string()));
+                self.counts.push((0, 0));
+                self.name_index.insert(self.key.clone(), index);
+                index
+            }
+        };
+        let (events, last_ms) = &mut self.counts[index as usize];
+        *events += 1;
+        *last_ms = (*last_ms).max(ms);
+        if name.is_some() {
+            *self.journeys.entry((index, hash, ms)).or_default() += 1;
+        }
+        let (first, last) = self.activity.entry(hash).or_insert((ms, ms));
+        (*first, *last) = ((*first).min(ms), (*last).max(ms));
+        self.users.entry(kind).or_default().insert(user_hash(&user));
+    }
+
+    fn finished(self) -> Result<TalliedHour, StoreError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let names = self.names;
+        let mut events: Vec<(String, String, u64, u32)> = names
+            .iter()
+            .zip(&self.counts)
+            .map(|((kind, name), &(events, last))| (kind.clone(), name.clone(), events, last))
+            .collect();
+        events.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut journeys: Vec<_> = self.journeys.into_iter().collect();
+        journeys.sort_unstable_by(|((a, a_user, a_ms), _), ((b, b_user, b_ms), _)| {
+            names[*a as usize].cmp(&names[*b as usize]).then((a_user, a_ms).cmp(&(b_user, b_ms)))
+        });
+        let mut activity: Vec<_> = self.activity.into_iter().collect();
+        activity.sort_unstable_by_key(|(hash, _)| *hash);
+        Ok(TalliedHour { names, events, journeys, activity, users: self.users })
+    }
+}
+
+impl TalliedHour {
+    /// A journey's (type, name).
+    fn name(&self, index: u32) -> (&str, &str) {
+        let (kind, name) = &self.names[index as usize];
+        (kind, name)
+    }
+}
+
+/// An hour's (type, name, events, last event's time) into `rollup_event_hours`.
+const EVENT_HOURS_FROM_JSON: &str = "INSERT INTO rollup_event_hours (project_id, hour, type, name, events, last_at)
+     SELECT ?, ?, t, n, c, l FROM JSON_TABLE(?, '$[*]' COLUMNS (t VARCHAR(8) PATH '$[0]',
+       n VARCHAR(255) PATH '$[1]', c BIGINT UNSIGNED PATH '$[2]', l DATETIME(3) PATH '$[3]')) j";
+
+/// An hour's (type, name, user hash, millisecond, events) into `rollup_journey_hours`.
+const JOURNEY_HOURS_FROM_JSON: &str =
+    "INSERT INTO rollup_journey_hours (project_id, hour, type, name, user_hash, at_ms, events)
+     SELECT ?, ?, t, n, u, m, c FROM JSON_TABLE(?, '$[*]' COLUMNS (t VARCHAR(8) PATH '$[0]',
+       n VARCHAR(255) PATH '$[1]', u BIGINT UNSIGNED PATH '$[2]', m INT UNSIGNED PATH '$[3]',
+       c INT UNSIGNED PATH '$[4]')) j";
+
+/// An hour's (user hash, first millisecond, last millisecond) into `rollup_activity_hours`.
+const ACTIVITY_HOURS_FROM_JSON: &str =
+    "INSERT INTO rollup_activity_hours (project_id, hour, user_hash, first_ms, last_ms)
+     SELECT ?, ?, u, f, l FROM JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT UNSIGNED PATH '$[0]',
+       f INT UNSIGNED PATH '$[1]', l INT UNSIGNED PATH '$[2]')) j";
+
+/// Rows per insert from JSON: some hundreds of KiB of JSON, far under `max_allowed_packet`.
+const ROWS_PER_INSERT: usize = 10_000;
+
+/// Inserts `rows` with `sql`, which reads them from one JSON array of arrays (its last
+/// parameter, after `leading`): one statement whatever the number of rows, prepared once per
+/// connection, where a multi-row `VALUES` would be a new statement to prepare for every
+/// count of rows (an hour's inserts cost about as much either way on the server).
+async fn insert_from_json<R: serde::Serialize>(
+    tx: &mut impl Queryable,
+    sql: &str,
+    leading: [Value; 2],
+    rows: &[R],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let json = serde_json::to_string(chunk).expect("tuples of text and numbers serialise");
+        let params = vec![leading[0].clone(), leading[1].clone(), json.into()];
+        with_timeout(tx.exec_drop(sql, params)).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
