@@ -247,6 +247,9 @@ pub async fn reopen(config: &Config, filter: RejectedFilter, json: bool) -> anyh
             let ids: Vec<String> = opened.iter().map(|message| format!("reopened:{}", message.id)).collect();
             let messages: Vec<QueueMessage> =
                 opened.iter().zip(&ids).map(|(message, id)| QueueMessage { id, body: Some(&message.raw) }).collect();
+            if messages.is_empty() {
+                continue;
+            }
             let report = consumer.process(&messages).await;
             if !report.failed.is_empty() {
                 anyhow::bail!("the database did not take a batch (see the log); nothing of it left the quarantine");
