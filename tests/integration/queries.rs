@@ -1118,3 +1118,69 @@ async fn names_and_ids_apart_only_by_trailing_spaces_count_as_one_in_the_rollups
 
 /// A name with what SQL and JSON escape, and characters of four bytes.
 const ODD_NAME: &str = "Café ☕ \"quoted\" back\\slash 'single' 😀";
+
+/// A busy hour is read in slices (50,000 rows at a time) with its journeys written after each:
+/// 60,000 events in one hour, seven to a millisecond (the same event of the same user), so
+/// that a slice ends inside a millisecond whose journey goes on in the next. The rollups then
+/// hold exactly what SQL's `GROUP BY` makes of the same rows.
+#[tokio::test]
+async fn a_busy_hour_is_rolled_up_in_slices_exactly_as_sql_groups_it() {
+    let app = TestApp::new().await;
+    let project: u64 =
+        app.db.query(&format!("SELECT id FROM projects WHERE uid = UNHEX('{}')", app.project.simple())).await[0];
+    let hour = (chrono::Utc::now().timestamp() / 3_600 - 30) as u32;
+    let start = chrono::DateTime::from_timestamp(i64::from(hour) * 3_600, 0).expect("time").naive_utc();
+    let start = start.format("%Y-%m-%d %H:%M:%S");
+    app.db
+        .execute(&format!(
+            "INSERT INTO events (uid, project_id, message_id, type, name, user_id, timestamp, received_at)
+             SELECT UNHEX(REPLACE(UUID(), '-', '')), {project}, CONCAT('busy-', seq), IF(seq DIV 7 % 5 = 0, 'page', 'track'),
+                    IF(seq DIV 7 % 11 = 0, NULL, CONCAT('Step ', seq DIV 7 % 4)), CONCAT('user-', seq DIV 7 % 3),
+                    TIMESTAMP'{start}' + INTERVAL (seq DIV 7) * 37000 MICROSECOND, NOW(3)
+             FROM seq_0_to_59999"
+        ))
+        .await;
+    app.db
+        .execute(&format!(
+            "INSERT INTO rollup_dirty_hours (project_id, hour, marked_at) VALUES ({project}, {hour}, NOW(3) - INTERVAL 1 MINUTE)"
+        ))
+        .await;
+    cleanup_now(&app).await;
+    assert_eq!(app.db.count("rollup_dirty_hours").await, 0, "the hour is rolled up");
+
+    let hash = "CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM user_id)), 16), 16, 10) AS UNSIGNED)";
+    let ms = format!("TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'{start}', timestamp) DIV 1000");
+    let rows = format!("FROM events WHERE project_id = {project} AND message_id LIKE 'busy-%'");
+    let journeys = "SELECT CONCAT_WS('|', type, name, user_hash, at_ms, events) FROM rollup_journey_hours";
+    let mut rolled: Vec<String> = app.db.query(&format!("{journeys} WHERE hour = {hour}")).await;
+    let mut grouped: Vec<String> = app
+        .db
+        .query(&format!(
+            "SELECT CONCAT_WS('|', type, name, {hash}, {ms}, COUNT(*)) {rows} AND name IS NOT NULL GROUP BY type, name, {hash}, {ms}"
+        ))
+        .await;
+    rolled.sort();
+    grouped.sort();
+    assert!(grouped.len() > 5_000, "many journeys: {}", grouped.len());
+    assert_eq!(rolled, grouped, "the journeys");
+    let activity = "SELECT CONCAT_WS('|', user_hash, first_ms, last_ms) FROM rollup_activity_hours";
+    let mut rolled: Vec<String> = app.db.query(&format!("{activity} WHERE hour = {hour}")).await;
+    let mut grouped: Vec<String> =
+        app.db.query(&format!("SELECT CONCAT_WS('|', {hash}, MIN({ms}), MAX({ms})) {rows} GROUP BY {hash}")).await;
+    rolled.sort();
+    grouped.sort();
+    assert_eq!(rolled, grouped, "the activity");
+    let counts = "SELECT CONCAT_WS('|', type, name, events, last_at) FROM rollup_event_hours";
+    let mut rolled: Vec<String> = app.db.query(&format!("{counts} WHERE hour = {hour}")).await;
+    let mut grouped: Vec<String> = app
+        .db
+        .query(&format!(
+            "SELECT CONCAT_WS('|', type, COALESCE(name, ''), COUNT(*), MAX(timestamp)) {rows} GROUP BY type, COALESCE(name, '')"
+        ))
+        .await;
+    rolled.sort();
+    grouped.sort();
+    assert_eq!(rolled, grouped, "the counts");
+    let users: Vec<u64> = app.db.query(&format!("SELECT COUNT(*) FROM rollup_user_hours WHERE hour = {hour}")).await;
+    assert_eq!(users, [2], "users of each type");
+}

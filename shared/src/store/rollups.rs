@@ -231,20 +231,49 @@ impl Store {
         let erasing = and(not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?);
         // One read of the hour's rows for the counts, the journeys, the activity and the users
         // (each its own INSERT … SELECT read them four times, and reading is most of what they
-        // cost: BENCHMARKS.md). READ COMMITTED (the job's transactions): read without locking
-        // them; through the time index (the hour's rows) whatever index the plan might prefer.
-        let sql = format!(
-            "SELECT type, name, {USER_KEY}, {USER_HASH}, {MS_IN_HOUR} FROM {} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing}",
-            super::live::live_events_by("ix_events_time")
-        );
+        // cost: BENCHMARKS.md), in slices of `ROWS_PER_READ` by (time, id): the journeys (one
+        // per event, about) are written after each slice, so that the job holds a slice's, not
+        // a busy hour's. READ COMMITTED (the job's transactions): read without locking them;
+        // through the time index (the hour's rows, in its order) whatever the plan might prefer.
+        let select = |after: &str| {
+            format!(
+                "SELECT type, name, {USER_KEY}, {USER_HASH}, {MS_IN_HOUR}, timestamp, id FROM {} e
+                 WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing} {after}
+                 ORDER BY timestamp, id LIMIT {ROWS_PER_READ}",
+                super::live::live_events_by("ix_events_time")
+            )
+        };
         let mut tally = HourTally::default();
-        with_timeout(async {
-            let mut result = tx.exec_iter(sql, [&[start.into()], &params[1..]].concat()).await?;
-            result.for_each(|row| tally.add(row)).await
-        })
-        .await?;
-        let tally = tally.finished()?;
+        let leading = || [Value::from(project), Value::from(hour)];
+        loop {
+            let mut slice_params = vec![start.into()];
+            slice_params.extend_from_slice(&params[1..]);
+            let after = match tally.last {
+                None => "",
+                Some((at, id)) => {
+                    slice_params.extend([at.into(), at.into(), id.into()]);
+                    "AND (timestamp > ? OR (timestamp = ? AND id > ?))"
+                }
+            };
+            let sql = select(after);
+            tally.slice_rows = 0;
+            with_timeout(async {
+                let mut result = tx.exec_iter(sql, slice_params).await?;
+                result.for_each(|row| tally.add(row)).await
+            })
+            .await?;
+            if let Some(err) = tally.error.take() {
+                return Err(err);
+            }
+            let whole = tally.slice_rows < ROWS_PER_READ;
+            // A journey of the last millisecond read may go on in the next slice.
+            let journeys = tally.take_journeys(if whole { None } else { tally.last_ms });
+            insert_from_json(tx, JOURNEY_HOURS_FROM_JSON, leading(), &journeys).await?;
+            if whole {
+                break;
+            }
+        }
+        let tally = tally.finished();
         let rows = tally.events.len() as u64;
         let at = |ms: u32| to_db_time(hour_start(hour) + chrono::Duration::milliseconds(i64::from(ms)));
         let events: Vec<_> = tally
@@ -252,19 +281,10 @@ impl Store {
             .iter()
             .map(|(kind, name, events, last_ms)| (kind, name, events, at(*last_ms).format("%F %T%.3f").to_string()))
             .collect();
-        insert_from_json(tx, EVENT_HOURS_FROM_JSON, [project.into(), hour.into()], &events).await?;
-        let journeys: Vec<_> = tally
-            .journeys
-            .iter()
-            .map(|&((name, user_hash, at_ms), events)| {
-                let (kind, name) = tally.name(name);
-                (kind, name, user_hash, at_ms, events)
-            })
-            .collect();
-        insert_from_json(tx, JOURNEY_HOURS_FROM_JSON, [project.into(), hour.into()], &journeys).await?;
+        insert_from_json(tx, EVENT_HOURS_FROM_JSON, leading(), &events).await?;
         let activity: Vec<_> =
             tally.activity.iter().map(|&(user_hash, (first, last))| (user_hash, first, last)).collect();
-        insert_from_json(tx, ACTIVITY_HOURS_FROM_JSON, [project.into(), hour.into()], &activity).await?;
+        insert_from_json(tx, ACTIVITY_HOURS_FROM_JSON, leading(), &activity).await?;
 
         // The hour's users per type; `with_activity`: its activity is rolled up too.
         for (kind, set) in tally.users {
@@ -549,9 +569,12 @@ pub(super) fn selection_condition(selection: &[(Option<EventType>, Option<String
     (format!("AND ({})", pairs.join(" OR ")), params)
 }
 
-/// An hour's live rows as the rollups count them, tallied as they stream in. Names are
-/// grouped as SQL compares them (without trailing spaces: `utf8mb4_bin` pads), each kept as
-/// first seen, as a `GROUP BY` keeps it.
+/// Rows of an hour the rollups job reads at a time.
+const ROWS_PER_READ: usize = 50_000;
+
+/// An hour's live rows as the rollups count them, tallied as they stream in, slice by slice.
+/// Names are grouped as SQL compares them (without trailing spaces: `utf8mb4_bin` pads), each
+/// kept as first seen, as a `GROUP BY` keeps it.
 #[derive(Default)]
 struct HourTally {
     /// `type NUL name` without trailing spaces → its place in `names`.
@@ -562,11 +585,16 @@ struct HourTally {
     names: Vec<(String, String)>,
     /// Per name: its events and the last one's millisecond in the hour.
     counts: Vec<(u64, u32)>,
-    /// (name, user hash, millisecond) → events.
+    /// (name, user hash, millisecond) → events, not yet written.
     journeys: HashMap<(u32, u64, u32), u32>,
     /// User hash → their first and last event's millisecond.
     activity: HashMap<u64, (u32, u32)>,
     users: BTreeMap<String, UserSet>,
+    /// The last row read (time and id: where the next slice starts), and its millisecond.
+    last: Option<(NaiveDateTime, u64)>,
+    last_ms: Option<u32>,
+    /// Rows read in the current slice.
+    slice_rows: usize,
     /// The first row that could not be read.
     error: Option<StoreError>,
 }
@@ -574,21 +602,31 @@ struct HourTally {
 /// An hour's tally, in each rollup's key order (rows inserted in the order of the key go in
 /// at the end of the pages they fill).
 struct TalliedHour {
-    names: Vec<(String, String)>,
     /// (type, name, events, last millisecond).
     events: Vec<(String, String, u64, u32)>,
-    journeys: Vec<((u32, u64, u32), u32)>,
     activity: Vec<(u64, (u32, u32))>,
     users: BTreeMap<String, UserSet>,
 }
+
+/// One row of the hour: type, name, who it counts as and their hash, its millisecond in the
+/// hour, its time and id.
+type HourRow = (String, Option<String>, String, u64, u32, NaiveDateTime, u64);
 
 impl HourTally {
     fn add(&mut self, row: Row) {
         if self.error.is_some() {
             return;
         }
-        let read = || -> Result<_, StoreError> {
-            Ok((required(&row, 0)?, column(&row, 1), required(&row, 2)?, required(&row, 3)?, required(&row, 4)?))
+        let read = || -> Result<HourRow, StoreError> {
+            Ok((
+                required(&row, 0)?,
+                column(&row, 1),
+                required(&row, 2)?,
+                required(&row, 3)?,
+                required(&row, 4)?,
+                required(&row, 5)?,
+                required(&row, 6)?,
+            ))
         };
         match read() {
             Ok(columns) => self.count(columns),
@@ -596,7 +634,10 @@ impl HourTally {
         }
     }
 
-    fn count(&mut self, (kind, name, user, hash, ms): (String, Option<String>, String, u64, u32)) {
+    fn count(&mut self, (kind, name, user, hash, ms, at, id): HourRow) {
+        self.slice_rows += 1;
+        self.last = Some((at, id));
+        self.last_ms = Some(ms);
         let shown = name.as_deref().unwrap_or_default();
         self.key.clear();
         self.key.push_str(&kind);
@@ -623,32 +664,41 @@ impl HourTally {
         self.users.entry(kind).or_default().insert(user_hash(&user));
     }
 
-    fn finished(self) -> Result<TalliedHour, StoreError> {
-        if let Some(err) = self.error {
-            return Err(err);
-        }
-        let names = self.names;
-        let mut events: Vec<(String, String, u64, u32)> = names
-            .iter()
-            .zip(&self.counts)
-            .map(|((kind, name), &(events, last))| (kind.clone(), name.clone(), events, last))
-            .collect();
-        events.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        let mut journeys: Vec<_> = self.journeys.into_iter().collect();
-        journeys.sort_unstable_by(|((a, a_user, a_ms), _), ((b, b_user, b_ms), _)| {
+    /// The journeys of the milliseconds before `before_ms` (all: `None`), taken out, in the
+    /// key's order: (type, name, user hash, millisecond, events).
+    fn take_journeys(&mut self, before_ms: Option<u32>) -> Vec<(&str, &str, u64, u32, u32)> {
+        let mut taken = Vec::new();
+        self.journeys.retain(|&key, &mut events| {
+            let done = before_ms.is_none_or(|ms| key.2 < ms);
+            if done {
+                taken.push((key, events));
+            }
+            !done
+        });
+        let names = &self.names;
+        taken.sort_unstable_by(|((a, a_user, a_ms), _), ((b, b_user, b_ms), _)| {
             names[*a as usize].cmp(&names[*b as usize]).then((a_user, a_ms).cmp(&(b_user, b_ms)))
         });
+        taken
+            .into_iter()
+            .map(|((name, user_hash, ms), events)| {
+                let (kind, name) = &names[name as usize];
+                (kind.as_str(), name.as_str(), user_hash, ms, events)
+            })
+            .collect()
+    }
+
+    fn finished(self) -> TalliedHour {
+        let mut events: Vec<(String, String, u64, u32)> = self
+            .names
+            .into_iter()
+            .zip(self.counts)
+            .map(|((kind, name), (events, last))| (kind, name, events, last))
+            .collect();
+        events.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let mut activity: Vec<_> = self.activity.into_iter().collect();
         activity.sort_unstable_by_key(|(hash, _)| *hash);
-        Ok(TalliedHour { names, events, journeys, activity, users: self.users })
-    }
-}
-
-impl TalliedHour {
-    /// A journey's (type, name).
-    fn name(&self, index: u32) -> (&str, &str) {
-        let (kind, name) = &self.names[index as usize];
-        (kind, name)
+        TalliedHour { events, activity, users: self.users }
     }
 }
 
