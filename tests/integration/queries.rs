@@ -1148,39 +1148,49 @@ async fn a_busy_hour_is_rolled_up_in_slices_exactly_as_sql_groups_it() {
     cleanup_now(&app).await;
     assert_eq!(app.db.count("rollup_dirty_hours").await, 0, "the hour is rolled up");
 
+    // Each rollup's rows for the hour against the same rows grouped by SQL, as text.
+    let db = &app.db;
+    let sorted = |sql: String| async move {
+        let mut rows: Vec<String> = db.query(&sql).await;
+        rows.sort();
+        rows
+    };
     let hash = "CAST(CONV(LEFT(MD5(TRIM(TRAILING ' ' FROM user_id)), 16), 16, 10) AS UNSIGNED)";
     let ms = format!("TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'{start}', timestamp) DIV 1000");
     let rows = format!("FROM events WHERE project_id = {project} AND message_id LIKE 'busy-%'");
-    let journeys = "SELECT CONCAT_WS('|', type, name, user_hash, at_ms, events) FROM rollup_journey_hours";
-    let mut rolled: Vec<String> = app.db.query(&format!("{journeys} WHERE hour = {hour}")).await;
-    let mut grouped: Vec<String> = app
-        .db
-        .query(&format!(
-            "SELECT CONCAT_WS('|', type, name, {hash}, {ms}, COUNT(*)) {rows} AND name IS NOT NULL GROUP BY type, name, {hash}, {ms}"
-        ))
-        .await;
-    rolled.sort();
-    grouped.sort();
-    assert!(grouped.len() > 5_000, "many journeys: {}", grouped.len());
-    assert_eq!(rolled, grouped, "the journeys");
-    let activity = "SELECT CONCAT_WS('|', user_hash, first_ms, last_ms) FROM rollup_activity_hours";
-    let mut rolled: Vec<String> = app.db.query(&format!("{activity} WHERE hour = {hour}")).await;
-    let mut grouped: Vec<String> =
-        app.db.query(&format!("SELECT CONCAT_WS('|', {hash}, MIN({ms}), MAX({ms})) {rows} GROUP BY {hash}")).await;
-    rolled.sort();
-    grouped.sort();
-    assert_eq!(rolled, grouped, "the activity");
-    let counts = "SELECT CONCAT_WS('|', type, name, events, last_at) FROM rollup_event_hours";
-    let mut rolled: Vec<String> = app.db.query(&format!("{counts} WHERE hour = {hour}")).await;
-    let mut grouped: Vec<String> = app
-        .db
-        .query(&format!(
-            "SELECT CONCAT_WS('|', type, COALESCE(name, ''), COUNT(*), MAX(timestamp)) {rows} GROUP BY type, COALESCE(name, '')"
-        ))
-        .await;
-    rolled.sort();
-    grouped.sort();
-    assert_eq!(rolled, grouped, "the counts");
+    // (what, at least so many rows, the rollup and its columns, the same from the rows).
+    let checks = [
+        (
+            "the journeys",
+            5_000,
+            "rollup_journey_hours",
+            "type, name, user_hash, at_ms, events",
+            format!("type, name, {hash}, {ms}, COUNT(*)"),
+            format!("AND name IS NOT NULL GROUP BY type, name, {hash}, {ms}"),
+        ),
+        (
+            "the activity",
+            3,
+            "rollup_activity_hours",
+            "user_hash, first_ms, last_ms",
+            format!("{hash}, MIN({ms}), MAX({ms})"),
+            format!("GROUP BY {hash}"),
+        ),
+        (
+            "the counts",
+            2,
+            "rollup_event_hours",
+            "type, name, events, last_at",
+            "type, COALESCE(name, ''), COUNT(*), MAX(timestamp)".to_string(),
+            "GROUP BY type, COALESCE(name, '')".to_string(),
+        ),
+    ];
+    for (what, at_least, rollup, columns, grouped, grouping) in checks {
+        let rolled_up = sorted(format!("SELECT CONCAT_WS('|', {columns}) FROM {rollup} WHERE hour = {hour}")).await;
+        let grouped = sorted(format!("SELECT CONCAT_WS('|', {grouped}) {rows} {grouping}")).await;
+        assert!(grouped.len() >= at_least, "{what}: {} rows", grouped.len());
+        assert_eq!(rolled_up, grouped, "{what}");
+    }
     let users: Vec<u64> = app.db.query(&format!("SELECT COUNT(*) FROM rollup_user_hours WHERE hour = {hour}")).await;
     assert_eq!(users, [2], "users of each type");
 }
