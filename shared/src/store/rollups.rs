@@ -227,7 +227,7 @@ impl Store {
         }
         // Events of subjects whose erasure is in progress count nowhere.
         let (start, end) = (to_db_time(hour_start(hour)), to_db_time(hour_start(hour.saturating_add(1))));
-        let mut params: Vec<Value> = vec![hour.into(), project.into(), start.into(), end.into()];
+        let mut params: Vec<Value> = vec![project.into(), start.into(), end.into()];
         let erasing = and(not_being_erased(tx, ProjectId(project), ERASABLE_IDS, &mut params).await?);
         // One read of the hour's rows for the counts, the journeys, the activity and the users
         // (each its own INSERT … SELECT read them four times, and reading is most of what they
@@ -247,7 +247,7 @@ impl Store {
         let leading = || [Value::from(project), Value::from(hour)];
         loop {
             let mut slice_params = vec![start.into()];
-            slice_params.extend_from_slice(&params[1..]);
+            slice_params.extend_from_slice(&params);
             let after = match tally.last {
                 None => "",
                 Some((at, id)) => {
@@ -303,7 +303,7 @@ impl Store {
                  WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {erasing} GROUP BY 1, 2, 3"
             );
             let counted: Vec<(String, String, Option<String>, u64)> =
-                with_timeout(tx.exec(sql, [&[path][..], &params[1..]].concat())).await?;
+                with_timeout(tx.exec(sql, [&[path][..], &params].concat())).await?;
             for chunk in counted.chunks(super::IDS_PER_STATEMENT / 8) {
                 let values = vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(",");
                 let mut insert: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
