@@ -231,18 +231,27 @@ fn shaped<'a>(events: &'a [EventView], fields: Option<&'a [&'static str]>) -> Ve
     events.iter().map(|event| event.with_fields(fields)).collect()
 }
 
-/// An event position in a cursor: the time in milliseconds and the public id.
-fn position_bytes(position: EventPosition) -> Vec<u8> {
-    let mut bytes = position.at.timestamp_millis().to_be_bytes().to_vec();
-    bytes.extend_from_slice(position.uid.as_bytes());
-    bytes
+/// The bytes an event position's cursor shows: the time in milliseconds and the public id.
+const POSITION_SHOWN_BYTES: usize = 24;
+
+/// An event position in a cursor: the time and the public id shown, the private id hidden.
+fn position_bytes(position: EventPosition) -> (Vec<u8>, Vec<u8>) {
+    let mut shown = position.at.timestamp_millis().to_be_bytes().to_vec();
+    shown.extend_from_slice(position.uid.as_bytes());
+    let hidden = position.row.map(|row| row.to_be_bytes().to_vec()).unwrap_or_default();
+    (shown, hidden)
 }
 
-fn position_from(bytes: &[u8]) -> Result<EventPosition, Failure> {
-    let (millis, uid) = bytes.split_at_checked(8).ok_or(Failure::InvalidCursor)?;
+fn position_from(shown: &[u8], hidden: &[u8]) -> Result<EventPosition, Failure> {
+    let (millis, uid) = shown.split_at_checked(8).ok_or(Failure::InvalidCursor)?;
     let millis = i64::from_be_bytes(millis.try_into().map_err(|_| Failure::InvalidCursor)?);
     let at = DateTime::from_timestamp_millis(millis).ok_or(Failure::InvalidCursor)?;
-    Ok(EventPosition { at, uid: Uuid::from_slice(uid).map_err(|_| Failure::InvalidCursor)? })
+    let uid = Uuid::from_slice(uid).map_err(|_| Failure::InvalidCursor)?;
+    let row = match hidden {
+        [] => None,
+        bytes => Some(u64::from_be_bytes(bytes.try_into().map_err(|_| Failure::InvalidCursor)?)),
+    };
+    Ok(EventPosition { at, uid, row })
 }
 
 async fn cursor_in(api: &Api, list: &str, params: &Params) -> Result<Option<Vec<u8>>, Failure> {
@@ -259,14 +268,28 @@ async fn cursor_out(api: &Api, list: &str, payload: Option<Vec<u8>>) -> Result<O
     }
 }
 
+/// The event position of a list's `cursor`, if it has one.
+async fn position_in(api: &Api, list: &str, params: &Params) -> Result<Option<EventPosition>, Failure> {
+    let Some(token) = params.one("cursor") else { return Ok(None) };
+    let (shown, hidden) = api.keyring.verify_hiding(list, token, POSITION_SHOWN_BYTES).await?;
+    position_from(&shown, &hidden).map(Some)
+}
+
+/// The cursor of an event list at `position`, if the list goes on.
+async fn position_out(api: &Api, list: &str, position: Option<EventPosition>) -> Result<Option<String>, Failure> {
+    let Some(position) = position else { return Ok(None) };
+    let (shown, hidden) = position_bytes(position);
+    Ok(Some(api.keyring.sign_hiding(list, &shown, &hidden).await?))
+}
+
 /// An event list's page, answered.
 async fn events_page(api: &Api, project: ProjectId, params: &Params, list: &str, filter: EventFilter) -> Reply {
     let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
     let fields = event_fields(params)?;
-    let after = cursor_in(api, list, params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let after = position_in(api, list, params).await?;
     let ListPage { items, next } =
         api.store.list_events(project, &filter, after, limit, api.list_rows_examined).await?;
-    let next_cursor = cursor_out(api, list, next.map(position_bytes)).await?;
+    let next_cursor = position_out(api, list, next).await?;
     Ok(Json(ListAnswer { data: shaped(&items, fields.as_deref()), next_cursor }).into_response())
 }
 
@@ -305,9 +328,9 @@ async fn live_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
     let fields = event_fields(&params)?;
     let list = params.list_name("live", project);
-    let after = cursor_in(&api, &list, &params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let after = position_in(&api, &list, &params).await?;
     let ListPage { items, next } = api.store.live_events(project, after, limit).await?;
-    let next_cursor = cursor_out(&api, &list, next.map(position_bytes)).await?;
+    let next_cursor = position_out(&api, &list, next).await?;
     Ok(Json(ListAnswer { data: shaped(&items, fields.as_deref()), next_cursor }).into_response())
 }
 
@@ -335,7 +358,7 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
         return Err(Failure::Invalid("from is before to".into()));
     }
     let list = params.list_name("export", project);
-    let mut after = cursor_in(&api, &list, &params).await?.map(|bytes| position_from(&bytes)).transpose()?;
+    let mut after = position_in(&api, &list, &params).await?;
     let started = std::time::Instant::now();
     let mut body = Vec::with_capacity(256 * 1024);
     let mut next = None;
@@ -367,7 +390,7 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
     let mut response = axum::response::Response::new(axum::body::Body::from(body));
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
-    if let Some(cursor) = cursor_out(&api, &list, next.map(position_bytes)).await? {
+    if let Some(cursor) = position_out(&api, &list, next).await? {
         headers.insert(
             EXPORT_CURSOR_HEADER,
             http::HeaderValue::try_from(cursor).map_err(|err| Failure::Internal(err.to_string()))?,
@@ -437,11 +460,15 @@ mod tests {
 
     #[test]
     fn positions_survive_a_cursor() {
-        let position = EventPosition {
-            at: DateTime::from_timestamp_millis(1_764_000_000_123).expect("time"),
-            uid: Uuid::now_v7(),
-        };
-        assert_eq!(position_from(&position_bytes(position)).expect("valid"), position);
-        assert!(position_from(&[1, 2, 3]).is_err());
+        let at = DateTime::from_timestamp_millis(1_764_000_000_123).expect("time");
+        for row in [Some(1u64 << 40), None] {
+            let position = EventPosition { at, uid: Uuid::now_v7(), row };
+            let (shown, hidden) = position_bytes(position);
+            assert_eq!(shown.len(), POSITION_SHOWN_BYTES);
+            assert_eq!(position_from(&shown, &hidden).expect("valid"), position);
+        }
+        assert!(position_from(&[1, 2, 3], &[]).is_err());
+        let (shown, _) = position_bytes(EventPosition { at, uid: Uuid::nil(), row: None });
+        assert!(position_from(&shown, &[1, 2, 3]).is_err());
     }
 }

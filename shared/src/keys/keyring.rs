@@ -132,6 +132,14 @@ impl Keyring {
     /// Signs `payload` for `purpose` with the current signing key (adding one if the ring has
     /// none that may sign: on first use, or if rotate-keys has not run in time).
     pub async fn sign(&self, purpose: &str, payload: &[u8]) -> Result<String, KeyringError> {
+        self.sign_hiding(purpose, payload, &[]).await
+    }
+
+    /// As `sign`, with `hidden` (at most 32 bytes) after `shown` in the payload, unreadable
+    /// without the key: XORed with a pad the key derives from the purpose and `shown`. For a
+    /// value `shown` names (a cursor's row and its private id): a pad repeats only with its
+    /// `shown`, and so with the same hidden value.
+    pub async fn sign_hiding(&self, purpose: &str, shown: &[u8], hidden: &[u8]) -> Result<String, KeyringError> {
         let now = Utc::now();
         let mut keys = self.keys(false).await?;
         if !keys.iter().any(|key| key.signs_until > now) {
@@ -143,13 +151,26 @@ impl Keyring {
             .filter(|key| key.signs_until > now && key.created_at <= now)
             .max_by_key(|key| key.created_at)
             .ok_or_else(|| StoreError::Unavailable("no signing key after adding one".into()))?;
-        let signature = mac(&key.secret, purpose, payload).finalize().into_bytes().to_vec();
-        Ok(SignedToken { key_id: key.id, payload: payload.to_vec(), signature }.to_string())
+        let payload = [shown, &hide(&key.secret, purpose, shown, hidden)].concat();
+        let signature = mac(&key.secret, purpose, &payload).finalize().into_bytes().to_vec();
+        Ok(SignedToken { key_id: key.id, payload, signature }.to_string())
     }
 
     /// The payload of a token signed for `purpose` by a key that still verifies.
     pub async fn verify(&self, purpose: &str, token: &str) -> Result<Vec<u8>, VerifyTokenError> {
-        let SignedToken { key_id: id, payload, signature } = SignedToken::parse(token)?;
+        let (payload, _) = self.verify_hiding(purpose, token, usize::MAX).await?;
+        Ok(payload)
+    }
+
+    /// As `verify`, for a token of `sign_hiding` with `shown` bytes shown: those, and what the
+    /// rest of the payload hid (nothing for a token that hid nothing).
+    pub async fn verify_hiding(
+        &self,
+        purpose: &str,
+        token: &str,
+        shown: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>), VerifyTokenError> {
+        let SignedToken { key_id: id, mut payload, signature } = SignedToken::parse(token)?;
         let now = Utc::now();
         let mut key = self.keys(false).await?.into_iter().find(|key| key.id == id);
         if key.is_none() {
@@ -158,7 +179,12 @@ impl Keyring {
         }
         let key = key.filter(|key| key.verifies_until > now).ok_or(InvalidToken)?;
         mac(&key.secret, purpose, &payload).verify_slice(&signature).map_err(|_| InvalidToken)?;
-        Ok(payload)
+        let hidden = payload.split_off(shown.min(payload.len()));
+        if hidden.len() > HIDDEN_MAX_BYTES {
+            return Err(InvalidToken.into());
+        }
+        let hidden = hide(&key.secret, purpose, &payload, &hidden);
+        Ok((payload, hidden))
     }
 
     /// Reads the ring again now, rather than when the process's copy is a minute old.
@@ -236,6 +262,22 @@ pub enum VerifyTokenError {
     Keyring(#[from] KeyringError),
 }
 
+/// The most a token hides: one HMAC-SHA256 output of pad.
+const HIDDEN_MAX_BYTES: usize = 32;
+
+/// `hidden` XORed with the pad of (`purpose`, `shown`): hides a value, and shows it again.
+fn hide(secret: &Secret<[u8; 32]>, purpose: &str, shown: &[u8], hidden: &[u8]) -> Vec<u8> {
+    assert!(hidden.len() <= HIDDEN_MAX_BYTES, "a token hides at most {HIDDEN_MAX_BYTES} bytes");
+    let mut pad = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
+    // 0xFF never starts a UTF-8 purpose: no pad is the signature of any token.
+    pad.update(&[0xFF]);
+    pad.update(purpose.as_bytes());
+    pad.update(&[0]);
+    pad.update(shown);
+    let pad = pad.finalize().into_bytes();
+    hidden.iter().zip(pad).map(|(byte, pad)| byte ^ pad).collect()
+}
+
 fn mac(secret: &Secret<[u8; 32]>, purpose: &str, payload: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
     // The purpose is part of what is signed: a token for one use is refused for another.
@@ -274,6 +316,19 @@ mod tests {
         let rotated = master(&format!("2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,{DEVELOPMENT_MASTER_KEYS}"));
         assert_eq!(rotated.current_version(), 2);
         assert_eq!(rotated.open(id, 1, &sealed), Some([9u8; 32]));
+    }
+
+    #[test]
+    fn a_hidden_value_shows_again_only_with_its_key_purpose_and_shown_bytes() {
+        let secret = Secret::new([3u8; 32]);
+        let row = 123_456_789u64.to_be_bytes();
+        let hidden = hide(&secret, "events:1", b"row a", &row);
+        assert_ne!(hidden, row);
+        assert_eq!(hide(&secret, "events:1", b"row a", &hidden), row);
+        assert_ne!(hide(&secret, "events:1", b"row b", &row), hidden, "another row, another pad");
+        assert_ne!(hide(&secret, "events:2", b"row a", &hidden), row);
+        assert_ne!(hide(&Secret::new([4u8; 32]), "events:1", b"row a", &hidden), row);
+        assert!(hide(&secret, "events:1", b"row a", &[]).is_empty());
     }
 
     #[test]

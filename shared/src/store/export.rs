@@ -3,7 +3,7 @@
 //! export.
 
 use super::links::linked_ids;
-use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
+use super::views::{EVENT_VIEW_COLUMNS, EventView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{IDS_PER_STATEMENT, Store, StoreError, column, placeholders, with_timeout};
 use crate::ids::ProjectId;
 use mysql_async::prelude::Queryable;
@@ -137,7 +137,8 @@ impl Store {
             params,
         ))
         .await?;
-        let next = if rows.len() == limit { rows.last().and_then(|row| column::<u64>(row, 15)) } else { None };
+        let next =
+            if rows.len() == limit { rows.last().and_then(|row| column::<u64>(row, ROW_ID_COLUMN)) } else { None };
         let events: Vec<EventView> = rows.into_iter().map(event_view).collect::<Result<_, _>>()?;
         let events = events.into_iter().filter(|event| subjects.home(event) == Some(slice)).collect();
         Ok((events, next))

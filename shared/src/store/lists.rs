@@ -9,7 +9,7 @@
 
 use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_USERS_BY_ID, live_events_by};
-use super::views::{EVENT_VIEW_COLUMNS, EventView, USER_VIEW_COLUMNS, UserView, event_view, user_view};
+use super::views::{EVENT_VIEW_COLUMNS, EventView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -155,12 +155,16 @@ pub struct EventFilter {
     pub json: Vec<JsonFilter>,
 }
 
-/// Where a list of events stands: the `(timestamp, id)` of the last row passed, newest first.
-/// Cursors carry the public id; `Store::event_position` finds the row again.
+/// Where a list of events stands: the `(time, id)` key of the last row passed. Its cursor
+/// shows the time and the public id, and carries the private id hidden (`Keyring::sign_hiding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventPosition {
     pub at: DateTime<Utc>,
     pub uid: Uuid,
+    /// The row's private id; `None` in a cursor of an earlier release, which carried the
+    /// public id only (the walk then looks the row up). 0 where no row stands (a tail opened
+    /// on a quiet project): every row of its millisecond comes after it.
+    pub row: Option<u64>,
 }
 
 /// A page of a list and where the next one starts (`None`: the list is complete).
@@ -209,7 +213,7 @@ impl<P> ListPage<(EventView, bool), P> {
 
 impl EventPosition {
     pub fn of(event: &EventView) -> Self {
-        Self { at: event.timestamp, uid: event.id }
+        Self { at: event.timestamp, uid: event.id, row: Some(event.row_id) }
     }
 }
 
@@ -438,7 +442,7 @@ impl Store {
         row.map(|row| {
             let at: chrono::NaiveDateTime = required(&row, 0)?;
             let key = (at, required(&row, 1)?);
-            Ok((key, EventPosition { at: at.and_utc(), uid: required(&row, 2)? }))
+            Ok((key, EventPosition { at: at.and_utc(), uid: required(&row, 2)?, row: Some(key.1) }))
         })
         .transpose()
     }
@@ -512,6 +516,7 @@ impl Store {
             Some(row) => Some(EventPosition {
                 at: required::<chrono::NaiveDateTime>(row, HIDDEN_COLUMN + 1)?.and_utc(),
                 uid: required(row, 0)?,
+                row: Some(required(row, ROW_ID_COLUMN)?),
             }),
             // Nothing yet: start from the settled edge, so that a tail opened on a quiet project
             // shows what comes next rather than everything.
@@ -520,7 +525,7 @@ impl Store {
                     conn.query_first(format!("SELECT NOW(3) - INTERVAL {} MICROSECOND", LIVE_SETTLE_MS * 1000)),
                 )
                 .await?;
-                now.map(|at| EventPosition { at: at.and_utc(), uid: Uuid::nil() })
+                now.map(|at| EventPosition { at: at.and_utc(), uid: Uuid::nil(), row: Some(0) })
             }
             None => after,
         };
@@ -629,9 +634,10 @@ enum Order {
 }
 
 /// The condition "after `position`" on the `(time, id)` key of a list walking `order`
-/// (`time` its time column), with its parameters. The position's row id is an uncorrelated
-/// subquery, run once where it appears (once per walk). A row gone since (purged, erased) leaves its time: the walk resumes
-/// at that millisecond, where a row may come twice but none is missed.
+/// (`time` its time column), with its parameters. A position without its private id (a
+/// cursor of an earlier release) finds it by the public id, an uncorrelated subquery run once
+/// per walk; if that row is gone since (purged, erased), the walk resumes at its millisecond,
+/// where a row may come twice but none is missed.
 fn after_position(
     time: &str,
     position: EventPosition,
@@ -644,11 +650,20 @@ fn after_position(
         Order::OldestFirst => (">", 0),
     };
     let at = to_db_time(position.at);
-    params.extend([at.into(), at.into(), project.0.into(), position.uid.into()]);
-    format!(
-        "{time} {before}= ? AND ({time} {before} ? OR id {before} COALESCE(
-           (SELECT c.id FROM events c /* with deleted */ WHERE c.project_id = ? AND c.uid = ?), {gone}))"
-    )
+    params.extend([at.into(), at.into()]);
+    let id = match position.row {
+        Some(id) => {
+            params.push(id.into());
+            "?".to_string()
+        }
+        None => {
+            params.extend([project.0.into(), position.uid.into()]);
+            format!(
+                "COALESCE((SELECT c.id FROM events c /* with deleted */ WHERE c.project_id = ? AND c.uid = ?), {gone})"
+            )
+        }
+    };
+    format!("{time} {before}= ? AND ({time} {before} ? OR id {before} {id})")
 }
 
 #[cfg(test)]
@@ -658,6 +673,7 @@ mod tests {
     #[test]
     fn the_hidden_mark_follows_the_event_columns() {
         assert_eq!(EVENT_VIEW_COLUMNS.split(',').count(), HIDDEN_COLUMN);
+        assert_eq!(EVENT_VIEW_COLUMNS.split(',').nth(ROW_ID_COLUMN).map(str::trim), Some("id"));
     }
 
     #[test]

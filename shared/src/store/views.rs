@@ -32,6 +32,9 @@ pub struct EventView {
     pub ip: Option<String>,
     /// Only in exports, which include soft-deleted rows (they are still held).
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The row's private id: never shown, a list's position carries it hidden
+    /// (`EventPosition`).
+    pub(crate) row_id: u64,
 }
 
 /// The fields of an event as answers name them, in their order; a list may ask for some
@@ -106,6 +109,8 @@ impl Serialize for Projection<'_> {
 
 pub(super) const EVENT_VIEW_COLUMNS: &str = "uid, message_id, type, name, user_id, anonymous_id, group_id, previous_id,
      properties, traits, context, timestamp, received_at, ip, deleted_at, id";
+/// Where `EVENT_VIEW_COLUMNS` has the private `id`.
+pub(super) const ROW_ID_COLUMN: usize = 15;
 
 fn raw_json(row: &mut Row, index: usize) -> Option<Box<RawValue>> {
     taken::<String>(row, index).and_then(|text| RawValue::from_string(text).ok())
@@ -130,6 +135,7 @@ pub(super) fn event_view(mut row: Row) -> Result<EventView, StoreError> {
         received_at: taken_required(row, 12).map(from_db_time)?,
         ip: taken(row, 13),
         deleted_at: taken(row, 14).map(from_db_time),
+        row_id: taken_required(row, ROW_ID_COLUMN)?,
     })
 }
 
@@ -212,6 +218,7 @@ mod tests {
             received_at: at,
             ip: Some("192.0.2.0".into()),
             deleted_at: None,
+            row_id: 42,
         }
     }
 
