@@ -94,14 +94,14 @@ impl Serialize for Projection<'_> {
                 "properties" => map.serialize_entry(field, &event.properties)?,
                 "traits" => map.serialize_entry(field, &event.traits)?,
                 "context" => map.serialize_entry(field, &event.context)?,
-                "timestamp" => map.serialize_entry(field, &event.timestamp)?,
-                "receivedAt" => map.serialize_entry(field, &event.received_at)?,
+                "timestamp" => map.serialize_entry(field, &Rfc3339(event.timestamp))?,
+                "receivedAt" => map.serialize_entry(field, &Rfc3339(event.received_at))?,
                 "ip" => map.serialize_entry(field, &event.ip)?,
                 other => unreachable!("{other} is not in EVENT_FIELDS"),
             }
         }
         if let (None, Some(deleted_at)) = (self.fields, event.deleted_at) {
-            map.serialize_entry("deletedAt", &deleted_at)?;
+            map.serialize_entry("deletedAt", &Rfc3339(deleted_at))?;
         }
         map.end()
     }
@@ -196,9 +196,85 @@ impl Store {
     }
 }
 
+/// A time as chrono's serde writes it (RFC 3339 in UTC with `Z`, and 0, 3, 6 or 9 fractional
+/// digits, as few as it needs), written into a buffer at once: through chrono's `Display` every
+/// character went through the formatter and the JSON escaper one by one, a fifth of a page's
+/// CPU for its 200 times.
+struct Rfc3339(DateTime<Utc>);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use chrono::{Datelike, Timelike};
+        let at = self.0;
+        let nanos = at.nanosecond();
+        // Years of five digits and leap seconds, which no stored time has: chrono's own way.
+        if !(0..=9999).contains(&at.year()) || nanos >= 1_000_000_000 {
+            return at.serialize(serializer);
+        }
+        let mut text = [0u8; 30];
+        let mut end = 0;
+        // `value` in `digits` digits, then `then`.
+        let mut write = |mut value: u32, digits: usize, then: u8| {
+            for place in (end..end + digits).rev() {
+                text[place] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+            text[end + digits] = then;
+            end += digits + 1;
+        };
+        write(at.year() as u32, 4, b'-');
+        write(at.month(), 2, b'-');
+        write(at.day(), 2, b'T');
+        write(at.hour(), 2, b':');
+        write(at.minute(), 2, b':');
+        match nanos {
+            0 => write(at.second(), 2, b'Z'),
+            n => {
+                write(at.second(), 2, b'.');
+                match n {
+                    n if n % 1_000_000 == 0 => write(n / 1_000_000, 3, b'Z'),
+                    n if n % 1_000 == 0 => write(n / 1_000, 6, b'Z'),
+                    n => write(n, 9, b'Z'),
+                }
+            }
+        }
+        serializer.serialize_str(std::str::from_utf8(&text[..end]).expect("ASCII digits"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let mut times: Vec<DateTime<Utc>> = [0, 1, 999, 1_764_633_600_000, 1_764_633_600_123, 253_402_300_799_999]
+            .into_iter()
+            .filter_map(DateTime::from_timestamp_millis)
+            .collect();
+        times.extend(
+            [1_500_000, 1_000, 7, 123_456_789, 999_999_999]
+                .into_iter()
+                .filter_map(|nanos| DateTime::from_timestamp(1_764_633_600, nanos)),
+        );
+        times.extend(DateTime::from_timestamp(-62_135_596_800 - 86_400, 0)); // the year 0
+        times.extend(DateTime::from_timestamp(-62_167_219_200 - 86_400, 0)); // the year -1
+        times.extend(DateTime::from_timestamp(253_402_300_800, 0)); // the year 10000
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let seconds = (state % 253_402_300_800) as i64;
+            let nanos =
+                [0, (state >> 40) as u32 % 1_000 * 1_000_000, (state >> 32) as u32 % 1_000_000_000][state as usize % 3];
+            times.extend(DateTime::from_timestamp(seconds, nanos));
+        }
+        for at in times {
+            let ours = serde_json::to_string(&Rfc3339(at)).expect("json");
+            assert_eq!(ours, serde_json::to_string(&at).expect("json"), "{at:?}");
+        }
+    }
 
     fn event() -> EventView {
         let at = DateTime::from_timestamp_millis(1_764_633_600_123).expect("a time");
