@@ -835,6 +835,59 @@ async fn an_erasure_that_takes_an_ids_first_link_recounts_the_hours_of_its_anony
     );
 }
 
+/// Counts leave out a user whose erasure is in progress however many erasures are: past the
+/// thousand a read names by id, it joins them all, as lists do.
+#[tokio::test]
+async fn counts_leave_out_a_user_being_erased_behind_a_thousand_other_erasures_in_progress() {
+    let (app, read) = app_with_read_key().await;
+    let day1 = chrono::Utc::now().timestamp() / DAY * DAY - 3 * DAY;
+    let events: Vec<Value> = ["u-gone", "u-kept"]
+        .iter()
+        .map(|user| {
+            json!({"type": "track", "event": "Bought", "userId": user, "messageId": format!("{user}-1"),
+                   "timestamp": sdk_time(day1 + 3_600)})
+        })
+        .collect();
+    let reply = app.send(batch(&app.key, events)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    cleanup_now(&app).await;
+    let bought = || async {
+        let question = json!({"series": [{"event": "Bought"}], "from": sdk_time(day1), "to": sdk_time(day1 + DAY),
+                              "interval": "day"});
+        let mut answers = Vec::new();
+        for source in ["auto", "raw"] {
+            let mut question = question.clone();
+            question["source"] = json!(source);
+            let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
+            assert_eq!(reply.status, StatusCode::OK, "{question}: {}", reply.json);
+            answers.push(reply.json["series"][0]["values"][0].clone());
+        }
+        answers
+    };
+    assert_eq!(bought().await, [json!(2), json!(2)]);
+
+    // A thousand erasures in progress, of ids with no events, requested before u-gone's.
+    let project =
+        app.db.query::<u64>(&format!("SELECT id FROM projects WHERE uid = X'{}'", app.project.simple())).await[0];
+    let backlog: Vec<String> = (0..1_000)
+        .map(|n| format!("(UNHEX(MD5('backlog-{n}')), {project}, UNHEX(SHA2('backlog-{n}', 256)))"))
+        .collect();
+    app.db
+        .execute(&format!("INSERT INTO erasures (uid, project_id, subject_hash) VALUES {}", backlog.join(", ")))
+        .await;
+    let path = format!("/v1/users/u-gone?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    assert_eq!(bought().await, [json!(1), json!(1)], "the hour marked by the request, read raw");
+    // The rollups job alone (cleanup would carry the erasures out), in a slot of its own.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    run_job(&app, "rollups", &slot).await;
+    assert_eq!(app.db.count("rollup_dirty_hours").await, 0);
+    assert_eq!(bought().await, [json!(1), json!(1)], "the hour rolled up again, without u-gone");
+    assert_eq!(app.db.count("events WHERE user_id = 'u-gone'").await, 1, "cleanup has not run");
+}
+
 /// Retention by first cohort event ever counts new users only: a user who had the cohort
 /// event before the range is in no cohort, where by first in the range they join the first
 /// cohort they are active in. The rollups (a named cohort event), the raw rows and `any` event

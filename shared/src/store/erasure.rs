@@ -447,6 +447,9 @@ pub(super) fn being_erased(columns: &str, project: ProjectId, params: &mut Vec<V
     )
 }
 
+/// Pending erasures a read names by id; past that many, its condition joins them instead.
+const PENDING_NAMED: usize = 1_000;
+
 /// The condition "no id in `columns` is a subject of an erasure still in progress", when
 /// the project has one: cleanup has not deleted those rows yet, and no read shows them.
 pub(super) async fn not_being_erased(
@@ -455,12 +458,17 @@ pub(super) async fn not_being_erased(
     columns: &str,
     params: &mut Vec<Value>,
 ) -> Result<Option<String>, StoreError> {
-    let pending: Vec<u64> = with_timeout(
-        conn.exec("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT 1000", (project.0,)),
-    )
+    let pending: Vec<u64> = with_timeout(conn.exec(
+        format!("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT {}", PENDING_NAMED + 1),
+        (project.0,),
+    ))
     .await?;
     if pending.is_empty() {
         return Ok(None);
+    }
+    if pending.len() > PENDING_NAMED {
+        // A backlog of erasures: every pending one of the project, as lists hide them.
+        return Ok(Some(format!("NOT {}", being_erased(columns, project, params))));
     }
     params.extend(pending.iter().map(|&id| Value::from(id)));
     Ok(Some(format!(
