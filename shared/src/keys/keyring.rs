@@ -268,6 +268,9 @@ const HIDDEN_MAX_BYTES: usize = 32;
 /// `hidden` XORed with the pad of (`purpose`, `shown`): hides a value, and shows it again.
 fn hide(secret: &Secret<[u8; 32]>, purpose: &str, shown: &[u8], hidden: &[u8]) -> Vec<u8> {
     assert!(hidden.len() <= HIDDEN_MAX_BYTES, "a token hides at most {HIDDEN_MAX_BYTES} bytes");
+    if hidden.is_empty() {
+        return Vec::new();
+    }
     let mut pad = Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC takes any key length");
     // 0xFF never starts a UTF-8 purpose: no pad is the signature of any token.
     pad.update(&[0xFF]);
