@@ -720,8 +720,12 @@ const ACTIVITY_HOURS_FROM_JSON: &str =
      SELECT ?, ?, u, f, l FROM JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT UNSIGNED PATH '$[0]',
        f INT UNSIGNED PATH '$[1]', l INT UNSIGNED PATH '$[2]')) j";
 
-/// Rows per insert from JSON: some hundreds of KiB of JSON, far under `max_allowed_packet`.
+/// Rows per insert from JSON: some hundreds of KiB of JSON for most rows.
 const ROWS_PER_INSERT: usize = 10_000;
+/// And at most about this much JSON per insert (names of 255 four-byte characters make rows
+/// of a KiB), far under any server's `max_allowed_packet` (4 MiB at the least): an hour whose
+/// insert the server refused would hold up every hour marked after it.
+const JSON_BYTES_PER_INSERT: usize = 1 << 20;
 
 /// Inserts `rows` with `sql`, which reads them from one JSON array of arrays (its last
 /// parameter, after `leading`): one statement whatever the number of rows, prepared once per
@@ -733,17 +737,60 @@ async fn insert_from_json<R: serde::Serialize>(
     leading: [Value; 2],
     rows: &[R],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let json = serde_json::to_string(chunk).expect("tuples of text and numbers serialise");
+    for json in json_arrays(rows) {
         let params = vec![leading[0].clone(), leading[1].clone(), json.into()];
         with_timeout(tx.exec_drop(sql, params)).await?;
     }
     Ok(())
 }
 
+/// `rows` as JSON arrays of at most `ROWS_PER_INSERT` rows, each ending with the row that
+/// takes it past `JSON_BYTES_PER_INSERT`.
+fn json_arrays<R: serde::Serialize>(rows: &[R]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut json = vec![b'['];
+        let mut taken = 0;
+        while taken < rest.len() && taken < ROWS_PER_INSERT && json.len() < JSON_BYTES_PER_INSERT {
+            if taken > 0 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, &rest[taken]).expect("tuples of text and numbers serialise");
+            taken += 1;
+        }
+        json.push(b']');
+        rest = &rest[taken..];
+        Some(json)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_go_in_json_arrays_of_bounded_rows_and_bytes_whole_and_in_order() {
+        let long = "\u{1F600}".repeat(255);
+        for (rows, most_rows) in [
+            ((0..25_000u32).map(|n| ("a".to_string(), n)).collect::<Vec<_>>(), ROWS_PER_INSERT),
+            ((0..3_000u32).map(|n| (long.clone(), n)).collect::<Vec<_>>(), 1_024),
+        ] {
+            let mut back: Vec<(String, u32)> = Vec::new();
+            let arrays: Vec<Vec<u8>> = json_arrays(&rows).collect();
+            assert!(arrays.len() > 1);
+            for json in &arrays {
+                let array: Vec<(String, u32)> = serde_json::from_slice(json).expect("a JSON array");
+                assert!(array.len() <= most_rows, "{} rows", array.len());
+                assert!(json.len() < JSON_BYTES_PER_INSERT + 1_100, "{} bytes", json.len());
+                back.extend(array);
+            }
+            assert_eq!(back, rows);
+        }
+        assert_eq!(json_arrays::<(String, u32)>(&[]).count(), 0);
+    }
 
     #[test]
     fn hours_count_from_the_epoch_in_utc() {
