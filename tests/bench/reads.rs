@@ -209,6 +209,43 @@ pub async fn bench_reads() {
         );
     }
 
+    // An export of the last day through the api (answers of at most 4 MB, each cursor
+    // followed, as `evtrack export` does) against the same rows streamed by one statement.
+    if wanted("lists") {
+        let export = format!("/v1/events/export?from={}&to={}", iso(1), iso(0));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE project_id = {p} AND timestamp >= '{}' AND timestamp < '{}' AND {live}
+             ORDER BY timestamp, id",
+            day(1),
+            day(0)
+        );
+        let (mut ours, mut direct) = (Vec::new(), Vec::new());
+        let (mut lines, mut bytes, mut answers, mut rows) = (0, 0, 0, 0);
+        for _ in 0..3 {
+            let started = Instant::now();
+            (lines, bytes, answers) = export_all(&router, &read, &export).await;
+            ours.push(started.elapsed());
+            let started = Instant::now();
+            let mut conn = pool.get_conn().await.expect("connection");
+            rows = 0;
+            conn.query_iter(&sql).await.expect(&sql).for_each(|_| rows += 1).await.expect(&sql);
+            direct.push(started.elapsed());
+        }
+        assert_eq!(lines, rows, "the export holds the day's events");
+        ours.sort();
+        direct.sort();
+        report(
+            "export of the last day (NDJSON, median of 3)",
+            Some(ours[1]),
+            Some(direct[1]),
+            format!(
+                "{lines} events, {:.1} MB in {answers} answers, {:.0} events/s",
+                bytes as f64 / 1e6,
+                lines as f64 / ours[1].as_secs_f64()
+            ),
+        );
+    }
+
     let trend = |series: Value, days: i64, interval: &str, extra: Value| {
         let mut question = json!({"series": series, "from": iso(days), "to": iso(0), "interval": interval});
         if let (Some(question), Some(extra)) = (question.as_object_mut(), extra.as_object()) {
@@ -630,6 +667,30 @@ async fn api_call(
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     assert!(status.is_success() || status == http::StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {status} {answer}");
     (elapsed, answer)
+}
+
+/// Every answer of an export (`uri`), its cursors followed: events, bytes and answers.
+async fn export_all(router: &axum::Router, key: &str, uri: &str) -> (usize, usize, usize) {
+    let (mut lines, mut bytes, mut answers) = (0, 0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = cursor.as_ref().map_or_else(|| uri.to_string(), |cursor| format!("{uri}&cursor={cursor}"));
+        let request = Request::builder()
+            .uri(&uri)
+            .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), http::StatusCode::OK, "{uri}");
+        cursor = response.headers().get("x-next-cursor").and_then(|value| value.to_str().ok()).map(str::to_string);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        lines += body.iter().filter(|byte| **byte == b'\n').count();
+        bytes += body.len();
+        answers += 1;
+        if cursor.is_none() {
+            return (lines, bytes, answers);
+        }
+    }
 }
 
 /// The median of `RUNS` runs of `run` (after one to warm up).
