@@ -569,6 +569,48 @@ async fn a_cursor_whose_row_is_purged_goes_on_right_after_it_even_among_events_o
     assert_eq!(sorted, expected, "each event once, the purged one on the page before: {seen:?}");
 }
 
+/// The live tail walks the time each event was stored, which a batch's events share to the
+/// millisecond: a tail whose cursor's event is purged goes on right after it too.
+#[tokio::test]
+async fn a_live_tail_whose_cursor_row_is_purged_goes_on_right_after_it() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    let opened = app.send(api_request("GET", "/v1/events/live", &read, None)).await;
+    assert_eq!(opened.json["data"], json!([]), "a quiet project");
+    let mut cursor = opened.json["next_cursor"].as_str().expect("always a cursor").to_string();
+    let messages: Vec<Value> = (0..7)
+        .map(|n| json!({"type": "track", "event": "Tie", "userId": "u", "messageId": format!("tail-{n}")}))
+        .collect();
+    store(&app, &app.key, messages).await;
+    tokio::time::sleep(std::time::Duration::from_millis(evtrack::store::LIVE_SETTLE_MS as u64 + 300)).await;
+    let stored_at: Vec<u64> =
+        app.db.query("SELECT COUNT(DISTINCT created_at) FROM events WHERE message_id LIKE 'tail-%'").await;
+    assert_eq!(stored_at, [1], "one batch, one millisecond");
+
+    let mut seen = Vec::new();
+    for poll in 0..10 {
+        let reply =
+            app.send(api_request("GET", &format!("/v1/events/live?limit=2&cursor={cursor}"), &read, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let ids = message_ids(&reply.json);
+        if poll == 0 {
+            // Purged (as retention and erasure delete rows) between two polls.
+            app.db.execute(&format!("DELETE FROM events WHERE message_id = '{}'", ids[1])).await;
+        }
+        let quiet = ids.is_empty();
+        seen.extend(ids);
+        cursor = reply.json["next_cursor"].as_str().expect("always a cursor").to_string();
+        if quiet {
+            break;
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let expected: Vec<String> = (0..7).map(|n| format!("tail-{n}")).collect();
+    assert_eq!(sorted, expected, "each event once, the purged one in the poll before: {seen:?}");
+}
+
 #[tokio::test]
 async fn users_are_listed_by_id_prefix_and_traits() {
     let app = TestApp::with(TestDb::new().await, &[("EVTRACK_LIST_ROWS_EXAMINED", "3")]).await;
