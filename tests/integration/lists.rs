@@ -318,6 +318,15 @@ async fn bad_list_questions_get_clear_errors_and_cursors_stay_with_their_questio
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {}", reply.json);
         assert!(reply.json["message"].as_str().unwrap_or_default().contains(says), "{query}: {}", reply.json);
     }
+    // The catalog's range and a counting question's filters are bounded too.
+    let reply = app.send(api_request("GET", "/v1/event-names?from=0001-01-01T00:00:00Z", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("at most 2000 days"), "{}", reply.json);
+    let filters: Vec<String> = (0..11).map(|n| format!("properties.p{n}:is_set")).collect();
+    let question = json!({"series": [{"event": "E", "where": filters}], "from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z"});
+    let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("at most 10 where filters"), "{}", reply.json);
     // A cursor of one question is refused for another.
     let reply = app.send(api_request("GET", "/v1/events?limit=2&type=track", &read, None)).await;
     let cursor = reply.json["next_cursor"].as_str().expect("a cursor").to_string();

@@ -1084,6 +1084,21 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
     let mut forced = funnel;
     forced["source"] = json!("raw");
     too_big(&ask("/v1/query/funnels", forced).await, "without `where` filters");
+
+    // The catalog holds at most as many counts (one per hour, type and name): six more names
+    // pass the 5.
+    let names: Vec<Value> = (0..6)
+        .map(|n| {
+            json!({"type": "track", "event": format!("Name {n}"), "userId": "u-0", "messageId": format!("n-{n}"),
+                   "timestamp": sdk_time(day + 7_200)})
+        })
+        .collect();
+    let reply = app.send(batch(&app.key, names)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    let reply = app.send(api_request("GET", &format!("/v1/event-names?from={from}"), &read, None)).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.json);
+    assert_eq!(reply.json["code"], "query_too_big");
 }
 
 /// Names and ids that differ only by trailing spaces are one name and one user to SQL (its

@@ -5,7 +5,7 @@
 //! which (`source`).
 
 use crate::extract::{Reading, Reply, body};
-use crate::lists::{Params, parse_json_filter};
+use crate::lists::{MAX_JSON_FILTERS, Params, parse_json_filter};
 use crate::{Api, Failure};
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -69,6 +69,9 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     let from = params.time("from")?.unwrap_or(to - Duration::days(30));
     if from >= to {
         return Err(Failure::Invalid("from is before to".into()));
+    }
+    if to - from > Duration::days(MAX_BUCKETS as i64) {
+        return Err(Failure::Invalid(format!("at most {MAX_BUCKETS} days from from to to")));
     }
     let (from_hour, to_hour) = (hour_of(from), hour_of(to - Duration::milliseconds(1)) + 1);
     let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &[]).await?;
@@ -161,6 +164,9 @@ impl SeriesInput {
     pub(crate) fn parse(&self) -> Result<Series, Failure> {
         if self.event.as_deref().is_some_and(|name| name.is_empty() || name.chars().count() > 255) {
             return Err(Failure::Invalid("event has 1 to 255 characters".into()));
+        }
+        if self.filters.len() > MAX_JSON_FILTERS {
+            return Err(Failure::Invalid(format!("at most {MAX_JSON_FILTERS} where filters a series")));
         }
         let filters = self
             .filters

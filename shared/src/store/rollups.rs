@@ -347,14 +347,18 @@ impl Store {
 
         let (pairs, mut params) = selection_condition(selection);
         params.splice(0..0, [Value::from(project.0), from_hour.into(), current.into()]);
+        params.push(Value::from(self.max_rows_read as u64 + 1));
         let rolled: Vec<Row> = with_timeout(tx.exec(
             format!(
                 "SELECT hour, type, name, events, last_at FROM rollup_event_hours
-                 WHERE project_id = ? AND hour >= ? AND hour < ? {pairs}"
+                 WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
             ),
             params,
         ))
         .await?;
+        if rolled.len() > self.max_rows_read {
+            return Err(StoreError::TooBig);
+        }
         let mut counts: Vec<HourCount> = Vec::new();
         for row in &rolled {
             let count = hour_count(row)?;
@@ -370,6 +374,9 @@ impl Store {
             read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), grouped).await?
         {
             counts.push(hour_count(&row)?);
+        }
+        if counts.len() > self.max_rows_read {
+            return Err(StoreError::TooBig);
         }
         with_timeout(tx.commit()).await?;
         counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
