@@ -327,6 +327,17 @@ async fn bad_list_questions_get_clear_errors_and_cursors_stay_with_their_questio
     let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
     assert!(reply.json["message"].as_str().unwrap_or_default().contains("at most 10 where filters"), "{}", reply.json);
+    // Times past the year 9999 (chrono reads them; a bucket added to one overflowed).
+    let far = "+262142-12-31T00:00:00Z";
+    let question = json!({"series": [{"event": "E"}], "from": far, "to": far});
+    let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    assert!(reply.json["message"].as_str().unwrap_or_default().contains("years 1 to 9999"), "{}", reply.json);
+    let question = json!({"steps": [{"event": "E"}, {"event": "E"}], "from": "2026-12-01T00:00:00Z", "to": far});
+    let reply = app.send(api_request("POST", "/v1/query/funnels", &read, Some(&question))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
+    let reply = app.send(api_request("POST", "/v1/query/retention", &read, Some(&json!({"from": far})))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.json);
     // A cursor of one question is refused for another.
     let reply = app.send(api_request("GET", "/v1/events?limit=2&type=track", &read, None)).await;
     let cursor = reply.json["next_cursor"].as_str().expect("a cursor").to_string();

@@ -130,7 +130,9 @@ fn describe(series: &Series) -> Value {
 #[serde(deny_unknown_fields)]
 struct FunnelInput {
     steps: Vec<SeriesInput>,
+    #[serde(deserialize_with = "crate::extract::bounded_time")]
     from: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::extract::bounded_time")]
     to: DateTime<Utc>,
     /// How long after entering the funnel a user has to reach the last step.
     #[serde(default = "default_window_hours")]
@@ -245,6 +247,7 @@ fn breakdown_json(lines: FunnelCounts, top: usize, steps: &[Series]) -> Value {
 #[serde(deny_unknown_fields)]
 struct RetentionInput {
     /// The first period starts where this time's day (or week) starts in the time zone.
+    #[serde(deserialize_with = "crate::extract::bounded_time")]
     from: DateTime<Utc>,
     #[serde(default = "default_retention_interval")]
     interval: Interval,
@@ -304,7 +307,7 @@ async fn retention(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) 
     let local_first = first[0].with_timezone(&tz).date_naive().and_time(chrono::NaiveTime::MIN);
     let mut starts = Vec::with_capacity(input.periods + 1);
     for index in 0..=input.periods as i32 {
-        starts.push(to_utc(tz, local_first + length * index)?);
+        starts.push(to_utc(tz, local_first + length * index));
     }
     let end = starts.pop().unwrap_or(first[0]);
     let range = (starts[0].timestamp(), end.timestamp());

@@ -82,8 +82,29 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
 /// A time parameter.
 pub(crate) fn rfc3339(name: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
     chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
         .map(|at| at.with_timezone(&chrono::Utc))
-        .map_err(|_| Failure::Invalid(format!("{name} is an RFC 3339 time, e.g. 2026-12-01T00:00:00Z")))
+        .filter(in_time_range)
+        .ok_or_else(|| {
+            Failure::Invalid(format!("{name} is an RFC 3339 time from 1970 to 9999, e.g. 2026-12-01T00:00:00Z"))
+        })
+}
+
+/// Whether a time asked about is one a question can hold: the years 1 to 9999, as the database
+/// holds them. chrono reads years up to 262,143, where a bucket or a window added overflows.
+pub(crate) fn in_time_range(at: &chrono::DateTime<chrono::Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(at))
+}
+
+/// `serde(deserialize_with)` for the times of a question's body: RFC 3339, the years 1 to 9999.
+pub(crate) fn bounded_time<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<chrono::DateTime<chrono::Utc>, D::Error> {
+    let at: chrono::DateTime<chrono::Utc> = serde::Deserialize::deserialize(deserializer)?;
+    if !in_time_range(&at) {
+        return Err(serde::de::Error::custom(format!("{at} is not a time of the years 1 to 9999")));
+    }
+    Ok(at)
 }
 
 /// A public id from the path; anything else is simply not found.

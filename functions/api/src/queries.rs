@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
@@ -225,7 +225,9 @@ fn default_breakdown_values() -> usize {
 #[serde(deny_unknown_fields)]
 struct TrendsInput {
     series: Vec<SeriesInput>,
+    #[serde(deserialize_with = "crate::extract::bounded_time")]
     from: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::extract::bounded_time")]
     to: DateTime<Utc>,
     #[serde(default)]
     interval: Interval,
@@ -271,12 +273,23 @@ pub(crate) fn buckets(
     let mut starts = Vec::new();
     let mut at = floor;
     loop {
-        let start = to_utc(tz, at)?;
-        if start >= to {
-            return Ok((starts, start));
-        }
-        if starts.last().is_none_or(|last| *last < start) {
-            starts.push(start);
+        // An hour the clock goes back over comes twice: a bucket each time.
+        let twice = match (interval, tz.from_local_datetime(&at)) {
+            (Interval::Hour, LocalResult::Ambiguous(first, second)) => {
+                Some([first.with_timezone(&Utc), second.with_timezone(&Utc)])
+            }
+            _ => None,
+        };
+        for start in twice.map_or_else(|| vec![to_utc(tz, at)], Vec::from) {
+            if start >= to {
+                return match starts.is_empty() {
+                    true => Err(Failure::Invalid("from and to hold no bucket".into())),
+                    false => Ok((starts, start)),
+                };
+            }
+            if starts.last().is_none_or(|last| *last < start) {
+                starts.push(start);
+            }
         }
         if starts.len() > MAX_BUCKETS {
             return Err(Failure::Invalid(format!("at most {MAX_BUCKETS} buckets; ask for a larger interval")));
@@ -285,20 +298,23 @@ pub(crate) fn buckets(
     }
 }
 
-/// A local time in `tz` as UTC: the earlier of two (a clock going back), or the first moment
-/// after a gap (a clock going forward).
 pub(crate) fn time_zone(name: &str) -> Result<Tz, Failure> {
     name.parse()
         .map_err(|_| Failure::Invalid(format!("timezone is an IANA time zone (Europe/Paris, UTC); got {name:?}")))
 }
 
-pub(crate) fn to_utc(tz: Tz, local: NaiveDateTime) -> Result<DateTime<Utc>, Failure> {
-    for minutes in [0, 30, 60, 90, 120] {
-        if let Some(at) = tz.from_local_datetime(&(local + Duration::minutes(minutes))).earliest() {
-            return Ok(at.with_timezone(&Utc));
+/// A local time in `tz` as UTC: the earlier of two (a clock going back), or, in a gap (a
+/// clock going forward, by an hour, 15 minutes or a whole day), the moment the clock jumped:
+/// the local time read with the offset in force before the gap.
+pub(crate) fn to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local).earliest() {
+        Some(at) => at.with_timezone(&Utc),
+        None => {
+            // A day and more before the gap: no zone changes its clock twice in 30 hours.
+            let before = tz.offset_from_utc_datetime(&(local - Duration::hours(30))).fix();
+            (local - Duration::seconds(i64::from(before.local_minus_utc()))).and_utc()
         }
     }
-    Err(Failure::Invalid("a bucket boundary does not exist in this time zone".into()))
 }
 
 /// `POST /v1/query/trends`.
@@ -326,7 +342,7 @@ async fn trends(State(api): State<Arc<Api>>, project: Reading, bytes: Bytes) -> 
         Some(days) => {
             let first_end =
                 starts.get(1).copied().unwrap_or(end).with_timezone(&tz).naive_local() - Duration::days(days);
-            let days = buckets(to_utc(tz, first_end)?, end, Interval::Day, tz).map_err(|_| {
+            let days = buckets(to_utc(tz, first_end), end, Interval::Day, tz).map_err(|_| {
                 Failure::Invalid(format!(
                     "dau, wau and mau read one set of users a day: at most {MAX_BUCKETS} days, window included"
                 ))
@@ -808,6 +824,40 @@ mod tests {
         assert_eq!(end.with_timezone(&tz).to_rfc3339(), "2026-10-27T00:00:00+01:00");
         // The day the clocks go back has 25 hours.
         assert_eq!((starts[2] - starts[1]).num_hours(), 25);
+    }
+
+    #[test]
+    fn the_hour_the_clocks_go_back_over_is_two_buckets() {
+        let tz: Tz = "Europe/Paris".parse().expect("zone");
+        let (starts, end) =
+            buckets(at("2026-10-24T22:00:00Z"), at("2026-10-25T23:00:00Z"), Interval::Hour, tz).expect("hours");
+        assert_eq!(starts.len(), 25, "a day of 25 hours");
+        assert!(starts.windows(2).all(|pair| (pair[1] - pair[0]).num_hours() == 1));
+        let local: Vec<String> = starts[2..4].iter().map(|s| s.with_timezone(&tz).to_rfc3339()).collect();
+        assert_eq!(local, ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]);
+        assert_eq!(end, at("2026-10-25T23:00:00Z"));
+    }
+
+    #[test]
+    fn a_day_that_starts_in_a_gap_starts_when_the_clock_jumped() {
+        // Kathmandu went from +5:30 to +5:45 at 1986-01-01 00:00: that day began at 00:15.
+        let tz: Tz = "Asia/Kathmandu".parse().expect("zone");
+        let (days, _) =
+            buckets(at("1985-12-30T12:00:00Z"), at("1986-01-02T12:00:00Z"), Interval::Day, tz).expect("days");
+        assert_eq!(days[2], at("1985-12-31T18:30:00Z"));
+        assert_eq!(days[2].with_timezone(&tz).to_rfc3339(), "1986-01-01T00:15:00+05:45");
+        // Samoa skipped 2011-12-30 whole: its buckets go from the 29th to the 31st.
+        let tz: Tz = "Pacific/Apia".parse().expect("zone");
+        let (days, _) =
+            buckets(at("2011-12-29T12:00:00Z"), at("2011-12-31T12:00:00Z"), Interval::Day, tz).expect("days");
+        let local: Vec<String> = days.iter().map(|s| s.with_timezone(&tz).to_rfc3339()).collect();
+        assert_eq!(local, ["2011-12-29T00:00:00-10:00", "2011-12-31T00:00:00+14:00", "2012-01-01T00:00:00+14:00"]);
+        // Monrovia skipped 44 minutes 30 seconds at 1972-01-07 00:00 (it panicked here).
+        let tz: Tz = "Africa/Monrovia".parse().expect("zone");
+        let (days, end) =
+            buckets(at("1972-01-07T00:50:00Z"), at("1972-01-07T00:55:00Z"), Interval::Day, tz).expect("a day");
+        assert_eq!(days, [at("1972-01-07T00:44:30Z")]);
+        assert_eq!(end, at("1972-01-08T00:00:00Z"));
     }
 
     #[test]
