@@ -48,7 +48,10 @@ pub fn funnel(mut events: Vec<Step>, steps: usize, from: i64, to: i64, window: i
             }
         }
         if let Some(furthest) = chains.iter().rposition(Option::is_some) {
-            let value = chains[furthest].map(|(_, value)| value.clone()).unwrap_or_default();
+            // Values apart only by trailing spaces are one, as the database compares them.
+            let value = chains[furthest]
+                .and_then(|(_, value)| value.as_deref())
+                .map(|value| value.trim_end_matches(' ').to_string());
             let line = counts.entry(value).or_insert_with(|| vec![0; steps]);
             line.iter_mut().take(furthest + 1).for_each(|count| *count += 1);
         }
@@ -129,6 +132,14 @@ mod tests {
         ];
         let lines = funnel(events, 3, 0, 100, 100);
         assert_eq!(lines, vec![(None, vec![5, 2, 1])]);
+    }
+
+    #[test]
+    fn a_breakdown_counts_values_apart_only_by_trailing_spaces_as_one() {
+        let entering = |user, value: Option<&str>| Step { user, at: 10, matches: 1, value: value.map(str::to_string) };
+        let events = vec![entering(1, Some("pro")), entering(2, Some("pro  ")), entering(3, None), step(1, 20, 2)];
+        let lines = funnel(events, 2, 0, 100, 50);
+        assert_eq!(lines, [(Some("pro".to_string()), vec![2, 1]), (None, vec![1, 0])]);
     }
 
     #[test]
