@@ -336,7 +336,7 @@ async fn scan_rejected_events(
 
 /// The strings of a rejected body: every string value of its JSON, or, when it is not JSON,
 /// every quoted run of it.
-fn json_strings(raw: &[u8]) -> Box<dyn Iterator<Item = String> + '_> {
+pub(super) fn json_strings(raw: &[u8]) -> Box<dyn Iterator<Item = String> + '_> {
     fn walk(value: serde_json::Value, out: &mut Vec<String>) {
         match value {
             serde_json::Value::String(text) => out.push(text),

@@ -2,6 +2,7 @@
 //! short transaction per batch. Every statement is idempotent, so a redelivered batch
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
+use super::erasure::json_strings;
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time};
@@ -113,6 +114,7 @@ impl Store {
         upsert_users(&mut tx, rows).await?;
         outcome.links_over_cap = insert_aliases(&mut tx, rows, self.marks_rollups).await?;
         upsert_groups(&mut tx, rows).await?;
+        let rejections = rejections_to_keep(&mut tx, rejections, erased_ids, &mut outcome).await?;
         for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
         }
@@ -201,6 +203,98 @@ async fn suppressed_in_batch<'e>(
         }
     }
     Ok(found)
+}
+
+/// The rejections to record: not those naming an erased id of their project (any string of
+/// the event or its batch fields, as cleanup's scan of the quarantine matches them), which
+/// would otherwise stay for the quarantine's 30 days once cleanup has scanned it; they count
+/// as suppressed. A message refused whole has no project of its own: the project its body
+/// names, if any, is taken (it may be forged, but the ids it holds are personal data all the
+/// same). The projects are share-locked as `storable` locks the events'.
+async fn rejections_to_keep<'r>(
+    tx: &mut Transaction<'_>,
+    rejections: &'r [Rejection],
+    erased_ids: &impl SubjectHashes,
+    outcome: &mut BatchWrite,
+) -> Result<Vec<&'r Rejection>, StoreError> {
+    let owners = rejection_projects(tx, rejections).await?;
+    let mut projects: Vec<u64> = owners.iter().flatten().copied().collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let mut erased: HashSet<usize> = HashSet::new();
+    if !projects.is_empty() {
+        let params: Vec<Value> = projects.iter().map(|id| Value::from(*id)).collect();
+        let suppressing: Vec<u64> = tx
+            .exec(
+                format!(
+                    "SELECT p.id FROM projects p WHERE p.id IN ({})
+                       AND EXISTS (SELECT 1 FROM suppressed_subjects s WHERE s.project_id = p.id) LOCK IN SHARE MODE",
+                    placeholders(projects.len())
+                ),
+                params,
+            )
+            .await?;
+        for project in suppressing {
+            let mut by_hash: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+            for (index, rejection) in rejections.iter().enumerate() {
+                if owners[index] != Some(project) {
+                    continue;
+                }
+                let batch = rejection.batch_fields.as_deref().map(str::as_bytes).unwrap_or_default();
+                for text in json_strings(&rejection.raw).chain(json_strings(batch)) {
+                    for hash in erased_ids.hashes(ProjectId(project), &text) {
+                        by_hash.entry(hash).or_default().push(index);
+                    }
+                }
+            }
+            let hashes: Vec<&[u8; 32]> = by_hash.keys().collect();
+            for slice in hashes.chunks(IDS_PER_STATEMENT) {
+                let mut params = vec![Value::from(project)];
+                params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
+                let sql = format!(
+                    "SELECT subject_hash FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
+                    placeholders(slice.len())
+                );
+                let hits: Vec<Vec<u8>> = tx.exec(sql, params).await?;
+                for hash in hits.iter().filter_map(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok()) {
+                    erased.extend(by_hash.get(&hash).into_iter().flatten());
+                }
+            }
+        }
+    }
+    outcome.events_suppressed += erased.len() as u64;
+    Ok(rejections.iter().enumerate().filter(|(index, _)| !erased.contains(index)).map(|(_, r)| r).collect())
+}
+
+/// Each rejection's project: its own, else the one its body names (`"project"`), if it exists.
+async fn rejection_projects(
+    tx: &mut Transaction<'_>,
+    rejections: &[Rejection],
+) -> Result<Vec<Option<u64>>, StoreError> {
+    let named = |rejection: &Rejection| -> Option<Uuid> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            project: Uuid,
+        }
+        serde_json::from_slice::<Named>(&rejection.raw).ok().map(|named| named.project)
+    };
+    let claimed: Vec<Option<Uuid>> =
+        rejections.iter().map(|rejection| if rejection.project.is_some() { None } else { named(rejection) }).collect();
+    let mut uids: Vec<Uuid> = claimed.iter().flatten().copied().collect();
+    uids.sort_unstable();
+    uids.dedup();
+    let mut known: HashMap<Uuid, u64> = HashMap::new();
+    if !uids.is_empty() {
+        let params: Vec<Value> = uids.iter().map(|uid| Value::from(uid.as_bytes().to_vec())).collect();
+        let sql = format!("SELECT uid, id FROM projects WHERE uid IN ({})", placeholders(uids.len()));
+        let rows: Vec<(Vec<u8>, u64)> = tx.exec(sql, params).await?;
+        known.extend(rows.into_iter().filter_map(|(uid, id)| Some((Uuid::from_slice(&uid).ok()?, id))));
+    }
+    Ok(rejections
+        .iter()
+        .zip(claimed)
+        .map(|(rejection, claimed)| rejection.project.map(|p| p.0).or_else(|| known.get(&claimed?).copied()))
+        .collect())
 }
 
 fn is_lock_conflict(reason: &str) -> bool {
@@ -463,7 +557,7 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     Ok(affected)
 }
 
-async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -> Result<u64, StoreError> {
+async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[&Rejection]) -> Result<u64, StoreError> {
     let mut values = Vec::with_capacity(rejections.len() * 10);
     for rejection in rejections {
         let reason: String = rejection.reason.chars().take(1000).collect();
