@@ -415,6 +415,65 @@ async fn one_bad_event_does_not_lose_its_batch_it_is_quarantined_listed_and_name
     assert_eq!(theirs.json["data"], json!([]), "{}", theirs.json);
 }
 
+/// The quarantine's list goes on after a row that is gone (a replay or a purge removed it),
+/// and leaves out at once what an erasure in progress names, as every read does.
+#[tokio::test]
+async fn the_quarantine_list_goes_on_after_a_removed_row_and_hides_what_an_erasure_in_progress_names() {
+    let app = TestApp::new().await;
+    let project = app.project;
+    let read = app
+        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "read", "project": project}))))
+        .await
+        .json["key"]
+        .as_str()
+        .expect("read key")
+        .to_string();
+    // Tracks without an event name are quarantined: two of q-a, then two of q-b.
+    let batch: Vec<Value> = ["q-a", "q-a", "q-b", "q-b"]
+        .iter()
+        .enumerate()
+        .map(|(n, user)| json!({"type": "track", "userId": user, "messageId": format!("q-{n}")}))
+        .collect();
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &json!({ "batch": batch }))).await;
+    assert_eq!(reply.json["rejected"]["count"], 4, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+    let list = |cursor: Option<String>| {
+        let uri = cursor
+            .map_or("/v1/rejected-events?limit=1".to_string(), |c| format!("/v1/rejected-events?limit=1&cursor={c}"));
+        let (app, read) = (&app, &read);
+        async move {
+            let reply = app.send(api_request("GET", &uri, read, None)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+            let ids: Vec<String> = reply.json["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|e| e["raw"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (ids, reply.json["next_cursor"].as_str().map(str::to_string))
+        }
+    };
+    let (first, mut cursor) = list(None).await;
+    assert!(first[0].contains("q-3"), "{first:?}");
+    app.db.execute("DELETE FROM rejected_events WHERE LOCATE('q-3', raw) > 0").await;
+    let mut seen = Vec::new();
+    while let Some(next) = cursor {
+        let (page, after) = list(Some(next)).await;
+        seen.extend(page);
+        cursor = after;
+    }
+    let order: Vec<bool> = ["q-2", "q-1", "q-0"].iter().zip(&seen).map(|(id, raw)| raw.contains(id)).collect();
+    assert_eq!((seen.len(), order), (3, vec![true; 3]), "{seen:?}");
+
+    let erase = format!("/v1/users/q-a?project={project}");
+    assert_eq!(app.send(api_request("DELETE", &erase, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    let listed = app.send(api_request("GET", "/v1/rejected-events", &read, None)).await;
+    let raws: Vec<&str> =
+        listed.json["data"].as_array().expect("data").iter().filter_map(|e| e["raw"].as_str()).collect();
+    assert_eq!(raws.len(), 1, "only q-b's left: {raws:?}");
+    assert!(raws[0].contains("q-b"), "{raws:?}");
+}
+
 #[tokio::test]
 async fn sql_and_markup_in_values_are_stored_as_data() {
     let app = TestApp::new().await;

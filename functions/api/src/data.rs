@@ -11,7 +11,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
 use evtrack::event::MAX_ID_CHARS;
 use evtrack::http::ListedRouter;
-use evtrack::store::{RejectedAfter, RejectedFilter};
+use evtrack::store::{RejectedAfter, RejectedFilter, RejectedPosition};
 use futures::TryStreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
@@ -45,9 +45,17 @@ async fn list_rejected(State(api): State<Arc<Api>>, OnProject(project): Reading,
     // A cursor belongs to its project and filter.
     let list = format!("rejected:{}:{:?}", project.0, (&query.reason, &query.from, &query.to));
     let page = Page::from_query(&api, list, query.limit.as_deref(), query.cursor.as_deref()).await?;
-    let after = page.after.map(RejectedAfter::Event);
+    let after = match (page.after_row, page.after) {
+        (Some(row), _) => Some(RejectedAfter::Row(RejectedPosition::of_row(row))),
+        (None, uid) => uid.map(RejectedAfter::Event),
+    };
     let rejected = api.store.rejected_events(Some(project), &filter, after, page.fetch()).await?;
-    Ok(Json(page.of(&api, rejected, |event| event.id).await?).into_response())
+    let mut answer = page.of_rows(&api, rejected, |event| (event.id, Some(event.position.row()))).await?;
+    // Those naming an id being erased leave the list at once, as they leave every read (the
+    // cursor stays where the page got to).
+    let erasing = api.store.rejected_naming_ids_being_erased(project, &answer.data).await?;
+    answer.data.retain(|event| !erasing.contains(&event.id));
+    Ok(Json(answer).into_response())
 }
 
 async fn get_event(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(uid): Path<String>) -> Reply {

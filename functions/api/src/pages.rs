@@ -13,6 +13,8 @@ pub struct Page {
     /// What the cursor is bound to, e.g. `keys:<project>`.
     list: String,
     pub after: Option<Uuid>,
+    /// The private row of `after`, when its cursor carried it (`of_rows`).
+    pub after_row: Option<u64>,
     pub limit: usize,
 }
 
@@ -39,14 +41,16 @@ impl Page {
                 .filter(|limit| (1..=MAX_LIMIT).contains(limit))
                 .ok_or_else(|| Failure::Invalid(format!("limit is 1 to {MAX_LIMIT}")))?,
         };
-        let after = match cursor {
-            None => None,
-            Some(token) => {
-                let payload = api.keyring.verify(&list, token).await?;
-                Some(Uuid::from_slice(&payload).map_err(|_| Failure::InvalidCursor)?)
-            }
-        };
-        Ok(Self { list, after, limit })
+        let (mut after, mut after_row) = (None, None);
+        if let Some(token) = cursor {
+            let (shown, hidden) = api.keyring.verify_hiding(&list, token, 16).await?;
+            after = Some(Uuid::from_slice(&shown).map_err(|_| Failure::InvalidCursor)?);
+            after_row = match hidden.as_slice() {
+                [] => None,
+                bytes => Some(u64::from_be_bytes(bytes.try_into().map_err(|_| Failure::InvalidCursor)?)),
+            };
+        }
+        Ok(Self { list, after, after_row, limit })
     }
 
     /// How many items to fetch: one more than the page, to know whether another follows.
@@ -54,11 +58,26 @@ impl Page {
         self.limit + 1
     }
 
-    pub async fn of<T>(self, api: &Api, mut items: Vec<T>, id: impl Fn(&T) -> Uuid) -> Result<PageOf<T>, Failure> {
+    pub async fn of<T>(self, api: &Api, items: Vec<T>, id: impl Fn(&T) -> Uuid) -> Result<PageOf<T>, Failure> {
+        self.of_rows(api, items, |item| (id(item), None)).await
+    }
+
+    /// As `of`, the cursor also carrying the last item's private row, hidden
+    /// (`Keyring::sign_hiding`): the next page starts right after that row even once the row
+    /// is gone, where its public id alone would find nothing to start after.
+    pub async fn of_rows<T>(
+        self,
+        api: &Api,
+        mut items: Vec<T>,
+        at: impl Fn(&T) -> (Uuid, Option<u64>),
+    ) -> Result<PageOf<T>, Failure> {
         let next_cursor = if items.len() > self.limit {
             items.truncate(self.limit);
-            match items.last() {
-                Some(last) => Some(api.keyring.sign(&self.list, id(last).as_bytes()).await?),
+            match items.last().map(at) {
+                Some((id, row)) => {
+                    let hidden = row.map(|row| row.to_be_bytes().to_vec()).unwrap_or_default();
+                    Some(api.keyring.sign_hiding(&self.list, id.as_bytes(), &hidden).await?)
+                }
                 None => None,
             }
         } else {

@@ -227,7 +227,7 @@ async fn rejections_to_keep<'r>(
         let suppressing: Vec<u64> = tx
             .exec(
                 format!(
-                    "SELECT p.id FROM projects p WHERE p.id IN ({})
+                    "SELECT p.id FROM projects p /* with deleted */ WHERE p.id IN ({})
                        AND EXISTS (SELECT 1 FROM suppressed_subjects s WHERE s.project_id = p.id) LOCK IN SHARE MODE",
                     placeholders(projects.len())
                 ),
@@ -286,7 +286,8 @@ async fn rejection_projects(
     let mut known: HashMap<Uuid, u64> = HashMap::new();
     if !uids.is_empty() {
         let params: Vec<Value> = uids.iter().map(|uid| Value::from(uid.as_bytes().to_vec())).collect();
-        let sql = format!("SELECT uid, id FROM projects WHERE uid IN ({})", placeholders(uids.len()));
+        let sql =
+            format!("SELECT uid, id FROM projects /* with deleted */ WHERE uid IN ({})", placeholders(uids.len()));
         let rows: Vec<(Vec<u8>, u64)> = tx.exec(sql, params).await?;
         known.extend(rows.into_iter().filter_map(|(uid, id)| Some((Uuid::from_slice(&uid).ok()?, id))));
     }

@@ -1,12 +1,17 @@
 //! Rejected events (the quarantine): listed by the api and the command line, replayed by the
 //! command line through ingest, and pruned by cleanup after their retention.
 
-use super::{Store, StoreError, column, placeholders, required, required_time, time_column, to_db_time, with_timeout};
+use super::erasure::json_strings;
+use super::{
+    IDS_PER_STATEMENT, Store, StoreError, column, placeholders, required, required_time, time_column, to_db_time,
+    with_timeout,
+};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Which rejected events to list.
@@ -43,9 +48,20 @@ pub struct RejectedEvent {
     pub position: RejectedPosition,
 }
 
-/// A rejected event's place in a walk, newest first: its row, known to the store alone.
+/// A rejected event's place in a walk, newest first: its private row (shown to nobody; a
+/// cursor carries it hidden).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RejectedPosition(u64);
+
+impl RejectedPosition {
+    pub fn of_row(row: u64) -> Self {
+        Self(row)
+    }
+
+    pub fn row(self) -> u64 {
+        self.0
+    }
+}
 
 /// Where a page of rejected events starts.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +74,44 @@ pub enum RejectedAfter {
 }
 
 impl Store {
+    /// Of `events` (of `project`), those naming an id of an erasure in progress: any string of
+    /// the event or its batch fields, as cleanup's scan matches them.
+    pub async fn rejected_naming_ids_being_erased(
+        &self,
+        project: ProjectId,
+        events: &[RejectedEvent],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        let mut conn = self.conn().await?;
+        let pending: Option<u64> = with_timeout(
+            conn.exec_first("SELECT id FROM erasures WHERE state = 'pending' AND project_id = ? LIMIT 1", (project.0,)),
+        )
+        .await?;
+        if pending.is_none() {
+            return Ok(HashSet::new());
+        }
+        let mut naming: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for event in events {
+            let batch = serde_json::to_vec(&event.batch).unwrap_or_default();
+            for text in json_strings(event.raw.as_bytes()).chain(json_strings(&batch)) {
+                naming.entry(text).or_default().push(event.id);
+            }
+        }
+        let texts: Vec<&String> = naming.keys().collect();
+        let mut erasing = HashSet::new();
+        for slice in texts.chunks(IDS_PER_STATEMENT) {
+            let mut params = vec![Value::from(project.0)];
+            params.extend(slice.iter().map(|text| Value::from(text.as_str())));
+            let sql = format!(
+                "SELECT DISTINCT s.subject FROM erasures x JOIN erasure_subjects s ON s.erasure_id = x.id
+                 WHERE x.state = 'pending' AND x.project_id = ? AND s.subject IN ({})",
+                placeholders(slice.len())
+            );
+            let subjects: Vec<String> = with_timeout(conn.exec(sql, params)).await?;
+            erasing.extend(subjects.iter().filter_map(|subject| naming.get(subject)).flatten());
+        }
+        Ok(erasing)
+    }
+
     /// Rejected events of `project` (`None`: the queue messages refused whole, which name no
     /// project one can trust) matching `filter`, newest first, after `after`.
     pub async fn rejected_events(
