@@ -421,13 +421,8 @@ async fn one_bad_event_does_not_lose_its_batch_it_is_quarantined_listed_and_name
 async fn the_quarantine_list_goes_on_after_a_removed_row_and_hides_what_an_erasure_in_progress_names() {
     let app = TestApp::new().await;
     let project = app.project;
-    let read = app
-        .send(api_request("POST", "/v1/keys", &app.admin, Some(&json!({"scope": "read", "project": project}))))
-        .await
-        .json["key"]
-        .as_str()
-        .expect("read key")
-        .to_string();
+    let (_, read) = evtrack_tests::issue_key(&app.db.store, &app.config, Some(project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
     // Tracks without an event name are quarantined: two of q-a, then two of q-b.
     let batch: Vec<Value> = ["q-a", "q-a", "q-b", "q-b"]
         .iter()

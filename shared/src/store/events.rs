@@ -189,20 +189,31 @@ async fn suppressed_in_batch<'e>(
                 erased_ids.hashes(ProjectId(*project), subject).into_iter().map(move |hash| (hash, subject))
             })
             .collect();
-        let hashes: Vec<&[u8; 32]> = by_hash.keys().collect();
-        for slice in hashes.chunks(IDS_PER_STATEMENT) {
-            let mut params = vec![Value::from(*project)];
-            params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
-            let sql = format!(
-                "SELECT subject_hash FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
-                placeholders(slice.len())
-            );
-            let hits: Vec<Vec<u8>> = tx.exec(sql, params).await?;
-            let subjects = hits.iter().filter_map(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok());
-            found.extend(subjects.filter_map(|hash| by_hash.get(&hash)).map(|subject| (*project, *subject)));
-        }
+        let hits = suppressed_of(tx, *project, by_hash.keys()).await?;
+        found.extend(hits.iter().filter_map(|hash| by_hash.get(hash)).map(|subject| (*project, *subject)));
     }
     Ok(found)
+}
+
+/// Of `hashes`, those on `project`'s suppression list.
+async fn suppressed_of(
+    tx: &mut Transaction<'_>,
+    project: u64,
+    hashes: impl Iterator<Item = &[u8; 32]>,
+) -> Result<Vec<[u8; 32]>, StoreError> {
+    let hashes: Vec<&[u8; 32]> = hashes.collect();
+    let mut hits = Vec::new();
+    for slice in hashes.chunks(IDS_PER_STATEMENT) {
+        let mut params = vec![Value::from(project)];
+        params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
+        let sql = format!(
+            "SELECT subject_hash FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
+            placeholders(slice.len())
+        );
+        let found: Vec<Vec<u8>> = tx.exec(sql, params).await?;
+        hits.extend(found.iter().filter_map(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok()));
+    }
+    Ok(hits)
 }
 
 /// The rejections to record: not those naming an erased id of their project (any string of
@@ -247,18 +258,8 @@ async fn rejections_to_keep<'r>(
                     }
                 }
             }
-            let hashes: Vec<&[u8; 32]> = by_hash.keys().collect();
-            for slice in hashes.chunks(IDS_PER_STATEMENT) {
-                let mut params = vec![Value::from(project)];
-                params.extend(slice.iter().map(|hash| Value::from(hash.to_vec())));
-                let sql = format!(
-                    "SELECT subject_hash FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
-                    placeholders(slice.len())
-                );
-                let hits: Vec<Vec<u8>> = tx.exec(sql, params).await?;
-                for hash in hits.iter().filter_map(|hash| <[u8; 32]>::try_from(hash.as_slice()).ok()) {
-                    erased.extend(by_hash.get(&hash).into_iter().flatten());
-                }
+            for hash in suppressed_of(tx, project, by_hash.keys()).await? {
+                erased.extend(by_hash.get(&hash).into_iter().flatten());
             }
         }
     }
