@@ -86,7 +86,7 @@ pub(crate) fn rfc3339(name: &str, text: &str) -> Result<chrono::DateTime<chrono:
         .map(|at| at.with_timezone(&chrono::Utc))
         .filter(in_time_range)
         .ok_or_else(|| {
-            Failure::Invalid(format!("{name} is an RFC 3339 time from 1970 to 9999, e.g. 2026-12-01T00:00:00Z"))
+            Failure::Invalid(format!("{name} is an RFC 3339 time of the years 1 to 9999, e.g. 2026-12-01T00:00:00Z"))
         })
 }
 

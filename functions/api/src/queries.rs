@@ -281,11 +281,11 @@ pub(crate) fn buckets(
             _ => None,
         };
         for start in twice.map_or_else(|| vec![to_utc(tz, at)], Vec::from) {
+            if start >= to && starts.is_empty() {
+                return Err(Failure::Invalid("from and to hold no bucket".into()));
+            }
             if start >= to {
-                return match starts.is_empty() {
-                    true => Err(Failure::Invalid("from and to hold no bucket".into())),
-                    false => Ok((starts, start)),
-                };
+                return Ok((starts, start));
             }
             if starts.last().is_none_or(|last| *last < start) {
                 starts.push(start);
