@@ -245,6 +245,13 @@ impl Event<'_> {
     }
 }
 
+/// A page's or screen's name as stored: none when it is empty or only spaces, which the
+/// database compares equal to the empty name the rollups keep for nameless events (a page
+/// named " " and a page without a name would share a rollup row, and disagree with the raw rows).
+pub(crate) fn page_name(name: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    name.filter(|name| !name.trim_end_matches(' ').is_empty())
+}
+
 /// Checks a JSON field as the database will: an object, nested at most [`MAX_JSON_DEPTH`]
 /// levels, numbers in range, strings well escaped. Walks the text without building values.
 pub fn check_json_object(field: &str, text: &RawValue) -> Result<(), EventProblem> {

@@ -441,6 +441,31 @@ mod tests {
     }
 
     #[test]
+    fn a_page_or_screen_named_only_with_spaces_has_no_name_and_a_track_keeps_its_own() {
+        let segment = events(
+            Shape::SegmentBatch,
+            json!({"batch": [
+                {"type": "page", "name": "  ", "userId": "u"},
+                {"type": "screen", "name": "", "userId": "u"},
+                {"type": "page", "name": "Home ", "userId": "u"},
+                {"type": "track", "event": " ", "userId": "u"},
+            ]}),
+        )
+        .expect("accepted");
+        let names: Vec<Option<&str>> = segment.iter().map(|event| event.name.as_deref()).collect();
+        assert_eq!(names, [None, None, Some("Home "), Some(" ")]);
+        let posthog = events(
+            Shape::PostHog,
+            json!({"batch": [
+                {"event": "$pageview", "distinct_id": "u", "properties": {"title": " "}},
+                {"event": "$screen", "distinct_id": "u", "properties": {"$screen_name": ""}},
+            ]}),
+        )
+        .expect("accepted");
+        assert!(posthog.iter().all(|event| event.name.is_none()));
+    }
+
+    #[test]
     fn mismatched_type_on_a_single_endpoint_is_refused() {
         let err = events(Shape::SegmentSingle(EventType::Page), json!({"type": "track", "userId": "u"}))
             .expect_err("must fail");

@@ -7,7 +7,7 @@ use super::Message;
 use super::fields::*;
 use crate::config::Limits;
 use crate::event::time::corrected_timestamp;
-use crate::event::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text};
+use crate::event::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text, page_name};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -76,11 +76,13 @@ pub(super) fn posthog_event<'a>(
             EventType::Group
         }
         "$pageview" => {
-            name = properties.get("title").and_then(Value::as_str).map(|title| Cow::Owned(title.to_owned()));
+            name = page_name(properties.get("title").and_then(Value::as_str).map(|title| Cow::Owned(title.to_owned())));
             EventType::Page
         }
         "$screen" => {
-            name = properties.get("$screen_name").and_then(Value::as_str).map(|screen| Cow::Owned(screen.to_owned()));
+            name = page_name(
+                properties.get("$screen_name").and_then(Value::as_str).map(|screen| Cow::Owned(screen.to_owned())),
+            );
             EventType::Screen
         }
         _ => {

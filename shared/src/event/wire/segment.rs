@@ -6,7 +6,7 @@ use super::Message;
 use super::fields::*;
 use crate::config::Limits;
 use crate::event::time::corrected_timestamp;
-use crate::event::{Event, EventType, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS};
+use crate::event::{Event, EventType, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, page_name};
 use chrono::{DateTime, Utc};
 
 pub(super) fn segment_event<'a>(
@@ -51,7 +51,10 @@ pub(super) fn segment_event<'a>(
         message_id: take_id(&mut message, "messageId", MAX_MESSAGE_ID_CHARS)?
             .unwrap_or_else(|| generated_message_id().into()),
         kind,
-        name: name.filter(|name| !name.is_empty()),
+        name: match kind {
+            EventType::Track => name.filter(|name| !name.is_empty()),
+            _ => page_name(name),
+        },
         user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
         anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
         group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
