@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use evtrack::event::{EventType, MAX_ID_CHARS};
 use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
+use evtrack::keys::keyring::{hidden_row, row_from_hidden};
 use evtrack::store::{
     EVENT_FIELDS, EventFilter, EventPosition, EventView, JsonDocument, JsonFilter, JsonOp, ListPage, MAX_LIST_NAMES,
 };
@@ -238,8 +239,7 @@ const POSITION_SHOWN_BYTES: usize = 24;
 fn position_bytes(position: EventPosition) -> (Vec<u8>, Vec<u8>) {
     let mut shown = position.at.timestamp_millis().to_be_bytes().to_vec();
     shown.extend_from_slice(position.uid.as_bytes());
-    let hidden = position.row.map(|row| row.to_be_bytes().to_vec()).unwrap_or_default();
-    (shown, hidden)
+    (shown, hidden_row(position.row))
 }
 
 fn position_from(shown: &[u8], hidden: &[u8]) -> Result<EventPosition, Failure> {
@@ -247,10 +247,7 @@ fn position_from(shown: &[u8], hidden: &[u8]) -> Result<EventPosition, Failure> 
     let millis = i64::from_be_bytes(millis.try_into().map_err(|_| Failure::InvalidCursor)?);
     let at = DateTime::from_timestamp_millis(millis).ok_or(Failure::InvalidCursor)?;
     let uid = Uuid::from_slice(uid).map_err(|_| Failure::InvalidCursor)?;
-    let row = match hidden {
-        [] => None,
-        bytes => Some(u64::from_be_bytes(bytes.try_into().map_err(|_| Failure::InvalidCursor)?)),
-    };
+    let row = row_from_hidden(hidden).map_err(|_| Failure::InvalidCursor)?;
     Ok(EventPosition { at, uid, row })
 }
 

@@ -3,10 +3,13 @@
 //! be forged or carried to another list, and stops working once its signing key retires.
 
 use crate::{Api, Failure};
+use evtrack::keys::keyring::{hidden_row, row_from_hidden};
 use serde::Serialize;
 use uuid::Uuid;
 
 pub const DEFAULT_LIMIT: usize = 50;
+/// What a page's cursor shows: the last item's public id.
+const UUID_BYTES: usize = 16;
 pub const MAX_LIMIT: usize = 200;
 
 pub struct Page {
@@ -43,12 +46,9 @@ impl Page {
         };
         let (mut after, mut after_row) = (None, None);
         if let Some(token) = cursor {
-            let (shown, hidden) = api.keyring.verify_hiding(&list, token, 16).await?;
+            let (shown, hidden) = api.keyring.verify_hiding(&list, token, UUID_BYTES).await?;
             after = Some(Uuid::from_slice(&shown).map_err(|_| Failure::InvalidCursor)?);
-            after_row = match hidden.as_slice() {
-                [] => None,
-                bytes => Some(u64::from_be_bytes(bytes.try_into().map_err(|_| Failure::InvalidCursor)?)),
-            };
+            after_row = row_from_hidden(&hidden).map_err(|_| Failure::InvalidCursor)?;
         }
         Ok(Self { list, after, after_row, limit })
     }
@@ -74,10 +74,7 @@ impl Page {
         let next_cursor = if items.len() > self.limit {
             items.truncate(self.limit);
             match items.last().map(at) {
-                Some((id, row)) => {
-                    let hidden = row.map(|row| row.to_be_bytes().to_vec()).unwrap_or_default();
-                    Some(api.keyring.sign_hiding(&self.list, id.as_bytes(), &hidden).await?)
-                }
+                Some((id, row)) => Some(api.keyring.sign_hiding(&self.list, id.as_bytes(), &hidden_row(row)).await?),
                 None => None,
             }
         } else {

@@ -262,6 +262,19 @@ pub enum VerifyTokenError {
     Keyring(#[from] KeyringError),
 }
 
+/// A private row id as a token hides it (`Keyring::sign_hiding`): 8 bytes, or none.
+pub fn hidden_row(row: Option<u64>) -> Vec<u8> {
+    row.map(|row| row.to_be_bytes().to_vec()).unwrap_or_default()
+}
+
+/// The private row id a token hid (`hidden_row`), if it hid one.
+pub fn row_from_hidden(hidden: &[u8]) -> Result<Option<u64>, InvalidToken> {
+    match hidden {
+        [] => Ok(None),
+        bytes => Ok(Some(u64::from_be_bytes(bytes.try_into().map_err(|_| InvalidToken)?))),
+    }
+}
+
 /// The most a token hides: one HMAC-SHA256 output of pad.
 const HIDDEN_MAX_BYTES: usize = 32;
 
