@@ -51,10 +51,18 @@ fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(text) {
         return Some(with_offset.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"]
+    // Without an offset: UTC. With one that RFC 3339 does not allow (`+0200`, `+02`): as
+    // offset (a `NaiveDateTime` would drop it).
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
         .iter()
         .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
-        .map(|naive| naive.and_utc())
+        .map(|naive| naive.and_utc());
+    naive.or_else(|| {
+        ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"]
+            .iter()
+            .find_map(|format| DateTime::parse_from_str(text, format).ok())
+            .map(|at| at.to_utc())
+    })
 }
 
 fn earliest() -> DateTime<Utc> {
@@ -279,6 +287,12 @@ mod tests {
             "2024-05-01T14:00:00.123+02:00",
             "2024-05-01T12:00:00.123000+00:00",
             "2024-05-01T12:00:00.123",
+            "2024-05-01 12:00:00.123",
+            // Offsets as Python's `%z` and PostgreSQL write them.
+            "2024-05-01 14:00:00.123+0200",
+            "2024-05-01T14:00:00.123+0200",
+            "2024-05-01 14:00:00.123+02",
+            "2024-05-01 09:30:00.123-0230",
         ] {
             assert_eq!(parse_timestamp("timestamp", &json!(text)), Ok(Some(expected)), "{text}");
         }

@@ -109,6 +109,18 @@ impl BatchFields {
     }
 }
 
+/// A batch-level `context` or `integrations`, if sent, and its size as JSON: an object that
+/// each event can hold (nested no deeper than an event's own may be).
+fn batch_object(field: &str, value: Option<Value>) -> Result<(Option<JsonObject>, usize), WireError> {
+    let shape = |reason: String| WireError::Shape(reason);
+    let Some(object) = optional_object(field, value).map_err(|err| shape(err.to_string()))? else {
+        return Ok((None, 0));
+    };
+    let text = serde_json::value::to_raw_value(&object).map_err(|err| shape(err.to_string()))?;
+    crate::event::check_json_object(field, &text).map_err(|problem| shape(problem.to_string()))?;
+    Ok((Some(object), text.get().len()))
+}
+
 /// Just the token of a PostHog `properties` object.
 #[derive(Deserialize)]
 struct TokenOnly {
@@ -145,6 +157,8 @@ pub fn parse<'a>(shape: Shape, json: &'a [u8], limits: &Limits) -> Result<Payloa
         batch: BatchFields::default(),
         body_keys: Vec::new(),
     };
+    // The bytes of the batch's context and integrations, which every event is given.
+    let mut batch_bytes = 0;
     let raw_messages: Vec<&RawValue> = match (shape, first) {
         (Shape::PostHog, Some(b'[')) => serde_json::from_str(text).map_err(invalid_json)?,
         (_, Some(b'{')) => {
@@ -164,13 +178,19 @@ pub fn parse<'a>(shape: Shape, json: &'a [u8], limits: &Limits) -> Result<Payloa
                     if let Some(sent_at) = &body.sent_at {
                         parse_timestamp("sentAt", sent_at).map_err(WireError::Shape)?;
                     }
-                    payload.batch = BatchFields {
-                        sent_at: body.sent_at,
-                        context: optional_object("context", body.context)
-                            .map_err(|err| WireError::Shape(err.to_string()))?,
-                        integrations: optional_object("integrations", body.integrations)
-                            .map_err(|err| WireError::Shape(err.to_string()))?,
-                    };
+                    let (context, context_bytes) = batch_object("context", body.context)?;
+                    let (integrations, integrations_bytes) = batch_object("integrations", body.integrations)?;
+                    payload.batch = BatchFields { sent_at: body.sent_at, context, integrations };
+                    batch_bytes = context_bytes + integrations_bytes;
+                    // Copied into every event: a large one would multiply into memory,
+                    // queue messages and rows far beyond the request's size.
+                    if batch_bytes > limits.max_event_bytes / 2 {
+                        return Err(WireError::Shape(format!(
+                            "the batch's context and integrations are {batch_bytes} bytes; at most {} (they \
+                             are copied into every event)",
+                            limits.max_event_bytes / 2
+                        )));
+                    }
                     batch
                 }
             }
@@ -185,7 +205,8 @@ pub fn parse<'a>(shape: Shape, json: &'a [u8], limits: &Limits) -> Result<Payloa
         return Err(WireError::TooManyEvents { count: raw_messages.len(), limit: limits.max_batch_events });
     }
     for (index, raw) in raw_messages.into_iter().enumerate() {
-        let size = raw.get().len();
+        // What the event will hold: its own text and the batch's fields it is given.
+        let size = raw.get().len() + batch_bytes;
         if size > limits.max_event_bytes {
             let reason = EventError::TooLarge { size, limit: limits.max_event_bytes };
             payload.quarantined.push(QuarantinedEvent::new(index, &reason, raw.get()));
@@ -544,6 +565,34 @@ mod tests {
             let err = normalised(Shape::SegmentBatch, body, &limits).expect_err("must fail");
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
+    }
+
+    #[test]
+    fn a_batchs_context_is_bounded_as_every_event_holds_it() {
+        let limits = Limits { max_event_bytes: 1000, ..Limits::default() };
+        let event = |n: usize| json!({"type": "track", "event": "e", "userId": "u", "messageId": format!("m{n}")});
+        // Copied into each of 2,500 events, 600 bytes would be 1.5 MB from a 600-byte field.
+        let wide = json!({"batch": [event(0)], "context": {"blob": "c".repeat(600)}}).to_string();
+        let err = parse(Shape::SegmentBatch, wide.as_bytes(), &limits).expect_err("too large");
+        assert!(err.to_string().contains("at most 500 (they are copied into every event)"), "{err}");
+        // As deep as an event's own context may be, and no deeper (MariaDB refuses deeper JSON).
+        let nested = |depth: usize| (1..depth).fold(json!({"leaf": 1}), |inner, _| json!({"n": inner}));
+        for (depth, accepted) in [(crate::event::MAX_JSON_DEPTH, true), (crate::event::MAX_JSON_DEPTH + 1, false)] {
+            let body = json!({"batch": [event(0)], "context": nested(depth)}).to_string();
+            let limits = Limits::default();
+            assert_eq!(parse(Shape::SegmentBatch, body.as_bytes(), &limits).is_ok(), accepted, "depth {depth}");
+        }
+        // An event's size counts the batch's fields it is given: this one is quarantined, the
+        // smaller one beside it stored.
+        let context = json!({"library": {"name": "x".repeat(400)}});
+        let bigger = json!({"type": "track", "event": "e", "userId": "u", "properties": {"p": "p".repeat(600)}});
+        let body = json!({"batch": [event(0), bigger], "context": context}).to_string();
+        let normalised =
+            parse(Shape::SegmentBatch, body.as_bytes(), &limits).expect("parses").normalise(received(), &limits);
+        assert_eq!(normalised.events.len(), 1);
+        let codes: Vec<(usize, &str)> =
+            normalised.quarantined.iter().map(|event| (event.index, event.code.as_str())).collect();
+        assert_eq!(codes, [(1, "event_too_large")]);
     }
 
     #[test]
