@@ -71,6 +71,8 @@ impl Journal {
             }
             Err(err) => return Err(err),
         };
+        // Segments left empty (by a clean stop) are removed, and still counted for the next
+        // segment's number.
         let mut segments: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
             .collect();
@@ -186,11 +188,14 @@ impl Journal {
 }
 
 impl Drop for Journal {
-    /// A clean stop with everything stored leaves no journal behind.
+    /// A clean stop with everything stored leaves no message behind: the active segment is
+    /// emptied, not deleted, so that the next start numbers its segments on from it. Message
+    /// ids name their segment, and an id used again would pass for the message before it
+    /// (a rejected event is recorded once per message id and index).
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|poison| poison.into_inner());
         if state.unstored.get(&state.active_segment).copied().unwrap_or(0) == 0 {
-            fs::remove_file(segment_path(&self.dir, state.active_segment)).ok();
+            state.active.set_len(0).ok();
         }
     }
 }
@@ -266,6 +271,7 @@ fn read_segment(path: &Path, uid: &str, segment: u64) -> io::Result<Vec<QueuedMe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("evtrack-journal-{}", uuid::Uuid::now_v7().simple()))
@@ -291,6 +297,23 @@ mod tests {
         assert!(!segment.exists());
         drop(journal);
         assert!(Journal::open(&dir).expect("reopens").1.is_empty());
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_clean_stop_leaves_no_message_and_the_next_start_uses_new_ids() {
+        let dir = temp_dir();
+        let mut seen = HashSet::new();
+        for _ in 0..3 {
+            let (journal, held) = Journal::open(&dir).expect("opens");
+            assert!(held.is_empty(), "nothing delivered again after a clean stop");
+            let ids = journal.append(&["same".into(), "sizes".into()]).expect("appends");
+            journal.stored(&ids).expect("stored");
+            drop(journal);
+            for id in ids {
+                assert!(seen.insert(id.clone()), "{id} used twice");
+            }
+        }
         fs::remove_dir_all(&dir).ok();
     }
 
