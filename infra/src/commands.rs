@@ -237,9 +237,7 @@ pub async fn export_user(config: &Config, project: Uuid, user: &str, output: &st
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({eta} left)")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(output).with_context(|| format!("cannot write {}", output.display()))?,
-    );
+    let mut file = std::io::BufWriter::new(crate::export::private_file(output)?);
     let mut lines = std::pin::pin!(evtrack_api::export::user_export(store.clone(), project_id, user.to_string()));
     while let Some(text) = lines.try_next().await? {
         file.write_all(text.as_bytes())?;

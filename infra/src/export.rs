@@ -11,6 +11,23 @@ use uuid::Uuid;
 /// How often one answer is asked for before the export gives up.
 const ATTEMPTS: u32 = 5;
 
+/// `path` opened to write an export into: it holds people's data, so it is readable by its
+/// owner alone (a regular file that existed is emptied and narrowed too; `/dev/stdout` is left
+/// as it is).
+pub fn private_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    if file.metadata()?.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
 pub struct RangeExport<'a> {
     /// The api's base URL (the stack's, or the HTTP API's on AWS).
     pub url: &'a str,
@@ -26,9 +43,7 @@ impl RangeExport<'_> {
     /// Writes the events, with a progress bar over the time range; returns how many.
     pub async fn run(&self) -> anyhow::Result<u64> {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(self.output).with_context(|| format!("cannot write {}", self.output.display()))?,
-        );
+        let mut file = std::io::BufWriter::new(private_file(self.output)?);
         let span = (self.to - self.from).num_seconds().max(1) as u64;
         let progress = indicatif::ProgressBar::new(span);
         progress.set_style(

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use evtrack::Config;
 use evtrack::event::quarantine::resolve_time_for_replay;
 use evtrack::event::wire::{BatchFields, Shape};
+use evtrack::keys::{KeyHashers, KeyVerifier, Scope};
 use evtrack::queue::{Envelope, EnvelopeSeal};
-use evtrack::store::{RejectedAfter, RejectedEvent, RejectedFilter};
+use evtrack::store::{RejectedAfter, RejectedEvent, RejectedFilter, Store};
 use evtrack_consumer::{Consumer, QueueMessage};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -71,8 +72,10 @@ pub async fn replay(
     write_key: &str,
     json: bool,
 ) -> anyhow::Result<()> {
+    crate::commands::refuse_development_secrets(config, &[evtrack::config::Required::KeyPepper])?;
     let store = open_store(config).await?;
     let project_id = store.project_id(project).await?.with_context(|| format!("no project {project}"))?;
+    ensure_write_key_of(&store, config, write_key, project).await?;
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let target = Target { client, url: ingest_url.trim_end_matches('/').to_string(), key: write_key.to_string() };
     let mut outcome = Replayed::default();
@@ -102,6 +105,20 @@ pub async fn replay(
         );
     }
     store.close().await;
+    Ok(())
+}
+
+/// Refuses a replay whose key would store the events anywhere but in their project: ingest
+/// takes the project from the key, and the replay then deletes them from the quarantine.
+async fn ensure_write_key_of(store: &Store, config: &Config, key: &str, project: Uuid) -> anyhow::Result<()> {
+    let verifier = KeyVerifier::uncached(store.clone(), KeyHashers::from_config(config));
+    let access = verifier.verify(key, Scope::Write).await.map_err(|refused| {
+        anyhow::anyhow!("the key is not a write key in force ({refused}); EVTRACK_KEY_PEPPER must be the functions'")
+    })?;
+    anyhow::ensure!(
+        access.project_uid == Some(project),
+        "the write key is of another project: a replay would store project {project}'s events there"
+    );
     Ok(())
 }
 

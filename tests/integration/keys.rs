@@ -361,6 +361,17 @@ async fn projects_can_be_created_changed_deleted_and_restored_and_a_deleted_proj
     assert_eq!(again.status, StatusCode::NOT_FOUND, "nothing to restore");
     let missing = app.send(api_request("GET", "/v1/projects/not-a-uuid", &app.admin, None)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Deleted longer ago than the grace: the cleanup job may be purging it table by table,
+    // so it is not restored half gone.
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::OK);
+    let backdate = format!(
+        "UPDATE projects SET deleted_at = NOW(3) - INTERVAL 31 DAY WHERE uid = UNHEX(REPLACE('{id}', '-', ''))"
+    );
+    app.db.execute(&backdate).await;
+    let late = app.send(api_request("POST", &format!("{path}/restore"), &app.admin, None)).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.json);
+    assert!(late.json["message"].as_str().unwrap_or_default().contains("being purged"), "{}", late.json);
 }
 
 #[tokio::test]
@@ -395,6 +406,19 @@ async fn keys_are_created_with_scope_defaults_listed_without_secrets_and_refused
         assert!(!text.contains(secret), "a listing never shows a key");
     }
     assert!(!text.contains("hash"));
+
+    // A successor lives as long as its key was made to (at most the scope's default).
+    let weekly = create_key(&app, json!({"scope": "read", "project": app.project, "expires_in_days": 7})).await;
+    let expiry_of_successor = async |key: &serde_json::Value| {
+        let path = format!("/v1/keys/{}/rotate", key["id"].as_str().expect("id"));
+        let rotated = app.send(api_request("POST", &path, &app.admin, None)).await;
+        assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.json);
+        rotated.json["expires_at"].as_str().map(|at| at.parse::<chrono::DateTime<chrono::Utc>>().expect("time"))
+    };
+    let days_left =
+        |at: Option<chrono::DateTime<chrono::Utc>>| (at.expect("an expiry") - chrono::Utc::now()).num_days();
+    assert_eq!(days_left(expiry_of_successor(&weekly).await), 6, "a week's key, a week's successor");
+    assert_eq!(days_left(expiry_of_successor(&never).await), 364, "the write default for a key that never expired");
 }
 
 #[tokio::test]

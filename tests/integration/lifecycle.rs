@@ -176,8 +176,11 @@ async fn an_export_holds_everything_about_the_user_and_ends_with_its_count() {
     assert_eq!(exported, vec!["x1", "x2", "x3", "x4"], "soft-deleted events are still held, so exported");
     assert_eq!(lines.last().expect("end"), &json!({"type": "end", "events": 4}));
 
-    // The command line writes the same lines to a file.
+    // The command line writes the same lines to a file that only its owner can read (one that
+    // was there, readable by all, is emptied and narrowed).
     let output = std::env::temp_dir().join(format!("export-{}.ndjson", Uuid::now_v7().simple()));
+    std::fs::write(&output, "an older export, longer than the new one\n".repeat(1000)).expect("an older file");
+    std::fs::set_permissions(&output, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
     let status = std::process::Command::new(evtrack_tests::workspace_binary("evtrack"))
         .args(["export", "--project", &app.project.to_string(), "--user", "u-export", "-o"])
         .arg(&output)
@@ -186,7 +189,9 @@ async fn an_export_holds_everything_about_the_user_and_ends_with_its_count() {
         .expect("evtrack export");
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let written = std::fs::read_to_string(&output).expect("file");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&output).expect("metadata").permissions());
     std::fs::remove_file(&output).ok();
+    assert_eq!(mode & 0o777, 0o600, "an export is its owner's alone");
     assert_eq!(written.lines().count(), lines.len());
     assert!(written.ends_with("{\"events\":4,\"type\":\"end\"}\n") || written.contains("\"type\":\"end\""));
 }

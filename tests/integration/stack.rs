@@ -353,6 +353,30 @@ async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_on
     assert_eq!(listed[0]["source"], "segment");
     assert_eq!(listed[0]["batch"], json!({"sentAt": at(5), "context": {"library": library}}));
 
+    // A write key of another project is refused before anything is sent: ingest would store
+    // the events in that project, and the replay would then drop them from this quarantine.
+    let other_key = {
+        let admin = |method: reqwest::Method, path: &str| {
+            http.request(method, format!("{}{path}", stack.address)).bearer_auth(&stack.admin_key)
+        };
+        let post = |path: &str, body: serde_json::Value| {
+            let request = admin(reqwest::Method::POST, path).json(&body);
+            async move { request.send().await.expect("request").json::<serde_json::Value>().await.expect("json") }
+        };
+        let other = post("/v1/projects", json!({"name": "another"})).await;
+        let key = post("/v1/keys", json!({"scope": "write", "project": other["id"], "name": "another's"})).await;
+        key["key"].as_str().expect("a write key").to_string()
+    };
+    let refused = std::process::Command::new(workspace_binary("evtrack"))
+        .args(["rejected", "replay", "--project", &project, "--url", &stack.address, "--key", &other_key])
+        .env("EVTRACK_DATABASE_URL", &database_url)
+        .output()
+        .expect("evtrack runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("another project"), "{stderr}");
+    assert_eq!(stack.count("SELECT COUNT(*) FROM rejected_events").await, 301, "nothing replayed");
+    assert_eq!(stack.count("SELECT COUNT(*) FROM events").await, 1);
+
     // The fix: a larger limit. Then the replay, through ingest as a client would send it.
     stack.restart(&[("EVTRACK_MAX_EVENT_BYTES", "32768")]);
     let url = stack.address.clone();

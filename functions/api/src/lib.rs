@@ -50,6 +50,8 @@ pub struct Api {
     failed_auth: Arc<RateLimiter>,
     /// Index entries one list page may examine.
     list_rows_examined: usize,
+    /// How long a soft-deleted project can be restored (the cleanup job's grace).
+    soft_delete_grace: chrono::Duration,
 }
 
 impl Api {
@@ -67,6 +69,7 @@ impl Api {
                 config.auth_failures_per_minute,
             )),
             list_rows_examined: config.list_rows_examined,
+            soft_delete_grace: config.cleanup.soft_delete_grace,
             keyring,
             store: store.reading_at_most(config.max_rows_read),
         }

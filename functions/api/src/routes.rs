@@ -14,7 +14,7 @@ use evtrack::http::{ApiError, ListedRouter, request_context, security_headers, t
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, NewKeyRequest, Scope};
 use evtrack::model::IpPolicy;
-use evtrack::store::{MAX_SLOT_SKEW, ProjectChanges};
+use evtrack::store::{MAX_SLOT_SKEW, ProjectChanges, Restored};
 use http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -138,8 +138,13 @@ async fn delete_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<S
 }
 
 async fn restore_project(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<String>) -> Reply {
-    let project = api.store.restore_project(id(&uid)?).await?.ok_or(Failure::NotFound)?;
-    Ok(Json(project).into_response())
+    match api.store.restore_project(id(&uid)?, api.soft_delete_grace).await? {
+        Restored::Project(project) => Ok(Json(project).into_response()),
+        Restored::NotDeleted => Err(Failure::NotFound),
+        Restored::PastGrace => Err(Failure::Conflict(
+            "the project was deleted longer ago than the grace period: it is being purged".into(),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -243,15 +243,33 @@ pub enum Expiry {
 
 impl KeyPolicy {
     pub fn expires_at(&self, scope: Scope, expiry: Expiry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let default = match scope {
+        match expiry {
+            Expiry::Default => Some(now + self.default_lifetime(scope)),
+            Expiry::After(after) => Some(now + after),
+            Expiry::Never => None,
+        }
+    }
+
+    /// When the successor of a key made at `created_at` (expiring at `expires_at`) expires if
+    /// made `now`: after the key's own lifetime, as its maker chose it (a contractor's week
+    /// stays a week), at most the scope's default; a key that never expired gets the default.
+    pub fn successor_expires_at(
+        &self,
+        scope: Scope,
+        created_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let default = self.default_lifetime(scope);
+        let lifetime = expires_at.map_or(default, |expires_at| (expires_at - created_at).min(default));
+        now + lifetime.max(chrono::Duration::zero())
+    }
+
+    fn default_lifetime(&self, scope: Scope) -> chrono::Duration {
+        match scope {
             Scope::Write => self.write_expiry,
             Scope::Read => self.read_expiry,
             Scope::Admin => self.admin_expiry,
-        };
-        match expiry {
-            Expiry::Default => Some(now + default),
-            Expiry::After(after) => Some(now + after),
-            Expiry::Never => None,
         }
     }
 
@@ -302,6 +320,24 @@ mod tests {
         let one = KeyHasher::new(&Secret::new("one".into()), 1).hash(&key);
         let two = KeyHasher::new(&Secret::new("two".into()), 2).hash(&key);
         assert_ne!(one, two);
+    }
+
+    #[test]
+    fn a_successor_keeps_its_keys_lifetime_up_to_the_default() {
+        let policy = KeyPolicy {
+            write_expiry: chrono::Duration::days(365),
+            read_expiry: chrono::Duration::days(180),
+            admin_expiry: chrono::Duration::days(90),
+            rotation_grace: chrono::Duration::hours(24),
+            max_rotation_grace: chrono::Duration::days(30),
+        };
+        let made = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("time").to_utc();
+        let now = made + chrono::Duration::days(3);
+        let week = Some(made + chrono::Duration::days(7));
+        assert_eq!(policy.successor_expires_at(Scope::Read, made, week, now), now + chrono::Duration::days(7));
+        let two_years = Some(made + chrono::Duration::days(730));
+        assert_eq!(policy.successor_expires_at(Scope::Read, made, two_years, now), now + chrono::Duration::days(180));
+        assert_eq!(policy.successor_expires_at(Scope::Write, made, None, now), now + chrono::Duration::days(365));
     }
 
     #[test]

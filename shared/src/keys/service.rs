@@ -39,7 +39,7 @@ impl KeyService {
         Ok((self.info(uid).await?, key))
     }
 
-    /// A successor for `uid` (same project, scope and name, the scope's default lifetime);
+    /// A successor for `uid` (same project, scope, name and lifetime, up to the scope's default);
     /// `uid` keeps working for `grace` (the policy's default when `None`; 0 ends it now).
     pub async fn rotate(
         &self,
@@ -50,7 +50,7 @@ impl KeyService {
         let old = self.store.key_info(uid).await?.ok_or(KeyChangeError::NotFound)?;
         let key = ApiKey::generate(old.scope);
         let now = Utc::now();
-        let expires_at = self.policy.expires_at(old.scope, Expiry::Default, now);
+        let expires_at = Some(self.policy.successor_expires_at(old.scope, old.created_at, old.expires_at, now));
         let new = self.new_key(&key, old.project, &old.name, expires_at);
         let new_uid = self.store.rotate_key(uid, new, now + grace).await?;
         tracing::info!(

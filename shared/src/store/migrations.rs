@@ -120,8 +120,11 @@ impl Store {
                 }
                 None => {}
             }
+            // No client time limit: a backfill or an index rebuild over a large table takes
+            // minutes, and a statement given up on by the client runs on in the server, so
+            // the migration would be recorded as not applied while its change was made.
             for statement in migration.statements() {
-                with_timeout(conn.query_drop(statement.as_str()))
+                conn.query_drop(statement.as_str())
                     .await
                     .map_err(|err| StoreError::Migration(format!("{}: {err}", migration.name)))?;
             }

@@ -35,7 +35,7 @@ pub use lists::{
     EventFilter, EventPosition, JsonDocument, JsonFilter, JsonOp, LIVE_SETTLE_MS, ListPage, MAX_LIST_NAMES,
     MAX_LIST_SUBJECTS,
 };
-pub use projects::{Project, ProjectChanges};
+pub use projects::{Project, ProjectChanges, Restored};
 pub use properties::{MAX_PROMOTED, Promoted, Promotion, ValueCount};
 pub use rejected::{RejectedAfter, RejectedEvent, RejectedFilter, RejectedPosition};
 pub use retention::Prunable;

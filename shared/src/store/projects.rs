@@ -10,6 +10,16 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 use uuid::Uuid;
 
+/// What restoring a project came to.
+#[derive(Debug)]
+pub enum Restored {
+    Project(Project),
+    /// No such project, or not deleted.
+    NotDeleted,
+    /// Deleted longer ago than the grace: being purged, or about to be.
+    PastGrace,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Project {
     pub id: Uuid,
@@ -154,19 +164,26 @@ impl Store {
         row.map(project).transpose()
     }
 
-    /// Undoes a soft delete; `None` if the project is not (or no longer) deleted.
-    pub async fn restore_project(&self, uid: Uuid) -> Result<Option<Project>, StoreError> {
+    /// Undoes a soft delete made within `grace` (the cleanup job's). Past it the job may have
+    /// begun purging the project, table by table over several runs, so it is not restored
+    /// half gone. (The job locks the project's row while it purges a chunk, and restoring
+    /// waits for that lock, so the two never cross.)
+    pub async fn restore_project(&self, uid: Uuid, grace: chrono::Duration) -> Result<Restored, StoreError> {
         let mut conn = self.conn().await?;
         with_timeout(conn.exec_drop(
             "UPDATE projects SET deleted_at = NULL, updated_at = CURRENT_TIMESTAMP(3)
-             WHERE uid = ? AND deleted_at IS NOT NULL",
-            (uid,),
+             WHERE uid = ? AND deleted_at >= CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
+            (uid, grace.num_seconds()),
         ))
         .await?;
-        if conn.affected_rows() == 0 {
-            return Ok(None);
+        if conn.affected_rows() == 1 {
+            return Ok(self.project(uid).await?.map_or(Restored::NotDeleted, Restored::Project));
         }
-        self.project(uid).await
+        let deleted: Option<bool> = with_timeout(
+            conn.exec_first("SELECT deleted_at IS NOT NULL FROM projects /* with deleted */ WHERE uid = ?", (uid,)),
+        )
+        .await?;
+        Ok(if deleted == Some(true) { Restored::PastGrace } else { Restored::NotDeleted })
     }
 
     /// The private id of a project, soft-deleted or not: events queued before a project was
