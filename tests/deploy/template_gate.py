@@ -141,6 +141,8 @@ ALL_OPTIONS_PARAMETERS = {
     "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:evtrack-alarms",
     "ConsumerBatchSize": "500",
     "ConsumerMaxConcurrency": "3",
+    "IngestReservedConcurrency": "20",
+    "ApiReservedConcurrency": "5",
     "EventsMaxReceiveCount": "7",
     "LogRetentionDays": "14",
 }
@@ -403,6 +405,14 @@ def check_functions(template):
         variables = p.get("Environment", {}).get("Variables", {})
         require(variables.get("EVTRACK_DATABASE_URL_SECRET_ID") == ref(DATABASE_SECRETS[name]),
                 f"{name}: EVTRACK_DATABASE_URL_SECRET_ID is not {DATABASE_SECRETS[name]}")
+        # Ingest and the api scale with their callers: an operator can cap them (and so their
+        # database connections); the consumer is capped by its event source instead.
+        capped_by = {"IngestFunction": ("CapsIngest", "IngestReservedConcurrency"), "ApiFunction": ("CapsApi", "ApiReservedConcurrency")}
+        if name in capped_by:
+            condition, parameter = capped_by[name]
+            reserved = p.get("ReservedConcurrentExecutions")
+            require(reserved == {"Fn::If": [condition, ref(parameter), ref("AWS::NoValue")]},
+                    f"{name}: ReservedConcurrentExecutions {reserved}, not capped by {parameter}")
         lease = variables.get("EVTRACK_JOB_LEASE_SECONDS")
         require(lease is None or int(lease) > p["Timeout"], f"{name}: job lease {lease} s does not outlive the {p['Timeout']} s timeout")
     return f"{len(functions)} functions: arm64 default, provided.al2023, bootstrap, tracing, JSON logs at INFO, own log groups"
@@ -582,6 +592,24 @@ def check_dashboard(template):
     missing = [m for m in APP_METRICS if f'"{m}"' not in body and f'\\"{m}\\"' not in body]
     require(not missing, f"dashboard lacks {missing}")
     return f"valid JSON, shows all {len(APP_METRICS)} application metrics"
+
+
+def check_workflow_actions():
+    """The deploy jobs hold AWS credentials: every action they run is a fixed commit (a tag can be moved)."""
+    loose = []
+    pinned = 0
+    for workflow in sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml")):
+        for number, line in enumerate(workflow.read_text().splitlines(), 1):
+            match = re.match(r"\s*(?:-\s*)?uses:\s*(\S+)", line)
+            if not match:
+                continue
+            if re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)):
+                pinned += 1
+            else:
+                loose.append(f"{workflow.name}:{number} {match.group(1)}")
+    require(not loose, f"actions not pinned to a commit: {loose}")
+    require((REPO_ROOT / ".github" / "dependabot.yml").exists(), "no .github/dependabot.yml to update the pinned actions")
+    return f"{pinned} actions pinned to commits, updated by Dependabot"
 
 
 def check_parameters_and_outputs(template):
@@ -795,6 +823,11 @@ def moto_functions(clients, template, stack):
         group = next((g for g in groups if g["logGroupName"] == log_group_name), None)
         require(group is not None, f"{name}: log group {log_group_name} missing")
         require(group.get("retentionInDays") == int(stack.parameters["LogRetentionDays"]), f"{log_group_name}: retention {group.get('retentionInDays')}")
+        declared_reserved = stack.resolve(declared.get("ReservedConcurrentExecutions"))
+        if declared_reserved not in (None, NO_VALUE):
+            reserved = clients["lambda"].get_function_concurrency(FunctionName=stack.physical_ids[name])
+            require(reserved.get("ReservedConcurrentExecutions") == int(declared_reserved),
+                    f"{name}: reserved concurrency {reserved.get('ReservedConcurrentExecutions')}, declared {declared_reserved}")
 
 
 def quiet_moto():
@@ -847,6 +880,7 @@ def main():
         print(f"FAIL  translate: {type(error).__name__}: {error}")
         return 1
     run_check(results, "cfn-lint (translated)", check_cfn_lint)
+    run_check(results, "workflow actions", check_workflow_actions)
     for name, check in [
         ("schedules", check_schedules),
         ("event source mapping", check_event_source_mapping),
