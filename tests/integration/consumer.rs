@@ -159,3 +159,48 @@ async fn a_message_forged_onto_the_queue_is_rejected_not_stored_under_the_projec
     assert!(app.deliver(&[genuine]).await.is_empty());
     assert_eq!(app.db.count("events WHERE message_id = 'genuine-0'").await, 1);
 }
+
+/// A rejection the database refuses (here for its batch's fields, nested past what its JSON
+/// check takes) holds back no other message's rejections: each is then recorded on its own,
+/// the refused one without its batch's fields.
+#[tokio::test]
+async fn a_rejection_the_database_refuses_holds_back_no_other_message() {
+    let app = TestApp::new().await;
+    let nameless = |id: &str| json!({"type": "track", "userId": "u", "messageId": id});
+    let batch = |events: serde_json::Value| json!({"batch": events, "context": {"library": {"name": "x"}}});
+    let reply =
+        app.send(post_json("/v1/batch", Some(&app.key), &batch(json!([nameless("n-1"), tracks(3, "ok")[0]])))).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+    let first = app.take_queued().await;
+    let reply = app.send(post_json("/v1/batch", Some(&app.key), &batch(json!([nameless("n-2")])))).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+    let second = app.take_queued().await;
+    assert_eq!((first.len(), second.len()), (2, 1), "events and quarantine travel apart");
+
+    // The first request's quarantine message, as if its context had been nested 40 deep.
+    let seal = evtrack::queue::EnvelopeSeal::from_config(&app.config);
+    let (quarantine, events): (Vec<_>, Vec<_>) = first.into_iter().partition(|m| m.body.contains("\"rejected\":[{"));
+    let mut envelope: serde_json::Value = serde_json::from_str(&quarantine[0].body).expect("envelope");
+    envelope.as_object_mut().expect("object").remove("sig");
+    envelope["batch"]["context"] = (0..40).fold(json!(1), |inner, _| json!({"n": inner}));
+    let poisoned = evtrack::queue::local::QueuedMessage {
+        id: "poisoned".into(),
+        body: seal.seal(envelope.to_string()),
+        receive_count: 1,
+    };
+    let mut delivery = events;
+    delivery.push(poisoned);
+    delivery.extend(second);
+    assert_eq!(app.deliver(&delivery).await, Vec::<String>::new(), "every message done");
+    assert_eq!(app.db.count("events").await, 1);
+    let kept: Vec<(String, Option<String>, String)> = app
+        .db
+        .query("SELECT queue_message_id, batch_fields, reason FROM rejected_events ORDER BY queue_message_id")
+        .await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let poisoned = kept.iter().find(|(id, _, _)| id == "poisoned").expect("the poisoned message's rejection");
+    assert_eq!(poisoned.1, None);
+    assert!(poisoned.2.contains("not kept"), "{}", poisoned.2);
+    let other = kept.iter().find(|(id, _, _)| id != "poisoned").expect("the other message's rejection");
+    assert!(other.1.as_deref().is_some_and(|fields| fields.contains("library")), "{other:?}");
+}

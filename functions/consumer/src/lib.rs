@@ -336,16 +336,49 @@ impl Consumer {
                 }
             }
         }
-        match self.store.write_batch(&[], &rejections, &self.erased_ids).await {
-            Ok(_) => report.rejected = rejections.len() as u64,
-            Err(err) => {
-                tracing::warn!(error = %err, "rejections not recorded; left for redelivery");
-                failed_messages.extend(rejections.iter().map(|r| r.queue_message_id.as_str()).collect::<Vec<_>>());
-            }
-        }
+        let unrecorded = self.record_rejections(rejections, report).await;
+        failed_messages.extend(unrecorded.iter().map(String::as_str));
         failed_messages.sort_unstable();
         failed_messages.dedup();
         report.failed.extend(failed_messages.into_iter().map(str::to_string));
+    }
+}
+
+impl Consumer {
+    /// Records `rejections`; returns the queue messages whose rejections are not recorded,
+    /// left for redelivery. When the database refuses them together, each is recorded on its
+    /// own, so that one it refuses (its batch's fields, say) holds back its own message only,
+    /// not every message of the batch with a rejection; a refused one is tried once more
+    /// without its batch's fields, then left to redelivery (and the dead-letter queue).
+    async fn record_rejections(&self, rejections: Vec<Rejection>, report: &mut Report) -> Vec<String> {
+        let all = self.store.write_batch(&[], &rejections, &self.erased_ids).await;
+        let err = match all {
+            Ok(_) => {
+                report.rejected += rejections.len() as u64;
+                return Vec::new();
+            }
+            Err(err) => err,
+        };
+        if err.is_transient() {
+            tracing::warn!(error = %err, "rejections not recorded; left for redelivery");
+            return rejections.into_iter().map(|rejection| rejection.queue_message_id).collect();
+        }
+        let mut unrecorded = Vec::new();
+        for mut rejection in rejections {
+            let mut attempt = self.store.write_batch(&[], std::slice::from_ref(&rejection), &self.erased_ids).await;
+            if matches!(&attempt, Err(err) if !err.is_transient()) && rejection.batch_fields.take().is_some() {
+                rejection.reason.push_str(" (its batch's fields were refused by the database: not kept)");
+                attempt = self.store.write_batch(&[], std::slice::from_ref(&rejection), &self.erased_ids).await;
+            }
+            match attempt {
+                Ok(_) => report.rejected += 1,
+                Err(err) => {
+                    tracing::warn!(error = %err, message = rejection.queue_message_id, "a rejection not recorded; left for redelivery");
+                    unrecorded.push(rejection.queue_message_id);
+                }
+            }
+        }
+        unrecorded
     }
 }
 
