@@ -279,13 +279,27 @@ async fn position_out(api: &Api, list: &str, position: Option<EventPosition>) ->
     Ok(Some(api.keyring.sign_hiding(list, &shown, &hidden).await?))
 }
 
-/// An event list's page, answered.
-async fn events_page(api: &Api, project: ProjectId, params: &Params, list: &str, filter: EventFilter) -> Reply {
+/// An event list's page, answered: of every event, or of `user_id`'s (its timeline).
+async fn events_page(
+    api: &Api,
+    project: ProjectId,
+    params: &Params,
+    list: &str,
+    filter: EventFilter,
+    user_id: Option<&str>,
+) -> Reply {
     let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
     let fields = event_fields(params)?;
     let after = position_in(api, list, params).await?;
-    let ListPage { items, next } =
-        api.store.list_events(project, &filter, after, limit, api.list_rows_examined).await?;
+    let examined = api.list_rows_examined;
+    let ListPage { items, next } = match user_id {
+        None => api.store.list_events(project, &filter, after, limit, examined).await?,
+        Some(user_id) => api
+            .store
+            .list_user_events(project, user_id, filter, after, limit, examined)
+            .await?
+            .ok_or(Failure::NotFound)?,
+    };
     let next_cursor = position_out(api, list, next).await?;
     Ok(Json(ListAnswer { data: shaped(&items, fields.as_deref()), next_cursor }).into_response())
 }
@@ -294,12 +308,10 @@ async fn events_page(api: &Api, project: ProjectId, params: &Params, list: &str,
 async fn list_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
     let project = project.0;
     let params = Params::parse(query.as_deref(), &EVENT_LIST_PARAMS)?;
-    let mut filter = event_filter(&params)?;
-    if let Some(user_id) = params.id("user_id")? {
-        filter.subjects = Some(api.store.user_ids(project, &user_id).await?.ok_or(Failure::NotFound)?);
-    }
+    let filter = event_filter(&params)?;
+    let user_id = params.id("user_id")?;
     let list = params.list_name("events", project);
-    events_page(&api, project, &params, &list, filter).await
+    events_page(&api, project, &params, &list, filter, user_id.as_deref()).await
 }
 
 /// `GET /v1/users/{user_id}/events`: the user's timeline, through the ids linked to it.
@@ -312,10 +324,9 @@ async fn user_timeline(
     let project = project.0;
     let allowed: Vec<&str> = EVENT_LIST_PARAMS.iter().copied().filter(|name| *name != "user_id").collect();
     let params = Params::parse(query.as_deref(), &allowed)?;
-    let mut filter = event_filter(&params)?;
-    filter.subjects = Some(api.store.user_ids(project, &user_id).await?.ok_or(Failure::NotFound)?);
+    let filter = event_filter(&params)?;
     let list = format!("{}:{user_id}", params.list_name("timeline", project));
-    events_page(&api, project, &params, &list, filter).await
+    events_page(&api, project, &params, &list, filter, Some(&user_id)).await
 }
 
 /// `GET /v1/events/live`: what was stored since the cursor, oldest first; always a cursor.
