@@ -90,6 +90,8 @@ async fn a_poison_message_is_kept_with_its_reason_and_the_rest_is_stored() {
     assert!(rejected[0].2.contains("event"), "{}", rejected[0].2);
     assert!(rejected[2].2.contains("undecodable envelope"), "{}", rejected[2].2);
     assert!(rejected[3].2.contains("unknown project"), "{}", rejected[3].2);
+    // A purged project's data went with it: the message naming it is not kept.
+    assert_eq!(app.db.count("rejected_events WHERE queue_message_id = 'unknown-project' AND LENGTH(raw) = 0").await, 1);
 }
 
 #[tokio::test]
@@ -153,7 +155,7 @@ async fn a_message_forged_onto_the_queue_is_rejected_not_stored_under_the_projec
     let stale =
         evtrack::queue::local::QueuedMessage { id: "stale".into(), body: seal.seal(old.to_string()), receive_count: 1 };
     assert!(app.deliver(&[stale]).await.is_empty());
-    assert_eq!(app.db.count("rejected_events WHERE reason_code = 'stale_envelope'").await, 1);
+    assert_eq!(app.db.count("rejected_events WHERE reason_code = 'stale_envelope' AND LENGTH(raw) = 0").await, 1);
     assert_eq!(app.db.count("events").await, 0);
     // The genuine message is stored.
     assert!(app.deliver(&[genuine]).await.is_empty());

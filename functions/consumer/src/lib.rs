@@ -248,15 +248,21 @@ impl Consumer {
             }
         };
         // Older than SQS keeps a message: a replayed copy, which could bring back what cleanup
-        // erased or purged since.
+        // erased or purged since. Its body is not kept either, for the same reason.
         if Utc::now() - envelope.received_at > MAX_ENVELOPE_AGE {
-            let reason = format!("envelope received at {} is older than a queue keeps messages", envelope.received_at);
-            reject(rejections, None, -1, "stale_envelope", reason, body.as_bytes());
+            let reason = format!(
+                "envelope received at {} is older than a queue keeps messages (its {} bytes not kept)",
+                envelope.received_at,
+                body.len()
+            );
+            reject(rejections, None, -1, "stale_envelope", reason, b"");
             return Ok(None);
         }
+        // A project purged since (a sealed message names a project that existed): what it
+        // carries went with the project, so its body is not kept.
         let Some(project) = self.project_id(envelope.project).await? else {
-            let reason = format!("unknown project {}", envelope.project);
-            reject(rejections, None, -1, "unknown_project", reason, body.as_bytes());
+            let reason = format!("unknown project {} (purged; its {} bytes not kept)", envelope.project, body.len());
+            reject(rejections, None, -1, "unknown_project", reason, b"");
             return Ok(None);
         };
         let mut events = Vec::with_capacity(envelope.events.len());
