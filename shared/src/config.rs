@@ -352,7 +352,7 @@ impl Config {
                 chunk_rows: parse(&get, "EVTRACK_CLEANUP_CHUNK_ROWS", 5000)?,
             },
             limits: Limits {
-                max_event_bytes: parse(&get, "EVTRACK_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
+                max_event_bytes: event_bytes(&get, defaults.max_queue_message_bytes)?,
                 max_segment_request_bytes: parse(
                     &get,
                     "EVTRACK_MAX_REQUEST_BYTES",
@@ -506,6 +506,22 @@ fn days(
     Ok(chrono::Duration::days(i64::from(parse(get, name, default)?)))
 }
 
+/// `EVTRACK_MAX_EVENT_BYTES`: at most half a queue message, so that an event, the batch
+/// fields it is given (up to half an event) and its envelope always fit one; a larger event
+/// would fail its whole request with `413` instead of being quarantined alone.
+fn event_bytes(get: &impl Fn(&str) -> Option<String>, queue_message_bytes: usize) -> Result<usize, ConfigError> {
+    const NAME: &str = "EVTRACK_MAX_EVENT_BYTES";
+    let bytes = parse(get, NAME, Limits::default().max_event_bytes)?;
+    if bytes > queue_message_bytes / 2 {
+        return Err(ConfigError {
+            name: NAME,
+            value: bytes.to_string(),
+            reason: format!("at most {} (half a queue message)", queue_message_bytes / 2),
+        });
+    }
+    Ok(bytes)
+}
+
 fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
@@ -530,6 +546,8 @@ mod tests {
         let config = Config::from_lookup(|_| None).expect("defaults parse");
         assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(config.limits.max_event_bytes, 32 * 1024);
+        let too_large = Config::with_overrides(&[("EVTRACK_MAX_EVENT_BYTES", "200000")]).expect_err("over half");
+        assert!(too_large.to_string().contains("at most 131072"), "{too_large}");
         assert_eq!(config.limits.max_batch_events, 2500);
         assert!(config.uses_development_pepper());
     }
