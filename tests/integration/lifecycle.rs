@@ -146,6 +146,73 @@ async fn erasure_removes_every_row_of_the_user_also_of_events_still_queued_and_k
     assert_eq!(app.db.count(&format!("rejected_events WHERE LOCATE('{anonymous}', raw) > 0")).await, 0);
 }
 
+/// A device that was offline links its anonymous id to a user after the user's erasure: the
+/// link is dropped with the user's events, and the anonymous id's events, stored before and
+/// sent after, are erased too. One an earlier link gave to another user stays that user's.
+#[tokio::test]
+async fn a_link_that_arrives_after_its_users_erasure_has_its_id_erased_too() {
+    let app = TestApp::new().await;
+    let run = Uuid::now_v7().simple().to_string();
+    let (user, device, other, shared) =
+        (format!("late-{run}"), format!("device-{run}"), format!("other-{run}"), format!("shared-{run}"));
+    let before = vec![
+        json!({"type": "track", "anonymousId": device, "event": "Browsed", "messageId": format!("{run}-1")}),
+        json!({"type": "track", "anonymousId": shared, "event": "Browsed", "messageId": format!("{run}-2")}),
+        // `shared` is linked to another user first: it is theirs.
+        json!({"type": "identify", "userId": other, "anonymousId": shared, "messageId": format!("{run}-3")}),
+        json!({"type": "track", "userId": user, "event": "Bought", "messageId": format!("{run}-4")}),
+    ];
+    assert_eq!(app.send(batch(&app.key, before)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    // Logged in while offline: queued on the device, delivered after the erasure.
+    let offline = vec![
+        json!({"type": "identify", "userId": user, "anonymousId": device, "messageId": format!("{run}-5")}),
+        json!({"type": "identify", "userId": user, "anonymousId": shared, "messageId": format!("{run}-6")}),
+        // An id without events (made up, say, by a flood): nothing to erase, no erasure.
+        json!({"type": "identify", "userId": user, "anonymousId": format!("made-up-{run}"), "messageId": format!("{run}-8")}),
+    ];
+    assert_eq!(app.send(batch(&app.key, offline)).await.status, StatusCode::OK);
+    let in_queue = app.take_queued().await;
+    let erase = api_request("DELETE", &format!("/v1/users/{user}?project={}", app.project), &app.admin, None);
+    assert_eq!(app.send(erase).await.status, StatusCode::ACCEPTED);
+    assert!(app.deliver(&in_queue).await.is_empty());
+    assert!(app.deliver(&in_queue).await.is_empty(), "delivered again: one erasure of the device, not two");
+    assert_eq!(app.db.count("erasures").await, 2, "the user's, then the device's");
+
+    run_cleanup(&app, "2026-11-26T10:00:00Z").await;
+    for (needle, expected) in [(&user, 0), (&device, 0)] {
+        assert_eq!(rows_holding(&app, needle).await, expected, "{needle}");
+    }
+    assert_eq!(app.db.count(&format!("events WHERE anonymous_id = '{shared}'")).await, 2, "the other user's device");
+    // What the device sends later is dropped too.
+    let later = vec![json!({"type": "track", "anonymousId": device, "event": "Back", "messageId": format!("{run}-7")})];
+    assert_eq!(app.send(batch(&app.key, later)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(rows_holding(&app, &device).await, 0);
+}
+
+/// A consumer whose database user lacks this release's grants (not applied on upgrade) still
+/// stores its batches: the late link is left as it was before, and the rest of the batch lands.
+#[tokio::test]
+async fn without_the_grants_for_it_a_late_link_holds_back_nothing_else() {
+    let app = TestApp::new().await;
+    let sent = vec![json!({"type": "track", "anonymousId": "device", "event": "Browsed", "messageId": "l-1"})];
+    assert_eq!(app.send(batch(&app.key, sent)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let erase = api_request("DELETE", &format!("/v1/users/gone?project={}", app.project), &app.admin, None);
+    assert_eq!(app.send(erase).await.status, StatusCode::ACCEPTED);
+    let revoke = format!("REVOKE INSERT ON `{}`.`erasures` FROM '{}'@'%'", app.db.name, app.db.user_of("consumer"));
+    app.db.execute(&revoke).await;
+    let late = vec![
+        json!({"type": "identify", "userId": "gone", "anonymousId": "device", "messageId": "l-2"}),
+        json!({"type": "track", "userId": "someone", "event": "Kept", "messageId": "l-3"}),
+    ];
+    assert_eq!(app.send(batch(&app.key, late)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty(), "nothing left for redelivery");
+    assert_eq!(app.db.count("events WHERE message_id IN ('l-1', 'l-3')").await, 2);
+    assert_eq!(app.db.count("erasures").await, 1, "the user's only");
+}
+
 #[tokio::test]
 async fn an_export_holds_everything_about_the_user_and_ends_with_its_count() {
     let app = TestApp::new().await;
