@@ -70,9 +70,47 @@ impl Store {
         if locked.is_none() {
             return Err(StoreError::NotFound("no such project".into()));
         }
-        let (uid, subjects) = record_erasure(&mut tx, project, user_id, erased_ids).await?;
+        let subjects: Vec<String> =
+            std::iter::once(user_id.to_string()).chain(linked_ids(&mut tx, project, user_id).await?).collect();
+        // The current pepper's hash.
+        let subject_hash = erased_ids
+            .hashes(project, user_id)
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Invalid("no pepper to hash the user id with".into()))?;
+        let uid = new_public_id();
+        // user_id and linked_ids: for the previous release, should it be rolled back to.
+        let linked = serde_json::to_string(&subjects[1..]).unwrap_or_default();
+        with_timeout(tx.exec_drop(
+            "INSERT INTO erasures (uid, project_id, subject_hash, subjects, user_id, linked_ids) VALUES (?, ?, ?, ?, ?, ?)",
+            (uid, project.0, subject_hash.to_vec(), subjects.len() as u64, user_id, linked),
+        ))
+        .await?;
+        let erasure: u64 = tx.last_insert_id().ok_or_else(|| StoreError::Unavailable("no erasure id".into()))?;
+        insert_subjects(&mut tx, erasure, &subjects).await?;
+        for ids in subjects.chunks(IDS_PER_STATEMENT) {
+            let hashes: Vec<[u8; 32]> = ids.iter().flat_map(|id| erased_ids.hashes(project, id)).collect();
+            let mut params = Vec::with_capacity(hashes.len() * 2);
+            for hash in &hashes {
+                params.extend([Value::from(project.0), Value::from(hash.to_vec())]);
+            }
+            let columns = ["project_id", "subject_hash"];
+            let suffix = "ON DUPLICATE KEY UPDATE created_at = CURRENT_TIMESTAMP(3)";
+            let sql = multi_row_insert("suppressed_subjects", &columns, hashes.len(), suffix);
+            with_timeout(tx.exec_drop(sql, params)).await?;
+        }
         with_timeout(tx.commit()).await?;
-        mark_hours_of(&mut conn, project, &subjects).await?;
+        // The rollups stop counting the user's events at once (cleanup marks them again as it
+        // deletes, should this process stop here).
+        for ids in subjects.chunks(IDS_PER_STATEMENT) {
+            let list = placeholders(ids.len());
+            for column in ["user_id", "anonymous_id", "previous_id"] {
+                let mut params = vec![Value::from(project.0)];
+                params.extend(ids.iter().map(|id| Value::from(id.as_str())));
+                let condition = format!("project_id = ? AND {column} IN ({list})");
+                super::rollups::mark_dirty_where(&mut conn, &condition, params).await?;
+            }
+        }
         Ok(uid)
     }
 
@@ -233,98 +271,6 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
     )
     .await?;
     Ok(deleted)
-}
-
-/// Records the erasure of `user_id` and of the ids linked to it, and suppresses them all,
-/// in `tx`; returns the request's public id and the ids. The caller holds `project`'s row
-/// against the consumer's batches (`request_erasure`: exclusively; the consumer, finding a
-/// link to an erased user, holds it shared as its batch does).
-pub(super) async fn record_erasure(
-    tx: &mut Transaction<'_>,
-    project: ProjectId,
-    user_id: &str,
-    erased_ids: &impl SubjectHashes,
-) -> Result<(Uuid, Vec<String>), StoreError> {
-    let subjects: Vec<String> =
-        std::iter::once(user_id.to_string()).chain(linked_ids(tx, project, user_id).await?).collect();
-    // The current pepper's hash.
-    let subject_hash = erased_ids
-        .hashes(project, user_id)
-        .into_iter()
-        .next()
-        .ok_or_else(|| StoreError::Invalid("no pepper to hash the user id with".into()))?;
-    let uid = new_public_id();
-    // user_id and linked_ids: for the previous release, should it be rolled back to.
-    let linked = serde_json::to_string(&subjects[1..]).unwrap_or_default();
-    with_timeout(tx.exec_drop(
-        "INSERT INTO erasures (uid, project_id, subject_hash, subjects, user_id, linked_ids) VALUES (?, ?, ?, ?, ?, ?)",
-        (uid, project.0, subject_hash.to_vec(), subjects.len() as u64, user_id, linked),
-    ))
-    .await?;
-    let erasure: u64 = tx.last_insert_id().ok_or_else(|| StoreError::Unavailable("no erasure id".into()))?;
-    insert_subjects(tx, erasure, &subjects).await?;
-    for ids in subjects.chunks(IDS_PER_STATEMENT) {
-        let hashes: Vec<[u8; 32]> = ids.iter().flat_map(|id| erased_ids.hashes(project, id)).collect();
-        let mut params = Vec::with_capacity(hashes.len() * 2);
-        for hash in &hashes {
-            params.extend([Value::from(project.0), Value::from(hash.to_vec())]);
-        }
-        let columns = ["project_id", "subject_hash"];
-        let suffix = "ON DUPLICATE KEY UPDATE created_at = CURRENT_TIMESTAMP(3)";
-        let sql = multi_row_insert("suppressed_subjects", &columns, hashes.len(), suffix);
-        with_timeout(tx.exec_drop(sql, params)).await?;
-    }
-    Ok((uid, subjects))
-}
-
-/// The erasure of `id`, found linked to the erased `user` by an identify or alias that came
-/// after the erasure (`events::storable`, in the consumer's batch, with the project's row
-/// share-locked): the link is not stored, but what `id` holds was the user's all along, so
-/// `id` (and what links to it) is erased and suppressed as a request of its own would be.
-/// Unless the link rules say `id` is not the user's (`links`): an id with a profile of its
-/// own, or one an earlier link gave to another user; and only if it holds events: a flood of
-/// made-up ids linked to an erased user makes no erasures. Returns the ids erased, if any.
-pub(super) async fn erase_late_link(
-    tx: &mut Transaction<'_>,
-    project: ProjectId,
-    id: &str,
-    user: &str,
-    erased_ids: &impl SubjectHashes,
-) -> Result<Option<Vec<String>>, StoreError> {
-    let passed_over: Option<bool> = with_timeout(tx.exec_first(
-        "SELECT NOT EXISTS (SELECT 1 FROM events /* with deleted */ WHERE project_id = ? AND anonymous_id = ?)
-             OR EXISTS (SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?)
-             OR EXISTS (SELECT 1 FROM aliases WHERE project_id = ? AND alias = ? AND user_id <> ?)",
-        (project.0, id, project.0, id, project.0, id, user),
-    ))
-    .await?;
-    // Nothing to erase, or not the user's.
-    if passed_over != Some(false) {
-        return Ok(None);
-    }
-    let (uid, subjects) = record_erasure(tx, project, id, erased_ids).await?;
-    tracing::info!(project = project.0, erasure = %uid, ids = subjects.len(), "a link to an erased user arrived after the erasure: its id is erased too");
-    Ok(Some(subjects))
-}
-
-/// Marks the hours holding events of `subjects` dirty, once their erasure is committed: the
-/// rollups stop counting them at once (cleanup marks them again as it deletes, should this
-/// process stop here).
-pub(super) async fn mark_hours_of(
-    conn: &mut impl Queryable,
-    project: ProjectId,
-    subjects: &[String],
-) -> Result<(), StoreError> {
-    for ids in subjects.chunks(IDS_PER_STATEMENT) {
-        let list = placeholders(ids.len());
-        for column in ["user_id", "anonymous_id", "previous_id"] {
-            let mut params = vec![Value::from(project.0)];
-            params.extend(ids.iter().map(|id| Value::from(id.as_str())));
-            let condition = format!("project_id = ? AND {column} IN ({list})");
-            super::rollups::mark_dirty_where(conn, &condition, params).await?;
-        }
-    }
-    Ok(())
 }
 
 pub(super) async fn insert_subjects(tx: &mut Transaction<'_>, erasure: u64, ids: &[String]) -> Result<(), StoreError> {

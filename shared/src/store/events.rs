@@ -64,9 +64,6 @@ pub struct BatchWrite {
     /// Links (identify's anonymousId, alias's previousId) not recorded because their user
     /// already has `MAX_LINKS_PER_USER`; the events themselves are stored.
     pub links_over_cap: u64,
-    /// Ids erased because a link to an erased user arrived after the erasure
-    /// (`erasure::erase_late_link`).
-    pub ids_erased_late: u64,
 }
 
 impl Store {
@@ -105,29 +102,7 @@ impl Store {
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
-        let mut late_links = Vec::new();
-        let rows = &storable(&mut tx, rows, erased_ids, &mut outcome, &mut late_links).await?;
-        let mut erased_late = Vec::new();
-        for (project, id, user) in late_links {
-            // The batch is stored even if this fails (a consumer whose database user lacks the
-            // grants of this release, say): that link is then left as it was before.
-            tx.query_drop("SAVEPOINT late_link").await?;
-            match super::erasure::erase_late_link(&mut tx, project, id, user, erased_ids).await {
-                Ok(Some(subjects)) => {
-                    outcome.ids_erased_late += subjects.len() as u64;
-                    erased_late.push((project, subjects));
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(
-                        error = %err, project = project.0,
-                        "a link to an erased user came after the erasure; its id could not be erased \
-                         (does the consumer's database user have the grants of infra/db/grants.sql?)"
-                    );
-                    tx.query_drop("ROLLBACK TO SAVEPOINT late_link").await?;
-                }
-            }
-        }
+        let rows = &storable(&mut tx, rows, erased_ids, &mut outcome).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -144,9 +119,6 @@ impl Store {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
         }
         tx.commit().await?;
-        for (project, subjects) in erased_late {
-            super::erasure::mark_hours_of(&mut conn, project, &subjects).await?;
-        }
         Ok(outcome)
     }
 }
@@ -155,16 +127,11 @@ impl Store {
 /// projects' rows are share-locked until commit, and an erasure request takes them
 /// exclusively (`request_erasure`): so either this batch commits before the request, and
 /// cleanup deletes what it stored, or it sees the request's suppression list here.
-///
-/// A link left out that way (an identify's anonymousId, an alias's previousId, to an erased
-/// user) arrived after the erasure, perhaps from a device that was offline: the id it names
-/// was not found as the user's then, so it goes to `late_links` as `(project, id, user)`.
 async fn storable<'r, 'e>(
     tx: &mut Transaction<'_>,
     rows: &'r [EventRow<'e>],
     erased_ids: &impl SubjectHashes,
     outcome: &mut BatchWrite,
-    late_links: &mut Vec<(ProjectId, &'e str, &'e str)>,
 ) -> Result<Vec<&'r EventRow<'e>>, StoreError> {
     let mut projects: Vec<u64> = rows.iter().map(|row| row.project.0).collect();
     projects.sort_unstable();
@@ -196,19 +163,6 @@ async fn storable<'r, 'e>(
             && row.event.subject_ids().any(|subject| suppressed.contains(&(row.project.0, subject)));
         if erased {
             outcome.events_suppressed += 1;
-            let linked = match row.event.kind {
-                EventType::Identify => row.event.anonymous_id.as_deref(),
-                EventType::Alias => row.event.previous_id.as_deref(),
-                _ => None,
-            };
-            let is_erased = |id: &str| suppressed.contains(&(row.project.0, id));
-            if let (Some(id), Some(user)) = (linked, row.event.user_id.as_deref())
-                && is_erased(user)
-                && !is_erased(id)
-                && !late_links.iter().any(|(project, known, _)| *project == row.project && *known == id)
-            {
-                late_links.push((row.project, id, user));
-            }
             continue;
         }
         kept.push(row);

@@ -25,11 +25,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
         function: "consumer",
         grants: &[
             ("projects", "SELECT"),
-            // The erasure of an id whose link to an erased user came after the erasure
-            // (`erasure::erase_late_link`): recorded and suppressed, deleted by cleanup.
-            ("suppressed_subjects", "SELECT, INSERT, UPDATE"),
-            ("erasures", "INSERT"),
-            ("erasure_subjects", "INSERT"),
+            ("suppressed_subjects", "SELECT"),
             ("events", "SELECT, INSERT, UPDATE"),
             ("users", "SELECT, INSERT, UPDATE"),
             ("aliases", "SELECT, INSERT, UPDATE"),
