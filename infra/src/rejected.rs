@@ -59,8 +59,9 @@ pub struct Replayed {
     pub accepted: u64,
     /// Sent back and quarantined again (still refused: a new rejected event each).
     pub rejected_again: u64,
-    /// Left where they are: not JSON, cut to the size limit, or refused by the consumer
-    /// (no request format to send them as).
+    /// Left where they are: not JSON, cut to the size limit, refused by the consumer (no
+    /// request format to send them as), or in a request ingest refused whole (a batch's
+    /// fields over this release's bound).
     pub skipped: u64,
 }
 
@@ -89,7 +90,11 @@ pub async fn replay(
             page.iter().filter_map(|event| replayable(event, config.limits.future_tolerance)).collect();
         outcome.skipped += (page.len() - sendable.len()) as u64;
         for request in requests(sendable) {
-            let again = target.send(&request).await?;
+            let Some(again) = target.send(&request).await? else {
+                // Refused whole (its batch's fields over this release's bound, say): left.
+                outcome.skipped += request.ids.len() as u64;
+                continue;
+            };
             outcome.accepted += request.ids.len() as u64 - again;
             outcome.rejected_again += again;
             // Sent: it is an event now, or a new rejected event.
@@ -185,7 +190,9 @@ struct Target {
 
 impl Target {
     /// Sends one request; returns how many of its events ingest quarantined again.
-    async fn send(&self, request: &Request) -> anyhow::Result<u64> {
+    /// How many of the request's events ingest quarantined again; `None` if it refused the
+    /// request whole as malformed (`400` to a batch: nothing of it was queued).
+    async fn send(&self, request: &Request) -> anyhow::Result<Option<u64>> {
         let (path, mut body) = match request.shape {
             Shape::SegmentBatch => ("/v1/batch".to_string(), json!({"batch": request.events})),
             Shape::SegmentSingle(kind) => (format!("/v1/{}", kind.as_str()), request.events[0].clone()),
@@ -205,9 +212,13 @@ impl Target {
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or_default();
         match status.as_u16() {
-            200 => Ok(answer["rejected"]["count"].as_u64().unwrap_or(0)),
+            200 => Ok(Some(answer["rejected"]["count"].as_u64().unwrap_or(0))),
             // A single-event route's one event, refused again: quarantined again by ingest.
-            400 | 413 if matches!(request.shape, Shape::SegmentSingle(_)) => Ok(1),
+            400 | 413 if matches!(request.shape, Shape::SegmentSingle(_)) => Ok(Some(1)),
+            400 => {
+                tracing::warn!(%answer, events = request.ids.len(), "ingest refused a replayed request whole; left in quarantine");
+                Ok(None)
+            }
             _ => anyhow::bail!("ingest answered {status} to a replay: {answer}; nothing of that request was removed"),
         }
     }

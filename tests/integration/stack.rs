@@ -398,6 +398,24 @@ async fn a_quarantined_event_is_listed_then_replayed_after_the_fix_and_stored_on
     // A second replay finds nothing; the events stay stored once.
     let again = evtrack(&["rejected", "replay", "--project", "{project}", "--url", &url, "--key", &key, "--json"]);
     assert!(again.contains("\"accepted\":0"), "{again}");
+    // One an earlier release quarantined with a batch context over this release's bound:
+    // ingest refuses its request whole, so it is left where it is, and the replay goes on.
+    let old_row = format!(
+        "INSERT INTO rejected_events (uid, project_id, queue_message_id, item_index, reason_code, reason, source, raw,
+                                      batch_fields, received_at)
+         SELECT UNHEX(REPLACE(UUID(), '-', '')), id, 'an-older-release', 0, 'event_too_large', 'too large', 'segment',
+                '{{\"type\":\"track\",\"event\":\"Old\",\"userId\":\"u\",\"messageId\":\"old-1\"}}',
+                JSON_OBJECT('context', JSON_OBJECT('blob', REPEAT('c', 20000))), NOW(3)
+         FROM projects WHERE uid = UNHEX(REPLACE('{project}', '-', ''))"
+    );
+    let pool = mysql_async::Pool::new(stack.database_url.as_str());
+    let mut conn = pool.get_conn().await.expect("connection");
+    mysql_async::prelude::Queryable::query_drop(&mut conn, old_row).await.expect("an older row");
+    drop(conn);
+    pool.disconnect().await.ok();
+    let left = evtrack(&["rejected", "replay", "--project", "{project}", "--url", &url, "--key", &key, "--json"]);
+    assert!(left.contains("\"skipped\":1"), "{left}");
+    assert_eq!(stack.count("SELECT COUNT(*) FROM rejected_events").await, 1, "left in the quarantine");
     let (exit, _) = stack.interrupt();
     assert!(exit.success());
     assert_eq!(stack.count("SELECT COUNT(*) FROM events").await, 302);

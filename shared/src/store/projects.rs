@@ -166,14 +166,15 @@ impl Store {
 
     /// Undoes a soft delete made within `grace` (the cleanup job's). Past it the job may have
     /// begun purging the project, table by table over several runs, so it is not restored
-    /// half gone. (The job locks the project's row while it purges a chunk, and restoring
-    /// waits for that lock, so the two never cross.)
+    /// half gone. The job's cut-off is its slot less the grace, and a slot may run up to
+    /// `MAX_SLOT_SKEW` ahead of the database's clock: the window closes that much earlier.
     pub async fn restore_project(&self, uid: Uuid, grace: chrono::Duration) -> Result<Restored, StoreError> {
         let mut conn = self.conn().await?;
+        let window = grace - super::MAX_SLOT_SKEW;
         with_timeout(conn.exec_drop(
             "UPDATE projects SET deleted_at = NULL, updated_at = CURRENT_TIMESTAMP(3)
              WHERE uid = ? AND deleted_at >= CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
-            (uid, grace.num_seconds()),
+            (uid, window.num_seconds()),
         ))
         .await?;
         if conn.affected_rows() == 1 {
