@@ -348,9 +348,7 @@ impl Consumer {
         failed_messages.dedup();
         report.failed.extend(failed_messages.into_iter().map(str::to_string));
     }
-}
 
-impl Consumer {
     /// Records `rejections`; returns the queue messages whose rejections are not recorded,
     /// left for redelivery. When the database refuses them together, each is recorded on its
     /// own, so that one it refuses (its batch's fields, say) holds back its own message only,
