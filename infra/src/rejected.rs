@@ -189,9 +189,8 @@ struct Target {
 }
 
 impl Target {
-    /// Sends one request; returns how many of its events ingest quarantined again.
-    /// How many of the request's events ingest quarantined again; `None` if it refused the
-    /// request whole as malformed (`400` to a batch: nothing of it was queued).
+    /// Sends one request; returns how many of its events ingest quarantined again, or `None`
+    /// if it refused the request whole as malformed (`400` to a batch: nothing was queued).
     async fn send(&self, request: &Request) -> anyhow::Result<Option<u64>> {
         let (path, mut body) = match request.shape {
             Shape::SegmentBatch => ("/v1/batch".to_string(), json!({"batch": request.events})),
