@@ -1,5 +1,6 @@
 //! The operator commands and the migration runner, as an operator uses them.
 
+use evtrack::store::migrations::Migration;
 use evtrack_tests::*;
 use http::StatusCode;
 use mysql_async::prelude::Queryable;
@@ -62,6 +63,50 @@ async fn a_migration_edited_after_it_was_applied_is_refused() {
     pool.disconnect().await.ok();
     let err = db.store.migrate().await.expect_err("refused");
     assert!(err.to_string().contains("0001_write_path changed after it was applied"), "{err}");
+}
+
+/// A migration whose second statement fails (as a unique key over duplicates would).
+const PART_WAY: Migration = Migration {
+    version: 9001,
+    name: "9001_part_way",
+    sql: "CREATE TABLE part_way_a (x INT);\nINSERT INTO part_way_b (y) VALUES (1);\nCREATE TABLE part_way_c (z INT);\n",
+};
+
+#[tokio::test]
+async fn a_migration_stopped_part_way_resumes_at_the_statement_that_failed() {
+    let db = TestDb::new().await;
+    let err = db.store.apply(&[PART_WAY]).await.expect_err("part_way_b is missing");
+    assert!(err.to_string().contains("9001_part_way, statement 2 of 3"), "{err}");
+    assert!(err.to_string().contains("resumes at this one"), "{err}");
+
+    // The operator mends what stopped it; the first statement is not run again (it would
+    // fail: part_way_a exists).
+    db.execute("CREATE TABLE part_way_b (y INT)").await;
+    assert_eq!(db.store.apply(&[PART_WAY]).await.expect("resumed"), vec!["9001_part_way"]);
+    assert_eq!(db.query::<u64>("SELECT COUNT(*) FROM part_way_c").await, vec![0], "the last statement ran");
+    assert_eq!(db.query::<u64>("SELECT COUNT(*) FROM part_way_b").await, vec![1], "the second ran once");
+    assert_eq!(db.query::<u64>("SELECT COUNT(*) FROM schema_migration_steps").await, vec![0], "steps cleared");
+    assert_eq!(db.store.apply(&[PART_WAY]).await.expect("applied"), Vec::<&str>::new());
+
+    // A later text of a migration left part-way is not resumed by statement number.
+    let edited =
+        Migration { version: 9002, name: "9002_edited", sql: "CREATE TABLE edited_a (x INT);\nDO nothing_here;\n" };
+    db.store.apply(&[edited]).await.expect_err("the second statement fails");
+    let edited = Migration { sql: "CREATE TABLE edited_a (x INT);\nDO 1;\n", ..edited };
+    let err = db.store.apply(&[edited]).await.expect_err("refused");
+    assert!(err.to_string().contains("9002_edited was partly applied (statements 1) from a different text"), "{err}");
+}
+
+#[tokio::test]
+async fn two_migration_runs_at_once_apply_each_statement_once() {
+    let db = TestDb::new().await;
+    // Without the lock both would run the CREATE, and the second would fail on the first's table.
+    const SLOW: Migration =
+        Migration { version: 9003, name: "9003_slow", sql: "DO SLEEP(1);\nCREATE TABLE slow_a (x INT);\n" };
+    let (first, second) = tokio::join!(db.store.apply(&[SLOW]), db.store.apply(&[SLOW]));
+    let mut applied = [first.expect("first run"), second.expect("second run")];
+    applied.sort();
+    assert_eq!(applied, [vec![], vec!["9003_slow"]], "one run applied it, the other found it applied");
 }
 
 #[tokio::test]

@@ -3,8 +3,10 @@
 
 use super::{Store, StoreError, with_timeout};
 use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, TxOpts};
 use sha2::{Digest, Sha256};
 
+#[derive(Clone, Copy)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
@@ -94,49 +96,133 @@ impl Migration {
 impl Store {
     /// Applies every migration not yet applied. Returns the names of those applied now.
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        self.apply(MIGRATIONS).await
+    }
+
+    /// Applies `migrations` in order, one run at a time per database. Each statement is
+    /// recorded as it succeeds: DDL commits on its own, so a migration stopped part-way (a
+    /// lost connection, a full disk, a duplicate found by a new unique key) resumes at the
+    /// statement that failed instead of failing for ever on the ones already applied.
+    pub async fn apply(&self, migrations: &[Migration]) -> Result<Vec<&'static str>, StoreError> {
         let mut conn = self.conn().await?;
-        with_timeout(conn.query_drop(
+        for ledger in [
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                version INT UNSIGNED NOT NULL PRIMARY KEY,
                name VARCHAR(200) NOT NULL,
                checksum CHAR(64) NOT NULL,
                applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
              ) ENGINE=InnoDB",
+            "CREATE TABLE IF NOT EXISTS schema_migration_steps (
+               version INT UNSIGNED NOT NULL,
+               step INT UNSIGNED NOT NULL,
+               checksum CHAR(64) NOT NULL,
+               applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+               PRIMARY KEY (version, step)
+             ) ENGINE=InnoDB",
+        ] {
+            with_timeout(conn.query_drop(ledger)).await?;
+        }
+        let lock = RunLock::take(&mut conn).await?;
+        let applied = apply_in_order(&mut conn, migrations).await;
+        lock.release(&mut conn).await;
+        applied
+    }
+}
+
+async fn apply_in_order(conn: &mut Conn, migrations: &[Migration]) -> Result<Vec<&'static str>, StoreError> {
+    let mut applied_now = Vec::new();
+    for migration in migrations {
+        let recorded: Option<String> = with_timeout(
+            conn.exec_first("SELECT checksum FROM schema_migrations WHERE version = ?", (migration.version,)),
+        )
+        .await?;
+        match recorded {
+            Some(checksum) if checksum == migration.checksum() => continue,
+            Some(_) => {
+                return Err(StoreError::Migration(format!(
+                    "{} changed after it was applied; add a new migration instead of editing it",
+                    migration.name
+                )));
+            }
+            None => {}
+        }
+        let steps_done: Vec<(u32, String)> = with_timeout(conn.exec(
+            "SELECT step, checksum FROM schema_migration_steps WHERE version = ? ORDER BY step",
+            (migration.version,),
         ))
         .await?;
-        let mut applied_now = Vec::new();
-        for migration in MIGRATIONS {
-            let recorded: Option<String> = with_timeout(
-                conn.exec_first("SELECT checksum FROM schema_migrations WHERE version = ?", (migration.version,)),
-            )
-            .await?;
-            match recorded {
-                Some(checksum) if checksum == migration.checksum() => continue,
-                Some(_) => {
-                    return Err(StoreError::Migration(format!(
-                        "{} changed after it was applied; add a new migration instead of editing it",
-                        migration.name
-                    )));
-                }
-                None => {}
+        if steps_done.iter().any(|(_, checksum)| *checksum != migration.checksum()) {
+            return Err(StoreError::Migration(format!(
+                "{} was partly applied (statements {}) from a different text of it; finish or undo \
+                 those statements by hand, then delete its rows from schema_migration_steps",
+                migration.name,
+                steps_done.iter().map(|(step, _)| step.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let statements = migration.statements();
+        for (index, statement) in statements.iter().enumerate() {
+            let step = index as u32 + 1;
+            if steps_done.iter().any(|(done, _)| *done == step) {
+                continue;
             }
             // No client time limit: a backfill or an index rebuild over a large table takes
             // minutes, and a statement given up on by the client runs on in the server, so
             // the migration would be recorded as not applied while its change was made.
-            for statement in migration.statements() {
-                conn.query_drop(statement.as_str())
-                    .await
-                    .map_err(|err| StoreError::Migration(format!("{}: {err}", migration.name)))?;
-            }
+            conn.query_drop(statement.as_str()).await.map_err(|err| {
+                StoreError::Migration(format!(
+                    "{}, statement {step} of {}: {err}; the statements before it are applied, and \
+                     the next `evtrack migrate` resumes at this one",
+                    migration.name,
+                    statements.len()
+                ))
+            })?;
             with_timeout(conn.exec_drop(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
-                (migration.version, migration.name, migration.checksum()),
+                "INSERT INTO schema_migration_steps (version, step, checksum) VALUES (?, ?, ?)",
+                (migration.version, step, migration.checksum()),
             ))
             .await?;
-            tracing::info!(migration = migration.name, "migration applied");
-            applied_now.push(migration.name);
         }
-        Ok(applied_now)
+        let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
+        with_timeout(tx.exec_drop(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+            (migration.version, migration.name, migration.checksum()),
+        ))
+        .await?;
+        with_timeout(tx.exec_drop("DELETE FROM schema_migration_steps WHERE version = ?", (migration.version,)))
+            .await?;
+        with_timeout(tx.commit()).await?;
+        tracing::info!(migration = migration.name, "migration applied");
+        applied_now.push(migration.name);
+    }
+    Ok(applied_now)
+}
+
+/// A named lock of this database on the server, held by the migrating connection: two
+/// `evtrack migrate` at once (a deploy and an operator, two stages on one server) would run
+/// the same statements twice, and the second would fail on what the first made.
+struct RunLock;
+
+impl RunLock {
+    /// The name holds a hash of the database's name: lock names are at most 64 characters.
+    const NAME: &'static str = "CONCAT('evtrack_migrate_', SHA1(DATABASE()))";
+
+    async fn take(conn: &mut Conn) -> Result<RunLock, StoreError> {
+        loop {
+            let taken: Option<Option<i64>> =
+                with_timeout(conn.query_first(format!("SELECT GET_LOCK({}, 5)", Self::NAME))).await?;
+            match taken.flatten() {
+                Some(1) => return Ok(RunLock),
+                Some(0) => tracing::info!("waiting for another migration run on this database to end"),
+                _ => return Err(StoreError::Migration("the server refused the migrations' lock".into())),
+            }
+        }
+    }
+
+    /// Closing the connection would release it too; a pooled connection lives on.
+    async fn release(self, conn: &mut Conn) {
+        if let Err(err) = with_timeout(conn.query_drop(format!("DO RELEASE_LOCK({})", Self::NAME))).await {
+            tracing::warn!(error = %err, "could not release the migrations' lock; it ends with the connection");
+        }
     }
 }
 
