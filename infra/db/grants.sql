@@ -50,7 +50,7 @@ GRANT SELECT, UPDATE, DELETE ON `evtrack`.`erasures` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`erasure_subjects` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`projects` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`api_keys` TO 'evtrack_cleanup'@'%';
-GRANT SELECT, DELETE ON `evtrack`.`events` TO 'evtrack_cleanup'@'%';
+GRANT SELECT, UPDATE (dedupe_hour), DELETE ON `evtrack`.`events` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`users` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`aliases` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`group_profiles` TO 'evtrack_cleanup'@'%';

@@ -426,3 +426,68 @@ async fn a_failed_cleanup_step_does_not_keep_the_later_steps_from_running_and_it
     let before = json!({"run": runs.json["data"][0]});
     assert_eq!(step_rows(&retried, "prune_audit_log"), step_rows(&before, "prune_audit_log"), "not run again");
 }
+
+#[tokio::test]
+async fn rows_an_earlier_release_stored_without_their_hour_get_it_and_their_duplicates_go() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_CLEANUP_CHUNK_ROWS", "2")]).await;
+    let at = "2026-11-20T10:15:00.000Z";
+    let sent: Vec<Value> = ["twin", "alone-1", "alone-2", "alone-3"]
+        .iter()
+        .map(|id| json!({"type": "track", "event": "Tick", "userId": "u1", "messageId": id, "timestamp": at}))
+        .collect();
+    assert_eq!(app.send(batch(&app.key, sent.clone())).await.status, StatusCode::OK);
+    let queued = app.take_queued().await;
+    assert!(app.deliver(&queued).await.is_empty(), "stored");
+    run_job(&app, "rollups", &next_slot().await).await;
+    let hour = (chrono::DateTime::parse_from_rfc3339(at).expect("time").timestamp() / 3600) as u32;
+    let counted = "SELECT CAST(SUM(events) AS UNSIGNED) FROM rollup_event_hours WHERE name = 'Tick'";
+    assert_eq!(app.db.query::<u64>(counted).await, vec![4]);
+
+    // What a consumer of the release before migration 0008 leaves: hour 0, for a message it
+    // stored alone and for one this release had stored already (a redelivery).
+    app.db.execute("UPDATE events SET dedupe_hour = 0 WHERE message_id LIKE 'alone-%'").await;
+    app.db
+        .execute(
+            "INSERT INTO events (uid, project_id, message_id, dedupe_hour, type, name, user_id, timestamp,
+                                 original_timestamp, received_at)
+             SELECT UNHEX(REPLACE(UUID(), '-', '')), project_id, message_id, 0, type, name, user_id, timestamp,
+                    original_timestamp, received_at
+             FROM events WHERE message_id = 'twin'",
+        )
+        .await;
+    assert_eq!(app.db.count("events WHERE dedupe_hour = 0").await, 4);
+    // The hour counted again (other events stored into it): the duplicate is counted.
+    app.db
+        .execute(&format!(
+            "INSERT IGNORE INTO rollup_dirty_hours (project_id, hour) SELECT project_id, {hour} FROM events LIMIT 1"
+        ))
+        .await;
+    run_job(&app, "rollups", &next_slot().await).await;
+    assert_eq!(app.db.query::<u64>(counted).await, vec![5]);
+
+    let outcome = run_cleanup(&app, &next_slot().await).await;
+    let (rows, chunks) = step_rows(&outcome, "dedupe_hours");
+    assert_eq!(rows, 4, "three given their hour, one duplicate deleted: {outcome}");
+    assert!(chunks >= 3, "two rows a chunk: {chunks}");
+    let hours: Vec<(String, u32)> =
+        app.db.query("SELECT message_id, dedupe_hour FROM events ORDER BY message_id").await;
+    let expected: Vec<(String, u32)> =
+        ["alone-1", "alone-2", "alone-3", "twin"].iter().map(|id| (id.to_string(), hour)).collect();
+    assert_eq!(hours, expected, "each event once, at its hour");
+
+    // Its delete marked the hour: counted again without it.
+    run_job(&app, "rollups", &next_slot().await).await;
+    assert_eq!(app.db.query::<u64>(counted).await, vec![4]);
+    // A retry of an event the earlier release stored is now a no-op.
+    assert_eq!(app.send(batch(&app.key, sent[1..2].to_vec())).await.status, StatusCode::OK);
+    let queued = app.take_queued().await;
+    assert!(app.deliver(&queued).await.is_empty(), "delivered");
+    assert_eq!(app.db.count("events WHERE message_id = 'alone-1'").await, 1);
+}
+
+/// A slot after everything done so far (slots are whole seconds, a job runs once per slot,
+/// and the rollups job takes the hours marked before its slot).
+async fn next_slot() -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

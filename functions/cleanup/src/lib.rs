@@ -7,7 +7,9 @@
 //! 2. retention: events older than their project's `retention_days`;
 //! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
 //!    projects with everything that belongs to them);
-//! 4. pruning of rejected events, job runs, erasure audit records, suppressions and the
+//! 4. the dedupe hour of rows a release before it stored (`store::dedupe`), duplicates
+//!    deleted;
+//! 5. pruning of rejected events, job runs, erasure audit records, suppressions and the
 //!    audit trail past their own retention.
 //!
 //! The same function runs the rollups job (`rollups`, every minute): every hour marked dirty
@@ -69,6 +71,7 @@ enum CleanupStep {
     Retention,
     Purge(SoftTable),
     PurgeProjects,
+    DedupeHours,
     Prune(Prunable),
 }
 
@@ -81,6 +84,7 @@ impl StepKind for CleanupStep {
         CleanupStep::Purge(SoftTable::Users),
         CleanupStep::Purge(SoftTable::Keys),
         CleanupStep::PurgeProjects,
+        CleanupStep::DedupeHours,
         CleanupStep::Prune(Prunable::RejectedEvents),
         CleanupStep::Prune(Prunable::JobRuns),
         CleanupStep::Prune(Prunable::ErasureAudit),
@@ -96,6 +100,7 @@ impl StepKind for CleanupStep {
             CleanupStep::Purge(SoftTable::Users) => "purge_deleted_users",
             CleanupStep::Purge(SoftTable::Keys) => "purge_deleted_keys",
             CleanupStep::PurgeProjects => "purge_deleted_projects",
+            CleanupStep::DedupeHours => "dedupe_hours",
             CleanupStep::Prune(Prunable::RejectedEvents) => "prune_rejected_events",
             CleanupStep::Prune(Prunable::JobRuns) => "prune_job_runs",
             CleanupStep::Prune(Prunable::ErasureAudit) => "prune_erasure_audit",
@@ -120,6 +125,7 @@ impl StepKind for CleanupStep {
                 ChunkResult::limited(Store::purge_deleted(tx, table, purge_before, limit).await?, limit)
             }
             CleanupStep::PurgeProjects => Store::purge_deleted_project(tx, purge_before, limit).await?,
+            CleanupStep::DedupeHours => Store::repair_dedupe_hours(tx, resume_after, limit).await?,
             CleanupStep::Prune(table) => {
                 let kept_for = match table {
                     Prunable::RejectedEvents => policy.rejected_events_retention,

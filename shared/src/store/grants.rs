@@ -84,7 +84,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("erasure_subjects", "SELECT, INSERT, DELETE"),
             ("projects", "SELECT, DELETE"),
             ("api_keys", "SELECT, DELETE"),
-            ("events", "SELECT, DELETE"),
+            // UPDATE: the dedupe hour of rows an earlier release stored (`dedupe`).
+            ("events", "SELECT, UPDATE (dedupe_hour), DELETE"),
             ("users", "SELECT, DELETE"),
             ("aliases", "SELECT, DELETE"),
             ("group_profiles", "SELECT, DELETE"),

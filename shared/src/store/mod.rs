@@ -2,6 +2,7 @@
 //! here and filters `deleted_at`.
 
 mod audit;
+mod dedupe;
 mod erasure;
 mod events;
 mod export;
