@@ -491,3 +491,76 @@ async fn next_slot() -> String {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[tokio::test]
+async fn a_link_that_arrives_after_its_users_erasure_joins_it_where_the_link_rules_make_the_id_the_users() {
+    let app = TestApp::new().await;
+    let track = |anonymous: &str, id: &str| json!({"type": "track", "event": "Opened", "anonymousId": anonymous, "messageId": id});
+    let identify = |user: &str, anonymous: &str, id: &str| json!({"type": "identify", "userId": user, "anonymousId": anonymous, "messageId": id});
+    let before = vec![
+        identify("u1", "web-1", "b1"),
+        json!({"type": "track", "event": "Bought", "userId": "u1", "messageId": "b2"}),
+        // Ids the link rules keep from u1: one linked first to u2, one with a profile of its own.
+        identify("u2", "theirs", "b3"),
+        track("theirs", "b4"),
+        json!({"type": "identify", "userId": "known", "messageId": "b5"}),
+        track("known", "b6"),
+    ];
+    assert_eq!(app.send(batch(&app.key, before)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let path = format!("/v1/users/u1?project={}", app.project);
+    let reply = app.send(api_request("DELETE", &path, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.json);
+    let audit_path = format!("/v1/erasures/{}", reply.json["id"].as_str().expect("erasure id"));
+    run_cleanup(&app, "2026-11-26T10:00:00Z").await;
+    let audit = app.send(api_request("GET", &audit_path, &app.admin, None)).await.json;
+    assert_eq!((audit["status"].as_str(), audit["ids"].as_u64()), (Some("done"), Some(2)), "{audit}");
+
+    // A phone that was offline comes back: its anonymous events, then the identify of the
+    // erased user; and links of u1 to the ids that are not its own, and to a made-up id.
+    let phone = vec![
+        track("phone", "p1"),
+        track("phone", "p2"),
+        identify("u1", "phone", "p3"),
+        json!({"type": "track", "event": "Opened", "userId": "u1", "anonymousId": "phone", "messageId": "p4"}),
+        identify("u1", "theirs", "p5"),
+        identify("u1", "known", "p6"),
+        identify("u1", "made-up", "p7"),
+    ];
+    assert_eq!(app.send(batch(&app.key, phone)).await.status, StatusCode::OK);
+    let queued = app.take_queued().await;
+    assert!(app.deliver(&queued).await.is_empty());
+    assert_eq!(app.db.count("events WHERE anonymous_id = 'phone'").await, 2, "the anonymous events landed");
+    assert_eq!(app.db.count("events WHERE user_id = 'u1'").await, 0, "the erased user's did not");
+    assert_eq!(app.db.count("erasure_late_links").await, 4);
+    assert!(app.deliver(&queued).await.is_empty(), "delivered again");
+    assert_eq!(app.db.count("erasure_late_links").await, 4, "noted once");
+    assert_eq!(app.db.count("erasure_late_links WHERE LOCATE('u1', late_id) > 0").await, 0);
+
+    let outcome = run_cleanup(&app, "2026-11-26T11:00:00Z").await;
+    assert_eq!(step_rows(&outcome, "late_links").0, 4, "{outcome}");
+    assert_eq!(app.db.count("events WHERE anonymous_id = 'phone'").await, 0, "the phone's events are erased");
+    assert_eq!(
+        app.db.count("events WHERE anonymous_id IN ('theirs', 'known')").await,
+        3,
+        "the others' stay (b3, b4, b6)"
+    );
+    assert_eq!(app.db.count("erasure_late_links").await, 0);
+    let audit = app.send(api_request("GET", &audit_path, &app.admin, None)).await.json;
+    assert_eq!((audit["status"].as_str(), audit["ids"].as_u64()), (Some("done"), Some(3)), "{audit}");
+    assert_eq!(audit["events_deleted"], 4, "two of u1 and two of the phone: {audit}");
+
+    // What the phone sends later is dropped.
+    assert_eq!(app.send(batch(&app.key, vec![track("phone", "p8")])).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(rows_holding(&app, "phone").await, 0);
+
+    // A consumer whose user lacks the new grant stores the batch and only logs the link.
+    let (database, consumer) = (app.db.name.clone(), app.db.user_of("consumer"));
+    app.db.execute(&format!("REVOKE INSERT ON `{database}`.`erasure_late_links` FROM '{consumer}'@'%'")).await;
+    let tablet = vec![track("tablet", "t1"), identify("u1", "tablet", "t2")];
+    assert_eq!(app.send(batch(&app.key, tablet)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty(), "nothing left for redelivery");
+    assert_eq!(app.db.count("events WHERE anonymous_id = 'tablet'").await, 1);
+    assert_eq!(app.db.count("erasure_late_links").await, 0);
+}

@@ -2,8 +2,9 @@
 //!
 //! Steps, each idempotent, chunked (no statement deletes more than `chunk_rows` rows) and
 //! recorded in the job ledger; ages are measured from the slot's time:
-//! 1. GDPR erasures: every row holding an erased user's id or an id linked to it, then the
-//!    request becomes an audit record without the ids;
+//! 1. GDPR erasures: ids linked to an erased user after its erasure joined it
+//!    (`store::late_links`); every row holding an erased user's id or an id linked to it,
+//!    then the request becomes an audit record without the ids;
 //! 2. retention: events older than their project's `retention_days`;
 //! 3. purge of rows soft-deleted longer than the grace period (events, users, keys, then
 //!    projects with everything that belongs to them);
@@ -67,6 +68,7 @@ struct Context {
 
 #[derive(Debug, Clone, Copy)]
 enum CleanupStep {
+    LateLinks,
     Erasures,
     Retention,
     Purge(SoftTable),
@@ -78,6 +80,7 @@ enum CleanupStep {
 impl StepKind for CleanupStep {
     type Context = Context;
     const ALL: &'static [CleanupStep] = &[
+        CleanupStep::LateLinks,
         CleanupStep::Erasures,
         CleanupStep::Retention,
         CleanupStep::Purge(SoftTable::Events),
@@ -94,6 +97,7 @@ impl StepKind for CleanupStep {
 
     fn name(self) -> &'static str {
         match self {
+            CleanupStep::LateLinks => "late_links",
             CleanupStep::Erasures => "erasures",
             CleanupStep::Retention => "retention",
             CleanupStep::Purge(SoftTable::Events) => "purge_deleted_events",
@@ -119,6 +123,7 @@ impl StepKind for CleanupStep {
         let limit = policy.chunk_rows;
         let purge_before = *slot - policy.soft_delete_grace;
         Ok(match self {
+            CleanupStep::LateLinks => Store::adopt_late_links(tx, resume_after).await?,
             CleanupStep::Erasures => Store::erase_chunk(tx, resume_after, limit).await?,
             CleanupStep::Retention => Store::delete_expired_events(tx, *slot, resume_after, limit).await?,
             CleanupStep::Purge(table) => {

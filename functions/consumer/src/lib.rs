@@ -191,6 +191,9 @@ impl Consumer {
                         "links of users at the link cap not recorded (the events are stored)"
                     );
                 }
+                if written.late_links > 0 {
+                    tracing::info!(links = written.late_links, "links to erased users noted for cleanup");
+                }
                 self.record_key_use(&decoded).await;
             }
             Err(err) if err.is_transient() => {

@@ -64,6 +64,8 @@ pub struct BatchWrite {
     /// Links (identify's anonymousId, alias's previousId) not recorded because their user
     /// already has `MAX_LINKS_PER_USER`; the events themselves are stored.
     pub links_over_cap: u64,
+    /// Links to an erased user noted for cleanup (`late_links`), among the suppressed events.
+    pub late_links: u64,
 }
 
 impl Store {
@@ -102,7 +104,9 @@ impl Store {
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
         let mut outcome = BatchWrite::default();
-        let rows = &storable(&mut tx, rows, erased_ids, &mut outcome).await?;
+        let (rows, late_links) = storable(&mut tx, rows, erased_ids, &mut outcome).await?;
+        let rows = &rows;
+        outcome.late_links = super::late_links::note(&mut tx, &late_links, erased_ids).await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -126,18 +130,19 @@ impl Store {
 /// The rows to store: those whose project still exists and that carry no erased id. The
 /// projects' rows are share-locked until commit, and an erasure request takes them
 /// exclusively (`request_erasure`): so either this batch commits before the request, and
-/// cleanup deletes what it stored, or it sees the request's suppression list here.
+/// cleanup deletes what it stored, or it sees the request's suppression list here. Also the
+/// links among the events left out that name an erased user and an id not erased.
 async fn storable<'r, 'e>(
     tx: &mut Transaction<'_>,
     rows: &'r [EventRow<'e>],
     erased_ids: &impl SubjectHashes,
     outcome: &mut BatchWrite,
-) -> Result<Vec<&'r EventRow<'e>>, StoreError> {
+) -> Result<(Vec<&'r EventRow<'e>>, Vec<LateLink<'e>>), StoreError> {
     let mut projects: Vec<u64> = rows.iter().map(|row| row.project.0).collect();
     projects.sort_unstable();
     projects.dedup();
     if projects.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let params: Vec<Value> = projects.iter().map(|id| Value::from(*id)).collect();
     // Live projects, share-locked, and whether each has anything suppressed at all (most
@@ -154,6 +159,7 @@ async fn storable<'r, 'e>(
         .await?;
     let suppressed = suppressed_in_batch(tx, rows, &live, erased_ids).await?;
     let mut kept = Vec::with_capacity(rows.len());
+    let mut late_links = Vec::new();
     for row in rows {
         if !live.iter().any(|(id, _)| *id == row.project.0) {
             outcome.events_of_purged_projects += 1;
@@ -163,11 +169,37 @@ async fn storable<'r, 'e>(
             && row.event.subject_ids().any(|subject| suppressed.contains(&(row.project.0, subject)));
         if erased {
             outcome.events_suppressed += 1;
+            late_links.extend(LateLink::of(row, &suppressed));
             continue;
         }
         kept.push(row);
     }
-    Ok(kept)
+    Ok((kept, late_links))
+}
+
+/// A link that arrived after its user's erasure: an identify or alias naming an erased user
+/// id and another id that is not erased (`late_links`).
+pub(super) struct LateLink<'e> {
+    pub project: u64,
+    pub user_id: &'e str,
+    pub linked_id: &'e str,
+}
+
+impl<'e> LateLink<'e> {
+    fn of(row: &EventRow<'e>, suppressed: &HashSet<(u64, &str)>) -> Option<Self> {
+        let event: &'e Event<'e> = row.event;
+        let user_id = event.user_id.as_deref()?;
+        let linked_id = match event.kind {
+            EventType::Alias => event.previous_id.as_deref()?,
+            EventType::Identify => event.anonymous_id.as_deref()?,
+            _ => return None,
+        };
+        let project = row.project.0;
+        let late = linked_id != user_id
+            && suppressed.contains(&(project, user_id))
+            && !suppressed.contains(&(project, linked_id));
+        late.then_some(LateLink { project, user_id, linked_id })
+    }
 }
 
 /// Of the ids the batch carries, those on their projects' suppression lists (which hold keyed

@@ -36,6 +36,8 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("api_keys", "SELECT, UPDATE (last_used_at)"),
             // Marks the hours it stores into (`rollups`).
             ("rollup_dirty_hours", "INSERT"),
+            // Notes links to erased users (`late_links`).
+            ("erasure_late_links", "INSERT"),
         ],
     },
     // Management and reads; soft deletes are updates. No DELETE on any table: jobs are
@@ -91,7 +93,9 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("group_profiles", "SELECT, DELETE"),
             ("group_members", "SELECT, DELETE"),
             ("rejected_events", "SELECT, DELETE"),
-            ("suppressed_subjects", "SELECT, DELETE"),
+            // INSERT: an id linked to an erased user after its erasure (`late_links`).
+            ("suppressed_subjects", "SELECT, INSERT, DELETE"),
+            ("erasure_late_links", "SELECT, DELETE"),
             ("audit_log", "SELECT, DELETE"),
             // The rollup step, and the marks deletes leave.
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),

@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0015_rollup_activity",
         sql: include_str!("../../../migrations/0015_rollup_activity.sql"),
     },
+    Migration { version: 16, name: "0016_late_links", sql: include_str!("../../../migrations/0016_late_links.sql") },
 ];
 
 impl Migration {

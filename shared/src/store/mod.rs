@@ -10,6 +10,7 @@ pub mod grants;
 mod jobs;
 mod journeys;
 mod keys;
+mod late_links;
 mod links;
 mod lists;
 pub mod migrations;
