@@ -19,7 +19,7 @@ GRANT SELECT, INSERT, UPDATE ON `evtrack`.`group_members` TO 'evtrack_consumer'@
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`rejected_events` TO 'evtrack_consumer'@'%';
 GRANT SELECT, UPDATE (last_used_at) ON `evtrack`.`api_keys` TO 'evtrack_consumer'@'%';
 GRANT INSERT ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_consumer'@'%';
-GRANT INSERT ON `evtrack`.`erasure_late_links` TO 'evtrack_consumer'@'%';
+GRANT SELECT, INSERT ON `evtrack`.`erasure_late_links` TO 'evtrack_consumer'@'%';
 REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'evtrack_api'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`projects` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`api_keys` TO 'evtrack_api'@'%';
@@ -58,7 +58,7 @@ GRANT SELECT, DELETE ON `evtrack`.`group_profiles` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`group_members` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`rejected_events` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`suppressed_subjects` TO 'evtrack_cleanup'@'%';
-GRANT SELECT, DELETE ON `evtrack`.`erasure_late_links` TO 'evtrack_cleanup'@'%';
+GRANT SELECT, UPDATE (checked_at), DELETE ON `evtrack`.`erasure_late_links` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, DELETE ON `evtrack`.`audit_log` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_event_hours` TO 'evtrack_cleanup'@'%';
 GRANT SELECT, INSERT, DELETE ON `evtrack`.`rollup_user_hours` TO 'evtrack_cleanup'@'%';

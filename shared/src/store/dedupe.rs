@@ -7,7 +7,7 @@
 //! such rows their hour; a row whose hour already holds the same event is the event stored
 //! twice, and is deleted.
 
-use super::{ChunkResult, JobTx, Store, StoreError, placeholders, with_timeout};
+use super::{ChunkResult, IDS_PER_STATEMENT, JobTx, Store, StoreError, placeholders, with_timeout};
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 
@@ -23,20 +23,29 @@ fn left_at_zero() -> String {
 impl Store {
     /// Gives up to `limit` rows of one project their dedupe hour, or deletes them where it
     /// is taken by the same event, project by project (the resume point is the last project
-    /// finished). Each project costs one probe of the dedupe key when it has no such rows.
+    /// finished). A project without such rows costs one probe of the dedupe key, and a run
+    /// that finds none is one chunk.
     pub async fn repair_dedupe_hours(
         tx: &mut JobTx<'_>,
         resume_after: Option<&str>,
         limit: u64,
     ) -> Result<ChunkResult, StoreError> {
         let tx = &mut tx.0;
-        let after: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
-        let project: Option<u64> = with_timeout(
-            tx.exec_first("SELECT id FROM projects /* with deleted */ WHERE id > ? ORDER BY id LIMIT 1", (after,)),
-        )
-        .await?;
-        let Some(project) = project else {
-            return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
+        let mut after: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
+        let project = loop {
+            let next: Option<u64> = with_timeout(
+                tx.exec_first("SELECT id FROM projects /* with deleted */ WHERE id > ? ORDER BY id LIMIT 1", (after,)),
+            )
+            .await?;
+            let Some(project) = next else {
+                return Ok(ChunkResult { rows: 0, resume_after: None, done: true });
+            };
+            let sql = format!("SELECT 1 FROM events e /* with deleted */ WHERE {} LIMIT 1", left_at_zero());
+            let any: Option<u8> = with_timeout(tx.exec_first(sql, (project,))).await?;
+            if any.is_some() {
+                break project;
+            }
+            after = project;
         };
         // IGNORE: a row whose hour holds its event already stays at 0, for the delete below.
         let sql = format!(
@@ -53,7 +62,7 @@ impl Store {
                  ORDER BY e.id LIMIT ?",
                 left_at_zero()
             ),
-            (project, limit),
+            (project, limit.min(IDS_PER_STATEMENT as u64)),
         ))
         .await?;
         let mut deleted = 0;

@@ -106,7 +106,9 @@ impl Store {
         let mut outcome = BatchWrite::default();
         let (rows, late_links) = storable(&mut tx, rows, erased_ids, &mut outcome).await?;
         let rows = &rows;
-        outcome.late_links = super::late_links::note(&mut tx, &late_links, erased_ids).await?;
+        if !late_links.is_empty() {
+            outcome.late_links = super::late_links::note(&mut tx, &late_links, erased_ids).await?;
+        }
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -177,8 +179,9 @@ async fn storable<'r, 'e>(
     Ok((kept, late_links))
 }
 
-/// A link that arrived after its user's erasure: an identify or alias naming an erased user
-/// id and another id that is not erased (`late_links`).
+/// A link that arrived after its user's erasure: an identify naming an erased user id and an
+/// anonymous id that is not erased (`late_links`). Not an alias: its previousId may be
+/// someone's user id, where an anonymous id is a device's.
 pub(super) struct LateLink<'e> {
     pub project: u64,
     pub user_id: &'e str,
@@ -189,11 +192,10 @@ impl<'e> LateLink<'e> {
     fn of(row: &EventRow<'e>, suppressed: &HashSet<(u64, &str)>) -> Option<Self> {
         let event: &'e Event<'e> = row.event;
         let user_id = event.user_id.as_deref()?;
-        let linked_id = match event.kind {
-            EventType::Alias => event.previous_id.as_deref()?,
-            EventType::Identify => event.anonymous_id.as_deref()?,
-            _ => return None,
-        };
+        if event.kind != EventType::Identify {
+            return None;
+        }
+        let linked_id = event.anonymous_id.as_deref()?;
         let project = row.project.0;
         let late = linked_id != user_id
             && suppressed.contains(&(project, user_id))

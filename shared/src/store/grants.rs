@@ -37,7 +37,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             // Marks the hours it stores into (`rollups`).
             ("rollup_dirty_hours", "INSERT"),
             // Notes links to erased users (`late_links`).
-            ("erasure_late_links", "INSERT"),
+            ("erasure_late_links", "SELECT, INSERT"),
         ],
     },
     // Management and reads; soft deletes are updates. No DELETE on any table: jobs are
@@ -95,7 +95,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("rejected_events", "SELECT, DELETE"),
             // INSERT: an id linked to an erased user after its erasure (`late_links`).
             ("suppressed_subjects", "SELECT, INSERT, DELETE"),
-            ("erasure_late_links", "SELECT, DELETE"),
+            ("erasure_late_links", "SELECT, UPDATE (checked_at), DELETE"),
             ("audit_log", "SELECT, DELETE"),
             // The rollup step, and the marks deletes leave.
             ("rollup_event_hours", "SELECT, INSERT, DELETE"),

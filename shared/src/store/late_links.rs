@@ -1,71 +1,77 @@
 //! Links that arrive after their user's erasure.
 //!
 //! A phone that was offline when its user logged in sends, once back, its anonymous events and
-//! then the identify linking its device id to the user. If the user was erased meanwhile, the
+//! the identify linking its device id to the user. If the user was erased meanwhile, the
 //! consumer drops the identify (its user id is suppressed), so the erasure never learns of the
-//! device id, and the events it sent before stay. The consumer notes such links
-//! (`erasure_late_links`, the user id as keyed hashes only); cleanup then adds the id to the
+//! device id, and the anonymous events it sent stay. The consumer notes such links
+//! (`erasure_late_links`, the user id as keyed hashes only); cleanup adds the device id to the
 //! user's erasure where the link rules make it the user's (`store::links`: no profile of its
-//! own, not linked first to someone else), and only if it holds events, so that made-up ids
-//! linked to an erased user cost a lookup each and change nothing. Only an erasure's own
-//! user id anchors a late link: not the ids reached through links, nor ids added this way.
+//! own, not linked to someone else) and it holds anonymous events, which may still be queued:
+//! a link whose id holds none yet is looked at again by later runs while suppression lasts.
+//!
+//! What a sender holding the write key can do with it is bounded: only identify's anonymous
+//! id is taken (not alias's previousId, which may name someone's user id), only an erasure's
+//! own user id anchors a link (not the ids reached through links, nor ids added this way), an
+//! erased user gathers at most `MAX_LINKS_PER_USER` noted links and ids, and made-up ids cost
+//! a few lookups each and change nothing.
 
 use super::events::LateLink;
 use super::links::MAX_LINKS_PER_USER;
-use super::{ChunkResult, IDS_PER_STATEMENT, JobTx, Store, StoreError, multi_row_insert, placeholders, with_timeout};
+use super::{ChunkResult, JobTx, Store, StoreError, placeholders, with_timeout};
+use crate::config::SUPPRESSION_DAYS;
 use crate::ids::ProjectId;
 use crate::model::SubjectHashes;
 use crate::telemetry::{MetricLine, Unit};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Transaction, Value};
 
-/// Late links cleanup looks at per chunk (one project's, its row locked against its batches).
-const LINKS_PER_CHUNK: usize = 50;
-/// And per run: a flood of made-up links waits for later runs instead of holding up the
-/// erasures and the other steps.
+/// Noted links one cleanup chunk looks at.
+const LINKS_PER_CHUNK: u64 = 50;
+/// And one run: past it, the rest waits for the next run instead of holding up the erasures
+/// and the other steps.
 pub const LATE_LINKS_PER_RUN: u64 = 10_000;
+/// An id's events that the check for its anonymous ones reads at most (the index of
+/// anonymous ids does not hold the user id): a device's anonymous events are its first.
+const EVENTS_CHECKED: u64 = 10_000;
 
 /// MySQL's "command denied" (a database user without the grant: `infra/db/grants.sql` not
-/// applied since the upgrade) and "no such table" (the release before this one's schema).
+/// applied since the upgrade) and "no such table" (migrations not applied yet).
 const NOT_GRANTED: [u16; 2] = [1142, 1146];
 
-/// Notes `links` in the consumer's transaction. Without the grant or the table, the batch is
-/// stored all the same and the links are only logged: dropping the batch would lose events.
+/// Notes `links` in the consumer's transaction, up to `MAX_LINKS_PER_USER` pending per erased
+/// user. Without the grant or the table, the batch is stored all the same and the links are
+/// only logged: failing the batch would hold back its events.
 pub(super) async fn note(
     tx: &mut Transaction<'_>,
     links: &[LateLink<'_>],
     erased_ids: &impl SubjectHashes,
 ) -> Result<u64, StoreError> {
-    if links.is_empty() {
-        return Ok(0);
-    }
-    let hashes = |project: u64, id: &str| erased_ids.hashes(ProjectId(project), id).concat();
     let mut noted = 0;
-    for slice in links.chunks(IDS_PER_STATEMENT) {
-        let mut params = Vec::with_capacity(slice.len() * 4);
-        for link in slice {
-            params.extend([
-                Value::from(link.project),
-                Value::from(link.linked_id),
-                Value::from(hashes(link.project, link.user_id)),
-                Value::from(hashes(link.project, link.linked_id)),
-            ]);
-        }
-        let columns = ["project_id", "late_id", "anchor_hashes", "late_hashes"];
+    for link in links {
+        let project = ProjectId(link.project);
+        let anchors = erased_ids.hashes(project, link.user_id);
+        let Some(anchor) = anchors.first() else { continue };
+        let params: Vec<Value> = vec![
+            link.project.into(),
+            link.linked_id.into(),
+            anchor.to_vec().into(),
+            anchors.concat().into(),
+            erased_ids.hashes(project, link.linked_id).concat().into(),
+            link.project.into(),
+            anchor.to_vec().into(),
+            MAX_LINKS_PER_USER.into(),
+        ];
         // IGNORE: the first link of an id wins, and a redelivered batch notes nothing new.
-        let sql = multi_row_insert("erasure_late_links", &columns, slice.len(), "").replacen(
-            "INSERT INTO",
-            "INSERT IGNORE INTO",
-            1,
-        );
+        let sql = "INSERT IGNORE INTO erasure_late_links (project_id, late_id, anchor_hash, anchor_hashes, late_hashes)
+                   SELECT ?, ?, ?, ?, ? FROM DUAL
+                   WHERE (SELECT COUNT(*) FROM erasure_late_links WHERE project_id = ? AND anchor_hash = ?) < ?";
         with_timeout(tx.query_drop("SAVEPOINT late_links")).await?;
         match tx.exec_drop(sql, params).await {
             Ok(()) => noted += tx.affected_rows(),
             Err(mysql_async::Error::Server(err)) if NOT_GRANTED.contains(&err.code) => {
                 with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT late_links")).await?;
-                tracing::error!(error = %err.message, links = slice.len(),
-                    "links to erased users not noted: apply infra/db/grants.sql and migrate");
-                MetricLine::new("consumer").metric("LateLinksNotNoted", slice.len() as f64, Unit::Count, &[]).emit();
+                tracing::error!(error = %err.message, "a link to an erased user not noted: apply infra/db/grants.sql");
+                MetricLine::new("consumer").metric("LateLinksNotNoted", 1.0, Unit::Count, &[]).emit();
             }
             Err(err) => return Err(err.into()),
         }
@@ -76,107 +82,181 @@ pub(super) async fn note(
 /// A noted link as cleanup reads it.
 struct Noted {
     id: u64,
+    project: u64,
     late_id: String,
     anchor_hashes: Vec<u8>,
     late_hashes: Vec<u8>,
 }
 
+/// What cleanup makes of a noted link.
+enum Verdict {
+    /// The id joins this erasure.
+    Join(u64),
+    /// Not the erased user's id, or erased already: forgotten.
+    Drop,
+    /// Holds no anonymous events yet: looked at again by a later run.
+    Wait,
+}
+
 impl Store {
-    /// One chunk: up to `LINKS_PER_CHUNK` noted links of the project noted first, each added
-    /// to its user's erasure or left out, then forgotten. The resume point counts the links
-    /// looked at earlier in this run. Done when none is left, or after `LATE_LINKS_PER_RUN`.
+    /// One chunk of noted links, those not looked at for the longest first: each id joins its
+    /// user's erasure, or is forgotten, or waits for its events. The resume point counts the
+    /// links looked at earlier in this run. Done when none is left to look at in this run, or
+    /// after `LATE_LINKS_PER_RUN`.
     pub async fn adopt_late_links(tx: &mut JobTx<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
         adopt_chunk(&mut tx.0, resume_after).await
     }
 }
 
 async fn adopt_chunk(tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
-    let done_before: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
-    let finished = |rows| ChunkResult { rows, resume_after: Some(done_before.to_string()), done: true };
-    if done_before >= LATE_LINKS_PER_RUN {
-        return Ok(finished(0));
+    let looked_at: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
+    if looked_at == 0 {
+        // Past suppression, the consumer no longer drops the user's events either.
+        with_timeout(tx.exec_drop(
+            "DELETE FROM erasure_late_links WHERE created_at < NOW(3) - INTERVAL ? DAY LIMIT 10000",
+            (SUPPRESSION_DAYS,),
+        ))
+        .await?;
     }
-    let first: Option<u64> =
-        with_timeout(tx.query_first("SELECT project_id FROM erasure_late_links ORDER BY id LIMIT 1")).await?;
-    let Some(project) = first else { return Ok(finished(0)) };
-    // Exclusive against the consumer's share lock, as an erasure request takes it: a batch
-    // either committed before (its rows are erased with the id) or sees the id suppressed.
-    let _: Option<u64> =
-        with_timeout(tx.exec_first("SELECT id FROM projects /* with deleted */ WHERE id = ? FOR UPDATE", (project,)))
-            .await?;
+    let done = |rows| ChunkResult { rows, resume_after: Some(looked_at.to_string()), done: true };
+    if looked_at >= LATE_LINKS_PER_RUN {
+        return Ok(done(0));
+    }
+    // A link found waiting is not looked at again within the same run.
     let noted: Vec<Noted> = with_timeout(tx.exec_map(
-        "SELECT id, late_id, anchor_hashes, late_hashes FROM erasure_late_links WHERE project_id = ? ORDER BY id LIMIT ?",
-        (project, LINKS_PER_CHUNK as u64),
-        |(id, late_id, anchor_hashes, late_hashes)| Noted { id, late_id, anchor_hashes, late_hashes },
+        "SELECT id, project_id, late_id, anchor_hashes, late_hashes FROM erasure_late_links
+         WHERE checked_at IS NULL OR checked_at < NOW(3) - INTERVAL 10 MINUTE
+         ORDER BY checked_at, id LIMIT ?",
+        (LINKS_PER_CHUNK,),
+        |(id, project, late_id, anchor_hashes, late_hashes)| Noted { id, project, late_id, anchor_hashes, late_hashes },
     ))
     .await?;
-    let mut adopted = 0;
+    if noted.is_empty() {
+        return Ok(done(0));
+    }
+    // The checks first, without locks: they may read many rows.
+    let mut verdicts = Vec::with_capacity(noted.len());
     for link in &noted {
-        if let Some(erasure) = erasure_to_join(tx, project, link).await? {
-            adopt(tx, project, erasure, link).await?;
-            adopted += 1;
+        verdicts.push(verdict(tx, link).await?);
+    }
+    let mut joining: Vec<(&Noted, u64)> = noted
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(link, verdict)| match verdict {
+            Verdict::Join(erasure) => Some((link, *erasure)),
+            _ => None,
+        })
+        .collect();
+    if !joining.is_empty() {
+        // Exclusive against the consumer's share lock, as an erasure request takes it: a batch
+        // either committed before (its rows are erased with the id) or sees the id suppressed.
+        let mut projects: Vec<u64> = joining.iter().map(|(link, _)| link.project).collect();
+        projects.sort_unstable();
+        projects.dedup();
+        let sql = format!(
+            "SELECT id FROM projects /* with deleted */ WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            placeholders(projects.len())
+        );
+        let _: Vec<u64> =
+            with_timeout(tx.exec(sql, projects.iter().map(|id| Value::from(*id)).collect::<Vec<_>>())).await?;
+        // Linked to someone since the check: theirs.
+        let mut still = Vec::with_capacity(joining.len());
+        for (link, erasure) in joining {
+            if !linked_to_someone(tx, link).await? {
+                still.push((link, erasure));
+            }
+        }
+        joining = still;
+        for (link, erasure) in &joining {
+            join(tx, *erasure, link).await?;
         }
     }
-    if adopted > 0 {
-        tracing::info!(project, adopted, "ids linked after their user's erasure added to it");
+    let (mut forget, mut wait) = (Vec::new(), Vec::new());
+    for (link, verdict) in noted.iter().zip(&verdicts) {
+        match verdict {
+            Verdict::Wait => wait.push(Value::from(link.id)),
+            _ => forget.push(Value::from(link.id)),
+        }
     }
-    let ids: Vec<Value> = noted.iter().map(|link| Value::from(link.id)).collect();
-    let sql = format!("DELETE FROM erasure_late_links WHERE id IN ({})", placeholders(ids.len()));
-    with_timeout(tx.exec_drop(sql, ids)).await?;
+    if !forget.is_empty() {
+        let sql = format!("DELETE FROM erasure_late_links WHERE id IN ({})", placeholders(forget.len()));
+        with_timeout(tx.exec_drop(sql, forget)).await?;
+    }
+    if !wait.is_empty() {
+        let sql =
+            format!("UPDATE erasure_late_links SET checked_at = NOW(3) WHERE id IN ({})", placeholders(wait.len()));
+        with_timeout(tx.exec_drop(sql, wait)).await?;
+    }
+    if !joining.is_empty() {
+        tracing::info!(ids = joining.len(), "ids linked to users after their erasure joined it");
+    }
     let rows = noted.len() as u64;
-    Ok(ChunkResult { rows, resume_after: Some((done_before + rows).to_string()), done: false })
+    Ok(ChunkResult { rows, resume_after: Some((looked_at + rows).to_string()), done: false })
 }
 
-/// The erasure `link`'s id joins, if the link rules make the id its user's.
-async fn erasure_to_join(tx: &mut Transaction<'_>, project: u64, link: &Noted) -> Result<Option<u64>, StoreError> {
-    let anchors: Vec<Value> = link.anchor_hashes.chunks_exact(32).map(|hash| Value::from(hash.to_vec())).collect();
-    if anchors.is_empty() {
-        return Ok(None);
+/// Whether `link`'s id is the erased user's, by the link rules.
+async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, StoreError> {
+    let in_list = |hashes: &[u8]| -> Vec<Value> { hashes.chunks_exact(32).map(|hash| hash.to_vec().into()).collect() };
+    let anchors = in_list(&link.anchor_hashes);
+    let late = in_list(&link.late_hashes);
+    if anchors.is_empty() || late.is_empty() {
+        return Ok(Verdict::Drop);
     }
-    // The latest erasure requested for the user id itself.
+    // The latest erasure of the user id itself (not of an id reached through its links).
     let sql = format!(
         "SELECT id, subjects FROM erasures WHERE project_id = ? AND subject_hash IN ({}) ORDER BY id DESC LIMIT 1",
         placeholders(anchors.len())
     );
-    let params: Vec<Value> = std::iter::once(Value::from(project)).chain(anchors).collect();
+    let params: Vec<Value> = std::iter::once(Value::from(link.project)).chain(anchors).collect();
     let Some((erasure, subjects)): Option<(u64, u64)> = with_timeout(tx.exec_first(sql, params)).await? else {
-        return Ok(None);
+        return Ok(Verdict::Drop);
     };
     if subjects > MAX_LINKS_PER_USER {
         tracing::warn!(erasure, "an erased user's ids are at the link cap: a late link left out");
-        return Ok(None);
+        return Ok(Verdict::Drop);
     }
-    let late: Vec<Value> = link.late_hashes.chunks_exact(32).map(|hash| Value::from(hash.to_vec())).collect();
-    if !late.is_empty() {
-        let sql = format!(
-            "SELECT COUNT(*) FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
-            placeholders(late.len())
-        );
-        let params: Vec<Value> = std::iter::once(Value::from(project)).chain(late).collect();
-        let suppressed: Option<u64> = with_timeout(tx.exec_first(sql, params)).await?;
-        if suppressed.unwrap_or_default() > 0 {
-            return Ok(None); // erased already
-        }
+    let sql = format!(
+        "SELECT COUNT(*) FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
+        placeholders(late.len())
+    );
+    let params: Vec<Value> = std::iter::once(Value::from(link.project)).chain(late).collect();
+    let suppressed: Option<u64> = with_timeout(tx.exec_first(sql, params)).await?;
+    if suppressed.unwrap_or_default() > 0 {
+        return Ok(Verdict::Drop); // erased already
     }
-    let id = link.late_id.as_str();
-    let (profile, linked, holds): (bool, bool, bool) = with_timeout(tx.exec_first(
-        "SELECT EXISTS (SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?),
-                EXISTS (SELECT 1 FROM aliases WHERE project_id = ? AND alias = ?),
-                EXISTS (SELECT 1 FROM events /* with deleted */ WHERE project_id = ? AND user_id = ?)
-                OR EXISTS (SELECT 1 FROM events /* with deleted */
-                           WHERE project_id = ? AND anonymous_id = ? AND user_id IS NULL)",
-        (project, id, project, id, project, id, project, id),
+    // A known user id is its own subject.
+    let profile: Option<u8> = with_timeout(tx.exec_first(
+        "SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ? LIMIT 1",
+        (link.project, link.late_id.as_str()),
     ))
-    .await?
-    .unwrap_or((true, true, false));
-    // A known user id is its own subject; an id linked to someone (the erased user's links
-    // are gone) is theirs; an id holding nothing needs no erasure.
-    Ok((!profile && !linked && holds).then_some(erasure))
+    .await?;
+    if profile.is_some() || linked_to_someone(tx, link).await? {
+        return Ok(Verdict::Drop);
+    }
+    let anonymous_events: Option<u8> = with_timeout(tx.exec_first(
+        "SELECT 1 FROM (SELECT user_id FROM events /* with deleted */
+                        WHERE project_id = ? AND anonymous_id = ? LIMIT ?) first_events
+         WHERE user_id IS NULL LIMIT 1",
+        (link.project, link.late_id.as_str(), EVENTS_CHECKED),
+    ))
+    .await?;
+    Ok(if anonymous_events.is_some() { Verdict::Join(erasure) } else { Verdict::Wait })
+}
+
+/// Whether the id is linked to a user: the erased user's links are gone, so someone else's,
+/// and an id belongs to the first user who linked it.
+async fn linked_to_someone(tx: &mut Transaction<'_>, link: &Noted) -> Result<bool, StoreError> {
+    let linked: Option<u8> = with_timeout(tx.exec_first(
+        "SELECT 1 FROM aliases WHERE project_id = ? AND alias = ? LIMIT 1",
+        (link.project, link.late_id.as_str()),
+    ))
+    .await?;
+    Ok(linked.is_some())
 }
 
 /// Adds `link`'s id to `erasure` and suppresses it at once; the erasure is worked again by
 /// the erasures step (its pass over rejected events too).
-async fn adopt(tx: &mut Transaction<'_>, project: u64, erasure: u64, link: &Noted) -> Result<(), StoreError> {
+async fn join(tx: &mut Transaction<'_>, erasure: u64, link: &Noted) -> Result<(), StoreError> {
     super::erasure::insert_subjects(tx, erasure, std::slice::from_ref(&link.late_id)).await?;
     with_timeout(tx.exec_drop(
         "UPDATE erasures SET state = 'pending', subjects = subjects + 1, completed_at = NULL,
@@ -186,15 +266,10 @@ async fn adopt(tx: &mut Transaction<'_>, project: u64, erasure: u64, link: &Note
     ))
     .await?;
     let hashes: Vec<&[u8]> = link.late_hashes.chunks_exact(32).collect();
-    if !hashes.is_empty() {
-        let params: Vec<Value> =
-            hashes.iter().flat_map(|hash| [Value::from(project), Value::from(hash.to_vec())]).collect();
-        let sql = multi_row_insert("suppressed_subjects", &["project_id", "subject_hash"], hashes.len(), "").replacen(
-            "INSERT INTO",
-            "INSERT IGNORE INTO",
-            1,
-        );
-        with_timeout(tx.exec_drop(sql, params)).await?;
-    }
+    let params: Vec<Value> =
+        hashes.iter().flat_map(|hash| [Value::from(link.project), Value::from(hash.to_vec())]).collect();
+    let sql = super::multi_row_insert("suppressed_subjects", &["project_id", "subject_hash"], hashes.len(), "")
+        .replacen("INSERT INTO", "INSERT IGNORE INTO", 1);
+    with_timeout(tx.exec_drop(sql, params)).await?;
     Ok(())
 }

@@ -172,7 +172,8 @@ async fn apply_in_order(conn: &mut Conn, migrations: &[Migration]) -> Result<Vec
             conn.query_drop(statement.as_str()).await.map_err(|err| {
                 StoreError::Migration(format!(
                     "{}, statement {step} of {}: {err}; the statements before it are applied, and \
-                     the next `evtrack migrate` resumes at this one",
+                     the next `evtrack migrate` resumes at this one (if the connection was lost, \
+                     check first whether this one took effect)",
                     migration.name,
                     statements.len()
                 ))

@@ -135,6 +135,7 @@ const PROJECT_DEPENDENTS: &[&str] = &[
     "DELETE FROM api_keys WHERE project_id = ? LIMIT ?",
     "DELETE FROM rejected_events WHERE project_id = ? LIMIT ?",
     "DELETE FROM suppressed_subjects WHERE project_id = ? LIMIT ?",
+    "DELETE FROM erasure_late_links WHERE project_id = ? LIMIT ?",
     "DELETE FROM erasure_subjects
      WHERE erasure_id IN (SELECT id FROM erasures WHERE project_id = ? AND state = 'pending') LIMIT ?",
     "DELETE FROM erasures WHERE project_id = ? AND state = 'pending' LIMIT ?",
