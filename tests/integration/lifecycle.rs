@@ -575,3 +575,29 @@ async fn a_link_that_arrives_after_its_users_erasure_joins_it_where_the_link_rul
     assert_eq!(app.db.count("events WHERE anonymous_id = 'watch'").await, 1);
     assert_eq!(noted().await, ["made-up", "shared"]);
 }
+
+#[tokio::test]
+async fn an_erasure_covers_the_id_with_trailing_spaces_as_the_database_compares_them() {
+    let app = TestApp::new().await;
+    let track = |user: &str, id: &str| json!({"type": "track", "event": "Opened", "userId": user, "messageId": id});
+    let stored = vec![
+        track("pad", "s1"),
+        track("pad  ", "s2"),
+        // Quarantined: a track without its event name.
+        json!({"type": "track", "userId": "pad ", "messageId": "s3"}),
+    ];
+    assert_eq!(app.send(batch(&app.key, stored)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 2);
+    assert_eq!(app.db.count("rejected_events").await, 1);
+
+    let path = format!("/v1/users/pad?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    run_cleanup(&app, "2026-11-26T10:00:00Z").await;
+    assert_eq!(app.db.count("events").await, 0);
+    assert_eq!(app.db.count("rejected_events").await, 0, "the quarantined event naming `pad `");
+    // Suppressed too: the database would have erased its rows as `pad`'s.
+    assert_eq!(app.send(batch(&app.key, vec![track("pad   ", "s4")])).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    assert_eq!(app.db.count("events").await, 0);
+}

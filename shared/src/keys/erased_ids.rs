@@ -20,19 +20,27 @@ impl ErasedIdHasher {
 }
 
 impl SubjectHashes for ErasedIdHasher {
+    /// The database compares ids without their trailing spaces (PAD SPACE collations), so an
+    /// erasure of `alice` deletes the rows of `alice ` too: the hashes are of the id without
+    /// them, so that it suppresses both. An id that has some also gets the hashes of its exact
+    /// text, which releases before this one stored.
     fn hashes(&self, project: ProjectId, subject: &str) -> Vec<[u8; 32]> {
-        self.peppers
-            .iter()
-            .map(|pepper| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(pepper.expose()).expect("HMAC takes any key length");
-                // Domain-separated from key hashes.
-                mac.update(b"evtrack-subject\0");
-                mac.update(&project.0.to_be_bytes());
-                mac.update(subject.as_bytes());
-                mac.finalize().into_bytes().into()
-            })
-            .collect()
+        let as_compared = subject.trim_end_matches(' ');
+        let mut hashes: Vec<[u8; 32]> = self.peppers.iter().map(|pepper| hash(pepper, project, as_compared)).collect();
+        if as_compared.len() != subject.len() {
+            hashes.extend(self.peppers.iter().map(|pepper| hash(pepper, project, subject)));
+        }
+        hashes
     }
+}
+
+fn hash(pepper: &Secret<Vec<u8>>, project: ProjectId, subject: &str) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(pepper.expose()).expect("HMAC takes any key length");
+    // Domain-separated from key hashes.
+    mac.update(b"evtrack-subject\0");
+    mac.update(&project.0.to_be_bytes());
+    mac.update(subject.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -57,5 +65,21 @@ mod tests {
                 "1415943d6399bf9905c57ba939ba9b6806cc1e28c684300fa2fa1265f018e3ab",
             ]
         );
+    }
+
+    #[test]
+    fn an_id_with_trailing_spaces_hashes_as_the_database_compares_it_then_as_sent() {
+        let config = Config::with_overrides(&[
+            ("EVTRACK_KEY_PEPPER", crate::config::DEVELOPMENT_PEPPER),
+            ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper"),
+        ])
+        .expect("config");
+        let hasher = ErasedIdHasher::from_config(&config);
+        let bare = hasher.hashes(ProjectId(42), "user-1");
+        let padded = hasher.hashes(ProjectId(42), "user-1  ");
+        assert_eq!(padded.len(), 4);
+        assert_eq!(padded[..2], bare[..], "first as compared, current pepper first");
+        assert!(!bare.contains(&padded[2]) && !bare.contains(&padded[3]), "then the exact text");
+        assert_eq!(hasher.hashes(ProjectId(42), "user-1\t").len(), 2, "only spaces are padding");
     }
 }

@@ -314,12 +314,14 @@ async fn scan_rejected_events(
         with_timeout(tx.exec_drop("UPDATE erasures SET rejected_scan_done = 1 WHERE id = ?", (erasure,))).await?;
         return Ok(0);
     };
+    // Compared as the database compares ids: without trailing spaces.
     let ids: std::collections::HashSet<String> =
-        with_timeout(tx.exec("SELECT subject FROM erasure_subjects WHERE erasure_id = ?", (erasure,)))
+        with_timeout(tx.exec::<String, _, _>("SELECT subject FROM erasure_subjects WHERE erasure_id = ?", (erasure,)))
             .await?
             .into_iter()
+            .map(|id| id.trim_end_matches(' ').to_string())
             .collect();
-    let names_an_id = |text: &[u8]| json_strings(text).any(|text| ids.contains(&text));
+    let names_an_id = |text: &[u8]| json_strings(text).any(|text| ids.contains(text.trim_end_matches(' ')));
     let matched: Vec<u64> = rows
         .iter()
         .filter(|(_, raw, batch)| names_an_id(raw) || batch.as_deref().is_some_and(names_an_id))
