@@ -596,8 +596,55 @@ async fn an_erasure_covers_the_id_with_trailing_spaces_as_the_database_compares_
     run_cleanup(&app, "2026-11-26T10:00:00Z").await;
     assert_eq!(app.db.count("events").await, 0);
     assert_eq!(app.db.count("rejected_events").await, 0, "the quarantined event naming `pad `");
-    // Suppressed too: the database would have erased its rows as `pad`'s.
-    assert_eq!(app.send(batch(&app.key, vec![track("pad   ", "s4")])).await.status, StatusCode::OK);
-    assert!(app.consume_queued().await.is_empty());
+    // Suppressed too: the database would have erased its rows as `pad`'s; also with both
+    // forms in one batch (they share a hash).
+    for n in 0..5 {
+        let both = vec![
+            json!({"type": "identify", "userId": "pad", "anonymousId": "pad-phone", "messageId": format!("i{n}")}),
+            track("pad ", &format!("t{n}")),
+            track("pad   ", &format!("u{n}")),
+        ];
+        assert_eq!(app.send(batch(&app.key, both)).await.status, StatusCode::OK);
+        assert!(app.consume_queued().await.is_empty());
+    }
     assert_eq!(app.db.count("events").await, 0);
+    assert_eq!(app.db.count("users").await + app.db.count("aliases").await, 0);
+}
+
+#[tokio::test]
+async fn made_up_links_to_an_erased_user_do_not_keep_a_real_one_out() {
+    let app = TestApp::new().await;
+    let identify = |anonymous: &str, id: &str| json!({"type": "identify", "userId": "u1", "anonymousId": anonymous, "messageId": id});
+    let deliver = |events: Vec<Value>| async {
+        assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+        assert!(app.consume_queued().await.is_empty());
+    };
+    deliver(vec![identify("web", "w1")]).await;
+    let path = format!("/v1/users/u1?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    run_cleanup(&app, "2026-11-26T10:00:00Z").await;
+    // A sender knowing the erased id links 1,000 made-up ids to it: as many as one erased user
+    // may have waiting. They wait (no events); one more is not noted until they are looked at.
+    for part in 0..2 {
+        deliver((0..500).map(|n| identify(&format!("fake-{part}-{n}"), &format!("f{part}-{n}"))).collect()).await;
+    }
+    deliver(vec![identify("fake-over", "f-over")]).await;
+    assert_eq!(app.db.count("erasure_late_links").await, 1_000, "capped");
+    run_cleanup(&app, "2026-11-26T11:00:00Z").await;
+    assert_eq!(app.db.count("erasure_late_links WHERE checked_at IS NOT NULL").await, 1_000, "waiting");
+
+    // The real phone's link is still noted, and joins.
+    deliver(vec![
+        json!({"type": "track", "event": "Opened", "anonymousId": "phone", "messageId": "p1"}),
+        identify("phone", "p2"),
+    ])
+    .await;
+    run_cleanup(&app, "2026-11-26T12:00:00Z").await;
+    assert_eq!(app.db.count("events WHERE anonymous_id = 'phone'").await, 0, "erased");
+    // A made-up id beyond the waiting cap is dropped when looked at.
+    app.db.execute("UPDATE erasure_late_links SET checked_at = NULL WHERE late_id = 'fake-0-0'").await;
+    app.db.execute("DELETE FROM erasure_late_links WHERE late_id = 'fake-0-1'").await;
+    deliver(vec![identify("fake-more", "f-more-1"), identify("fake-more-2", "f-more-2")]).await;
+    run_cleanup(&app, "2026-11-26T13:00:00Z").await;
+    assert_eq!(app.db.count("erasure_late_links").await, 1_000, "at most 1,000 wait");
 }

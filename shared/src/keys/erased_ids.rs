@@ -25,7 +25,7 @@ impl SubjectHashes for ErasedIdHasher {
     /// them, so that it suppresses both. An id that has some also gets the hashes of its exact
     /// text, which releases before this one stored.
     fn hashes(&self, project: ProjectId, subject: &str) -> Vec<[u8; 32]> {
-        let as_compared = subject.trim_end_matches(' ');
+        let as_compared = crate::ids::as_compared(subject);
         let mut hashes: Vec<[u8; 32]> = self.peppers.iter().map(|pepper| hash(pepper, project, as_compared)).collect();
         if as_compared.len() != subject.len() {
             hashes.extend(self.peppers.iter().map(|pepper| hash(pepper, project, subject)));

@@ -12,7 +12,7 @@ use super::{
     ChunkResult, IDS_PER_STATEMENT, JobTx, Store, StoreError, column, multi_row_insert, placeholders, required,
     required_time, time_column, with_timeout,
 };
-use crate::ids::{ProjectId, new_public_id};
+use crate::ids::{ProjectId, as_compared, new_public_id};
 use crate::model::SubjectHashes;
 use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, Utc};
@@ -319,9 +319,9 @@ async fn scan_rejected_events(
         with_timeout(tx.exec::<String, _, _>("SELECT subject FROM erasure_subjects WHERE erasure_id = ?", (erasure,)))
             .await?
             .into_iter()
-            .map(|id| id.trim_end_matches(' ').to_string())
+            .map(|id| as_compared(&id).to_string())
             .collect();
-    let names_an_id = |text: &[u8]| json_strings(text).any(|text| ids.contains(text.trim_end_matches(' ')));
+    let names_an_id = |text: &[u8]| json_strings(text).any(|text| ids.contains(as_compared(&text)));
     let matched: Vec<u64> = rows
         .iter()
         .filter(|(_, raw, batch)| names_an_id(raw) || batch.as_deref().is_some_and(names_an_id))

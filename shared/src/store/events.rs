@@ -7,7 +7,7 @@ use super::links::MAX_LINKS_PER_USER;
 use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
 use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time};
 use crate::event::{Event, EventType, JsonText};
-use crate::ids::{ProjectId, new_public_id};
+use crate::ids::{ProjectId, as_compared, new_public_id};
 use crate::model::SubjectHashes;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
@@ -197,7 +197,7 @@ impl<'e> LateLink<'e> {
         }
         let linked_id = event.anonymous_id.as_deref()?;
         let project = row.project.0;
-        let late = linked_id != user_id
+        let late = as_compared(linked_id) != as_compared(user_id)
             && suppressed.contains(&(project, user_id))
             && !suppressed.contains(&(project, linked_id));
         late.then_some(LateLink { project, user_id, linked_id })
@@ -217,14 +217,16 @@ async fn suppressed_in_batch<'e>(
     for (project, _) in live.iter().filter(|(_, any_suppressed)| *any_suppressed) {
         let subjects: HashSet<&'e str> =
             rows.iter().filter(|row| row.project.0 == *project).flat_map(|row| row.event.subject_ids()).collect();
-        let by_hash: HashMap<[u8; 32], &'e str> = subjects
-            .into_iter()
-            .flat_map(|subject| {
-                erased_ids.hashes(ProjectId(*project), subject).into_iter().map(move |hash| (hash, subject))
-            })
-            .collect();
+        // Ids that differ only by trailing spaces share their first hashes: a hash names all.
+        let mut by_hash: HashMap<[u8; 32], Vec<&'e str>> = HashMap::new();
+        for subject in subjects {
+            for hash in erased_ids.hashes(ProjectId(*project), subject) {
+                by_hash.entry(hash).or_default().push(subject);
+            }
+        }
         let hits = suppressed_of(tx, *project, by_hash.keys()).await?;
-        found.extend(hits.iter().filter_map(|hash| by_hash.get(hash)).map(|subject| (*project, *subject)));
+        let named = hits.iter().filter_map(|hash| by_hash.get(hash)).flatten();
+        found.extend(named.map(|subject| (*project, *subject)));
     }
     Ok(found)
 }
@@ -465,7 +467,7 @@ async fn insert_aliases(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>], marks:
                 _ => None,
             }
         })
-        .filter(|(_, alias, user, _)| alias != user)
+        .filter(|(_, alias, user, _)| as_compared(alias) != as_compared(user))
         .collect();
     links.sort_unstable_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
     links.dedup_by_key(|(project, alias, user, _)| (project.0, *alias, *user));
@@ -505,12 +507,13 @@ async fn within_link_cap<'a>(
             placeholders(slice.len())
         );
         let counts: Vec<(String, u64)> = tx.exec(sql, project_and(project, &slice)).await?;
-        links_held.extend(counts.into_iter().map(|(user, count)| ((project, user), count)));
+        // SQL groups `bob` and `bob ` together: so does the count.
+        links_held.extend(counts.into_iter().map(|(user, count)| ((project, as_compared(&user).to_string()), count)));
     }
     let mut kept = Vec::with_capacity(links.len());
     let mut over_cap = 0;
     for link in links {
-        let held = links_held.entry((link.0.0, link.2.to_string())).or_default();
+        let held = links_held.entry((link.0.0, as_compared(link.2).to_string())).or_default();
         if *held < MAX_LINKS_PER_USER {
             *held += 1;
             kept.push(link);

@@ -24,6 +24,7 @@ use crate::model::SubjectHashes;
 use crate::telemetry::{MetricLine, Unit};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Transaction, Value};
+use std::collections::HashMap;
 
 /// Noted links one cleanup chunk looks at.
 const LINKS_PER_CHUNK: u64 = 50;
@@ -38,9 +39,11 @@ const EVENTS_CHECKED: u64 = 10_000;
 /// applied since the upgrade) and "no such table" (migrations not applied yet).
 const NOT_GRANTED: [u16; 2] = [1142, 1146];
 
-/// Notes `links` in the consumer's transaction, up to `MAX_LINKS_PER_USER` pending per erased
-/// user. Without the grant or the table, the batch is stored all the same and the links are
-/// only logged: failing the batch would hold back its events.
+/// Notes `links` in the consumer's transaction, up to `MAX_LINKS_PER_USER` per erased user
+/// not looked at yet (cleanup looks at them every hour; those found waiting for their events
+/// have a cap of their own, so that made-up ids left waiting cannot keep a real link out).
+/// Without the grant or the table, the batch is stored all the same and the links are only
+/// logged: failing the batch would hold back its events.
 pub(super) async fn note(
     tx: &mut Transaction<'_>,
     links: &[LateLink<'_>],
@@ -64,7 +67,8 @@ pub(super) async fn note(
         // IGNORE: the first link of an id wins, and a redelivered batch notes nothing new.
         let sql = "INSERT IGNORE INTO erasure_late_links (project_id, late_id, anchor_hash, anchor_hashes, late_hashes)
                    SELECT ?, ?, ?, ?, ? FROM DUAL
-                   WHERE (SELECT COUNT(*) FROM erasure_late_links WHERE project_id = ? AND anchor_hash = ?) < ?";
+                   WHERE (SELECT COUNT(*) FROM erasure_late_links
+                          WHERE project_id = ? AND anchor_hash = ? AND checked_at IS NULL) < ?";
         with_timeout(tx.query_drop("SAVEPOINT late_links")).await?;
         match tx.exec_drop(sql, params).await {
             Ok(()) => noted += tx.affected_rows(),
@@ -84,6 +88,7 @@ struct Noted {
     id: u64,
     project: u64,
     late_id: String,
+    anchor_hash: Vec<u8>,
     anchor_hashes: Vec<u8>,
     late_hashes: Vec<u8>,
 }
@@ -99,76 +104,80 @@ enum Verdict {
 }
 
 impl Store {
-    /// One chunk of noted links, those not looked at for the longest first: each id joins its
-    /// user's erasure, or is forgotten, or waits for its events. The resume point counts the
-    /// links looked at earlier in this run. Done when none is left to look at in this run, or
-    /// after `LATE_LINKS_PER_RUN`.
+    /// One chunk: the first of a run drops links noted more than `SUPPRESSION_DAYS` ago; each
+    /// other looks at up to `LINKS_PER_CHUNK` links of one project, those looked at longest ago
+    /// first: each id joins its user's erasure, or is forgotten, or waits for its events. The
+    /// resume point counts the links looked at earlier in this run. Done when none is left to
+    /// look at in this run, or after `LATE_LINKS_PER_RUN`.
     pub async fn adopt_late_links(tx: &mut JobTx<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
-        adopt_chunk(&mut tx.0, resume_after).await
+        let tx = &mut tx.0;
+        let Some(looked_at) = resume_after.and_then(|text| text.parse::<u64>().ok()) else {
+            // Past them, the consumer no longer drops the user's events either.
+            with_timeout(tx.exec_drop(
+                "DELETE FROM erasure_late_links WHERE created_at < NOW(3) - INTERVAL ? DAY LIMIT 10000",
+                (SUPPRESSION_DAYS,),
+            ))
+            .await?;
+            return Ok(ChunkResult { rows: tx.affected_rows(), resume_after: Some("0".into()), done: false });
+        };
+        if looked_at >= LATE_LINKS_PER_RUN {
+            return Ok(ChunkResult { rows: 0, resume_after: Some(looked_at.to_string()), done: true });
+        }
+        let looked = look_at_some(tx).await?;
+        Ok(ChunkResult { rows: looked, resume_after: Some((looked_at + looked).to_string()), done: looked == 0 })
     }
 }
 
-async fn adopt_chunk(tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Result<ChunkResult, StoreError> {
-    let looked_at: u64 = resume_after.and_then(|text| text.parse().ok()).unwrap_or(0);
-    if looked_at == 0 {
-        // Past suppression, the consumer no longer drops the user's events either.
-        with_timeout(tx.exec_drop(
-            "DELETE FROM erasure_late_links WHERE created_at < NOW(3) - INTERVAL ? DAY LIMIT 10000",
-            (SUPPRESSION_DAYS,),
-        ))
+/// Links looked at within this long are not looked at again: not twice in one run.
+const DUE: &str = "(checked_at IS NULL OR checked_at < NOW(3) - INTERVAL 10 MINUTE)";
+
+/// Looks at the due links of one project; how many.
+async fn look_at_some(tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
+    let first: Option<u64> =
+        with_timeout(tx.query_first(format!(
+            "SELECT project_id FROM erasure_late_links WHERE {DUE} ORDER BY checked_at, id LIMIT 1"
+        )))
         .await?;
-    }
-    let done = |rows| ChunkResult { rows, resume_after: Some(looked_at.to_string()), done: true };
-    if looked_at >= LATE_LINKS_PER_RUN {
-        return Ok(done(0));
-    }
-    // A link found waiting is not looked at again within the same run.
+    let Some(project) = first else { return Ok(0) };
     let noted: Vec<Noted> = with_timeout(tx.exec_map(
-        "SELECT id, project_id, late_id, anchor_hashes, late_hashes FROM erasure_late_links
-         WHERE checked_at IS NULL OR checked_at < NOW(3) - INTERVAL 10 MINUTE
-         ORDER BY checked_at, id LIMIT ?",
-        (LINKS_PER_CHUNK,),
-        |(id, project, late_id, anchor_hashes, late_hashes)| Noted { id, project, late_id, anchor_hashes, late_hashes },
+        format!(
+            "SELECT id, late_id, anchor_hash, anchor_hashes, late_hashes FROM erasure_late_links
+             WHERE project_id = ? AND {DUE} ORDER BY checked_at, id LIMIT ?"
+        ),
+        (project, LINKS_PER_CHUNK),
+        |(id, late_id, anchor_hash, anchor_hashes, late_hashes)| Noted {
+            id,
+            project,
+            late_id,
+            anchor_hash,
+            anchor_hashes,
+            late_hashes,
+        },
     ))
     .await?;
-    if noted.is_empty() {
-        return Ok(done(0));
-    }
     // The checks first, without locks: they may read many rows.
     let mut verdicts = Vec::with_capacity(noted.len());
     for link in &noted {
-        verdicts.push(verdict(tx, link).await?);
+        verdicts.push(verdict_or_wait(tx, link).await?);
     }
-    let mut joining: Vec<(&Noted, u64)> = noted
-        .iter()
-        .zip(&verdicts)
-        .filter_map(|(link, verdict)| match verdict {
-            Verdict::Join(erasure) => Some((link, *erasure)),
-            _ => None,
-        })
-        .collect();
-    if !joining.is_empty() {
-        // Exclusive against the consumer's share lock, as an erasure request takes it: a batch
-        // either committed before (its rows are erased with the id) or sees the id suppressed.
-        let mut projects: Vec<u64> = joining.iter().map(|(link, _)| link.project).collect();
-        projects.sort_unstable();
-        projects.dedup();
-        let sql = format!(
-            "SELECT id FROM projects /* with deleted */ WHERE id IN ({}) ORDER BY id FOR UPDATE",
-            placeholders(projects.len())
-        );
-        let _: Vec<u64> =
-            with_timeout(tx.exec(sql, projects.iter().map(|id| Value::from(*id)).collect::<Vec<_>>())).await?;
-        // Linked to someone since the check: theirs.
-        let mut still = Vec::with_capacity(joining.len());
-        for (link, erasure) in joining {
-            if !linked_to_someone(tx, link).await? {
-                still.push((link, erasure));
+    cap_waiting(tx, &noted, &mut verdicts).await?;
+    let mut joined = 0;
+    if verdicts.iter().any(|verdict| matches!(verdict, Verdict::Join(_))) {
+        // Exclusive against the consumer's share lock, as an erasure request takes it (one
+        // project a chunk, as there): a batch either committed before (its rows are erased
+        // with the id) or sees the id suppressed.
+        let _: Option<u64> = with_timeout(
+            tx.exec_first("SELECT id FROM projects /* with deleted */ WHERE id = ? FOR UPDATE", (project,)),
+        )
+        .await?;
+        for (link, verdict) in noted.iter().zip(verdicts.iter_mut()) {
+            let Verdict::Join(erasure) = *verdict else { continue };
+            // Known, or linked to someone, since the check: its own, or theirs.
+            if has_profile(tx, link).await? || linked_to_someone(tx, link).await? || !join(tx, erasure, link).await? {
+                *verdict = Verdict::Drop;
+            } else {
+                joined += 1;
             }
-        }
-        joining = still;
-        for (link, erasure) in &joining {
-            join(tx, *erasure, link).await?;
         }
     }
     let (mut forget, mut wait) = (Vec::new(), Vec::new());
@@ -187,11 +196,27 @@ async fn adopt_chunk(tx: &mut Transaction<'_>, resume_after: Option<&str>) -> Re
             format!("UPDATE erasure_late_links SET checked_at = NOW(3) WHERE id IN ({})", placeholders(wait.len()));
         with_timeout(tx.exec_drop(sql, wait)).await?;
     }
-    if !joining.is_empty() {
-        tracing::info!(ids = joining.len(), "ids linked to users after their erasure joined it");
+    if joined > 0 {
+        tracing::info!(project, ids = joined, "ids linked to users after their erasure joined it");
     }
-    let rows = noted.len() as u64;
-    Ok(ChunkResult { rows, resume_after: Some((looked_at + rows).to_string()), done: false })
+    Ok(noted.len() as u64)
+}
+
+/// `verdict`, with a link whose checks fail (a statement refused or too slow) left waiting
+/// for a later run instead of failing the chunk, which would bring it back first every run.
+async fn verdict_or_wait(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, StoreError> {
+    with_timeout(tx.query_drop("SAVEPOINT late_link")).await?;
+    match verdict(tx, link).await {
+        Ok(verdict) => Ok(verdict),
+        Err(err) => {
+            // A transaction that is gone (a lost connection) has no savepoint left.
+            if with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT late_link")).await.is_err() {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, link = link.id, "a late link's checks failed; looked at again later");
+            Ok(Verdict::Wait)
+        }
+    }
 }
 
 /// Whether `link`'s id is the erased user's, by the link rules.
@@ -212,8 +237,7 @@ async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, Stor
         return Ok(Verdict::Drop);
     };
     if subjects > MAX_LINKS_PER_USER {
-        tracing::warn!(erasure, "an erased user's ids are at the link cap: a late link left out");
-        return Ok(Verdict::Drop);
+        return Ok(Verdict::Drop); // at the cap (`join` checks again)
     }
     let sql = format!(
         "SELECT COUNT(*) FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
@@ -224,13 +248,7 @@ async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, Stor
     if suppressed.unwrap_or_default() > 0 {
         return Ok(Verdict::Drop); // erased already
     }
-    // A known user id is its own subject.
-    let profile: Option<u8> = with_timeout(tx.exec_first(
-        "SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ? LIMIT 1",
-        (link.project, link.late_id.as_str()),
-    ))
-    .await?;
-    if profile.is_some() || linked_to_someone(tx, link).await? {
+    if has_profile(tx, link).await? || linked_to_someone(tx, link).await? {
         return Ok(Verdict::Drop);
     }
     let anonymous_events: Option<u8> = with_timeout(tx.exec_first(
@@ -241,6 +259,48 @@ async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, Stor
     ))
     .await?;
     Ok(if anonymous_events.is_some() { Verdict::Join(erasure) } else { Verdict::Wait })
+}
+
+/// Waiting links have a cap of their own per erased user: past it, those of `noted` that
+/// would wait are dropped.
+async fn cap_waiting(tx: &mut Transaction<'_>, noted: &[Noted], verdicts: &mut [Verdict]) -> Result<(), StoreError> {
+    let ids: Vec<Value> = noted.iter().map(|link| Value::from(link.id)).collect();
+    let mut room: HashMap<&[u8], u64> = HashMap::new();
+    for (link, verdict) in noted.iter().zip(verdicts.iter_mut()) {
+        if !matches!(verdict, Verdict::Wait) {
+            continue;
+        }
+        let anchor = link.anchor_hash.as_slice();
+        if !room.contains_key(anchor) {
+            // Those waiting besides the links looked at now.
+            let sql = format!(
+                "SELECT COUNT(*) FROM erasure_late_links
+                 WHERE project_id = ? AND anchor_hash = ? AND checked_at IS NOT NULL AND id NOT IN ({})",
+                placeholders(ids.len())
+            );
+            let params: Vec<Value> =
+                [Value::from(link.project), Value::from(anchor)].into_iter().chain(ids.clone()).collect();
+            let waiting: Option<u64> = with_timeout(tx.exec_first(sql, params)).await?;
+            room.insert(anchor, MAX_LINKS_PER_USER.saturating_sub(waiting.unwrap_or_default()));
+        }
+        let left = room.entry(anchor).or_default();
+        if *left == 0 {
+            *verdict = Verdict::Drop;
+        } else {
+            *left -= 1;
+        }
+    }
+    Ok(())
+}
+
+/// A known user id is its own subject.
+async fn has_profile(tx: &mut Transaction<'_>, link: &Noted) -> Result<bool, StoreError> {
+    let profile: Option<u8> = with_timeout(tx.exec_first(
+        "SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ? LIMIT 1",
+        (link.project, link.late_id.as_str()),
+    ))
+    .await?;
+    Ok(profile.is_some())
 }
 
 /// Whether the id is linked to a user: the erased user's links are gone, so someone else's,
@@ -254,22 +314,38 @@ async fn linked_to_someone(tx: &mut Transaction<'_>, link: &Noted) -> Result<boo
     Ok(linked.is_some())
 }
 
-/// Adds `link`'s id to `erasure` and suppresses it at once; the erasure is worked again by
-/// the erasures step (its pass over rejected events too).
-async fn join(tx: &mut Transaction<'_>, erasure: u64, link: &Noted) -> Result<(), StoreError> {
-    super::erasure::insert_subjects(tx, erasure, std::slice::from_ref(&link.late_id)).await?;
+/// Adds `link`'s id to `erasure`, within the erasure's cap of ids, and suppresses it at once;
+/// the erasure is worked again by the erasures step (its pass over rejected events too).
+/// False when the erasure is at its cap.
+async fn join(tx: &mut Transaction<'_>, erasure: u64, link: &Noted) -> Result<bool, StoreError> {
     with_timeout(tx.exec_drop(
-        "UPDATE erasures SET state = 'pending', subjects = subjects + 1, completed_at = NULL,
-                rejected_scan_done = 0, rejected_scanned_to = 0
-         WHERE id = ?",
-        (erasure,),
+        "INSERT IGNORE INTO erasure_subjects (erasure_id, subject) VALUES (?, ?)",
+        (erasure, link.late_id.as_str()),
     ))
     .await?;
+    let added = tx.affected_rows();
+    // The user's id and at most `MAX_LINKS_PER_USER` others.
+    with_timeout(tx.exec_drop(
+        "UPDATE erasures SET state = 'pending', subjects = subjects + ?, completed_at = NULL,
+                rejected_scan_done = 0, rejected_scanned_to = 0
+         WHERE id = ? AND subjects + ? <= ?",
+        (added, erasure, added, MAX_LINKS_PER_USER + 1),
+    ))
+    .await?;
+    if tx.affected_rows() == 0 {
+        with_timeout(tx.exec_drop(
+            "DELETE FROM erasure_subjects WHERE erasure_id = ? AND subject = ?",
+            (erasure, link.late_id.as_str()),
+        ))
+        .await?;
+        tracing::warn!(erasure, "an erased user's ids are at the link cap: a late link left out");
+        return Ok(false);
+    }
     let hashes: Vec<&[u8]> = link.late_hashes.chunks_exact(32).collect();
     let params: Vec<Value> =
         hashes.iter().flat_map(|hash| [Value::from(link.project), Value::from(hash.to_vec())]).collect();
     let sql = super::multi_row_insert("suppressed_subjects", &["project_id", "subject_hash"], hashes.len(), "")
         .replacen("INSERT INTO", "INSERT IGNORE INTO", 1);
     with_timeout(tx.exec_drop(sql, params)).await?;
-    Ok(())
+    Ok(true)
 }
