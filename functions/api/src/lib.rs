@@ -186,7 +186,7 @@ impl From<StoreError> for Failure {
             StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Migration(_) => {
                 Failure::Internal(err.to_string())
             }
-            StoreError::Unavailable(_) => Failure::Unavailable(err.to_string()),
+            StoreError::Unavailable(_) | StoreError::NoAnswer => Failure::Unavailable(err.to_string()),
         }
     }
 }

@@ -180,8 +180,11 @@ impl Store {
             Err(err) => {
                 // A failed statement leaves the transaction usable: undo this erasure's part,
                 // record the failure and pass over it. A transaction that is gone (deadlock,
-                // lost connection) has no savepoint left: then the chunk fails as a whole.
-                if with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT erasure_chunk")).await.is_err() {
+                // lost connection) has no savepoint left, and a statement not answered in time
+                // leaves nothing to send on: then the chunk fails as a whole.
+                if matches!(err, StoreError::NoAnswer)
+                    || with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT erasure_chunk")).await.is_err()
+                {
                     return Err(err);
                 }
                 let reason: String = err.to_string().chars().take(1000).collect();

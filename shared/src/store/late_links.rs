@@ -128,21 +128,28 @@ impl Store {
     }
 }
 
-/// Links looked at within this long are not looked at again: not twice in one run.
-const DUE: &str = "(checked_at IS NULL OR checked_at < NOW(3) - INTERVAL 10 MINUTE)";
+/// The links to look at: not those looked at within ten minutes (not twice in one run), nor
+/// those noted more than `SUPPRESSION_DAYS` ago (left to the purge).
+fn due() -> String {
+    format!(
+        "(checked_at IS NULL OR checked_at < NOW(3) - INTERVAL 10 MINUTE)
+         AND created_at >= NOW(3) - INTERVAL {SUPPRESSION_DAYS} DAY"
+    )
+}
 
 /// Looks at the due links of one project; how many.
 async fn look_at_some(tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
+    let due = due();
     let first: Option<u64> =
         with_timeout(tx.query_first(format!(
-            "SELECT project_id FROM erasure_late_links WHERE {DUE} ORDER BY checked_at, id LIMIT 1"
+            "SELECT project_id FROM erasure_late_links WHERE {due} ORDER BY checked_at, id LIMIT 1"
         )))
         .await?;
     let Some(project) = first else { return Ok(0) };
     let noted: Vec<Noted> = with_timeout(tx.exec_map(
         format!(
             "SELECT id, late_id, anchor_hash, anchor_hashes, late_hashes FROM erasure_late_links
-             WHERE project_id = ? AND {DUE} ORDER BY checked_at, id LIMIT ?"
+             WHERE project_id = ? AND {due} ORDER BY checked_at, id LIMIT ?"
         ),
         (project, LINKS_PER_CHUNK),
         |(id, late_id, anchor_hash, anchor_hashes, late_hashes)| Noted {
@@ -172,8 +179,16 @@ async fn look_at_some(tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
         .await?;
         for (link, verdict) in noted.iter().zip(verdicts.iter_mut()) {
             let Verdict::Join(erasure) = *verdict else { continue };
-            // Known, or linked to someone, since the check: its own, or theirs.
-            if has_profile(tx, link).await? || linked_to_someone(tx, link).await? || !join(tx, erasure, link).await? {
+            // Settled by another run meanwhile (a retried slot beside the next one); known,
+            // or linked to someone, since the check: its own, or theirs.
+            let still_noted: Option<u64> =
+                with_timeout(tx.exec_first("SELECT id FROM erasure_late_links WHERE id = ? FOR UPDATE", (link.id,)))
+                    .await?;
+            if still_noted.is_none()
+                || has_profile(tx, link).await?
+                || linked_to_someone(tx, link).await?
+                || !join(tx, erasure, link).await?
+            {
                 *verdict = Verdict::Drop;
             } else {
                 joined += 1;
@@ -202,15 +217,18 @@ async fn look_at_some(tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
     Ok(noted.len() as u64)
 }
 
-/// `verdict`, with a link whose checks fail (a statement refused or too slow) left waiting
-/// for a later run instead of failing the chunk, which would bring it back first every run.
+/// `verdict`, with a link whose checks the server refuses left waiting for a later run
+/// instead of failing the chunk, which would bring it back first every run.
 async fn verdict_or_wait(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, StoreError> {
     with_timeout(tx.query_drop("SAVEPOINT late_link")).await?;
     match verdict(tx, link).await {
         Ok(verdict) => Ok(verdict),
         Err(err) => {
-            // A transaction that is gone (a lost connection) has no savepoint left.
-            if with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT late_link")).await.is_err() {
+            // A transaction that is gone (a lost connection, a deadlock) has no savepoint
+            // left, and a statement not answered in time leaves nothing to send on.
+            if matches!(err, StoreError::NoAnswer)
+                || with_timeout(tx.query_drop("ROLLBACK TO SAVEPOINT late_link")).await.is_err()
+            {
                 return Err(err);
             }
             tracing::warn!(error = %err, link = link.id, "a late link's checks failed; looked at again later");
@@ -236,8 +254,13 @@ async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, Stor
     let Some((erasure, subjects)): Option<(u64, u64)> = with_timeout(tx.exec_first(sql, params)).await? else {
         return Ok(Verdict::Drop);
     };
+    if subjects == 0 {
+        // Made by a release before erasure ids were rows: the erasures step lists its ids first.
+        return Ok(Verdict::Wait);
+    }
     if subjects > MAX_LINKS_PER_USER {
-        return Ok(Verdict::Drop); // at the cap (`join` checks again)
+        tracing::warn!(erasure, "an erased user's ids are at the link cap: a late link left out");
+        return Ok(Verdict::Drop); // (`join` checks again)
     }
     let sql = format!(
         "SELECT COUNT(*) FROM suppressed_subjects WHERE project_id = ? AND subject_hash IN ({})",
@@ -323,16 +346,17 @@ async fn join(tx: &mut Transaction<'_>, erasure: u64, link: &Noted) -> Result<bo
         (erasure, link.late_id.as_str()),
     ))
     .await?;
-    let added = tx.affected_rows();
+    // Already one of its ids still to erase: nothing to add, or to undo.
+    let added = tx.affected_rows() > 0;
     // The user's id and at most `MAX_LINKS_PER_USER` others.
     with_timeout(tx.exec_drop(
         "UPDATE erasures SET state = 'pending', subjects = subjects + ?, completed_at = NULL,
                 rejected_scan_done = 0, rejected_scanned_to = 0
          WHERE id = ? AND subjects + ? <= ?",
-        (added, erasure, added, MAX_LINKS_PER_USER + 1),
+        (u64::from(added), erasure, u64::from(added), MAX_LINKS_PER_USER + 1),
     ))
     .await?;
-    if tx.affected_rows() == 0 {
+    if added && tx.affected_rows() == 0 {
         with_timeout(tx.exec_drop(
             "DELETE FROM erasure_subjects WHERE erasure_id = ? AND subject = ?",
             (erasure, link.late_id.as_str()),

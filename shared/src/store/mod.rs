@@ -100,11 +100,16 @@ pub enum StoreError {
     /// A read ran past `READ_TIME_CAP` on the server: the question is too big as asked.
     #[error("the query ran longer than {} s", READ_TIME_CAP.as_secs())]
     TooBig,
+    /// The client stopped waiting for a statement (`STATEMENT_TIMEOUT`). Its answer may still
+    /// come on that connection, so nothing more is sent on it: not even a rollback to a
+    /// savepoint, which would read the late answer as its own.
+    #[error("database unavailable: no answer within {} s", STATEMENT_TIMEOUT.as_secs())]
+    NoAnswer,
 }
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::NoAnswer)
     }
 }
 
@@ -317,7 +322,7 @@ async fn with_timeout<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(STATEMENT_TIMEOUT, future).await {
         Ok(result) => result.map_err(StoreError::from),
-        Err(_) => Err(StoreError::Unavailable(format!("no answer within {} s", STATEMENT_TIMEOUT.as_secs()))),
+        Err(_) => Err(StoreError::NoAnswer),
     }
 }
 
