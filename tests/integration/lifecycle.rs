@@ -590,6 +590,16 @@ async fn an_erasure_covers_the_id_with_trailing_spaces_as_the_database_compares_
     assert!(app.consume_queued().await.is_empty());
     assert_eq!(app.db.count("events").await, 2);
     assert_eq!(app.db.count("rejected_events").await, 1);
+    // An export of `pad` holds both, as the erasure deletes both.
+    let request = api_request("GET", &format!("/v1/users/pad/export?project={}", app.project), &app.admin, None);
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.expect("export");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&body).lines().map(|line| serde_json::from_str(line).expect("json")).collect();
+    let exported: Vec<&str> =
+        lines.iter().filter(|l| l["type"] == "event").filter_map(|l| l["event"]["messageId"].as_str()).collect();
+    assert_eq!(exported.len(), 2, "{exported:?}");
+    assert_eq!(lines.last().expect("end"), &json!({"type": "end", "events": 2}));
 
     let path = format!("/v1/users/pad?project={}", app.project);
     assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
@@ -647,4 +657,38 @@ async fn made_up_links_to_an_erased_user_do_not_keep_a_real_one_out() {
     deliver(vec![identify("fake-more", "f-more-1"), identify("fake-more-2", "f-more-2")]).await;
     run_cleanup(&app, "2026-11-26T13:00:00Z").await;
     assert_eq!(app.db.count("erasure_late_links").await, 1_000, "at most 1,000 wait");
+}
+
+#[tokio::test]
+async fn an_erasure_in_progress_hides_only_what_it_deletes() {
+    let app = TestApp::new().await;
+    let at = "2026-11-20T10:15:00.000Z";
+    let events = vec![
+        json!({"type": "identify", "userId": "alice", "anonymousId": "shared-device", "messageId": "a1", "timestamp": at}),
+        json!({"type": "track", "event": "Gone", "userId": "alice", "messageId": "a2", "timestamp": at}),
+        // Another person on the same device: their event, not alice's.
+        json!({"type": "track", "event": "Kept", "userId": "bob", "anonymousId": "shared-device", "messageId": "b1", "timestamp": at}),
+    ];
+    assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    let path = format!("/v1/users/alice?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+
+    // While the erasure is pending: bob's event is listed and counted by the rollups.
+    let list = app.send(api_request("GET", &format!("/v1/events?project={}", app.project), &app.admin, None)).await;
+    let names: Vec<&str> =
+        list.json["data"].as_array().expect("data").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["Kept"], "{}", list.json);
+    run_job(&app, "rollups", &next_slot().await).await;
+    let counted = |name: &str| {
+        format!("SELECT CAST(COALESCE(SUM(events), 0) AS UNSIGNED) FROM rollup_event_hours WHERE name = '{name}'")
+    };
+    assert_eq!(app.db.query::<u64>(&counted("Kept")).await, vec![1]);
+
+    // Once done, the same: what it hid is what it deleted.
+    run_cleanup(&app, &next_slot().await).await;
+    run_job(&app, "rollups", &next_slot().await).await;
+    assert_eq!(app.db.query::<u64>(&counted("Kept")).await, vec![1]);
+    assert_eq!(app.db.query::<u64>(&counted("Gone")).await, vec![0]);
+    assert_eq!(app.db.count("events WHERE user_id = 'bob'").await, 1);
 }

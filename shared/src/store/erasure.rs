@@ -433,8 +433,11 @@ async fn add_count(tx: &mut Transaction<'_>, erasure: u64, counter: &str, rows: 
     with_timeout(tx.exec_drop(sql, (rows, erasure))).await
 }
 
-/// The ids of an event an erasure in progress hides it by (`e` is the events row).
-pub(super) const ERASABLE_IDS: &str = "e.user_id, e.anonymous_id, e.previous_id";
+/// The ids of an event an erasure in progress hides it by (`e` is the events row): those its
+/// deletes take it by (`ERASURE_DELETES`), so that what is hidden meanwhile is what goes. An
+/// event with another person's userId stays theirs, whatever anonymous id it shares: hidden
+/// while the erasure runs, it would leave the rollups that counted its hour then without it.
+pub(super) const ERASABLE_IDS: &str = "e.user_id, CASE WHEN e.user_id IS NULL THEN e.anonymous_id END, e.previous_id";
 
 /// "An id in `columns` is a subject of an erasure still in progress", as an expression of a
 /// row in the statement that reads the rows; its parameters (the project, twice) are pushed

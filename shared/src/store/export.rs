@@ -5,7 +5,7 @@
 use super::links::linked_ids;
 use super::views::{EVENT_VIEW_COLUMNS, EventView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView, event_view, user_view};
 use super::{IDS_PER_STATEMENT, Store, StoreError, column, placeholders, with_timeout};
-use crate::ids::ProjectId;
+use crate::ids::{ProjectId, as_compared};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use serde::Serialize;
@@ -30,11 +30,13 @@ impl SubjectSlices {
     pub fn new(user_id: &str, linked: &[String]) -> Self {
         let ids: Vec<String> = std::iter::once(user_id.to_string()).chain(linked.iter().cloned()).collect();
         let slices: Vec<Vec<String>> = ids.chunks(IDS_PER_STATEMENT).map(<[String]>::to_vec).collect();
-        let slice_of = slices
-            .iter()
-            .enumerate()
-            .flat_map(|(index, slice)| slice.iter().map(move |id| (id.clone(), index)))
-            .collect();
+        // Keyed as the database compares ids (`alice ` is `alice`'s), first slice first.
+        let mut slice_of = HashMap::new();
+        for (index, slice) in slices.iter().enumerate() {
+            for id in slice {
+                slice_of.entry(as_compared(id).to_string()).or_insert(index);
+            }
+        }
         Self { slices, slice_of }
     }
 
@@ -53,7 +55,7 @@ impl SubjectSlices {
         [event.user_id.as_deref(), anonymous]
             .into_iter()
             .flatten()
-            .filter_map(|id| self.slice_of.get(id).copied())
+            .filter_map(|id| self.slice_of.get(as_compared(id)).copied())
             .min()
     }
 }

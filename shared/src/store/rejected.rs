@@ -6,7 +6,7 @@ use super::{
     IDS_PER_STATEMENT, Store, StoreError, column, placeholders, required, required_time, time_column, to_db_time,
     with_timeout,
 };
-use crate::ids::ProjectId;
+use crate::ids::{ProjectId, as_compared};
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
@@ -93,7 +93,8 @@ impl Store {
         for event in events {
             let batch = serde_json::to_vec(&event.batch).unwrap_or_default();
             for text in json_strings(event.raw.as_bytes()).chain(json_strings(&batch)) {
-                naming.entry(text).or_default().push(event.id);
+                // Keyed as the database compares ids with the erasure's.
+                naming.entry(as_compared(&text).to_string()).or_default().push(event.id);
             }
         }
         let texts: Vec<&String> = naming.keys().collect();
@@ -107,7 +108,7 @@ impl Store {
                 placeholders(slice.len())
             );
             let subjects: Vec<String> = with_timeout(conn.exec(sql, params)).await?;
-            erasing.extend(subjects.iter().filter_map(|subject| naming.get(subject)).flatten());
+            erasing.extend(subjects.iter().filter_map(|subject| naming.get(as_compared(subject))).flatten());
         }
         Ok(erasing)
     }
