@@ -212,9 +212,15 @@ impl Target {
         let answer: Value = response.json().await.unwrap_or_default();
         match status.as_u16() {
             200 => Ok(Some(answer["rejected"]["count"].as_u64().unwrap_or(0))),
-            // A single-event route's one event, refused again: quarantined again by ingest.
-            400 | 413 if matches!(request.shape, Shape::SegmentSingle(_)) => Ok(Some(1)),
-            400 => {
+            // A single-event route's one event, refused again: quarantined again by ingest (those
+            // are its only codes for that; any other 4xx kept nothing).
+            400 | 413
+                if matches!(request.shape, Shape::SegmentSingle(_))
+                    && matches!(answer["code"].as_str(), Some("invalid_event" | "event_too_large")) =>
+            {
+                Ok(Some(1))
+            }
+            400 | 413 => {
                 tracing::warn!(%answer, events = request.ids.len(), "ingest refused a replayed request whole; left in quarantine");
                 Ok(None)
             }

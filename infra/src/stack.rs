@@ -8,7 +8,7 @@ use crate::toolbox::{jobs, keyring, open_store};
 use anyhow::Context;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use evtrack::Config;
-use evtrack::config::{JOB_NAMES, job_period};
+use evtrack::config::{JOB_NAMES, Required, job_period};
 use evtrack::jobs::JobRunners;
 use evtrack::jobs::Trigger;
 use evtrack::keys::{Expiry, KeyService, NewKeyRequest, Scope};
@@ -34,6 +34,9 @@ pub const CONSUMERS: usize = 4;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 pub async fn up(config: Config) -> anyhow::Result<()> {
+    // Keys it makes (the first project's, the api's) and signing keys rotate-keys adds would be
+    // hashed and sealed with the public development secrets.
+    crate::commands::refuse_development_secrets(&config, &[Required::KeyPepper, Required::MasterKeys])?;
     // One connection per consumer worker, and some for ingest's key checks.
     let config = Config { database_pool_max: config.database_pool_max.max(CONSUMERS + 2), ..config };
     let store = open_store(&config).await?;

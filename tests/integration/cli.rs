@@ -252,3 +252,19 @@ async fn messages_an_earlier_release_refused_for_their_seal_are_reopened_and_sto
     assert_eq!((again["messages"].as_u64(), again["left"].as_u64()), (Some(0), Some(1)), "{again}");
     assert_eq!(app.db.count("events").await, 149);
 }
+
+#[test]
+fn evtrack_up_refuses_the_development_secrets_for_a_database_elsewhere() {
+    let output = Command::new(workspace_binary("evtrack"))
+        .arg("up")
+        .env("EVTRACK_DATABASE_URL", "mysql://evtrack@db.example.invalid:3306/evtrack")
+        .env("EVTRACK_DATABASE_INSECURE", "1")
+        .env("EVTRACK_LISTEN", "127.0.0.1:0")
+        .env_remove("EVTRACK_KEY_PEPPER")
+        .env_remove("EVTRACK_MASTER_KEYS")
+        .output()
+        .expect("evtrack runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("the database is not on this machine"), "{stderr}");
+}
