@@ -35,6 +35,9 @@ pub struct Journal {
     /// How many of the bytes written since the journal was opened (`State::written`) are
     /// known to be on disk. Held while flushing, so appends queue behind the flush running.
     durable: Mutex<u64>,
+    /// An exclusive lock on the directory's `lock` file, for the journal's lifetime: a second
+    /// process on the same directory would deliver this one's messages and delete its segments.
+    _lock: File,
 }
 
 struct State {
@@ -61,12 +64,26 @@ impl Journal {
 
     fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Vec<QueuedMessage>)> {
         fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+        if let Err(err) = lock.try_lock() {
+            return Err(match err {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process has this queue journal open (an evtrack up on the same EVTRACK_LOCAL_QUEUE_DIR)",
+                ),
+                std::fs::TryLockError::Error(err) => err,
+            });
+        }
         let uid_path = dir.join("journal-id");
         let uid = match fs::read_to_string(&uid_path) {
-            Ok(uid) => uid.trim().to_string(),
+            Ok(uid) if !uid.trim().is_empty() => uid.trim().to_string(),
+            Ok(_) => return Err(io::Error::other(format!("{} is empty", uid_path.display()))),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let uid = uuid::Uuid::now_v7().simple().to_string();
-                fs::write(&uid_path, &uid)?;
+                let mut file = File::create(&uid_path)?;
+                file.write_all(uid.as_bytes())?;
+                file.sync_all()?;
+                File::open(dir)?.sync_all()?;
                 uid
             }
             Err(err) => return Err(err),
@@ -77,6 +94,10 @@ impl Journal {
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
             .collect();
         segments.sort_unstable();
+        // The next segment exists before an empty one is removed: a crash in between must
+        // not let the next start number a segment as one already used.
+        let active_segment = segments.last().map_or(1, |last| last + 1);
+        let active = Arc::new(create_segment(dir, active_segment)?);
         let mut held = Vec::new();
         let mut unstored = BTreeMap::new();
         for segment in &segments {
@@ -88,11 +109,15 @@ impl Journal {
             unstored.insert(*segment, messages.len());
             held.extend(messages);
         }
-        let active_segment = segments.last().map_or(1, |last| last + 1);
-        let active = Arc::new(create_segment(dir, active_segment)?);
         let state = State { active, active_segment, active_bytes: 0, written: 0, failed: None, unstored };
-        let journal =
-            Self { dir: dir.to_path_buf(), uid, segment_bytes, state: Mutex::new(state), durable: Mutex::new(0) };
+        let journal = Self {
+            dir: dir.to_path_buf(),
+            uid,
+            segment_bytes,
+            state: Mutex::new(state),
+            durable: Mutex::new(0),
+            _lock: lock,
+        };
         Ok((journal, held))
     }
 
@@ -275,6 +300,19 @@ mod tests {
 
     fn temp_dir() -> PathBuf {
         std::env::temp_dir().join(format!("evtrack-journal-{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    #[test]
+    fn a_second_opening_of_the_same_directory_is_refused_until_the_first_is_closed() {
+        let dir = temp_dir();
+        let (journal, _) = Journal::open(&dir).expect("opens");
+        let ids = journal.append(&["held".to_string()]).expect("appended");
+        let err = Journal::open(&dir).err().expect("refused while open");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        drop(journal);
+        let (_journal, held) = Journal::open(&dir).expect("opens once closed");
+        assert!(held.is_empty() || held.iter().map(|m| &m.id).eq(&ids), "what the first held, if anything");
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
