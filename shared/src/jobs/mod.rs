@@ -19,7 +19,7 @@ use crate::store::{ChunkResult, ClaimResult, FencedError, MAX_SLOT_SKEW, RunInfo
 use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// After this many failed attempts a run is marked failed and its slot is not retried.
@@ -55,13 +55,34 @@ pub struct Trigger {
     pub slot: DateTime<Utc>,
     /// `schedule`, `api`, `cli` or `local`.
     pub by: &'static str,
+    /// When the invocation will be stopped, if it will be (a Lambda's timeout).
+    pub deadline: Option<Instant>,
 }
 
 impl Trigger {
     /// Slots are whole seconds, so that retried deliveries of one scheduled time always
     /// name the same slot.
     pub fn new(slot: DateTime<Utc>, by: &'static str) -> Self {
-        Self { slot: slot.trunc_subsecs(0), by }
+        Self { slot: slot.trunc_subsecs(0), by, deadline: None }
+    }
+
+    /// An invocation stopped at `deadline`: its lease ends soon after (`lease_until`).
+    pub fn until(self, deadline: Instant) -> Self {
+        Self { deadline: Some(deadline), ..self }
+    }
+}
+
+/// How long past its deadline an invocation's lease lasts.
+const LEASE_PAST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The lease to take now: `lease`, but no longer than until shortly after the invocation's
+/// deadline. A Lambda stopped at its timeout runs no `fail_run`; with the whole lease (longer
+/// than the timeout, so that no one takes over a live run) still held, Lambda's retries a
+/// minute or two later would find the slot taken and the run would never resume.
+fn lease_until(lease: Duration, deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(deadline) => lease.min(deadline.saturating_duration_since(Instant::now()) + LEASE_PAST_DEADLINE),
+        None => lease,
     }
 }
 
@@ -171,6 +192,8 @@ pub struct Run {
     run_id: u64,
     fence: u64,
     lease: Duration,
+    /// The invocation's deadline (`Trigger::deadline`): each renewal's lease ends soon after.
+    deadline: Option<Instant>,
     slot: DateTime<Utc>,
 }
 
@@ -209,11 +232,11 @@ impl Run {
             return Ok(());
         }
         let mut resume_after = progress.resume_after;
-        let (started, mut rows) = (std::time::Instant::now(), 0);
+        let (started, mut rows) = (Instant::now(), 0);
         let outcome = loop {
+            let lease = lease_until(self.lease, self.deadline);
             let result =
-                match self.store.fenced_chunk(self.run_id, self.fence, self.lease, step, resume_after.as_deref()).await
-                {
+                match self.store.fenced_chunk(self.run_id, self.fence, lease, step, resume_after.as_deref()).await {
                     Ok(result) => result,
                     Err(FencedError::LeaseLost) => break Err(JobError::LeaseLost),
                     Err(FencedError::Store(err)) => {
@@ -241,7 +264,7 @@ impl Run {
 /// failure the lease is given up at once, so a retried invocation resumes.
 pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: Duration) -> Result<Outcome, JobError> {
     let name = J::NAME;
-    let claim = store.claim_run(name, trigger.slot, trigger.by, lease).await?;
+    let claim = store.claim_run(name, trigger.slot, trigger.by, lease_until(lease, trigger.deadline)).await?;
     let (run_id, run_uid, fence, db_now) = match claim {
         ClaimResult::Taken { run_uid } => {
             let run = run_info(store, run_uid).await?;
@@ -253,7 +276,15 @@ pub async fn run_once<J: Job>(store: &Store, job: &J, trigger: Trigger, lease: D
     };
     tracing::debug!(job = name, slot = %trigger.slot, fence, by = trigger.by, "job run started");
     // Ages are measured from the slot, but never from past the database's clock.
-    let run = Run { job: name, store: store.clone(), run_id, fence, lease, slot: trigger.slot.min(db_now) };
+    let run = Run {
+        job: name,
+        store: store.clone(),
+        run_id,
+        fence,
+        lease,
+        deadline: trigger.deadline,
+        slot: trigger.slot.min(db_now),
+    };
     let result = match job.steps(&run).await {
         Ok(()) => store.finish_run(run_id, fence).await.map_err(JobError::from),
         Err(err) => Err(err),
@@ -286,8 +317,11 @@ pub async fn serve_on_lambda(jobs: JobRunners) -> Result<(), lambda_runtime::Err
         async move |event: lambda_runtime::LambdaEvent<ScheduledInvocation>| {
             let invocation = event.payload;
             let name = invocation.job.as_deref().or_else(|| jobs.first()).unwrap_or_default();
+            // The context's deadline is milliseconds since 1970.
+            let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or_default();
+            let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
             let outcome = jobs
-                .run(name, invocation.trigger())
+                .run(name, invocation.trigger().until(deadline))
                 .await
                 .ok_or_else(|| format!("this function runs no job named {name:?}"))??;
             Ok::<_, lambda_runtime::Error>(outcome.to_json())
@@ -298,4 +332,20 @@ pub async fn serve_on_lambda(jobs: JobRunners) -> Result<(), lambda_runtime::Err
 
 async fn run_info(store: &Store, run_uid: Uuid) -> Result<RunInfo, JobError> {
     Ok(store.run_info(run_uid).await?.ok_or_else(|| StoreError::Unavailable("job run vanished".into()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_ends_soon_after_the_invocations_deadline_and_never_outlasts_the_setting() {
+        let lease = Duration::from_secs(360);
+        assert_eq!(lease_until(lease, None), lease, "no deadline (evtrack up, the api)");
+        let in_a_minute = lease_until(lease, Some(Instant::now() + Duration::from_secs(60)));
+        assert!(in_a_minute <= Duration::from_secs(70) && in_a_minute > Duration::from_secs(69), "{in_a_minute:?}");
+        assert_eq!(lease_until(lease, Some(Instant::now())), LEASE_PAST_DEADLINE, "at the deadline");
+        let far = Some(Instant::now() + Duration::from_secs(3_600));
+        assert_eq!(lease_until(lease, far), lease);
+    }
 }
