@@ -853,3 +853,54 @@ async fn a_range_export_follows_its_cursor_in_answers_a_lambda_can_carry_and_the
     assert_eq!(written.lines().collect::<Vec<_>>(), lines.iter().map(String::as_str).collect::<Vec<_>>());
     println!("export: {} events in {answers} answers", lines.len());
 }
+
+#[tokio::test]
+async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_by_cursor() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_MAX_EVENT_BYTES", "131072")]).await;
+    let blob = "x".repeat(120_000);
+    for request in 0..10 {
+        let events: Vec<Value> = (0..4)
+            .map(|n| {
+                json!({"type": "track", "event": "Big", "userId": "u", "messageId": format!("big-{request}-{n}"),
+                            "properties": {"blob": blob}})
+            })
+            .collect();
+        assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+    }
+    assert!(app.consume_queued().await.is_empty());
+    let project = app.project;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    for route in ["/v1/events", "/v1/events/live"] {
+        if route.ends_with("live") {
+            // The tail shows what has settled.
+            tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+        }
+        let mut cursor: Option<String> = None;
+        let mut from_route = Vec::new();
+        loop {
+            let mut uri = format!("{route}?project={project}&limit=100");
+            if let Some(cursor) = &cursor {
+                uri.push_str(&format!("&cursor={cursor}"));
+            }
+            let reply = app.send(api_request("GET", &uri, &app.admin, None)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+            let bytes = serde_json::to_vec(&reply.json).expect("json").len();
+            assert!(bytes < 4_500_000, "{route}: a page of {bytes} bytes");
+            let data = reply.json["data"].as_array().expect("data");
+            if data.is_empty() {
+                break;
+            }
+            pages += 1;
+            from_route.extend(data.iter().map(|event| event["messageId"].as_str().expect("id").to_string()));
+            match reply.json["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        let distinct: HashSet<&String> = from_route.iter().collect();
+        assert_eq!((from_route.len(), distinct.len()), (40, 40), "{route}: each event once");
+        seen.extend(from_route);
+    }
+    assert!(pages >= 4, "40 events of 120 KB take two pages a route: {pages}");
+}

@@ -174,7 +174,30 @@ pub struct ListPage<T, P> {
     pub next: Option<P>,
 }
 
+/// The most a page's rows carry, in bytes of their text: a Lambda answer holds 6 MB, and a
+/// page of 1,000 events of 32 KB would be 32 MB.
+pub const PAGE_MAX_BYTES: usize = 4_000_000;
+/// What a row costs in an answer besides its text: names, quotes, times, ids.
+const ROW_OVERHEAD_BYTES: usize = 300;
+
 impl<T, P> ListPage<T, P> {
+    /// The page cut before the item that takes it past `PAGE_MAX_BYTES` (one item at
+    /// least), going on after the last item kept: a short page with a cursor.
+    fn within_bytes(mut self, size: impl Fn(&T) -> usize, position: impl Fn(&T) -> P) -> Self {
+        let mut total = 0;
+        let over = self.items.iter().position(|item| {
+            total += size(item) + ROW_OVERHEAD_BYTES;
+            total > PAGE_MAX_BYTES
+        });
+        if let Some(over) = over.map(|index| index.max(1))
+            && over < self.items.len()
+        {
+            self.items.truncate(over);
+            self.next = self.items.last().map(position);
+        }
+        self
+    }
+
     /// `items` read with one more than `limit`: a full page continues after its last item;
     /// a short one at `otherwise` (where the walk stopped), or nowhere.
     fn of(mut items: Vec<T>, limit: usize, position: impl Fn(&T) -> P, otherwise: Option<P>) -> Self {
@@ -191,6 +214,25 @@ impl<T, P> ListPage<T, P> {
 /// Where a list's rows carry their mark "hidden" (`being_erased`, or another user's in a
 /// user's list): after `EVENT_VIEW_COLUMNS`.
 const HIDDEN_COLUMN: usize = 16;
+
+/// The rows, oldest first, up to those that take them past `PAGE_MAX_BYTES` (one at least):
+/// the live tail's next position is its last row kept.
+fn rows_within_bytes(rows: &mut Vec<Row>) {
+    let mut total = 0;
+    let over = rows.iter().position(|row| {
+        total += ROW_OVERHEAD_BYTES
+            + (0..row.len())
+                .filter_map(|index| match row.as_ref(index) {
+                    Some(Value::Bytes(bytes)) => Some(bytes.len()),
+                    _ => None,
+                })
+                .sum::<usize>();
+        total > PAGE_MAX_BYTES
+    });
+    if let Some(over) = over {
+        rows.truncate(over.max(1));
+    }
+}
 
 /// A list's rows as events, each with its mark "hidden".
 fn marked_events(rows: Vec<Row>) -> Result<Vec<(EventView, bool)>, StoreError> {
@@ -398,7 +440,7 @@ impl Store {
         let rows: Vec<Row> = self.capped_read(&mut conn, &sql, params).await?;
         let walked = marked_events(rows)?;
         let page = ListPage::of(walked, limit, |(event, _)| EventPosition::of(event), boundary.map(|(_, at)| at));
-        Ok(page.without_hidden())
+        Ok(page.without_hidden().within_bytes(EventView::text_bytes, EventPosition::of))
     }
 
     /// The `max_examined`-th index entry of the arms' merged walks below `below`, if there
@@ -473,7 +515,7 @@ impl Store {
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
         let page = ListPage::of(marked_events(rows)?, limit, |(event, _)| EventPosition::of(event), None);
-        Ok(page.without_hidden())
+        Ok(page.without_hidden().within_bytes(EventView::text_bytes, EventPosition::of))
     }
 
     /// The events stored after `after` (oldest first), up to `limit`, once settled
@@ -491,7 +533,7 @@ impl Store {
         let columns = format!("{EVENT_VIEW_COLUMNS}, {}, created_at", being_erased(ERASABLE_IDS, project, &mut params));
         let stored = live_events_by("ix_events_stored");
         params.push(Value::from(project.0));
-        let rows: Vec<Row> = match after {
+        let mut rows: Vec<Row> = match after {
             Some(position) => {
                 let resume = after_position("created_at", position, project, Order::OldestFirst, &mut params);
                 let sql = format!(
@@ -512,6 +554,7 @@ impl Store {
                 rows
             }
         };
+        rows_within_bytes(&mut rows);
         let next = match rows.last() {
             Some(row) => Some(EventPosition {
                 at: required::<chrono::NaiveDateTime>(row, HIDDEN_COLUMN + 1)?.and_utc(),
@@ -583,7 +626,8 @@ impl Store {
         );
         let rows = self.capped_read(&mut conn, &sql, params).await?;
         let items: Vec<UserView> = rows.into_iter().map(user_view).collect::<Result<_, _>>()?;
-        Ok(ListPage::of(items, limit, |user| user.user_id.clone(), boundary))
+        let page = ListPage::of(items, limit, |user| user.user_id.clone(), boundary);
+        Ok(page.within_bytes(UserView::text_bytes, |user| user.user_id.clone()))
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when

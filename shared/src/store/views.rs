@@ -37,6 +37,25 @@ pub struct EventView {
     pub(crate) row_id: u64,
 }
 
+impl EventView {
+    /// The bytes of its text in an answer (not counting names and quotes).
+    pub(crate) fn text_bytes(&self) -> usize {
+        let raw = |value: &Option<Box<RawValue>>| value.as_ref().map_or(0, |raw| raw.get().len());
+        let text = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+        self.message_id.len()
+            + self.kind.len()
+            + text(&self.name)
+            + text(&self.user_id)
+            + text(&self.anonymous_id)
+            + text(&self.group_id)
+            + text(&self.previous_id)
+            + text(&self.ip)
+            + raw(&self.properties)
+            + raw(&self.traits)
+            + raw(&self.context)
+    }
+}
+
 /// The fields of an event as answers name them, in their order; a list may ask for some
 /// (`fields=`).
 pub const EVENT_FIELDS: [&str; 14] = [
@@ -152,6 +171,13 @@ pub struct UserView {
     pub last_seen_at: DateTime<Utc>,
     #[serde(rename = "deletedAt", skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl UserView {
+    /// The bytes of its text in an answer (not counting names and quotes).
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.user_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
+    }
 }
 
 /// A profile from its row (`USER_VIEW_COLUMNS`), moved out of the row.
