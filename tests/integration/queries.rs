@@ -1262,3 +1262,23 @@ async fn a_busy_hour_is_rolled_up_in_slices_exactly_as_sql_groups_it() {
     let users: Vec<u64> = app.db.query(&format!("SELECT COUNT(*) FROM rollup_user_hours WHERE hour = {hour}")).await;
     assert_eq!(users, [2], "users of each type");
 }
+
+#[tokio::test]
+async fn the_catalog_lists_the_most_frequent_names_up_to_its_cap_and_says_how_many_more() {
+    let (app, read) = app_with_read_key().await;
+    let mut events: Vec<Value> = (0..2_005)
+        .map(|n| json!({"type": "track", "event": format!("made-up-{n:04}"), "userId": "u", "messageId": format!("m-{n}")}))
+        .collect();
+    // The most frequent, and the same name sent with a trailing space: one entry.
+    events.push(json!({"type": "track", "event": "Frequent", "userId": "u", "messageId": "f-1"}));
+    events.push(json!({"type": "track", "event": "Frequent ", "userId": "u", "messageId": "f-2"}));
+    for part in events.chunks(1_000) {
+        assert_eq!(app.send(batch(&app.key, part.to_vec())).await.status, StatusCode::OK);
+    }
+    assert!(app.consume_queued().await.is_empty());
+    let reply = app.send(api_request("GET", "/v1/event-names", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let data = reply.json["data"].as_array().expect("data");
+    assert_eq!((data.len(), reply.json["names_left_out"].as_u64()), (2_000, Some(6)));
+    assert_eq!((data[0]["name"].as_str(), data[0]["events"].as_u64()), (Some("Frequent"), Some(2)));
+}

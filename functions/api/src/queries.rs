@@ -15,6 +15,7 @@ use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, Offset, T
 use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
+use evtrack::ids::as_compared;
 use evtrack::sketch::{self, UserCount, UserSet};
 use evtrack::store::{
     BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series, ValueCount,
@@ -22,7 +23,7 @@ use evtrack::store::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Buckets one trend may have (two months of hours, five years of days).
@@ -75,28 +76,46 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     }
     let (from_hour, to_hour) = (hour_of(from), hour_of(to - Duration::milliseconds(1)) + 1);
     let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &[]).await?;
+    // One entry per type and name as the database compares names (without trailing spaces).
     let mut names: Vec<(EventType, String, u64, DateTime<Utc>)> = Vec::new();
+    let mut entry_of: HashMap<(&'static str, String), usize> = HashMap::new();
     for count in counts {
-        match names.iter_mut().find(|(kind, name, _, _)| *kind == count.kind && same_text(name, &count.name)) {
-            Some(entry) => {
+        let key = (count.kind.as_str(), as_compared(&count.name).to_string());
+        match entry_of.get(&key) {
+            Some(&index) => {
+                let entry = &mut names[index];
                 entry.2 += count.events;
                 entry.3 = entry.3.max(count.last_at);
             }
-            None => names.push((count.kind, count.name, count.events, count.last_at)),
+            None => {
+                entry_of.insert(key, names.len());
+                names.push((count.kind, count.name, count.events, count.last_at));
+            }
         }
     }
     names.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1))));
+    // The most frequent first; a write key sending made-up names cannot make the answer
+    // larger than an API Gateway answer holds.
+    let left_out = names.len().saturating_sub(MAX_CATALOG_NAMES);
+    names.truncate(MAX_CATALOG_NAMES);
     let data: Vec<Value> = names
         .into_iter()
         .map(|(kind, name, events, last_at)| {
             json!({"type": kind, "name": if name.is_empty() { None } else { Some(name) }, "events": events, "last_seen": last_at})
         })
         .collect();
-    Ok(Json(
-        json!({"data": data, "from": hour_start(from_hour), "to": hour_start(to_hour), "source": source_json(&source)}),
-    )
+    Ok(Json(json!({
+        "data": data,
+        "names_left_out": left_out,
+        "from": hour_start(from_hour),
+        "to": hour_start(to_hour),
+        "source": source_json(&source)
+    }))
     .into_response())
 }
+
+/// Names the catalog answers at most (each up to about 1 KB of text).
+const MAX_CATALOG_NAMES: usize = 2_000;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
