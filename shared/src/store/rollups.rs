@@ -348,14 +348,12 @@ impl Store {
         let (pairs, mut params) = selection_condition(selection);
         params.splice(0..0, [Value::from(project.0), from_hour.into(), current.into()]);
         params.push(Value::from(self.max_rows_read as u64 + 1));
-        let rolled: Vec<Row> = with_timeout(tx.exec(
-            format!(
-                "SELECT hour, type, name, events, last_at FROM rollup_event_hours
-                 WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
-            ),
-            params,
-        ))
-        .await?;
+        // Capped by the server as the raw reads are: past it, 422 rather than a 503 to retry.
+        let sql = format!(
+            "SELECT hour, type, name, events, last_at FROM rollup_event_hours
+             WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
+        );
+        let rolled: Vec<Row> = with_timeout(tx.exec(super::capped(&sql, &tx), params)).await?;
         if rolled.len() > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
@@ -402,24 +400,19 @@ impl Store {
         };
         let mut params = vec![Value::from(project.0), from_hour.into(), current.into()];
         params.extend(kind_params.iter().cloned());
-        let rolled: Vec<(u32, String, Vec<u8>)> = with_timeout(tx.exec(
-            format!(
-                "SELECT hour, type, users FROM rollup_user_hours
-                 WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour"
-            ),
-            params.clone(),
-        ))
-        .await?;
+        let sql = format!(
+            "SELECT hour, type, users FROM rollup_user_hours
+             WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour"
+        );
+        let rolled: Vec<(u32, String, Vec<u8>)> =
+            with_timeout(tx.exec(super::capped(&sql, &tx), params.clone())).await?;
         // An hour whose events are rolled up without its users (rolled up by a release before
         // migration 0011, after it marked the hour) is read raw, and marked dirty again.
-        let counted: Vec<(u32, String)> = with_timeout(tx.exec(
-            format!(
-                "SELECT DISTINCT hour, type FROM rollup_event_hours
-                 WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
-            ),
-            params,
-        ))
-        .await?;
+        let sql = format!(
+            "SELECT DISTINCT hour, type FROM rollup_event_hours
+             WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
+        );
+        let counted: Vec<(u32, String)> = with_timeout(tx.exec(super::capped(&sql, &tx), params)).await?;
         // Sorted here: SQL sorts an ENUM by its position, not its text.
         let mut with_users: Vec<(u32, &str)> = rolled.iter().map(|(hour, kind, _)| (*hour, kind.as_str())).collect();
         with_users.sort_unstable();
