@@ -234,7 +234,9 @@ impl Run {
         let mut resume_after = progress.resume_after;
         let (started, mut rows) = (Instant::now(), 0);
         let outcome = loop {
-            let lease = lease_until(self.lease, self.deadline);
+            // Measured when the chunk renews it: a long chunk must not carry it past the cap.
+            let (lease, deadline) = (self.lease, self.deadline);
+            let lease = move || lease_until(lease, deadline);
             let result =
                 match self.store.fenced_chunk(self.run_id, self.fence, lease, step, resume_after.as_deref()).await {
                     Ok(result) => result,

@@ -65,27 +65,35 @@ impl Journal {
     fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> io::Result<(Self, Vec<QueuedMessage>)> {
         fs::create_dir_all(dir)?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
-        if let Err(err) = lock.try_lock() {
-            return Err(match err {
-                std::fs::TryLockError::WouldBlock => io::Error::new(
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     "another process has this queue journal open (an evtrack up on the same EVTRACK_LOCAL_QUEUE_DIR)",
-                ),
-                std::fs::TryLockError::Error(err) => err,
-            });
+                ));
+            }
+            // A file system without locks (some network mounts): run, and say what is unguarded.
+            Err(std::fs::TryLockError::Error(err)) if err.kind() == io::ErrorKind::Unsupported => {
+                tracing::warn!(dir = %dir.display(), "the queue journal cannot be locked here; run one evtrack up on it at a time");
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(err),
         }
         let uid_path = dir.join("journal-id");
+        let new_uid = || -> io::Result<String> {
+            let uid = uuid::Uuid::now_v7().simple().to_string();
+            let mut file = File::create(&uid_path)?;
+            file.write_all(uid.as_bytes())?;
+            file.sync_all()?;
+            File::open(dir)?.sync_all()?;
+            Ok(uid)
+        };
         let uid = match fs::read_to_string(&uid_path) {
             Ok(uid) if !uid.trim().is_empty() => uid.trim().to_string(),
+            // Cut off while it was first written (before any segment): nothing has its ids yet.
+            Ok(_) if !has_segments(dir)? => new_uid()?,
             Ok(_) => return Err(io::Error::other(format!("{} is empty", uid_path.display()))),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let uid = uuid::Uuid::now_v7().simple().to_string();
-                let mut file = File::create(&uid_path)?;
-                file.write_all(uid.as_bytes())?;
-                file.sync_all()?;
-                File::open(dir)?.sync_all()?;
-                uid
-            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => new_uid()?,
             Err(err) => return Err(err),
         };
         // Segments left empty (by a clean stop) are removed, and still counted for the next
@@ -250,6 +258,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.log"))
+}
+
+fn has_segments(dir: &Path) -> io::Result<bool> {
+    Ok(fs::read_dir(dir)?.filter_map(Result::ok).any(|entry| entry.file_name().to_string_lossy().ends_with(".log")))
 }
 
 fn create_segment(dir: &Path, segment: u64) -> io::Result<File> {

@@ -115,6 +115,24 @@ pub enum FencedError {
 
 const RUN_COLUMNS: &str = "id, uid, job, slot, state, attempts, triggered_by, error, created_at, finished_at";
 
+/// How long a lease renewed now lasts: a fixed length, or one measured at the moment of
+/// renewal (`jobs::lease_until`, which ends it soon after the invocation's deadline).
+pub trait LeaseLength: Send {
+    fn now(&self) -> Duration;
+}
+
+impl LeaseLength for Duration {
+    fn now(&self) -> Duration {
+        *self
+    }
+}
+
+impl<F: Fn() -> Duration + Send> LeaseLength for F {
+    fn now(&self) -> Duration {
+        self()
+    }
+}
+
 impl Store {
     /// Creates the run of (job, slot) if it does not exist, then takes its lease if the run is
     /// unfinished and nobody holds an unexpired lease. The lease is timed by the database clock.
@@ -170,7 +188,7 @@ impl Store {
         &self,
         run_id: u64,
         fence: u64,
-        lease: Duration,
+        lease: impl LeaseLength,
         step: &impl Step,
         resume_after: Option<&str>,
     ) -> Result<ChunkResult, FencedError> {
@@ -197,7 +215,7 @@ impl Store {
         .await?;
         with_timeout(tx.exec_drop(
             "UPDATE job_runs SET lease_until = GREATEST(lease_until, NOW(6) + INTERVAL ? MICROSECOND) WHERE id = ?",
-            (micros(lease), run_id),
+            (micros(lease.now()), run_id),
         ))
         .await?;
         with_timeout(tx.commit()).await?;

@@ -201,7 +201,8 @@ impl Store {
                 }
                 let sql =
                     format!("SELECT {bits}, hour, events FROM rollup_event_hours WHERE project_id = ? AND ({ranges})");
-                let counted: Vec<(u8, u32, u64)> = with_timeout(tx.exec(sql, ranges_params)).await?;
+                let counted: Vec<(u8, u32, u64)> =
+                    with_timeout(tx.exec(super::capped(&sql, &tx), ranges_params)).await?;
                 unrolled.extend(
                     counted
                         .iter()
