@@ -49,15 +49,20 @@ mod tests {
 
     /// The hashes are stored (suppression list, erasure audit): they must never change.
     /// Known answers computed independently (Python's hmac over the same bytes).
-    #[test]
-    fn hashes_are_the_stored_ones_current_pepper_first() {
+    /// The development pepper, and an earlier one.
+    fn hasher_of_two_peppers() -> ErasedIdHasher {
         let config = Config::with_overrides(&[
             ("EVTRACK_KEY_PEPPER", crate::config::DEVELOPMENT_PEPPER),
             ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper"),
         ])
         .expect("config");
+        ErasedIdHasher::from_config(&config)
+    }
+
+    #[test]
+    fn hashes_are_the_stored_ones_current_pepper_first() {
         let hex = |bytes: &[u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let hashes = ErasedIdHasher::from_config(&config).hashes(ProjectId(42), "user-1");
+        let hashes = hasher_of_two_peppers().hashes(ProjectId(42), "user-1");
         assert_eq!(
             hashes.iter().map(hex).collect::<Vec<_>>(),
             [
@@ -69,12 +74,7 @@ mod tests {
 
     #[test]
     fn an_id_with_trailing_spaces_hashes_as_the_database_compares_it_then_as_sent() {
-        let config = Config::with_overrides(&[
-            ("EVTRACK_KEY_PEPPER", crate::config::DEVELOPMENT_PEPPER),
-            ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper"),
-        ])
-        .expect("config");
-        let hasher = ErasedIdHasher::from_config(&config);
+        let hasher = hasher_of_two_peppers();
         let bare = hasher.hashes(ProjectId(42), "user-1");
         let padded = hasher.hashes(ProjectId(42), "user-1  ");
         assert_eq!(padded.len(), 4);
