@@ -116,7 +116,7 @@ async fn a_stale_owner_cannot_commit_after_a_takeover() {
     let taken = db.store.claim_run("fenced", slot, "test", lease).await.expect("claim");
     assert!(matches!(taken, evtrack::store::ClaimResult::Acquired { fence, .. } if fence == stale_fence + 1));
     let job = counting(false);
-    let stale = db.store.fenced_chunk(run_id, stale_fence, lease, &CountStep(&job), None).await;
+    let stale = db.store.fenced_chunk(run_id, stale_fence, || lease, &CountStep(&job), None).await;
     assert!(matches!(stale, Err(evtrack::store::FencedError::LeaseLost)), "{stale:?}");
     assert_eq!(db.count("work").await, 0, "nothing the stale owner did was committed");
 }

@@ -115,24 +115,6 @@ pub enum FencedError {
 
 const RUN_COLUMNS: &str = "id, uid, job, slot, state, attempts, triggered_by, error, created_at, finished_at";
 
-/// How long a lease renewed now lasts: a fixed length, or one measured at the moment of
-/// renewal (`jobs::lease_until`, which ends it soon after the invocation's deadline).
-pub trait LeaseLength: Send {
-    fn now(&self) -> Duration;
-}
-
-impl LeaseLength for Duration {
-    fn now(&self) -> Duration {
-        *self
-    }
-}
-
-impl<F: Fn() -> Duration + Send> LeaseLength for F {
-    fn now(&self) -> Duration {
-        self()
-    }
-}
-
 impl Store {
     /// Creates the run of (job, slot) if it does not exist, then takes its lease if the run is
     /// unfinished and nobody holds an unexpired lease. The lease is timed by the database clock.
@@ -188,7 +170,8 @@ impl Store {
         &self,
         run_id: u64,
         fence: u64,
-        lease: impl LeaseLength,
+        // Measured when the chunk renews it (`jobs::lease_until`).
+        lease: impl Fn() -> Duration + Send,
         step: &impl Step,
         resume_after: Option<&str>,
     ) -> Result<ChunkResult, FencedError> {
@@ -215,7 +198,7 @@ impl Store {
         .await?;
         with_timeout(tx.exec_drop(
             "UPDATE job_runs SET lease_until = GREATEST(lease_until, NOW(6) + INTERVAL ? MICROSECOND) WHERE id = ?",
-            (micros(lease.now()), run_id),
+            (micros(lease()), run_id),
         ))
         .await?;
         with_timeout(tx.commit()).await?;

@@ -184,11 +184,7 @@ async fn look_at_some(tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
             let still_noted: Option<u64> =
                 with_timeout(tx.exec_first("SELECT id FROM erasure_late_links WHERE id = ? FOR UPDATE", (link.id,)))
                     .await?;
-            if still_noted.is_none()
-                || has_profile(tx, link).await?
-                || linked_to_someone(tx, link).await?
-                || !join(tx, erasure, link).await?
-            {
+            if still_noted.is_none() || claimed_elsewhere(tx, link).await? || !join(tx, erasure, link).await? {
                 *verdict = Verdict::Drop;
             } else {
                 joined += 1;
@@ -271,7 +267,7 @@ async fn verdict(tx: &mut Transaction<'_>, link: &Noted) -> Result<Verdict, Stor
     if suppressed.unwrap_or_default() > 0 {
         return Ok(Verdict::Drop); // erased already
     }
-    if has_profile(tx, link).await? || linked_to_someone(tx, link).await? {
+    if claimed_elsewhere(tx, link).await? {
         return Ok(Verdict::Drop);
     }
     let anonymous_events: Option<u8> = with_timeout(tx.exec_first(
@@ -316,25 +312,18 @@ async fn cap_waiting(tx: &mut Transaction<'_>, noted: &[Noted], verdicts: &mut [
     Ok(())
 }
 
-/// A known user id is its own subject.
-async fn has_profile(tx: &mut Transaction<'_>, link: &Noted) -> Result<bool, StoreError> {
-    let profile: Option<u8> = with_timeout(tx.exec_first(
-        "SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ? LIMIT 1",
-        (link.project, link.late_id.as_str()),
+/// Whether the id is someone's by the link rules: a known user id (a profile) is its own
+/// subject, and an id linked to a user is that user's (the erased user's links are gone, and
+/// an id belongs to the first user who linked it).
+async fn claimed_elsewhere(tx: &mut Transaction<'_>, link: &Noted) -> Result<bool, StoreError> {
+    let id = link.late_id.as_str();
+    let claimed: Option<bool> = with_timeout(tx.exec_first(
+        "SELECT EXISTS (SELECT 1 FROM users /* with deleted */ WHERE project_id = ? AND user_id = ?)
+             OR EXISTS (SELECT 1 FROM aliases WHERE project_id = ? AND alias = ?)",
+        (link.project, id, link.project, id),
     ))
     .await?;
-    Ok(profile.is_some())
-}
-
-/// Whether the id is linked to a user: the erased user's links are gone, so someone else's,
-/// and an id belongs to the first user who linked it.
-async fn linked_to_someone(tx: &mut Transaction<'_>, link: &Noted) -> Result<bool, StoreError> {
-    let linked: Option<u8> = with_timeout(tx.exec_first(
-        "SELECT 1 FROM aliases WHERE project_id = ? AND alias = ? LIMIT 1",
-        (link.project, link.late_id.as_str()),
-    ))
-    .await?;
-    Ok(linked.is_some())
+    Ok(claimed.unwrap_or(true))
 }
 
 /// Adds `link`'s id to `erasure`, within the erasure's cap of ids, and suppresses it at once;

@@ -184,15 +184,10 @@ impl<T, P> ListPage<T, P> {
     /// The page cut before the item that takes it past `PAGE_MAX_BYTES` (one item at
     /// least), going on after the last item kept: a short page with a cursor.
     fn within_bytes(mut self, size: impl Fn(&T) -> usize, position: impl Fn(&T) -> P) -> Self {
-        let mut total = 0;
-        let over = self.items.iter().position(|item| {
-            total += size(item) + ROW_OVERHEAD_BYTES;
-            total > PAGE_MAX_BYTES
-        });
-        if let Some(over) = over.map(|index| index.max(1))
-            && over < self.items.len()
+        if let Some(kept) = kept_within_bytes(self.items.iter().map(size))
+            && kept < self.items.len()
         {
-            self.items.truncate(over);
+            self.items.truncate(kept);
             self.next = self.items.last().map(position);
         }
         self
@@ -218,20 +213,30 @@ const HIDDEN_COLUMN: usize = 16;
 /// The rows, oldest first, up to those that take them past `PAGE_MAX_BYTES` (one at least):
 /// the live tail's next position is its last row kept.
 fn rows_within_bytes(rows: &mut Vec<Row>) {
-    let mut total = 0;
-    let over = rows.iter().position(|row| {
-        total += ROW_OVERHEAD_BYTES
-            + (0..row.len())
-                .filter_map(|index| match row.as_ref(index) {
-                    Some(Value::Bytes(bytes)) => Some(bytes.len()),
-                    _ => None,
-                })
-                .sum::<usize>();
-        total > PAGE_MAX_BYTES
-    });
-    if let Some(over) = over {
-        rows.truncate(over.max(1));
+    let text_bytes = |row: &Row| -> usize {
+        (0..row.len())
+            .filter_map(|index| match row.as_ref(index) {
+                Some(Value::Bytes(bytes)) => Some(bytes.len()),
+                _ => None,
+            })
+            .sum()
+    };
+    if let Some(kept) = kept_within_bytes(rows.iter().map(text_bytes)) {
+        rows.truncate(kept);
     }
+}
+
+/// Of items of these sizes (text only), how many a page keeps once they pass
+/// `PAGE_MAX_BYTES`: those before the one that passes it, one at least. `None`: all fit.
+fn kept_within_bytes(sizes: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut total = 0;
+    for (index, size) in sizes.enumerate() {
+        total += size + ROW_OVERHEAD_BYTES;
+        if total > PAGE_MAX_BYTES {
+            return Some(index.max(1));
+        }
+    }
+    None
 }
 
 /// A list's rows as events, each with its mark "hidden".
