@@ -533,6 +533,61 @@ async fn the_live_tail_shows_each_stored_event_once_in_the_order_stored() {
     assert_eq!(reply.json["next_cursor"].as_str(), Some(cursor.as_str()), "a quiet tail keeps its cursor");
 }
 
+/// A batch that waits for a lock commits late. The live tail passes over what commits more
+/// than `LIVE_SETTLE_MS` after the time stored with it, so that time must be taken after the
+/// waits: the events are inserted last, and a batch whose events waited in their own insert
+/// is written again.
+#[tokio::test]
+async fn a_batch_that_waits_for_a_lock_is_stamped_after_the_wait_so_that_the_live_tail_sees_it() {
+    use mysql_async::prelude::Queryable;
+    let app = TestApp::new().await;
+    let at = "2026-12-01T10:00:00.000Z";
+    let identify = |id: &str| json!({"type": "identify", "userId": "held", "traits": {"n": id}, "messageId": id});
+    let track =
+        |id: &str| json!({"type": "track", "event": "Held", "userId": "held", "timestamp": at, "messageId": id});
+    store(&app, &app.key, vec![identify("held-0"), track("held-1")]).await;
+    let pool = mysql_async::Pool::new(app.db.url.expose().as_str());
+    let mut locker = pool.get_conn().await.expect("connection");
+    let hold = std::time::Duration::from_millis(1_500);
+
+    // 1. The user's profile is locked, which the batch's identify waits for.
+    // 2. A row with the batch's own (project, hour, messageId) is being inserted, which the
+    //    batch's insert of its events waits for; then rolled back.
+    let lock_the_profile = "SELECT id FROM users WHERE user_id = 'held' FOR UPDATE";
+    let insert_the_same_event =
+        "INSERT INTO events (uid, project_id, message_id, dedupe_hour, type, timestamp, received_at)
+         SELECT UNHEX(REPLACE(UUID(), '-', '')), project_id, 'held-3', dedupe_hour, type, timestamp, received_at
+         FROM events WHERE message_id = 'held-1'";
+    for (lock, batch_ids, release) in [
+        (lock_the_profile, ["held-2a", "held-2"], "COMMIT"),
+        (insert_the_same_event, ["held-3a", "held-3"], "ROLLBACK"),
+    ] {
+        locker.query_drop("BEGIN").await.expect("begin");
+        locker.query_drop(lock).await.expect("lock");
+        let reply = app.send(batch(&app.key, vec![identify(batch_ids[0]), track(batch_ids[1])])).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let consumed = app.consume_queued();
+        tokio::pin!(consumed);
+        tokio::select! {
+            failed = &mut consumed => panic!("stored while the lock was held: {failed:?}"),
+            _ = tokio::time::sleep(hold) => {}
+        }
+        let released: String = locker.query_first("SELECT CAST(NOW(3) AS CHAR)").await.expect("now").expect("a row");
+        locker.query_drop(release).await.expect("release");
+        assert!(consumed.await.is_empty(), "the batch is stored");
+        let sql = format!(
+            "SELECT message_id, CAST(created_at AS CHAR) FROM events
+             WHERE message_id IN ('{}', '{}') ORDER BY message_id",
+            batch_ids[0], batch_ids[1]
+        );
+        let stored: Vec<(String, String)> = app.db.query(&sql).await;
+        assert_eq!(stored.len(), 2, "each event once: {stored:?}");
+        assert!(stored.iter().all(|(_, at)| *at >= released), "stamped after the wait ({released}): {stored:?}");
+    }
+    drop(locker);
+    pool.disconnect().await.ok();
+}
+
 /// The messageIds of a list answer.
 fn message_ids(answer: &Value) -> Vec<String> {
     answer["data"]

@@ -5,15 +5,18 @@
 use super::erasure::json_strings;
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
-use super::{IDS_PER_STATEMENT, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time};
+use super::{
+    IDS_PER_STATEMENT, LIVE_SETTLE_MS, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time,
+};
 use crate::event::{Event, EventType, JsonText};
 use crate::ids::{ProjectId, as_compared, new_public_id};
 use crate::model::SubjectHashes;
+use crate::telemetry::{MetricLine, Unit};
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Params, Transaction, TxOpts, Value};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Rows per INSERT: large enough to be fast, small enough for any statement limit
@@ -78,18 +81,25 @@ impl Store {
         erased_ids: &impl SubjectHashes,
     ) -> Result<BatchWrite, StoreError> {
         let mut attempt = 0;
+        let mut may_write_again = true;
         loop {
             attempt += 1;
-            let result =
-                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, erased_ids)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
-                };
+            let write = self.write_once(rows, rejections, erased_ids, may_write_again);
+            let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, write).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
+            };
             match result {
+                Ok(Written::Committed(outcome)) => return Ok(outcome),
+                Ok(Written::RolledBackForTheTail) => {
+                    // Once, and not one of the attempts that lock conflicts have.
+                    may_write_again = false;
+                    attempt -= 1;
+                }
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
                 }
-                other => return other,
+                Err(error) => return Err(error),
             }
         }
     }
@@ -99,7 +109,8 @@ impl Store {
         rows: &[EventRow<'_>],
         rejections: &[Rejection],
         erased_ids: &impl SubjectHashes,
-    ) -> Result<BatchWrite, StoreError> {
+        may_write_again: bool,
+    ) -> Result<Written, StoreError> {
         let mut conn = self.conn().await?;
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
@@ -109,6 +120,16 @@ impl Store {
         if !late_links.is_empty() {
             outcome.late_links = super::late_links::note(&mut tx, &late_links, erased_ids).await?;
         }
+        upsert_users(&mut tx, rows).await?;
+        outcome.links_over_cap = insert_aliases(&mut tx, rows, self.marks_rollups).await?;
+        upsert_groups(&mut tx, rows).await?;
+        let rejections = rejections_to_keep(&mut tx, rejections, erased_ids, &mut outcome).await?;
+        for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
+            outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
+        }
+        // The events last: their `created_at` is when their INSERT starts, and the live tail
+        // passes over what is not committed `LIVE_SETTLE_MS` after it.
+        let stamped = Instant::now();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
@@ -117,16 +138,32 @@ impl Store {
                 rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
             super::rollups::mark_dirty(&mut tx, &mut hours).await?;
         }
-        upsert_users(&mut tx, rows).await?;
-        outcome.links_over_cap = insert_aliases(&mut tx, rows, self.marks_rollups).await?;
-        upsert_groups(&mut tx, rows).await?;
-        let rejections = rejections_to_keep(&mut tx, rejections, erased_ids, &mut outcome).await?;
-        for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
-            outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
+        if stamped.elapsed() > STAMPED_TO_COMMIT && may_write_again {
+            tx.rollback().await?;
+            tracing::warn!(after = ?stamped.elapsed(), "the batch's events were slow to insert; written again");
+            return Ok(Written::RolledBackForTheTail);
         }
         tx.commit().await?;
-        Ok(outcome)
+        let committed_after = stamped.elapsed();
+        if committed_after > Duration::from_millis(LIVE_SETTLE_MS as u64) {
+            tracing::warn!(after = ?committed_after, "events committed after the live tail's settle time; a tail may pass them over");
+            MetricLine::new("consumer")
+                .metric("LiveTailMissed", outcome.events_inserted as f64, Unit::Count, &[])
+                .emit();
+        }
+        Ok(Written::Committed(outcome))
     }
+}
+
+/// How long a batch's events may take from their INSERT to COMMIT: a third of the live
+/// tail's settle time, so that a slow COMMIT still has the rest of it.
+const STAMPED_TO_COMMIT: Duration = Duration::from_millis(LIVE_SETTLE_MS as u64 / 3);
+
+enum Written {
+    Committed(BatchWrite),
+    /// Rolled back because its events were inserted more than `STAMPED_TO_COMMIT` before they
+    /// could commit: written again (once), so that the live tail does not pass them over.
+    RolledBackForTheTail,
 }
 
 /// The rows to store: those whose project still exists and that carry no erased id. The
