@@ -221,6 +221,10 @@ pub async fn run_job(config: &Config, name: &str, slot: Option<DateTime<Utc>>, j
         }
     }
     store.close().await;
+    // A slot that ended failed is no success to a script or a cron job asking for it again.
+    if outcome.run().state == "failed" {
+        bail!("the run of this slot failed: {}", outcome.run().error.as_deref().unwrap_or("no error recorded"));
+    }
     Ok(())
 }
 

@@ -87,6 +87,14 @@ impl UserSet {
         }
     }
 
+    /// How many hashes an exact set holds (0 for a sketch).
+    fn exact_len(&self) -> usize {
+        match self {
+            UserSet::Exact(hashes) => hashes.len(),
+            UserSet::Sketch(_) => 0,
+        }
+    }
+
     /// The stored form: a tag, then the sorted hashes (little-endian) or the registers. Sets
     /// larger than `STORED_EXACT_LIMIT` are stored as sketches.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -99,11 +107,7 @@ impl UserSet {
                 sorted.iter().for_each(|hash| bytes.extend_from_slice(&hash.to_le_bytes()));
                 bytes
             }
-            UserSet::Exact(hashes) => {
-                let mut registers = Box::new([0u8; REGISTERS]);
-                hashes.iter().for_each(|&hash| add(&mut registers, hash));
-                UserSet::Sketch(registers).to_bytes()
-            }
+            UserSet::Exact(hashes) => UserSet::Sketch(registers_of(hashes)).to_bytes(),
             UserSet::Sketch(registers) => {
                 let mut bytes = Vec::with_capacity(1 + REGISTERS);
                 bytes.push(SKETCH_TAG);
@@ -134,6 +138,58 @@ impl UserSet {
             _ => Err(malformed()),
         }
     }
+}
+
+/// How many exact hashes the sets of one answer hold at most (`UserSets`): about 40 MB.
+pub const EXACT_HASHES_HELD: usize = 1 << 21;
+
+/// Sets of users held together (one per bucket of an answer), with at most `budget` exact
+/// hashes among them all: past it, the largest exact sets become sketches (4 KiB each, and
+/// their counts estimates). So a question over thousands of buckets, each the union of many
+/// hours' exact sets, holds a bounded amount of memory.
+pub struct UserSets {
+    sets: Vec<UserSet>,
+    exact_hashes: usize,
+    budget: usize,
+}
+
+impl UserSets {
+    pub fn new(len: usize, budget: usize) -> Self {
+        Self { sets: vec![UserSet::default(); len], exact_hashes: 0, budget }
+    }
+
+    pub fn insert(&mut self, index: usize, hash: u64) {
+        self.change(index, |set| set.insert(hash));
+    }
+
+    /// Adds every user of `other` to the set at `index`.
+    pub fn merge(&mut self, index: usize, other: &UserSet) {
+        self.change(index, |set| set.merge(other));
+    }
+
+    pub fn into_sets(self) -> Vec<UserSet> {
+        self.sets
+    }
+
+    fn change(&mut self, index: usize, change: impl FnOnce(&mut UserSet)) {
+        let set = &mut self.sets[index];
+        let before = set.exact_len();
+        change(set);
+        self.exact_hashes = self.exact_hashes - before + set.exact_len();
+        while self.exact_hashes > self.budget {
+            let Some(largest) = self.sets.iter_mut().max_by_key(|set| set.exact_len()) else { break };
+            self.exact_hashes -= largest.exact_len();
+            if let UserSet::Exact(hashes) = largest {
+                *largest = UserSet::Sketch(registers_of(hashes));
+            }
+        }
+    }
+}
+
+fn registers_of(hashes: &HashSet<u64>) -> Box<[u8; REGISTERS]> {
+    let mut registers = Box::new([0u8; REGISTERS]);
+    hashes.iter().for_each(|&hash| add(&mut registers, hash));
+    registers
 }
 
 /// The first PRECISION bits pick the register; it keeps the largest rank seen (the position
@@ -228,6 +284,27 @@ mod tests {
         union.merge(&sketch_of(1, 9));
         let estimate = union.count();
         assert!(!estimate.exact && (1_150..=1_250).contains(&estimate.users), "{estimate:?}");
+    }
+
+    #[test]
+    fn sets_held_together_keep_to_their_budget_of_exact_hashes_by_sketching_the_largest() {
+        let mut sets = UserSets::new(4, 1_000);
+        let users = |bucket: usize, count: usize| (0..count).map(move |user| user_hash(&format!("{bucket}-{user}")));
+        users(0, 100).for_each(|hash| sets.insert(0, hash));
+        users(1, 400).for_each(|hash| sets.insert(1, hash));
+        let mut hour = UserSet::default();
+        users(2, 450).for_each(|hash| hour.insert(hash));
+        sets.merge(2, &hour);
+        assert_eq!(sets.exact_hashes, 950, "within the budget: all exact");
+        users(3, 300).for_each(|hash| sets.insert(3, hash));
+        assert!(sets.exact_hashes <= 1_000, "{}", sets.exact_hashes);
+        let counts: Vec<UserCount> = sets.into_sets().iter().map(UserSet::count).collect();
+        assert_eq!(counts[0], UserCount { users: 100, exact: true });
+        assert!(!counts[2].exact, "the largest set became a sketch");
+        for (count, users) in counts.iter().zip([100, 400, 450, 300]) {
+            let error = (count.users as f64 - users as f64).abs() / users as f64;
+            assert!(error <= 4.0 * RELATIVE_STANDARD_ERROR, "{count:?} for {users}");
+        }
     }
 
     #[test]

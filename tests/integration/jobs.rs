@@ -136,3 +136,39 @@ async fn a_failed_step_gives_the_lease_back_and_the_next_invocation_resumes() {
     assert_eq!(outcome.run().state, "succeeded");
     assert_eq!(db.count("work").await, 31);
 }
+
+#[tokio::test]
+async fn a_run_stopped_unfinished_and_never_retried_is_marked_failed_by_a_later_slots_run() {
+    let db = TestDb::new().await;
+    work_table(&db).await;
+    let now = chrono::Utc::now();
+    let (abandoned, held, later) = (now - chrono::Duration::hours(2), now - chrono::Duration::hours(1), now);
+    // Stalled in `finish` and given up (as a Lambda stopped at its timeout): its lease runs out
+    // and no retry comes.
+    let lease = Duration::from_millis(300);
+    let stalling = counting(true);
+    let stalled = run_once(&db.store, &stalling, Trigger::new(abandoned, "test"), lease);
+    assert!(tokio::time::timeout(Duration::from_secs(1), stalled).await.is_err(), "stalled");
+    // Another slot's run, its lease still held. The stalled run's lease ran out just now:
+    // Lambda's retry may still come, so it is left alone.
+    let claim = db.store.claim_run(Counting::NAME, held, "test", Duration::from_secs(60)).await.expect("claim");
+    assert!(matches!(claim, evtrack::store::ClaimResult::Acquired { .. }));
+    let states: Vec<String> = db.query("SELECT state FROM job_runs ORDER BY slot").await;
+    assert_eq!(states, ["running", "running"]);
+
+    // An hour later no retry has come.
+    db.execute("UPDATE job_runs SET lease_until = lease_until - INTERVAL 1 HOUR ORDER BY slot LIMIT 1").await;
+    db.execute("DELETE FROM work").await;
+    let outcome = run_once(&db.store, &counting(false), Trigger::new(later, "test"), Duration::from_secs(60)).await;
+    assert_eq!(outcome.expect("the later slot runs").run().state, "succeeded");
+    let runs: Vec<(String, Option<String>)> = db.query("SELECT state, error FROM job_runs ORDER BY slot").await;
+    let states: Vec<&str> = runs.iter().map(|(state, _)| state.as_str()).collect();
+    assert_eq!(states, ["failed", "running", "succeeded"], "{runs:?}");
+    assert!(runs[0].1.as_deref().is_some_and(|error| error.starts_with(evtrack::store::ABANDONED)), "{runs:?}");
+    let finished: Vec<u64> = db.query("SELECT COUNT(*) FROM job_runs WHERE finished_at IS NOT NULL").await;
+    assert_eq!(finished, [2]);
+
+    // A retry of the abandoned slot that comes after all finds it ended.
+    let retry = run_once(&db.store, &counting(false), Trigger::new(abandoned, "test"), lease).await.expect("answered");
+    assert!(matches!(retry, Outcome::AlreadyTaken(ref run) if run.state == "failed"), "{retry:?}");
+}

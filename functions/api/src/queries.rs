@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use evtrack::event::EventType;
 use evtrack::http::ListedRouter;
 use evtrack::ids::as_compared;
-use evtrack::sketch::{self, UserCount, UserSet};
+use evtrack::sketch::{self, EXACT_HASHES_HELD, UserCount, UserSet, UserSets};
 use evtrack::store::{
     BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series, ValueCount,
     hour_of, hour_start, same_text,
@@ -673,22 +673,20 @@ async fn user_counts(
             let (steps, read) =
                 api.store.rolled_journeys(project, std::slice::from_ref(one), range, Sample::ALL).await?;
             merge(&mut source, read);
-            let mut sets = vec![UserSet::default(); set_starts.len()];
+            let mut sets = UserSets::new(set_starts.len(), EXACT_HASHES_HELD);
             for step in &steps {
                 let at = DateTime::from_timestamp_millis(step.at).unwrap_or_default();
-                sets[bucket_of(set_starts, at)].insert(step.user);
+                sets.insert(bucket_of(set_starts, at), step.user);
             }
-            sets
+            sets.into_sets()
         } else if rollable {
-            let (hours, read) =
-                api.store.hourly_users(project, hour_of(set_starts[0]), hour_of(set_end), one.kind).await?;
+            let mut sets = UserSets::new(set_starts.len(), EXACT_HASHES_HELD);
+            let hours = (hour_of(set_starts[0]), hour_of(set_end));
+            let bucket_of_hour = |hour| bucket_of(set_starts, hour_start(hour));
+            let read = api.store.hourly_users(project, hours, one.kind, &mut sets, bucket_of_hour).await?;
             // Each series reads its own snapshot: the answer reports the most raw hours.
             merge(&mut source, read);
-            let mut sets = vec![UserSet::default(); set_starts.len()];
-            for (hour, set) in &hours {
-                sets[bucket_of(set_starts, hour_start(*hour))].merge(set);
-            }
-            sets
+            sets.into_sets()
         } else {
             let seconds: Vec<i64> = set_starts.iter().map(DateTime::timestamp).collect();
             api.store.raw_users(project, one, &seconds, set_end.timestamp()).await?

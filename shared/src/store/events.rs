@@ -81,21 +81,15 @@ impl Store {
         erased_ids: &impl SubjectHashes,
     ) -> Result<BatchWrite, StoreError> {
         let mut attempt = 0;
-        let mut may_write_again = true;
         loop {
             attempt += 1;
-            let write = self.write_once(rows, rejections, erased_ids, may_write_again);
-            let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, write).await {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
-            };
+            let result =
+                match tokio::time::timeout(TRANSACTION_TIMEOUT, self.write_once(rows, rejections, erased_ids)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
+                };
             match result {
-                Ok(Written::Committed(outcome)) => return Ok(outcome),
-                Ok(Written::RolledBackForTheTail) => {
-                    // Once, and not one of the attempts that lock conflicts have.
-                    may_write_again = false;
-                    attempt -= 1;
-                }
+                Ok(outcome) => return Ok(outcome),
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
                 }
@@ -109,8 +103,7 @@ impl Store {
         rows: &[EventRow<'_>],
         rejections: &[Rejection],
         erased_ids: &impl SubjectHashes,
-        may_write_again: bool,
-    ) -> Result<Written, StoreError> {
+    ) -> Result<BatchWrite, StoreError> {
         let mut conn = self.conn().await?;
         let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
         let mut tx = conn.start_transaction(options).await?;
@@ -127,21 +120,17 @@ impl Store {
         for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
         }
-        // The events last: their `created_at` is when their INSERT starts, and the live tail
-        // passes over what is not committed `LIVE_SETTLE_MS` after it.
-        let stamped = Instant::now();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            outcome.events_inserted += insert_events(&mut tx, chunk).await?;
-        }
         if self.marks_rollups {
             let mut hours: Vec<(u64, u32)> =
                 rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
             super::rollups::mark_dirty(&mut tx, &mut hours).await?;
         }
-        if stamped.elapsed() > STAMPED_TO_COMMIT && may_write_again {
-            tx.rollback().await?;
-            tracing::warn!(after = ?stamped.elapsed(), "the batch's events were slow to insert; written again");
-            return Ok(Written::RolledBackForTheTail);
+        // The events last, after every lock the batch may wait for (a profile, an hour's mark
+        // the rollups job holds): their `created_at` is when their INSERT starts, and the live
+        // tail passes over what is not committed `LIVE_SETTLE_MS` after it.
+        let stamped = Instant::now();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         let committed_after = stamped.elapsed();
@@ -151,19 +140,8 @@ impl Store {
                 .metric("LiveTailMissed", outcome.events_inserted as f64, Unit::Count, &[])
                 .emit();
         }
-        Ok(Written::Committed(outcome))
+        Ok(outcome)
     }
-}
-
-/// How long a batch's events may take from their INSERT to COMMIT: a third of the live
-/// tail's settle time, so that a slow COMMIT still has the rest of it.
-const STAMPED_TO_COMMIT: Duration = Duration::from_millis(LIVE_SETTLE_MS as u64 / 3);
-
-enum Written {
-    Committed(BatchWrite),
-    /// Rolled back because its events were inserted more than `STAMPED_TO_COMMIT` before they
-    /// could commit: written again (once), so that the live tail does not pass them over.
-    RolledBackForTheTail,
 }
 
 /// The rows to store: those whose project still exists and that carry no erased id. The

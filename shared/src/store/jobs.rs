@@ -113,6 +113,10 @@ pub enum FencedError {
     Store(#[from] StoreError),
 }
 
+/// The error of a run whose invocation stopped unfinished, marked by a later slot's run.
+pub const ABANDONED: &str = "abandoned: left unfinished (its invocation stopped, or failed with no retry left) and not \
+    taken up within 15 minutes; a later slot's run did its work.";
+
 const RUN_COLUMNS: &str = "id, uid, job, slot, state, attempts, triggered_by, error, created_at, finished_at";
 
 impl Store {
@@ -155,6 +159,9 @@ impl Store {
         .await?;
         with_timeout(tx.commit()).await?;
         let (run_id, run_uid, fence) = row.ok_or_else(|| StoreError::Unavailable("job run vanished".into()))?;
+        if acquired {
+            mark_abandoned(&mut conn, job, slot).await?;
+        }
         Ok(if acquired {
             ClaimResult::Acquired { run_id, run_uid, fence, db_now }
         } else {
@@ -287,6 +294,36 @@ impl Store {
         }
         Ok(runs)
     }
+}
+
+/// How long after its lease ran out a run is left for a retry to take up (Lambda retries an
+/// asynchronous invocation twice, about one and three minutes after it failed).
+const RETRY_HORIZON_MINUTES: u32 = 15;
+
+/// Marks failed the runs of `job`'s earlier slots that an invocation left unfinished (stopped
+/// by a Lambda's timeout or a crash, or failed with its retries spent) and that no retry took
+/// up: the run of `slot` does their work (steps work from the data's state, and measure from a
+/// later slot), and they end as failed rather than running for good. Read committed: a live
+/// run's row, locked by its chunk, is passed over, not waited for.
+async fn mark_abandoned(conn: &mut Conn, job: &str, slot: DateTime<Utc>) -> Result<(), StoreError> {
+    let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
+    let mut tx = with_timeout(conn.start_transaction(options)).await?;
+    with_timeout(tx.exec_drop(
+        format!(
+            "UPDATE job_runs SET state = 'failed', finished_at = NOW(3),
+                    error = LEFT(CONCAT(?, IFNULL(CONCAT(' Its last error: ', error), '')), 2000)
+             WHERE job = ? AND state = 'running' AND slot < ?
+               AND lease_until < NOW(6) - INTERVAL {RETRY_HORIZON_MINUTES} MINUTE"
+        ),
+        (ABANDONED, job, to_db_time(slot)),
+    ))
+    .await?;
+    let marked = tx.affected_rows();
+    with_timeout(tx.commit()).await?;
+    if marked > 0 {
+        tracing::warn!(job, runs = marked, "runs of earlier slots left unfinished; marked failed");
+    }
+    Ok(())
 }
 
 async fn with_steps(conn: &mut Conn, row: Row) -> Result<RunInfo, StoreError> {

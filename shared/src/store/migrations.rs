@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0015_rollup_activity.sql"),
     },
     Migration { version: 16, name: "0016_late_links", sql: include_str!("../../../migrations/0016_late_links.sql") },
+    Migration {
+        version: 17,
+        name: "0017_job_runs_state",
+        sql: include_str!("../../../migrations/0017_job_runs_state.sql"),
+    },
 ];
 
 impl Migration {

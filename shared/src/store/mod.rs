@@ -29,7 +29,9 @@ pub use audit::{AuditEntry, AuditRecord};
 pub use erasure::ErasureInfo;
 pub use events::{BatchWrite, EventRow, Rejection};
 pub use export::{SubjectSlices, UserLinks};
-pub use jobs::{ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress};
+pub use jobs::{
+    ABANDONED, ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress,
+};
 pub use journeys::Sample;
 pub use keys::{ExpiringKey, KeyChangeError, KeyEnd, KeyInfo, KeyRecord, NewKey};
 pub use links::{MAX_LINK_HOPS, MAX_LINKS_PER_USER};

@@ -15,7 +15,7 @@ use super::live::LIVE_EVENTS;
 use super::{JobTx, Store, StoreError, column, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
-use crate::sketch::{UserSet, user_hash};
+use crate::sketch::{UserSet, UserSets, user_hash};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, Row, TxOpts, Value};
@@ -381,15 +381,17 @@ impl Store {
         Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 
-    /// The users of `[from_hour, to_hour)` per hour (those with events of `kind`, or of any
-    /// type), exact as of one moment as `hourly_counts` is; hours without users are left out.
+    /// The users of `[from_hour, to_hour)` (those with events of `kind`, or of any type),
+    /// each hour's added to `sets` at `bucket_of_hour(hour)`, exact as of one moment as
+    /// `hourly_counts` is. The rollup's rows are merged as they are read, never all held.
     pub async fn hourly_users(
         &self,
         project: ProjectId,
-        from_hour: u32,
-        to_hour: u32,
+        (from_hour, to_hour): (u32, u32),
         kind: Option<EventType>,
-    ) -> Result<(Vec<(u32, UserSet)>, CountSource), StoreError> {
+        sets: &mut UserSets,
+        bucket_of_hour: impl Fn(u32) -> usize + Send + Sync,
+    ) -> Result<CountSource, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
         let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
@@ -400,39 +402,36 @@ impl Store {
         };
         let mut params = vec![Value::from(project.0), from_hour.into(), current.into()];
         params.extend(kind_params.iter().cloned());
-        let sql = format!(
-            "SELECT hour, type, users FROM rollup_user_hours
-             WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour"
-        );
-        let rolled: Vec<(u32, String, Vec<u8>)> =
-            with_timeout(tx.exec(super::capped(&sql, &tx), params.clone())).await?;
         // An hour whose events are rolled up without its users (rolled up by a release before
         // migration 0011, after it marked the hour) is read raw, and marked dirty again.
         let sql = format!(
-            "SELECT DISTINCT hour, type FROM rollup_event_hours
-             WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
+            "SELECT DISTINCT hour FROM (
+               SELECT DISTINCT hour, type FROM rollup_event_hours
+               WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}) counted
+             WHERE NOT EXISTS (SELECT 1 FROM rollup_user_hours u
+                               WHERE u.project_id = ? AND u.hour = counted.hour AND u.type = counted.type)"
         );
-        let counted: Vec<(u32, String)> = with_timeout(tx.exec(super::capped(&sql, &tx), params)).await?;
-        // Sorted here: SQL sorts an ENUM by its position, not its text.
-        let mut with_users: Vec<(u32, &str)> = rolled.iter().map(|(hour, kind, _)| (*hour, kind.as_str())).collect();
-        with_users.sort_unstable();
-        let mut unrolled: Vec<(u64, u32)> = counted
-            .iter()
-            .filter(|(hour, kind)| with_users.binary_search(&(*hour, kind.as_str())).is_err())
-            .map(|(hour, _)| (project.0, *hour))
-            .collect();
-        dirty.extend(unrolled.iter().map(|(_, hour)| *hour));
+        let mut unrolled_params = params.clone();
+        unrolled_params.push(Value::from(project.0));
+        let unrolled: Vec<u32> = with_timeout(tx.exec(super::capped(&sql, &tx), unrolled_params)).await?;
+        dirty.extend(&unrolled);
         dirty.sort_unstable();
         dirty.dedup();
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
-        let mut hours: BTreeMap<u32, UserSet> = BTreeMap::new();
-        for (hour, _, bytes) in rolled {
+        let sql = format!(
+            "SELECT hour, users FROM rollup_user_hours WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
+        );
+        let merge = |merged: Result<(), StoreError>, (hour, bytes): (u32, Vec<u8>)| {
+            merged?;
             if !raw(hour) {
                 let set = UserSet::from_bytes(&bytes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                hours.entry(hour).or_default().merge(&set);
+                sets.merge(bucket_of_hour(hour), &set);
             }
-        }
+            Ok(())
+        };
+        with_timeout(tx.exec_fold(super::capped(&sql, &tx), params, Ok(()), merge)).await??;
+
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
         let at_most = RawRows::AtMost(self.max_rows_read);
@@ -442,8 +441,9 @@ impl Store {
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
             // Marked, so that the rollups job rolls their users up.
+            let mut hours: Vec<(u64, u32)> = unrolled.iter().map(|&hour| (project.0, hour)).collect();
             let mut tx = with_timeout(conn.start_transaction(TxOpts::default())).await?;
-            mark_dirty(&mut tx, &mut unrolled).await?;
+            mark_dirty(&mut tx, &mut hours).await?;
             with_timeout(tx.commit()).await?;
         }
         if rows.len() > self.max_rows_read {
@@ -451,9 +451,9 @@ impl Store {
         }
         for row in &rows {
             let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
-            hours.entry(hour).or_default().insert(user_hash(&user));
+            sets.insert(bucket_of_hour(hour), user_hash(&user));
         }
-        Ok((hours.into_iter().collect(), CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
+        Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
 }
 
