@@ -140,8 +140,9 @@ impl UserSet {
     }
 }
 
-/// How many exact hashes the sets of one answer hold at most (`UserSets`): about 40 MB.
-pub const EXACT_HASHES_HELD: usize = 1 << 21;
+/// How many exact hashes the sets of one series hold at most (`UserSets`): about 20 MB, and
+/// as much again for the map that slides a dau/wau/mau window over them.
+pub const EXACT_HASHES_HELD: usize = 1 << 20;
 
 /// Sets of users held together (one per bucket of an answer), with at most `budget` exact
 /// hashes among them all: past it, the largest exact sets become sketches (4 KiB each, and

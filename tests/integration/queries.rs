@@ -1085,6 +1085,17 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
     forced["source"] = json!("raw");
     too_big(&ask("/v1/query/funnels", forced).await, "without `where` filters");
 
+    // A breakdown by a promoted property reads raw the hours its backfill has yet to count, a
+    // group per value: eight plans pass the 5 as well.
+    let promote = format!("/v1/properties/properties.plan/promote?project={}", app.project);
+    let reply = app.send(api_request("POST", &promote, &app.admin, None)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    let by_plan = json!({"series": [{"event": "Visited"}], "from": from, "to": sdk_time(day + DAY), "interval": "day",
+                         "breakdown": {"property": "properties.plan"}});
+    let reply = ask("/v1/query/trends", by_plan).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.json);
+    assert_eq!(reply.json["code"], "query_too_big");
+
     // The catalog holds at most as many counts (one per hour, type and name): six more names
     // pass the 5.
     let names: Vec<Value> = (0..6)

@@ -287,6 +287,9 @@ impl Store {
             counts.push(value_count(&row)?);
         }
         with_timeout(tx.commit()).await?;
+        if counts.len() > self.max_rows_read {
+            return Err(StoreError::TooBig);
+        }
         Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
     }
 }

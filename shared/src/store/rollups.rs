@@ -420,7 +420,8 @@ impl Store {
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
         let sql = format!(
-            "SELECT hour, users FROM rollup_user_hours WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition}"
+            "SELECT hour, users FROM rollup_user_hours
+             WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour, type"
         );
         let merge = |merged: Result<(), StoreError>, (hour, bytes): (u32, Vec<u8>)| {
             merged?;
@@ -494,7 +495,8 @@ pub(super) async fn dirty_hours(
 /// What `read_raw_hours` returns per run of hours.
 #[derive(Clone, Copy)]
 pub(super) enum RawRows<'a> {
-    /// The groups of this `GROUP BY …`.
+    /// The groups of this `GROUP BY …`, at most `Store::max_rows_read` over all the runs as
+    /// `AtMost` has them (a property with a value per event groups as many rows as it has).
     Grouped(&'a str),
     /// The rows themselves, at most this many over all the runs; one more when there are
     /// more (the question is too big), and no run is read past it.
@@ -517,7 +519,8 @@ pub(super) async fn read_raw_hours(
     let mut rows = Vec::new();
     for run in hours.chunk_by(|a, b| b == &(a + 1)) {
         let group = match shape {
-            RawRows::Grouped(group) => group.to_string(),
+            RawRows::Grouped(_) if rows.len() > store.max_rows_read => break,
+            RawRows::Grouped(group) => format!("{group} LIMIT {}", store.max_rows_read + 1 - rows.len()),
             // One budget for every run: alternating dirty and clean hours do not each get
             // their own (and hold many times the cap in memory before the answer is a 422).
             RawRows::AtMost(max) if rows.len() > max => break,
