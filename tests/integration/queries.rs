@@ -1095,6 +1095,8 @@ async fn a_question_too_big_for_the_raw_rows_answers_422_saying_how_the_rollups_
     let reply = ask("/v1/query/trends", by_plan).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.json);
     assert_eq!(reply.json["code"], "query_too_big");
+    let message = reply.json["message"].as_str().expect("a message");
+    assert!(!message.contains("raw events"), "the rollup's answer refused it, not a read of the raw rows: {message}");
 
     // The catalog holds at most as many counts (one per hour, type and name): six more names
     // pass the 5.

@@ -159,8 +159,9 @@ impl Store {
         .await?;
         with_timeout(tx.commit()).await?;
         let (run_id, run_uid, fence) = row.ok_or_else(|| StoreError::Unavailable("job run vanished".into()))?;
-        if acquired {
-            mark_abandoned(&mut conn, job, slot).await?;
+        if acquired && let Err(err) = mark_abandoned(&mut conn, job, slot).await {
+            // Housekeeping: the run this caller holds goes on all the same.
+            tracing::warn!(job, error = %err, "could not mark earlier unfinished runs");
         }
         Ok(if acquired {
             ClaimResult::Acquired { run_id, run_uid, fence, db_now }
@@ -303,26 +304,32 @@ const RETRY_HORIZON_MINUTES: u32 = 15;
 /// Marks failed the runs of `job`'s earlier slots that an invocation left unfinished (stopped
 /// by a Lambda's timeout or a crash, or failed with its retries spent) and that no retry took
 /// up: the run of `slot` does their work (steps work from the data's state, and measure from a
-/// later slot), and they end as failed rather than running for good. Read committed: a live
-/// run's row, locked by its chunk, is passed over, not waited for.
+/// later slot), and they end as failed rather than running for good. Found by a read that
+/// takes no lock, then updated by id with the conditions checked again: a live run's row,
+/// locked by its chunk, is never waited for through the index.
 async fn mark_abandoned(conn: &mut Conn, job: &str, slot: DateTime<Utc>) -> Result<(), StoreError> {
-    let options = TxOpts::default().with_isolation_level(IsolationLevel::ReadCommitted).to_owned();
-    let mut tx = with_timeout(conn.start_transaction(options)).await?;
-    with_timeout(tx.exec_drop(
+    let abandoned = format!("state = 'running' AND lease_until < NOW(6) - INTERVAL {RETRY_HORIZON_MINUTES} MINUTE");
+    let ids: Vec<u64> = with_timeout(conn.exec(
+        format!("SELECT id FROM job_runs WHERE job = ? AND {abandoned} AND slot < ? LIMIT 1000"),
+        (job, to_db_time(slot)),
+    ))
+    .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut params: Vec<mysql_async::Value> = vec![ABANDONED.into()];
+    params.extend(ids.iter().map(|&id| mysql_async::Value::from(id)));
+    with_timeout(conn.exec_drop(
         format!(
             "UPDATE job_runs SET state = 'failed', finished_at = NOW(3),
                     error = LEFT(CONCAT(?, IFNULL(CONCAT(' Its last error: ', error), '')), 2000)
-             WHERE job = ? AND state = 'running' AND slot < ?
-               AND lease_until < NOW(6) - INTERVAL {RETRY_HORIZON_MINUTES} MINUTE"
+             WHERE id IN ({}) AND {abandoned}",
+            super::placeholders(ids.len())
         ),
-        (ABANDONED, job, to_db_time(slot)),
+        params,
     ))
     .await?;
-    let marked = tx.affected_rows();
-    with_timeout(tx.commit()).await?;
-    if marked > 0 {
-        tracing::warn!(job, runs = marked, "runs of earlier slots left unfinished; marked failed");
-    }
+    tracing::warn!(job, runs = conn.affected_rows(), "runs of earlier slots left unfinished; marked failed");
     Ok(())
 }
 
