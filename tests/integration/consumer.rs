@@ -206,3 +206,39 @@ async fn a_rejection_the_database_refuses_holds_back_no_other_message() {
     let other = kept.iter().find(|(id, _, _)| id != "poisoned").expect("the other message's rejection");
     assert!(other.1.as_deref().is_some_and(|fields| fields.contains("library")), "{other:?}");
 }
+
+/// Batches that identify the same users in different orders lock the users' profiles in one
+/// order (the key's), so that concurrent consumers neither deadlock nor roll back and retry.
+#[tokio::test]
+async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let app = TestApp::new().await;
+    let users: Vec<String> = (0..40).map(|n| format!("user-{n:02}")).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut bodies = Vec::new();
+    for batch in 0..8 {
+        let mut order = users.clone();
+        order.shuffle(&mut rng);
+        let events: Vec<serde_json::Value> = order
+            .iter()
+            .map(|user| json!({"type": "identify", "userId": user, "traits": {"batch": batch}, "messageId": format!("{batch}-{user}")}))
+            .collect();
+        let queued = queue_batch(&app, json!(events)).await;
+        assert_eq!(queued.len(), 1, "one queue message a batch");
+        bodies.push(queued[0].body.clone());
+    }
+    let runs = bodies.iter().enumerate().map(|(n, body)| {
+        let id = n.to_string();
+        let app = &app;
+        async move { app.consumer.process(&[evtrack_consumer::QueueMessage { id: &id, body: Some(body) }]).await }
+    });
+    let reports = futures::future::join_all(runs).await;
+    for report in &reports {
+        assert!(report.failed.is_empty(), "{report:?}");
+    }
+    let conflicts: Vec<u64> = reports.iter().map(|report| report.lock_conflicts).collect();
+    assert_eq!(conflicts, [0; 8], "rolled back for a lock conflict");
+    assert_eq!(app.db.count("events").await, 320);
+    assert_eq!(app.db.count("users").await, 40);
+}

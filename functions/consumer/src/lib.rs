@@ -47,6 +47,8 @@ pub struct Report {
     pub transaction: Option<Duration>,
     /// When ingest received the oldest event of the batch.
     pub oldest_received_at: Option<DateTime<Utc>>,
+    /// Attempts of the batch transaction rolled back by a lock conflict and tried again.
+    pub lock_conflicts: u64,
 }
 
 impl Report {
@@ -62,7 +64,8 @@ impl Report {
         let mut line = batch
             .metric("EventsStored", self.events_stored as f64, Unit::Count, &[])
             .metric("Duplicates", self.events_seen.saturating_sub(stored_or_dropped) as f64, Unit::Count, &[])
-            .metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
+            .metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[])
+            .metric("LockConflicts", self.lock_conflicts as f64, Unit::Count, &[]);
         if let Some(oldest) = self.oldest_received_at {
             let lag = (Utc::now() - oldest).num_milliseconds().max(0);
             line = line.metric("Lag", lag as f64, Unit::Milliseconds, &[]);
@@ -181,6 +184,7 @@ impl Consumer {
                 report.events_stored = written.events_inserted;
                 report.rejected = rejections.len() as u64;
                 report.suppressed = written.events_suppressed;
+                report.lock_conflicts = written.lock_conflicts;
                 if written.events_of_purged_projects > 0 {
                     tracing::warn!(events = written.events_of_purged_projects, "events of purged projects not stored");
                 }

@@ -69,6 +69,9 @@ pub struct BatchWrite {
     pub links_over_cap: u64,
     /// Links to an erased user noted for cleanup (`late_links`), among the suppressed events.
     pub late_links: u64,
+    /// Attempts rolled back by a lock conflict (a deadlock, a lock wait timeout) before the
+    /// one that committed.
+    pub lock_conflicts: u64,
 }
 
 impl Store {
@@ -89,7 +92,7 @@ impl Store {
                     Err(_) => Err(StoreError::Unavailable("batch transaction timed out".into())),
                 };
             match result {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => return Ok(BatchWrite { lock_conflicts: attempt as u64 - 1, ..outcome }),
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
                 }
@@ -437,8 +440,11 @@ const MERGE_TRAITS: &str = "traits = IF(VALUES(traits_at) >= traits_at,
     traits_at = GREATEST(traits_at, VALUES(traits_at))";
 
 async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
-    let identifies: Vec<_> =
+    let mut identifies: Vec<_> =
         rows.iter().filter(|row| row.event.kind == EventType::Identify && row.event.user_id.is_some()).collect();
+    // In the key's order, as every batch locks them: batches of the same users in other
+    // orders would deadlock. Stable: one user's identifies keep their order.
+    identifies.sort_by_key(|row| (row.project.0, row.event.user_id.as_deref().map(as_compared)));
     let mut affected = 0;
     for chunk in identifies.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 7);
@@ -583,7 +589,13 @@ async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<
 }
 
 async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
-    let groups: Vec<_> = rows.iter().filter(|row| row.event.kind == EventType::Group).collect();
+    let mut groups: Vec<_> = rows.iter().filter(|row| row.event.kind == EventType::Group).collect();
+    // In the keys' order, as `upsert_users` has its rows.
+    groups.sort_by_key(|row| {
+        let event = row.event;
+        let member = event.user_id.as_deref().or(event.anonymous_id.as_deref());
+        (row.project.0, event.group_id.as_deref().map(as_compared), member.map(as_compared))
+    });
     let mut affected = 0;
     for chunk in groups.chunks(ROWS_PER_STATEMENT) {
         let mut profiles = Vec::with_capacity(chunk.len() * 5);
