@@ -242,3 +242,36 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
     assert_eq!(app.db.count("events").await, 320);
     assert_eq!(app.db.count("users").await, 40);
 }
+
+/// A profile's traits stop growing at `PROFILE_TRAITS_MAX_BYTES`: an identify that could take
+/// them past it is stored as an event, leaves the traits as they were, and the profile says
+/// when that happened.
+#[tokio::test]
+async fn an_identify_that_would_take_a_profile_past_its_cap_leaves_the_traits_and_says_so() {
+    let app = TestApp::new().await;
+    let value = "x".repeat(30_000);
+    // Each identify adds a key of 30 KB: the ninth would take the traits past 256 KiB.
+    for n in 0..9 {
+        let identify = json!({"type": "identify", "userId": "big", "traits": {format!("k{n}"): value}, "messageId": format!("big-{n}")});
+        let messages = queue_batch(&app, json!([identify])).await;
+        assert!(app.deliver(&messages).await.is_empty());
+    }
+    assert_eq!(app.db.count("events WHERE user_id = 'big'").await, 9, "every identify is stored as an event");
+    let (bytes, keys): (u64, u64) =
+        app.db.query("SELECT LENGTH(traits), JSON_LENGTH(traits) FROM users WHERE user_id = 'big'").await[0];
+    assert_eq!(keys, 8, "the ninth key left out");
+    assert!(bytes as usize <= evtrack::store::PROFILE_TRAITS_MAX_BYTES, "{bytes}");
+    let path = format!("/v1/users/big?project={}", app.project);
+    let profile = app.send(api_request("GET", &path, &app.admin, None)).await;
+    assert_eq!(profile.status, http::StatusCode::OK, "{}", profile.json);
+    assert!(profile.json["traitsCappedAt"].is_string(), "{}", profile.json["traitsCappedAt"]);
+    assert!(profile.json["traits"]["k7"].is_string() && profile.json["traits"]["k8"].is_null());
+
+    // Another user's profile is not capped, and says nothing of it.
+    let small = json!({"type": "identify", "userId": "small", "traits": {"plan": "pro"}, "messageId": "small-1"});
+    assert!(app.deliver(&queue_batch(&app, json!([small])).await).await.is_empty());
+    let path = format!("/v1/users/small?project={}", app.project);
+    let profile = app.send(api_request("GET", &path, &app.admin, None)).await;
+    assert_eq!(profile.json["traits"], json!({"plan": "pro"}));
+    assert!(profile.json.get("traitsCappedAt").is_none(), "{}", profile.json);
+}

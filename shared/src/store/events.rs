@@ -432,12 +432,24 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     execute(tx, sql, values).await
 }
 
+/// How large a profile's traits may grow (bytes as stored): a call whose traits could take
+/// them past it (its own and the profile's together) leaves them as they are, and
+/// `traits_capped_at` says when that last happened. Without a cap a writer sending new keys
+/// each time grows a profile without end.
+pub const PROFILE_TRAITS_MAX_BYTES: usize = 256 * 1024;
+
 /// Traits merge per key; of two identifies the later event wins, whichever arrives first,
-/// and applying the same identify twice changes nothing.
-const MERGE_TRAITS: &str = "traits = IF(VALUES(traits_at) >= traits_at,
-        JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
-        JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}'))),
-    traits_at = GREATEST(traits_at, VALUES(traits_at))";
+/// and applying the same identify twice changes nothing. Within `PROFILE_TRAITS_MAX_BYTES`.
+fn merge_traits() -> String {
+    let over_cap = format!("LENGTH(traits) + LENGTH(VALUES(traits)) > {PROFILE_TRAITS_MAX_BYTES}");
+    format!(
+        "traits_capped_at = IF({over_cap}, NOW(3), traits_capped_at),
+         traits = IF({over_cap}, traits, IF(VALUES(traits_at) >= traits_at,
+            JSON_MERGE_PATCH(COALESCE(traits, '{{}}'), COALESCE(VALUES(traits), '{{}}')),
+            JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{{}}'), COALESCE(traits, '{{}}')))),
+         traits_at = GREATEST(traits_at, VALUES(traits_at))"
+    )
+}
 
 async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
     let mut identifies: Vec<_> =
@@ -461,9 +473,10 @@ async fn upsert_users(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resul
             ]);
         }
         let suffix = format!(
-            "ON DUPLICATE KEY UPDATE {MERGE_TRAITS},
+            "ON DUPLICATE KEY UPDATE {},
                first_seen_at = LEAST(first_seen_at, VALUES(first_seen_at)),
-               last_seen_at = GREATEST(last_seen_at, VALUES(last_seen_at))"
+               last_seen_at = GREATEST(last_seen_at, VALUES(last_seen_at))",
+            merge_traits()
         );
         let columns = ["uid", "project_id", "user_id", "traits", "traits_at", "first_seen_at", "last_seen_at"];
         affected += execute(tx, multi_row_insert("users", &columns, chunk.len(), &suffix), values).await?;
@@ -613,7 +626,7 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
             members.extend([Value::from(row.project.0), Value::from(event.group_id.as_deref()), Value::from(member)]);
         }
         let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
-        let suffix = format!("ON DUPLICATE KEY UPDATE {MERGE_TRAITS}");
+        let suffix = format!("ON DUPLICATE KEY UPDATE {}", merge_traits());
         affected += execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), profiles).await?;
         let columns = ["project_id", "group_id", "member_id"];
         let sql =

@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0017_job_runs_state",
         sql: include_str!("../../../migrations/0017_job_runs_state.sql"),
     },
+    Migration {
+        version: 18,
+        name: "0018_profile_traits_cap",
+        sql: include_str!("../../../migrations/0018_profile_traits_cap.sql"),
+    },
 ];
 
 impl Migration {

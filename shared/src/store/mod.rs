@@ -27,7 +27,7 @@ mod views;
 
 pub use audit::{AuditEntry, AuditRecord};
 pub use erasure::ErasureInfo;
-pub use events::{BatchWrite, EventRow, Rejection};
+pub use events::{BatchWrite, EventRow, PROFILE_TRAITS_MAX_BYTES, Rejection};
 pub use export::{SubjectSlices, UserLinks};
 pub use jobs::{
     ABANDONED, ChunkResult, ClaimResult, FencedError, JobTx, MAX_SLOT_SKEW, RunInfo, Step, StepInfo, StepProgress,

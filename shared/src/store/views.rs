@@ -171,6 +171,10 @@ pub struct UserView {
     pub last_seen_at: DateTime<Utc>,
     #[serde(rename = "deletedAt", skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// When an identify last left the traits as they were, for their size
+    /// (`PROFILE_TRAITS_MAX_BYTES`).
+    #[serde(rename = "traitsCappedAt", skip_serializing_if = "Option::is_none")]
+    pub traits_capped_at: Option<DateTime<Utc>>,
 }
 
 impl UserView {
@@ -190,10 +194,12 @@ pub(super) fn user_view(mut row: Row) -> Result<UserView, StoreError> {
         first_seen_at: taken_required(row, 3).map(from_db_time)?,
         last_seen_at: taken_required(row, 4).map(from_db_time)?,
         deleted_at: taken(row, 5).map(from_db_time),
+        traits_capped_at: taken(row, 6).map(from_db_time),
     })
 }
 
-pub(super) const USER_VIEW_COLUMNS: &str = "uid, user_id, traits, first_seen_at, last_seen_at, deleted_at";
+pub(super) const USER_VIEW_COLUMNS: &str =
+    "uid, user_id, traits, first_seen_at, last_seen_at, deleted_at, traits_capped_at";
 
 impl Store {
     /// One live event; `None` also while an erasure of one of its ids is in progress (as in
