@@ -250,9 +250,14 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
 async fn an_identify_that_would_take_a_profile_past_its_cap_leaves_the_traits_and_says_so() {
     let app = TestApp::new().await;
     let value = "x".repeat(30_000);
-    // Each identify adds a key of 30 KB: the ninth would take the traits past 256 KiB.
+    // Each identify adds a key of 30 KB: the ninth (dated an hour ahead) would take the traits
+    // past 256 KiB.
+    let ahead = (Utc::now() + Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
     for n in 0..9 {
-        let identify = json!({"type": "identify", "userId": "big", "traits": {format!("k{n}"): value}, "messageId": format!("big-{n}")});
+        let mut identify = json!({"type": "identify", "userId": "big", "traits": {format!("k{n}"): value}, "messageId": format!("big-{n}")});
+        if n == 8 {
+            identify["timestamp"] = json!(ahead);
+        }
         let messages = queue_batch(&app, json!([identify])).await;
         assert!(app.deliver(&messages).await.is_empty());
     }
@@ -266,6 +271,14 @@ async fn an_identify_that_would_take_a_profile_past_its_cap_leaves_the_traits_an
     assert_eq!(profile.status, http::StatusCode::OK, "{}", profile.json);
     assert!(profile.json["traitsCappedAt"].is_string(), "{}", profile.json["traitsCappedAt"]);
     assert!(profile.json["traits"]["k7"].is_string() && profile.json["traits"]["k8"].is_null());
+
+    // A call that does not grow them still changes them, and wins over the traits before the
+    // refused call (whose later time the profile did not take).
+    let update = json!({"type": "identify", "userId": "big", "traits": {"k0": "short"}, "messageId": "big-update"});
+    assert!(app.deliver(&queue_batch(&app, json!([update])).await).await.is_empty());
+    let profile = app.send(api_request("GET", &path, &app.admin, None)).await;
+    let k0 = profile.json["traits"]["k0"].as_str().unwrap_or_default();
+    assert!(k0 == "short", "k0 kept its {} bytes", k0.len());
 
     // Another user's profile is not capped, and says nothing of it.
     let small = json!({"type": "identify", "userId": "small", "traits": {"plan": "pro"}, "messageId": "small-1"});

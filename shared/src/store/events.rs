@@ -432,22 +432,27 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     execute(tx, sql, values).await
 }
 
-/// How large a profile's traits may grow (bytes as stored): a call whose traits could take
-/// them past it (its own and the profile's together) leaves them as they are, and
-/// `traits_capped_at` says when that last happened. Without a cap a writer sending new keys
-/// each time grows a profile without end.
+/// How large a profile's traits may grow (bytes of their JSON text): a call that would take
+/// them past it leaves them (and their time) as they are, and `traits_capped_at` says when
+/// that last happened. Without a cap a writer sending new keys each time grows a profile
+/// without end.
 pub const PROFILE_TRAITS_MAX_BYTES: usize = 256 * 1024;
 
 /// Traits merge per key; of two identifies the later event wins, whichever arrives first,
 /// and applying the same identify twice changes nothing. Within `PROFILE_TRAITS_MAX_BYTES`.
+/// The assignments run in order, each seeing those before it: `traits_at` is updated before
+/// `traits`, which compares the call's time with it to the same effect as with the old one.
 fn merge_traits() -> String {
-    let over_cap = format!("LENGTH(traits) + LENGTH(VALUES(traits)) > {PROFILE_TRAITS_MAX_BYTES}");
+    let merged = "IF(VALUES(traits_at) >= traits_at,
+            JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
+            JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}')))";
+    // The sum first: the merge is sized only when it could pass the cap.
+    let cap = PROFILE_TRAITS_MAX_BYTES;
+    let over_cap = format!("(LENGTH(traits) + LENGTH(VALUES(traits)) > {cap} AND LENGTH({merged}) > {cap})");
     format!(
         "traits_capped_at = IF({over_cap}, NOW(3), traits_capped_at),
-         traits = IF({over_cap}, traits, IF(VALUES(traits_at) >= traits_at,
-            JSON_MERGE_PATCH(COALESCE(traits, '{{}}'), COALESCE(VALUES(traits), '{{}}')),
-            JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{{}}'), COALESCE(traits, '{{}}')))),
-         traits_at = GREATEST(traits_at, VALUES(traits_at))"
+         traits_at = IF({over_cap}, traits_at, GREATEST(traits_at, VALUES(traits_at))),
+         traits = IF({over_cap}, traits, {merged})"
     )
 }
 
