@@ -47,7 +47,8 @@ pub struct Report {
     pub transaction: Option<Duration>,
     /// When ingest received the oldest event of the batch.
     pub oldest_received_at: Option<DateTime<Utc>>,
-    /// Attempts of the batch transaction rolled back by a lock conflict and tried again.
+    /// Attempts of the batch transaction rolled back by a lock conflict and tried again (the
+    /// store reports each as metric `LockConflicts`).
     pub lock_conflicts: u64,
 }
 
@@ -64,8 +65,7 @@ impl Report {
         let mut line = batch
             .metric("EventsStored", self.events_stored as f64, Unit::Count, &[])
             .metric("Duplicates", self.events_seen.saturating_sub(stored_or_dropped) as f64, Unit::Count, &[])
-            .metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[])
-            .metric("LockConflicts", self.lock_conflicts as f64, Unit::Count, &[]);
+            .metric("TransactionTime", transaction.as_secs_f64() * 1000.0, Unit::Milliseconds, &[]);
         if let Some(oldest) = self.oldest_received_at {
             let lag = (Utc::now() - oldest).num_milliseconds().max(0);
             line = line.metric("Lag", lag as f64, Unit::Milliseconds, &[]);

@@ -94,6 +94,9 @@ impl Store {
             match result {
                 Ok(outcome) => return Ok(BatchWrite { lock_conflicts: attempt as u64 - 1, ..outcome }),
                 Err(StoreError::Unavailable(reason)) if attempt < ATTEMPTS && is_lock_conflict(&reason) => {
+                    // Counted here, so that batches that give up or are then written message
+                    // by message count too.
+                    MetricLine::new("consumer").metric("LockConflicts", 1.0, Unit::Count, &[]).emit();
                     tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
                 }
                 Err(error) => return Err(error),
