@@ -953,4 +953,36 @@ async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_
         seen.extend(from_route);
     }
     assert!(pages >= 4, "40 events of 120 KB take two pages a route: {pages}");
+
+    // Profiles too, read row by row.
+    for request in 0..10 {
+        let identifies: Vec<Value> = (0..4)
+            .map(|n| {
+                json!({"type": "identify", "userId": format!("big-user-{request}-{n}"),
+                       "messageId": format!("big-identify-{request}-{n}"), "traits": {"blob": blob}})
+            })
+            .collect();
+        assert_eq!(app.send(batch(&app.key, identifies)).await.status, StatusCode::OK);
+    }
+    assert!(app.consume_queued().await.is_empty());
+    let (mut users, mut user_pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut uri = format!("/v1/users?project={project}&limit=100&prefix=big-user-");
+        if let Some(cursor) = &cursor {
+            uri.push_str(&format!("&cursor={cursor}"));
+        }
+        let reply = app.send(api_request("GET", &uri, &app.admin, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let bytes = serde_json::to_vec(&reply.json).expect("json").len();
+        assert!(bytes < 4_500_000, "/v1/users: a page of {bytes} bytes");
+        user_pages += 1;
+        users.extend(reply.json["data"].as_array().expect("data").iter().map(|user| user["userId"].to_string()));
+        match reply.json["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let distinct: HashSet<&String> = users.iter().collect();
+    assert_eq!((users.len(), distinct.len()), (40, 40), "each profile once");
+    assert!(user_pages >= 2, "40 profiles of 120 KB take two pages: {user_pages}");
 }

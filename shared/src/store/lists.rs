@@ -227,6 +227,32 @@ fn rows_within_bytes(rows: &mut Vec<Row>) {
 }
 
 /// Of items of these sizes (text only), how many a page keeps once they pass
+/// A page's items kept as they are read, up to the one that would take them past
+/// `PAGE_MAX_BYTES` (one at least), as `ListPage::within_bytes` cuts a page read whole.
+struct PageBytes<T> {
+    items: Vec<T>,
+    bytes: usize,
+    /// An item was left out: the page goes on after the last one kept.
+    full: bool,
+}
+
+impl<T> Default for PageBytes<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), bytes: 0, full: false }
+    }
+}
+
+impl<T> PageBytes<T> {
+    fn push(&mut self, item: T, size: impl Fn(&T) -> usize) {
+        self.bytes += size(&item) + ROW_OVERHEAD_BYTES;
+        if self.bytes > PAGE_MAX_BYTES && !self.items.is_empty() {
+            self.full = true;
+        } else {
+            self.items.push(item);
+        }
+    }
+}
+
 /// `PAGE_MAX_BYTES`: those before the one that passes it, one at least. `None`: all fit.
 fn kept_within_bytes(sizes: impl Iterator<Item = usize>) -> Option<usize> {
     let mut total = 0;
@@ -629,10 +655,22 @@ impl Store {
             "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS_BY_ID} u WHERE {} ORDER BY user_id LIMIT ?",
             conditions.join(" AND ")
         );
-        let rows = self.capped_read(&mut conn, &sql, params).await?;
-        let items: Vec<UserView> = rows.into_iter().map(user_view).collect::<Result<_, _>>()?;
-        let page = ListPage::of(items, limit, |user| user.user_id.clone(), boundary);
-        Ok(page.within_bytes(UserView::text_bytes, |user| user.user_id.clone()))
+        // Profiles of up to 256 KiB each: a page's rows are kept as they come, never all held.
+        self.record(&sql, &params);
+        let sql = super::capped(&sql, &conn);
+        let keep = |kept: Result<PageBytes<UserView>, StoreError>, row: Row| {
+            let mut kept = kept?;
+            if !kept.full {
+                kept.push(user_view(row)?, UserView::text_bytes);
+            }
+            Ok(kept)
+        };
+        let kept = with_timeout(conn.exec_fold(sql, params, Ok(PageBytes::default()), keep)).await??;
+        let position = |user: &UserView| user.user_id.clone();
+        Ok(match kept.full {
+            true => ListPage { next: kept.items.last().map(position), items: kept.items },
+            false => ListPage::of(kept.items, limit, position, boundary),
+        })
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when
