@@ -985,4 +985,13 @@ async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_
     let distinct: HashSet<&String> = users.iter().collect();
     assert_eq!((users.len(), distinct.len()), (40, 40), "each profile once");
     assert!(user_pages >= 2, "40 profiles of 120 KB take two pages: {user_pages}");
+
+    // A GDPR export of the 40 events' user passes what one answer carries: refused, with how to
+    // make it, rather than buffered whole.
+    let reply = app.send(api_request("GET", &format!("/v1/users/u/export?project={project}"), &app.admin, None)).await;
+    assert_eq!(
+        (reply.status, reply.json["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("export_too_large"))
+    );
+    assert!(reply.json["message"].as_str().is_some_and(|message| message.contains("evtrack export")), "{}", reply.json);
 }

@@ -4,7 +4,7 @@
 use crate::export::user_export;
 use crate::extract::{Admin, ListQuery, Managing, OnProject, Reading, Reply, id, rfc3339};
 use crate::pages::Page;
-use crate::{Api, Failure};
+use crate::{Api, EXPORT_MAX_BYTES, Failure};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -114,10 +114,19 @@ async fn get_erasure(State(api): State<Arc<Api>>, _: Admin, Path(uid): Path<Stri
     Ok(Json(erasure).into_response())
 }
 
-/// GDPR access: everything held about the user, streamed as NDJSON.
+/// GDPR access: everything held about the user, as NDJSON, in one answer of at most
+/// `EXPORT_MAX_BYTES`. Lambda buffers an answer whole and carries 6 MB of it: a larger export
+/// is refused with how to make it, rather than read on until the function runs out of memory.
 async fn export_user(State(api): State<Arc<Api>>, OnProject(project): Managing, Path(user_id): Path<String>) -> Reply {
-    let lines = user_export(api.store.clone(), project, user_id).map_err(std::io::Error::other);
-    let mut response = Body::from_stream(lines).into_response();
+    let mut lines = std::pin::pin!(user_export(api.store.clone(), project, user_id));
+    let mut body = String::new();
+    while let Some(text) = lines.try_next().await? {
+        if body.len() + text.len() > EXPORT_MAX_BYTES {
+            return Err(Failure::ExportTooLarge);
+        }
+        body.push_str(&text);
+    }
+    let mut response = Body::from(body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(response)
 }

@@ -143,6 +143,9 @@ pub enum Failure {
     /// rollups answer it.
     #[error("too big a question for the raw rows")]
     TooBigForRawRows(&'static str),
+    /// A user's GDPR export past what one answer carries (`EXPORT_MAX_BYTES`).
+    #[error("export too large for one answer")]
+    ExportTooLarge,
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A bug or a corrupt row: logged, answered 500 without detail.
@@ -260,6 +263,14 @@ impl IntoResponse for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "query_too_big",
                 too_big(&format!(" It reads the raw events: {advice}.")),
+            ),
+            Failure::ExportTooLarge => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "export_too_large",
+                format!(
+                    "this user's export passes {EXPORT_MAX_BYTES} bytes, more than one answer carries; make it with \
+                     `evtrack export --project P --user U -o FILE`, which writes it from the database"
+                ),
             ),
             Failure::Internal(reason) => {
                 tracing::error!(error = %reason, "internal error");
