@@ -226,7 +226,6 @@ fn rows_within_bytes(rows: &mut Vec<Row>) {
     }
 }
 
-/// Of items of these sizes (text only), how many a page keeps once they pass
 /// A page's items kept as they are read, up to the one that would take them past
 /// `PAGE_MAX_BYTES` (one at least), as `ListPage::within_bytes` cuts a page read whole.
 struct PageBytes<T> {
@@ -253,6 +252,7 @@ impl<T> PageBytes<T> {
     }
 }
 
+/// Of items of these sizes (text only), how many a page keeps once they pass
 /// `PAGE_MAX_BYTES`: those before the one that passes it, one at least. `None`: all fit.
 fn kept_within_bytes(sizes: impl Iterator<Item = usize>) -> Option<usize> {
     let mut total = 0;
