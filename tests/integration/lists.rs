@@ -904,6 +904,33 @@ async fn a_range_export_follows_its_cursor_in_answers_a_lambda_can_carry_and_the
     println!("export: {} events in {answers} answers", lines.len());
 }
 
+/// The `id` of every item of the list at `uri` (an admin's), followed by cursor until a page
+/// is empty or has none, each answer under 4.5 MB; and how many pages held items.
+async fn ids_page_by_page(app: &TestApp, uri: &str, id: &str) -> (Vec<String>, usize) {
+    let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut page_uri = uri.to_string();
+        if let Some(cursor) = &cursor {
+            page_uri.push_str(&format!("&cursor={cursor}"));
+        }
+        let reply = app.send(api_request("GET", &page_uri, &app.admin, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let bytes = serde_json::to_vec(&reply.json).expect("json").len();
+        assert!(bytes < 4_500_000, "{uri}: a page of {bytes} bytes");
+        let data = reply.json["data"].as_array().expect("data");
+        if data.is_empty() {
+            break;
+        }
+        pages += 1;
+        ids.extend(data.iter().map(|item| item[id].as_str().expect("id").to_string()));
+        match reply.json["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    (ids, pages)
+}
+
 #[tokio::test]
 async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_by_cursor() {
     let app = TestApp::with(TestDb::new().await, &[("EVTRACK_MAX_EVENT_BYTES", "131072")]).await;
@@ -926,28 +953,9 @@ async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_
             // The tail shows what has settled.
             tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
         }
-        let mut cursor: Option<String> = None;
-        let mut from_route = Vec::new();
-        loop {
-            let mut uri = format!("{route}?project={project}&limit=100");
-            if let Some(cursor) = &cursor {
-                uri.push_str(&format!("&cursor={cursor}"));
-            }
-            let reply = app.send(api_request("GET", &uri, &app.admin, None)).await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-            let bytes = serde_json::to_vec(&reply.json).expect("json").len();
-            assert!(bytes < 4_500_000, "{route}: a page of {bytes} bytes");
-            let data = reply.json["data"].as_array().expect("data");
-            if data.is_empty() {
-                break;
-            }
-            pages += 1;
-            from_route.extend(data.iter().map(|event| event["messageId"].as_str().expect("id").to_string()));
-            match reply.json["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_string()),
-                None => break,
-            }
-        }
+        let (from_route, route_pages) =
+            ids_page_by_page(&app, &format!("{route}?project={project}&limit=100"), "messageId").await;
+        pages += route_pages;
         let distinct: HashSet<&String> = from_route.iter().collect();
         assert_eq!((from_route.len(), distinct.len()), (40, 40), "{route}: each event once");
         seen.extend(from_route);
@@ -965,23 +973,8 @@ async fn pages_of_large_events_stay_within_what_a_lambda_answer_holds_and_go_on_
         assert_eq!(app.send(batch(&app.key, identifies)).await.status, StatusCode::OK);
     }
     assert!(app.consume_queued().await.is_empty());
-    let (mut users, mut user_pages, mut cursor) = (Vec::new(), 0, None::<String>);
-    loop {
-        let mut uri = format!("/v1/users?project={project}&limit=100&prefix=big-user-");
-        if let Some(cursor) = &cursor {
-            uri.push_str(&format!("&cursor={cursor}"));
-        }
-        let reply = app.send(api_request("GET", &uri, &app.admin, None)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-        let bytes = serde_json::to_vec(&reply.json).expect("json").len();
-        assert!(bytes < 4_500_000, "/v1/users: a page of {bytes} bytes");
-        user_pages += 1;
-        users.extend(reply.json["data"].as_array().expect("data").iter().map(|user| user["userId"].to_string()));
-        match reply.json["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
+    let uri = format!("/v1/users?project={project}&limit=100&prefix=big-user-");
+    let (users, user_pages) = ids_page_by_page(&app, &uri, "userId").await;
     let distinct: HashSet<&String> = users.iter().collect();
     assert_eq!((users.len(), distinct.len()), (40, 40), "each profile once");
     assert!(user_pages >= 2, "40 profiles of 120 KB take two pages: {user_pages}");

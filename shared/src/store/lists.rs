@@ -230,39 +230,49 @@ fn rows_within_bytes(rows: &mut Vec<Row>) {
 /// `PAGE_MAX_BYTES` (one at least), as `ListPage::within_bytes` cuts a page read whole.
 struct PageBytes<T> {
     items: Vec<T>,
-    bytes: usize,
+    budget: PageBudget,
     /// An item was left out: the page goes on after the last one kept.
     full: bool,
 }
 
 impl<T> Default for PageBytes<T> {
     fn default() -> Self {
-        Self { items: Vec::new(), bytes: 0, full: false }
+        Self { items: Vec::new(), budget: PageBudget::default(), full: false }
     }
 }
 
 impl<T> PageBytes<T> {
     fn push(&mut self, item: T, size: impl Fn(&T) -> usize) {
-        self.bytes += size(&item) + ROW_OVERHEAD_BYTES;
-        if self.bytes > PAGE_MAX_BYTES && !self.items.is_empty() {
-            self.full = true;
-        } else {
+        if self.budget.admits(size(&item)) {
             self.items.push(item);
+        } else {
+            self.full = true;
         }
+    }
+}
+
+/// A page's text so far: the first item always fits, each next one while the page stays
+/// within `PAGE_MAX_BYTES`.
+#[derive(Default)]
+struct PageBudget {
+    bytes: usize,
+    items: usize,
+}
+
+impl PageBudget {
+    /// Whether an item of `size` bytes of text still fits; it is counted either way.
+    fn admits(&mut self, size: usize) -> bool {
+        self.bytes += size + ROW_OVERHEAD_BYTES;
+        self.items += 1;
+        self.items == 1 || self.bytes <= PAGE_MAX_BYTES
     }
 }
 
 /// Of items of these sizes (text only), how many a page keeps once they pass
 /// `PAGE_MAX_BYTES`: those before the one that passes it, one at least. `None`: all fit.
 fn kept_within_bytes(sizes: impl Iterator<Item = usize>) -> Option<usize> {
-    let mut total = 0;
-    for (index, size) in sizes.enumerate() {
-        total += size + ROW_OVERHEAD_BYTES;
-        if total > PAGE_MAX_BYTES {
-            return Some(index.max(1));
-        }
-    }
-    None
+    let mut budget = PageBudget::default();
+    sizes.enumerate().find(|&(_, size)| !budget.admits(size)).map(|(index, _)| index)
 }
 
 /// A list's rows as events, each with its mark "hidden".
