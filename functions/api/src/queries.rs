@@ -18,12 +18,13 @@ use evtrack::http::ListedRouter;
 use evtrack::ids::as_compared;
 use evtrack::sketch::{self, EXACT_HASHES_HELD, UserCount, UserSet, UserSets};
 use evtrack::store::{
-    BreakdownBy, CountSource, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series, ValueCount,
-    hour_of, hour_start, same_text,
+    BreakdownBy, CountSource, HourCount, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series,
+    ValueCount, hour_of, hour_start, same_text,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 /// Buckets one trend may have (two months of hours, five years of days).
@@ -75,24 +76,31 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
         return Err(Failure::Invalid(format!("at most {MAX_BUCKETS} days from from to to")));
     }
     let (from_hour, to_hour) = (hour_of(from), hour_of(to - Duration::milliseconds(1)) + 1);
-    let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &[]).await?;
-    // One entry per type and name as the database compares names (without trailing spaces).
-    let mut names: Vec<(EventType, String, u64, DateTime<Utc>)> = Vec::new();
+    // One entry per type and name as the database compares names (without trailing spaces),
+    // spelled as in its first hour; the counts are added up as they are read.
+    let mut names: Vec<CatalogName> = Vec::new();
     let mut entry_of: HashMap<(&'static str, String), usize> = HashMap::new();
-    for count in counts {
+    let add = |count: HourCount| {
         let key = (count.kind.as_str(), as_compared(&count.name).to_string());
         match entry_of.get(&key) {
             Some(&index) => {
                 let entry = &mut names[index];
-                entry.2 += count.events;
-                entry.3 = entry.3.max(count.last_at);
+                entry.events += count.events;
+                entry.last_at = entry.last_at.max(count.last_at);
+                if count.hour < entry.first_hour {
+                    (entry.first_hour, entry.name) = (count.hour, count.name);
+                }
             }
             None => {
                 entry_of.insert(key, names.len());
-                names.push((count.kind, count.name, count.events, count.last_at));
+                let HourCount { hour, kind, name, events, last_at } = count;
+                names.push(CatalogName { first_hour: hour, kind, name, events, last_at });
             }
         }
-    }
+    };
+    let source = api.store.hourly_counts(project, (from_hour, to_hour), &[], add).await?;
+    let mut names: Vec<(EventType, String, u64, DateTime<Utc>)> =
+        names.into_iter().map(|name| (name.kind, name.name, name.events, name.last_at)).collect();
     names.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1))));
     // The most frequent first; a write key sending made-up names cannot make the answer
     // larger than an API Gateway answer holds.
@@ -112,6 +120,16 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
         "source": source_json(&source)
     }))
     .into_response())
+}
+
+/// A name of the catalog as its counts are added up.
+struct CatalogName {
+    /// The first hour it is seen in: the hour whose spelling it keeps.
+    first_hour: u32,
+    kind: EventType,
+    name: String,
+    events: u64,
+    last_at: DateTime<Utc>,
 }
 
 /// Names the catalog answers at most (each up to about 1 KB of text).
@@ -537,29 +555,30 @@ async fn rollup_totals(
     let mut note = |source: CountSource| merge(&mut read, source);
     let plain = selection(None);
     if !plain.is_empty() {
-        let (counts, source) = api.store.hourly_counts(project, from_hour, to_hour, &plain).await?;
-        for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index).is_none()) {
-            for count in counts.iter().filter(|c| of_series(one, c.kind, &c.name)) {
-                values[index][bucket_of(starts, hour_start(count.hour))] += count.events;
+        let add = |count: HourCount| {
+            let bucket = bucket_of(starts, hour_start(count.hour));
+            for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index).is_none()) {
+                if of_series(one, count.kind, &count.name) {
+                    values[index][bucket] += count.events;
+                }
             }
-        }
-        note(source);
+        };
+        note(api.store.hourly_counts(project, (from_hour, to_hour), &plain, add).await?);
     }
     let mut properties: Vec<&Promoted> = filtered_by.iter().flatten().collect();
     properties.sort_by_key(|property| property.id);
     properties.dedup_by_key(|property| property.id);
     for property in &properties {
-        let (counts, source) =
-            api.store.hourly_values(project, from_hour, to_hour, &selection(Some(property)), property).await?;
-        for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index) == Some(*property)) {
-            let passing = counts
-                .iter()
-                .filter(|c| of_series(one, c.kind, &c.name) && passes(&one.filters[0], c.value.as_deref()));
-            for count in passing {
-                values[index][bucket_of(starts, hour_start(count.hour))] += count.events;
+        let add = |count: ValueCount| {
+            let bucket = bucket_of(starts, hour_start(count.hour));
+            for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index) == Some(*property)) {
+                if of_series(one, count.kind, &count.name) && passes(&one.filters[0], count.value.as_deref()) {
+                    values[index][bucket] += count.events;
+                }
             }
-        }
-        note(source);
+        };
+        let hours = (from_hour, to_hour);
+        note(api.store.hourly_values(project, hours, &selection(Some(property)), property, add).await?);
     }
     let lines =
         series.iter().zip(values).enumerate().map(|(index, (one, values))| line_json(index, one, None, values, math));
@@ -611,43 +630,135 @@ async fn rollup_breakdown(
 ) -> Result<Answered, Failure> {
     let Question { project, series, starts, end, math } = *question;
     let selection: Vec<(Option<EventType>, Option<String>)> = series.iter().map(|s| (s.kind, s.name.clone())).collect();
-    let (counts, source) =
-        api.store.hourly_values(project, hour_of(starts[0]), hour_of(end), &selection, property).await?;
+    let mut cells = ValueCells::default();
+    let add = |count: ValueCount| {
+        let bucket = bucket_of(starts, hour_start(count.hour));
+        cells.add(count, bucket);
+    };
+    let source =
+        api.store.hourly_values(project, (hour_of(starts[0]), hour_of(end)), &selection, property, add).await?;
     let mut lines = Vec::new();
     for (index, one) in series.iter().enumerate() {
-        let counts: Vec<&ValueCount> = counts
+        let of_series: Vec<bool> = cells
+            .pairs
             .iter()
-            .filter(|c| {
-                one.kind.is_none_or(|kind| kind == c.kind)
-                    && one.name.as_ref().is_none_or(|name| same_text(name, &c.name))
+            .map(|(kind, name)| {
+                one.kind.is_none_or(|wanted| wanted == *kind)
+                    && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
             })
             .collect();
-        // Values without trailing spaces are one value, as the PAD SPACE collation groups them.
-        let key = |value: &str| value.trim_end_matches(' ').to_string();
-        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        for count in &counts {
-            if let Some(value) = &count.value {
-                *totals.entry(key(value)).or_default() += count.events;
+        let counts = || cells.cells.iter().filter(|cell| of_series[cell.pair as usize]);
+        // Every count is at least 1: a value at 0 has no events in this series.
+        let mut totals = vec![0u64; cells.values.len()];
+        for cell in counts().filter(|cell| cell.value != MISSING) {
+            totals[cell.value as usize] += cell.events;
+        }
+        let text = |value: u32| cells.values.get(value);
+        // The `top` best (most events, then the least text), kept as they are found: the
+        // worst of them first out.
+        let mut best: BinaryHeap<Reverse<(u64, Reverse<&str>, u32)>> = BinaryHeap::new();
+        for (value, &total) in totals.iter().enumerate().filter(|(_, total)| **total > 0) {
+            best.push(Reverse((total, Reverse(text(value as u32)), value as u32)));
+            if best.len() > top {
+                best.pop();
             }
         }
-        let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let top: BTreeSet<String> = ranked.into_iter().take(top).map(|(value, _)| value).collect();
+        let top: BTreeSet<u32> = best.into_iter().map(|Reverse((_, _, value))| value).collect();
         let mut by_line: BTreeMap<Line, Vec<u64>> = BTreeMap::new();
-        for count in &counts {
-            let line = match &count.value {
-                None => Line::Missing,
-                Some(value) if top.contains(&key(value)) => Line::Value(key(value)),
-                Some(_) => Line::Other,
+        for cell in counts() {
+            let line = match cell.value {
+                MISSING => Line::Missing,
+                value if top.contains(&value) => Line::Value(text(value).to_string()),
+                _ => Line::Other,
             };
-            by_line.entry(line).or_insert_with(|| vec![0; starts.len()])[bucket_of(starts, hour_start(count.hour))] +=
-                count.events;
+            by_line.entry(line).or_insert_with(|| vec![0; starts.len()])[cell.bucket as usize] += cell.events;
         }
         lines.extend(by_line.into_iter().map(|(line, values)| line_json(index, one, Some(line), values, math)));
     }
     let mut source = source_json(&source);
     source["property"] = json!(property.property);
     Ok((lines, source, false))
+}
+
+/// A promoted property's counts as they are read, compactly: an id-like property has a
+/// rollup row per event, each held here in 24 bytes with its text once (as a `ValueCount`
+/// with its strings, about 130).
+#[derive(Default)]
+struct ValueCells {
+    /// The (type, name) pairs seen, by index.
+    pairs: Vec<(EventType, String)>,
+    pair_of: HashMap<(EventType, String), u32>,
+    /// The values seen, as the PAD SPACE collation groups them (without trailing spaces).
+    values: Texts,
+    cells: Vec<Cell>,
+}
+
+/// The events of one rollup row: its (type, name) pair, value and bucket.
+struct Cell {
+    pair: u32,
+    /// `MISSING`: events without the property.
+    value: u32,
+    bucket: u32,
+    events: u64,
+}
+
+const MISSING: u32 = u32::MAX;
+
+impl ValueCells {
+    fn add(&mut self, count: ValueCount, bucket: usize) {
+        let pairs = self.pairs.len() as u32;
+        let pair = *self.pair_of.entry((count.kind, count.name)).or_insert_with_key(|(kind, name)| {
+            self.pairs.push((*kind, name.clone()));
+            pairs
+        });
+        let value = count.value.map_or(MISSING, |value| self.values.index_of(value.trim_end_matches(' ')));
+        self.cells.push(Cell { pair, value, bucket: bucket as u32, events: count.events });
+    }
+}
+
+/// Texts by index, each kept once in one string: a value takes its bytes and about 13 more
+/// (a `String` in a map, about 70 more).
+#[derive(Default)]
+struct Texts {
+    all: String,
+    /// Where each text ends in `all`.
+    ends: Vec<usize>,
+    index: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl Texts {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, index: u32) -> &str {
+        text_at(&self.all, &self.ends, index)
+    }
+
+    /// The index of `text`, added if it is new.
+    fn index_of(&mut self, text: &str) -> u32 {
+        use std::hash::BuildHasher;
+        let Self { all, ends, index, hasher } = self;
+        let eq = |&at: &u32| text_at(all, ends, at) == text;
+        let rehash = |&at: &u32| hasher.hash_one(text_at(all, ends, at));
+        match index.entry(hasher.hash_one(text), eq, rehash) {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let at = ends.len() as u32;
+                vacant.insert(at);
+                all.push_str(text);
+                ends.push(all.len());
+                at
+            }
+        }
+    }
+}
+
+fn text_at<'a>(all: &'a str, ends: &[usize], index: u32) -> &'a str {
+    let index = index as usize;
+    let start = index.checked_sub(1).map_or(0, |before| ends[before]);
+    &all[start..ends[index]]
 }
 
 /// Users per bucket, or per window of `days` (their starts, end and the window's length):
@@ -809,6 +920,22 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn texts_are_kept_once_each_by_the_index_they_were_first_given() {
+        let mut texts = Texts::default();
+        let words: Vec<String> = (0..10_000).map(|n| format!("value-{}", n % 2_500)).collect();
+        let indexes: Vec<u32> = words.iter().map(|word| texts.index_of(word)).collect();
+        assert_eq!(texts.len(), 2_500);
+        assert_eq!(&indexes[..3], &[0, 1, 2]);
+        for (word, index) in words.iter().zip(&indexes) {
+            assert_eq!(texts.get(*index), word);
+            assert_eq!(*index as usize, words.iter().position(|first| first == word).expect("seen"));
+        }
+        assert_eq!(texts.index_of(""), 2_500, "the empty text is a text too");
+        assert_eq!(texts.get(2_500), "");
+        assert_eq!(texts.get(2_499), "value-2499");
     }
 
     #[test]

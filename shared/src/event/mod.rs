@@ -22,7 +22,7 @@ pub const MAX_JSON_DEPTH: usize = 30;
 /// Longest accepted messageId, in characters (analytics-node sends over 50).
 pub const MAX_MESSAGE_ID_CHARS: usize = 128;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     Track,

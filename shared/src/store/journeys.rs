@@ -8,10 +8,10 @@
 use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::live::{LIVE_EVENTS, live_events_by};
 use super::rollups::{
-    CountSource, RawRows, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
+    CountSource, USER_HASH, USER_KEY, and, dirty_hours, hour_of_seconds, mark_dirty, read_raw_hours, snapshot,
 };
 use super::trends::{db_time, series_condition};
-use super::{BreakdownBy, Series, Store, StoreError, required, with_timeout};
+use super::{BreakdownBy, Series, Store, StoreError, with_timeout};
 use crate::cohorts::Step;
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -226,12 +226,19 @@ impl Store {
         dirty.dedup();
         let raw = |hour: u32| hour >= current || dirty.binary_search(&hour).is_ok();
 
-        let mut steps = Vec::with_capacity(rolled.len() + 2 * active.len());
+        // Past the cap the answer is too big: nothing more is kept (a rolled row may stand for
+        // several steps, so the rows read alone do not bound them).
+        let cap = self.max_rows_read;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut keep = |step: Step, copies: u32| {
+            if steps.len() <= cap {
+                steps.extend(std::iter::repeat_n(step, copies as usize));
+            }
+        };
         for (matches, hour, user, at_ms, events) in rolled {
             let at = i64::from(hour) * HOUR_MS + i64::from(at_ms);
             if !raw(hour) && (from_ms..to_ms).contains(&at) {
-                let step = Step { user, at, matches, value: None };
-                steps.extend(std::iter::repeat_n(step, events.min(copies) as usize));
+                keep(Step { user, at, matches, value: None }, events.min(copies));
             }
         }
         for (hour, user, first_ms, last_ms) in active {
@@ -242,7 +249,7 @@ impl Store {
             let last = (last_ms != first_ms).then_some(last_ms);
             for at in std::iter::once(first_ms).chain(last).map(|ms| hour_ms + i64::from(ms)) {
                 if (from_ms..to_ms).contains(&at) {
-                    steps.push(Step { user, at, matches: any_bits, value: None });
+                    keep(Step { user, at, matches: any_bits, value: None }, 1);
                 }
             }
         }
@@ -261,16 +268,14 @@ impl Store {
             condition.push_str(&format!(" AND {USER_HASH} < ?"));
             condition_params.push(Value::from(bound));
         }
-        let rows = read_raw_hours(
-            self,
-            &mut tx,
-            project,
-            &raw_hours,
-            (&select, &bits_params),
-            (&condition, &condition_params),
-            RawRows::AtMost(self.max_rows_read),
-        )
-        .await?;
+        let add = |(matches, user, at): (u8, u64, i64)| {
+            if (from_ms..to_ms).contains(&at) {
+                keep(Step { user, at, matches, value: None }, 1);
+            }
+            Ok(())
+        };
+        let (select, condition) = ((select.as_str(), &bits_params[..]), (condition.as_str(), &condition_params[..]));
+        let read = read_raw_hours(self, &mut tx, project, &raw_hours, select, condition, "", add).await?;
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
             let mut tx = with_timeout(conn.start_transaction(mysql_async::TxOpts::default())).await?;
@@ -278,16 +283,7 @@ impl Store {
             with_timeout(tx.commit()).await?;
         }
         // Past the cap the rows stop short: counting what came would answer wrong.
-        if rows.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
-        for row in &rows {
-            let step = Step { matches: required(row, 0)?, user: required(row, 1)?, at: required(row, 2)?, value: None };
-            if (from_ms..to_ms).contains(&step.at) {
-                steps.push(step);
-            }
-        }
-        if steps.len() > self.max_rows_read {
+        if read > cap || steps.len() > cap {
             return Err(StoreError::TooBig);
         }
         Ok((steps, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))

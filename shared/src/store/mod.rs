@@ -274,6 +274,20 @@ impl Store {
         with_timeout(conn.exec(capped, params)).await
     }
 
+    /// `capped_read`, each row given to `each` as it is read (never all held); how many rows
+    /// were read.
+    async fn capped_read_each<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+        each: impl FnMut(T) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
+        self.record(sql, &params);
+        let capped = capped(sql, conn);
+        read_each(conn, capped, params, each).await
+    }
+
     /// This store, recording the read side's statements into the log it returns (tests).
     pub fn recording_reads(&self) -> (Store, ReadLog) {
         let log = ReadLog::default();
@@ -317,6 +331,22 @@ fn capped(sql: &str, conn: &Conn) -> String {
         let rest = sql.strip_prefix("SELECT").unwrap_or(sql);
         format!("SELECT /*+ MAX_EXECUTION_TIME({}) */{rest}", READ_TIME_CAP.as_millis())
     }
+}
+
+/// Runs `sql` with `params`, giving each row to `each` as it is read (never all held); how
+/// many rows were read. The first error of `each` ends the answer (the rest is read and dropped).
+async fn read_each<T: mysql_async::prelude::FromRow + Send + 'static>(
+    queryable: &mut impl Queryable,
+    sql: String,
+    params: Vec<mysql_async::Value>,
+    mut each: impl FnMut(T) -> Result<(), StoreError> + Send,
+) -> Result<usize, StoreError> {
+    let fold = |read: Result<usize, StoreError>, row: T| {
+        let read = read?;
+        each(row)?;
+        Ok(read + 1)
+    };
+    with_timeout(queryable.exec_fold(sql, params, Ok(0), fold)).await?
 }
 
 async fn with_timeout<T>(

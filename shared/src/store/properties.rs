@@ -5,9 +5,7 @@
 //! property (migration 0014) is read by nothing at once; the rollups job deletes its counts.
 
 use super::lists::{JsonDocument, json_path};
-use super::rollups::{
-    CountSource, ROW_HOUR, RawRows, dirty_hours, kind, read_raw_hours, selection_condition, snapshot,
-};
+use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
 use super::{JobTx, Store, StoreError, column, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -233,15 +231,16 @@ impl Store {
     }
 
     /// The live events of `[from_hour, to_hour)` per hour, type, name and value of `property`
-    /// (`selection` as in `hourly_counts`), exact as of one moment.
+    /// (`selection` as in `hourly_counts`), each given to `each` as it is read (in no
+    /// particular order; never all held), exact as of one moment.
     pub async fn hourly_values(
         &self,
         project: ProjectId,
-        from_hour: u32,
-        to_hour: u32,
+        (from_hour, to_hour): (u32, u32),
         selection: &[(Option<EventType>, Option<String>)],
         property: &Promoted,
-    ) -> Result<(Vec<ValueCount>, CountSource), StoreError> {
+        mut each: impl FnMut(ValueCount) + Send,
+    ) -> Result<CountSource, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
         let (mut dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
@@ -264,33 +263,42 @@ impl Store {
             "SELECT hour, type, name, value, events FROM rollup_property_hours
              WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        let rolled: Vec<Row> = with_timeout(tx.exec(super::capped(&sql, &tx), params)).await?;
-        // A property with a value per event (an id) keeps as many rows as the events.
-        if rolled.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
-        let mut counts = Vec::new();
-        for row in &rolled {
+        // A rolled up row of an hour read raw is left out.
+        let mut given = 0;
+        let mut give = |row: &Row, rolled_up: bool| -> Result<(), StoreError> {
             let count = value_count(row)?;
-            if !raw(count.hour) {
-                counts.push(count);
+            if !(rolled_up && raw(count.hour)) {
+                given += 1;
+                each(count);
             }
+            Ok(())
+        };
+        let sql = super::capped(&sql, &tx);
+        // A property with a value per event (an id) keeps as many rows as the events.
+        if super::read_each(&mut tx, sql, params, |row: Row| give(&row, true)).await? > self.max_rows_read {
+            return Err(StoreError::TooBig);
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let (pairs, params) = selection_condition(selection);
         let (value, path) = property.value_sql();
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, {value} AS v, COUNT(*)");
-        let group = RawRows::Grouped("GROUP BY 1, 2, 3, 4");
-        for row in
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[path]), (&pairs, &params), group).await?
-        {
-            counts.push(value_count(&row)?);
-        }
-        with_timeout(tx.commit()).await?;
-        if counts.len() > self.max_rows_read {
+        let group = "GROUP BY 1, 2, 3, 4";
+        let read = read_raw_hours(
+            self,
+            &mut tx,
+            project,
+            &raw_hours,
+            (&select, &[path]),
+            (&pairs, &params),
+            group,
+            |row: Row| give(&row, false),
+        )
+        .await?;
+        if read > self.max_rows_read || given > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
-        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
+        with_timeout(tx.commit()).await?;
+        Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
 }
 

@@ -331,15 +331,16 @@ impl Store {
     }
 
     /// The live events of `[from_hour, to_hour)` per hour, type and name (`selection`: only
-    /// these types, each with one name or all; empty: all), exact as of one moment: clean hours from the
+    /// these types, each with one name or all; empty: all), each given to `each` as it is read
+    /// (in no particular order; never all held), exact as of one moment: clean hours from the
     /// rollup, dirty ones and those from the current hour on from the raw rows.
     pub async fn hourly_counts(
         &self,
         project: ProjectId,
-        from_hour: u32,
-        to_hour: u32,
+        (from_hour, to_hour): (u32, u32),
         selection: &[(Option<EventType>, Option<String>)],
-    ) -> Result<(Vec<HourCount>, CountSource), StoreError> {
+        mut each: impl FnMut(HourCount) + Send,
+    ) -> Result<CountSource, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
         let (dirty, current, watermark) = dirty_hours(&mut tx, project, from_hour, to_hour).await?;
@@ -353,32 +354,35 @@ impl Store {
             "SELECT hour, type, name, events, last_at FROM rollup_event_hours
              WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        let rolled: Vec<Row> = with_timeout(tx.exec(super::capped(&sql, &tx), params)).await?;
-        if rolled.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
-        let mut counts: Vec<HourCount> = Vec::new();
-        for row in &rolled {
+        // A rolled up row of an hour read raw is left out.
+        let mut given = 0;
+        let mut give = |row: &Row, rolled_up: bool| -> Result<(), StoreError> {
             let count = hour_count(row)?;
-            if !raw(count.hour) {
-                counts.push(count);
+            if !(rolled_up && raw(count.hour)) {
+                given += 1;
+                each(count);
             }
+            Ok(())
+        };
+        let sql = super::capped(&sql, &tx);
+        let rolled = super::read_each(&mut tx, sql, params, |row: Row| give(&row, true)).await?;
+        if rolled > self.max_rows_read {
+            return Err(StoreError::TooBig);
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let (pairs, params) = selection_condition(selection);
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
-        let grouped = RawRows::Grouped("GROUP BY 1, 2, 3");
-        for row in
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), grouped).await?
-        {
-            counts.push(hour_count(&row)?);
-        }
-        if counts.len() > self.max_rows_read {
+        let group = "GROUP BY 1, 2, 3";
+        let read =
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), group, |row: Row| {
+                give(&row, false)
+            })
+            .await?;
+        if read > self.max_rows_read || given > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         with_timeout(tx.commit()).await?;
-        counts.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
-        Ok((counts, CountSource::of(from_hour, to_hour, raw_hours.len(), watermark)))
+        Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
 
     /// The users of `[from_hour, to_hour)` (those with events of `kind`, or of any type),
@@ -423,21 +427,24 @@ impl Store {
             "SELECT hour, users FROM rollup_user_hours
              WHERE project_id = ? AND hour >= ? AND hour < ? {kind_condition} ORDER BY hour, type"
         );
-        let merge = |merged: Result<(), StoreError>, (hour, bytes): (u32, Vec<u8>)| {
-            merged?;
+        let merge = |(hour, bytes): (u32, Vec<u8>)| {
             if !raw(hour) {
                 let set = UserSet::from_bytes(&bytes).map_err(|err| StoreError::Corrupt(err.to_string()))?;
                 sets.merge(bucket_of_hour(hour), &set);
             }
             Ok(())
         };
-        with_timeout(tx.exec_fold(super::capped(&sql, &tx), params, Ok(()), merge)).await??;
+        let sql = super::capped(&sql, &tx);
+        super::read_each(&mut tx, sql, params, merge).await?;
 
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
         let select = format!("DISTINCT {ROW_HOUR} AS hour, {USER_KEY}");
-        let at_most = RawRows::AtMost(self.max_rows_read);
-        let rows =
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), at_most)
+        let add = |(hour, user): (u32, String)| {
+            sets.insert(bucket_of_hour(hour), user_hash(&user));
+            Ok(())
+        };
+        let read =
+            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (kind_condition, &kind_params), "", add)
                 .await?;
         with_timeout(tx.commit()).await?;
         if !unrolled.is_empty() {
@@ -447,12 +454,8 @@ impl Store {
             mark_dirty(&mut tx, &mut hours).await?;
             with_timeout(tx.commit()).await?;
         }
-        if rows.len() > self.max_rows_read {
+        if read > self.max_rows_read {
             return Err(StoreError::TooBig);
-        }
-        for row in &rows {
-            let (hour, user): (u32, String) = (required(row, 0)?, required(row, 1)?);
-            sets.insert(bucket_of_hour(hour), user_hash(&user));
         }
         Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
@@ -492,40 +495,33 @@ pub(super) async fn dirty_hours(
     Ok((dirty, hour_of(now).clamp(from_hour, to_hour), watermark))
 }
 
-/// What `read_raw_hours` returns per run of hours.
-#[derive(Clone, Copy)]
-pub(super) enum RawRows<'a> {
-    /// The groups of this `GROUP BY …`, at most `Store::max_rows_read` over all the runs as
-    /// `AtMost` has them (a property with a value per event groups as many rows as it has).
-    Grouped(&'a str),
-    /// The rows themselves, at most this many over all the runs; one more when there are
-    /// more (the question is too big), and no run is read past it.
-    AtMost(usize),
-}
-
-/// `SELECT select` over the live events of `hours` (ascending) that `condition` (with
-/// `params`) selects, in runs of consecutive hours: one capped range read each.
-pub(super) async fn read_raw_hours(
+/// `SELECT select {group}` over the live events of `hours` (ascending) that `condition` (with
+/// `params`) selects, in runs of consecutive hours: one capped range read each, each row given
+/// to `each` as it is read (never all held). Returns how many rows were read: at most
+/// `Store::max_rows_read` over all the runs, or one more when there are more (the question is
+/// too big: the caller answers so, as counting what came would answer wrong). `group`: a
+/// `GROUP BY …`, or nothing for the rows themselves; a property with a value per event groups
+/// as many rows as it has.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn read_raw_hours<T: mysql_async::prelude::FromRow + Send + 'static>(
     store: &Store,
     tx: &mut mysql_async::Transaction<'_>,
     project: ProjectId,
     hours: &[u32],
     (select, select_params): (&str, &[Value]),
     (condition, params): (&str, &[Value]),
-    shape: RawRows<'_>,
-) -> Result<Vec<Row>, StoreError> {
+    group: &str,
+    mut each: impl FnMut(T) -> Result<(), StoreError> + Send,
+) -> Result<usize, StoreError> {
     let mut erasing_params = Vec::new();
     let erasing = and(not_being_erased(tx, project, ERASABLE_IDS, &mut erasing_params).await?);
-    let mut rows = Vec::new();
+    let mut read = 0;
     for run in hours.chunk_by(|a, b| b == &(a + 1)) {
-        let group = match shape {
-            RawRows::Grouped(_) if rows.len() > store.max_rows_read => break,
-            RawRows::Grouped(group) => format!("{group} LIMIT {}", store.max_rows_read + 1 - rows.len()),
-            // One budget for every run: alternating dirty and clean hours do not each get
-            // their own (and hold many times the cap in memory before the answer is a 422).
-            RawRows::AtMost(max) if rows.len() > max => break,
-            RawRows::AtMost(max) => format!("LIMIT {}", max + 1 - rows.len()),
-        };
+        // One budget for every run: alternating dirty and clean hours do not each get their
+        // own.
+        if read > store.max_rows_read {
+            break;
+        }
         let (start, end) = (run[0], run[run.len() - 1] + 1);
         let mut run_params = select_params.to_vec();
         run_params.extend([
@@ -537,13 +533,14 @@ pub(super) async fn read_raw_hours(
         run_params.extend(erasing_params.iter().cloned());
         let sql = format!(
             "SELECT {select} FROM {LIVE_EVENTS} e
-             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {condition} {erasing} {group}"
+             WHERE project_id = ? AND timestamp >= ? AND timestamp < ? {condition} {erasing} {group} LIMIT {}",
+            store.max_rows_read + 1 - read
         );
         store.record(&sql, &run_params);
         let sql = super::capped(&sql, tx);
-        rows.extend(with_timeout(tx.exec::<Row, _, _>(sql, run_params)).await?);
+        read += super::read_each(tx, sql, run_params, &mut each).await?;
     }
-    Ok(rows)
+    Ok(read)
 }
 
 /// `AND (…)` for a selection (nothing when it is empty), and its parameters.

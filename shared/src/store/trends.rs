@@ -7,7 +7,7 @@ use super::erasure::{ERASABLE_IDS, not_being_erased};
 use super::lists::{JsonDocument, JsonFilter};
 use super::live::LIVE_EVENTS;
 use super::rollups::{USER_KEY, and};
-use super::{Store, StoreError, column, placeholders, required, to_db_time};
+use super::{Store, StoreError, placeholders, required, to_db_time};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use crate::sketch::{UserSet, user_hash};
@@ -120,18 +120,16 @@ impl Store {
              WHERE {conditions} GROUP BY bucket{group}",
             placeholders(starts.len())
         );
-        let rows = self.capped_read(&mut conn, &sql, params).await?;
         let mut lines: Counted = Vec::new();
-        for row in &rows {
-            let bucket: i64 = required(row, 0)?;
-            let line = match (breakdown, column::<String>(row, 1), required::<i64>(row, 2)? != 0) {
+        // Up to a row per bucket and line: added up as they are read.
+        let add = |(bucket, value, other, count): (i64, Option<String>, i64, u64)| {
+            let line = match (breakdown, value, other != 0) {
                 (None, _, _) => None,
                 (Some(_), _, true) => Some(Line::Other),
                 (Some(_), Some(value), false) => Some(Line::Value(value)),
                 (Some(_), None, false) => Some(Line::Missing),
             };
-            let count: u64 = required(row, 3)?;
-            let Ok(bucket) = usize::try_from(bucket) else { continue };
+            let Ok(bucket) = usize::try_from(bucket) else { return Ok(()) };
             let index = match lines.iter().position(|(seen, _)| *seen == line) {
                 Some(index) => index,
                 None => {
@@ -142,7 +140,9 @@ impl Store {
             if let Some(slot) = lines[index].1.get_mut(bucket) {
                 *slot += count;
             }
-        }
+            Ok(())
+        };
+        self.capped_read_each(&mut conn, &sql, params, add).await?;
         lines.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(lines)
     }
@@ -171,15 +171,14 @@ impl Store {
              WHERE {conditions} {erasing} LIMIT ?",
             placeholders(starts.len())
         );
-        let rows = self.capped_read(&mut conn, &sql, params).await?;
-        if rows.len() > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
-        for row in rows {
-            let (bucket, user): (i64, String) = (required(&row, 0)?, required(&row, 1)?);
+        let add = |(bucket, user): (i64, String)| {
             if let Some(set) = usize::try_from(bucket).ok().and_then(|bucket| sets.get_mut(bucket)) {
                 set.insert(user_hash(&user));
             }
+            Ok(())
+        };
+        if self.capped_read_each(&mut conn, &sql, params, add).await? > self.max_rows_read {
+            return Err(StoreError::TooBig);
         }
         Ok(sets)
     }
