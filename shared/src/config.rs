@@ -71,7 +71,7 @@ pub struct Config {
     pub list_rows_examined: usize,
     /// How ingest seals queue messages (`queue::envelope`); the consumer opens either.
     pub queue_seal: QueueSeal,
-    /// Rows one read-side question may bring into memory (`store::MAX_ROWS_READ` by default).
+    /// Rows one read of a read-side question may read (`store::MAX_ROWS_READ` by default).
     pub max_rows_read: usize,
     /// Where `evtrack up` journals its queue (`None`: in memory only, lost on a crash).
     pub local_queue_dir: Option<std::path::PathBuf>,

@@ -87,10 +87,15 @@ pub async fn bench_reads() {
     let newest = "ORDER BY timestamp DESC, id DESC LIMIT 100";
 
     println!(
-        "\n{:<44} {:>10} {:>10} {:>7}  evtrack's answer",
-        "question (median of 11)", "evtrack", "SQL alone", "ratio"
+        "the benchmark's RSS before the questions: {} MiB (the api's Lambda has 256 MB)",
+        memory_kib(std::process::id(), "VmRSS") / 1024
     );
-    let report = |name: &str, ours: Option<Duration>, direct: Option<Duration>, note: String| {
+    println!(
+        "\n{:<44} {:>10} {:>10} {:>7} {:>10}  evtrack's answer",
+        "question (median of 11)", "evtrack", "SQL alone", "ratio", "peak RSS"
+    );
+    let report = |name: &str, ours: Measured, direct: Option<Duration>, note: String| {
+        let Measured { time: ours, peak_rss_kib } = ours;
         let ours_text = ours.map_or("—".to_string(), |ours| format!("{:.1}ms", ms(ours)));
         let direct_text = direct.map_or(format!("> {SQL_CAP_SECONDS} s"), |direct| format!("{:.1}ms", ms(direct)));
         let ratio = match (ours, direct) {
@@ -98,8 +103,9 @@ pub async fn bench_reads() {
             (Some(_), None) => format!("< {:.3}", ms(ours.unwrap_or_default()) / (SQL_CAP_SECONDS as f64 * 1e3)),
             _ => "—".to_string(),
         };
+        let rss_text = peak_rss_kib.map_or("—".to_string(), |kib| format!("{:.0}MiB", kib as f64 / 1024.0));
         let note = if ours.is_none() { "422: over the 5 s cap".to_string() } else { note };
-        println!("{name:<44} {ours_text:>10} {direct_text:>10} {ratio:>7}  {note}");
+        println!("{name:<44} {ours_text:>10} {direct_text:>10} {ratio:>7} {rss_text:>10}  {note}");
     };
     let list_questions: Vec<(&str, String, String)> = vec![
         (
@@ -236,7 +242,7 @@ pub async fn bench_reads() {
         direct.sort();
         report(
             "export of the last 7 days (NDJSON, median of 3)",
-            Some(ours[1]),
+            Some(ours[1]).into(),
             Some(direct[1]),
             format!(
                 "{lines} events, {:.1} MB in {answers} answers, {:.0} events/s",
@@ -707,21 +713,44 @@ async fn median(run: impl AsyncFn() -> Duration) -> Duration {
 /// A question that takes longer than this once is timed once (the database's cap is 5 s).
 const SLOW: Duration = Duration::from_secs(2);
 
-/// The median of `RUNS` answers (after one to warm the caches; a slow one only once), and the
-/// last answer; `None` for an answer the api refused as too big (422).
+/// An answer's time (`None`: refused as too big, 422), and the benchmark process's peak RSS
+/// while answering it the first time (the answer's JSON parsed by the benchmark included; the
+/// api's Lambda has 256 MB).
+struct Measured {
+    time: Option<Duration>,
+    peak_rss_kib: Option<u64>,
+}
+
+impl From<Option<Duration>> for Measured {
+    fn from(time: Option<Duration>) -> Self {
+        Self { time, peak_rss_kib: None }
+    }
+}
+
+/// Runs `work`, and the process's peak RSS meanwhile: the kernel's high-water mark, reset
+/// before to the RSS of the moment (`clear_refs`, Linux 4.0 on).
+async fn peak_rss_kib<T>(work: impl Future<Output = T>) -> (T, u64) {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+    let done = work.await;
+    (done, memory_kib(std::process::id(), "VmHWM"))
+}
+
+/// The median of `RUNS` answers (after one to warm the caches and measure the peak RSS; a slow
+/// one only once), and the last answer.
 async fn timed_api(
     router: &axum::Router,
     key: &str,
     method: &str,
     uri: &str,
     body: Option<&Value>,
-) -> (Option<Duration>, Value) {
-    let (first, mut answer) = api_call(router, key, method, uri, body).await;
+) -> (Measured, Value) {
+    let ((first, mut answer), peak) = peak_rss_kib(api_call(router, key, method, uri, body)).await;
+    let peak_rss_kib = Some(peak);
     if answer["code"] == "query_too_big" {
-        return (None, answer);
+        return (Measured { time: None, peak_rss_kib }, answer);
     }
     if first > SLOW {
-        return (Some(first), answer);
+        return (Measured { time: Some(first), peak_rss_kib }, answer);
     }
     let mut times = Vec::new();
     for _ in 0..RUNS {
@@ -730,7 +759,7 @@ async fn timed_api(
         answer = last;
     }
     times.sort();
-    (Some(times[RUNS / 2]), answer)
+    (Measured { time: Some(times[RUNS / 2]), peak_rss_kib }, answer)
 }
 
 /// How long the SQL alone may run (MariaDB stops it there); its figure then reads "> 60 s".

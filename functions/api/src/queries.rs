@@ -76,39 +76,16 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
         return Err(Failure::Invalid(format!("at most {MAX_BUCKETS} days from from to to")));
     }
     let (from_hour, to_hour) = (hour_of(from), hour_of(to - Duration::milliseconds(1)) + 1);
-    // One entry per type and name as the database compares names (without trailing spaces),
-    // spelled as in its first hour; the counts are added up as they are read.
-    let mut names: Vec<CatalogName> = Vec::new();
-    let mut entry_of: HashMap<(&'static str, String), usize> = HashMap::new();
-    let add = |count: HourCount| {
-        let key = (count.kind.as_str(), as_compared(&count.name).to_string());
-        match entry_of.get(&key) {
-            Some(&index) => {
-                let entry = &mut names[index];
-                entry.events += count.events;
-                entry.last_at = entry.last_at.max(count.last_at);
-                if count.hour < entry.first_hour {
-                    (entry.first_hour, entry.name) = (count.hour, count.name);
-                }
-            }
-            None => {
-                entry_of.insert(key, names.len());
-                let HourCount { hour, kind, name, events, last_at } = count;
-                names.push(CatalogName { first_hour: hour, kind, name, events, last_at });
-            }
-        }
-    };
-    let source = api.store.hourly_counts(project, (from_hour, to_hour), &[], add).await?;
-    let mut names: Vec<(EventType, String, u64, DateTime<Utc>)> =
-        names.into_iter().map(|name| (name.kind, name.name, name.events, name.last_at)).collect();
-    names.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1))));
+    let mut catalog = Catalog::default();
+    let source = api.store.hourly_counts(project, (from_hour, to_hour), &[], |count| catalog.add(count)).await?;
+    let mut names = catalog.ranked();
     // The most frequent first; a write key sending made-up names cannot make the answer
     // larger than an API Gateway answer holds.
     let left_out = names.len().saturating_sub(MAX_CATALOG_NAMES);
     names.truncate(MAX_CATALOG_NAMES);
     let data: Vec<Value> = names
         .into_iter()
-        .map(|(kind, name, events, last_at)| {
+        .map(|CatalogName { kind, name, events, last_at, .. }| {
             json!({"type": kind, "name": if name.is_empty() { None } else { Some(name) }, "events": events, "last_seen": last_at})
         })
         .collect();
@@ -122,7 +99,46 @@ async fn event_names(State(api): State<Arc<Api>>, project: Reading, RawQuery(que
     .into_response())
 }
 
+/// The catalog's names as their counts are read: one per type and name as the database
+/// compares names (without trailing spaces), spelled as in its earliest hour.
+#[derive(Default)]
+struct Catalog {
+    names: Vec<CatalogName>,
+    /// By type, then by name as compared: where it is in `names`.
+    index: HashMap<EventType, HashMap<String, usize>>,
+}
+
+impl Catalog {
+    fn add(&mut self, count: HourCount) {
+        let by_name = self.index.entry(count.kind).or_default();
+        match by_name.get(as_compared(&count.name)) {
+            Some(&at) => {
+                let entry = &mut self.names[at];
+                entry.events += count.events;
+                entry.last_at = entry.last_at.max(count.last_at);
+                if count.hour < entry.first_hour {
+                    (entry.first_hour, entry.name) = (count.hour, count.name);
+                }
+            }
+            None => {
+                by_name.insert(as_compared(&count.name).to_string(), self.names.len());
+                let HourCount { hour, kind, name, events, last_at } = count;
+                self.names.push(CatalogName { first_hour: hour, kind, name, events, last_at });
+            }
+        }
+    }
+
+    /// The most frequent first, then by type and name.
+    fn ranked(mut self) -> Vec<CatalogName> {
+        self.names.sort_by(|a, b| {
+            b.events.cmp(&a.events).then_with(|| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)))
+        });
+        self.names
+    }
+}
+
 /// A name of the catalog as its counts are added up.
+#[derive(Debug, PartialEq)]
 struct CatalogName {
     /// The first hour it is seen in: the hour whose spelling it keeps.
     first_hour: u32,
@@ -639,40 +655,7 @@ async fn rollup_breakdown(
         api.store.hourly_values(project, (hour_of(starts[0]), hour_of(end)), &selection, property, add).await?;
     let mut lines = Vec::new();
     for (index, one) in series.iter().enumerate() {
-        let of_series: Vec<bool> = cells
-            .pairs
-            .iter()
-            .map(|(kind, name)| {
-                one.kind.is_none_or(|wanted| wanted == *kind)
-                    && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
-            })
-            .collect();
-        let counts = || cells.cells.iter().filter(|cell| of_series[cell.pair as usize]);
-        // Every count is at least 1: a value at 0 has no events in this series.
-        let mut totals = vec![0u64; cells.values.len()];
-        for cell in counts().filter(|cell| cell.value != MISSING) {
-            totals[cell.value as usize] += cell.events;
-        }
-        let text = |value: u32| cells.values.get(value);
-        // The `top` best (most events, then the least text), kept as they are found: the
-        // worst of them first out.
-        let mut best: BinaryHeap<Reverse<(u64, Reverse<&str>, u32)>> = BinaryHeap::new();
-        for (value, &total) in totals.iter().enumerate().filter(|(_, total)| **total > 0) {
-            best.push(Reverse((total, Reverse(text(value as u32)), value as u32)));
-            if best.len() > top {
-                best.pop();
-            }
-        }
-        let top: BTreeSet<u32> = best.into_iter().map(|Reverse((_, _, value))| value).collect();
-        let mut by_line: BTreeMap<Line, Vec<u64>> = BTreeMap::new();
-        for cell in counts() {
-            let line = match cell.value {
-                MISSING => Line::Missing,
-                value if top.contains(&value) => Line::Value(text(value).to_string()),
-                _ => Line::Other,
-            };
-            by_line.entry(line).or_insert_with(|| vec![0; starts.len()])[cell.bucket as usize] += cell.events;
-        }
+        let by_line = cells.lines(one, top, starts.len());
         lines.extend(by_line.into_iter().map(|(line, values)| line_json(index, one, Some(line), values, math)));
     }
     let mut source = source_json(&source);
@@ -713,6 +696,45 @@ impl ValueCells {
         });
         let value = count.value.map_or(MISSING, |value| self.values.index_of(value.trim_end_matches(' ')));
         self.cells.push(Cell { pair, value, bucket: bucket as u32, events: count.events });
+    }
+    /// `one`'s lines over `buckets` buckets: its `top` values (by events, then by value),
+    /// the rest, and the events without the property; ranked as `raw_counts` ranks them.
+    fn lines(&self, one: &Series, top: usize, buckets: usize) -> BTreeMap<Line, Vec<u64>> {
+        let of_series: Vec<bool> = self
+            .pairs
+            .iter()
+            .map(|(kind, name)| {
+                one.kind.is_none_or(|wanted| wanted == *kind)
+                    && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
+            })
+            .collect();
+        let counts = || self.cells.iter().filter(|cell| of_series[cell.pair as usize]);
+        // Every count is at least 1: a value at 0 has no events in this series.
+        let mut totals = vec![0u64; self.values.len()];
+        for cell in counts().filter(|cell| cell.value != MISSING) {
+            totals[cell.value as usize] += cell.events;
+        }
+        let text = |value: u32| self.values.get(value);
+        // The `top` best (most events, then the least text), kept as they are found: the
+        // worst of them first out.
+        let mut best: BinaryHeap<Reverse<(u64, Reverse<&str>, u32)>> = BinaryHeap::new();
+        for (value, &total) in totals.iter().enumerate().filter(|(_, total)| **total > 0) {
+            best.push(Reverse((total, Reverse(text(value as u32)), value as u32)));
+            if best.len() > top {
+                best.pop();
+            }
+        }
+        let top: BTreeSet<u32> = best.into_iter().map(|Reverse((_, _, value))| value).collect();
+        let mut by_line: BTreeMap<Line, Vec<u64>> = BTreeMap::new();
+        for cell in counts() {
+            let line = match cell.value {
+                MISSING => Line::Missing,
+                value if top.contains(&value) => Line::Value(text(value).to_string()),
+                _ => Line::Other,
+            };
+            by_line.entry(line).or_insert_with(|| vec![0; buckets])[cell.bucket as usize] += cell.events;
+        }
+        by_line
     }
 }
 
@@ -920,6 +942,131 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_catalog_in_any_order_of_its_rows_answers_as_the_sorted_rows_did() {
+        // An hour has one spelling of a name (the database groups names without trailing
+        // spaces); spellings differ between hours.
+        let spellings = ["Signed Up", "Signed Up ", "Signed Up  ", "Bought", "Bought "];
+        let mut seed = 7u64;
+        let mut next = |below: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % below
+        };
+        let mut counts = Vec::new();
+        for hour in 0..60u32 {
+            for kind in [EventType::Track, EventType::Page] {
+                for stem in [0, 3] {
+                    let spelling = spellings[stem + next(if stem == 0 { 3 } else { 2 }) as usize];
+                    let last_at = hour_start(hour) + Duration::seconds(next(3_600) as i64);
+                    let events = 1 + next(5);
+                    counts.push(HourCount { hour, kind, name: spelling.to_string(), events, last_at });
+                }
+            }
+        }
+        // The old way: sorted by hour, type and name, the first spelling kept.
+        let mut sorted = counts.clone();
+        sorted.sort_by(|a, b| (a.hour, a.kind.as_str(), &a.name).cmp(&(b.hour, b.kind.as_str(), &b.name)));
+        let mut expected = Catalog::default();
+        sorted.into_iter().for_each(|count| expected.add(count));
+        let expected = expected.ranked();
+        assert_eq!(expected.len(), 4);
+        for _ in 0..20 {
+            for at in (1..counts.len()).rev() {
+                counts.swap(at, next(at as u64 + 1) as usize);
+            }
+            let mut catalog = Catalog::default();
+            counts.iter().cloned().for_each(|count| catalog.add(count));
+            assert_eq!(catalog.ranked(), expected);
+        }
+    }
+
+    /// A breakdown's lines as they were computed from every count held (before `ValueCells`).
+    fn lines_as_before(
+        counts: &[(ValueCount, usize)],
+        one: &Series,
+        top: usize,
+        buckets: usize,
+    ) -> BTreeMap<Line, Vec<u64>> {
+        let counts: Vec<&(ValueCount, usize)> = counts
+            .iter()
+            .filter(|(c, _)| {
+                one.kind.is_none_or(|kind| kind == c.kind)
+                    && one.name.as_ref().is_none_or(|name| same_text(name, &c.name))
+            })
+            .collect();
+        let key = |value: &str| value.trim_end_matches(' ').to_string();
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for (count, _) in &counts {
+            if let Some(value) = &count.value {
+                *totals.entry(key(value)).or_default() += count.events;
+            }
+        }
+        let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let top: BTreeSet<String> = ranked.into_iter().take(top).map(|(value, _)| value).collect();
+        let mut by_line: BTreeMap<Line, Vec<u64>> = BTreeMap::new();
+        for (count, bucket) in &counts {
+            let line = match &count.value {
+                None => Line::Missing,
+                Some(value) if top.contains(&key(value)) => Line::Value(key(value)),
+                Some(_) => Line::Other,
+            };
+            by_line.entry(line).or_insert_with(|| vec![0; buckets])[*bucket] += count.events;
+        }
+        by_line
+    }
+
+    #[test]
+    fn a_breakdown_from_cells_in_any_order_has_the_lines_it_had_from_every_count_held() {
+        let names = ["Buy", "Buy ", "Sell"];
+        let values = [Some("a"), Some("a "), Some("b"), Some("c"), Some("c  "), None, Some("d"), Some("e")];
+        let mut seed = 11u64;
+        let mut next = |below: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % below
+        };
+        let buckets = 6;
+        let mut counts: Vec<(ValueCount, usize)> = (0..400)
+            .map(|_| {
+                let count = ValueCount {
+                    hour: next(100) as u32,
+                    kind: [EventType::Track, EventType::Page][next(2) as usize],
+                    name: names[next(3) as usize].to_string(),
+                    value: values[next(values.len() as u64) as usize].map(str::to_string),
+                    // Small counts: many values tie.
+                    events: 1 + next(3),
+                };
+                (count, next(buckets as u64) as usize)
+            })
+            .collect();
+        let series = |kind: Option<EventType>, name: Option<&str>| Series {
+            kind,
+            name: name.map(str::to_string),
+            filters: Vec::new(),
+        };
+        let all_series = [
+            series(None, None),
+            series(Some(EventType::Track), None),
+            series(Some(EventType::Track), Some("Buy")),
+            series(Some(EventType::Page), Some("Buy  ")),
+            series(Some(EventType::Page), Some("Sell")),
+            series(Some(EventType::Screen), None),
+        ];
+        for round in 0..10 {
+            for at in (1..counts.len()).rev() {
+                counts.swap(at, next(at as u64 + 1) as usize);
+            }
+            let mut cells = ValueCells::default();
+            counts.iter().for_each(|(count, bucket)| cells.add(count.clone(), *bucket));
+            for one in &all_series {
+                for top in [0, 1, 2, 3, 10] {
+                    let expected = lines_as_before(&counts, one, top, buckets);
+                    assert_eq!(cells.lines(one, top, buckets), expected, "round {round}, {one:?}, top {top}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -229,7 +229,8 @@ impl Store {
         // Past the cap the answer is too big: nothing more is kept (a rolled row may stand for
         // several steps, so the rows read alone do not bound them).
         let cap = self.max_rows_read;
-        let mut steps: Vec<Step> = Vec::new();
+        // About a step per rollup row read, never more than `keep` can hold.
+        let mut steps: Vec<Step> = Vec::with_capacity((rolled.len() + active.len()).min(cap + copies as usize));
         let mut keep = |step: Step, copies: u32| {
             if steps.len() <= cap {
                 steps.extend(std::iter::repeat_n(step, copies as usize));

@@ -170,7 +170,7 @@ pub struct Store {
     /// Whether writes mark the hours they change for the rollups: always, but in the
     /// benchmark that measures what the marks cost (`Store::without_rollup_marks`).
     marks_rollups: bool,
-    /// Rows one question may bring into memory (`MAX_ROWS_READ`; `Store::reading_at_most`).
+    /// Rows one read of a question may read (`MAX_ROWS_READ`; `Store::reading_at_most`).
     max_rows_read: usize,
 }
 
@@ -301,13 +301,14 @@ impl Store {
         Store { marks_rollups: false, ..self.clone() }
     }
 
-    /// This store, a question bringing at most `rows` rows into memory (else `TooBig`): sized
-    /// to the function's memory (`EVTRACK_MAX_ROWS_READ`).
+    /// This store, a read of a question reading at most `rows` rows (else `TooBig`): sized to
+    /// the function's memory, as funnels, retention and breakdowns hold theirs
+    /// (`EVTRACK_MAX_ROWS_READ`).
     pub fn reading_at_most(&self, rows: usize) -> Store {
         Store { max_rows_read: rows.max(1), ..self.clone() }
     }
 
-    /// Rows one question may bring into memory.
+    /// Rows one read of a question may read.
     pub fn max_rows_read(&self) -> usize {
         self.max_rows_read
     }
@@ -334,15 +335,18 @@ fn capped(sql: &str, conn: &Conn) -> String {
 }
 
 /// Runs `sql` with `params`, giving each row to `each` as it is read (never all held); how
-/// many rows were read. The first error of `each` ends the answer (the rest is read and dropped).
+/// many rows were read. The first error (of `each`, or a row that is not a `T`) ends the
+/// answer, and the rest is read and dropped: on an error, what `each` was given is no answer.
 async fn read_each<T: mysql_async::prelude::FromRow + Send + 'static>(
     queryable: &mut impl Queryable,
     sql: String,
     params: Vec<mysql_async::Value>,
     mut each: impl FnMut(T) -> Result<(), StoreError> + Send,
 ) -> Result<usize, StoreError> {
-    let fold = |read: Result<usize, StoreError>, row: T| {
+    let fold = |read: Result<usize, StoreError>, row: mysql_async::Row| {
         let read = read?;
+        let row =
+            T::from_row_opt(row).map_err(|_| StoreError::Corrupt("a row read is NULL or of another type".into()))?;
         each(row)?;
         Ok(read + 1)
     };
@@ -383,8 +387,10 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) ->
 /// enough that each statement stays short.
 const IDS_PER_STATEMENT: usize = 1_000;
 
-/// Rows a question answered in memory may read by default (funnels, retention, users from the
-/// raw rows): about 50 bytes each, so that a 256 MB function answers or says 422.
+/// Rows one read of a question may read by default. Counts and users are added up as they are
+/// read; funnels, retention and breakdowns by a promoted property hold theirs (24-48 bytes
+/// each and their values' text: 65-120 MB at about 900,000, BENCHMARKS.md), so that a 256 MB
+/// function answers or says 422.
 pub const MAX_ROWS_READ: usize = 1_000_000;
 
 /// MySQL's DATETIME holds the years 1000 to 9999 (mysql_common panics on others): a time

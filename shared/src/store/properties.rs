@@ -6,7 +6,7 @@
 
 use super::lists::{JsonDocument, json_path};
 use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
-use super::{JobTx, Store, StoreError, column, required, required_time, with_timeout};
+use super::{JobTx, Store, StoreError, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
@@ -232,7 +232,8 @@ impl Store {
 
     /// The live events of `[from_hour, to_hour)` per hour, type, name and value of `property`
     /// (`selection` as in `hourly_counts`), each given to `each` as it is read (in no
-    /// particular order; never all held), exact as of one moment.
+    /// particular order; never all held; after an error, what was given is no answer), exact
+    /// as of one moment.
     pub async fn hourly_values(
         &self,
         project: ProjectId,
@@ -263,19 +264,22 @@ impl Store {
             "SELECT hour, type, name, value, events FROM rollup_property_hours
              WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out.
+        // A rolled up row of an hour read raw is left out; past the cap, the read stops.
         let mut given = 0;
-        let mut give = |row: &Row, rolled_up: bool| -> Result<(), StoreError> {
+        let mut give = |row: ValueCountRow, rolled_up: bool| -> Result<(), StoreError> {
             let count = value_count(row)?;
             if !(rolled_up && raw(count.hour)) {
                 given += 1;
+                if given > self.max_rows_read {
+                    return Err(StoreError::TooBig);
+                }
                 each(count);
             }
             Ok(())
         };
         let sql = super::capped(&sql, &tx);
         // A property with a value per event (an id) keeps as many rows as the events.
-        if super::read_each(&mut tx, sql, params, |row: Row| give(&row, true)).await? > self.max_rows_read {
+        if super::read_each(&mut tx, sql, params, |row| give(row, true)).await? > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
         let raw_hours: Vec<u32> = (from_hour..to_hour).filter(|&hour| raw(hour)).collect();
@@ -283,31 +287,19 @@ impl Store {
         let (value, path) = property.value_sql();
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, {value} AS v, COUNT(*)");
         let group = "GROUP BY 1, 2, 3, 4";
-        let read = read_raw_hours(
-            self,
-            &mut tx,
-            project,
-            &raw_hours,
-            (&select, &[path]),
-            (&pairs, &params),
-            group,
-            |row: Row| give(&row, false),
-        )
+        // Every raw row is given: past the cap, `give` ends the read.
+        read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[path]), (&pairs, &params), group, |row| {
+            give(row, false)
+        })
         .await?;
-        if read > self.max_rows_read || given > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
         with_timeout(tx.commit()).await?;
         Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
 }
 
-fn value_count(row: &Row) -> Result<ValueCount, StoreError> {
-    Ok(ValueCount {
-        hour: required(row, 0)?,
-        kind: kind(&required::<String>(row, 1)?)?,
-        name: required(row, 2)?,
-        value: column(row, 3),
-        events: required(row, 4)?,
-    })
+/// The columns of an hour's count of a value: hour, type, name, value, events.
+type ValueCountRow = (u32, String, String, Option<String>, u64);
+
+fn value_count((hour, kind_text, name, value, events): ValueCountRow) -> Result<ValueCount, StoreError> {
+    Ok(ValueCount { hour, kind: kind(&kind_text)?, name, value, events })
 }

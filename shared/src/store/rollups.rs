@@ -168,14 +168,11 @@ pub(super) fn kind(name: &str) -> Result<EventType, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("event type {name}")))
 }
 
-fn hour_count(row: &Row) -> Result<HourCount, StoreError> {
-    Ok(HourCount {
-        hour: required(row, 0)?,
-        kind: kind(&required::<String>(row, 1)?)?,
-        name: required(row, 2)?,
-        events: required(row, 3)?,
-        last_at: super::required_time(row, 4)?,
-    })
+/// The columns of an hour's count: hour, type, name, events, last time.
+type HourCountRow = (u32, String, String, u64, NaiveDateTime);
+
+fn hour_count((hour, kind_text, name, events, last_at): HourCountRow) -> Result<HourCount, StoreError> {
+    Ok(HourCount { hour, kind: kind(&kind_text)?, name, events, last_at: super::from_db_time(last_at) })
 }
 
 impl Store {
@@ -332,8 +329,9 @@ impl Store {
 
     /// The live events of `[from_hour, to_hour)` per hour, type and name (`selection`: only
     /// these types, each with one name or all; empty: all), each given to `each` as it is read
-    /// (in no particular order; never all held), exact as of one moment: clean hours from the
-    /// rollup, dirty ones and those from the current hour on from the raw rows.
+    /// (in no particular order; never all held; after an error, what was given is no answer),
+    /// exact as of one moment: clean hours from the rollup, dirty ones and those from the
+    /// current hour on from the raw rows.
     pub async fn hourly_counts(
         &self,
         project: ProjectId,
@@ -354,18 +352,21 @@ impl Store {
             "SELECT hour, type, name, events, last_at FROM rollup_event_hours
              WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out.
+        // A rolled up row of an hour read raw is left out; past the cap, the read stops.
         let mut given = 0;
-        let mut give = |row: &Row, rolled_up: bool| -> Result<(), StoreError> {
+        let mut give = |row: HourCountRow, rolled_up: bool| -> Result<(), StoreError> {
             let count = hour_count(row)?;
             if !(rolled_up && raw(count.hour)) {
                 given += 1;
+                if given > self.max_rows_read {
+                    return Err(StoreError::TooBig);
+                }
                 each(count);
             }
             Ok(())
         };
         let sql = super::capped(&sql, &tx);
-        let rolled = super::read_each(&mut tx, sql, params, |row: Row| give(&row, true)).await?;
+        let rolled = super::read_each(&mut tx, sql, params, |row| give(row, true)).await?;
         if rolled > self.max_rows_read {
             return Err(StoreError::TooBig);
         }
@@ -373,21 +374,19 @@ impl Store {
         let (pairs, params) = selection_condition(selection);
         let select = format!("{ROW_HOUR} AS hour, type, COALESCE(name, '') AS name, COUNT(*), MAX(timestamp)");
         let group = "GROUP BY 1, 2, 3";
-        let read =
-            read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), group, |row: Row| {
-                give(&row, false)
-            })
-            .await?;
-        if read > self.max_rows_read || given > self.max_rows_read {
-            return Err(StoreError::TooBig);
-        }
+        // Every raw row is given: past the cap, `give` ends the read.
+        read_raw_hours(self, &mut tx, project, &raw_hours, (&select, &[]), (&pairs, &params), group, |row| {
+            give(row, false)
+        })
+        .await?;
         with_timeout(tx.commit()).await?;
         Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
     }
 
     /// The users of `[from_hour, to_hour)` (those with events of `kind`, or of any type),
     /// each hour's added to `sets` at `bucket_of_hour(hour)`, exact as of one moment as
-    /// `hourly_counts` is. The rollup's rows are merged as they are read, never all held.
+    /// `hourly_counts` is. The rollup's rows are merged as they are read, never all held
+    /// (after an error, `sets` are no answer).
     pub async fn hourly_users(
         &self,
         project: ProjectId,
@@ -499,7 +498,7 @@ pub(super) async fn dirty_hours(
 /// `params`) selects, in runs of consecutive hours: one capped range read each, each row given
 /// to `each` as it is read (never all held). Returns how many rows were read: at most
 /// `Store::max_rows_read` over all the runs, or one more when there are more (the question is
-/// too big: the caller answers so, as counting what came would answer wrong). `group`: a
+/// too big: the caller answers so, as what came is no answer). `group`: a
 /// `GROUP BY …`, or nothing for the rows themselves; a property with a value per event groups
 /// as many rows as it has.
 #[allow(clippy::too_many_arguments)]
