@@ -55,7 +55,7 @@ FUNCTIONS = {
         "secrets": {"ConsumerDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "DatabaseCaSecretArn"},
     },
     "ApiFunction": {
-        "role": "ApiRole", "log_group": "ApiLogGroup", "timeout": 29, "memory": 256,
+        "role": "ApiRole", "log_group": "ApiLogGroup", "timeout": 29, "memory": 1024,
         "secrets": {
             "ApiDatabaseSecretArn", "PepperSecretArn", "PreviousPepperSecretArn", "MasterKeysSecretArn",
             "DatabaseCaSecretArn",
@@ -143,6 +143,7 @@ ALL_OPTIONS_PARAMETERS = {
     "ConsumerMaxConcurrency": "3",
     "IngestReservedConcurrency": "20",
     "ApiReservedConcurrency": "5",
+    "ApiMemorySize": "512",
     "EventsMaxReceiveCount": "7",
     "LogRetentionDays": "14",
 }
@@ -391,7 +392,9 @@ def check_functions(template):
         require(p.get("Handler") == "bootstrap", f"{name}: Handler {p.get('Handler')}")
         require(p.get("TracingConfig") == {"Mode": "Active"}, f"{name}: TracingConfig {p.get('TracingConfig')}")
         require(p.get("Timeout") == expected["timeout"], f"{name}: Timeout {p.get('Timeout')}, expected {expected['timeout']}")
-        require(p.get("MemorySize") == expected["memory"], f"{name}: MemorySize {p.get('MemorySize')}")
+        # The api's is a parameter (ApiMemorySize): its default is checked.
+        memory = default_value(template, p.get("MemorySize"))
+        require(memory == expected["memory"], f"{name}: MemorySize {p.get('MemorySize')}, expected {expected['memory']}")
         require(p.get("Role") == get_att(expected["role"]), f"{name}: Role {p.get('Role')}, expected {expected['role']}")
         logging = p.get("LoggingConfig", {})
         require(logging.get("LogFormat") == "JSON", f"{name}: LogFormat {logging.get('LogFormat')}")
@@ -814,7 +817,9 @@ def moto_functions(clients, template, stack):
         declared = props(template, name)
         require(config["Role"] == stack.attributes[f"{expected['role']}.Arn"], f"{name}: role {config['Role']}")
         for key in ["Runtime", "Handler", "Timeout", "MemorySize"]:
-            require(config[key] == declared[key], f"{name}: {key} {config[key]}, declared {declared[key]}")
+            value = stack.resolve(declared[key])
+            value = int(value) if key in ("Timeout", "MemorySize") else value
+            require(config[key] == value, f"{name}: {key} {config[key]}, declared {value}")
         variables = {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()}
         declared_variables = stack.resolve(declared["Environment"]["Variables"])
         require(variables == declared_variables, f"{name}: environment {variables}\nvs declared {declared_variables}")
