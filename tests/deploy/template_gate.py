@@ -393,6 +393,8 @@ def check_functions(template):
         require(p.get("TracingConfig") == {"Mode": "Active"}, f"{name}: TracingConfig {p.get('TracingConfig')}")
         require(p.get("Timeout") == expected["timeout"], f"{name}: Timeout {p.get('Timeout')}, expected {expected['timeout']}")
         # The api's is a parameter (ApiMemorySize): its default is checked.
+        if name == "ApiFunction":
+            require(p.get("MemorySize") == ref("ApiMemorySize"), f"{name}: MemorySize {p.get('MemorySize')}, not the parameter")
         memory = default_value(template, p.get("MemorySize"))
         require(memory == expected["memory"], f"{name}: MemorySize {p.get('MemorySize')}, expected {expected['memory']}")
         require(p.get("Role") == get_att(expected["role"]), f"{name}: Role {p.get('Role')}, expected {expected['role']}")

@@ -135,8 +135,8 @@ pub enum Failure {
     Conflict(String),
     #[error("invalid or expired cursor")]
     InvalidCursor,
-    /// The question would take the database too long as asked, or bring more rows into
-    /// memory than a question may.
+    /// The question would take the database too long as asked, or read more rows than one
+    /// read of a question may.
     #[error("too big a question")]
     TooBig,
     /// `TooBig`, for a question answered from the raw rows: with how to ask so that the
@@ -170,7 +170,7 @@ impl Failure {
 /// The text of a `422 query_too_big`, then `more`.
 fn too_big(more: &str) -> String {
     format!(
-        "this question needs more than one question may read (its rows held in memory, {} s a statement, {} s in all); ask for a shorter time range or fewer filters.{more}",
+        "this question needs more than one question may read (the rows one read may read, {} s a statement, {} s in all); ask for a shorter time range or fewer filters.{more}",
         evtrack::store::READ_TIME_CAP.as_secs(),
         crate::queries::QUESTION_BUDGET.as_secs()
     )

@@ -388,9 +388,9 @@ fn multi_row_insert(table: &str, columns: &[&str], rows: usize, suffix: &str) ->
 const IDS_PER_STATEMENT: usize = 1_000;
 
 /// Rows one read of a question may read by default. Counts and users are added up as they are
-/// read; funnels, retention and breakdowns by a promoted property hold theirs (24-48 bytes
-/// each and their values' text: 65-120 MB at about 900,000, BENCHMARKS.md), so that a 256 MB
-/// function answers or says 422.
+/// read; funnels, retention and breakdowns by a promoted property hold theirs (24-72 bytes
+/// each and their values' text: 65-120 MB at about 900,000, BENCHMARKS.md), so that the
+/// smallest api function (`ApiMemorySize` 256 MB) answers or says 422.
 pub const MAX_ROWS_READ: usize = 1_000_000;
 
 /// MySQL's DATETIME holds the years 1000 to 9999 (mysql_common panics on others): a time

@@ -264,7 +264,8 @@ impl Store {
             "SELECT hour, type, name, value, events FROM rollup_property_hours
              WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out; past the cap, the read stops.
+        // A rolled up row of an hour read raw is left out. Past the cap nothing more is given
+        // (the statement's other rows are read and dropped) and no other statement runs.
         let mut given = 0;
         let mut give = |row: ValueCountRow, rolled_up: bool| -> Result<(), StoreError> {
             let count = value_count(row)?;

@@ -352,7 +352,8 @@ impl Store {
             "SELECT hour, type, name, events, last_at FROM rollup_event_hours
              WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out; past the cap, the read stops.
+        // A rolled up row of an hour read raw is left out. Past the cap nothing more is given
+        // (the statement's other rows are read and dropped) and no other statement runs.
         let mut given = 0;
         let mut give = |row: HourCountRow, rolled_up: bool| -> Result<(), StoreError> {
             let count = hour_count(row)?;
