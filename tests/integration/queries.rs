@@ -1197,6 +1197,79 @@ async fn names_and_ids_apart_only_by_trailing_spaces_count_as_one_in_the_rollups
     assert_eq!(odd.map(|name| &name["events"]), Some(&json!(1)), "kept as sent: {}", names.json);
 }
 
+/// A property's values apart only by trailing spaces are one line of a breakdown, spelled
+/// without them: from the promoted property's rollup, from the raw rows (grouped per day, each
+/// day's group keeps the spelling it met first: the raw rows answered two lines, "pro" and
+/// "pro "), and in a funnel's breakdown.
+#[tokio::test]
+async fn values_apart_only_by_trailing_spaces_are_one_line_of_a_breakdown_from_the_rollups_and_the_raw_rows() {
+    let (app, read) = app_with_read_key().await;
+    let promote = format!("/v1/properties/properties.plan/promote?project={}", app.project);
+    assert_eq!(app.send(api_request("POST", &promote, &app.admin, None)).await.status, StatusCode::CREATED);
+    let day1 = chrono::Utc::now().timestamp() / DAY * DAY - 3 * DAY;
+    let day2 = day1 + DAY;
+    let buy = |id: &str, user: &str, plan: Option<&str>, seconds: i64| {
+        let mut event =
+            json!({"type": "track", "event": "Buy", "userId": user, "messageId": id, "timestamp": sdk_time(seconds)});
+        if let Some(plan) = plan {
+            event["properties"] = json!({"plan": plan});
+        }
+        event
+    };
+    // Day 1 meets "pro" first, day 2 "pro ".
+    let events = vec![
+        buy("b-1", "ann", Some("pro"), day1 + 3_600),
+        buy("b-2", "bob", Some("pro "), day1 + 7_200),
+        buy("b-3", "cy", Some("pro "), day2 + 3_600),
+        buy("b-4", "dee", Some("pro"), day2 + 7_200),
+        buy("b-5", "eve", Some("pro  "), day2 + 7_300),
+        buy("b-6", "fay", Some("team"), day2 + 7_400),
+        buy("b-7", "gus", None, day2 + 7_500),
+    ];
+    assert_eq!(app.send(batch(&app.key, events)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    cleanup_now(&app).await;
+    assert_eq!(app.db.count("rollup_dirty_hours").await + app.db.count("rollup_property_backfill").await, 0);
+
+    let (from, to) = (sdk_time(day1), sdk_time(day2 + DAY));
+    let question = json!({"series": [{"event": "Buy"}], "from": from, "to": to, "interval": "day",
+        "breakdown": {"property": "properties.plan", "limit": 2}});
+    let mut answers = Vec::new();
+    for source in ["auto", "raw"] {
+        let mut question = question.clone();
+        question["source"] = json!(source);
+        let reply = app.send(api_request("POST", "/v1/query/trends", &read, Some(&question))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        let lines: Vec<(Value, Value)> = reply.json["series"]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|line| (line["breakdown"].clone(), line["values"].clone()))
+            .collect();
+        answers.push((reply.json["source"]["kind"].clone(), lines));
+    }
+    let expected = vec![
+        (json!({"kind": "value", "value": "pro"}), json!([2, 3])),
+        (json!({"kind": "value", "value": "team"}), json!([0, 1])),
+        (json!({"kind": "missing"}), json!([0, 1])),
+    ];
+    assert_eq!(answers[0], (json!("rollup"), expected.clone()), "from the rollups");
+    assert_eq!(answers[1], (json!("raw"), expected), "from the raw rows");
+
+    let funnel = json!({"steps": [{"event": "Buy"}, {"event": "Buy"}], "from": from, "to": to,
+        "breakdown": {"property": "properties.plan", "limit": 5}});
+    let reply = app.send(api_request("POST", "/v1/query/funnels", &read, Some(&funnel))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    let lines: Vec<(Value, Value)> = reply.json["breakdown"]
+        .as_array()
+        .expect("breakdown")
+        .iter()
+        .map(|line| (line["value"].clone(), line["steps"][0]["users"].clone()))
+        .collect();
+    assert!(lines.contains(&(json!("pro"), json!(5))), "one line of pro's 5 users: {}", reply.json["breakdown"]);
+    assert!(!lines.iter().any(|(value, _)| value.as_str().is_some_and(|value| value.ends_with(' '))), "{lines:?}");
+}
+
 /// A name with what SQL and JSON escape, and characters of four bytes.
 const ODD_NAME: &str = "Café ☕ \"quoted\" back\\slash 'single' 😀";
 

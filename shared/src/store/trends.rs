@@ -126,7 +126,10 @@ impl Store {
             let line = match (breakdown, value, other != 0) {
                 (None, _, _) => None,
                 (Some(_), _, true) => Some(Line::Other),
-                (Some(_), Some(value), false) => Some(Line::Value(value)),
+                // Grouped per bucket under PAD SPACE, a value's spelling may differ from bucket
+                // to bucket ("pro", "pro "): one line, without the trailing spaces, as the
+                // rollups answer it.
+                (Some(_), Some(value), false) => Some(Line::Value(without_trailing_spaces(value))),
                 (Some(_), None, false) => Some(Line::Missing),
             };
             let Ok(bucket) = usize::try_from(bucket) else { return Ok(()) };
@@ -182,6 +185,12 @@ impl Store {
         }
         Ok(sets)
     }
+}
+
+/// `text` as SQL compares it (PAD SPACE: trailing spaces make no difference).
+pub(super) fn without_trailing_spaces(mut text: String) -> String {
+    text.truncate(text.trim_end_matches(' ').len());
+    text
 }
 
 /// The rows of a series in `[from, to)` (Unix seconds), and the parameters.
