@@ -5,7 +5,9 @@
 //! property (migration 0014) is read by nothing at once; the rollups job deletes its counts.
 
 use super::lists::{JsonDocument, json_path};
-use super::rollups::{CountSource, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot};
+use super::rollups::{
+    CountSource, Handing, ROW_HOUR, dirty_hours, kind, read_raw_hours, selection_condition, snapshot,
+};
 use super::{JobTx, Store, StoreError, required, required_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
@@ -240,7 +242,7 @@ impl Store {
         (from_hour, to_hour): (u32, u32),
         selection: &[(Option<EventType>, Option<String>)],
         property: &Promoted,
-        mut each: impl FnMut(ValueCount) + Send,
+        each: impl FnMut(ValueCount) + Send,
     ) -> Result<CountSource, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
@@ -264,19 +266,11 @@ impl Store {
             "SELECT hour, type, name, value, events FROM rollup_property_hours
              WHERE project_id = ? AND property_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out. Past the cap nothing more is given
-        // (the statement's other rows are read and dropped) and no other statement runs.
-        let mut given = 0;
-        let mut give = |row: ValueCountRow, rolled_up: bool| -> Result<(), StoreError> {
+        let mut counts = Handing::new(each, self.max_rows_read);
+        let mut give = |row: ValueCountRow, rolled_up: bool| {
             let count = value_count(row)?;
-            if !(rolled_up && raw(count.hour)) {
-                given += 1;
-                if given > self.max_rows_read {
-                    return Err(StoreError::TooBig);
-                }
-                each(count);
-            }
-            Ok(())
+            let left_out = rolled_up && raw(count.hour);
+            counts.give(count, left_out)
         };
         let sql = super::capped(&sql, &tx);
         // A property with a value per event (an id) keeps as many rows as the events.

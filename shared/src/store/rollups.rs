@@ -337,7 +337,7 @@ impl Store {
         project: ProjectId,
         (from_hour, to_hour): (u32, u32),
         selection: &[(Option<EventType>, Option<String>)],
-        mut each: impl FnMut(HourCount) + Send,
+        each: impl FnMut(HourCount) + Send,
     ) -> Result<CountSource, StoreError> {
         let mut conn = self.conn().await?;
         let mut tx = with_timeout(conn.start_transaction(snapshot())).await?;
@@ -352,19 +352,11 @@ impl Store {
             "SELECT hour, type, name, events, last_at FROM rollup_event_hours
              WHERE project_id = ? AND hour >= ? AND hour < ? {pairs} LIMIT ?"
         );
-        // A rolled up row of an hour read raw is left out. Past the cap nothing more is given
-        // (the statement's other rows are read and dropped) and no other statement runs.
-        let mut given = 0;
-        let mut give = |row: HourCountRow, rolled_up: bool| -> Result<(), StoreError> {
+        let mut counts = Handing::new(each, self.max_rows_read);
+        let mut give = |row: HourCountRow, rolled_up: bool| {
             let count = hour_count(row)?;
-            if !(rolled_up && raw(count.hour)) {
-                given += 1;
-                if given > self.max_rows_read {
-                    return Err(StoreError::TooBig);
-                }
-                each(count);
-            }
-            Ok(())
+            let left_out = rolled_up && raw(count.hour);
+            counts.give(count, left_out)
         };
         let sql = super::capped(&sql, &tx);
         let rolled = super::read_each(&mut tx, sql, params, |row| give(row, true)).await?;
@@ -458,6 +450,36 @@ impl Store {
             return Err(StoreError::TooBig);
         }
         Ok(CountSource::of(from_hour, to_hour, raw_hours.len(), watermark))
+    }
+}
+
+/// Hands the counts of one answer (rolled up and raw) to the caller's `each`. A rolled up
+/// count of an hour read raw is left out; past `max` counts, nothing more is given and the read
+/// ends `TooBig` (the statement's other rows are read and dropped; no other statement runs).
+pub(super) struct Handing<F> {
+    each: F,
+    given: usize,
+    max: usize,
+}
+
+impl<F> Handing<F> {
+    pub(super) fn new(each: F, max: usize) -> Self {
+        Self { each, given: 0, max }
+    }
+
+    pub(super) fn give<C>(&mut self, count: C, left_out: bool) -> Result<(), StoreError>
+    where
+        F: FnMut(C),
+    {
+        if left_out {
+            return Ok(());
+        }
+        self.given += 1;
+        if self.given > self.max {
+            return Err(StoreError::TooBig);
+        }
+        (self.each)(count);
+        Ok(())
     }
 }
 
