@@ -19,7 +19,7 @@ use evtrack::ids::as_compared;
 use evtrack::sketch::{self, EXACT_HASHES_HELD, UserCount, UserSet, UserSets};
 use evtrack::store::{
     BreakdownBy, CountSource, HourCount, JsonDocument, JsonFilter, JsonOp, Line, Measure, Promoted, Sample, Series,
-    ValueCount, hour_of, hour_start, same_text,
+    ValueCount, hour_of, hour_start,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -561,9 +561,6 @@ async fn rollup_totals(
         let chosen = series.iter().enumerate().filter(|(index, _)| property_of(*index) == property);
         chosen.map(|(_, s)| (s.kind, s.name.clone())).collect()
     };
-    let of_series = |one: &Series, kind: EventType, name: &str| {
-        one.kind.is_none_or(|wanted| wanted == kind) && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
-    };
     let mut values = vec![vec![0u64; starts.len()]; series.len()];
     // One read for the plain series and one per property, each its own snapshot: the answer
     // reports the most raw hours.
@@ -574,7 +571,7 @@ async fn rollup_totals(
         let add = |count: HourCount| {
             let bucket = bucket_of(starts, hour_start(count.hour));
             for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index).is_none()) {
-                if of_series(one, count.kind, &count.name) {
+                if one.counts_name(count.kind, &count.name) {
                     values[index][bucket] += count.events;
                 }
             }
@@ -588,7 +585,7 @@ async fn rollup_totals(
         let add = |count: ValueCount| {
             let bucket = bucket_of(starts, hour_start(count.hour));
             for (index, one) in series.iter().enumerate().filter(|(index, _)| property_of(*index) == Some(*property)) {
-                if of_series(one, count.kind, &count.name) && passes(&one.filters[0], count.value.as_deref()) {
+                if one.counts_name(count.kind, &count.name) && passes(&one.filters[0], count.value.as_deref()) {
                     values[index][bucket] += count.events;
                 }
             }
@@ -694,20 +691,14 @@ impl ValueCells {
             self.pairs.push((*kind, name.clone()));
             pairs
         });
-        let value = count.value.map_or(MISSING, |value| self.values.index_of(value.trim_end_matches(' ')));
+        let value = count.value.map_or(MISSING, |value| self.values.index_of(as_compared(&value)));
         self.cells.push(Cell { pair, value, bucket: bucket as u32, events: count.events });
     }
+
     /// `one`'s lines over `buckets` buckets: its `top` values (by events, then by value),
     /// the rest, and the events without the property; ranked as `raw_counts` ranks them.
     fn lines(&self, one: &Series, top: usize, buckets: usize) -> BTreeMap<Line, Vec<u64>> {
-        let of_series: Vec<bool> = self
-            .pairs
-            .iter()
-            .map(|(kind, name)| {
-                one.kind.is_none_or(|wanted| wanted == *kind)
-                    && one.name.as_ref().is_none_or(|wanted| same_text(wanted, name))
-            })
-            .collect();
+        let of_series: Vec<bool> = self.pairs.iter().map(|(kind, name)| one.counts_name(*kind, name)).collect();
         let counts = || self.cells.iter().filter(|cell| of_series[cell.pair as usize]);
         // Every count is at least 1: a value at 0 has no events in this series.
         let mut totals = vec![0u64; self.values.len()];
@@ -939,6 +930,7 @@ fn line_json(index: usize, series: &Series, line: Option<Line>, values: Vec<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use evtrack::store::same_text;
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)

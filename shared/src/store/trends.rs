@@ -24,6 +24,15 @@ pub struct Series {
     pub filters: Vec<JsonFilter>,
 }
 
+impl Series {
+    /// Whether this series, its filters aside, counts events of `kind` named `name` (`""`:
+    /// unnamed), names compared as SQL compares them.
+    pub fn counts_name(&self, kind: EventType, name: &str) -> bool {
+        self.kind.is_none_or(|wanted| wanted == kind)
+            && self.name.as_ref().is_none_or(|wanted| super::same_text(wanted, name))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
     Events,
@@ -188,8 +197,8 @@ impl Store {
 }
 
 /// `text` as SQL compares it (PAD SPACE: trailing spaces make no difference).
-pub(super) fn without_trailing_spaces(mut text: String) -> String {
-    text.truncate(text.trim_end_matches(' ').len());
+fn without_trailing_spaces(mut text: String) -> String {
+    text.truncate(crate::ids::as_compared(&text).len());
     text
 }
 
