@@ -26,6 +26,7 @@ GRANT SELECT, INSERT, UPDATE ON `evtrack`.`api_keys` TO 'evtrack_api'@'%';
 GRANT SELECT, UPDATE (deleted_at) ON `evtrack`.`events` TO 'evtrack_api'@'%';
 GRANT SELECT, UPDATE (deleted_at) ON `evtrack`.`users` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`aliases` TO 'evtrack_api'@'%';
+GRANT SELECT ON `evtrack`.`group_profiles` TO 'evtrack_api'@'%';
 GRANT SELECT ON `evtrack`.`group_members` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`erasures` TO 'evtrack_api'@'%';
 GRANT SELECT, INSERT ON `evtrack`.`erasure_subjects` TO 'evtrack_api'@'%';

@@ -1,5 +1,5 @@
 //! The read side's lists (`GET /v1/events`, `/v1/users/{id}/events`, `/v1/events/live`,
-//! `/v1/users`) against real MariaDB: every filter answers what the same question asked of
+//! `/v1/users`, `/v1/groups`) against real MariaDB: every filter answers what the same question asked of
 //! every sent event answers, page after page, with pages cut short by the bound on rows
 //! examined; and no list shows another project's data.
 
@@ -385,6 +385,7 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
         let messages = vec![
             json!({"type": "identify", "userId": marker, "traits": {"mark": marker}, "messageId": format!("{marker}-1")}),
             json!({"type": "track", "userId": marker, "event": marker, "properties": {"mark": marker}, "messageId": format!("{marker}-2")}),
+            json!({"type": "group", "userId": marker, "groupId": marker, "traits": {"mark": marker}, "messageId": format!("{marker}-3")}),
         ];
         store(&app, &key, messages).await;
     }
@@ -397,9 +398,22 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
     let timeline = format!("/v1/users/{mine}/events");
     let export = format!("/v1/events/export?{range}");
     let names = format!("/v1/event-names?{range}");
-    let routes = ["/v1/events", "/v1/events/live", "/v1/users", timeline.as_str(), export.as_str(), names.as_str()];
+    let (group, members) = (format!("/v1/groups/{mine}"), format!("/v1/groups/{mine}/members"));
+    let routes = [
+        "/v1/events",
+        "/v1/events/live",
+        "/v1/users",
+        timeline.as_str(),
+        export.as_str(),
+        names.as_str(),
+        "/v1/groups",
+        group.as_str(),
+        members.as_str(),
+    ];
     let mut checked = 0;
     for route in routes {
+        // My group, by id: another project has none of that id.
+        let by_id = route.starts_with("/v1/groups/");
         let with = |query: &str| match (query.is_empty(), route.contains('?')) {
             (true, _) => route.to_string(),
             (false, true) => format!("{route}&{query}"),
@@ -409,7 +423,11 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
             (&app.key, with(""), StatusCode::FORBIDDEN, None),
             (&read, with(""), StatusCode::OK, Some(true)),
             (&read, with(&format!("project={other}")), StatusCode::NOT_FOUND, None),
-            (&other_read, with(""), StatusCode::OK, Some(false)),
+            if by_id {
+                (&other_read, with(""), StatusCode::NOT_FOUND, None)
+            } else {
+                (&other_read, with(""), StatusCode::OK, Some(false))
+            },
             (&app.admin, with(""), StatusCode::BAD_REQUEST, None),
             (&app.admin, with(&format!("project={project}")), StatusCode::OK, Some(true)),
             (&app.admin, with(&format!("project={stranger}")), StatusCode::NOT_FOUND, None),
@@ -727,6 +745,113 @@ async fn users_are_listed_by_id_prefix_and_traits() {
     assert_eq!(ids("where=traits.seats:gt:9").await, ["ab10", "ab11"]);
     let reply = app.send(api_request("GET", "/v1/users?where=properties.plan:eq:pro", &read, None)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "users have traits only");
+}
+
+#[tokio::test]
+async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_an_erased_member_leaves_at_once() {
+    let app = TestApp::with(TestDb::new().await, &[("EVTRACK_LIST_ROWS_EXAMINED", "3")]).await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    // 12 groups; group n has the members m-0 … m-n (m-0 by its anonymousId alone), and its
+    // traits come from two calls: the later one wins per trait, whatever order they arrive in.
+    let mut calls = Vec::new();
+    for n in 0..12 {
+        let id = if n % 4 == 0 { format!("a_{n:02}") } else { format!("ab{n:02}") };
+        for member in 0..=n {
+            // Odd members' calls are a day older, with a plan the even members' calls replace.
+            let at = format!("2026-12-0{}T10:00:00Z", 2 - member % 2);
+            let plan = if member % 2 == 1 {
+                "old"
+            } else if n % 3 == 0 {
+                "pro"
+            } else {
+                "free"
+            };
+            let mut call = json!({"type": "group", "groupId": id, "traits": {"plan": plan, "seats": n},
+                "timestamp": at, "messageId": format!("g-{n}-{member}")});
+            if member == 0 {
+                call["anonymousId"] = json!("m-0");
+            } else {
+                call["userId"] = json!(format!("m-{member:02}"));
+            }
+            calls.push(call);
+        }
+    }
+    calls.reverse();
+    store(&app, &app.key, calls).await;
+    let pages = |uri: String| {
+        let (app, read) = (&app, read.clone());
+        async move {
+            let (mut items, mut cursor) = (Vec::new(), None::<String>);
+            loop {
+                let separator = if uri.contains('?') { '&' } else { '?' };
+                let mut page = format!("{uri}{separator}limit=2");
+                if let Some(cursor) = &cursor {
+                    page.push_str(&format!("&cursor={cursor}"));
+                }
+                let reply = app.send(api_request("GET", &page, &read, None)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{page}: {}", reply.json);
+                items.extend(reply.json["data"].as_array().expect("data").iter().cloned());
+                cursor = reply.json["next_cursor"].as_str().map(str::to_string);
+                if cursor.is_none() {
+                    return items;
+                }
+            }
+        }
+    };
+    let ids = |items: Vec<Value>, field: &str| -> Vec<String> {
+        items.iter().map(|item| item[field].as_str().unwrap_or_default().to_string()).collect()
+    };
+    assert_eq!(pages("/v1/groups".into()).await.len(), 12);
+    // `_` is an id character here, not a wildcard.
+    assert_eq!(ids(pages("/v1/groups?prefix=a_".into()).await, "groupId"), ["a_00", "a_04", "a_08"]);
+    assert_eq!(
+        ids(pages("/v1/groups?prefix=ab&where=traits.plan:eq:pro".into()).await, "groupId"),
+        ["ab03", "ab06", "ab09"]
+    );
+    assert_eq!(ids(pages("/v1/groups?where=traits.seats:gt:9".into()).await, "groupId"), ["ab10", "ab11"]);
+    let reply = app.send(api_request("GET", "/v1/groups?where=properties.plan:eq:pro", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "groups have traits only");
+
+    // One group: the traits of the later call per trait, and the newest call's time.
+    let reply = app.send(api_request("GET", "/v1/groups/ab03", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert_eq!(reply.json["groupId"], "ab03");
+    assert_eq!(reply.json["traits"], json!({"plan": "pro", "seats": 3}));
+    assert_eq!(reply.json["traitsAt"], "2026-12-02T10:00:00Z");
+    assert!(reply.json["createdAt"].is_string() && reply.json.get("traitsCappedAt").is_none(), "{}", reply.json);
+    let reply = app.send(api_request("GET", "/v1/groups/nobody", &read, None)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.json);
+    assert_eq!(
+        app.send(api_request("GET", "/v1/groups/nobody/members", &read, None)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Members page by page, in id order; a cursor belongs to its group.
+    let members = ids(pages("/v1/groups/ab11/members".into()).await, "memberId");
+    let mut expected: Vec<String> = (1..=11).map(|member| format!("m-{member:02}")).collect();
+    expected.insert(0, "m-0".into());
+    assert_eq!(members, expected);
+    let reply = app.send(api_request("GET", "/v1/groups/ab11/members?limit=2", &read, None)).await;
+    let cursor = reply.json["next_cursor"].as_str().expect("a cursor").to_string();
+    let uri = format!("/v1/groups/ab10/members?limit=2&cursor={cursor}");
+    assert_eq!(app.send(api_request("GET", &uri, &read, None)).await.status, StatusCode::BAD_REQUEST, "{uri}");
+
+    // A member whose erasure is in progress leaves every member list at once.
+    let path = format!("/v1/users/m-05?project={}", app.project);
+    assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
+    let members = ids(pages("/v1/groups/ab11/members".into()).await, "memberId");
+    assert_eq!(members.len(), 11);
+    assert!(!members.contains(&"m-05".to_string()), "{members:?}");
+
+    // Another project sees none of it.
+    let other = app.db.store.create_project("other").await.expect("project").id;
+    let (_, other_read) = issue_key(&app.db.store, &app.config, Some(other), Scope::Read, "r").await;
+    let other_read = other_read.reveal().to_string();
+    for uri in ["/v1/groups", "/v1/groups/ab03", "/v1/groups/ab03/members"] {
+        let reply = app.send(api_request("GET", uri, &other_read, None)).await;
+        assert!(!reply.json.to_string().contains("ab03"), "{uri}: {}", reply.json);
+    }
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ async fn ingest_answers_as_its_openapi_description_says() {
 async fn the_api_answers_as_its_openapi_description_says() {
     let stack = StackProcess::start(&[]);
     let auth = ["--header".to_string(), format!("Authorization: Bearer {}", stack.admin_key)];
-    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 38).await;
+    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 41).await;
 }
 
 /// The read side with a read key of a project that has events: the questions schemathesis
@@ -28,9 +28,10 @@ async fn the_read_side_answers_as_its_openapi_description_says_with_a_read_key()
     let key = stack.read_key("schemathesis").await;
     let events: Vec<serde_json::Value> = (0..200)
         .map(|n| {
-            let (kind, plan) = (["track", "page", "identify"][n % 3], ["pro", "free"][n % 2]);
+            let (kind, plan) = (["track", "page", "identify", "group"][n % 4], ["pro", "free"][n % 2]);
             serde_json::json!({"type": kind, "event": format!("Event {}", n % 7), "name": "Home",
-                "userId": format!("user-{}", n % 23), "properties": {"plan": plan, "n": n}})
+                "userId": format!("user-{}", n % 23), "groupId": format!("group-{}", n % 5),
+                "properties": {"plan": plan, "n": n}, "traits": {"plan": plan}})
         })
         .collect();
     client
@@ -43,9 +44,9 @@ async fn the_read_side_answers_as_its_openapi_description_says_with_a_read_key()
         .expect("a batch");
     let auth = ["--header".to_string(), format!("Authorization: Bearer {key}")];
     let read_side =
-        ["--include-path-regex".to_string(), "^/v1/(query/|events|event-names|users|properties)".to_string()];
+        ["--include-path-regex".to_string(), "^/v1/(query/|events|event-names|users|groups|properties)".to_string()];
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml");
-    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 20).await;
+    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 23).await;
 }
 
 /// Runs schemathesis on `spec` against `stack`; every one of `operations` must pass.

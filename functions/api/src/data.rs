@@ -24,6 +24,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::DELETE, "/v1/events/{id}", delete_event)
         .on(Method::POST, "/v1/events/{id}/restore", restore_event)
         .on(Method::GET, "/v1/users/{user_id}", get_user)
+        .on(Method::GET, "/v1/groups/{group_id}", get_group)
         .on(Method::DELETE, "/v1/users/{user_id}", erase_user)
         .on(Method::POST, "/v1/users/{user_id}/soft-delete", soft_delete_user)
         .on(Method::POST, "/v1/users/{user_id}/restore", restore_user)
@@ -76,6 +77,11 @@ async fn restore_event(State(api): State<Arc<Api>>, OnProject(project): Managing
 async fn get_user(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(user_id): Path<String>) -> Reply {
     let user = api.store.user(project, &user_id).await?.ok_or(Failure::NotFound)?;
     Ok(Json(user).into_response())
+}
+
+async fn get_group(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(group_id): Path<String>) -> Reply {
+    let group = api.store.group(project, &group_id).await?.ok_or(Failure::NotFound)?;
+    Ok(Json(group).into_response())
 }
 
 async fn soft_delete_user(

@@ -1,5 +1,5 @@
 //! The read side's lists: a project's events (newest first, filtered), the live tail of what
-//! was just stored, its users, and one user's timeline. Read keys for their project, admin
+//! was just stored, its users and groups (with a group's members), and one user's timeline. Read keys for their project, admin
 //! keys with `?project=`.
 //!
 //! Cursors are signed (`Keyring::sign`) and bound to the list and its filters, so that a
@@ -36,6 +36,8 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::GET, "/v1/events/export", export_events)
         .on(Method::GET, "/v1/users", list_users)
         .on(Method::GET, "/v1/users/{user_id}/events", user_timeline)
+        .on(Method::GET, "/v1/groups", list_groups)
+        .on(Method::GET, "/v1/groups/{group_id}/members", group_members)
 }
 
 /// A list's answer: `next_cursor` is absent only at the end (the live tail always has one).
@@ -409,24 +411,72 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
 
 /// `GET /v1/users`: profiles in id order, by id prefix and traits.
 async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
-    let project = project.0;
-    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "prefix", "where"])?;
-    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
-    let prefix = params.one("prefix").unwrap_or_default();
-    if prefix.chars().count() > MAX_ID_CHARS {
-        return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
+    let question = ProfilesQuestion::read(&api, "users", project.0, query.as_deref()).await?;
+    let ProfilesQuestion { prefix, traits, after, limit, .. } = &question;
+    let page =
+        api.store.list_users(project.0, prefix, traits, after.as_deref(), *limit, api.list_rows_examined).await?;
+    question.answer(&api, page).await
+}
+
+/// `GET /v1/groups`: group profiles in id order, by id prefix and traits.
+async fn list_groups(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
+    let question = ProfilesQuestion::read(&api, "groups", project.0, query.as_deref()).await?;
+    let ProfilesQuestion { prefix, traits, after, limit, .. } = &question;
+    let page =
+        api.store.list_groups(project.0, prefix, traits, after.as_deref(), *limit, api.list_rows_examined).await?;
+    question.answer(&api, page).await
+}
+
+/// A page of a list of profiles asked for: by id prefix and traits, after the cursor's id.
+struct ProfilesQuestion {
+    prefix: String,
+    traits: Vec<JsonFilter>,
+    after: Option<String>,
+    limit: usize,
+    /// What its cursors are bound to.
+    list: String,
+}
+
+impl ProfilesQuestion {
+    async fn read(api: &Api, route: &str, project: ProjectId, query: Option<&str>) -> Result<Self, Failure> {
+        let params = Params::parse(query, &["project", "limit", "cursor", "prefix", "where"])?;
+        let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+        let prefix = params.one("prefix").unwrap_or_default().to_string();
+        if prefix.chars().count() > MAX_ID_CHARS {
+            return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
+        }
+        let traits = params.json_filters(&[JsonDocument::Traits])?;
+        let list = params.list_name(route, project);
+        let after = id_cursor_in(api, &list, &params).await?;
+        Ok(Self { prefix, traits, after, limit, list })
     }
-    let traits = params.json_filters(&[JsonDocument::Traits])?;
-    let list = params.list_name("users", project);
-    let after = cursor_in(&api, &list, &params)
-        .await?
-        .map(String::from_utf8)
-        .transpose()
-        .map_err(|_| Failure::InvalidCursor)?;
-    let ListPage { items, next } =
-        api.store.list_users(project, prefix, &traits, after.as_deref(), limit, api.list_rows_examined).await?;
-    let next_cursor = cursor_out(&api, &list, next.map(String::into_bytes)).await?;
-    Ok(Json(ListAnswer { data: items, next_cursor }).into_response())
+
+    async fn answer<T: Serialize>(&self, api: &Api, page: ListPage<T, String>) -> Reply {
+        let next_cursor = cursor_out(api, &self.list, page.next.map(String::into_bytes)).await?;
+        Ok(Json(ListAnswer { data: page.items, next_cursor }).into_response())
+    }
+}
+
+/// The id a list in id order goes on after, from its `cursor`.
+async fn id_cursor_in(api: &Api, list: &str, params: &Params) -> Result<Option<String>, Failure> {
+    cursor_in(api, list, params).await?.map(String::from_utf8).transpose().map_err(|_| Failure::InvalidCursor)
+}
+
+/// `GET /v1/groups/{group_id}/members`: a group's members in id order.
+async fn group_members(
+    State(api): State<Arc<Api>>,
+    project: Reading,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let project = project.0;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor"])?;
+    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+    let list = format!("{}:{group_id}", params.list_name("members", project));
+    let after = id_cursor_in(&api, &list, &params).await?;
+    let page = api.store.group_members(project, &group_id, after.as_deref(), limit).await?.ok_or(Failure::NotFound)?;
+    let next_cursor = cursor_out(&api, &list, page.next.map(String::into_bytes)).await?;
+    Ok(Json(ListAnswer { data: page.items, next_cursor }).into_response())
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
             ("events", "SELECT, UPDATE (deleted_at)"),
             ("users", "SELECT, UPDATE (deleted_at)"),
             ("aliases", "SELECT"),
+            ("group_profiles", "SELECT"),
             ("group_members", "SELECT"),
             ("erasures", "SELECT, INSERT"),
             ("erasure_subjects", "SELECT, INSERT"),

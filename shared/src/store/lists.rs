@@ -8,14 +8,18 @@
 //! Only the end of the data ends a list.
 
 use super::erasure::{ERASABLE_IDS, being_erased};
-use super::live::{LIVE_USERS_BY_ID, live_events_by};
-use super::views::{EVENT_VIEW_COLUMNS, EventView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView, event_view, user_view};
+use super::live::{LIVE_GROUPS, LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
+use super::views::{
+    EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView,
+    event_view, group_view, user_view,
+};
 use super::{Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// How many user ids (the user's own and the ids linked to it) a list follows.
@@ -298,6 +302,71 @@ impl EventPosition {
     pub fn of(event: &EventView) -> Self {
         Self { at: event.timestamp, uid: event.id, row: Some(event.row_id) }
     }
+}
+
+/// A kind of profile its lists walk in id order: users (identify calls) and groups (group
+/// calls).
+trait Profile: Sized + Send {
+    const TABLE: &'static str;
+    /// Its id within the project, and the unique index of (project, id).
+    const ID_COLUMN: &'static str;
+    const ID_INDEX: &'static str;
+    /// Its live rows through that index.
+    const LIVE_BY_ID: &'static str;
+    const COLUMNS: &'static str;
+    /// Its ids are subjects of erasures: a profile being erased is left out.
+    const ERASABLE: bool;
+    fn of_row(row: Row) -> Result<Self, StoreError>;
+    fn id(&self) -> &str;
+    /// The bytes of its text in an answer (not counting names and quotes).
+    fn text_bytes(&self) -> usize;
+}
+
+impl Profile for UserView {
+    const TABLE: &'static str = "users";
+    const ID_COLUMN: &'static str = "user_id";
+    const ID_INDEX: &'static str = "uq_users_user";
+    const LIVE_BY_ID: &'static str = LIVE_USERS_BY_ID;
+    const COLUMNS: &'static str = USER_VIEW_COLUMNS;
+    const ERASABLE: bool = true;
+    fn of_row(row: Row) -> Result<Self, StoreError> {
+        user_view(row)
+    }
+    fn id(&self) -> &str {
+        &self.user_id
+    }
+    fn text_bytes(&self) -> usize {
+        self.user_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
+    }
+}
+
+impl Profile for GroupView {
+    const TABLE: &'static str = "group_profiles";
+    const ID_COLUMN: &'static str = "group_id";
+    const ID_INDEX: &'static str = "uq_group_profiles_group";
+    const LIVE_BY_ID: &'static str = LIVE_GROUPS_BY_ID;
+    const COLUMNS: &'static str = GROUP_VIEW_COLUMNS;
+    // A group is no person: its profile goes when its last member is erased (cleanup).
+    const ERASABLE: bool = false;
+    fn of_row(row: Row) -> Result<Self, StoreError> {
+        group_view(row)
+    }
+    fn id(&self) -> &str {
+        &self.group_id
+    }
+    fn text_bytes(&self) -> usize {
+        self.group_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
+    }
+}
+
+/// A member of a group: a user id (or the anonymous id of a group call without one), and when
+/// its first call into the group was stored.
+#[derive(Debug, Serialize)]
+pub struct GroupMember {
+    #[serde(rename = "memberId")]
+    pub member_id: String,
+    #[serde(rename = "addedAt")]
+    pub added_at: DateTime<Utc>,
 }
 
 /// One way into the events table: equalities on an index's columns after `project_id`, with
@@ -627,15 +696,43 @@ impl Store {
         limit: usize,
         max_examined: usize,
     ) -> Result<ListPage<UserView, String>, StoreError> {
+        self.list_profiles(project, prefix, traits, after, limit, max_examined).await
+    }
+
+    /// A page of the project's group profiles, as `list_users` lists users.
+    pub async fn list_groups(
+        &self,
+        project: ProjectId,
+        prefix: &str,
+        traits: &[JsonFilter],
+        after: Option<&str>,
+        limit: usize,
+        max_examined: usize,
+    ) -> Result<ListPage<GroupView, String>, StoreError> {
+        self.list_profiles(project, prefix, traits, after, limit, max_examined).await
+    }
+
+    /// A page of one kind of profile in id order after `after`, whose id starts with `prefix`
+    /// and whose traits pass `traits`.
+    async fn list_profiles<P: Profile>(
+        &self,
+        project: ProjectId,
+        prefix: &str,
+        traits: &[JsonFilter],
+        after: Option<&str>,
+        limit: usize,
+        max_examined: usize,
+    ) -> Result<ListPage<P, String>, StoreError> {
         let mut conn = self.conn().await?;
+        let id = P::ID_COLUMN;
         let mut walk = vec!["project_id = ?".to_string()];
         let mut walk_params = vec![Value::from(project.0)];
         if !prefix.is_empty() {
-            walk.push("user_id LIKE ? ESCAPE '!'".into());
+            walk.push(format!("{id} LIKE ? ESCAPE '!'"));
             walk_params.push(format!("{}%", like_escaped(prefix)).into());
         }
         if let Some(after) = after {
-            walk.push("user_id > ?".into());
+            walk.push(format!("{id} > ?"));
             walk_params.push(after.into());
         }
         let walk = walk.join(" AND ");
@@ -644,43 +741,89 @@ impl Store {
         } else {
             let mut params = walk_params.clone();
             params.push(Value::from(max_examined as u64 - 1));
+            let (table, index) = (P::TABLE, P::ID_INDEX);
             let sql = format!(
-                "SELECT user_id FROM users /* with deleted */ FORCE INDEX (uq_users_user) WHERE {walk}
-                 ORDER BY user_id LIMIT 1 OFFSET ?"
+                "SELECT {id} FROM {table} /* with deleted */ FORCE INDEX ({index}) WHERE {walk}
+                 ORDER BY {id} LIMIT 1 OFFSET ?"
             );
             self.capped_read(&mut conn, &sql, params).await?.first().map(|row| required(row, 0)).transpose()?
         };
         let mut conditions = vec![walk];
         let mut params = walk_params;
         if let Some(edge) = &boundary {
-            conditions.push("user_id <= ?".into());
+            conditions.push(format!("{id} <= ?"));
             params.push(edge.as_str().into());
         }
         for filter in traits {
             conditions.push(filter.sql(&mut params));
         }
-        conditions.push(format!("NOT {}", being_erased("u.user_id", project, &mut params)));
+        if P::ERASABLE {
+            conditions.push(format!("NOT {}", being_erased(&format!("p.{id}"), project, &mut params)));
+        }
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
-            "SELECT {USER_VIEW_COLUMNS} FROM {LIVE_USERS_BY_ID} u WHERE {} ORDER BY user_id LIMIT ?",
+            "SELECT {} FROM {} p WHERE {} ORDER BY {id} LIMIT ?",
+            P::COLUMNS,
+            P::LIVE_BY_ID,
             conditions.join(" AND ")
         );
         // Profiles of up to 256 KiB each: a page's rows are kept as they come, never all held.
         self.record(&sql, &params);
         let sql = super::capped(&sql, &conn);
-        let keep = |kept: Result<PageBytes<UserView>, StoreError>, row: Row| {
+        let keep = |kept: Result<PageBytes<P>, StoreError>, row: Row| {
             let mut kept = kept?;
             if !kept.full {
-                kept.push(user_view(row)?, UserView::text_bytes);
+                kept.push(P::of_row(row)?, P::text_bytes);
             }
             Ok(kept)
         };
         let kept = with_timeout(conn.exec_fold(sql, params, Ok(PageBytes::default()), keep)).await??;
-        let position = |user: &UserView| user.user_id.clone();
+        let position = |profile: &P| profile.id().to_string();
         Ok(match kept.full {
             true => ListPage { next: kept.items.last().map(position), items: kept.items },
             false => ListPage::of(kept.items, limit, position, boundary),
         })
+    }
+
+    /// A page of a live group's members (user ids, or anonymous ids of calls without one) in
+    /// id order after `after`; `None` when the project has no such group. A member being
+    /// erased is left out, as lists leave its events out.
+    pub async fn group_members(
+        &self,
+        project: ProjectId,
+        group_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<ListPage<GroupMember, String>>, StoreError> {
+        let mut conn = self.conn().await?;
+        let found: Option<u8> = with_timeout(conn.exec_first(
+            format!("SELECT 1 FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ?"),
+            (project.0, group_id),
+        ))
+        .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let mut params = vec![Value::from(project.0), Value::from(group_id)];
+        let mut conditions = vec!["project_id = ? AND group_id = ?".to_string()];
+        if let Some(after) = after {
+            conditions.push("member_id > ?".into());
+            params.push(after.into());
+        }
+        conditions.push(format!("NOT {}", being_erased("m.member_id", project, &mut params)));
+        params.push(Value::from(limit as u64 + 1));
+        let sql = format!(
+            "SELECT member_id, created_at FROM group_members m FORCE INDEX (uq_group_members)
+             WHERE {} ORDER BY member_id LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let mut members = Vec::new();
+        let add = |(member_id, added_at): (String, chrono::NaiveDateTime)| {
+            members.push(GroupMember { member_id, added_at: super::from_db_time(added_at) });
+            Ok(())
+        };
+        self.capped_read_each(&mut conn, &sql, params, add).await?;
+        Ok(Some(ListPage::of(members, limit, |member| member.member_id.clone(), None)))
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when

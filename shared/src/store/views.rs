@@ -2,7 +2,7 @@
 //! writes them.
 
 use super::erasure::{ERASABLE_IDS, being_erased};
-use super::live::{LIVE_EVENTS, LIVE_USERS};
+use super::live::{LIVE_EVENTS, LIVE_GROUPS, LIVE_USERS};
 use super::{Store, StoreError, from_db_time, taken, taken_required, with_timeout};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
@@ -177,13 +177,6 @@ pub struct UserView {
     pub traits_capped_at: Option<DateTime<Utc>>,
 }
 
-impl UserView {
-    /// The bytes of its text in an answer (not counting names and quotes).
-    pub(crate) fn text_bytes(&self) -> usize {
-        self.user_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
-    }
-}
-
 /// A profile from its row (`USER_VIEW_COLUMNS`), moved out of the row.
 pub(super) fn user_view(mut row: Row) -> Result<UserView, StoreError> {
     let row = &mut row;
@@ -200,6 +193,40 @@ pub(super) fn user_view(mut row: Row) -> Result<UserView, StoreError> {
 
 pub(super) const USER_VIEW_COLUMNS: &str =
     "uid, user_id, traits, first_seen_at, last_seen_at, deleted_at, traits_capped_at";
+
+/// A group profile (`group` calls) as the api returns it.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    pub id: Uuid,
+    #[serde(rename = "groupId")]
+    pub group_id: String,
+    pub traits: Option<Box<RawValue>>,
+    /// The event time of the newest group call merged into `traits`.
+    #[serde(rename = "traitsAt")]
+    pub traits_at: DateTime<Utc>,
+    /// When its first group call was stored.
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+    /// When a group call last left the traits as they were, for their size
+    /// (`PROFILE_TRAITS_MAX_BYTES`).
+    #[serde(rename = "traitsCappedAt", skip_serializing_if = "Option::is_none")]
+    pub traits_capped_at: Option<DateTime<Utc>>,
+}
+
+/// A group profile from its row (`GROUP_VIEW_COLUMNS`), moved out of the row.
+pub(super) fn group_view(mut row: Row) -> Result<GroupView, StoreError> {
+    let row = &mut row;
+    Ok(GroupView {
+        id: taken_required(row, 0)?,
+        group_id: taken_required(row, 1)?,
+        traits: raw_json(row, 2),
+        traits_at: taken_required(row, 3).map(from_db_time)?,
+        created_at: taken_required(row, 4).map(from_db_time)?,
+        traits_capped_at: taken(row, 5).map(from_db_time),
+    })
+}
+
+pub(super) const GROUP_VIEW_COLUMNS: &str = "uid, group_id, traits, traits_at, created_at, traits_capped_at";
 
 impl Store {
     /// One live event; `None` also while an erasure of one of its ids is in progress (as in
@@ -225,6 +252,14 @@ impl Store {
         );
         let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.map(user_view).transpose()
+    }
+
+    /// One live group profile.
+    pub async fn group(&self, project: ProjectId, group_id: &str) -> Result<Option<GroupView>, StoreError> {
+        let mut conn = self.conn().await?;
+        let sql = format!("SELECT {GROUP_VIEW_COLUMNS} FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ?");
+        let row: Option<Row> = with_timeout(conn.exec_first(sql, (project.0, group_id))).await?;
+        row.map(group_view).transpose()
     }
 }
 
