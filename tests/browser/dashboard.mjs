@@ -76,6 +76,18 @@ try {
   seen.profile_shown = await page.isVisible('#user-profile')
   await shot('timeline')
 
+  // Its group, from the timeline's links, with its members; then the groups by id prefix.
+  seen.user_groups = await page.$$eval('#user-groups a', (links) => links.map((a) => a.textContent))
+  await page.click('#user-groups a')
+  await page.waitForSelector('#group-members tbody tr')
+  seen.group_members = (await rows('#group-members')).map((cells) => cells[0])
+  seen.group_profile = JSON.parse(await page.textContent('#group-profile'))
+  await shot('group')
+  await page.fill('#group-id', run)
+  await page.click('#group-form button')
+  await page.waitForSelector('#group-list tbody tr')
+  seen.group_list = (await rows('#group-list')).map((cells) => cells[0])
+
   // The live tail: events sent now appear once each.
   await page.click('#nav a[href="#live"]')
   await page.waitForSelector('#live-events tbody tr')

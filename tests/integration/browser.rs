@@ -132,14 +132,19 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
             let name_field = if kind == "track" { "event" } else { "name" };
             let mut message = json!({"type": kind, "userId": user, "timestamp": at.to_rfc3339(),
                 "messageId": format!("{user}-{kind}-{name}"), "properties": {"plan": plan}});
-            if kind == "identify" {
-                message["traits"] = json!({"plan": plan});
-            } else {
-                message[name_field] = json!(name);
+            match kind {
+                "identify" => message["traits"] = json!({"plan": plan}),
+                "group" => {
+                    message["groupId"] = json!(name);
+                    message["traits"] = json!({"name": name, "plan": plan});
+                }
+                _ => message[name_field] = json!(name),
             }
             messages.push(message);
             sent.push(Sent { user: user.clone(), at });
         };
+        // Users 1-3 are in one group, 4-6 in another.
+        add("group", &format!("{run}-{}", if n <= 3 { "acme" } else { "initech" }), viewed - Span::seconds(3));
         add("identify", "", viewed - Span::seconds(2));
         add("page", "Pricing", viewed - Span::seconds(1));
         add("track", "Viewed Pricing", viewed);
@@ -231,9 +236,15 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
     }
     assert_eq!(cohort_users, 6, "every user in one cohort");
 
-    // u1's timeline, newest first: bought, signed up, viewed pricing, the page, identify.
-    assert_eq!(seen["timeline"], json!(["Bought", "Signed Up", "Viewed Pricing", "Pricing", ""]));
+    // u1's timeline, newest first: bought, signed up, viewed pricing, the page, identify, group.
+    assert_eq!(seen["timeline"], json!(["Bought", "Signed Up", "Viewed Pricing", "Pricing", "", ""]));
     assert_eq!(seen["profile_shown"], true);
+    // Its group, reached from its timeline, with its three members; the groups by id prefix.
+    let (acme, initech) = (format!("{run}-acme"), format!("{run}-initech"));
+    assert_eq!(seen["user_groups"], json!([acme]));
+    assert_eq!(seen["group_members"], json!([format!("{run}-u1"), format!("{run}-u2"), format!("{run}-u3")]));
+    assert_eq!(seen["group_profile"]["traits"], json!({"name": acme, "plan": "free"}), "u3's call is the newest");
+    assert_eq!(seen["group_list"], json!([acme, initech]));
     assert_eq!(seen["live_pings"], 5, "each event sent while the tail is open, once");
     assert_eq!(seen["live_ids_unique"], true);
     assert_eq!(

@@ -399,6 +399,7 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
     let export = format!("/v1/events/export?{range}");
     let names = format!("/v1/event-names?{range}");
     let (group, members) = (format!("/v1/groups/{mine}"), format!("/v1/groups/{mine}/members"));
+    let groups_of_user = format!("/v1/users/{mine}/groups");
     let routes = [
         "/v1/events",
         "/v1/events/live",
@@ -409,6 +410,7 @@ async fn each_list_shows_its_own_project_only_to_the_keys_allowed_on_it() {
         "/v1/groups",
         group.as_str(),
         members.as_str(),
+        groups_of_user.as_str(),
     ];
     let mut checked = 0;
     for route in routes {
@@ -748,7 +750,8 @@ async fn users_are_listed_by_id_prefix_and_traits() {
 }
 
 #[tokio::test]
-async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_an_erased_member_leaves_at_once() {
+async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_users_groups_and_an_erased_member_leaves_at_once()
+ {
     let app = TestApp::with(TestDb::new().await, &[("EVTRACK_LIST_ROWS_EXAMINED", "3")]).await;
     let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
     let read = read.reveal().to_string();
@@ -777,6 +780,8 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_an_era
             calls.push(call);
         }
     }
+    // m-0's device becomes m-01's: m-01's groups are m-0's too.
+    calls.push(json!({"type": "identify", "userId": "m-01", "anonymousId": "m-0", "messageId": "link"}));
     calls.reverse();
     store(&app, &app.key, calls).await;
     let pages = |uri: String| {
@@ -837,18 +842,27 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_an_era
     let uri = format!("/v1/groups/ab10/members?limit=2&cursor={cursor}");
     assert_eq!(app.send(api_request("GET", &uri, &read, None)).await.status, StatusCode::BAD_REQUEST, "{uri}");
 
+    // A user's groups, through its ids: m-03's from group 3 on, m-01's all (its device's).
+    let groups_of = |user: &str| format!("/v1/users/{user}/groups");
+    let of_m03 = ids(pages(groups_of("m-03")).await, "groupId");
+    assert_eq!(of_m03.len(), 9);
+    assert_eq!((of_m03[0].as_str(), of_m03[1].as_str(), of_m03[8].as_str()), ("a_04", "a_08", "ab11"));
+    assert_eq!(ids(pages(groups_of("m-01")).await, "groupId").len(), 12);
+    assert_eq!(ids(pages(groups_of("nobody")).await, "groupId").len(), 0);
+
     // A member whose erasure is in progress leaves every member list at once.
     let path = format!("/v1/users/m-05?project={}", app.project);
     assert_eq!(app.send(api_request("DELETE", &path, &app.admin, None)).await.status, StatusCode::ACCEPTED);
     let members = ids(pages("/v1/groups/ab11/members".into()).await, "memberId");
     assert_eq!(members.len(), 11);
     assert!(!members.contains(&"m-05".to_string()), "{members:?}");
+    assert_eq!(ids(pages(groups_of("m-05")).await, "groupId").len(), 0, "and has no groups");
 
     // Another project sees none of it.
     let other = app.db.store.create_project("other").await.expect("project").id;
     let (_, other_read) = issue_key(&app.db.store, &app.config, Some(other), Scope::Read, "r").await;
     let other_read = other_read.reveal().to_string();
-    for uri in ["/v1/groups", "/v1/groups/ab03", "/v1/groups/ab03/members"] {
+    for uri in ["/v1/groups", "/v1/groups/ab03", "/v1/groups/ab03/members", "/v1/users/m-03/groups"] {
         let reply = app.send(api_request("GET", uri, &other_read, None)).await;
         assert!(!reply.json.to_string().contains("ab03"), "{uri}: {}", reply.json);
     }

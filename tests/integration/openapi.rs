@@ -16,7 +16,7 @@ async fn ingest_answers_as_its_openapi_description_says() {
 async fn the_api_answers_as_its_openapi_description_says() {
     let stack = StackProcess::start(&[]);
     let auth = ["--header".to_string(), format!("Authorization: Bearer {}", stack.admin_key)];
-    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 41).await;
+    schemathesis(&stack, concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml"), &auth, 42).await;
 }
 
 /// The read side with a read key of a project that has events: the questions schemathesis
@@ -46,7 +46,7 @@ async fn the_read_side_answers_as_its_openapi_description_says_with_a_read_key()
     let read_side =
         ["--include-path-regex".to_string(), "^/v1/(query/|events|event-names|users|groups|properties)".to_string()];
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions/api/openapi.yaml");
-    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 23).await;
+    schemathesis(&stack, spec, &[&auth[..], &read_side[..]].concat(), 24).await;
 }
 
 /// Runs schemathesis on `spec` against `stack`; every one of `operations` must pass.

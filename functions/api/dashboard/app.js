@@ -218,7 +218,7 @@ async function pollLive() {
     const body = $('#live-events tbody');
     for (const event of answer.data) {
       const page = parseJson(event.context)?.page?.url ?? parseJson(event.properties)?.url ?? '';
-      const tr = row(localTime(event.receivedAt), event.type, event.name ?? '', userLink(event), page);
+      const tr = row(localTime(event.receivedAt), event.type, event.name ?? '', userLink(event.userId ?? event.anonymousId), page);
       tr.dataset.id = event.id;
       body.prepend(tr);
     }
@@ -239,8 +239,7 @@ function parseJson(value) {
   try { return JSON.parse(value); } catch { return null; }
 }
 
-function userLink(event) {
-  const id = event.userId ?? event.anonymousId;
+function userLink(id) {
   if (!id) return '';
   const link = el('a', id);
   link.href = '#user';
@@ -340,15 +339,19 @@ async function showUser() {
   const path = `/v1/users/${encodeURIComponent(id)}`;
   const latest = ask('user');
   try {
-    const [profile, events] = await Promise.all([
+    const [profile, events, groupsOfUser] = await Promise.all([
       api(path).catch((error) => (error.status === 404 ? null : Promise.reject(error))),
       api(`${path}/events?limit=100`),
+      api(`${path}/groups?limit=50`),
     ]);
     if (!latest()) return;
     showError(view, null);
     const shown = $('#user-profile');
     shown.hidden = !profile;
     shown.textContent = profile ? JSON.stringify(profile, null, 2) : '';
+    const groups = $('#user-groups');
+    groups.hidden = groupsOfUser.data.length === 0;
+    $('span', groups).replaceChildren(...groupsOfUser.data.map((group) => groupLink(group.groupId)));
     $('#user-events tbody').replaceChildren(...events.data.map((event) => {
       const tr = row(localTime(event.timestamp), event.type, event.name ?? '', JSON.stringify(parseJson(event.properties) ?? {}));
       tr.dataset.id = event.id;
@@ -359,9 +362,45 @@ async function showUser() {
   }
 }
 
+// ---- groups ---------------------------------------------------------------------------------
+
+function groupLink(id) {
+  const link = el('a', id);
+  link.href = '#group';
+  link.addEventListener('click', () => { $('#group-id').value = id; setTimeout(showGroup); });
+  return link;
+}
+
+// The groups whose ids start with what was typed; the one of exactly that id with its
+// members (it comes first: an id sorts before the longer ids it starts).
+async function showGroup() {
+  const view = $('#group');
+  const id = $('#group-id').value.trim();
+  const latest = ask('group');
+  try {
+    const list = await api(`/v1/groups?${query({ prefix: id, limit: 100 })}`);
+    const group = list.data.find((one) => one.groupId === id);
+    const members = group ? await api(`/v1/groups/${encodeURIComponent(id)}/members?limit=200`) : null;
+    if (!latest()) return;
+    showError(view, null);
+    $('#group-list').hidden = Boolean(group);
+    $('#group-list tbody').replaceChildren(...list.data.map((one) =>
+      row(groupLink(one.groupId), JSON.stringify(parseJson(one.traits) ?? {}))));
+    $('#group-profile').hidden = !group;
+    $('#group-profile').textContent = group ? JSON.stringify(group, null, 2) : '';
+    $('#group-members').hidden = !members;
+    $('#group-members tbody').replaceChildren(...(members?.data ?? []).map((member) =>
+      row(userLink(member.memberId), localTime(member.addedAt))));
+  } catch (error) {
+    if (latest()) showError(view, error);
+  }
+}
+
 // ---- views and session ----------------------------------------------------------------------
 
-const VIEWS = { trends: showTrend, live: pollLive, funnel: showFunnel, retention: showRetention, user: showUser };
+const VIEWS = {
+  trends: showTrend, live: pollLive, funnel: showFunnel, retention: showRetention, user: showUser, group: showGroup,
+};
 
 function route() {
   const signedIn = Boolean(sessionStorage.getItem(KEY));
@@ -424,6 +463,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#funnel-add').addEventListener('click', addFunnelStep);
   $('#funnel-run').addEventListener('click', showFunnel);
   $('#user-form').addEventListener('submit', (event) => { event.preventDefault(); showUser(); });
+  $('#group-form').addEventListener('submit', (event) => { event.preventDefault(); showGroup(); });
   window.addEventListener('hashchange', route);
   if (sessionStorage.getItem(KEY)) loadCatalog().then(route, () => {});
   else route();

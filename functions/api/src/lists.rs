@@ -38,6 +38,7 @@ pub fn routes() -> ListedRouter<Arc<Api>> {
         .on(Method::GET, "/v1/users/{user_id}/events", user_timeline)
         .on(Method::GET, "/v1/groups", list_groups)
         .on(Method::GET, "/v1/groups/{group_id}/members", group_members)
+        .on(Method::GET, "/v1/users/{user_id}/groups", user_groups)
 }
 
 /// A list's answer: `next_cursor` is absent only at the end (the live tail always has one).
@@ -411,55 +412,67 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
 
 /// `GET /v1/users`: profiles in id order, by id prefix and traits.
 async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
-    let question = ProfilesQuestion::read(&api, "users", project.0, query.as_deref()).await?;
-    let ProfilesQuestion { prefix, traits, after, limit, .. } = &question;
-    let page =
-        api.store.list_users(project.0, prefix, traits, after.as_deref(), *limit, api.list_rows_examined).await?;
-    question.answer(&api, page).await
+    let (question, pages) = ProfilesQuestion::read(&api, "users", project.0, query.as_deref()).await?;
+    let ProfilesQuestion { prefix, traits } = &question;
+    let after = pages.after.as_deref();
+    let page = api.store.list_users(project.0, prefix, traits, after, pages.limit, api.list_rows_examined).await?;
+    pages.answer(&api, page).await
 }
 
 /// `GET /v1/groups`: group profiles in id order, by id prefix and traits.
 async fn list_groups(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
-    let question = ProfilesQuestion::read(&api, "groups", project.0, query.as_deref()).await?;
-    let ProfilesQuestion { prefix, traits, after, limit, .. } = &question;
-    let page =
-        api.store.list_groups(project.0, prefix, traits, after.as_deref(), *limit, api.list_rows_examined).await?;
-    question.answer(&api, page).await
+    let (question, pages) = ProfilesQuestion::read(&api, "groups", project.0, query.as_deref()).await?;
+    let ProfilesQuestion { prefix, traits } = &question;
+    let after = pages.after.as_deref();
+    let page = api.store.list_groups(project.0, prefix, traits, after, pages.limit, api.list_rows_examined).await?;
+    pages.answer(&api, page).await
 }
 
-/// A page of a list of profiles asked for: by id prefix and traits, after the cursor's id.
+/// What a list of profiles asks for: ids with a prefix, traits passing filters.
 struct ProfilesQuestion {
     prefix: String,
     traits: Vec<JsonFilter>,
-    after: Option<String>,
-    limit: usize,
-    /// What its cursors are bound to.
-    list: String,
 }
 
 impl ProfilesQuestion {
-    async fn read(api: &Api, route: &str, project: ProjectId, query: Option<&str>) -> Result<Self, Failure> {
+    async fn read(api: &Api, route: &str, project: ProjectId, query: Option<&str>) -> Result<(Self, IdPages), Failure> {
         let params = Params::parse(query, &["project", "limit", "cursor", "prefix", "where"])?;
-        let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
         let prefix = params.one("prefix").unwrap_or_default().to_string();
         if prefix.chars().count() > MAX_ID_CHARS {
             return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
         }
         let traits = params.json_filters(&[JsonDocument::Traits])?;
-        let list = params.list_name(route, project);
-        let after = id_cursor_in(api, &list, &params).await?;
-        Ok(Self { prefix, traits, after, limit, list })
+        let pages = IdPages::read(api, &params, params.list_name(route, project)).await?;
+        Ok((Self { prefix, traits }, pages))
+    }
+}
+
+/// A page of a list in id order: its size, the id its cursor goes on after, and what its
+/// cursors are bound to (`list`).
+struct IdPages {
+    limit: usize,
+    after: Option<String>,
+    list: String,
+}
+
+impl IdPages {
+    async fn read(api: &Api, params: &Params, list: String) -> Result<Self, Failure> {
+        let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
+        let after = cursor_in(api, &list, params).await?.map(String::from_utf8).transpose();
+        Ok(Self { limit, after: after.map_err(|_| Failure::InvalidCursor)?, list })
     }
 
+    /// The page, and a cursor to go on after its last id (`None`: the list ends).
     async fn answer<T: Serialize>(&self, api: &Api, page: ListPage<T, String>) -> Reply {
         let next_cursor = cursor_out(api, &self.list, page.next.map(String::into_bytes)).await?;
         Ok(Json(ListAnswer { data: page.items, next_cursor }).into_response())
     }
-}
 
-/// The id a list in id order goes on after, from its `cursor`.
-async fn id_cursor_in(api: &Api, list: &str, params: &Params) -> Result<Option<String>, Failure> {
-    cursor_in(api, list, params).await?.map(String::from_utf8).transpose().map_err(|_| Failure::InvalidCursor)
+    /// The pages of a list of one group's or user's (`owner`, bound into its cursors).
+    async fn of(api: &Api, route: &str, project: ProjectId, owner: &str, query: Option<&str>) -> Result<Self, Failure> {
+        let params = Params::parse(query, &["project", "limit", "cursor"])?;
+        Self::read(api, &params, format!("{}:{owner}", params.list_name(route, project))).await
+    }
 }
 
 /// `GET /v1/groups/{group_id}/members`: a group's members in id order.
@@ -469,14 +482,21 @@ async fn group_members(
     Path(group_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let project = project.0;
-    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor"])?;
-    let limit = params.limit(DEFAULT_EVENTS_LIMIT, MAX_EVENTS_LIMIT)?;
-    let list = format!("{}:{group_id}", params.list_name("members", project));
-    let after = id_cursor_in(&api, &list, &params).await?;
-    let page = api.store.group_members(project, &group_id, after.as_deref(), limit).await?.ok_or(Failure::NotFound)?;
-    let next_cursor = cursor_out(&api, &list, page.next.map(String::into_bytes)).await?;
-    Ok(Json(ListAnswer { data: page.items, next_cursor }).into_response())
+    let pages = IdPages::of(&api, "members", project.0, &group_id, query.as_deref()).await?;
+    let page = api.store.group_members(project.0, &group_id, pages.after.as_deref(), pages.limit).await?;
+    pages.answer(&api, page.ok_or(Failure::NotFound)?).await
+}
+
+/// `GET /v1/users/{user_id}/groups`: the groups a user belongs to through any of its ids.
+async fn user_groups(
+    State(api): State<Arc<Api>>,
+    project: Reading,
+    Path(user_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let pages = IdPages::of(&api, "user-groups", project.0, &user_id, query.as_deref()).await?;
+    let page = api.store.user_groups(project.0, &user_id, pages.after.as_deref(), pages.limit).await?;
+    pages.answer(&api, page.ok_or(Failure::NotFound)?).await
 }
 
 #[cfg(test)]

@@ -359,6 +359,16 @@ impl Profile for GroupView {
     }
 }
 
+/// A group a user belongs to, and when the first call making one of its ids a member was
+/// stored.
+#[derive(Debug, Serialize)]
+pub struct UserGroup {
+    #[serde(rename = "groupId")]
+    pub group_id: String,
+    #[serde(rename = "addedAt")]
+    pub added_at: DateTime<Utc>,
+}
+
 /// A member of a group: a user id (or the anonymous id of a group call without one), and when
 /// its first call into the group was stored.
 #[derive(Debug, Serialize)]
@@ -824,6 +834,41 @@ impl Store {
         };
         self.capped_read_each(&mut conn, &sql, params, add).await?;
         Ok(Some(ListPage::of(members, limit, |member| member.member_id.clone(), None)))
+    }
+
+    /// A page of the groups `user_id` belongs to through any of its ids (`user_ids`), in
+    /// group id order after `after`; `None` when the user's profile is soft-deleted (as for
+    /// its timeline). Memberships of an id being erased are left out.
+    pub async fn user_groups(
+        &self,
+        project: ProjectId,
+        user_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<ListPage<UserGroup, String>>, StoreError> {
+        let Some(ids) = self.user_ids(project, user_id).await? else { return Ok(None) };
+        let mut conn = self.conn().await?;
+        let mut params = vec![Value::from(project.0)];
+        params.extend(ids.iter().map(|id| Value::from(id.as_str())));
+        let mut conditions = vec![format!("project_id = ? AND member_id IN ({})", super::placeholders(ids.len()))];
+        if let Some(after) = after {
+            conditions.push("group_id > ?".into());
+            params.push(after.into());
+        }
+        conditions.push(format!("NOT {}", being_erased("m.member_id", project, &mut params)));
+        params.push(Value::from(limit as u64 + 1));
+        let sql = format!(
+            "SELECT group_id, MIN(created_at) FROM group_members m FORCE INDEX (ix_group_members_member)
+             WHERE {} GROUP BY group_id ORDER BY group_id LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let mut groups = Vec::new();
+        let add = |(group_id, added_at): (String, chrono::NaiveDateTime)| {
+            groups.push(UserGroup { group_id, added_at: super::from_db_time(added_at) });
+            Ok(())
+        };
+        self.capped_read_each(&mut conn, &sql, params, add).await?;
+        Ok(Some(ListPage::of(groups, limit, |group| group.group_id.clone(), None)))
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when
