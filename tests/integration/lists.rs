@@ -782,8 +782,16 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     }
     // m-0's device becomes m-01's: m-01's groups are m-0's too.
     calls.push(json!({"type": "identify", "userId": "m-01", "anonymousId": "m-0", "messageId": "link"}));
+    // m-05's own workspace, named by its id.
+    calls.push(
+        json!({"type": "group", "userId": "m-05", "groupId": "m-05", "traits": {"plan": "solo"}, "messageId": "own"}),
+    );
     calls.reverse();
-    store(&app, &app.key, calls).await;
+    // m-0's calls stored first: its memberships are the older ones.
+    let (device, rest): (Vec<Value>, Vec<Value>) = calls.into_iter().partition(|call| call["anonymousId"] == "m-0");
+    store(&app, &app.key, device).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    store(&app, &app.key, rest).await;
     let pages = |uri: String| {
         let (app, read) = (&app, read.clone());
         async move {
@@ -807,7 +815,7 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     let ids = |items: Vec<Value>, field: &str| -> Vec<String> {
         items.iter().map(|item| item[field].as_str().unwrap_or_default().to_string()).collect()
     };
-    assert_eq!(pages("/v1/groups".into()).await.len(), 12);
+    assert_eq!(pages("/v1/groups".into()).await.len(), 13);
     // `_` is an id character here, not a wildcard.
     assert_eq!(ids(pages("/v1/groups?prefix=a_".into()).await, "groupId"), ["a_00", "a_04", "a_08"]);
     assert_eq!(
@@ -847,8 +855,21 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     let of_m03 = ids(pages(groups_of("m-03")).await, "groupId");
     assert_eq!(of_m03.len(), 9);
     assert_eq!((of_m03[0].as_str(), of_m03[1].as_str(), of_m03[8].as_str()), ("a_04", "a_08", "ab11"));
-    assert_eq!(ids(pages(groups_of("m-01")).await, "groupId").len(), 12);
+    // Since the earliest membership of its ids: m-01's in group 1 is its device's.
+    let of_m01 = pages(groups_of("m-01")).await;
+    assert_eq!(of_m01.len(), 12);
+    let members_of_ab01 = pages("/v1/groups/ab01/members".into()).await;
+    let since = |items: &[Value], field: &str, id: &str| {
+        items.iter().find(|item| item[field] == id).map(|item| item["addedAt"].clone()).expect("listed")
+    };
+    assert_eq!(since(&of_m01, "groupId", "ab01"), since(&members_of_ab01, "memberId", "m-0"));
+    assert_ne!(since(&of_m01, "groupId", "ab01"), since(&members_of_ab01, "memberId", "m-01"));
     assert_eq!(ids(pages(groups_of("nobody")).await, "groupId").len(), 0);
+    // A user's cursor is its own.
+    let reply = app.send(api_request("GET", &format!("{}?limit=2", groups_of("m-03")), &read, None)).await;
+    let cursor = reply.json["next_cursor"].as_str().expect("a cursor").to_string();
+    let uri = format!("{}?limit=2&cursor={cursor}", groups_of("m-04"));
+    assert_eq!(app.send(api_request("GET", &uri, &read, None)).await.status, StatusCode::BAD_REQUEST, "{uri}");
 
     // A member whose erasure is in progress leaves every member list at once.
     let path = format!("/v1/users/m-05?project={}", app.project);
@@ -857,14 +878,37 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     assert_eq!(members.len(), 11);
     assert!(!members.contains(&"m-05".to_string()), "{members:?}");
     assert_eq!(ids(pages(groups_of("m-05")).await, "groupId").len(), 0, "and has no groups");
+    // Its own workspace is not shown either; cleanup then deletes it, and its memberships.
+    let gone = |uri: &str| {
+        let (app, read, uri) = (&app, read.clone(), uri.to_string());
+        async move { app.send(api_request("GET", &uri, &read, None)).await.status == StatusCode::NOT_FOUND }
+    };
+    assert!(gone("/v1/groups/m-05").await && gone("/v1/groups/m-05/members").await);
+    assert_eq!(pages("/v1/groups".into()).await.len(), 12);
+    let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    crate::lifecycle::run_cleanup(&app, &slot).await;
+    assert_eq!(app.db.count("group_members WHERE member_id = 'm-05'").await, 0);
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'm-05'").await, 0);
+    assert!(gone("/v1/groups/m-05").await);
+    assert_eq!(ids(pages("/v1/groups/ab11/members".into()).await, "memberId").len(), 11);
 
     // Another project sees none of it.
     let other = app.db.store.create_project("other").await.expect("project").id;
     let (_, other_read) = issue_key(&app.db.store, &app.config, Some(other), Scope::Read, "r").await;
     let other_read = other_read.reveal().to_string();
-    for uri in ["/v1/groups", "/v1/groups/ab03", "/v1/groups/ab03/members", "/v1/users/m-03/groups"] {
+    for (uri, status) in [
+        ("/v1/groups", StatusCode::OK),
+        ("/v1/groups/ab03", StatusCode::NOT_FOUND),
+        ("/v1/groups/ab03/members", StatusCode::NOT_FOUND),
+        ("/v1/users/m-03/groups", StatusCode::OK),
+    ] {
         let reply = app.send(api_request("GET", uri, &other_read, None)).await;
-        assert!(!reply.json.to_string().contains("ab03"), "{uri}: {}", reply.json);
+        assert_eq!(reply.status, status, "{uri}: {}", reply.json);
+        assert!(
+            !reply.json.to_string().contains("ab03") && !reply.json.to_string().contains("m-0"),
+            "{uri}: {}",
+            reply.json
+        );
     }
 }
 

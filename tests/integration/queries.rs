@@ -590,7 +590,8 @@ async fn trends_and_the_catalog_from_rollups_equal_the_raw_rows_and_what_was_sen
 }
 
 /// Every statement the read side runs, asked of the database with EXPLAIN: none reads the
-/// events table whole (a full table or index scan), whatever the question. The project's
+/// events table (or the profiles and memberships) whole (a full table or index scan), whatever
+/// the question. The project's
 /// events sit among another project's, so that the planner has a reason to pick an index.
 #[tokio::test]
 async fn every_read_side_statement_reads_events_through_an_index() {
@@ -605,6 +606,14 @@ async fn every_read_side_statement_reads_events_through_an_index() {
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
         }
     }
+    let groups: Vec<Value> = (0..20)
+        .map(|n| {
+            let plan = ["pro", "free"][n % 2];
+            json!({"type": "group", "userId": format!("user-{}", n % 7), "groupId": format!("g-{}", n % 5),
+                "traits": {"plan": plan}, "messageId": format!("group-{n}")})
+        })
+        .collect();
+    assert_eq!(app.send(batch(&app.key, groups)).await.status, StatusCode::OK);
     assert!(app.consume_queued().await.is_empty());
     cleanup_now(&app).await;
     // Promoted after the rollups ran: a breakdown by it reads every hour raw (the backfill).
@@ -626,6 +635,10 @@ async fn every_read_side_statement_reads_events_through_an_index() {
         "/v1/users?prefix=user-1".to_string(),
         "/v1/users/user-3/events".to_string(),
         format!("/v1/event-names?from={from}&to={to}"),
+        "/v1/groups?prefix=g-".to_string(),
+        "/v1/groups?where=traits.plan:eq:pro".to_string(),
+        "/v1/groups/g-1/members".to_string(),
+        "/v1/users/user-3/groups".to_string(),
     ];
     for uri in &gets {
         let reply = app.send(api_request("GET", uri, &read, None)).await;
@@ -682,8 +695,10 @@ async fn every_read_side_statement_reads_events_through_an_index() {
             let column = |name: &str| step.get::<Option<String>, _>(name).flatten();
             let (table, access, key) = (column("table"), column("type"), column("key"));
             // The journeys' and the activity's rollups are as big as the events table, but
-            // narrow: read by ranges too.
-            if matches!(table.as_deref(), Some("events" | "e" | "rollup_journey_hours" | "rollup_activity_hours")) {
+            // narrow: read by ranges too; and profiles and group memberships.
+            let indexed = ["events", "e", "rollup_journey_hours", "rollup_activity_hours"];
+            let profiles = ["users", "group_profiles", "p", "group_members", "m"];
+            if table.as_deref().is_some_and(|table| indexed.contains(&table) || profiles.contains(&table)) {
                 accesses.push((access.clone().unwrap_or_default(), key.clone().unwrap_or_default()));
                 assert!(
                     !matches!(access.as_deref(), Some("ALL") | Some("index")) && key.is_some(),
@@ -692,7 +707,7 @@ async fn every_read_side_statement_reads_events_through_an_index() {
             }
         }
     }
-    assert!(accesses.len() >= statements.len(), "every statement reads events or journeys: {accesses:?}");
+    assert!(accesses.len() >= statements.len(), "every statement reads events, journeys or profiles: {accesses:?}");
     println!(
         "EXPLAIN: {} read statements, each reads events through an index: {:?}",
         statements.len(),

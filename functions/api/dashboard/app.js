@@ -342,7 +342,8 @@ async function showUser() {
     const [profile, events, groupsOfUser] = await Promise.all([
       api(path).catch((error) => (error.status === 404 ? null : Promise.reject(error))),
       api(`${path}/events?limit=100`),
-      api(`${path}/groups?limit=50`),
+      // The groups are an extra: the timeline shows without them.
+      api(`${path}/groups?limit=50`).catch(() => ({ data: [] })),
     ]);
     if (!latest()) return;
     showError(view, null);
@@ -391,6 +392,7 @@ async function showGroup() {
     $('#group-members').hidden = !members;
     $('#group-members tbody').replaceChildren(...(members?.data ?? []).map((member) =>
       row(userLink(member.memberId), localTime(member.addedAt))));
+    $('#group-more').hidden = !(members ?? list).next_cursor;
   } catch (error) {
     if (latest()) showError(view, error);
   }

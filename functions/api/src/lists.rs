@@ -1,5 +1,6 @@
 //! The read side's lists: a project's events (newest first, filtered), the live tail of what
-//! was just stored, its users and groups (with a group's members), and one user's timeline. Read keys for their project, admin
+//! was just stored, its users and groups (a group's members, a user's groups), and one user's
+//! timeline. Read keys for their project, admin
 //! keys with `?project=`.
 //!
 //! Cursors are signed (`Keyring::sign`) and bound to the list and its filters, so that a

@@ -8,7 +8,7 @@
 //! Only the end of the data ends a list.
 
 use super::erasure::{ERASABLE_IDS, being_erased};
-use super::live::{LIVE_GROUPS, LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
+use super::live::{LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
 use super::views::{
     EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView,
     event_view, group_view, user_view,
@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// How many user ids (the user's own and the ids linked to it) a list follows.
@@ -314,12 +315,14 @@ trait Profile: Sized + Send {
     /// Its live rows through that index.
     const LIVE_BY_ID: &'static str;
     const COLUMNS: &'static str;
-    /// Its ids are subjects of erasures: a profile being erased is left out.
-    const ERASABLE: bool;
     fn of_row(row: Row) -> Result<Self, StoreError>;
     fn id(&self) -> &str;
+    fn traits(&self) -> Option<&RawValue>;
+
     /// The bytes of its text in an answer (not counting names and quotes).
-    fn text_bytes(&self) -> usize;
+    fn text_bytes(&self) -> usize {
+        self.id().len() + self.traits().map_or(0, |traits| traits.get().len())
+    }
 }
 
 impl Profile for UserView {
@@ -328,15 +331,14 @@ impl Profile for UserView {
     const ID_INDEX: &'static str = "uq_users_user";
     const LIVE_BY_ID: &'static str = LIVE_USERS_BY_ID;
     const COLUMNS: &'static str = USER_VIEW_COLUMNS;
-    const ERASABLE: bool = true;
     fn of_row(row: Row) -> Result<Self, StoreError> {
         user_view(row)
     }
     fn id(&self) -> &str {
         &self.user_id
     }
-    fn text_bytes(&self) -> usize {
-        self.user_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
+    fn traits(&self) -> Option<&RawValue> {
+        self.traits.as_deref()
     }
 }
 
@@ -346,16 +348,14 @@ impl Profile for GroupView {
     const ID_INDEX: &'static str = "uq_group_profiles_group";
     const LIVE_BY_ID: &'static str = LIVE_GROUPS_BY_ID;
     const COLUMNS: &'static str = GROUP_VIEW_COLUMNS;
-    // A group is no person: its profile goes when its last member is erased (cleanup).
-    const ERASABLE: bool = false;
     fn of_row(row: Row) -> Result<Self, StoreError> {
         group_view(row)
     }
     fn id(&self) -> &str {
         &self.group_id
     }
-    fn text_bytes(&self) -> usize {
-        self.group_id.len() + self.traits.as_ref().map_or(0, |traits| traits.get().len())
+    fn traits(&self) -> Option<&RawValue> {
+        self.traits.as_deref()
     }
 }
 
@@ -767,9 +767,9 @@ impl Store {
         for filter in traits {
             conditions.push(filter.sql(&mut params));
         }
-        if P::ERASABLE {
-            conditions.push(format!("NOT {}", being_erased(&format!("p.{id}"), project, &mut params)));
-        }
+        // A group named by an id being erased too: cleanup deletes it (a personal workspace)
+        // unless others are in it, and until then it is not shown.
+        conditions.push(format!("NOT {}", being_erased(&format!("p.{id}"), project, &mut params)));
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
             "SELECT {} FROM {} p WHERE {} ORDER BY {id} LIMIT ?",
@@ -805,15 +805,10 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<ListPage<GroupMember, String>>, StoreError> {
-        let mut conn = self.conn().await?;
-        let found: Option<u8> = with_timeout(conn.exec_first(
-            format!("SELECT 1 FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ?"),
-            (project.0, group_id),
-        ))
-        .await?;
-        if found.is_none() {
+        if self.group(project, group_id).await?.is_none() {
             return Ok(None);
         }
+        let mut conn = self.conn().await?;
         let mut params = vec![Value::from(project.0), Value::from(group_id)];
         let mut conditions = vec!["project_id = ? AND group_id = ?".to_string()];
         if let Some(after) = after {
@@ -848,19 +843,33 @@ impl Store {
     ) -> Result<Option<ListPage<UserGroup, String>>, StoreError> {
         let Some(ids) = self.user_ids(project, user_id).await? else { return Ok(None) };
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0)];
-        params.extend(ids.iter().map(|id| Value::from(id.as_str())));
-        let mut conditions = vec![format!("project_id = ? AND member_id IN ({})", super::placeholders(ids.len()))];
-        if let Some(after) = after {
-            conditions.push("group_id > ?".into());
-            params.push(after.into());
-        }
-        conditions.push(format!("NOT {}", being_erased("m.member_id", project, &mut params)));
-        params.push(Value::from(limit as u64 + 1));
+        // Each id's first groups after `after` along its index (of a page's worth each, the
+        // page's groups are among them), then a group's earliest membership over the ids.
+        let mut params = Vec::new();
+        let fetch = Value::from(limit as u64 + 1);
+        let per_id: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                params.extend([Value::from(project.0), Value::from(id.as_str())]);
+                let after_sql = match after {
+                    Some(after) => {
+                        params.push(after.into());
+                        "AND group_id > ?"
+                    }
+                    None => "",
+                };
+                let erasing = being_erased("m.member_id", project, &mut params);
+                params.push(fetch.clone());
+                format!(
+                    "(SELECT group_id, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
+                      WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing} ORDER BY group_id LIMIT ?)"
+                )
+            })
+            .collect();
+        params.push(fetch);
         let sql = format!(
-            "SELECT group_id, MIN(created_at) FROM group_members m FORCE INDEX (ix_group_members_member)
-             WHERE {} GROUP BY group_id ORDER BY group_id LIMIT ?",
-            conditions.join(" AND ")
+            "SELECT group_id, MIN(created_at) FROM ({}) memberships GROUP BY group_id ORDER BY group_id LIMIT ?",
+            per_id.join(" UNION ALL ")
         );
         let mut groups = Vec::new();
         let add = |(group_id, added_at): (String, chrono::NaiveDateTime)| {

@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0018_profile_traits_cap",
         sql: include_str!("../../../migrations/0018_profile_traits_cap.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_group_members_by_member",
+        sql: include_str!("../../../migrations/0019_group_members_by_member.sql"),
+    },
 ];
 
 impl Migration {

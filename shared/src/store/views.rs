@@ -254,11 +254,16 @@ impl Store {
         row.map(user_view).transpose()
     }
 
-    /// One live group profile.
+    /// One live group profile; `None` also while an erasure of an id that names it is in
+    /// progress (as in its list).
     pub async fn group(&self, project: ProjectId, group_id: &str) -> Result<Option<GroupView>, StoreError> {
         let mut conn = self.conn().await?;
-        let sql = format!("SELECT {GROUP_VIEW_COLUMNS} FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ?");
-        let row: Option<Row> = with_timeout(conn.exec_first(sql, (project.0, group_id))).await?;
+        let mut params = vec![Value::from(project.0), Value::from(group_id)];
+        let erasing = being_erased("g.group_id", project, &mut params);
+        let sql = format!(
+            "SELECT {GROUP_VIEW_COLUMNS} FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ? AND NOT {erasing}"
+        );
+        let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
         row.map(group_view).transpose()
     }
 }
