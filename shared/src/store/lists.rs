@@ -822,13 +822,9 @@ impl Store {
              WHERE {} ORDER BY member_id LIMIT ?",
             conditions.join(" AND ")
         );
-        let mut members = Vec::new();
-        let add = |(member_id, added_at): (String, chrono::NaiveDateTime)| {
-            members.push(GroupMember { member_id, added_at: super::from_db_time(added_at) });
-            Ok(())
-        };
-        self.capped_read_each(&mut conn, &sql, params, add).await?;
-        Ok(Some(ListPage::of(members, limit, |member| member.member_id.clone(), None)))
+        let member = |member_id, added_at| GroupMember { member_id, added_at };
+        let page = self.memberships(&mut conn, &sql, params, limit, member, |member| &member.member_id).await?;
+        Ok(Some(page))
     }
 
     /// A page of the groups `user_id` belongs to through any of its ids (`user_ids`), in
@@ -871,13 +867,28 @@ impl Store {
             "SELECT group_id, MIN(created_at) FROM ({}) memberships GROUP BY group_id ORDER BY group_id LIMIT ?",
             per_id.join(" UNION ALL ")
         );
-        let mut groups = Vec::new();
-        let add = |(group_id, added_at): (String, chrono::NaiveDateTime)| {
-            groups.push(UserGroup { group_id, added_at: super::from_db_time(added_at) });
+        let group = |group_id, added_at| UserGroup { group_id, added_at };
+        Ok(Some(self.memberships(&mut conn, &sql, params, limit, group, |group| &group.group_id).await?))
+    }
+
+    /// A page of memberships that `sql` reads as (id, when stored) rows, one more than `limit`
+    /// where there are more: it goes on after its last id (`id`).
+    async fn memberships<T: Send>(
+        &self,
+        conn: &mut mysql_async::Conn,
+        sql: &str,
+        params: Vec<Value>,
+        limit: usize,
+        make: impl Fn(String, DateTime<Utc>) -> T + Send + Sync,
+        id: impl Fn(&T) -> &String,
+    ) -> Result<ListPage<T, String>, StoreError> {
+        let mut items = Vec::new();
+        let add = |(member, added_at): (String, chrono::NaiveDateTime)| {
+            items.push(make(member, super::from_db_time(added_at)));
             Ok(())
         };
-        self.capped_read_each(&mut conn, &sql, params, add).await?;
-        Ok(Some(ListPage::of(groups, limit, |group| group.group_id.clone(), None)))
+        self.capped_read_each(conn, sql, params, add).await?;
+        Ok(ListPage::of(items, limit, |item| id(item).clone(), None))
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when
