@@ -782,10 +782,11 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     }
     // m-0's device becomes m-01's: m-01's groups are m-0's too.
     calls.push(json!({"type": "identify", "userId": "m-01", "anonymousId": "m-0", "messageId": "link"}));
-    // m-05's own workspace, named by its id.
+    // m-05's own workspace, named by its id, which m-06 joined too.
     calls.push(
         json!({"type": "group", "userId": "m-05", "groupId": "m-05", "traits": {"plan": "solo"}, "messageId": "own"}),
     );
+    calls.push(json!({"type": "group", "userId": "m-06", "groupId": "m-05", "messageId": "joined"}));
     calls.reverse();
     // m-0's calls stored first: its memberships are the older ones.
     let (device, rest): (Vec<Value>, Vec<Value>) = calls.into_iter().partition(|call| call["anonymousId"] == "m-0");
@@ -878,18 +879,21 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
     assert_eq!(members.len(), 11);
     assert!(!members.contains(&"m-05".to_string()), "{members:?}");
     assert_eq!(ids(pages(groups_of("m-05")).await, "groupId").len(), 0, "and has no groups");
-    // Its own workspace is not shown either; cleanup then deletes it, and its memberships.
+    // Its own workspace is not shown either, not even among m-06's groups; cleanup then
+    // deletes m-05's memberships, and keeps the workspace for m-06, shown again.
     let gone = |uri: &str| {
         let (app, read, uri) = (&app, read.clone(), uri.to_string());
         async move { app.send(api_request("GET", &uri, &read, None)).await.status == StatusCode::NOT_FOUND }
     };
     assert!(gone("/v1/groups/m-05").await && gone("/v1/groups/m-05/members").await);
     assert_eq!(pages("/v1/groups".into()).await.len(), 12);
+    let of_m06 = ids(pages(groups_of("m-06")).await, "groupId");
+    assert!(of_m06.len() == 6 && !of_m06.contains(&"m-05".to_string()), "{of_m06:?}");
     let slot = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     crate::lifecycle::run_cleanup(&app, &slot).await;
     assert_eq!(app.db.count("group_members WHERE member_id = 'm-05'").await, 0);
-    assert_eq!(app.db.count("group_profiles WHERE group_id = 'm-05'").await, 0);
-    assert!(gone("/v1/groups/m-05").await);
+    assert_eq!(ids(pages("/v1/groups/m-05/members".into()).await, "memberId"), ["m-06"]);
+    assert_eq!(ids(pages(groups_of("m-06")).await, "groupId").len(), 7);
     assert_eq!(ids(pages("/v1/groups/ab11/members".into()).await, "memberId").len(), 11);
 
     // Another project sees none of it.

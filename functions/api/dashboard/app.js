@@ -352,7 +352,8 @@ async function showUser() {
     shown.textContent = profile ? JSON.stringify(profile, null, 2) : '';
     const groups = $('#user-groups');
     groups.hidden = groupsOfUser.data.length === 0;
-    $('span', groups).replaceChildren(...groupsOfUser.data.map((group) => groupLink(group.groupId)));
+    const more = groupsOfUser.next_cursor ? [el('span', '(and more)', 'note')] : [];
+    $('span', groups).replaceChildren(...groupsOfUser.data.map((group) => groupLink(group.groupId)), ...more);
     $('#user-events tbody').replaceChildren(...events.data.map((event) => {
       const tr = row(localTime(event.timestamp), event.type, event.name ?? '', JSON.stringify(parseJson(event.properties) ?? {}));
       tr.dataset.id = event.id;
@@ -378,6 +379,7 @@ async function showGroup() {
   const view = $('#group');
   const id = $('#group-id').value.trim();
   const latest = ask('group');
+  $('#group-more').hidden = true;
   try {
     const list = await api(`/v1/groups?${query({ prefix: id, limit: 100 })}`);
     const group = list.data.find((one) => one.groupId === id);

@@ -829,7 +829,7 @@ impl Store {
 
     /// A page of the groups `user_id` belongs to through any of its ids (`user_ids`), in
     /// group id order after `after`; `None` when the user's profile is soft-deleted (as for
-    /// its timeline). Memberships of an id being erased are left out.
+    /// its timeline). Memberships of an id being erased, and groups named by one, are left out.
     pub async fn user_groups(
         &self,
         project: ProjectId,
@@ -854,18 +854,24 @@ impl Store {
                     }
                     None => "",
                 };
-                let erasing = being_erased("m.member_id", project, &mut params);
+                // A group named by an id being erased is not shown either (as in its list).
+                let erasing = being_erased("m.member_id, m.group_id", project, &mut params);
                 params.push(fetch.clone());
                 format!(
-                    "(SELECT group_id, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
-                      WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing} ORDER BY group_id LIMIT ?)"
+                    "SELECT group_id, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
+                     WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing} ORDER BY group_id LIMIT ?"
                 )
             })
             .collect();
         params.push(fetch);
+        // One id's read as it is (MySQL before 8.0.31 refuses a derived table in double
+        // parentheses); several, each in parentheses for its own ORDER BY and LIMIT.
+        let memberships = match per_id.as_slice() {
+            [one] => one.clone(),
+            several => format!("({})", several.join(") UNION ALL (")),
+        };
         let sql = format!(
-            "SELECT group_id, MIN(created_at) FROM ({}) memberships GROUP BY group_id ORDER BY group_id LIMIT ?",
-            per_id.join(" UNION ALL ")
+            "SELECT group_id, MIN(created_at) FROM ({memberships}) memberships GROUP BY group_id ORDER BY group_id LIMIT ?"
         );
         let group = |group_id, added_at| UserGroup { group_id, added_at };
         Ok(Some(self.memberships(&mut conn, &sql, params, limit, group, |group| &group.group_id).await?))
