@@ -239,13 +239,16 @@ function parseJson(value) {
   try { return JSON.parse(value); } catch { return null; }
 }
 
-function userLink(id) {
+// A link to a view (`#user`, `#group`) showing `id`: typed into the view's input, then shown.
+function viewLink(view, id, show) {
   if (!id) return '';
   const link = el('a', id);
-  link.href = '#user';
-  link.addEventListener('click', () => { $('#user-id').value = id; setTimeout(showUser); });
+  link.href = `#${view}`;
+  link.addEventListener('click', () => { $(`#${view}-id`).value = id; setTimeout(show); });
   return link;
 }
+
+const userLink = (id) => viewLink('user', id, showUser);
 
 // ---- funnel -------------------------------------------------------------------------------
 
@@ -366,12 +369,7 @@ async function showUser() {
 
 // ---- groups ---------------------------------------------------------------------------------
 
-function groupLink(id) {
-  const link = el('a', id);
-  link.href = '#group';
-  link.addEventListener('click', () => { $('#group-id').value = id; setTimeout(showGroup); });
-  return link;
-}
+const groupLink = (id) => viewLink('group', id, showGroup);
 
 // The groups whose ids start with what was typed; the one of exactly that id with its
 // members (it comes first: an id sorts before the longer ids it starts).

@@ -1,7 +1,6 @@
 //! The read side's lists: a project's events (newest first, filtered), the live tail of what
 //! was just stored, its users and groups (a group's members, a user's groups), and one user's
-//! timeline. Read keys for their project, admin
-//! keys with `?project=`.
+//! timeline. Read keys for their project, admin keys with `?project=`.
 //!
 //! Cursors are signed (`Keyring::sign`) and bound to the list and its filters, so that a
 //! cursor cannot be forged or carried to another question. A page may come back short with

@@ -11,7 +11,7 @@ use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
 use super::views::{
     EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView,
-    event_view, group_view, user_view,
+    event_view, group_exists, group_view, user_view,
 };
 use super::{Store, StoreError, required, to_db_time, with_timeout};
 use crate::event::EventType;
@@ -805,10 +805,10 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<ListPage<GroupMember, String>>, StoreError> {
-        if self.group(project, group_id).await?.is_none() {
+        let mut conn = self.conn().await?;
+        if !group_exists(&mut conn, project, group_id).await? {
             return Ok(None);
         }
-        let mut conn = self.conn().await?;
         let mut params = vec![Value::from(project.0), Value::from(group_id)];
         let mut conditions = vec!["project_id = ? AND group_id = ?".to_string()];
         if let Some(after) = after {

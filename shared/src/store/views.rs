@@ -7,7 +7,7 @@ use super::{Store, StoreError, from_db_time, taken, taken_required, with_timeout
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, Value};
+use mysql_async::{Conn, Row, Value};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -258,14 +258,26 @@ impl Store {
     /// progress (as in its list).
     pub async fn group(&self, project: ProjectId, group_id: &str) -> Result<Option<GroupView>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut params = vec![Value::from(project.0), Value::from(group_id)];
-        let erasing = being_erased("g.group_id", project, &mut params);
-        let sql = format!(
-            "SELECT {GROUP_VIEW_COLUMNS} FROM {LIVE_GROUPS} g WHERE project_id = ? AND group_id = ? AND NOT {erasing}"
-        );
-        let row: Option<Row> = with_timeout(conn.exec_first(sql, params)).await?;
+        let (group, params) = live_group(project, group_id);
+        let row: Option<Row> =
+            with_timeout(conn.exec_first(format!("SELECT {GROUP_VIEW_COLUMNS} FROM {group}"), params)).await?;
         row.map(group_view).transpose()
     }
+}
+
+/// Whether `Store::group` finds the group (its traits not read).
+pub(super) async fn group_exists(conn: &mut Conn, project: ProjectId, group_id: &str) -> Result<bool, StoreError> {
+    let (group, params) = live_group(project, group_id);
+    let found: Option<u8> = with_timeout(conn.exec_first(format!("SELECT 1 FROM {group}"), params)).await?;
+    Ok(found.is_some())
+}
+
+/// The live group `group_id` of the project, unless an erasure in progress names it: what
+/// follows `FROM` in a read of it, and its parameters.
+fn live_group(project: ProjectId, group_id: &str) -> (String, Vec<Value>) {
+    let mut params = vec![Value::from(project.0), Value::from(group_id)];
+    let erasing = being_erased("g.group_id", project, &mut params);
+    (format!("{LIVE_GROUPS} g WHERE project_id = ? AND group_id = ? AND NOT {erasing}"), params)
 }
 
 /// A time as chrono's serde writes it (RFC 3339 in UTC with `Z`, and 0, 3, 6 or 9 fractional
