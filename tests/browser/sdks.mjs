@@ -34,7 +34,8 @@ const PAGE_SCRIPTS = {
     posthog.init(KEY, { api_host: HOST, opt_out_useragent_filter: true, advanced_disable_flags: true,
       disable_surveys: true, disable_session_recording: true, autocapture: false })
     posthog.capture('Clicked Buy', { price: 9.5 })
-    posthog.identify('${user}', { plan: 'pro', email: 'ada@example.com' })`,
+    posthog.identify('${user}', { plan: 'pro', email: 'ada@example.com' })
+    posthog.group('company', '${user}-acme', { seats: 3 })`,
 }
 
 // analytics-next sends each event as it comes ("standard"), or in batches that it also sends,

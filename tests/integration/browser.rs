@@ -54,7 +54,10 @@ async fn the_browser_sdks_in_chromium_deliver_every_event_once_with_the_page_and
         ("rudderstack", shown.to_vec()),
         ("rudderstack-beacon", [&shown[..], &[left]].concat()),
         // posthog-js names a page view by the page's title, and sends $pageleave on pagehide.
-        ("posthog", vec![("page", "Shop"), ("track", "Clicked Buy"), ("identify", ""), ("track", "$pageleave")]),
+        (
+            "posthog",
+            vec![("page", "Shop"), ("track", "Clicked Buy"), ("identify", ""), ("group", ""), ("track", "$pageleave")],
+        ),
     ];
     let total = expected.iter().map(|(_, events)| events.len() as u64).sum();
     let of_run = format!("JSON_VALUE(context, '$.page.url') LIKE {}", quoted(&format!("%?run={run}")));
@@ -86,6 +89,17 @@ async fn the_browser_sdks_in_chromium_deliver_every_event_once_with_the_page_and
             .await;
         assert_eq!(traits, 1, "{page}: identify's traits are the user's");
     }
+    // posthog-js's group(): the group's traits, and its user a member (by `$groups`).
+    let posthog_user = format!("{run}-posthog-user");
+    let group = quoted(&format!("{posthog_user}-acme"));
+    let sql =
+        format!("SELECT COUNT(*) FROM group_profiles WHERE group_id = {group} AND JSON_VALUE(traits, '$.seats') = 3");
+    assert_eq!(stack.count(&sql).await, 1, "posthog: the group's traits");
+    let sql = format!(
+        "SELECT COUNT(*) FROM group_members WHERE group_id = {group} AND member_id = {}",
+        quoted(&posthog_user)
+    );
+    assert_eq!(stack.count(&sql).await, 1, "posthog: the user is the group's member");
     assert_eq!(stack.count("SELECT COUNT(*) FROM rejected_events").await, 0, "nothing quarantined");
     let (exit, _) = stack.interrupt();
     assert!(exit.success(), "{exit:?}");

@@ -749,6 +749,89 @@ async fn users_are_listed_by_id_prefix_and_traits() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "users have traits only");
 }
 
+/// PostHog names a user's groups on its events (`$groups`): each event makes its user a
+/// member of a group that can be read (without traits until a `$groupidentify`); a
+/// `$groupidentify` makes no member by its distinct_id (`$company_acme` from a server SDK). A
+/// call without traits leaves the traits and their time as they were, so that an older call
+/// arriving later still wins over the keys before it.
+#[tokio::test]
+async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be_read() {
+    let app = TestApp::new().await;
+    let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
+    let read = read.reveal().to_string();
+    let posthog = |batch: Value| {
+        let app = &app;
+        async move {
+            let body = json!({"api_key": app.key, "batch": batch});
+            let reply = app.send(evtrack_tests::post_json("/batch/", None, &body)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+            assert!(app.consume_queued().await.is_empty());
+        }
+    };
+    let clicked = |user: &str, at: &str, groups: Value| json!({"event": "clicked", "distinct_id": user, "timestamp": at, "properties": {"$groups": groups}});
+    posthog(json!([
+        clicked("u-1", "2026-12-01T10:00:00Z", json!({"company": "acme", "project": 42})),
+        clicked("u-1", "2026-12-01T09:00:00Z", json!({"company": "acme", "project": 42})),
+        {"event": "$groupidentify", "distinct_id": "$company_acme", "timestamp": "2026-12-01T08:00:00Z",
+         "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 5}}},
+    ]))
+    .await;
+    posthog(json!([clicked("u-3", "2026-12-02T10:00:00Z", json!({"company": "acme"}))])).await;
+    let get = |uri: &str| {
+        let (app, request) = (&app, api_request("GET", uri, &read, None));
+        async move {
+            let reply = app.send(request).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+            reply.json
+        }
+    };
+    let ids = |page: Value, field: &str| -> Vec<String> {
+        let items = page["data"].as_array().cloned().unwrap_or_default();
+        items.iter().map(|item| item[field].as_str().unwrap_or_default().to_string()).collect()
+    };
+    assert_eq!(ids(get("/v1/users/u-1/groups").await, "groupId"), ["42", "acme"]);
+    assert_eq!(ids(get("/v1/groups/acme/members").await, "memberId"), ["u-1", "u-3"], "no `$company_acme`");
+    let acme = get("/v1/groups/acme").await;
+    assert_eq!(acme["traits"], json!({"seats": 5, "$group_type": "company"}));
+    assert_eq!(acme["traitsAt"], "2026-12-01T08:00:00Z", "later events naming it leave its traits' time");
+    // A group named only by events: readable, without traits, as old as its first naming.
+    let project = get("/v1/groups/42").await;
+    assert_eq!((&project["traits"], &project["traitsAt"]), (&Value::Null, &json!("2026-12-01T09:00:00Z")));
+    assert_eq!(ids(get("/v1/groups").await, "groupId"), ["42", "acme"]);
+
+    // Segment calls: a group call without traits changes nothing of the group's; of two
+    // identifies with traits, the later one wins although it arrives first, and an identify
+    // without traits between them does not change that.
+    store(
+        &app,
+        &app.key,
+        vec![
+            json!({"type": "group", "userId": "u-4", "groupId": "acme", "timestamp": "2026-12-03T10:00:00Z"}),
+            json!({"type": "identify", "userId": "u-5", "traits": {"plan": "free"}, "timestamp": "2026-12-01T10:00:00Z"}),
+            json!({"type": "identify", "userId": "u-5", "timestamp": "2026-12-03T10:00:00Z"}),
+            json!({"type": "group", "userId": "u-5", "groupId": "acme", "timestamp": "2026-12-03T10:00:00Z"}),
+        ],
+    )
+    .await;
+    store(
+        &app,
+        &app.key,
+        vec![json!({"type": "identify", "userId": "u-5", "traits": {"plan": "pro"}, "timestamp": "2026-12-02T10:00:00Z"})],
+    )
+    .await;
+    let acme = get("/v1/groups/acme").await;
+    assert_eq!((&acme["traits"]["seats"], &acme["traitsAt"]), (&json!(5), &json!("2026-12-01T08:00:00Z")));
+    assert_eq!(ids(get("/v1/groups/acme/members").await, "memberId"), ["u-1", "u-3", "u-4", "u-5"]);
+    assert_eq!(get("/v1/users/u-5").await["traits"], json!({"plan": "pro"}));
+    // A soft-deleted user is no member to be seen, until it is restored.
+    for (action, members) in [("soft-delete", vec!["u-1", "u-3", "u-4"]), ("restore", vec!["u-1", "u-3", "u-4", "u-5"])]
+    {
+        let uri = format!("/v1/users/u-5/{action}?project={}", app.project);
+        assert_eq!(app.send(api_request("POST", &uri, &app.admin, None)).await.status, StatusCode::OK, "{action}");
+        assert_eq!(ids(get("/v1/groups/acme/members").await, "memberId"), members, "after {action}");
+    }
+}
+
 #[tokio::test]
 async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_users_groups_and_an_erased_member_leaves_at_once()
  {

@@ -98,6 +98,10 @@ async fn the_real_python_sdks_deliver_every_call() {
         stack.count(&format!("SELECT COUNT(*) FROM group_profiles WHERE group_id = '{run}-posthog-acme'")).await,
         1
     );
+    // The member comes from capture(groups=…); group_identify makes none.
+    let members = format!("SELECT COUNT(*) FROM group_members WHERE group_id = '{run}-posthog-acme'");
+    assert_eq!(stack.count(&members).await, 1, "posthog: one member");
+    assert_eq!(stack.count(&format!("{members} AND member_id = '{posthog_user}'")).await, 1, "the user");
     // Skew correction ran on every SDK's events: none lands more than a minute from receipt.
     assert_eq!(
         stack.count("SELECT COUNT(*) FROM events WHERE ABS(TIMESTAMPDIFF(SECOND, timestamp, received_at)) > 60").await,
@@ -191,6 +195,10 @@ async fn the_real_node_sdks_deliver_every_call() {
         1,
         "posthog-node alias() links the anonymous id to the user"
     );
+    // capture({groups}) makes the user a member; groupIdentify({distinctId}) adds no other.
+    let members = format!("SELECT COUNT(*) FROM group_members WHERE group_id = '{run}-posthog-node-acme'");
+    assert_eq!(stack.count(&members).await, 1, "posthog-node: one member");
+    assert_eq!(stack.count(&format!("{members} AND member_id = '{posthog_user}'")).await, 1, "the user");
 }
 
 /// Gzip bombs are refused at the inflated-size limit: memory stays flat while they arrive.

@@ -53,11 +53,12 @@ from posthog import Posthog  # noqa: E402
 
 posthog = Posthog(key, host=host, on_error=on_error("posthog"), gzip=True, max_retries=2)
 user = f"{run}-posthog-user"
-posthog.capture("file uploaded", distinct_id=user, properties={"size": 12})
+posthog.capture("file uploaded", distinct_id=user, properties={"size": 12}, groups={"company": f"{run}-posthog-acme"})
 posthog.capture("$pageview", distinct_id=user, properties={"title": "Home", "$current_url": "https://x.example/"})
 posthog.set(distinct_id=user, properties={"email": "ada@example.com"})
 posthog.alias(previous_id=f"{run}-posthog-anon", distinct_id=user)
-posthog.group_identify("company", f"{run}-posthog-acme", {"seats": 5}, distinct_id=user)
+# Without a distinct_id (posthog 7 sends a random one): sets the group's traits, makes no member.
+posthog.group_identify("company", f"{run}-posthog-acme", {"seats": 5})
 sent["posthog"] = 5
 posthog.flush()
 posthog.shutdown()

@@ -21,6 +21,8 @@ pub const MAX_ID_CHARS: usize = 255;
 pub const MAX_JSON_DEPTH: usize = 30;
 /// Longest accepted messageId, in characters (analytics-node sends over 50).
 pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+/// Most groups one event may name its user a member of (PostHog allows 5 group types).
+pub const MAX_GROUPS_PER_EVENT: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,6 +110,11 @@ pub struct Event<'a> {
     /// The corrected timestamp was absurd (far future) and was replaced by the receipt time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timestamp_clamped: bool,
+    /// The groups its user is a member of, where the SDK names them on the event (PostHog's
+    /// `$groups`, on any event). `None`: what the type says (a group call's user joins its
+    /// group; no other type names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_of: Option<Vec<Cow<'a, str>>>,
 }
 
 pub(crate) use borrowed::BorrowedText;
@@ -200,7 +207,17 @@ impl Event<'_> {
             original_timestamp: self.original_timestamp,
             sent_at: self.sent_at,
             timestamp_clamped: self.timestamp_clamped,
+            member_of: self.member_of.map(|groups| groups.into_iter().map(|id| Cow::Owned(id.into_owned())).collect()),
         }
+    }
+
+    /// The groups whose member its user (or anonymous id) becomes.
+    pub fn groups_joined(&self) -> impl Iterator<Item = &str> {
+        let implied = match (&self.member_of, self.kind) {
+            (None, EventType::Group) => self.group_id.as_deref(),
+            _ => None,
+        };
+        self.member_of.iter().flatten().map(|id| &**id).chain(implied)
     }
 
     /// The invariants every stored event holds. Ingest builds events that hold them; the
@@ -233,6 +250,19 @@ impl Event<'_> {
         }
         if self.user_id.is_none() && self.anonymous_id.is_none() {
             return Err(problem("either userId or anonymousId is required"));
+        }
+        let groups = self.member_of.as_deref().unwrap_or_default();
+        if groups.len() > MAX_GROUPS_PER_EVENT {
+            return Err(problem(format!(
+                "an event names at most {MAX_GROUPS_PER_EVENT} groups of its user; this one names {}",
+                groups.len()
+            )));
+        }
+        for group in groups {
+            check_text("$groups", group, MAX_ID_CHARS)?;
+            if group.is_empty() {
+                return Err(problem("a group id must not be empty"));
+            }
         }
         match self.kind {
             EventType::Track if self.name.is_none() => Err(problem("a track needs an event name")),
@@ -367,6 +397,7 @@ pub(crate) fn sample_track(message_id: &str) -> Event<'static> {
         original_timestamp: None,
         sent_at: None,
         timestamp_clamped: false,
+        member_of: None,
     }
 }
 

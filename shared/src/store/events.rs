@@ -452,10 +452,13 @@ fn merge_traits() -> String {
     // The sum first: the merge is sized only when it could pass the cap.
     let cap = PROFILE_TRAITS_MAX_BYTES;
     let over_cap = format!("(LENGTH(traits) + LENGTH(VALUES(traits)) > {cap} AND LENGTH({merged}) > {cap})");
+    // A call without traits merges nothing: it moves neither the traits nor their time, so
+    // that a later-arriving older call with traits still wins over the keys before it.
+    let unchanged = format!("({over_cap} OR VALUES(traits) IS NULL)");
     format!(
         "traits_capped_at = IF({over_cap}, NOW(3), traits_capped_at),
-         traits_at = IF({over_cap}, traits_at, GREATEST(traits_at, VALUES(traits_at))),
-         traits = IF({over_cap}, traits, {merged})"
+         traits_at = IF({unchanged}, traits_at, GREATEST(traits_at, VALUES(traits_at))),
+         traits = IF({unchanged}, traits, {merged})"
     )
 }
 
@@ -609,37 +612,65 @@ async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<
     Ok(found.is_some())
 }
 
+/// The batch's group calls and memberships. A group named only as a member's (PostHog's
+/// `$groups`) gets a profile without traits, so that every group a user is listed in can be
+/// read; an existing profile is left as it is.
 async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
-    let mut groups: Vec<_> = rows.iter().filter(|row| row.event.kind == EventType::Group).collect();
-    // In the keys' order, as `upsert_users` has its rows.
-    groups.sort_by_key(|row| {
-        let event = row.event;
-        let member = event.user_id.as_deref().or(event.anonymous_id.as_deref());
-        (row.project.0, event.group_id.as_deref().map(as_compared), member.map(as_compared))
-    });
+    // (project, group, time, traits): a call's, or none for a group its member's event names.
+    let mut profiles: Vec<(u64, &str, DateTime<Utc>, Option<&JsonText<'_>>)> = Vec::new();
+    let mut named = Vec::new();
+    let mut members: Vec<(u64, &str, &str)> = Vec::new();
+    for row in rows {
+        let (project, event) = (row.project.0, row.event);
+        if event.kind == EventType::Group
+            && let Some(group) = event.group_id.as_deref()
+        {
+            profiles.push((project, group, event.timestamp, event.traits.as_ref()));
+        }
+        let Some(member) = event.user_id.as_deref().or(event.anonymous_id.as_deref()) else { continue };
+        for group in event.groups_joined() {
+            members.push((project, group, member));
+            named.push((project, group, event.timestamp, None));
+        }
+    }
+    // A named group needs no row of its own where the batch calls it; else its first naming.
+    let called: HashSet<(u64, &str)> =
+        profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
+    named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
+    named.sort_by_key(|(project, group, at, _)| (*project, as_compared(group), *at));
+    named.dedup_by_key(|(project, group, ..)| (*project, as_compared(group)));
+    profiles.extend(named);
+    // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
+    // their order.
+    profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
+    members.sort_by_key(|(project, group, member)| (*project, as_compared(group), as_compared(member)));
+    members.dedup();
+
     let mut affected = 0;
-    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
-        let mut profiles = Vec::with_capacity(chunk.len() * 5);
-        let mut members = Vec::with_capacity(chunk.len() * 3);
-        for row in chunk {
-            let event = row.event;
-            profiles.extend([
+    for chunk in profiles.chunks(ROWS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * 5);
+        for (project, group, at, traits) in chunk {
+            values.extend([
                 Value::from(new_public_id()),
-                Value::from(row.project.0),
-                Value::from(event.group_id.as_deref()),
-                json(&event.traits),
-                time(event.timestamp),
+                Value::from(*project),
+                Value::from(*group),
+                traits.map_or(Value::NULL, |traits| Value::from(traits.get())),
+                time(*at),
             ]);
-            let member = event.user_id.as_deref().or(event.anonymous_id.as_deref());
-            members.extend([Value::from(row.project.0), Value::from(event.group_id.as_deref()), Value::from(member)]);
         }
         let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
         let suffix = format!("ON DUPLICATE KEY UPDATE {}", merge_traits());
-        affected += execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), profiles).await?;
+        affected += execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), values).await?;
+    }
+    for chunk in members.chunks(ROWS_PER_STATEMENT) {
+        let values = chunk
+            .iter()
+            .flat_map(|(project, group, member)| [Value::from(*project), Value::from(*group), Value::from(*member)])
+            .collect();
         let columns = ["project_id", "group_id", "member_id"];
         let sql =
             multi_row_insert("group_members", &columns, chunk.len(), "ON DUPLICATE KEY UPDATE member_id = member_id");
-        affected += execute(tx, sql, members).await?;
+        affected += execute(tx, sql, values).await?;
     }
     Ok(affected)
 }

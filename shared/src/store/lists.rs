@@ -797,7 +797,7 @@ impl Store {
 
     /// A page of a live group's members (user ids, or anonymous ids of calls without one) in
     /// id order after `after`; `None` when the project has no such group. A member being
-    /// erased is left out, as lists leave its events out.
+    /// erased is left out, as lists leave its events out, and a soft-deleted user.
     pub async fn group_members(
         &self,
         project: ProjectId,
@@ -816,6 +816,12 @@ impl Store {
             params.push(after.into());
         }
         conditions.push(format!("NOT {}", being_erased("m.member_id", project, &mut params)));
+        // A soft-deleted user is not shown, as its profile is not.
+        conditions.push(
+            "NOT EXISTS (SELECT 1 FROM users u /* with deleted */ WHERE u.project_id = m.project_id
+                         AND u.user_id = m.member_id AND u.deleted_at IS NOT NULL)"
+                .into(),
+        );
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
             "SELECT member_id, created_at FROM group_members m FORCE INDEX (uq_group_members)

@@ -26,7 +26,7 @@ await segment.closeAndFlush({ timeout: 10000 })
 const posthog = new PostHog(key, { host, flushAt: 10, flushInterval: 100, fetchRetryCount: 2 })
 posthog.on('error', (error) => errors.push(`posthog-node: ${error?.message ?? error}`))
 const distinctId = `${run}-posthog-node-user`
-posthog.capture({ distinctId, event: 'file uploaded', properties: { size: 12 } })
+posthog.capture({ distinctId, event: 'file uploaded', properties: { size: 12 }, groups: { company: `${run}-posthog-node-acme` } })
 posthog.identify({ distinctId, properties: { email: 'ada@example.com' } })
 posthog.alias({ distinctId: `${run}-posthog-node-anon`, alias: distinctId })
 posthog.groupIdentify({ groupType: 'company', groupKey: `${run}-posthog-node-acme`, properties: { seats: 5 }, distinctId })

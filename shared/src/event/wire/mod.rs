@@ -532,6 +532,41 @@ mod tests {
     }
 
     #[test]
+    fn posthog_groups_named_on_events_make_members_and_a_group_identify_alone_makes_none() {
+        let events = events(
+            Shape::PostHog,
+            json!({"batch": [
+                // posthog-js after `group('company', 'acme')`: `$groups` on every event.
+                {"event": "clicked", "distinct_id": "u-1", "properties": {"$groups": {"company": "acme", "project": 42, "team": null}}},
+                {"event": "$groupidentify", "distinct_id": "u-1", "properties": {"$group_type": "company", "$group_key": "acme", "$groups": {"company": "acme"}}},
+                // posthog-node's `groupIdentify` without a distinct_id.
+                {"event": "$groupidentify", "distinct_id": "$company_acme", "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 5}}},
+                // posthog-node's `groupIdentify` with the user's distinct_id.
+                {"event": "$groupidentify", "distinct_id": "u-2", "properties": {"$group_type": "company", "$group_key": "initech"}},
+                {"event": "clicked", "distinct_id": "u-3", "properties": {}}
+            ], "api_key": "k"}),
+        )
+        .expect("valid");
+        let joined: Vec<Vec<&str>> = events.iter().map(|event| event.groups_joined().collect()).collect();
+        assert_eq!(joined, vec![vec!["acme", "42"], vec!["acme"], vec![], vec![], vec![]]);
+        assert_eq!(events[2].group_id.as_deref(), Some("acme"));
+        assert_eq!(parsed(&events[2].traits), json!({"seats": 5, "$group_type": "company"}));
+
+        let limits = Limits::default();
+        let six: serde_json::Map<String, Value> =
+            (0..6).map(|n| (format!("type{n}"), json!(format!("g{n}")))).collect();
+        for (groups, expected) in [
+            (json!(["acme"]), "$groups must be a JSON object"),
+            (json!({"company": {"id": 1}}), "$groups must be a string"),
+            (Value::Object(six), "an event names at most 5 groups of its user; this one names 6"),
+        ] {
+            let body = json!({"api_key": "k", "batch": [{"event": "x", "distinct_id": "u", "properties": {"$groups": groups}}]});
+            let err = normalised(Shape::PostHog, body.to_string().as_bytes(), &limits).expect_err("refused");
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
     fn limits_are_named_in_errors() {
         let limits = Limits { max_batch_events: 2, max_event_bytes: 64, ..Limits::default() };
         let three = json!({"batch": [{}, {}, {}]}).to_string();

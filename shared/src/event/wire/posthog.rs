@@ -44,6 +44,7 @@ pub(super) fn posthog_event<'a>(
     let (mut user_id, mut anonymous_id) =
         if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
+    let mut member_of = groups_named(&properties)?;
     let kind = match &*event_name {
         // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
         "$identify" | "$set" => {
@@ -63,15 +64,21 @@ pub(super) fn posthog_event<'a>(
             EventType::Alias
         }
         "$groupidentify" => {
-            group_id = property_id(&properties, "$group_key")?;
+            let group_key = property_id(&properties, "$group_key")?;
             let mut group_traits = match properties.get("$group_set") {
                 None | Some(Value::Null) => Map::new(),
                 Some(Value::Object(set)) => set.clone(),
                 Some(_) => return Err(EventError::NotObject("$group_set".into())),
             };
-            if let Some(group_type) = properties.get("$group_type") {
-                group_traits.insert("$group_type".into(), group_type.clone());
+            let group_type = property_id(&properties, "$group_type")?;
+            if let Some(group_type) = &group_type {
+                group_traits.insert("$group_type".into(), Value::String(group_type.to_string()));
             }
+            // In PostHog a user is in a group by the events that name it (`$groups`, which
+            // posthog-js's `$groupidentify` carries too), not by this call: the server SDKs
+            // send it under a distinct_id of their own (`$company_acme`, a random uuid).
+            member_of.get_or_insert_default();
+            group_id = group_key;
             traits = Some(as_text(&group_traits)?);
             EventType::Group
         }
@@ -109,7 +116,29 @@ pub(super) fn posthog_event<'a>(
         original_timestamp: original,
         sent_at,
         timestamp_clamped,
+        member_of,
     })
+}
+
+/// The groups an event names its user a member of: the values of `$groups` (group type to
+/// group key), which posthog-js registers on every event after `group()` and the server SDKs
+/// send from `capture(groups=…)`. `None` when it names none.
+fn groups_named<'a>(properties: &JsonObject) -> Result<Option<Vec<Cow<'a, str>>>, EventError> {
+    let groups = match properties.get("$groups") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(groups)) => groups,
+        Some(_) => return Err(EventError::NotObject("$groups".into())),
+    };
+    let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(groups.len());
+    for key in groups.values() {
+        if let Some(key) = id_value("$groups", key.clone().into(), MAX_ID_CHARS)?
+            && !keys.contains(&key)
+        {
+            keys.push(key);
+        }
+    }
+    // More than `MAX_GROUPS_PER_EVENT` are refused by `Event::validate`.
+    Ok((!keys.is_empty()).then_some(keys))
 }
 
 /// A page's or screen's name cut to the longest accepted, borrowed when it fits.

@@ -67,5 +67,6 @@ pub(super) fn segment_event<'a>(
         original_timestamp: original,
         sent_at,
         timestamp_clamped,
+        member_of: None,
     })
 }
