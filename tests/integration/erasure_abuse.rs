@@ -302,3 +302,31 @@ async fn an_erasure_requested_by_the_previous_release_is_still_carried_out() {
         app.db.query("SELECT state, user_id, events_deleted FROM erasures").await;
     assert_eq!(row, vec![("done".to_string(), None, 2)]);
 }
+
+/// An erasure of more ids than one chunk takes (500): a workspace named by an id of the first
+/// chunk whose other member is an id of a later one goes too, since no one outside the
+/// erasure is in it; a group with a member outside the erasure stays.
+#[tokio::test]
+async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_all_erased() {
+    let app = TestApp::new().await;
+    // User `a` with 600 devices; `a` names a workspace that its last device (in the second
+    // chunk, by id order) joined too, and a team with a bystander.
+    let mut messages: Vec<Value> = (0..600)
+        .map(|n| json!({"type": "identify", "userId": "a", "anonymousId": format!("b-{n:03}"), "messageId": format!("i{n}")}))
+        .collect();
+    messages.extend([
+        json!({"type": "group", "userId": "a", "groupId": "a", "traits": {"owner": "a@example.com"}, "messageId": "g1"}),
+        json!({"type": "group", "anonymousId": "b-599", "groupId": "a", "messageId": "g2"}),
+        json!({"type": "group", "anonymousId": "b-599", "groupId": "b-599", "messageId": "g3"}),
+        json!({"type": "group", "userId": "bystander", "groupId": "b-599", "messageId": "g4"}),
+    ]);
+    send_and_store(&app, &app.key, messages).await;
+    let requested = request_erasure(&app, "a").await;
+    assert_eq!(requested["ids"], 601, "{requested}");
+    run_cleanup(&app, "2026-11-30T10:00:00Z").await;
+    let done = erasure(&app, &requested["id"]).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'a'").await, 0, "the workspace goes");
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'b-599'").await, 1, "the bystander's group stays");
+    assert_eq!(app.db.count("group_members").await, 1, "the bystander's membership alone");
+}

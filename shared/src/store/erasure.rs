@@ -258,7 +258,8 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
             mark_hours_of_ids_linked_to(tx, erasure, project, &list, &params).await?;
         }
         params.push(Value::from(remaining));
-        with_timeout(tx.exec_drop(sql.replace("{list}", &list), params)).await?;
+        let sql = sql.replace("{list}", &list).replace("{erasure}", &erasure.to_string());
+        with_timeout(tx.exec_drop(sql, params)).await?;
         let rows = tx.affected_rows();
         add_count(tx, erasure, counter, rows).await?;
         (deleted, remaining) = (deleted + rows, remaining - rows);
@@ -384,12 +385,15 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
     ("aliases_deleted", LINKS_TO_SUBJECTS),
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND alias IN ({list}) LIMIT ?"),
     ("group_links_deleted", "DELETE FROM group_members WHERE project_id = ? AND member_id IN ({list}) LIMIT ?"),
-    // A group named by one of the ids (a personal workspace), once no one else is in it.
+    // A group named by one of the ids (a personal workspace), once no one else is in it: no
+    // member left but ids of this erasure that a later chunk takes.
     (
         "group_profiles_deleted",
         "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({list})
            AND NOT EXISTS (SELECT 1 FROM group_members m
-                           WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id)
+                           WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
+                             AND NOT EXISTS (SELECT 1 FROM erasure_subjects s
+                                             WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
          LIMIT ?",
     ),
 ];
