@@ -207,8 +207,10 @@ async fn a_rejection_the_database_refuses_holds_back_no_other_message() {
     assert!(other.1.as_deref().is_some_and(|fields| fields.contains("library")), "{other:?}");
 }
 
-/// Batches that identify the same users in different orders lock the users' profiles in one
-/// order (the key's), so that concurrent consumers neither deadlock nor roll back and retry.
+/// Batches that identify the same users and put them in the same groups, in different orders
+/// (Segment group calls, and PostHog events naming the groups, some new), lock the profiles
+/// and memberships in one order (the key's), so that concurrent consumers neither deadlock
+/// nor roll back and retry.
 #[tokio::test]
 async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() {
     use rand::SeedableRng;
@@ -222,9 +224,30 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
         order.shuffle(&mut rng);
         let events: Vec<serde_json::Value> = order
             .iter()
-            .map(|user| json!({"type": "identify", "userId": user, "traits": {"batch": batch}, "messageId": format!("{batch}-{user}")}))
+            .enumerate()
+            .flat_map(|(n, user)| {
+                [
+                    json!({"type": "identify", "userId": user, "traits": {"batch": batch}, "messageId": format!("{batch}-{user}")}),
+                    json!({"type": "group", "userId": user, "groupId": format!("g-{}", n % 10), "traits": {"batch": batch},
+                        "messageId": format!("{batch}-{user}-g")}),
+                ]
+            })
             .collect();
         let queued = queue_batch(&app, json!(events)).await;
+        assert_eq!(queued.len(), 1, "one queue message a batch");
+        bodies.push(queued[0].body.clone());
+        order.shuffle(&mut rng);
+        let events: Vec<serde_json::Value> = order
+            .iter()
+            .enumerate()
+            .map(|(n, user)| {
+                json!({"event": "clicked", "distinct_id": user, "uuid": uuid::Uuid::now_v7().to_string(),
+                    "properties": {"$groups": {"company": format!("g-{}", n % 10), "team": format!("t-{}", n % 7)}}})
+            })
+            .collect();
+        let body = json!({"api_key": app.key, "batch": events});
+        assert_eq!(app.send(post_json("/batch/", None, &body)).await.status, http::StatusCode::OK);
+        let queued = app.take_queued().await;
         assert_eq!(queued.len(), 1, "one queue message a batch");
         bodies.push(queued[0].body.clone());
     }
@@ -238,9 +261,13 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
         assert!(report.failed.is_empty(), "{report:?}");
     }
     let conflicts: Vec<u64> = reports.iter().map(|report| report.lock_conflicts).collect();
-    assert_eq!(conflicts, [0; 8], "rolled back for a lock conflict");
-    assert_eq!(app.db.count("events").await, 320);
+    assert_eq!(conflicts, [0; 16], "rolled back for a lock conflict");
+    assert_eq!(app.db.count("events").await, 8 * 120);
     assert_eq!(app.db.count("users").await, 40);
+    assert_eq!(app.db.count("group_profiles").await, 17, "g-0 … g-9, t-0 … t-6");
+    let in_teams: Vec<u64> =
+        app.db.query("SELECT COUNT(DISTINCT member_id) FROM group_members WHERE group_id LIKE 't-%'").await;
+    assert_eq!(in_teams, [40], "every user in a team");
 }
 
 /// A profile's traits stop growing at `PROFILE_TRAITS_MAX_BYTES`: an identify that could take

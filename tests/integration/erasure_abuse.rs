@@ -133,11 +133,12 @@ async fn erasure_and_export_follow_legitimate_links_over_several_hops_into_every
     run_cleanup(&app, "2026-11-30T10:00:00Z").await;
     let done = erasure(&app, &requested["id"]).await;
     assert_eq!(done["status"], "done", "{done}");
-    assert_eq!((done["events_deleted"].as_u64(), done["group_profiles_deleted"].as_u64()), (Some(7), Some(1)));
+    // The user's own group, and `acme`, which only the device's call without traits named.
+    assert_eq!((done["events_deleted"].as_u64(), done["group_profiles_deleted"].as_u64()), (Some(7), Some(2)));
     for id in ["hop-u2", "hop-u1", "hop-device"] {
         assert_eq!(rows_holding(&app, id).await, 0, "{id}");
     }
-    assert_eq!(app.db.count("group_profiles WHERE group_id = 'hop-u2'").await, 0);
+    assert_eq!(app.db.count("group_profiles WHERE group_id IN ('hop-u2', 'acme')").await, 0);
     assert_eq!(app.db.count("events WHERE message_id = 'b1'").await, 1, "others untouched");
 }
 
@@ -305,7 +306,8 @@ async fn an_erasure_requested_by_the_previous_release_is_still_carried_out() {
 
 /// An erasure of more ids than one chunk takes (500): a workspace named by an id of the first
 /// chunk whose other member is an id of a later one goes too, since no one outside the
-/// erasure is in it; a group with a member outside the erasure stays.
+/// erasure is in it, and so does a group without traits that only the ids joined; a group
+/// with a member outside the erasure stays.
 #[tokio::test]
 async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_all_erased() {
     let app = TestApp::new().await;
@@ -319,6 +321,10 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
         json!({"type": "group", "anonymousId": "b-599", "groupId": "a", "messageId": "g2"}),
         json!({"type": "group", "anonymousId": "b-599", "groupId": "b-599", "messageId": "g3"}),
         json!({"type": "group", "userId": "bystander", "groupId": "b-599", "messageId": "g4"}),
+        json!({"type": "group", "anonymousId": "b-000", "groupId": "a-example-com", "messageId": "g5"}),
+        json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g6"}),
+        json!({"type": "group", "userId": "a", "groupId": "shared", "messageId": "g7"}),
+        json!({"type": "group", "userId": "bystander", "groupId": "shared", "messageId": "g8"}),
     ]);
     send_and_store(&app, &app.key, messages).await;
     let requested = request_erasure(&app, "a").await;
@@ -327,6 +333,7 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     let done = erasure(&app, &requested["id"]).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a'").await, 0, "the workspace goes");
-    assert_eq!(app.db.count("group_profiles WHERE group_id = 'b-599'").await, 1, "the bystander's group stays");
-    assert_eq!(app.db.count("group_members").await, 1, "the bystander's membership alone");
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 0, "named by them alone");
+    assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
+    assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
 }

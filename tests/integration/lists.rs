@@ -752,8 +752,9 @@ async fn users_are_listed_by_id_prefix_and_traits() {
 /// PostHog names a user's groups on its events (`$groups`): each event makes its user a
 /// member of a group that can be read (without traits until a `$groupidentify`); a
 /// `$groupidentify` makes no member by its distinct_id (`$company_acme` from a server SDK). A
-/// call without traits leaves the traits and their time as they were, so that an older call
-/// arriving later still wins over the keys before it.
+/// call without traits (none, or `{}`, or an event naming the group) leaves the traits and
+/// their time as they were, so that an older call arriving later still wins over the keys
+/// before it. A soft-deleted user is no member to be seen.
 #[tokio::test]
 async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be_read() {
     let app = TestApp::new().await;
@@ -777,6 +778,13 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
     ]))
     .await;
     posthog(json!([clicked("u-3", "2026-12-02T10:00:00Z", json!({"company": "acme"}))])).await;
+    // `beta` is first named by an event, then its traits come in older calls, in their order.
+    posthog(json!([clicked("u-3", "2026-12-03T10:00:00Z", json!({"company": "beta"}))])).await;
+    for (at, plan) in [("2026-12-01T10:00:00Z", "free"), ("2026-12-02T10:00:00Z", "pro")] {
+        posthog(json!([{"event": "$groupidentify", "distinct_id": "$company_beta", "timestamp": at,
+            "properties": {"$group_type": "company", "$group_key": "beta", "$group_set": {"plan": plan}}}]))
+        .await;
+    }
     let get = |uri: &str| {
         let (app, request) = (&app, api_request("GET", uri, &read, None));
         async move {
@@ -797,7 +805,7 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
     // A group named only by events: readable, without traits, as old as its first naming.
     let project = get("/v1/groups/42").await;
     assert_eq!((&project["traits"], &project["traitsAt"]), (&Value::Null, &json!("2026-12-01T09:00:00Z")));
-    assert_eq!(ids(get("/v1/groups").await, "groupId"), ["42", "acme"]);
+    assert_eq!(ids(get("/v1/groups").await, "groupId"), ["42", "acme", "beta"]);
 
     // Segment calls: a group call without traits changes nothing of the group's; of two
     // identifies with traits, the later one wins although it arrives first, and an identify
@@ -807,6 +815,7 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
         &app.key,
         vec![
             json!({"type": "group", "userId": "u-4", "groupId": "acme", "timestamp": "2026-12-03T10:00:00Z"}),
+            json!({"type": "group", "userId": "u-4", "groupId": "beta", "traits": {}, "timestamp": "2026-12-04T10:00:00Z"}),
             json!({"type": "identify", "userId": "u-5", "traits": {"plan": "free"}, "timestamp": "2026-12-01T10:00:00Z"}),
             json!({"type": "identify", "userId": "u-5", "timestamp": "2026-12-03T10:00:00Z"}),
             json!({"type": "group", "userId": "u-5", "groupId": "acme", "timestamp": "2026-12-03T10:00:00Z"}),
@@ -822,6 +831,12 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
     let acme = get("/v1/groups/acme").await;
     assert_eq!((&acme["traits"]["seats"], &acme["traitsAt"]), (&json!(5), &json!("2026-12-01T08:00:00Z")));
     assert_eq!(ids(get("/v1/groups/acme/members").await, "memberId"), ["u-1", "u-3", "u-4", "u-5"]);
+    let beta = get("/v1/groups/beta").await;
+    assert_eq!(
+        (&beta["traits"], &beta["traitsAt"]),
+        (&json!({"plan": "pro", "$group_type": "company"}), &json!("2026-12-02T10:00:00Z")),
+        "the newer of the two calls with traits, the empty ones around them left out"
+    );
     assert_eq!(get("/v1/users/u-5").await["traits"], json!({"plan": "pro"}));
     // A soft-deleted user is no member to be seen, until it is restored.
     for (action, members) in [("soft-delete", vec!["u-1", "u-3", "u-4"]), ("restore", vec!["u-1", "u-3", "u-4", "u-5"])]

@@ -73,7 +73,8 @@ pub type JsonText<'a> = Cow<'a, RawValue>;
 /// Its text is borrowed where it can be: ingest borrows the JSON objects it passes on unchanged
 /// from the request body (its ids are its own), and the consumer decodes the queue message into an `Event` that borrows
 /// every id and object from the message (an id holding escapes is the one copy), so an event
-/// costs no allocation between the queue and the statement's values.
+/// costs no allocation between the queue and the statement's values (but for the list of
+/// groups a PostHog event names, `member_of`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event<'a> {
     #[serde(borrow)]

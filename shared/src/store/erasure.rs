@@ -384,6 +384,20 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
     ("profiles_deleted", "DELETE FROM users WHERE project_id = ? AND user_id IN ({list}) LIMIT ?"),
     ("aliases_deleted", LINKS_TO_SUBJECTS),
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND alias IN ({list}) LIMIT ?"),
+    // A group without traits that the ids' events named (a group call without any, PostHog's
+    // `$groups`), before their memberships go, once no one outside the erasure is in it: its
+    // id may be the person's own (`alice-example-com`), and nothing else holds it.
+    (
+        "group_profiles_deleted",
+        "DELETE FROM group_profiles WHERE project_id = ? AND traits IS NULL
+           AND group_id IN (SELECT g.group_id FROM group_members g
+                            WHERE g.project_id = group_profiles.project_id AND g.member_id IN ({list}))
+           AND NOT EXISTS (SELECT 1 FROM group_members m
+                           WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
+                             AND NOT EXISTS (SELECT 1 FROM erasure_subjects s
+                                             WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
+         LIMIT ?",
+    ),
     ("group_links_deleted", "DELETE FROM group_members WHERE project_id = ? AND member_id IN ({list}) LIMIT ?"),
     // A group named by one of the ids (a personal workspace), once no one else is in it: no
     // member left but ids of this erasure that a later chunk takes.

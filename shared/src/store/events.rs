@@ -443,22 +443,30 @@ pub const PROFILE_TRAITS_MAX_BYTES: usize = 256 * 1024;
 
 /// Traits merge per key; of two identifies the later event wins, whichever arrives first,
 /// and applying the same identify twice changes nothing. Within `PROFILE_TRAITS_MAX_BYTES`.
+/// `traits_at` is the time of the newest call with traits merged, or, while no call had any,
+/// of the earliest call: a call without traits (none, or `{}`) merges nothing and leaves it,
+/// so that an older call with traits arriving after it still wins over the keys before it.
 /// The assignments run in order, each seeing those before it: `traits_at` is updated before
 /// `traits`, which compares the call's time with it to the same effect as with the old one.
 fn merge_traits() -> String {
     let merged = "IF(VALUES(traits_at) >= traits_at,
             JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
             JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}')))";
-    // The sum first: the merge is sized only when it could pass the cap.
+    let no_traits = "(VALUES(traits) IS NULL OR JSON_LENGTH(VALUES(traits)) = 0)";
+    let none_yet = "(traits IS NULL OR JSON_LENGTH(traits) = 0)";
+    // Cheap tests first, then the sum: the merge is sized only when it could pass the cap.
     let cap = PROFILE_TRAITS_MAX_BYTES;
-    let over_cap = format!("(LENGTH(traits) + LENGTH(VALUES(traits)) > {cap} AND LENGTH({merged}) > {cap})");
-    // A call without traits merges nothing: it moves neither the traits nor their time, so
-    // that a later-arriving older call with traits still wins over the keys before it.
-    let unchanged = format!("({over_cap} OR VALUES(traits) IS NULL)");
+    let over_cap = format!(
+        "(traits IS NOT NULL AND VALUES(traits) IS NOT NULL
+          AND LENGTH(traits) + LENGTH(VALUES(traits)) > {cap} AND LENGTH({merged}) > {cap})"
+    );
     format!(
         "traits_capped_at = IF({over_cap}, NOW(3), traits_capped_at),
-         traits_at = IF({unchanged}, traits_at, GREATEST(traits_at, VALUES(traits_at))),
-         traits = IF({unchanged}, traits, {merged})"
+         traits_at = CASE WHEN {no_traits} THEN IF({none_yet}, LEAST(traits_at, VALUES(traits_at)), traits_at)
+                          WHEN {over_cap} THEN traits_at
+                          WHEN {none_yet} THEN VALUES(traits_at)
+                          ELSE GREATEST(traits_at, VALUES(traits_at)) END,
+         traits = IF({no_traits} OR {over_cap}, traits, {merged})"
     )
 }
 
@@ -546,7 +554,7 @@ async fn within_link_cap<'a>(
     links: Vec<Link<'a>>,
 ) -> Result<(Vec<Link<'a>>, u64), StoreError> {
     let mut links_held: HashMap<(u64, String), u64> = HashMap::new();
-    for (project, slice) in ids_by_project(&links, |link| link.2) {
+    for (project, slice) in ids_by_project(links.iter().map(|link| (link.0.0, link.2))) {
         let sql = format!(
             "SELECT user_id, COUNT(*) FROM aliases WHERE project_id = ? AND user_id IN ({}) GROUP BY user_id",
             placeholders(slice.len())
@@ -575,7 +583,7 @@ async fn within_link_cap<'a>(
 /// `links` link for the first time: from now on they count as its user (`USER_KEY`). An id
 /// linked before keeps its first link, and its hours their counts.
 async fn mark_hours_of_first_links(tx: &mut Transaction<'_>, links: &[Link<'_>]) -> Result<(), StoreError> {
-    for (project, slice) in ids_by_project(links, |link| link.1) {
+    for (project, slice) in ids_by_project(links.iter().map(|link| (link.0.0, link.1))) {
         let sql = format!(
             "SELECT DISTINCT alias FROM aliases WHERE project_id = ? AND alias IN ({})",
             placeholders(slice.len())
@@ -587,10 +595,10 @@ async fn mark_hours_of_first_links(tx: &mut Transaction<'_>, links: &[Link<'_>])
     Ok(())
 }
 
-/// One id of each link (`id_of`), distinct, per project, in slices of at most
-/// `IDS_PER_STATEMENT`: what one statement looks up.
-fn ids_by_project<'a>(links: &[Link<'a>], id_of: impl Fn(&Link<'a>) -> &'a str) -> Vec<(u64, Vec<&'a str>)> {
-    let mut ids: Vec<(u64, &str)> = links.iter().map(|link| (link.0.0, id_of(link))).collect();
+/// The ids (project, id), distinct, per project, in slices of at most `IDS_PER_STATEMENT`:
+/// what one statement looks up.
+fn ids_by_project<'a>(ids: impl Iterator<Item = (u64, &'a str)>) -> Vec<(u64, Vec<&'a str>)> {
+    let mut ids: Vec<(u64, &str)> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
     let mut slices = Vec::new();
@@ -633,13 +641,25 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
             named.push((project, group, event.timestamp, None));
         }
     }
-    // A named group needs no row of its own where the batch calls it; else its first naming.
+    if members.is_empty() && profiles.is_empty() {
+        return Ok(0);
+    }
+    // What is stored already needs no write: PostHog names a user's groups on every event,
+    // and a write would lock a busy group's rows until this batch commits, one batch after
+    // another. A named group needs no row where the batch calls it, either.
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
     named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
+    let stored = stored_groups(tx, named.iter().map(|(project, group, ..)| (*project, *group))).await?;
+    named.retain(|(project, group, ..)| !stored.contains(&(*project, as_compared(group).to_owned())));
+    // The earliest naming of each, for its time.
     named.sort_by_key(|(project, group, at, _)| (*project, as_compared(group), *at));
     named.dedup_by_key(|(project, group, ..)| (*project, as_compared(group)));
     profiles.extend(named);
+    let stored = stored_members(tx, &members).await?;
+    members.retain(|(project, group, member)| {
+        !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
+    });
     // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
     // their order.
     profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
@@ -673,6 +693,56 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
         affected += execute(tx, sql, values).await?;
     }
     Ok(affected)
+}
+
+/// Of `groups`, those with a profile (soft-deleted ones too): (project, id as compared).
+/// A plain read, which locks nothing.
+async fn stored_groups<'e>(
+    tx: &mut Transaction<'_>,
+    groups: impl Iterator<Item = (u64, &'e str)>,
+) -> Result<HashSet<(u64, String)>, StoreError> {
+    let mut stored = HashSet::new();
+    for (project, slice) in ids_by_project(groups) {
+        let sql = format!(
+            "SELECT group_id FROM group_profiles /* with deleted */ WHERE project_id = ? AND group_id IN ({})",
+            placeholders(slice.len())
+        );
+        let found: Vec<String> = tx.exec(sql, project_and(project, &slice)).await?;
+        stored.extend(found.into_iter().map(|group| (project, as_compared(&group).to_owned())));
+    }
+    Ok(stored)
+}
+
+/// Of `members` (project, group, member), the memberships stored already, as compared. A
+/// plain read, which locks nothing.
+async fn stored_members(
+    tx: &mut Transaction<'_>,
+    members: &[(u64, &str, &str)],
+) -> Result<HashSet<(u64, String, String)>, StoreError> {
+    let mut stored = HashSet::new();
+    for (project, groups) in ids_by_project(members.iter().map(|(project, group, _)| (*project, *group))) {
+        let of_groups: Vec<(u64, &str)> = members
+            .iter()
+            .filter(|(of, group, _)| *of == project && groups.contains(group))
+            .map(|(_, _, member)| (project, *member))
+            .collect();
+        for (_, ids) in ids_by_project(of_groups.into_iter()) {
+            let sql = format!(
+                "SELECT group_id, member_id FROM group_members
+                 WHERE project_id = ? AND group_id IN ({}) AND member_id IN ({})",
+                placeholders(groups.len()),
+                placeholders(ids.len())
+            );
+            let params = [project_and(project, &groups), ids.iter().map(|id| Value::from(*id)).collect()].concat();
+            let found: Vec<(String, String)> = tx.exec(sql, params).await?;
+            stored.extend(
+                found
+                    .into_iter()
+                    .map(|(group, member)| (project, as_compared(&group).to_owned(), as_compared(&member).to_owned())),
+            );
+        }
+    }
+    Ok(stored)
 }
 
 async fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[&Rejection]) -> Result<u64, StoreError> {

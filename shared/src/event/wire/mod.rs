@@ -555,15 +555,23 @@ mod tests {
         let limits = Limits::default();
         let six: serde_json::Map<String, Value> =
             (0..6).map(|n| (format!("type{n}"), json!(format!("g{n}")))).collect();
-        for (groups, expected) in [
-            (json!(["acme"]), "$groups must be a JSON object"),
-            (json!({"company": {"id": 1}}), "$groups must be a string"),
-            (Value::Object(six), "an event names at most 5 groups of its user; this one names 6"),
-        ] {
-            let body = json!({"api_key": "k", "batch": [{"event": "x", "distinct_id": "u", "properties": {"$groups": groups}}]});
-            let err = normalised(Shape::PostHog, body.to_string().as_bytes(), &limits).expect_err("refused");
-            assert!(err.contains(expected), "{err}");
-        }
+        let body =
+            json!({"api_key": "k", "batch": [{"event": "x", "distinct_id": "u", "properties": {"$groups": six}}]});
+        let err = normalised(Shape::PostHog, body.to_string().as_bytes(), &limits).expect_err("refused");
+        assert!(err.contains("an event names at most 5 groups of its user; this one names 6"), "{err}");
+        // What can be no group id is passed over: the event is kept, `$groups` in its
+        // properties; a personless event makes no member.
+        let kept = self::tests::events(
+            Shape::PostHog,
+            json!({"api_key": "k", "batch": [
+                {"event": "x", "distinct_id": "u", "properties": {"$groups": ["acme"]}},
+                {"event": "x", "distinct_id": "u", "properties": {"$groups": {"a": {"id": 1}, "b": "x".repeat(300), "c": "acme", "d": "acme "}}},
+                {"event": "x", "distinct_id": "9f0c", "properties": {"$groups": {"company": "acme"}, "$process_person_profile": false}}
+            ]}),
+        )
+        .expect("kept");
+        let joined: Vec<Vec<&str>> = kept.iter().map(|event| event.groups_joined().collect()).collect();
+        assert_eq!(joined, vec![vec![], vec!["acme"], vec![]]);
     }
 
     #[test]

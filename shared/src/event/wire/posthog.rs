@@ -8,6 +8,7 @@ use super::fields::*;
 use crate::config::Limits;
 use crate::event::time::corrected_timestamp;
 use crate::event::{Event, EventType, JsonObject, MAX_ID_CHARS, MAX_MESSAGE_ID_CHARS, check_text, page_name};
+use crate::ids::as_compared;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -44,7 +45,10 @@ pub(super) fn posthog_event<'a>(
     let (mut user_id, mut anonymous_id) =
         if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
-    let mut member_of = groups_named(&properties)?;
+    // A personless event (posthog-python without a distinct_id sends a random one) makes no
+    // member, as it makes no person in PostHog.
+    let personless = properties.get("$process_person_profile") == Some(&Value::Bool(false));
+    let mut member_of = if personless { None } else { groups_named(&properties) };
     let kind = match &*event_name {
         // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
         "$identify" | "$set" => {
@@ -70,9 +74,8 @@ pub(super) fn posthog_event<'a>(
                 Some(Value::Object(set)) => set.clone(),
                 Some(_) => return Err(EventError::NotObject("$group_set".into())),
             };
-            let group_type = property_id(&properties, "$group_type")?;
-            if let Some(group_type) = &group_type {
-                group_traits.insert("$group_type".into(), Value::String(group_type.to_string()));
+            if let Some(group_type) = properties.get("$group_type") {
+                group_traits.insert("$group_type".into(), group_type.clone());
             }
             // In PostHog a user is in a group by the events that name it (`$groups`, which
             // posthog-js's `$groupidentify` carries too), not by this call: the server SDKs
@@ -122,23 +125,20 @@ pub(super) fn posthog_event<'a>(
 
 /// The groups an event names its user a member of: the values of `$groups` (group type to
 /// group key), which posthog-js registers on every event after `group()` and the server SDKs
-/// send from `capture(groups=…)`. `None` when it names none.
-fn groups_named<'a>(properties: &JsonObject) -> Result<Option<Vec<Cow<'a, str>>>, EventError> {
-    let groups = match properties.get("$groups") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(groups)) => groups,
-        Some(_) => return Err(EventError::NotObject("$groups".into())),
-    };
-    let mut keys: Vec<Cow<'a, str>> = Vec::with_capacity(groups.len());
+/// send from `capture(groups=…)`. `None` when it names none. A value that can be no group id
+/// (an object, a key too long) is passed over, as PostHog keeps such an event: it stays in the
+/// properties. More than `MAX_GROUPS_PER_EVENT` are refused by `Event::validate`.
+fn groups_named<'a>(properties: &JsonObject) -> Option<Vec<Cow<'a, str>>> {
+    let Some(Value::Object(groups)) = properties.get("$groups") else { return None };
+    let mut keys: Vec<Cow<'a, str>> = Vec::new();
     for key in groups.values() {
-        if let Some(key) = id_value("$groups", key.clone().into(), MAX_ID_CHARS)?
-            && !keys.contains(&key)
+        if let Ok(Some(key)) = id_value("$groups", key.clone().into(), MAX_ID_CHARS)
+            && !keys.iter().any(|known| as_compared(known) == as_compared(&key))
         {
             keys.push(key);
         }
     }
-    // More than `MAX_GROUPS_PER_EVENT` are refused by `Event::validate`.
-    Ok((!keys.is_empty()).then_some(keys))
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// A page's or screen's name cut to the longest accepted, borrowed when it fits.
