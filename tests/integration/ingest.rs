@@ -133,7 +133,7 @@ async fn posthog_batch_with_api_key_is_stored_and_builds_profiles() {
              "properties": {"$set": {"email": "a@example.com"}, "$anon_distinct_id": "ph-anon", "$lib": "posthog-python", "$lib_version": "7.0.0"},
              "timestamp": iso(Utc::now())},
             {"event": "file uploaded", "distinct_id": "ph-user", "uuid": "0190a0e0-0000-7000-8000-0000000000a2",
-             "properties": {"size": 12}},
+             "properties": {"size": 12, "$groups": {"company": "acme"}}},
             {"event": "$groupidentify", "distinct_id": "ph-user", "uuid": "0190a0e0-0000-7000-8000-0000000000a3",
              "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"seats": 5}}},
         ]
@@ -150,6 +150,7 @@ async fn posthog_batch_with_api_key_is_stored_and_builds_profiles() {
         json_rows(&app, "SELECT group_id, traits FROM group_profiles").await,
         vec![("acme".into(), json!({"seats": 5, "$group_type": "company"}))]
     );
+    // The member by the event's `$groups` (capture(groups=…)), not by the `$groupidentify`.
     let members: Vec<(String, String)> = app.db.query("SELECT group_id, member_id FROM group_members").await;
     assert_eq!(members, vec![("acme".to_string(), "ph-user".to_string())]);
     let context: Vec<String> = app.db.query("SELECT context FROM events WHERE type = 'identify'").await;

@@ -257,10 +257,14 @@ async fn erase_some(tx: &mut Transaction<'_>, erasure: u64, project: u64, limit:
         if *sql == LINKS_TO_SUBJECTS {
             mark_hours_of_ids_linked_to(tx, erasure, project, &list, &params).await?;
         }
-        params.push(Value::from(remaining));
-        let sql = sql.replace("{list}", &list).replace("{erasure}", &erasure.to_string());
-        with_timeout(tx.exec_drop(sql, params)).await?;
-        let rows = tx.affected_rows();
+        let rows = if *sql == GROUPS_WITHOUT_TRAITS_OF_SUBJECTS {
+            delete_groups_without_traits_of(tx, erasure, project, &list, params, remaining).await?
+        } else {
+            params.push(Value::from(remaining));
+            let sql = sql.replace("{list}", &list).replace("{erasure}", &erasure.to_string());
+            with_timeout(tx.exec_drop(sql, params)).await?;
+            tx.affected_rows()
+        };
         add_count(tx, erasure, counter, rows).await?;
         (deleted, remaining) = (deleted + rows, remaining - rows);
         if remaining == 0 {
@@ -384,20 +388,7 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
     ("profiles_deleted", "DELETE FROM users WHERE project_id = ? AND user_id IN ({list}) LIMIT ?"),
     ("aliases_deleted", LINKS_TO_SUBJECTS),
     ("aliases_deleted", "DELETE FROM aliases WHERE project_id = ? AND alias IN ({list}) LIMIT ?"),
-    // A group without traits that the ids' events named (a group call without any, PostHog's
-    // `$groups`), before their memberships go, once no one outside the erasure is in it: its
-    // id may be the person's own (`alice-example-com`), and nothing else holds it.
-    (
-        "group_profiles_deleted",
-        "DELETE FROM group_profiles WHERE project_id = ? AND traits IS NULL
-           AND group_id IN (SELECT g.group_id FROM group_members g
-                            WHERE g.project_id = group_profiles.project_id AND g.member_id IN ({list}))
-           AND NOT EXISTS (SELECT 1 FROM group_members m
-                           WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
-                             AND NOT EXISTS (SELECT 1 FROM erasure_subjects s
-                                             WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
-         LIMIT ?",
-    ),
+    ("group_profiles_deleted", GROUPS_WITHOUT_TRAITS_OF_SUBJECTS),
     ("group_links_deleted", "DELETE FROM group_members WHERE project_id = ? AND member_id IN ({list}) LIMIT ?"),
     // A group named by one of the ids (a personal workspace), once no one else is in it: no
     // member left but ids of this erasure that a later chunk takes.
@@ -411,6 +402,48 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
          LIMIT ?",
     ),
 ];
+
+/// The delete of groups without traits that the subjects are members of (`{groups}`, read
+/// first by member: `delete_groups_without_traits_of`), before their memberships go, once no
+/// one outside the erasure is in them. A group call without traits or PostHog's `$groups`
+/// names such a group; its id may be the person's own (`alice-example-com`), and nothing else
+/// holds it.
+const GROUPS_WITHOUT_TRAITS_OF_SUBJECTS: &str = "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({groups})
+   AND ({empty})
+   AND NOT EXISTS (SELECT 1 FROM group_members m
+                   WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
+                     AND NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
+ LIMIT ?";
+
+/// `GROUPS_WITHOUT_TRAITS_OF_SUBJECTS` for the chunk's subjects (`params`: the project, then
+/// the subjects of `list`), at most `limit` rows; how many were deleted.
+async fn delete_groups_without_traits_of(
+    tx: &mut Transaction<'_>,
+    erasure: u64,
+    project: u64,
+    list: &str,
+    params: Vec<Value>,
+    limit: u64,
+) -> Result<u64, StoreError> {
+    let sql = format!("SELECT DISTINCT group_id FROM group_members WHERE project_id = ? AND member_id IN ({list})");
+    let groups: Vec<String> = with_timeout(tx.exec(sql, params)).await?;
+    let mut deleted = 0;
+    for slice in groups.chunks(IDS_PER_CHUNK) {
+        let sql = GROUPS_WITHOUT_TRAITS_OF_SUBJECTS
+            .replace("{groups}", &placeholders(slice.len()))
+            .replace("{empty}", super::events::EMPTY_TRAITS)
+            .replace("{erasure}", &erasure.to_string());
+        let mut params: Vec<Value> = vec![Value::from(project)];
+        params.extend(slice.iter().map(|group| Value::from(group.as_str())));
+        params.push(Value::from(limit - deleted));
+        with_timeout(tx.exec_drop(sql, params)).await?;
+        deleted += tx.affected_rows();
+        if deleted == limit {
+            break;
+        }
+    }
+    Ok(deleted)
+}
 
 /// The delete of the links from other ids to the subjects.
 const LINKS_TO_SUBJECTS: &str = "DELETE FROM aliases WHERE project_id = ? AND user_id IN ({list}) LIMIT ?";

@@ -441,6 +441,10 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
 /// without end.
 pub const PROFILE_TRAITS_MAX_BYTES: usize = 256 * 1024;
 
+/// A profile without traits, none or `{}` (as sent, perhaps with spaces), in SQL: a long
+/// document is not parsed to find it is no `{}`.
+pub(super) const EMPTY_TRAITS: &str = "traits IS NULL OR (LENGTH(traits) < 16 AND JSON_LENGTH(traits) = 0)";
+
 /// Traits merge per key; of two identifies the later event wins, whichever arrives first,
 /// and applying the same identify twice changes nothing. Within `PROFILE_TRAITS_MAX_BYTES`.
 /// `traits_at` is the time of the newest call with traits merged, or, while no call had any,
@@ -452,8 +456,8 @@ fn merge_traits() -> String {
     let merged = "IF(VALUES(traits_at) >= traits_at,
             JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
             JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}')))";
-    let no_traits = "(VALUES(traits) IS NULL OR JSON_LENGTH(VALUES(traits)) = 0)";
-    let none_yet = "(traits IS NULL OR JSON_LENGTH(traits) = 0)";
+    let no_traits = "(VALUES(traits) IS NULL OR (LENGTH(VALUES(traits)) < 16 AND JSON_LENGTH(VALUES(traits)) = 0))";
+    let none_yet = format!("({EMPTY_TRAITS})");
     // Cheap tests first, then the sum: the merge is sized only when it could pass the cap.
     let cap = PROFILE_TRAITS_MAX_BYTES;
     let over_cap = format!(
@@ -646,20 +650,25 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     }
     // What is stored already needs no write: PostHog names a user's groups on every event,
     // and a write would lock a busy group's rows until this batch commits, one batch after
-    // another. A named group needs no row where the batch calls it, either.
+    // another. A named group needs no row where the batch calls it, either. But a group that
+    // gets a new member is written: were cleanup deleting it meanwhile (its members erased),
+    // the write waits for that and makes it again, so that no member is left without it.
+    let stored = stored_members(tx, &members).await?;
+    members.retain(|(project, group, member)| {
+        !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
+    });
+    let joined: HashSet<(u64, &str)> =
+        members.iter().map(|(project, group, _)| (*project, as_compared(group))).collect();
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
     named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
-    let stored = stored_groups(tx, named.iter().map(|(project, group, ..)| (*project, *group))).await?;
+    let unjoined = named.iter().filter(|(project, group, ..)| !joined.contains(&(*project, as_compared(group))));
+    let stored = stored_groups(tx, unjoined.map(|(project, group, ..)| (*project, *group))).await?;
     named.retain(|(project, group, ..)| !stored.contains(&(*project, as_compared(group).to_owned())));
     // The earliest naming of each, for its time.
     named.sort_by_key(|(project, group, at, _)| (*project, as_compared(group), *at));
     named.dedup_by_key(|(project, group, ..)| (*project, as_compared(group)));
     profiles.extend(named);
-    let stored = stored_members(tx, &members).await?;
-    members.retain(|(project, group, member)| {
-        !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
-    });
     // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
     // their order.
     profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
@@ -713,34 +722,25 @@ async fn stored_groups<'e>(
     Ok(stored)
 }
 
-/// Of `members` (project, group, member), the memberships stored already, as compared. A
-/// plain read, which locks nothing.
+/// Of `members` (project, group, member), the memberships stored already, as compared: read
+/// by member (a user is in a few groups, where a busy group has many members). A plain read,
+/// which locks nothing.
 async fn stored_members(
     tx: &mut Transaction<'_>,
     members: &[(u64, &str, &str)],
 ) -> Result<HashSet<(u64, String, String)>, StoreError> {
     let mut stored = HashSet::new();
-    for (project, groups) in ids_by_project(members.iter().map(|(project, group, _)| (*project, *group))) {
-        let of_groups: Vec<(u64, &str)> = members
-            .iter()
-            .filter(|(of, group, _)| *of == project && groups.contains(group))
-            .map(|(_, _, member)| (project, *member))
-            .collect();
-        for (_, ids) in ids_by_project(of_groups.into_iter()) {
-            let sql = format!(
-                "SELECT group_id, member_id FROM group_members
-                 WHERE project_id = ? AND group_id IN ({}) AND member_id IN ({})",
-                placeholders(groups.len()),
-                placeholders(ids.len())
-            );
-            let params = [project_and(project, &groups), ids.iter().map(|id| Value::from(*id)).collect()].concat();
-            let found: Vec<(String, String)> = tx.exec(sql, params).await?;
-            stored.extend(
-                found
-                    .into_iter()
-                    .map(|(group, member)| (project, as_compared(&group).to_owned(), as_compared(&member).to_owned())),
-            );
-        }
+    for (project, slice) in ids_by_project(members.iter().map(|(project, _, member)| (*project, *member))) {
+        let sql = format!(
+            "SELECT group_id, member_id FROM group_members WHERE project_id = ? AND member_id IN ({})",
+            placeholders(slice.len())
+        );
+        let found: Vec<(String, String)> = tx.exec(sql, project_and(project, &slice)).await?;
+        stored.extend(
+            found
+                .into_iter()
+                .map(|(group, member)| (project, as_compared(&group).to_owned(), as_compared(&member).to_owned())),
+        );
     }
     Ok(stored)
 }

@@ -74,7 +74,7 @@ pub(super) fn posthog_event<'a>(
                 Some(Value::Object(set)) => set.clone(),
                 Some(_) => return Err(EventError::NotObject("$group_set".into())),
             };
-            if let Some(group_type) = properties.get("$group_type") {
+            if let Some(group_type) = properties.get("$group_type").filter(|group_type| !group_type.is_null()) {
                 group_traits.insert("$group_type".into(), group_type.clone());
             }
             // In PostHog a user is in a group by the events that name it (`$groups`, which
