@@ -51,7 +51,8 @@ fn main() {
         );
         // EVTRACK_BENCH_ONLY=consumer (or decode, ingest, e2e, node, or a list of them such as
         // consumer,e2e) runs some parts, for quick iterations; =scale runs the 10 M-row study
-        // (scale.rs), =reads the read side over 10 M rows (reads.rs), only on demand.
+        // (scale.rs), =reads the read side over 10 M rows (reads.rs), =groups the consumer on
+        // PostHog events naming groups, only on demand.
         let only = std::env::var("EVTRACK_BENCH_ONLY").unwrap_or_default();
         let parts: Vec<&str> = only.split(',').map(str::trim).filter(|part| !part.is_empty()).collect();
         let named = |part: &str| parts.contains(&part);
@@ -62,6 +63,9 @@ fn main() {
         let ingest = if wanted("ingest") { bench_ingest(requests).await } else { f64::NAN };
         if wanted("consumer") {
             bench_consumer(requests * EVENTS_PER_REQUEST).await;
+        }
+        if named("groups") {
+            bench_groups(requests * EVENTS_PER_REQUEST).await;
         }
         if wanted("e2e") {
             bench_end_to_end(ingest).await;
@@ -524,6 +528,111 @@ async fn bench_consumer(events: usize) {
     println!(
         "the same consumer without the rollups' marks: {unmarked:>10.0} events/s; with them {:.2} of that",
         consumer / unmarked
+    );
+}
+
+/// Users of the PostHog groups benchmark: random uuid4 distinct_ids, each in one of 1,000
+/// companies and one of 5,000 teams, as posthog-js registers them after `group()`.
+const GROUP_BENCH_USERS: usize = 20_000;
+
+/// One PostHog batch of 100 events of about 370 bytes, of users drawn from `users`; with
+/// `groups`, each event names its user's company and team (`$groups`), as posthog-js sends
+/// every event after `group()`.
+fn posthog_batch_body(users: &[String], groups: bool) -> Bytes {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let events: Vec<_> = (0..EVENTS_PER_REQUEST)
+        .map(|i| {
+            let n = rand::random_range(0..users.len());
+            let mut properties = json!({"product_id": format!("sku-{}", i * 31 % 997), "price": 19.99, "currency": "EUR",
+                "category": "shoes", "position": i % 12, "$lib": "posthog-node", "$lib_version": "5.70.0"});
+            if groups {
+                properties["$groups"] = json!({"company": format!("company-{}", n % 1_000), "team": format!("team-{}", n % 5_000)});
+            }
+            json!({"event": "Product Viewed", "distinct_id": users[n], "timestamp": now,
+                   "uuid": uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(), "properties": properties})
+        })
+        .collect();
+    Bytes::from(json!({"batch": events, "sent_at": now}).to_string())
+}
+
+/// The consumer storing `events` PostHog events (with or without `$groups`) into a fresh
+/// database: its rate, and the memberships it made.
+async fn consume_posthog(events: usize, users: &[String], groups: bool) -> (f64, u64) {
+    let db = TestDb::new().await;
+    let project = db.store.create_project("bench").await.expect("project");
+    let config = evtrack_tests::config(&db, &[]);
+    let seal = EnvelopeSeal::from_config(&config);
+    let limits = Limits::default();
+    let mut bodies = Vec::new();
+    for _ in 0..events / EVENTS_PER_REQUEST {
+        let received_at = Utc::now();
+        let body = posthog_batch_body(users, groups);
+        let normalised = wire::parse(Shape::PostHog, &body, &limits).expect("parses").normalise(received_at, &limits);
+        assert!(normalised.quarantined.is_empty(), "valid");
+        let receipt = Receipt {
+            project: project.id,
+            key: Uuid::now_v7(),
+            received_at,
+            ip: Some("203.0.113.0"),
+            source: "posthog",
+            batch: &normalised.batch,
+        };
+        bodies.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, &seal).expect("fits"));
+    }
+    let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
+    let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+    let pool = mysql_async::Pool::new(db.url.expose().as_str());
+    let waits_before = row_lock_waits(&pool).await;
+    let started = Instant::now();
+    run_consumer(consumer, batches).await;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let [waits, wait_ms] = row_lock_waits(&pool).await;
+    pool.disconnect().await.ok();
+    println!(
+        "  ({} `$groups`: {rate:.0} events/s, {} row lock waits, {} ms waited)",
+        if groups { "with" } else { "without" },
+        waits - waits_before[0],
+        wait_ms - waits_before[1]
+    );
+    assert_eq!(db.count("events").await, events as u64);
+    (rate, db.count("group_members").await)
+}
+
+/// InnoDB's row lock waits and the milliseconds waited so far, server-wide.
+async fn row_lock_waits(pool: &mysql_async::Pool) -> [u64; 2] {
+    let mut conn = pool.get_conn().await.expect("connection");
+    let rows: Vec<(String, u64)> = conn
+        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_row_lock_waits', 'Innodb_row_lock_time')")
+        .await
+        .expect("status");
+    let value = |name: &str| rows.iter().find(|(variable, _)| variable == name).map_or(0, |(_, value)| *value);
+    [value("Innodb_row_lock_waits"), value("Innodb_row_lock_time")]
+}
+
+/// The consumer on PostHog events that name their user's groups (`$groups`) against the same
+/// events without, by turns: what keeping the memberships costs.
+async fn bench_groups(events: usize) {
+    let users: Vec<String> = (0..GROUP_BENCH_USERS)
+        .map(|_| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string())
+        .collect();
+    let (mut with, mut without, mut members) = (Vec::new(), Vec::new(), 0);
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for groups in order {
+            let (rate, stored) = consume_posthog(events, &users, groups).await;
+            if groups {
+                with.push(rate);
+                members = stored;
+            } else {
+                without.push(rate);
+            }
+        }
+    }
+    let (with, without) = (median(with), median(without));
+    println!("\n## consumer: PostHog events naming their user's groups, {events} events, median of {ROUNDS} runs");
+    println!(
+        "{GROUP_BENCH_USERS} users in 1,000 companies and 5,000 teams ({members} memberships stored): {with:.0} events/s; without `$groups` {without:.0}: {:.2} of that",
+        with / without
     );
 }
 

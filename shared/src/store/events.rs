@@ -650,20 +650,18 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     }
     // What is stored already needs no write: PostHog names a user's groups on every event,
     // and a write would lock a busy group's rows until this batch commits, one batch after
-    // another. A named group needs no row where the batch calls it, either. But a group that
-    // gets a new member is written: were cleanup deleting it meanwhile (its members erased),
-    // the write waits for that and makes it again, so that no member is left without it.
+    // another (and a read locking them, mixed with the writes, deadlocks). A named group
+    // needs no row where the batch calls it, either. Were cleanup deleting a group read here
+    // (its members erased), a new member would be left without it: a user's groups leave such
+    // a group out, and the next event naming it makes it again.
     let stored = stored_members(tx, &members).await?;
     members.retain(|(project, group, member)| {
         !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
     });
-    let joined: HashSet<(u64, &str)> =
-        members.iter().map(|(project, group, _)| (*project, as_compared(group))).collect();
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
     named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
-    let unjoined = named.iter().filter(|(project, group, ..)| !joined.contains(&(*project, as_compared(group))));
-    let stored = stored_groups(tx, unjoined.map(|(project, group, ..)| (*project, *group))).await?;
+    let stored = stored_groups(tx, named.iter().map(|(project, group, ..)| (*project, *group))).await?;
     named.retain(|(project, group, ..)| !stored.contains(&(*project, as_compared(group).to_owned())));
     // The earliest naming of each, for its time.
     named.sort_by_key(|(project, group, at, _)| (*project, as_compared(group), *at));
@@ -696,9 +694,12 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
             .iter()
             .flat_map(|(project, group, member)| [Value::from(*project), Value::from(*group), Value::from(*member)])
             .collect();
+        // IGNORE, not ON DUPLICATE KEY UPDATE, which takes an exclusive next-key lock on a
+        // membership another batch stored meanwhile (MySQL's manual, "Locks Set by Different
+        // SQL Statements"); IGNORE takes a shared one. The ids are checked (at most 255
+        // characters, never NULL): nothing to truncate.
         let columns = ["project_id", "group_id", "member_id"];
-        let sql =
-            multi_row_insert("group_members", &columns, chunk.len(), "ON DUPLICATE KEY UPDATE member_id = member_id");
+        let sql = multi_row_insert("group_members", &columns, chunk.len(), "").replacen("INSERT", "INSERT IGNORE", 1);
         affected += execute(tx, sql, values).await?;
     }
     Ok(affected)

@@ -8,7 +8,7 @@
 //! Only the end of the data ends a list.
 
 use super::erasure::{ERASABLE_IDS, being_erased};
-use super::live::{LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
+use super::live::{LIVE_GROUPS, LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
 use super::views::{
     EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView,
     event_view, group_exists, group_view, user_view,
@@ -860,12 +860,15 @@ impl Store {
                     }
                     None => "",
                 };
-                // A group named by an id being erased is not shown either (as in its list).
+                // A group named by an id being erased is not shown either (as in its list), nor
+                // one without a profile (deleted by cleanup as the membership was stored).
                 let erasing = being_erased("m.member_id, m.group_id", project, &mut params);
                 params.push(fetch.clone());
                 format!(
                     "SELECT group_id, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
-                     WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing} ORDER BY group_id LIMIT ?"
+                     WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing}
+                       AND EXISTS (SELECT 1 FROM {LIVE_GROUPS} g WHERE g.project_id = m.project_id AND g.group_id = m.group_id)
+                     ORDER BY group_id LIMIT ?"
                 )
             })
             .collect();
