@@ -535,14 +535,14 @@ async fn bench_consumer(events: usize) {
 /// companies and one of 5,000 teams, as posthog-js registers them after `group()`.
 const GROUP_BENCH_USERS: usize = 20_000;
 
-/// One PostHog batch of 100 events of about 370 bytes, of users drawn from `users`; with
+/// One PostHog batch of 100 events of about 370 bytes, of the users `pick` chooses; with
 /// `groups`, each event names its user's company and team (`$groups`), as posthog-js sends
 /// every event after `group()`.
-fn posthog_batch_body(users: &[String], groups: bool) -> Bytes {
+fn posthog_batch_body(users: &[String], groups: bool, mut pick: impl FnMut() -> usize) -> Bytes {
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let events: Vec<_> = (0..EVENTS_PER_REQUEST)
         .map(|i| {
-            let n = rand::random_range(0..users.len());
+            let n = pick();
             let mut properties = json!({"product_id": format!("sku-{}", i * 31 % 997), "price": 19.99, "currency": "EUR",
                 "category": "shoes", "position": i % 12, "$lib": "posthog-node", "$lib_version": "5.70.0"});
             if groups {
@@ -555,32 +555,47 @@ fn posthog_batch_body(users: &[String], groups: bool) -> Bytes {
     Bytes::from(json!({"batch": events, "sent_at": now}).to_string())
 }
 
-/// The consumer storing `events` PostHog events (with or without `$groups`) into a fresh
-/// database: its rate, and the memberships it made.
-async fn consume_posthog(events: usize, users: &[String], groups: bool) -> (f64, u64) {
-    let db = TestDb::new().await;
-    let project = db.store.create_project("bench").await.expect("project");
-    let config = evtrack_tests::config(&db, &[]);
-    let seal = EnvelopeSeal::from_config(&config);
+/// PostHog request bodies as ingest queues them, in batches of 10 queue messages.
+fn posthog_queued(project: Uuid, seal: &EnvelopeSeal, bodies: Vec<Bytes>) -> Arc<Vec<Vec<String>>> {
     let limits = Limits::default();
-    let mut bodies = Vec::new();
-    for _ in 0..events / EVENTS_PER_REQUEST {
+    let mut messages = Vec::new();
+    for body in bodies {
         let received_at = Utc::now();
-        let body = posthog_batch_body(users, groups);
         let normalised = wire::parse(Shape::PostHog, &body, &limits).expect("parses").normalise(received_at, &limits);
         assert!(normalised.quarantined.is_empty(), "valid");
         let receipt = Receipt {
-            project: project.id,
+            project,
             key: Uuid::now_v7(),
             received_at,
             ip: Some("203.0.113.0"),
             source: "posthog",
             batch: &normalised.batch,
         };
-        bodies.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, &seal).expect("fits"));
+        messages.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits"));
     }
+    Arc::new(messages.chunks(10).map(<[String]>::to_vec).collect())
+}
+
+/// The consumer storing `events` PostHog events of random users (with or without `$groups`)
+/// into a fresh database, after one event of each user (not timed) when `known`: its rate, and
+/// the memberships stored.
+async fn consume_posthog(events: usize, users: &[String], groups: bool, known: bool) -> (f64, u64) {
+    let db = TestDb::new().await;
+    let project = db.store.create_project("bench").await.expect("project");
+    let config = evtrack_tests::config(&db, &[]);
+    let seal = EnvelopeSeal::from_config(&config);
     let consumer = Arc::new(Consumer::new(db.store.clone(), &config));
-    let batches: Arc<Vec<Vec<String>>> = Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+    if known {
+        let mut next = 0..users.len();
+        let bodies = (0..users.len() / EVENTS_PER_REQUEST)
+            .map(|_| posthog_batch_body(users, groups, || next.next().expect("a user")))
+            .collect();
+        run_consumer(consumer.clone(), posthog_queued(project.id, &seal, bodies)).await;
+    }
+    let bodies = (0..events / EVENTS_PER_REQUEST)
+        .map(|_| posthog_batch_body(users, groups, || rand::random_range(0..users.len())))
+        .collect();
+    let batches = posthog_queued(project.id, &seal, bodies);
     let pool = mysql_async::Pool::new(db.url.expose().as_str());
     let waits_before = row_lock_waits(&pool).await;
     let started = Instant::now();
@@ -589,12 +604,14 @@ async fn consume_posthog(events: usize, users: &[String], groups: bool) -> (f64,
     let [waits, wait_ms] = row_lock_waits(&pool).await;
     pool.disconnect().await.ok();
     println!(
-        "  ({} `$groups`: {rate:.0} events/s, {} row lock waits, {} ms waited)",
+        "  ({} `$groups`{}: {rate:.0} events/s, {} row lock waits, {} ms waited)",
         if groups { "with" } else { "without" },
+        if known { ", users known" } else { "" },
         waits - waits_before[0],
         wait_ms - waits_before[1]
     );
-    assert_eq!(db.count("events").await, events as u64);
+    let before = if known { users.len() } else { 0 };
+    assert_eq!(db.count("events").await, (events + before) as u64);
     (rate, db.count("group_members").await)
 }
 
@@ -610,30 +627,34 @@ async fn row_lock_waits(pool: &mysql_async::Pool) -> [u64; 2] {
 }
 
 /// The consumer on PostHog events that name their user's groups (`$groups`) against the same
-/// events without, by turns: what keeping the memberships costs.
+/// events without, by turns: what keeping the memberships costs, in a young project (most
+/// users new) and once every user has been seen.
 async fn bench_groups(events: usize) {
     let users: Vec<String> = (0..GROUP_BENCH_USERS)
         .map(|_| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string())
         .collect();
-    let (mut with, mut without, mut members) = (Vec::new(), Vec::new(), 0);
-    for round in 0..ROUNDS {
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-        for groups in order {
-            let (rate, stored) = consume_posthog(events, &users, groups).await;
-            if groups {
-                with.push(rate);
-                members = stored;
-            } else {
-                without.push(rate);
+    println!("\n## consumer: PostHog events naming their user's groups, {events} events, median of {ROUNDS} runs");
+    for known in [false, true] {
+        let (mut with, mut without, mut members) = (Vec::new(), Vec::new(), 0);
+        for round in 0..ROUNDS {
+            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for groups in order {
+                let (rate, stored) = consume_posthog(events, &users, groups, known).await;
+                if groups {
+                    with.push(rate);
+                    members = stored;
+                } else {
+                    without.push(rate);
+                }
             }
         }
+        let (with, without) = (median(with), median(without));
+        let project = if known { "every user seen before (one event each, not timed)" } else { "a fresh project" };
+        println!(
+            "{project}: {GROUP_BENCH_USERS} users in 1,000 companies and 5,000 teams ({members} memberships stored): {with:.0} events/s; without `$groups` {without:.0}: {:.2} of that",
+            with / without
+        );
     }
-    let (with, without) = (median(with), median(without));
-    println!("\n## consumer: PostHog events naming their user's groups, {events} events, median of {ROUNDS} runs");
-    println!(
-        "{GROUP_BENCH_USERS} users in 1,000 companies and 5,000 teams ({members} memberships stored): {with:.0} events/s; without `$groups` {without:.0}: {:.2} of that",
-        with / without
-    );
 }
 
 /// MariaDB's statements and redo-log writes so far, server-wide (a benchmark runs alone):
