@@ -650,22 +650,17 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     }
     // What is stored already needs no write: PostHog names a user's groups on every event,
     // and a write would lock a busy group's rows until this batch commits, one batch after
-    // another (and a read locking them, mixed with the writes, deadlocks). Only a group that
-    // gets a new member may need its profile, unless the batch calls it. Were cleanup
-    // deleting a group read here (its members erased), a new member would be left without
-    // it: a user's groups leave such a group out, and the next new member makes it again.
+    // another (and a read locking them, mixed with the writes, deadlocks). A named group
+    // needs no row where the batch calls it, either. Were cleanup deleting a group read here
+    // (its members erased), a new member would be left without it: a user's groups leave such
+    // a group out, and the next event naming it makes it again.
     let stored = stored_members(tx, &members).await?;
     members.retain(|(project, group, member)| {
         !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
     });
-    let joined: HashSet<(u64, &str)> =
-        members.iter().map(|(project, group, _)| (*project, as_compared(group))).collect();
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
-    named.retain(|(project, group, ..)| {
-        let key = (*project, as_compared(group));
-        joined.contains(&key) && !called.contains(&key)
-    });
+    named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
     let stored = stored_groups(tx, named.iter().map(|(project, group, ..)| (*project, *group))).await?;
     named.retain(|(project, group, ..)| !stored.contains(&(*project, as_compared(group).to_owned())));
     // The earliest naming of each, for its time.
