@@ -91,12 +91,11 @@ fn cores() -> usize {
 /// messageIds and userIds, as real SDKs send them (ordered ids would flatter the indexes).
 fn batch_body() -> Bytes {
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let random_id = || uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string();
     let events: Vec<_> = (0..EVENTS_PER_REQUEST)
         .map(|i| {
             json!({
-                "type": "track", "event": "Product Viewed", "userId": random_id(),
-                "messageId": random_id(), "timestamp": now,
+                "type": "track", "event": "Product Viewed", "userId": random_uuid4(),
+                "messageId": random_uuid4(), "timestamp": now,
                 "properties": {"product_id": format!("sku-{}", i * 31 % 997), "price": 19.99, "currency": "EUR",
                                "category": "shoes", "position": i % 12, "list": "search results"},
                 "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "locale": "de-DE"}
@@ -104,6 +103,11 @@ fn batch_body() -> Bytes {
         })
         .collect();
     Bytes::from(json!({"batch": events, "sentAt": now}).to_string())
+}
+
+/// A random uuid4, as the SDKs make messageIds and anonymous ids.
+fn random_uuid4() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
 fn bodies(requests: usize) -> Arc<Vec<Bytes>> {
@@ -445,19 +449,19 @@ fn thread_cpu_seconds() -> f64 {
 
 /// Queue message bodies exactly as ingest packs (and seals) them, for `events` events.
 async fn queued_bodies(project: Uuid, key: Uuid, events: usize, seal: &EnvelopeSeal) -> Vec<String> {
+    (0..events / EVENTS_PER_REQUEST)
+        .flat_map(|_| packed(Shape::SegmentBatch, "segment", project, key, seal, &batch_body()))
+        .collect()
+}
+
+/// One request body's queue messages, as ingest packs (and seals) them.
+fn packed(shape: Shape, source: &str, project: Uuid, key: Uuid, seal: &EnvelopeSeal, body: &[u8]) -> Vec<String> {
     let limits = Limits::default();
-    let mut all = Vec::new();
-    for _ in 0..events / EVENTS_PER_REQUEST {
-        let received_at = Utc::now();
-        let body = batch_body();
-        let payload = wire::parse(Shape::SegmentBatch, &body, &limits).expect("parses");
-        let normalised = payload.normalise(received_at, &limits);
-        assert!(normalised.quarantined.is_empty(), "valid");
-        let receipt =
-            Receipt { project, key, received_at, ip: Some("203.0.113.0"), source: "segment", batch: &normalised.batch };
-        all.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits"));
-    }
-    all
+    let received_at = Utc::now();
+    let normalised = wire::parse(shape, body, &limits).expect("parses").normalise(received_at, &limits);
+    assert!(normalised.quarantined.is_empty(), "valid");
+    let receipt = Receipt { project, key, received_at, ip: Some("203.0.113.0"), source, batch: &normalised.batch };
+    pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits")
 }
 
 /// The consumer storing `batches` of queue messages with as many workers as `evtrack up`
@@ -549,7 +553,7 @@ fn posthog_batch_body(users: &[String], groups: bool, mut pick: impl FnMut() -> 
                 properties["$groups"] = json!({"company": format!("company-{}", n % 1_000), "team": format!("team-{}", n % 5_000)});
             }
             json!({"event": "Product Viewed", "distinct_id": users[n], "timestamp": now,
-                   "uuid": uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(), "properties": properties})
+                   "uuid": random_uuid4(), "properties": properties})
         })
         .collect();
     Bytes::from(json!({"batch": events, "sent_at": now}).to_string())
@@ -557,22 +561,8 @@ fn posthog_batch_body(users: &[String], groups: bool, mut pick: impl FnMut() -> 
 
 /// PostHog request bodies as ingest queues them, in batches of 10 queue messages.
 fn posthog_queued(project: Uuid, seal: &EnvelopeSeal, bodies: Vec<Bytes>) -> Arc<Vec<Vec<String>>> {
-    let limits = Limits::default();
-    let mut messages = Vec::new();
-    for body in bodies {
-        let received_at = Utc::now();
-        let normalised = wire::parse(Shape::PostHog, &body, &limits).expect("parses").normalise(received_at, &limits);
-        assert!(normalised.quarantined.is_empty(), "valid");
-        let receipt = Receipt {
-            project,
-            key: Uuid::now_v7(),
-            received_at,
-            ip: Some("203.0.113.0"),
-            source: "posthog",
-            batch: &normalised.batch,
-        };
-        messages.extend(pack(&receipt, &normalised.events, &[], limits.max_queue_message_bytes, seal).expect("fits"));
-    }
+    let messages: Vec<String> =
+        bodies.iter().flat_map(|body| packed(Shape::PostHog, "posthog", project, Uuid::now_v7(), seal, body)).collect();
     Arc::new(messages.chunks(10).map(<[String]>::to_vec).collect())
 }
 
@@ -617,22 +607,22 @@ async fn consume_posthog(events: usize, users: &[String], groups: bool, known: b
 
 /// InnoDB's row lock waits and the milliseconds waited so far, server-wide.
 async fn row_lock_waits(pool: &mysql_async::Pool) -> [u64; 2] {
+    global_status(pool, ["Innodb_row_lock_waits", "Innodb_row_lock_time"]).await
+}
+
+/// Two of MariaDB's server-wide status counters, as they are now.
+async fn global_status(pool: &mysql_async::Pool, names: [&str; 2]) -> [u64; 2] {
     let mut conn = pool.get_conn().await.expect("connection");
-    let rows: Vec<(String, u64)> = conn
-        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_row_lock_waits', 'Innodb_row_lock_time')")
-        .await
-        .expect("status");
-    let value = |name: &str| rows.iter().find(|(variable, _)| variable == name).map_or(0, |(_, value)| *value);
-    [value("Innodb_row_lock_waits"), value("Innodb_row_lock_time")]
+    let sql = format!("SHOW GLOBAL STATUS WHERE Variable_name IN ('{}', '{}')", names[0], names[1]);
+    let rows: Vec<(String, u64)> = conn.query(sql).await.expect("status");
+    names.map(|name| rows.iter().find(|(found, _)| found == name).map_or(0, |(_, value)| *value))
 }
 
 /// The consumer on PostHog events that name their user's groups (`$groups`) against the same
 /// events without, by turns: what keeping the memberships costs, in a young project (most
 /// users new) and once every user has been seen.
 async fn bench_groups(events: usize) {
-    let users: Vec<String> = (0..GROUP_BENCH_USERS)
-        .map(|_| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string())
-        .collect();
+    let users: Vec<String> = (0..GROUP_BENCH_USERS).map(|_| random_uuid4()).collect();
     println!("\n## consumer: PostHog events naming their user's groups, {events} events, median of {ROUNDS} runs");
     for known in [false, true] {
         let (mut with, mut without, mut members) = (Vec::new(), Vec::new(), 0);
@@ -660,13 +650,7 @@ async fn bench_groups(events: usize) {
 /// MariaDB's statements and redo-log writes so far, server-wide (a benchmark runs alone):
 /// per row, they show how a writer grouped its rows.
 async fn statements_and_log_writes(pool: &mysql_async::Pool) -> [u64; 2] {
-    let mut conn = pool.get_conn().await.expect("connection");
-    let rows: Vec<(String, u64)> = conn
-        .query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Innodb_log_writes')")
-        .await
-        .expect("status");
-    let value = |name: &str| rows.iter().find(|(found, _)| found == name).map_or(0, |(_, value)| *value);
-    [value("Questions"), value("Innodb_log_writes")]
+    global_status(pool, ["Questions", "Innodb_log_writes"]).await
 }
 
 /// Per 1,000 rows, between two readings of `statements_and_log_writes`.
