@@ -328,6 +328,9 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
         json!({"type": "group", "userId": "bystander", "groupId": "shared", "messageId": "g8"}),
     ]);
     send_and_store(&app, &app.key, messages).await;
+    // Named again: the consumer reads these memberships as stored, and keeps them in memory.
+    let again = json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g6-again"});
+    send_and_store(&app, &app.key, vec![again]).await;
     let requested = request_erasure(&app, "a").await;
     assert_eq!(requested["ids"], 601, "{requested}");
     run_cleanup(&app, "2026-11-30T10:00:00Z").await;
@@ -337,4 +340,16 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 0, "named by them alone");
     assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
     assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
+
+    // The consumer still holds the erased id's membership as known: a newcomer's event makes
+    // the group again all the same, and the erased id's own is left out.
+    let later = vec![
+        json!({"type": "group", "userId": "newcomer", "groupId": "a-example-com", "messageId": "g9"}),
+        json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g10"}),
+    ];
+    send_and_store(&app, &app.key, later).await;
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 1);
+    let members: Vec<String> =
+        app.db.query("SELECT member_id FROM group_members WHERE group_id = 'a-example-com'").await;
+    assert_eq!(members, ["newcomer"]);
 }

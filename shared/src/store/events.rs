@@ -3,6 +3,7 @@
 //! changes nothing: events dedupe on (project, messageId), profiles merge by event time.
 
 use super::erasure::json_strings;
+use super::known_members::{KnownMembers, Membership};
 use super::links::MAX_LINKS_PER_USER;
 use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
 use super::{
@@ -121,7 +122,6 @@ impl Store {
         }
         upsert_users(&mut tx, rows).await?;
         outcome.links_over_cap = insert_aliases(&mut tx, rows, self.marks_rollups).await?;
-        upsert_groups(&mut tx, rows).await?;
         let rejections = rejections_to_keep(&mut tx, rejections, erased_ids, &mut outcome).await?;
         for chunk in rejections.chunks(ROWS_PER_STATEMENT) {
             outcome.rejections_recorded += insert_rejections(&mut tx, chunk).await?;
@@ -131,14 +131,20 @@ impl Store {
                 rows.iter().map(|row| (row.project.0, hour_of(row.event.timestamp))).collect();
             super::rollups::mark_dirty(&mut tx, &mut hours).await?;
         }
-        // The events last, after every lock the batch may wait for (a profile, an hour's mark
-        // the rollups job holds): their `created_at` is when their INSERT starts, and the live
-        // tail passes over what is not committed `LIVE_SETTLE_MS` after it.
+        // The events after every lock the batch may wait for long (a user's profile, an hour's
+        // mark the rollups job holds): their `created_at` is when their INSERT starts, and the
+        // live tail passes over what is not committed `LIVE_SETTLE_MS` after it.
         let stamped = Instant::now();
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             outcome.events_inserted += insert_events(&mut tx, chunk).await?;
         }
+        // Groups after them: PostHog names a user's groups on every event, so batches of a
+        // young project add the same memberships and groups at once, and each waits for the
+        // other's locks until it commits. Taken last, they are held for the commit only, and a
+        // wait for them lasts as long as another batch's group writes and commit.
+        let members_read_stored = upsert_groups(&mut tx, rows, &self.known_members).await?;
         tx.commit().await?;
+        self.known_members.remember(members_read_stored);
         let committed_after = stamped.elapsed();
         if committed_after > Duration::from_millis(LIVE_SETTLE_MS as u64) {
             tracing::warn!(after = ?committed_after, "events committed after the live tail's settle time; a tail may pass them over");
@@ -626,12 +632,17 @@ async fn link_exists(tx: &mut Transaction<'_>, (project, alias, user, _): &Link<
 
 /// The batch's group calls and memberships. A group named only as a member's (PostHog's
 /// `$groups`) gets a profile without traits, so that every group a user is listed in can be
-/// read; an existing profile is left as it is.
-async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Result<u64, StoreError> {
+/// read; an existing profile is left as it is. Returns the memberships read as stored, for
+/// `KnownMembers` once the batch commits.
+async fn upsert_groups(
+    tx: &mut Transaction<'_>,
+    rows: &[&EventRow<'_>],
+    known: &KnownMembers,
+) -> Result<Vec<u64>, StoreError> {
     // (project, group, time, traits): a call's, or none for a group its member's event names.
     let mut profiles: Vec<(u64, &str, DateTime<Utc>, Option<&JsonText<'_>>)> = Vec::new();
-    let mut named = Vec::new();
-    let mut members: Vec<(u64, &str, &str)> = Vec::new();
+    // (membership, its key in `known`, the naming event's time).
+    let mut members: Vec<(Membership<'_>, u64, DateTime<Utc>)> = Vec::new();
     for row in rows {
         let (project, event) = (row.project.0, row.event);
         if event.kind == EventType::Group
@@ -641,22 +652,35 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
         }
         let Some(member) = event.user_id.as_deref().or(event.anonymous_id.as_deref()) else { continue };
         for group in event.groups_joined() {
-            members.push((project, group, member));
-            named.push((project, group, event.timestamp, None));
+            let membership = (project, group, member);
+            members.push((membership, known.key(membership), event.timestamp));
         }
     }
     if members.is_empty() && profiles.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
+    // A membership known stored has its group's profile too (`known_members`): nothing to
+    // read or write.
+    let is_known = known.known(&members.iter().map(|(_, key, _)| *key).collect::<Vec<_>>());
+    let mut is_known = is_known.into_iter();
+    members.retain(|_| !is_known.next().unwrap_or(false));
     // What is stored already needs no write: PostHog names a user's groups on every event,
     // and a write would lock a busy group's rows until this batch commits, one batch after
     // another (and a read locking them, mixed with the writes, deadlocks). A named group
     // needs no row where the batch calls it, either. Were cleanup deleting a group read here
     // (its members erased), a new member would be left without it: a user's groups leave such
     // a group out, and the next event naming it makes it again.
-    let stored = stored_members(tx, &members).await?;
-    members.retain(|(project, group, member)| {
-        !stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()))
+    let memberships: Vec<Membership<'_>> = members.iter().map(|(membership, ..)| *membership).collect();
+    let stored = stored_members(tx, &memberships).await?;
+    let mut read_stored = Vec::new();
+    let mut named = Vec::new();
+    members.retain(|((project, group, member), key, at)| {
+        named.push((*project, *group, *at, None));
+        let is_stored = stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()));
+        if is_stored {
+            read_stored.push(*key);
+        }
+        !is_stored
     });
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
@@ -670,10 +694,10 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
     // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
     // their order.
     profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
+    let mut members: Vec<Membership<'_>> = members.into_iter().map(|(membership, ..)| membership).collect();
     members.sort_by_key(|(project, group, member)| (*project, as_compared(group), as_compared(member)));
     members.dedup();
 
-    let mut affected = 0;
     for chunk in profiles.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 5);
         for (project, group, at, traits) in chunk {
@@ -687,7 +711,7 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
         }
         let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
         let suffix = format!("ON DUPLICATE KEY UPDATE {}", merge_traits());
-        affected += execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), values).await?;
+        execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), values).await?;
     }
     for chunk in members.chunks(ROWS_PER_STATEMENT) {
         let values = chunk
@@ -700,9 +724,9 @@ async fn upsert_groups(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
         // characters, never NULL): nothing to truncate.
         let columns = ["project_id", "group_id", "member_id"];
         let sql = multi_row_insert("group_members", &columns, chunk.len(), "").replacen("INSERT", "INSERT IGNORE", 1);
-        affected += execute(tx, sql, values).await?;
+        execute(tx, sql, values).await?;
     }
-    Ok(affected)
+    Ok(read_stored)
 }
 
 /// Of `groups`, those with a profile (soft-deleted ones too): (project, id as compared).
@@ -728,7 +752,7 @@ async fn stored_groups<'e>(
 /// which locks nothing.
 async fn stored_members(
     tx: &mut Transaction<'_>,
-    members: &[(u64, &str, &str)],
+    members: &[Membership<'_>],
 ) -> Result<HashSet<(u64, String, String)>, StoreError> {
     let mut stored = HashSet::new();
     for (project, slice) in ids_by_project(members.iter().map(|(project, _, member)| (*project, *member))) {

@@ -10,6 +10,7 @@ pub mod grants;
 mod jobs;
 mod journeys;
 mod keys;
+mod known_members;
 mod late_links;
 mod links;
 mod lists;
@@ -176,6 +177,8 @@ pub struct Store {
     marks_rollups: bool,
     /// Rows one read of a question may read (`MAX_ROWS_READ`; `Store::reading_at_most`).
     max_rows_read: usize,
+    /// Group memberships the consumer's writes have read as stored: they need no read again.
+    known_members: std::sync::Arc<known_members::KnownMembers>,
 }
 
 /// Statements of the read side as they were run (SQL and parameters), so that a test can
@@ -223,7 +226,13 @@ impl Store {
             .stmt_cache_size(STATEMENTS_CACHED_PER_CONNECTION)
             // `setup` (not `init`): it also runs again whenever a connection is reset.
             .setup(vec!["SET time_zone = '+00:00'"]);
-        Ok(Self { pool: Pool::new(builder), reads: None, marks_rollups: true, max_rows_read: MAX_ROWS_READ })
+        Ok(Self {
+            pool: Pool::new(builder),
+            reads: None,
+            marks_rollups: true,
+            max_rows_read: MAX_ROWS_READ,
+            known_members: Default::default(),
+        })
     }
 
     /// Creates the database named in `url` if it does not exist (local stack, tests).
