@@ -341,13 +341,16 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
     assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
 
-    // The consumer still holds the erased id's membership as known: a newcomer's event makes
-    // the group again all the same, and the erased id's own is left out.
-    let later = vec![
-        json!({"type": "group", "userId": "newcomer", "groupId": "a-example-com", "messageId": "g9"}),
-        json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g10"}),
-    ];
-    send_and_store(&app, &app.key, later).await;
+    // The consumer still holds the erased id's membership as known: a newcomer's PostHog event
+    // naming the group makes it again all the same, and the erased id's is left out.
+    let named_by = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"workspace": "a-example-com"}}});
+    let later = json!({"api_key": app.key, "batch": [
+        named_by("newcomer", "0193a000-0000-7000-8000-000000000009"),
+        named_by("b-599", "0193a000-0000-7000-8000-000000000010"),
+    ]});
+    let reply = app.send(evtrack_tests::post_json("/batch/", None, &later)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 1);
     let members: Vec<String> =
         app.db.query("SELECT member_id FROM group_members WHERE group_id = 'a-example-com'").await;

@@ -141,7 +141,8 @@ impl Store {
         // Groups after them: PostHog names a user's groups on every event, so batches of a
         // young project add the same memberships and groups at once, and each waits for the
         // other's locks until it commits. Taken last, they are held for the commit only, and a
-        // wait for them lasts as long as another batch's group writes and commit.
+        // wait for them lasts as long as another batch's group writes and commit (or, rarely,
+        // cleanup deleting the same group: a wait past the settle time counts below).
         let members_read_stored = upsert_groups(&mut tx, rows, &self.known_members).await?;
         tx.commit().await?;
         self.known_members.remember(members_read_stored);

@@ -1,36 +1,50 @@
-//! Memberships the consumer has read as stored, kept in memory: PostHog names a user's
-//! groups on every event, so a batch would otherwise read most of its memberships again.
+//! Memberships the consumer has read as stored, kept in memory for a few minutes: PostHog
+//! names a user's groups on every event, so a batch would otherwise read most of its
+//! memberships again.
 //!
-//! A membership seen stored stays stored, and so does its group's profile: evtrack deletes a
-//! membership only with its member's erasure (whose events are then left out before any
-//! membership is looked at) or its project's purge (likewise), and a group's profile only once
-//! no one outside an erasure is in it. Only memberships read as stored are kept, not those a
-//! batch writes: a group read as stored may be deleted by cleanup before the new membership
-//! commits, and the next batch naming it must read it again to make it again.
+//! A membership seen stored stays stored, with its group's profile, as long as its member is
+//! not erased: evtrack deletes a membership only with its member's erasure (whose events are
+//! then left out before any membership is looked at, for as long as the id is suppressed) or
+//! its project's purge, and a group's profile only once no one outside an erasure is in it.
+//! What can still make a kept membership stale: an erased id coming back once its suppression
+//! ends (`SUPPRESSION_DAYS`), a group deleted by cleanup while a new member's batch committed
+//! (read by the next batch before cleanup's delete committed), rows deleted by hand. So no
+//! membership is kept longer than two generations' age, however often it is asked for: then
+//! it is read again, and what is missing is written again.
 
 use crate::ids::as_compared;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Memberships held per generation: two generations take about 20 MB (2^20 slots of 9 bytes
 /// each).
 const PER_GENERATION: usize = 500_000;
+/// How long a generation takes memberships in, before it becomes the previous one: a
+/// membership is kept 5 to 10 minutes.
+pub(super) const GENERATION_AGE: Duration = Duration::from_secs(300);
 
 /// A bounded set of memberships (project, group, member), by a keyed 64-bit hash of each: the
 /// key is random per process, so that no one can choose ids that collide with another's. When
-/// the current generation is full it becomes the previous one and the oldest is dropped; a
-/// membership found in the previous one moves to the current. Shared by a store's clones.
+/// the current generation is full or `GENERATION_AGE` old it becomes the previous one, and the
+/// previous one is dropped. Shared by a store's clones.
 #[derive(Default)]
 pub(super) struct KnownMembers {
     hasher: RandomState,
     generations: Mutex<Generations>,
 }
 
-#[derive(Default)]
 struct Generations {
     current: HashSet<u64>,
     previous: HashSet<u64>,
+    current_since: Instant,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Self { current: HashSet::new(), previous: HashSet::new(), current_since: Instant::now() }
+    }
 }
 
 /// A membership: (project, group, member).
@@ -44,35 +58,43 @@ impl KnownMembers {
     /// Whether each of `keys` is known, in order.
     pub(super) fn known(&self, keys: &[u64]) -> Vec<bool> {
         let mut generations = self.generations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        generations.age(Instant::now());
         keys.iter().map(|key| generations.contains(*key)).collect()
     }
 
     /// Keeps `keys` as known (after the transaction that read them stored has committed).
     pub(super) fn remember(&self, keys: impl IntoIterator<Item = u64>) {
         let mut generations = self.generations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        generations.age(now);
         for key in keys {
-            generations.insert(key);
+            generations.insert(key, now);
         }
     }
 }
 
 impl Generations {
-    fn contains(&mut self, key: u64) -> bool {
-        if self.current.contains(&key) {
-            return true;
-        }
-        let found = self.previous.remove(&key);
-        if found {
-            self.insert(key);
-        }
-        found
+    fn contains(&self, key: u64) -> bool {
+        self.current.contains(&key) || self.previous.contains(&key)
     }
 
-    fn insert(&mut self, key: u64) {
+    fn insert(&mut self, key: u64, now: Instant) {
         if self.current.len() >= PER_GENERATION {
-            self.previous = std::mem::take(&mut self.current);
+            self.next_generation(now);
         }
         self.current.insert(key);
+    }
+
+    /// Starts the next generation once the current one is `GENERATION_AGE` old.
+    fn age(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.current_since) >= GENERATION_AGE {
+            self.next_generation(now);
+        }
+    }
+
+    fn next_generation(&mut self, now: Instant) {
+        self.previous = std::mem::take(&mut self.current);
+        self.current_since = now;
     }
 }
 
@@ -90,19 +112,29 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_generation_is_dropped_and_what_is_asked_for_kept() {
-        let mut generations = Generations::default();
-        for key in 0..PER_GENERATION as u64 {
-            generations.insert(key);
+    fn a_membership_is_dropped_after_two_generations_however_often_it_is_asked_for() {
+        let start = Instant::now();
+        let mut generations = Generations { current_since: start, ..Generations::default() };
+        generations.insert(1, start);
+        for minutes in [4, 5, 9] {
+            generations.age(start + Duration::from_secs(minutes * 60));
+            assert!(generations.contains(1), "known after {minutes} minutes");
         }
-        // Full: the next one starts a new generation, and 0 is asked for from the old one.
-        generations.insert(u64::MAX);
-        assert!(generations.contains(0));
-        for key in PER_GENERATION as u64..2 * PER_GENERATION as u64 {
-            generations.insert(key);
+        generations.age(start + Duration::from_secs(10 * 60));
+        assert!(!generations.contains(1), "read again after 10 minutes");
+    }
+
+    #[test]
+    fn a_full_generation_makes_room_by_dropping_the_oldest() {
+        let now = Instant::now();
+        let mut generations = Generations { current_since: now, ..Generations::default() };
+        for key in 0..2 * PER_GENERATION as u64 {
+            generations.insert(key, now);
         }
-        assert!(generations.contains(0), "asked for in the last generation, so moved along");
-        assert!(!generations.contains(1), "never asked for again: dropped with its generation");
+        assert!(generations.contains(0) && generations.contains(2 * PER_GENERATION as u64 - 1));
+        generations.insert(u64::MAX, now);
+        assert!(!generations.contains(0), "the first generation dropped");
+        assert!(generations.contains(PER_GENERATION as u64) && generations.contains(u64::MAX));
         assert!(generations.current.len() + generations.previous.len() <= 2 * PER_GENERATION);
     }
 }
