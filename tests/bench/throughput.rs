@@ -466,24 +466,32 @@ fn packed(shape: Shape, source: &str, project: Uuid, key: Uuid, seal: &EnvelopeS
 
 /// The consumer storing `batches` of queue messages with as many workers as `evtrack up`
 /// runs, each taking the next batch.
-async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) {
+/// Stores `batches` with the consumer's workers; returns the lock conflicts (deadlocks, lock
+/// wait timeouts) after which the consumer wrote a batch again, as its reports count them.
+async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) -> u64 {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
         .map(|_| {
             let (consumer, batches, next) = (consumer.clone(), batches.clone(), next.clone());
             tokio::spawn(async move {
+                let mut lock_conflicts = 0;
                 while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let ids: Vec<String> = (0..batch.len()).map(|i| format!("m{i}")).collect();
                     let messages: Vec<QueueMessage> =
                         batch.iter().zip(&ids).map(|(body, id)| QueueMessage { id, body: Some(body) }).collect();
-                    assert!(consumer.process(&messages).await.failed.is_empty());
+                    let report = consumer.process(&messages).await;
+                    assert!(report.failed.is_empty());
+                    lock_conflicts += report.lock_conflicts;
                 }
+                lock_conflicts
             })
         })
         .collect();
+    let mut lock_conflicts = 0;
     for worker in workers {
-        worker.await.expect("consumer worker");
+        lock_conflicts += worker.await.expect("consumer worker");
     }
+    lock_conflicts
 }
 
 /// The consumer alone against the two bulk bounds on the same rows, and without the rollups'
@@ -590,12 +598,12 @@ async fn consume_posthog(events: usize, users: &[String], groups: bool, known: b
     let pool = mysql_async::Pool::new(db.url.expose().as_str());
     let waits_before = row_lock_waits(&pool).await;
     let started = Instant::now();
-    run_consumer(consumer, batches).await;
+    let conflicts = run_consumer(consumer, batches).await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let [waits, wait_ms] = row_lock_waits(&pool).await;
     pool.disconnect().await.ok();
     println!(
-        "  ({} `$groups`{}: {rate:.0} events/s, {} row lock waits, {} ms waited)",
+        "  ({} `$groups`{}: {rate:.0} events/s, {} row lock waits, {} ms waited, {conflicts} lock conflicts retried)",
         if groups { "with" } else { "without" },
         if known { ", users known" } else { "" },
         waits - waits_before[0],
