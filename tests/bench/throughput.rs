@@ -465,9 +465,9 @@ fn packed(shape: Shape, source: &str, project: Uuid, key: Uuid, seal: &EnvelopeS
 }
 
 /// The consumer storing `batches` of queue messages with as many workers as `evtrack up`
-/// runs, each taking the next batch.
-/// Stores `batches` with the consumer's workers; returns the lock conflicts (deadlocks, lock
-/// wait timeouts) after which the consumer wrote a batch again, as its reports count them.
+/// runs, each taking the next batch. Returns the lock conflicts (deadlocks, lock wait
+/// timeouts) after which it wrote a batch whole again, as its reports count them (a batch
+/// written message by message after them is not counted).
 async fn run_consumer(consumer: Arc<Consumer>, batches: Arc<Vec<Vec<String>>>) -> u64 {
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..evtrack_cli::stack::CONSUMERS)
@@ -628,8 +628,8 @@ async fn global_status(pool: &mysql_async::Pool, names: [&str; 2]) -> [u64; 2] {
 }
 
 /// The consumer on PostHog events that name their user's groups (`$groups`) against events
-/// of the same size that name none, by turns: what keeping the memberships costs, in a young project (most
-/// users new) and once every user has been seen.
+/// of the same size that name none, by turns: what keeping the memberships costs, in a young
+/// project (most users new) and once every user has been seen.
 async fn bench_groups(events: usize) {
     let users: Vec<String> = (0..GROUP_BENCH_USERS).map(|_| random_uuid4()).collect();
     println!("\n## consumer: PostHog events naming their user's groups, {events} events, median of {ROUNDS} runs");

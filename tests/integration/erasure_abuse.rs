@@ -341,8 +341,9 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
     assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
 
-    // The consumer still holds the erased id's membership as known: a newcomer's PostHog event
-    // naming the group makes it again all the same, and the erased id's is left out.
+    // The consumer still holds the erased id's membership as known, but never looks it up: the
+    // erased id's events are left out first. A newcomer's PostHog event naming the group (not
+    // known) makes it again.
     let named_by = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"workspace": "a-example-com"}}});
     let later = json!({"api_key": app.key, "batch": [
         named_by("newcomer", "0193a000-0000-7000-8000-000000000009"),

@@ -816,6 +816,14 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
     posthog(json!([clicked("u-1", "2026-12-01T11:00:00Z", json!({"project": 42}))])).await;
     assert_eq!(ids(get("/v1/users/u-1/groups").await, "groupId"), ["42", "acme"]);
     assert_eq!(get("/v1/groups/42").await["traitsAt"], "2026-12-01T11:00:00Z");
+    // That batch read u-1's membership as stored, so the consumer now knows it (for up to 10
+    // minutes) and reads it no more: were the group deleted again, u-1's events would not make
+    // it again meanwhile; another member's does.
+    app.db.execute("DELETE FROM group_profiles WHERE group_id = '42'").await;
+    posthog(json!([clicked("u-1", "2026-12-01T12:00:00Z", json!({"project": 42}))])).await;
+    assert_eq!(app.send(api_request("GET", "/v1/groups/42", &read, None)).await.status, StatusCode::NOT_FOUND);
+    posthog(json!([clicked("u-2", "2026-12-01T13:00:00Z", json!({"project": 42}))])).await;
+    assert_eq!(ids(get("/v1/groups/42/members").await, "memberId"), ["u-1", "u-2"]);
 
     // Segment calls: a group call without traits changes nothing of the group's; of two
     // identifies with traits, the later one wins although it arrives first, and an identify

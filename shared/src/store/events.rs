@@ -662,27 +662,27 @@ async fn upsert_groups(
     }
     // A membership known stored has its group's profile too (`known_members`): nothing to
     // read or write.
-    let is_known = known.known(&members.iter().map(|(_, key, _)| *key).collect::<Vec<_>>());
-    let mut is_known = is_known.into_iter();
-    members.retain(|_| !is_known.next().unwrap_or(false));
+    let keys: Vec<u64> = members.iter().map(|(_, key, _)| *key).collect();
+    let unknown = members.into_iter().zip(known.known(&keys)).filter(|(_, known)| !known).map(|(member, _)| member);
+    let members: Vec<(Membership<'_>, u64, DateTime<Utc>)> = unknown.collect();
     // What is stored already needs no write: PostHog names a user's groups on every event,
     // and a write would lock a busy group's rows until this batch commits, one batch after
     // another (and a read locking them, mixed with the writes, deadlocks). A named group
     // needs no row where the batch calls it, either. Were cleanup deleting a group read here
     // (its members erased), a new member would be left without it: a user's groups leave such
-    // a group out, and the next event naming it makes it again.
+    // a group out, and the next event naming it makes it again. So every group these name is
+    // read, whether its membership is stored or not.
     let memberships: Vec<Membership<'_>> = members.iter().map(|(membership, ..)| *membership).collect();
     let stored = stored_members(tx, &memberships).await?;
-    let mut read_stored = Vec::new();
-    let mut named = Vec::new();
-    members.retain(|((project, group, member), key, at)| {
-        named.push((*project, *group, *at, None));
-        let is_stored = stored.contains(&(*project, as_compared(group).to_owned(), as_compared(member).to_owned()));
-        if is_stored {
-            read_stored.push(*key);
+    let (mut named, mut read_stored, mut new_members) = (Vec::new(), Vec::new(), Vec::new());
+    for ((project, group, member), key, at) in members {
+        named.push((project, group, at, None));
+        if stored.contains(&(project, as_compared(group).to_owned(), as_compared(member).to_owned())) {
+            read_stored.push(key);
+        } else {
+            new_members.push((project, group, member));
         }
-        !is_stored
-    });
+    }
     let called: HashSet<(u64, &str)> =
         profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
     named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
@@ -695,9 +695,8 @@ async fn upsert_groups(
     // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
     // their order.
     profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
-    let mut members: Vec<Membership<'_>> = members.into_iter().map(|(membership, ..)| membership).collect();
-    members.sort_by_key(|(project, group, member)| (*project, as_compared(group), as_compared(member)));
-    members.dedup();
+    new_members.sort_by_key(|(project, group, member)| (*project, as_compared(group), as_compared(member)));
+    new_members.dedup();
 
     for chunk in profiles.chunks(ROWS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 5);
@@ -714,7 +713,7 @@ async fn upsert_groups(
         let suffix = format!("ON DUPLICATE KEY UPDATE {}", merge_traits());
         execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), values).await?;
     }
-    for chunk in members.chunks(ROWS_PER_STATEMENT) {
+    for chunk in new_members.chunks(ROWS_PER_STATEMENT) {
         let values = chunk
             .iter()
             .flat_map(|(project, group, member)| [Value::from(*project), Value::from(*group), Value::from(*member)])

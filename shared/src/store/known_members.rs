@@ -9,26 +9,30 @@
 //! What can still make a kept membership stale: an erased id coming back once its suppression
 //! ends (`SUPPRESSION_DAYS`), a group deleted by cleanup while a new member's batch committed
 //! (read by the next batch before cleanup's delete committed), rows deleted by hand. So no
-//! membership is kept longer than two generations' age, however often it is asked for: then
-//! it is read again, and what is missing is written again.
+//! membership counts as known more than `KEPT_FOR` after it was read, however often it is
+//! asked for: then it is read again, and what is missing is written again.
 
 use crate::ids::as_compared;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 /// Memberships held per generation: two generations take about 20 MB (2^20 slots of 9 bytes
 /// each).
 const PER_GENERATION: usize = 500_000;
-/// How long a generation takes memberships in, before it becomes the previous one: a
-/// membership is kept 5 to 10 minutes.
-pub(super) const GENERATION_AGE: Duration = Duration::from_secs(300);
+/// How long a generation takes memberships in, before it becomes the previous one.
+const GENERATION_AGE: Duration = Duration::from_secs(300);
+/// How long a generation's memberships count as known after it began taking them in: so none
+/// is known more than 10 minutes after it was read (less when a generation fills first).
+const KEPT_FOR: Duration = Duration::from_secs(2 * 300);
 
 /// A bounded set of memberships (project, group, member), by a keyed 64-bit hash of each: the
 /// key is random per process, so that no one can choose ids that collide with another's. When
 /// the current generation is full or `GENERATION_AGE` old it becomes the previous one, and the
-/// previous one is dropped. Shared by a store's clones.
+/// previous one is dropped; a generation `KEPT_FOR` old is dropped in any case (after an idle
+/// spell). Times are the wall clock's, which a Lambda finds moved on when it thaws; a clock
+/// that goes back counts as late, dropping what is held. Shared by a store's clones.
 #[derive(Default)]
 pub(super) struct KnownMembers {
     hasher: RandomState,
@@ -37,13 +41,14 @@ pub(super) struct KnownMembers {
 
 struct Generations {
     current: HashSet<u64>,
+    current_since: SystemTime,
     previous: HashSet<u64>,
-    current_since: Instant,
+    previous_since: SystemTime,
 }
 
 impl Default for Generations {
     fn default() -> Self {
-        Self { current: HashSet::new(), previous: HashSet::new(), current_since: Instant::now() }
+        Self::new(SystemTime::now())
     }
 }
 
@@ -58,14 +63,14 @@ impl KnownMembers {
     /// Whether each of `keys` is known, in order.
     pub(super) fn known(&self, keys: &[u64]) -> Vec<bool> {
         let mut generations = self.generations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        generations.age(Instant::now());
+        generations.age(SystemTime::now());
         keys.iter().map(|key| generations.contains(*key)).collect()
     }
 
     /// Keeps `keys` as known (after the transaction that read them stored has committed).
     pub(super) fn remember(&self, keys: impl IntoIterator<Item = u64>) {
         let mut generations = self.generations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
+        let now = SystemTime::now();
         generations.age(now);
         for key in keys {
             generations.insert(key, now);
@@ -74,27 +79,36 @@ impl KnownMembers {
 }
 
 impl Generations {
+    fn new(now: SystemTime) -> Self {
+        Self { current: HashSet::new(), current_since: now, previous: HashSet::new(), previous_since: now }
+    }
+
     fn contains(&self, key: u64) -> bool {
         self.current.contains(&key) || self.previous.contains(&key)
     }
 
-    fn insert(&mut self, key: u64, now: Instant) {
+    fn insert(&mut self, key: u64, now: SystemTime) {
         if self.current.len() >= PER_GENERATION {
             self.next_generation(now);
         }
         self.current.insert(key);
     }
 
-    /// Starts the next generation once the current one is `GENERATION_AGE` old.
-    fn age(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.current_since) >= GENERATION_AGE {
+    /// Starts the next generation once the current one is `GENERATION_AGE` old, and drops the
+    /// previous one once it began `KEPT_FOR` ago (at once after an idle spell).
+    fn age(&mut self, now: SystemTime) {
+        let age = |since: SystemTime| now.duration_since(since).unwrap_or(Duration::MAX);
+        if age(self.current_since) >= GENERATION_AGE {
             self.next_generation(now);
+        }
+        if age(self.previous_since) >= KEPT_FOR {
+            self.previous.clear();
         }
     }
 
-    fn next_generation(&mut self, now: Instant) {
+    fn next_generation(&mut self, now: SystemTime) {
         self.previous = std::mem::take(&mut self.current);
-        self.current_since = now;
+        self.previous_since = std::mem::replace(&mut self.current_since, now);
     }
 }
 
@@ -111,23 +125,40 @@ mod tests {
         assert_eq!(known.known(&keys), [true, false, false, false]);
     }
 
-    #[test]
-    fn a_membership_is_dropped_after_two_generations_however_often_it_is_asked_for() {
-        let start = Instant::now();
-        let mut generations = Generations { current_since: start, ..Generations::default() };
+    /// Generations begun at `start`, holding 1 remembered then, after `ages` (minutes) asked.
+    fn known_after(ages: &[u64]) -> Vec<bool> {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut generations = Generations::new(start);
         generations.insert(1, start);
-        for minutes in [4, 5, 9] {
+        let mut known = Vec::new();
+        for minutes in ages {
             generations.age(start + Duration::from_secs(minutes * 60));
-            assert!(generations.contains(1), "known after {minutes} minutes");
+            known.push(generations.contains(1));
         }
-        generations.age(start + Duration::from_secs(10 * 60));
-        assert!(!generations.contains(1), "read again after 10 minutes");
+        known
+    }
+
+    #[test]
+    fn a_membership_is_known_for_ten_minutes_however_often_or_seldom_it_is_asked_for() {
+        assert_eq!(known_after(&[4, 5, 9, 10]), [true, true, true, false], "asked often");
+        assert_eq!(known_after(&[9, 10]), [true, false], "asked once in the second generation");
+        assert_eq!(known_after(&[60]), [false], "asked after an idle hour");
+        assert_eq!(known_after(&[4, 60]), [true, false], "an idle hour in the first generation");
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_drops_what_is_held() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut generations = Generations::new(start);
+        generations.insert(1, start);
+        generations.age(start - Duration::from_secs(1));
+        assert!(!generations.contains(1));
     }
 
     #[test]
     fn a_full_generation_makes_room_by_dropping_the_oldest() {
-        let now = Instant::now();
-        let mut generations = Generations { current_since: now, ..Generations::default() };
+        let now = SystemTime::now();
+        let mut generations = Generations::new(now);
         for key in 0..2 * PER_GENERATION as u64 {
             generations.insert(key, now);
         }
@@ -135,6 +166,5 @@ mod tests {
         generations.insert(u64::MAX, now);
         assert!(!generations.contains(0), "the first generation dropped");
         assert!(generations.contains(PER_GENERATION as u64) && generations.contains(u64::MAX));
-        assert!(generations.current.len() + generations.previous.len() <= 2 * PER_GENERATION);
     }
 }
