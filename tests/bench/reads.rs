@@ -787,7 +787,7 @@ async fn timed_by_turns(
 ) -> (Measured, Duration, Value) {
     let ((_, mut answer), peak_rss_kib) = peak_rss_kib(api_call(router, key, "GET", uri, None)).await;
     let mut conn = pool.get_conn().await.expect("connection");
-    let sql = &format!("SET STATEMENT max_statement_time = {SQL_CAP_SECONDS} FOR {sql}");
+    let sql = &capped(sql);
     let _: Vec<mysql_async::Row> = conn.query(sql).await.expect(sql);
     let (mut ours, mut direct) = (Vec::new(), Vec::new());
     for _ in 0..RUNS_BY_TURNS {
@@ -804,6 +804,11 @@ async fn timed_by_turns(
     (ours, direct[RUNS_BY_TURNS / 2], answer)
 }
 
+/// `sql`, stopped by MariaDB after `SQL_CAP_SECONDS`.
+fn capped(sql: &str) -> String {
+    format!("SET STATEMENT max_statement_time = {SQL_CAP_SECONDS} FOR {sql}")
+}
+
 /// How long the SQL alone may run (MariaDB stops it there); its figure then reads "> 60 s".
 const SQL_CAP_SECONDS: u64 = 60;
 
@@ -816,7 +821,7 @@ async fn timed_sql(pool: &mysql_async::Pool, sql: &str) -> Option<Duration> {
 /// As `timed_sql`, with the rows of the first run.
 async fn timed_sql_rows(pool: &mysql_async::Pool, sql: &str) -> (Option<Duration>, Vec<mysql_async::Row>) {
     let mut conn = pool.get_conn().await.expect("connection");
-    let capped = format!("SET STATEMENT max_statement_time = {SQL_CAP_SECONDS} FOR {sql}");
+    let capped = capped(sql);
     let started = Instant::now();
     let rows = match conn.query::<mysql_async::Row, _>(&capped).await {
         Ok(rows) => rows,

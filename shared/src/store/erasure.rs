@@ -409,7 +409,7 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
 /// names such a group; its id may be the person's own (`alice-example-com`), and nothing else
 /// holds it.
 const GROUPS_WITHOUT_TRAITS_OF_SUBJECTS: &str = "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({groups})
-   AND ({empty})
+   AND {empty}
    AND NOT EXISTS (SELECT 1 FROM group_members m
                    WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
                      AND NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
@@ -431,7 +431,7 @@ async fn delete_groups_without_traits_of(
     for slice in groups.chunks(IDS_PER_CHUNK) {
         let sql = GROUPS_WITHOUT_TRAITS_OF_SUBJECTS
             .replace("{groups}", &placeholders(slice.len()))
-            .replace("{empty}", super::events::EMPTY_TRAITS)
+            .replace("{empty}", &super::events::no_traits("traits"))
             .replace("{erasure}", &erasure.to_string());
         let mut params: Vec<Value> = vec![Value::from(project)];
         params.extend(slice.iter().map(|group| Value::from(group.as_str())));

@@ -448,9 +448,11 @@ async fn insert_events(tx: &mut Transaction<'_>, rows: &[&EventRow<'_>]) -> Resu
 /// without end.
 pub const PROFILE_TRAITS_MAX_BYTES: usize = 256 * 1024;
 
-/// A profile without traits, none or `{}` (as sent, perhaps with spaces), in SQL: a long
+/// Traits (`column`, SQL) that are none, or `{}` (as sent, perhaps with spaces): a long
 /// document is not parsed to find it is no `{}`.
-pub(super) const EMPTY_TRAITS: &str = "traits IS NULL OR (LENGTH(traits) < 16 AND JSON_LENGTH(traits) = 0)";
+pub(super) fn no_traits(column: &str) -> String {
+    format!("({column} IS NULL OR (LENGTH({column}) < 16 AND JSON_LENGTH({column}) = 0))")
+}
 
 /// Traits merge per key; of two identifies the later event wins, whichever arrives first,
 /// and applying the same identify twice changes nothing. Within `PROFILE_TRAITS_MAX_BYTES`.
@@ -463,8 +465,7 @@ fn merge_traits() -> String {
     let merged = "IF(VALUES(traits_at) >= traits_at,
             JSON_MERGE_PATCH(COALESCE(traits, '{}'), COALESCE(VALUES(traits), '{}')),
             JSON_MERGE_PATCH(COALESCE(VALUES(traits), '{}'), COALESCE(traits, '{}')))";
-    let no_traits = "(VALUES(traits) IS NULL OR (LENGTH(VALUES(traits)) < 16 AND JSON_LENGTH(VALUES(traits)) = 0))";
-    let none_yet = format!("({EMPTY_TRAITS})");
+    let (no_traits, none_yet) = (no_traits("VALUES(traits)"), no_traits("traits"));
     // Cheap tests first, then the sum: the merge is sized only when it could pass the cap.
     let cap = PROFILE_TRAITS_MAX_BYTES;
     let over_cap = format!(
@@ -673,11 +674,11 @@ async fn upsert_groups(
     // a group out, and the next event naming it makes it again. So every group these name is
     // read, whether its membership is stored or not.
     let memberships: Vec<Membership<'_>> = members.iter().map(|(membership, ..)| *membership).collect();
-    let stored = stored_members(tx, &memberships).await?;
+    let stored = stored_members(tx, &memberships, known).await?;
     let (mut named, mut read_stored, mut new_members) = (Vec::new(), Vec::new(), Vec::new());
     for ((project, group, member), key, at) in members {
         named.push((project, group, at, None));
-        if stored.contains(&(project, as_compared(group).to_owned(), as_compared(member).to_owned())) {
+        if stored.contains(&key) {
             read_stored.push(key);
         } else {
             new_members.push((project, group, member));
@@ -747,13 +748,14 @@ async fn stored_groups<'e>(
     Ok(stored)
 }
 
-/// Of `members` (project, group, member), the memberships stored already, as compared: read
-/// by member (a user is in a few groups, where a busy group has many members). A plain read,
-/// which locks nothing.
+/// Of `members` (project, group, member), the memberships stored already, by their keys in
+/// `known` (which compare ids as SQL does): read by member (a user is in a few groups, where
+/// a busy group has many members). A plain read, which locks nothing.
 async fn stored_members(
     tx: &mut Transaction<'_>,
     members: &[Membership<'_>],
-) -> Result<HashSet<(u64, String, String)>, StoreError> {
+    known: &KnownMembers,
+) -> Result<HashSet<u64>, StoreError> {
     let mut stored = HashSet::new();
     for (project, slice) in ids_by_project(members.iter().map(|(project, _, member)| (*project, *member))) {
         let sql = format!(
@@ -761,11 +763,7 @@ async fn stored_members(
             placeholders(slice.len())
         );
         let found: Vec<(String, String)> = tx.exec(sql, project_and(project, &slice)).await?;
-        stored.extend(
-            found
-                .into_iter()
-                .map(|(group, member)| (project, as_compared(&group).to_owned(), as_compared(&member).to_owned())),
-        );
+        stored.extend(found.iter().map(|(group, member)| known.key((project, group, member))));
     }
     Ok(stored)
 }
