@@ -5,6 +5,7 @@
 use crate::stack::post_batch;
 use chrono::{DateTime, Duration as Span, NaiveDate, Utc};
 use evtrack_tests::*;
+use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -179,6 +180,33 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
     let count =
         stack.wait_for_count("SELECT COUNT(*) FROM events", messages.len() as u64, Duration::from_secs(20)).await;
     assert_eq!(count, messages.len() as u64);
+    // PostHog's company of the same key, u1 in it (as `$groups` would make it): another group,
+    // which the dashboard's links tell apart from Segment's.
+    let twin = |table: &str, columns: &str, values: &str| {
+        format!(
+            "INSERT INTO {table} ({columns}) SELECT {values} FROM group_profiles
+             WHERE group_id = {} AND group_type = ''",
+            quoted(&format!("{run}-acme"))
+        )
+    };
+    let pool = mysql_async::Pool::new(stack.database_url.as_str());
+    let mut conn = pool.get_conn().await.expect("connection");
+    for sql in [
+        twin(
+            "group_profiles",
+            "uid, project_id, group_id, group_type, traits, traits_at",
+            "UNHEX(REPLACE(UUID(), '-', '')), project_id, group_id, 'company', '{\"seats\": 3}', traits_at",
+        ),
+        twin(
+            "group_members",
+            "project_id, group_id, group_type, member_id",
+            &format!("project_id, group_id, 'company', {}", quoted(&format!("{run}-u1"))),
+        ),
+    ] {
+        conn.query_drop(sql.as_str()).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+    drop(conn);
+    pool.disconnect().await.ok();
 
     // The page and its files, under a policy that allows scripts and styles of this origin only.
     for (path, kind) in
@@ -255,10 +283,11 @@ async fn the_dashboard_in_chromium_shows_what_was_sent() {
     assert_eq!(seen["profile_shown"], true);
     // Its group, reached from its timeline, with its three members; the groups by id prefix.
     let (acme, initech) = (format!("{run}-acme"), format!("{run}-initech"));
-    assert_eq!(seen["user_groups"], json!([acme]));
+    let company = format!("{acme} (company)");
+    assert_eq!(seen["user_groups"], json!([acme, company]), "the first, Segment's, is followed");
     assert_eq!(seen["group_members"], json!([format!("{run}-u1"), format!("{run}-u2"), format!("{run}-u3")]));
     assert_eq!(seen["group_profile"]["traits"], json!({"name": acme, "plan": "free"}), "u3's call is the newest");
-    assert_eq!(seen["group_list"], json!([acme, initech]));
+    assert_eq!(seen["group_list"], json!([acme, company, initech]));
     assert_eq!(seen["live_pings"], 5, "each event sent while the tail is open, once");
     assert_eq!(seen["live_ids_unique"], true);
     assert_eq!(

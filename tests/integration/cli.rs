@@ -1,6 +1,6 @@
 //! The operator commands and the migration runner, as an operator uses them.
 
-use evtrack::store::migrations::Migration;
+use evtrack::store::migrations::{MIGRATIONS, Migration};
 use evtrack_tests::*;
 use http::StatusCode;
 use mysql_async::prelude::Queryable;
@@ -63,6 +63,39 @@ async fn a_migration_edited_after_it_was_applied_is_refused() {
     pool.disconnect().await.ok();
     let err = db.store.migrate().await.expect_err("refused");
     assert!(err.to_string().contains("0001_write_path changed after it was applied"), "{err}");
+}
+
+/// Groups stored before group types: one whose `$groupidentify` kept its type as a trait
+/// takes it, with its members (0020's backfill, run again here over rows written as an earlier
+/// release wrote them); one named only by `$groups`, or with a type that can be none, stays
+/// without one.
+#[tokio::test]
+async fn groups_stored_before_group_types_take_the_type_their_traits_kept() {
+    let db = TestDb::new().await;
+    let group = |id: &str, traits: &str| {
+        format!(
+            "INSERT INTO group_profiles (uid, project_id, group_id, traits, traits_at)
+             VALUES (UNHEX(REPLACE(UUID(), '-', '')), 1, '{id}', {traits}, NOW(3))"
+        )
+    };
+    db.execute(&group("acme", r#"'{"$group_type": "company", "seats": 5}'"#)).await;
+    db.execute(&group("42", "NULL")).await;
+    db.execute(&group("odd", r#"'{"$group_type": {"not": "a type"}}'"#)).await;
+    db.execute("INSERT INTO group_members (project_id, group_id, member_id) VALUES (1, 'acme', 'u-1'), (1, '42', 'u-1'), (1, 'odd', 'u-2')").await;
+    let backfill = &MIGRATIONS.iter().find(|migration| migration.version == 20).expect("0020").statements()[2..];
+    assert_eq!(backfill.len(), 2, "the two UPDATEs");
+    for statement in backfill {
+        db.execute(statement).await;
+    }
+    let profiles: Vec<(String, String)> =
+        db.query("SELECT group_id, group_type FROM group_profiles ORDER BY group_id").await;
+    let pairs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(id, kind)| (id.to_string(), kind.to_string())).collect()
+    };
+    assert_eq!(profiles, pairs(&[("42", ""), ("acme", "company"), ("odd", "")]));
+    let members: Vec<(String, String)> =
+        db.query("SELECT group_id, group_type FROM group_members ORDER BY group_id").await;
+    assert_eq!(members, pairs(&[("42", ""), ("acme", "company"), ("odd", "")]));
 }
 
 /// A migration whose second statement fails (as a unique key over duplicates would).

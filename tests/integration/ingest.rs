@@ -147,12 +147,13 @@ async fn posthog_batch_with_api_key_is_stored_and_builds_profiles() {
         vec![("ph-user".into(), json!({"email": "a@example.com"}))]
     );
     assert_eq!(
-        json_rows(&app, "SELECT group_id, traits FROM group_profiles").await,
-        vec![("acme".into(), json!({"seats": 5, "$group_type": "company"}))]
+        json_rows(&app, "SELECT CONCAT(group_type, '/', group_id), traits FROM group_profiles").await,
+        vec![("company/acme".into(), json!({"seats": 5, "$group_type": "company"}))]
     );
     // The member by the event's `$groups` (capture(groups=…)), not by the `$groupidentify`.
-    let members: Vec<(String, String)> = app.db.query("SELECT group_id, member_id FROM group_members").await;
-    assert_eq!(members, vec![("acme".to_string(), "ph-user".to_string())]);
+    let members: Vec<(String, String, String)> =
+        app.db.query("SELECT group_type, group_id, member_id FROM group_members").await;
+    assert_eq!(members, vec![("company".to_string(), "acme".to_string(), "ph-user".to_string())]);
     let context: Vec<String> = app.db.query("SELECT context FROM events WHERE type = 'identify'").await;
     assert!(context[0].contains("posthog-python"), "{}", context[0]);
 }

@@ -356,7 +356,7 @@ async function showUser() {
     const groups = $('#user-groups');
     groups.hidden = groupsOfUser.data.length === 0;
     const more = groupsOfUser.next_cursor ? [el('span', '(and more)', 'note')] : [];
-    $('span', groups).replaceChildren(...groupsOfUser.data.map((group) => groupLink(group.groupId)), ...more);
+    $('span', groups).replaceChildren(...groupsOfUser.data.map(groupLink), ...more);
     $('#user-events tbody').replaceChildren(...events.data.map((event) => {
       const tr = row(localTime(event.timestamp), event.type, event.name ?? '', JSON.stringify(parseJson(event.properties) ?? {}));
       tr.dataset.id = event.id;
@@ -369,24 +369,46 @@ async function showUser() {
 
 // ---- groups ---------------------------------------------------------------------------------
 
-const groupLink = (id) => viewLink('group', id, showGroup);
+// A link to a group: a group is its type and its id (PostHog's company 42 is not its project
+// 42; Segment's groups have the type ""), both typed into the view's inputs, then shown. The
+// type is then exact, "" too, until either input is edited.
+function groupLink(group) {
+  const link = el('a', group.groupType ? `${group.groupId} (${group.groupType})` : group.groupId);
+  link.href = '#group';
+  link.addEventListener('click', () => {
+    $('#group-id').value = group.groupId;
+    $('#group-type').value = group.groupType;
+    $('#group-type').dataset.exact = 'yes';
+    $('#group-type').placeholder = 'none';
+    setTimeout(showGroup);
+  });
+  return link;
+}
 
-// The groups whose ids start with what was typed; the one of exactly that id with its
-// members (it comes first: an id sorts before the longer ids it starts).
+// The groups whose ids start with what was typed (of the type typed, or any); the one of
+// exactly that id with its members, if one group has it (they come first: an id sorts before
+// the longer ids it starts).
 async function showGroup() {
   const view = $('#group');
   const id = $('#group-id').value.trim();
+  const typeInput = $('#group-type');
+  const type = typeInput.value.trim() || (typeInput.dataset.exact ? '' : undefined);
   const latest = ask('group');
   $('#group-more').hidden = true;
   try {
-    const list = await api(`/v1/groups?${query({ prefix: id, limit: 100 })}`);
-    const group = list.data.find((one) => one.groupId === id);
-    const members = group ? await api(`/v1/groups/${encodeURIComponent(id)}/members?limit=200`) : null;
+    // `query` leaves out an empty value: "" (no type) goes in by hand.
+    const typed = (params) => query(params) + (type === '' ? '&type=' : '');
+    const list = await api(`/v1/groups?${typed({ prefix: id, type, limit: 100 })}`);
+    const matching = list.data.filter((one) => one.groupId === id);
+    const group = matching.length === 1 ? matching[0] : null;
+    const members = group
+      ? await api(`/v1/groups/${encodeURIComponent(id)}/members?${query({ limit: 200 })}&type=${encodeURIComponent(group.groupType)}`)
+      : null;
     if (!latest()) return;
     showError(view, null);
     $('#group-list').hidden = Boolean(group);
     $('#group-list tbody').replaceChildren(...list.data.map((one) =>
-      row(groupLink(one.groupId), JSON.stringify(parseJson(one.traits) ?? {}))));
+      row(groupLink(one), one.groupType, JSON.stringify(parseJson(one.traits) ?? {}))));
     $('#group-profile').hidden = !group;
     $('#group-profile').textContent = group ? JSON.stringify(group, null, 2) : '';
     $('#group-members').hidden = !members;
@@ -466,6 +488,13 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#funnel-run').addEventListener('click', showFunnel);
   $('#user-form').addEventListener('submit', (event) => { event.preventDefault(); showUser(); });
   $('#group-form').addEventListener('submit', (event) => { event.preventDefault(); showGroup(); });
+  // A type typed by hand, or another id, is no longer a link's exact group.
+  for (const input of ['#group-id', '#group-type']) {
+    $(input).addEventListener('input', () => {
+      delete $('#group-type').dataset.exact;
+      $('#group-type').placeholder = 'any';
+    });
+  }
   window.addEventListener('hashchange', route);
   if (sessionStorage.getItem(KEY)) loadCatalog().then(route, () => {});
   else route();

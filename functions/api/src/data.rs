@@ -3,6 +3,7 @@
 
 use crate::export::user_export;
 use crate::extract::{Admin, ListQuery, Managing, OnProject, Reading, Reply, id, rfc3339};
+use crate::lists::{Params, group_miss};
 use crate::pages::Page;
 use crate::{Api, EXPORT_MAX_BYTES, Failure};
 use axum::Json;
@@ -79,8 +80,15 @@ async fn get_user(State(api): State<Arc<Api>>, OnProject(project): Reading, Path
     Ok(Json(user).into_response())
 }
 
-async fn get_group(State(api): State<Arc<Api>>, OnProject(project): Reading, Path(group_id): Path<String>) -> Reply {
-    let group = api.store.group(project, &group_id).await?.ok_or(Failure::NotFound)?;
+/// One group: of the id and `type=`, or of the id alone where one group has it.
+async fn get_group(
+    State(api): State<Arc<Api>>,
+    OnProject(project): Reading,
+    Path(group_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let kind = Params::parse(query.as_deref(), &["project", "type"])?.group_type()?;
+    let group = api.store.group(project, &group_id, kind.as_deref()).await?.map_err(group_miss)?;
     Ok(Json(group).into_response())
 }
 

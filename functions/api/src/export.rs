@@ -6,7 +6,7 @@
 use evtrack::ids::ProjectId;
 use evtrack::store::{Store, StoreError, SubjectSlices};
 use futures::Stream;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Events per database page.
 const PAGE: usize = 500;
@@ -37,7 +37,12 @@ pub fn user_export(
                     let (profile, links) = store.user_for_export(project, &user_id).await?;
                     let mut text = line(json!({"type": "profile", "userId": user_id, "profile": profile}));
                     text.push_str(&line(json!({"type": "linked_ids", "ids": links.aliases})));
-                    text.push_str(&line(json!({"type": "groups", "groupIds": links.groups})));
+                    // `groupIds` as before group types; `groups` says which type each is of.
+                    let mut ids: Vec<&str> = links.groups.iter().map(|(id, _)| id.as_str()).collect();
+                    ids.dedup();
+                    let groups: Vec<Value> =
+                        links.groups.iter().map(|(id, kind)| json!({"groupId": id, "groupType": kind})).collect();
+                    text.push_str(&line(json!({"type": "groups", "groupIds": ids, "groups": groups})));
                     let subjects = SubjectSlices::new(&user_id, &links.aliases);
                     Ok(Some((text, State::Events { subjects, slice: 0, after: 0, count: 0 })))
                 }

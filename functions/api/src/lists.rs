@@ -18,7 +18,8 @@ use evtrack::http::ListedRouter;
 use evtrack::ids::ProjectId;
 use evtrack::keys::keyring::{hidden_row, row_from_hidden};
 use evtrack::store::{
-    EVENT_FIELDS, EventFilter, EventPosition, EventView, JsonDocument, JsonFilter, JsonOp, ListPage, MAX_LIST_NAMES,
+    EVENT_FIELDS, EventFilter, EventPosition, EventView, GroupMiss, JsonDocument, JsonFilter, JsonOp, ListPage,
+    MAX_LIST_NAMES,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -108,6 +109,21 @@ impl Params {
 
     pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, Failure> {
         self.one(name).map(|text| crate::extract::rfc3339(name, text)).transpose()
+    }
+
+    /// `type=` of a group route: the groups of one type (`""`: of calls that name none).
+    pub(crate) fn group_type(&self) -> Result<Option<String>, Failure> {
+        let mut given = self.all("type");
+        let (kind, again) = (given.next(), given.next());
+        if again.is_some() {
+            return Err(Failure::Invalid("the query parameter type is given twice".into()));
+        }
+        if kind.is_some_and(|kind| kind.chars().count() > MAX_ID_CHARS || kind.chars().any(char::is_control)) {
+            return Err(Failure::Invalid(format!(
+                "type has at most {MAX_ID_CHARS} characters, none a control character"
+            )));
+        }
+        Ok(kind.map(str::to_string))
     }
 
     fn id(&self, name: &str) -> Result<Option<String>, Failure> {
@@ -413,37 +429,46 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
 /// `GET /v1/users`: profiles in id order, by id prefix and traits.
 async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
     let (question, pages) = ProfilesQuestion::read(&api, "users", project.0, query.as_deref()).await?;
-    let ProfilesQuestion { prefix, traits } = &question;
+    let ProfilesQuestion { prefix, traits, .. } = &question;
     let after = pages.after.as_deref();
     let page = api.store.list_users(project.0, prefix, traits, after, pages.limit, api.list_rows_examined).await?;
     pages.answer(&api, page).await
 }
 
-/// `GET /v1/groups`: group profiles in id order, by id prefix and traits.
+/// `GET /v1/groups`: group profiles in the order of their ids and types, by id prefix, type
+/// and traits.
 async fn list_groups(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
     let (question, pages) = ProfilesQuestion::read(&api, "groups", project.0, query.as_deref()).await?;
-    let ProfilesQuestion { prefix, traits } = &question;
-    let after = pages.after.as_deref();
-    let page = api.store.list_groups(project.0, prefix, traits, after, pages.limit, api.list_rows_examined).await?;
+    let ProfilesQuestion { prefix, traits, kind } = &question;
+    let (after, examined) = (pages.after.as_deref(), api.list_rows_examined);
+    let page = api.store.list_groups(project.0, kind.as_deref(), prefix, traits, after, pages.limit, examined).await?;
     pages.answer(&api, page).await
 }
 
-/// What a list of profiles asks for: ids with a prefix, traits passing filters.
+/// What a list of profiles asks for: ids with a prefix, traits passing filters, and of
+/// groups, one type.
 struct ProfilesQuestion {
     prefix: String,
     traits: Vec<JsonFilter>,
+    kind: Option<String>,
 }
 
 impl ProfilesQuestion {
     async fn read(api: &Api, route: &str, project: ProjectId, query: Option<&str>) -> Result<(Self, IdPages), Failure> {
-        let params = Params::parse(query, &["project", "limit", "cursor", "prefix", "where"])?;
+        let typed = route == "groups";
+        let allowed: &[&str] = match typed {
+            true => &["project", "limit", "cursor", "prefix", "where", "type"],
+            false => &["project", "limit", "cursor", "prefix", "where"],
+        };
+        let params = Params::parse(query, allowed)?;
         let prefix = params.one("prefix").unwrap_or_default().to_string();
         if prefix.chars().count() > MAX_ID_CHARS {
             return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
         }
         let traits = params.json_filters(&[JsonDocument::Traits])?;
+        let kind = params.group_type()?;
         let pages = IdPages::read(api, &params, params.list_name(route, project)).await?;
-        Ok((Self { prefix, traits }, pages))
+        Ok((Self { prefix, traits, kind }, pages))
     }
 }
 
@@ -469,9 +494,8 @@ impl IdPages {
     }
 
     /// The pages of a list of one group's or user's (`owner`, bound into its cursors).
-    async fn of(api: &Api, route: &str, project: ProjectId, owner: &str, query: Option<&str>) -> Result<Self, Failure> {
-        let params = Params::parse(query, &["project", "limit", "cursor"])?;
-        Self::read(api, &params, format!("{}:{owner}", params.list_name(route, project))).await
+    async fn of(api: &Api, route: &str, project: ProjectId, owner: &str, params: &Params) -> Result<Self, Failure> {
+        Self::read(api, params, format!("{}:{owner}", params.list_name(route, project))).await
     }
 }
 
@@ -482,9 +506,26 @@ async fn group_members(
     Path(group_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let pages = IdPages::of(&api, "members", project.0, &group_id, query.as_deref()).await?;
-    let page = api.store.group_members(project.0, &group_id, pages.after.as_deref(), pages.limit).await?;
-    pages.answer(&api, page.ok_or(Failure::NotFound)?).await
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "type"])?;
+    let kind = params.group_type()?;
+    let pages = IdPages::of(&api, "members", project.0, &group_id, &params).await?;
+    let page =
+        api.store.group_members(project.0, &group_id, kind.as_deref(), pages.after.as_deref(), pages.limit).await?;
+    pages.answer(&api, page.map_err(group_miss)?).await
+}
+
+/// The answer to a question for one group that names no one group.
+pub(crate) fn group_miss(miss: GroupMiss) -> Failure {
+    match miss {
+        GroupMiss::NotFound => Failure::NotFound,
+        GroupMiss::SeveralTypes(types) => {
+            let types: Vec<String> = types.iter().map(|kind| format!("{kind:?}")).collect();
+            Failure::Invalid(format!(
+                "groups of several types have this id ({}): say which with type= (type= for the one without a type)",
+                types.join(", ")
+            ))
+        }
+    }
 }
 
 /// `GET /v1/users/{user_id}/groups`: the groups a user belongs to through any of its ids.
@@ -494,7 +535,8 @@ async fn user_groups(
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let pages = IdPages::of(&api, "user-groups", project.0, &user_id, query.as_deref()).await?;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor"])?;
+    let pages = IdPages::of(&api, "user-groups", project.0, &user_id, &params).await?;
     let page = api.store.user_groups(project.0, &user_id, pages.after.as_deref(), pages.limit).await?;
     pages.answer(&api, page.ok_or(Failure::NotFound)?).await
 }

@@ -275,6 +275,7 @@ impl Consumer {
         let mut events = Vec::with_capacity(envelope.events.len());
         for (index, raw) in envelope.events.iter().enumerate() {
             let checked = serde_json::from_str::<Event>(raw.get())
+                .map(Event::with_group_types)
                 .map_err(|err| ("undecodable_event", format!("undecodable event: {err}")))
                 .and_then(|event| {
                     event.validate().map(|()| event).map_err(|p| ("invalid_event", format!("invalid event: {p}")))

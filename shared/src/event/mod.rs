@@ -24,6 +24,14 @@ pub const MAX_MESSAGE_ID_CHARS: usize = 128;
 /// Most groups one event may name its user a member of (PostHog allows 5 group types).
 pub const MAX_GROUPS_PER_EVENT: usize = 5;
 
+/// A group as stored: its type and its id. PostHog's groups have a type (`company`), within
+/// which their key is unique; a group call of Segment's or RudderStack's names none: `""`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupRef<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -90,6 +98,9 @@ pub struct Event<'a> {
     pub anonymous_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
     pub group_id: Option<Cow<'a, str>>,
+    /// The type of a group call's group (PostHog's `$group_type`); none for Segment's.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
+    pub group_type: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::text")]
     pub previous_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none", deserialize_with = "borrowed::json")]
@@ -116,6 +127,11 @@ pub struct Event<'a> {
     /// group; no other type names one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_of: Option<Vec<Cow<'a, str>>>,
+    /// The types of `member_of`'s groups, in its order (PostHog's `$groups` is type to key).
+    /// A consumer of a release before group types reads `member_of` alone; a message of such
+    /// a release has none (`with_group_types`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_types: Option<Vec<Cow<'a, str>>>,
 }
 
 pub(crate) use borrowed::BorrowedText;
@@ -199,6 +215,7 @@ impl Event<'_> {
             user_id: text(self.user_id),
             anonymous_id: text(self.anonymous_id),
             group_id: text(self.group_id),
+            group_type: text(self.group_type),
             previous_id: text(self.previous_id),
             properties: json(self.properties),
             traits: json(self.traits),
@@ -209,16 +226,41 @@ impl Event<'_> {
             sent_at: self.sent_at,
             timestamp_clamped: self.timestamp_clamped,
             member_of: self.member_of.map(|groups| groups.into_iter().map(|id| Cow::Owned(id.into_owned())).collect()),
+            member_types: self
+                .member_types
+                .map(|types| types.into_iter().map(|kind| Cow::Owned(kind.into_owned())).collect()),
         }
     }
 
+    /// The group of a group call.
+    pub fn group_called(&self) -> Option<GroupRef<'_>> {
+        let id = self.group_id.as_deref().filter(|_| self.kind == EventType::Group)?;
+        Some(GroupRef { kind: self.group_type.as_deref().unwrap_or_default(), id })
+    }
+
     /// The groups whose member its user (or anonymous id) becomes.
-    pub fn groups_joined(&self) -> impl Iterator<Item = &str> {
-        let implied = match (&self.member_of, self.kind) {
-            (None, EventType::Group) => self.group_id.as_deref(),
-            _ => None,
-        };
-        self.member_of.iter().flatten().map(|id| &**id).chain(implied)
+    pub fn groups_joined(&self) -> impl Iterator<Item = GroupRef<'_>> {
+        let implied = self.member_of.is_none().then(|| self.group_called()).flatten();
+        let types = self.member_types.iter().flatten().map(|kind| &**kind).chain(std::iter::repeat(""));
+        self.member_of.iter().flatten().zip(types).map(|(id, kind)| GroupRef { kind, id }).chain(implied)
+    }
+
+    /// The event as this release queues it: one of a release before group types, which a
+    /// PostHog event's groups came in without their types, has them read again from what it
+    /// kept of PostHog's (`$groups` in its properties, a `$groupidentify`'s `$group_type`), so
+    /// that a deploy's queued events join the same groups as the events after it.
+    pub fn with_group_types(mut self) -> Self {
+        if self.member_of.is_none() || self.member_types.is_some() {
+            return self;
+        }
+        let properties: JsonObject =
+            self.properties.as_ref().and_then(|text| serde_json::from_str(text.get()).ok()).unwrap_or_default();
+        let (types, ids) = wire::groups_named(&properties).unwrap_or_default().into_iter().unzip();
+        (self.member_types, self.member_of) = (Some(types), Some(ids));
+        if self.kind == EventType::Group && self.group_type.is_none() {
+            self.group_type = wire::group_type(&properties).map(Cow::Owned);
+        }
+        self
     }
 
     /// The invariants every stored event holds. Ingest builds events that hold them; the
@@ -232,6 +274,7 @@ impl Event<'_> {
             ("userId", &self.user_id),
             ("anonymousId", &self.anonymous_id),
             ("groupId", &self.group_id),
+            ("groupType", &self.group_type),
             ("previousId", &self.previous_id),
             ("name", &self.name),
         ] {
@@ -263,6 +306,14 @@ impl Event<'_> {
             check_text("$groups", group, MAX_ID_CHARS)?;
             if group.is_empty() {
                 return Err(problem("a group id must not be empty"));
+            }
+        }
+        if let Some(types) = &self.member_types {
+            if types.len() != groups.len() {
+                return Err(problem("member_types names a type for each group of member_of"));
+            }
+            for kind in types {
+                check_text("a $groups type", kind, MAX_ID_CHARS)?;
             }
         }
         match self.kind {
@@ -389,6 +440,7 @@ pub(crate) fn sample_track(message_id: &str) -> Event<'static> {
         user_id: Some("u-1".into()),
         anonymous_id: None,
         group_id: None,
+        group_type: None,
         previous_id: None,
         properties: None,
         traits: None,
@@ -399,6 +451,7 @@ pub(crate) fn sample_track(message_id: &str) -> Event<'static> {
         sent_at: None,
         timestamp_clamped: false,
         member_of: None,
+        member_types: None,
     }
 }
 
@@ -484,5 +537,39 @@ mod tests {
         let back: Event = serde_json::from_str(&json).expect("parses");
         assert_eq!(serde_json::to_string(&back).expect("serialises"), json);
         assert_eq!(back.validate(), Ok(()));
+    }
+
+    #[test]
+    fn groups_are_queued_with_their_types_and_an_earlier_releases_get_them_from_the_properties() {
+        let texts = |texts: &[&'static str]| Some(texts.iter().map(|text| Cow::Borrowed(*text)).collect());
+        let properties = raw(r#"{"$groups":{"company":"42","project":42}}"#);
+        let event = Event {
+            member_of: texts(&["42", "42"]),
+            member_types: texts(&["company", "project"]),
+            properties: Some(properties.clone()),
+            ..track()
+        };
+        let json = serde_json::to_string(&event).expect("serialises");
+        assert!(json.contains(r#""member_of":["42","42"],"member_types":["company","project"]"#), "{json}");
+        let both = [GroupRef { kind: "company", id: "42" }, GroupRef { kind: "project", id: "42" }];
+        let back: Event = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back.validate(), Ok(()));
+        assert_eq!(back.clone().with_group_types().groups_joined().collect::<Vec<_>>(), both);
+        // A release before group types queued the keys alone, one of two equal ones.
+        let earlier = Event { member_of: texts(&["42"]), properties: Some(properties), ..track() };
+        assert_eq!(earlier.with_group_types().groups_joined().collect::<Vec<_>>(), both);
+        let identify = raw(r#"{"$group_type":"company","$group_key":"acme"}"#);
+        let call = Event {
+            kind: EventType::Group,
+            group_id: Some("acme".into()),
+            member_of: texts(&[]),
+            properties: Some(identify),
+            ..track()
+        };
+        assert_eq!(call.with_group_types().group_called(), Some(GroupRef { kind: "company", id: "acme" }));
+        let bad = Event { member_of: texts(&["42"]), member_types: texts(&["com\npany"]), ..track() };
+        assert!(bad.validate().is_err(), "a type is checked as an id is");
+        let uneven = Event { member_of: texts(&["42"]), member_types: texts(&[]), ..track() };
+        assert!(uneven.validate().is_err());
     }
 }

@@ -397,21 +397,24 @@ const ERASURE_DELETES: &[(&str, &str)] = &[
         "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({list})
            AND NOT EXISTS (SELECT 1 FROM group_members m
                            WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
+                             AND m.group_type = group_profiles.group_type
                              AND NOT EXISTS (SELECT 1 FROM erasure_subjects s
                                              WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
          LIMIT ?",
     ),
 ];
 
-/// The delete of groups without traits that the subjects are members of (`{groups}`, read
-/// first by member: `delete_groups_without_traits_of`), before their memberships go, once no
-/// one outside the erasure is in them. A group call without traits or PostHog's `$groups`
-/// names such a group; its id may be the person's own (`alice-example-com`), and nothing else
-/// holds it.
-const GROUPS_WITHOUT_TRAITS_OF_SUBJECTS: &str = "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({groups})
+/// The delete of groups without traits that the subjects are members of (`{ids}` and
+/// `{groups}`: their ids, and their (id, type) pairs, read first by member:
+/// `delete_groups_without_traits_of`), before their memberships go, once no one outside the
+/// erasure is in them. A group call without traits or PostHog's `$groups` names such a group;
+/// its id may be the person's own (`alice-example-com`), and nothing else holds it.
+const GROUPS_WITHOUT_TRAITS_OF_SUBJECTS: &str = "DELETE FROM group_profiles WHERE project_id = ? AND group_id IN ({ids})
+   AND (group_id, group_type) IN ({groups})
    AND {empty}
    AND NOT EXISTS (SELECT 1 FROM group_members m
                    WHERE m.project_id = group_profiles.project_id AND m.group_id = group_profiles.group_id
+                     AND m.group_type = group_profiles.group_type
                      AND NOT EXISTS (SELECT 1 FROM erasure_subjects s WHERE s.erasure_id = {erasure} AND s.subject = m.member_id))
  LIMIT ?";
 
@@ -425,16 +428,21 @@ async fn delete_groups_without_traits_of(
     params: Vec<Value>,
     limit: u64,
 ) -> Result<u64, StoreError> {
-    let sql = format!("SELECT DISTINCT group_id FROM group_members WHERE project_id = ? AND member_id IN ({list})");
-    let groups: Vec<String> = with_timeout(tx.exec(sql, params)).await?;
+    let sql = format!(
+        "SELECT DISTINCT group_id, group_type FROM group_members WHERE project_id = ? AND member_id IN ({list})"
+    );
+    let groups: Vec<(String, String)> = with_timeout(tx.exec(sql, params)).await?;
     let mut deleted = 0;
     for slice in groups.chunks(IDS_PER_CHUNK) {
+        let pairs = vec!["(?, ?)"; slice.len()].join(", ");
         let sql = GROUPS_WITHOUT_TRAITS_OF_SUBJECTS
-            .replace("{groups}", &placeholders(slice.len()))
+            .replace("{ids}", &placeholders(slice.len()))
+            .replace("{groups}", &pairs)
             .replace("{empty}", &super::events::no_traits("traits"))
             .replace("{erasure}", &erasure.to_string());
         let mut params: Vec<Value> = vec![Value::from(project)];
-        params.extend(slice.iter().map(|group| Value::from(group.as_str())));
+        params.extend(slice.iter().map(|(id, _)| Value::from(id.as_str())));
+        params.extend(slice.iter().flat_map(|(id, kind)| [Value::from(id.as_str()), Value::from(kind.as_str())]));
         params.push(Value::from(limit - deleted));
         with_timeout(tx.exec_drop(sql, params)).await?;
         deleted += tx.affected_rows();

@@ -9,7 +9,7 @@ use super::rollups::{hour_of, mark_hours_of_anonymous_ids};
 use super::{
     IDS_PER_STATEMENT, LIVE_SETTLE_MS, Store, StoreError, multi_row_insert, placeholders, project_and, to_db_time,
 };
-use crate::event::{Event, EventType, JsonText};
+use crate::event::{Event, EventType, GroupRef, JsonText};
 use crate::ids::{ProjectId, as_compared, new_public_id};
 use crate::model::SubjectHashes;
 use crate::telemetry::{MetricLine, Unit};
@@ -642,14 +642,12 @@ async fn upsert_groups(
     known: &KnownMembers,
 ) -> Result<Vec<u64>, StoreError> {
     // (project, group, time, traits): a call's, or none for a group its member's event names.
-    let mut profiles: Vec<(u64, &str, DateTime<Utc>, Option<&JsonText<'_>>)> = Vec::new();
+    let mut profiles: Vec<(u64, GroupRef<'_>, DateTime<Utc>, Option<&JsonText<'_>>)> = Vec::new();
     // (membership, its key in `known`, the naming event's time).
     let mut members: Vec<(Membership<'_>, u64, DateTime<Utc>)> = Vec::new();
     for row in rows {
         let (project, event) = (row.project.0, row.event);
-        if event.kind == EventType::Group
-            && let Some(group) = event.group_id.as_deref()
-        {
+        if let Some(group) = event.group_called() {
             profiles.push((project, group, event.timestamp, event.traits.as_ref()));
         }
         let Some(member) = event.user_id.as_deref().or(event.anonymous_id.as_deref()) else { continue };
@@ -684,68 +682,89 @@ async fn upsert_groups(
             new_members.push((project, group, member));
         }
     }
-    let called: HashSet<(u64, &str)> =
-        profiles.iter().map(|(project, group, ..)| (*project, as_compared(group))).collect();
-    named.retain(|(project, group, ..)| !called.contains(&(*project, as_compared(group))));
+    let called: HashSet<(u64, GroupRef<'_>)> =
+        profiles.iter().map(|(project, group, ..)| (*project, compared(*group))).collect();
+    named.retain(|(project, group, ..)| !called.contains(&(*project, compared(*group))));
     let stored = stored_groups(tx, named.iter().map(|(project, group, ..)| (*project, *group))).await?;
-    named.retain(|(project, group, ..)| !stored.contains(&(*project, as_compared(group).to_owned())));
+    named.retain(|(project, group, ..)| !stored.contains(&(*project, owned(compared(*group)))));
     // The earliest naming of each, for its time.
-    named.sort_by_key(|(project, group, at, _)| (*project, as_compared(group), *at));
-    named.dedup_by_key(|(project, group, ..)| (*project, as_compared(group)));
+    named.sort_by_key(|(project, group, at, _)| (*project, compared(*group), *at));
+    named.dedup_by_key(|(project, group, ..)| (*project, compared(*group)));
     profiles.extend(named);
-    // In the keys' order, as `upsert_users` has its rows. Stable: one group's calls keep
-    // their order.
-    profiles.sort_by_key(|(project, group, ..)| (*project, as_compared(group)));
-    new_members.sort_by_key(|(project, group, member)| (*project, as_compared(group), as_compared(member)));
+    // In the keys' order (id, then type), as `upsert_users` has its rows. Stable: one group's
+    // calls keep their order.
+    profiles.sort_by_key(|(project, group, ..)| (*project, in_key_order(*group)));
+    new_members.sort_by_key(|(project, group, member)| (*project, in_key_order(*group), as_compared(member)));
     new_members.dedup();
 
     for chunk in profiles.chunks(ROWS_PER_STATEMENT) {
-        let mut values = Vec::with_capacity(chunk.len() * 5);
+        let mut values = Vec::with_capacity(chunk.len() * 6);
         for (project, group, at, traits) in chunk {
             values.extend([
                 Value::from(new_public_id()),
                 Value::from(*project),
-                Value::from(*group),
+                Value::from(group.id),
+                Value::from(group.kind),
                 traits.map_or(Value::NULL, |traits| Value::from(traits.get())),
                 time(*at),
             ]);
         }
-        let columns = ["uid", "project_id", "group_id", "traits", "traits_at"];
+        let columns = ["uid", "project_id", "group_id", "group_type", "traits", "traits_at"];
         let suffix = format!("ON DUPLICATE KEY UPDATE {}", merge_traits());
         execute(tx, multi_row_insert("group_profiles", &columns, chunk.len(), &suffix), values).await?;
     }
     for chunk in new_members.chunks(ROWS_PER_STATEMENT) {
         let values = chunk
             .iter()
-            .flat_map(|(project, group, member)| [Value::from(*project), Value::from(*group), Value::from(*member)])
+            .flat_map(|(project, group, member)| {
+                [Value::from(*project), Value::from(group.id), Value::from(group.kind), Value::from(*member)]
+            })
             .collect();
         // IGNORE, not ON DUPLICATE KEY UPDATE, which takes an exclusive next-key lock on a
         // membership another batch stored meanwhile (MySQL's manual, "Locks Set by Different
         // SQL Statements"); IGNORE takes a shared one. The ids are checked (at most 255
         // characters, never NULL): nothing to truncate.
-        let columns = ["project_id", "group_id", "member_id"];
+        let columns = ["project_id", "group_id", "group_type", "member_id"];
         let sql = multi_row_insert("group_members", &columns, chunk.len(), "").replacen("INSERT", "INSERT IGNORE", 1);
         execute(tx, sql, values).await?;
     }
     Ok(read_stored)
 }
 
-/// Of `groups`, those with a profile (soft-deleted ones too): (project, id as compared).
-/// A plain read, which locks nothing.
+/// Of `groups`, those with a profile (soft-deleted ones too): (project, (type, id) as
+/// compared). A plain read, which locks nothing.
 async fn stored_groups<'e>(
     tx: &mut Transaction<'_>,
-    groups: impl Iterator<Item = (u64, &'e str)>,
-) -> Result<HashSet<(u64, String)>, StoreError> {
+    groups: impl Iterator<Item = (u64, GroupRef<'e>)>,
+) -> Result<HashSet<(u64, OwnedGroup)>, StoreError> {
     let mut stored = HashSet::new();
-    for (project, slice) in ids_by_project(groups) {
+    for (project, slice) in ids_by_project(groups.map(|(project, group)| (project, group.id))) {
         let sql = format!(
-            "SELECT group_id FROM group_profiles /* with deleted */ WHERE project_id = ? AND group_id IN ({})",
+            "SELECT group_type, group_id FROM group_profiles /* with deleted */ WHERE project_id = ? AND group_id IN ({})",
             placeholders(slice.len())
         );
-        let found: Vec<String> = tx.exec(sql, project_and(project, &slice)).await?;
-        stored.extend(found.into_iter().map(|group| (project, as_compared(&group).to_owned())));
+        let found: Vec<(String, String)> = tx.exec(sql, project_and(project, &slice)).await?;
+        stored.extend(found.iter().map(|(kind, id)| (project, owned(compared(GroupRef { kind, id })))));
     }
     Ok(stored)
+}
+
+/// A group's type and id as SQL compares them (trailing spaces dropped).
+fn compared(group: GroupRef<'_>) -> GroupRef<'_> {
+    GroupRef { kind: as_compared(group.kind), id: as_compared(group.id) }
+}
+
+/// A group in the order of the tables' keys: by id, then type.
+fn in_key_order(group: GroupRef<'_>) -> (&str, &str) {
+    let group = compared(group);
+    (group.id, group.kind)
+}
+
+/// A group read back: (type, id).
+type OwnedGroup = (String, String);
+
+fn owned(group: GroupRef<'_>) -> OwnedGroup {
+    (group.kind.to_owned(), group.id.to_owned())
 }
 
 /// Of `members` (project, group, member), the memberships stored already, by their keys in
@@ -759,11 +778,11 @@ async fn stored_members(
     let mut stored = HashSet::new();
     for (project, slice) in ids_by_project(members.iter().map(|(project, _, member)| (*project, *member))) {
         let sql = format!(
-            "SELECT group_id, member_id FROM group_members WHERE project_id = ? AND member_id IN ({})",
+            "SELECT group_type, group_id, member_id FROM group_members WHERE project_id = ? AND member_id IN ({})",
             placeholders(slice.len())
         );
-        let found: Vec<(String, String)> = tx.exec(sql, project_and(project, &slice)).await?;
-        stored.extend(found.iter().map(|(group, member)| known.key((project, group, member))));
+        let found: Vec<(String, String, String)> = tx.exec(sql, project_and(project, &slice)).await?;
+        stored.extend(found.iter().map(|(kind, id, member)| known.key((project, GroupRef { kind, id }, member))));
     }
     Ok(stored)
 }

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 #[derive(Debug, Serialize)]
 pub struct UserLinks {
     pub aliases: Vec<String>,
-    pub groups: Vec<String>,
+    /// The groups they are in: (id, type), in that order.
+    pub groups: Vec<(String, String)>,
 }
 
 /// A user's ids (their own first, then the linked ones), in slices of at most
@@ -76,13 +77,13 @@ impl Store {
         ))
         .await?;
         let aliases = linked_ids(&mut conn, project, user_id).await?;
-        let mut groups: Vec<String> = Vec::new();
+        let mut groups: Vec<(String, String)> = Vec::new();
         for slice in &SubjectSlices::new(user_id, &aliases).slices {
             let mut params: Vec<Value> = vec![Value::from(project.0)];
             params.extend(slice.iter().map(|member| Value::from(member.as_str())));
-            let found: Vec<String> = with_timeout(conn.exec(
+            let found: Vec<(String, String)> = with_timeout(conn.exec(
                 format!(
-                    "SELECT DISTINCT group_id FROM group_members WHERE project_id = ? AND member_id IN ({}) ORDER BY group_id",
+                    "SELECT DISTINCT group_id, group_type FROM group_members WHERE project_id = ? AND member_id IN ({})",
                     placeholders(slice.len())
                 ),
                 params,

@@ -12,6 +12,7 @@
 //! membership counts as known more than `KEPT_FOR` after it was read, however often it is
 //! asked for: then it is read again, and what is missing is written again.
 
+use crate::event::GroupRef;
 use crate::ids::as_compared;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -53,11 +54,11 @@ impl Default for Generations {
 }
 
 /// A membership: (project, group, member).
-pub(super) type Membership<'a> = (u64, &'a str, &'a str);
+pub(super) type Membership<'a> = (u64, GroupRef<'a>, &'a str);
 
 impl KnownMembers {
     pub(super) fn key(&self, (project, group, member): Membership<'_>) -> u64 {
-        self.hasher.hash_one((project, as_compared(group), as_compared(member)))
+        self.hasher.hash_one((project, as_compared(group.kind), as_compared(group.id), as_compared(member)))
     }
 
     /// Whether each of `keys` is known, in order.
@@ -119,10 +120,18 @@ mod tests {
     #[test]
     fn a_membership_is_known_as_sql_compares_ids_and_only_in_its_project() {
         let known = KnownMembers::default();
-        known.remember([known.key((1, "acme", "alice"))]);
-        let asked = [(1, "acme ", "alice  "), (2, "acme", "alice"), (1, "acme", "bob"), (1, "Acme", "alice")];
+        let group = |kind, id| GroupRef { kind, id };
+        known.remember([known.key((1, group("company", "acme"), "alice"))]);
+        let asked = [
+            (1, group("company ", "acme "), "alice  "),
+            (2, group("company", "acme"), "alice"),
+            (1, group("company", "acme"), "bob"),
+            (1, group("company", "Acme"), "alice"),
+            (1, group("project", "acme"), "alice"),
+            (1, group("", "acme"), "alice"),
+        ];
         let keys: Vec<u64> = asked.iter().map(|membership| known.key(*membership)).collect();
-        assert_eq!(known.known(&keys), [true, false, false, false]);
+        assert_eq!(known.known(&keys), [true, false, false, false, false, false]);
     }
 
     /// Generations begun at `start`, holding 1 remembered then, after `ages` (minutes) asked.

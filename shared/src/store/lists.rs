@@ -10,14 +10,14 @@
 use super::erasure::{ERASABLE_IDS, being_erased};
 use super::live::{LIVE_GROUPS, LIVE_GROUPS_BY_ID, LIVE_USERS_BY_ID, live_events_by};
 use super::views::{
-    EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS, UserView,
-    event_view, group_exists, group_view, user_view,
+    EVENT_VIEW_COLUMNS, EventView, GROUP_VIEW_COLUMNS, GroupMiss, GroupView, ROW_ID_COLUMN, USER_VIEW_COLUMNS,
+    UserView, event_view, group_type_of, group_view, user_view,
 };
 use super::{Store, StoreError, required, to_db_time, with_timeout};
-use crate::event::EventType;
+use crate::event::{EventType, GroupRef};
 use crate::ids::ProjectId;
 use chrono::{DateTime, Utc};
-use mysql_async::prelude::Queryable;
+use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Row, Value};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -309,7 +309,8 @@ impl EventPosition {
 /// calls).
 trait Profile: Sized + Send {
     const TABLE: &'static str;
-    /// Its id within the project, and the unique index of (project, id).
+    /// Its id within the project, and the unique index of (project, id) (a group's: of
+    /// (project, id, type)).
     const ID_COLUMN: &'static str;
     const ID_INDEX: &'static str;
     /// Its live rows through that index.
@@ -318,6 +319,22 @@ trait Profile: Sized + Send {
     fn of_row(row: Row) -> Result<Self, StoreError>;
     fn id(&self) -> &str;
     fn traits(&self) -> Option<&RawValue>;
+    /// Its place in the list, as a cursor carries it.
+    fn position(&self) -> String {
+        self.id().to_string()
+    }
+    /// The list's order: the key after the project.
+    const ORDER: &'static str = Self::ID_COLUMN;
+    /// The place of a row read as `ORDER`.
+    fn position_of(row: &Row) -> Result<String, StoreError> {
+        required(row, 0)
+    }
+    /// The rows past `position` (`Past::After`), or up to it (`Past::UpTo`), with its
+    /// parameters.
+    fn beyond(position: &str, past: Past, params: &mut Vec<Value>) -> String {
+        params.push(position.into());
+        format!("{} {} ?", Self::ID_COLUMN, past.operator())
+    }
 
     /// The bytes of its text in an answer (not counting names and quotes).
     fn text_bytes(&self) -> usize {
@@ -357,6 +374,55 @@ impl Profile for GroupView {
     fn traits(&self) -> Option<&RawValue> {
         self.traits.as_deref()
     }
+    fn position(&self) -> String {
+        group_position(GroupRef { kind: &self.group_type, id: &self.group_id })
+    }
+    const ORDER: &'static str = "group_id, group_type";
+    fn position_of(row: &Row) -> Result<String, StoreError> {
+        let (id, kind): (String, String) = (required(row, 0)?, required(row, 1)?);
+        Ok(group_position(GroupRef { kind: &kind, id: &id }))
+    }
+    fn beyond(position: &str, past: Past, params: &mut Vec<Value>) -> String {
+        group_beyond(position, past, params)
+    }
+}
+
+/// Which side of a place in a list.
+#[derive(Clone, Copy)]
+enum Past {
+    After,
+    UpTo,
+}
+
+impl Past {
+    fn operator(self) -> &'static str {
+        match self {
+            Past::After => ">",
+            Past::UpTo => "<=",
+        }
+    }
+}
+
+/// A group's place in a list in the order of its keys (id, then type), as a cursor carries
+/// it: the id, NUL, the type (neither holds control characters).
+fn group_position(group: GroupRef<'_>) -> String {
+    format!("{}\0{}", group.id, group.kind)
+}
+
+/// The rows past a group's place (`group_position`) in (id, type) order, or up to it, with
+/// its parameters. An id alone, of a cursor of a release before group types, is the place
+/// after every group of the id.
+fn group_beyond(position: &str, past: Past, params: &mut Vec<Value>) -> String {
+    let Some((id, kind)) = position.split_once('\0') else {
+        params.push(position.into());
+        return format!("group_id {} ?", past.operator());
+    };
+    let id_past = match past {
+        Past::After => ">",
+        Past::UpTo => "<",
+    };
+    params.extend([Value::from(id), Value::from(id), Value::from(kind)]);
+    format!("(group_id {id_past} ? OR (group_id = ? AND group_type {} ?))", past.operator())
 }
 
 /// A group a user belongs to, and when the first call making one of its ids a member was
@@ -365,6 +431,8 @@ impl Profile for GroupView {
 pub struct UserGroup {
     #[serde(rename = "groupId")]
     pub group_id: String,
+    #[serde(rename = "groupType")]
+    pub group_type: String,
     #[serde(rename = "addedAt")]
     pub added_at: DateTime<Utc>,
 }
@@ -706,27 +774,33 @@ impl Store {
         limit: usize,
         max_examined: usize,
     ) -> Result<ListPage<UserView, String>, StoreError> {
-        self.list_profiles(project, prefix, traits, after, limit, max_examined).await
+        self.list_profiles(project, None, prefix, traits, after, limit, max_examined).await
     }
 
-    /// A page of the project's group profiles, as `list_users` lists users.
+    /// A page of the project's group profiles (of one type, if `kind` says which), in the
+    /// order of their ids and then their types, as `list_users` lists users.
+    #[allow(clippy::too_many_arguments)]
     pub async fn list_groups(
         &self,
         project: ProjectId,
+        kind: Option<&str>,
         prefix: &str,
         traits: &[JsonFilter],
         after: Option<&str>,
         limit: usize,
         max_examined: usize,
     ) -> Result<ListPage<GroupView, String>, StoreError> {
-        self.list_profiles(project, prefix, traits, after, limit, max_examined).await
+        let of_kind = kind.map(|kind| ("group_type = ?".to_string(), Value::from(kind)));
+        self.list_profiles(project, of_kind, prefix, traits, after, limit, max_examined).await
     }
 
-    /// A page of one kind of profile in id order after `after`, whose id starts with `prefix`
-    /// and whose traits pass `traits`.
+    /// A page of one kind of profile in id order after `after`, whose id starts with `prefix`,
+    /// that passes `only` (a condition and its parameter) and whose traits pass `traits`.
+    #[allow(clippy::too_many_arguments)]
     async fn list_profiles<P: Profile>(
         &self,
         project: ProjectId,
+        only: Option<(String, Value)>,
         prefix: &str,
         traits: &[JsonFilter],
         after: Option<&str>,
@@ -742,27 +816,30 @@ impl Store {
             walk_params.push(format!("{}%", like_escaped(prefix)).into());
         }
         if let Some(after) = after {
-            walk.push(format!("{id} > ?"));
-            walk_params.push(after.into());
+            walk.push(P::beyond(after, Past::After, &mut walk_params));
         }
         let walk = walk.join(" AND ");
-        let boundary: Option<String> = if traits.is_empty() {
+        // Rows the walk examines that may fail a condition: it stops at the boundary.
+        let boundary: Option<String> = if traits.is_empty() && only.is_none() {
             None
         } else {
             let mut params = walk_params.clone();
             params.push(Value::from(max_examined as u64 - 1));
-            let (table, index) = (P::TABLE, P::ID_INDEX);
+            let (table, index, order) = (P::TABLE, P::ID_INDEX, P::ORDER);
             let sql = format!(
-                "SELECT {id} FROM {table} /* with deleted */ FORCE INDEX ({index}) WHERE {walk}
-                 ORDER BY {id} LIMIT 1 OFFSET ?"
+                "SELECT {order} FROM {table} /* with deleted */ FORCE INDEX ({index}) WHERE {walk}
+                 ORDER BY {order} LIMIT 1 OFFSET ?"
             );
-            self.capped_read(&mut conn, &sql, params).await?.first().map(|row| required(row, 0)).transpose()?
+            self.capped_read(&mut conn, &sql, params).await?.first().map(P::position_of).transpose()?
         };
         let mut conditions = vec![walk];
         let mut params = walk_params;
         if let Some(edge) = &boundary {
-            conditions.push(format!("{id} <= ?"));
-            params.push(edge.as_str().into());
+            conditions.push(P::beyond(edge, Past::UpTo, &mut params));
+        }
+        if let Some((condition, param)) = only {
+            conditions.push(condition);
+            params.push(param);
         }
         for filter in traits {
             conditions.push(filter.sql(&mut params));
@@ -772,10 +849,11 @@ impl Store {
         conditions.push(format!("NOT {}", being_erased(&format!("p.{id}"), project, &mut params)));
         params.push(Value::from(limit as u64 + 1));
         let sql = format!(
-            "SELECT {} FROM {} p WHERE {} ORDER BY {id} LIMIT ?",
+            "SELECT {} FROM {} p WHERE {} ORDER BY {} LIMIT ?",
             P::COLUMNS,
             P::LIVE_BY_ID,
-            conditions.join(" AND ")
+            conditions.join(" AND "),
+            P::ORDER
         );
         // Profiles of up to 256 KiB each: a page's rows are kept as they come, never all held.
         self.record(&sql, &params);
@@ -788,7 +866,7 @@ impl Store {
             Ok(kept)
         };
         let kept = with_timeout(conn.exec_fold(sql, params, Ok(PageBytes::default()), keep)).await??;
-        let position = |profile: &P| profile.id().to_string();
+        let position = |profile: &P| profile.position();
         Ok(match kept.full {
             true => ListPage { next: kept.items.last().map(position), items: kept.items },
             false => ListPage::of(kept.items, limit, position, boundary),
@@ -796,21 +874,24 @@ impl Store {
     }
 
     /// A page of a live group's members (user ids, or anonymous ids of calls without one) in
-    /// id order after `after`; `None` when the project has no such group. A member being
-    /// erased is left out, as lists leave its events out, and a soft-deleted user.
+    /// id order after `after`: of the group of the id and type, or of the id alone where one
+    /// group has it (`Store::group`). A member being erased is left out, as lists leave its
+    /// events out, and a soft-deleted user.
     pub async fn group_members(
         &self,
         project: ProjectId,
         group_id: &str,
+        kind: Option<&str>,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Option<ListPage<GroupMember, String>>, StoreError> {
+    ) -> Result<Result<ListPage<GroupMember, String>, GroupMiss>, StoreError> {
         let mut conn = self.conn().await?;
-        if !group_exists(&mut conn, project, group_id).await? {
-            return Ok(None);
-        }
-        let mut params = vec![Value::from(project.0), Value::from(group_id)];
-        let mut conditions = vec!["project_id = ? AND group_id = ?".to_string()];
+        let kind = match group_type_of(&mut conn, project, group_id, kind).await? {
+            Ok(kind) => kind,
+            Err(miss) => return Ok(Err(miss)),
+        };
+        let mut params = vec![Value::from(project.0), Value::from(group_id), Value::from(kind)];
+        let mut conditions = vec!["project_id = ? AND group_id = ? AND group_type = ?".to_string()];
         if let Some(after) = after {
             conditions.push("member_id > ?".into());
             params.push(after.into());
@@ -828,14 +909,18 @@ impl Store {
              WHERE {} ORDER BY member_id LIMIT ?",
             conditions.join(" AND ")
         );
-        let member = |member_id, added_at| GroupMember { member_id, added_at };
-        let page = self.memberships(&mut conn, &sql, params, limit, member, |member| &member.member_id).await?;
-        Ok(Some(page))
+        let member = |(member_id, added_at): (String, chrono::NaiveDateTime)| GroupMember {
+            member_id,
+            added_at: super::from_db_time(added_at),
+        };
+        let page = self.memberships(&mut conn, &sql, params, limit, member, |member| member.member_id.clone()).await?;
+        Ok(Ok(page))
     }
 
-    /// A page of the groups `user_id` belongs to through any of its ids (`user_ids`), in
-    /// group id order after `after`; `None` when the user's profile is soft-deleted (as for
-    /// its timeline). Memberships of an id being erased, and groups named by one, are left out.
+    /// A page of the groups `user_id` belongs to through any of its ids (`user_ids`), in the
+    /// order of the groups' ids and types after `after`; `None` when the user's profile is
+    /// soft-deleted (as for its timeline). Memberships of an id being erased, and groups named
+    /// by one, are left out.
     pub async fn user_groups(
         &self,
         project: ProjectId,
@@ -854,21 +939,19 @@ impl Store {
             .map(|id| {
                 params.extend([Value::from(project.0), Value::from(id.as_str())]);
                 let after_sql = match after {
-                    Some(after) => {
-                        params.push(after.into());
-                        "AND group_id > ?"
-                    }
-                    None => "",
+                    Some(after) => format!("AND {}", group_beyond(after, Past::After, &mut params)),
+                    None => String::new(),
                 };
                 // A group named by an id being erased is not shown either (as in its list), nor
                 // one without a profile (deleted by cleanup as the membership was stored).
                 let erasing = being_erased("m.member_id, m.group_id", project, &mut params);
                 params.push(fetch.clone());
                 format!(
-                    "SELECT group_id, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
+                    "SELECT group_id, group_type, created_at FROM group_members m FORCE INDEX (ix_group_members_member)
                      WHERE project_id = ? AND member_id = ? {after_sql} AND NOT {erasing}
-                       AND EXISTS (SELECT 1 FROM {LIVE_GROUPS} g WHERE g.project_id = m.project_id AND g.group_id = m.group_id)
-                     ORDER BY group_id LIMIT ?"
+                       AND EXISTS (SELECT 1 FROM {LIVE_GROUPS} g WHERE g.project_id = m.project_id
+                                   AND g.group_id = m.group_id AND g.group_type = m.group_type)
+                     ORDER BY group_id, group_type LIMIT ?"
                 )
             })
             .collect();
@@ -880,30 +963,36 @@ impl Store {
             several => format!("({})", several.join(") UNION ALL (")),
         };
         let sql = format!(
-            "SELECT group_id, MIN(created_at) FROM ({memberships}) memberships GROUP BY group_id ORDER BY group_id LIMIT ?"
+            "SELECT group_id, group_type, MIN(created_at) FROM ({memberships}) memberships
+             GROUP BY group_id, group_type ORDER BY group_id, group_type LIMIT ?"
         );
-        let group = |group_id, added_at| UserGroup { group_id, added_at };
-        Ok(Some(self.memberships(&mut conn, &sql, params, limit, group, |group| &group.group_id).await?))
+        let group = |(group_id, group_type, added_at): (String, String, chrono::NaiveDateTime)| UserGroup {
+            group_id,
+            group_type,
+            added_at: super::from_db_time(added_at),
+        };
+        let position = |group: &UserGroup| group_position(GroupRef { kind: &group.group_type, id: &group.group_id });
+        Ok(Some(self.memberships(&mut conn, &sql, params, limit, group, position).await?))
     }
 
-    /// A page of memberships that `sql` reads as (id, when stored) rows, one more than `limit`
-    /// where there are more: it goes on after its last id (`id`).
-    async fn memberships<T: Send>(
+    /// A page of memberships that `sql` reads as rows `make` takes, one more than `limit`
+    /// where there are more: it goes on after the last one's place (`position`).
+    async fn memberships<R: FromRow + Send + 'static, T: Send>(
         &self,
         conn: &mut mysql_async::Conn,
         sql: &str,
         params: Vec<Value>,
         limit: usize,
-        make: impl Fn(String, DateTime<Utc>) -> T + Send + Sync,
-        id: impl Fn(&T) -> &String,
+        make: impl Fn(R) -> T + Send + Sync,
+        position: impl Fn(&T) -> String,
     ) -> Result<ListPage<T, String>, StoreError> {
         let mut items = Vec::new();
-        let add = |(member, added_at): (String, chrono::NaiveDateTime)| {
-            items.push(make(member, super::from_db_time(added_at)));
+        let add = |row: R| {
+            items.push(make(row));
             Ok(())
         };
         self.capped_read_each(conn, sql, params, add).await?;
-        Ok(ListPage::of(items, limit, |item| id(item).clone(), None))
+        Ok(ListPage::of(items, limit, position, None))
     }
 
     /// A page of `user_id`'s events (`filter` with the user's ids as its subjects), `None` when

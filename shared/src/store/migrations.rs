@@ -85,6 +85,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0019_group_members_by_member",
         sql: include_str!("../../../migrations/0019_group_members_by_member.sql"),
     },
+    Migration { version: 20, name: "0020_group_types", sql: include_str!("../../../migrations/0020_group_types.sql") },
 ];
 
 impl Migration {

@@ -49,7 +49,7 @@ pub use signing::SealedSigningKey;
 pub use soft_delete::SoftTable;
 use tls::connection_options;
 pub use trends::{BreakdownBy, Counted, Line, Measure, Series};
-pub use views::{EVENT_FIELDS, EventView, GroupView, UserView};
+pub use views::{EVENT_FIELDS, EventView, GroupMiss, GroupView, UserView};
 
 use crate::config::{Config, DatabaseTls, Secret};
 use chrono::{DateTime, NaiveDateTime, Utc};

@@ -200,6 +200,9 @@ pub struct GroupView {
     pub id: Uuid,
     #[serde(rename = "groupId")]
     pub group_id: String,
+    /// Its type (PostHog's `company`); `""` for a group of calls that name none (Segment's).
+    #[serde(rename = "groupType")]
+    pub group_type: String,
     pub traits: Option<Box<RawValue>>,
     /// The event time of the newest group call merged into `traits`.
     #[serde(rename = "traitsAt")]
@@ -219,14 +222,27 @@ pub(super) fn group_view(mut row: Row) -> Result<GroupView, StoreError> {
     Ok(GroupView {
         id: taken_required(row, 0)?,
         group_id: taken_required(row, 1)?,
-        traits: raw_json(row, 2),
-        traits_at: taken_required(row, 3).map(from_db_time)?,
-        created_at: taken_required(row, 4).map(from_db_time)?,
-        traits_capped_at: taken(row, 5).map(from_db_time),
+        group_type: taken_required(row, 2)?,
+        traits: raw_json(row, 3),
+        traits_at: taken_required(row, 4).map(from_db_time)?,
+        created_at: taken_required(row, 5).map(from_db_time)?,
+        traits_capped_at: taken(row, 6).map(from_db_time),
     })
 }
 
-pub(super) const GROUP_VIEW_COLUMNS: &str = "uid, group_id, traits, traits_at, created_at, traits_capped_at";
+pub(super) const GROUP_VIEW_COLUMNS: &str =
+    "uid, group_id, group_type, traits, traits_at, created_at, traits_capped_at";
+
+/// Why a group asked for by its id (and type, if given) is not one live group.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GroupMiss {
+    NotFound,
+    /// Live groups of these types have the id: the question must say which.
+    SeveralTypes(Vec<String>),
+}
+
+/// Most types a refusal of an id of groups of several types names (PostHog allows 5).
+const TYPES_NAMED: usize = 10;
 
 impl Store {
     /// One live event; `None` also while an erasure of one of its ids is in progress (as in
@@ -254,30 +270,65 @@ impl Store {
         row.map(user_view).transpose()
     }
 
-    /// One live group profile; `None` also while an erasure of an id that names it is in
-    /// progress (as in its list).
-    pub async fn group(&self, project: ProjectId, group_id: &str) -> Result<Option<GroupView>, StoreError> {
+    /// One live group profile: of the id and type, or of the id alone where one group has it.
+    /// Not found also while an erasure of an id that names it is in progress (as in its list).
+    pub async fn group(
+        &self,
+        project: ProjectId,
+        group_id: &str,
+        kind: Option<&str>,
+    ) -> Result<Result<GroupView, GroupMiss>, StoreError> {
         let mut conn = self.conn().await?;
-        let (group, params) = live_group(project, group_id);
-        let row: Option<Row> =
-            with_timeout(conn.exec_first(format!("SELECT {GROUP_VIEW_COLUMNS} FROM {group}"), params)).await?;
-        row.map(group_view).transpose()
+        let (group, params) = live_group(project, group_id, kind);
+        // Two tell whether one group has the id; then their types, for the answer.
+        let sql = format!("SELECT {GROUP_VIEW_COLUMNS} FROM {group} ORDER BY group_type LIMIT 2");
+        let mut rows: Vec<Row> = with_timeout(conn.exec(sql, params)).await?;
+        Ok(match (rows.pop(), rows.is_empty()) {
+            (None, _) => Err(GroupMiss::NotFound),
+            (Some(row), true) => Ok(group_view(row)?),
+            (Some(_), false) => {
+                Err(group_type_of(&mut conn, project, group_id, kind).await?.err().unwrap_or(GroupMiss::NotFound))
+            }
+        })
     }
 }
 
-/// Whether `Store::group` finds the group (its traits not read).
-pub(super) async fn group_exists(conn: &mut Conn, project: ProjectId, group_id: &str) -> Result<bool, StoreError> {
-    let (group, params) = live_group(project, group_id);
-    let found: Option<u8> = with_timeout(conn.exec_first(format!("SELECT 1 FROM {group}"), params)).await?;
-    Ok(found.is_some())
+/// The one of `found` (live groups of one id, in type order), or why there is not one.
+fn the_one<T>(mut found: Vec<T>, kind: impl Fn(T) -> String) -> Result<T, GroupMiss> {
+    match found.len() {
+        0 => Err(GroupMiss::NotFound),
+        1 => Ok(found.remove(0)),
+        _ => Err(GroupMiss::SeveralTypes(found.into_iter().map(kind).collect())),
+    }
 }
 
-/// The live group `group_id` of the project, unless an erasure in progress names it: what
-/// follows `FROM` in a read of it, and its parameters.
-fn live_group(project: ProjectId, group_id: &str) -> (String, Vec<Value>) {
+/// The type of the live group `group_id` (of `kind`, if given; of the only one otherwise),
+/// as `Store::group` finds it (its traits not read).
+pub(super) async fn group_type_of(
+    conn: &mut Conn,
+    project: ProjectId,
+    group_id: &str,
+    kind: Option<&str>,
+) -> Result<Result<String, GroupMiss>, StoreError> {
+    let (group, params) = live_group(project, group_id, kind);
+    let sql = format!("SELECT group_type FROM {group} ORDER BY group_type LIMIT {TYPES_NAMED}");
+    let types: Vec<String> = with_timeout(conn.exec(sql, params)).await?;
+    Ok(the_one(types, |kind| kind))
+}
+
+/// The live group `group_id` of the project (of `kind`, if given), unless an erasure in
+/// progress names it: what follows `FROM` in a read of it, and its parameters.
+fn live_group(project: ProjectId, group_id: &str, kind: Option<&str>) -> (String, Vec<Value>) {
     let mut params = vec![Value::from(project.0), Value::from(group_id)];
+    let of_kind = match kind {
+        Some(kind) => {
+            params.push(Value::from(kind));
+            " AND group_type = ?"
+        }
+        None => "",
+    };
     let erasing = being_erased("g.group_id", project, &mut params);
-    (format!("{LIVE_GROUPS} g WHERE project_id = ? AND group_id = ? AND NOT {erasing}"), params)
+    (format!("{LIVE_GROUPS} g WHERE project_id = ? AND group_id = ?{of_kind} AND NOT {erasing}"), params)
 }
 
 /// A time as chrono's serde writes it (RFC 3339 in UTC with `Z`, and 0, 3, 6 or 9 fractional

@@ -14,6 +14,7 @@ mod segment;
 
 pub use super::quarantine::QuarantinedEvent;
 pub use fields::EventError;
+pub(crate) use posthog::{group_type, groups_named};
 
 use super::time::parse_timestamp;
 use fields::optional_object;
@@ -547,9 +548,11 @@ mod tests {
             ], "api_key": "k"}),
         )
         .expect("valid");
-        let joined: Vec<Vec<&str>> = events.iter().map(|event| event.groups_joined().collect()).collect();
-        assert_eq!(joined, vec![vec!["acme", "42"], vec!["acme"], vec![], vec![], vec![]]);
+        let joined: Vec<Vec<(&str, &str)>> = events.iter().map(groups_of).collect();
+        let acme = ("company", "acme");
+        assert_eq!(joined, vec![vec![acme, ("project", "42")], vec![acme], vec![], vec![], vec![]]);
         assert_eq!(events[2].group_id.as_deref(), Some("acme"));
+        assert_eq!(events[2].group_called().map(|group| (group.kind, group.id)), Some(acme));
         assert_eq!(parsed(&events[2].traits), json!({"seats": 5, "$group_type": "company"}));
 
         let limits = Limits::default();
@@ -570,8 +573,13 @@ mod tests {
             ]}),
         )
         .expect("kept");
-        let joined: Vec<Vec<&str>> = kept.iter().map(|event| event.groups_joined().collect()).collect();
-        assert_eq!(joined, vec![vec![], vec!["acme"], vec![]]);
+        let joined: Vec<Vec<(&str, &str)>> = kept.iter().map(groups_of).collect();
+        assert_eq!(joined, vec![vec![], vec![("c", "acme"), ("d", "acme ")], vec![]]);
+    }
+
+    /// The groups an event makes its user a member of, as (type, id).
+    fn groups_of<'a>(event: &'a Event<'_>) -> Vec<(&'a str, &'a str)> {
+        event.groups_joined().map(|group| (group.kind, group.id)).collect()
     }
 
     #[test]

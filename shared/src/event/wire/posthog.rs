@@ -45,10 +45,11 @@ pub(super) fn posthog_event<'a>(
     let (mut user_id, mut anonymous_id) =
         if is_anonymous { (None, Some(distinct_id.clone())) } else { (Some(distinct_id.clone()), None) };
     let (mut group_id, mut previous_id, mut traits, mut name) = (None, None, None, None);
+    let mut group_type = None;
     // A personless event (posthog-python without a distinct_id sends a random one) makes no
     // member, as it makes no person in PostHog.
     let personless = properties.get("$process_person_profile") == Some(&Value::Bool(false));
-    let mut member_of = if personless { None } else { groups_named(&properties) };
+    let mut named = if personless { None } else { groups_named(&properties) };
     let kind = match &*event_name {
         // `$set` is posthog-python's `set()`: person properties, as an identify's traits.
         "$identify" | "$set" => {
@@ -77,10 +78,11 @@ pub(super) fn posthog_event<'a>(
             if let Some(group_type) = properties.get("$group_type").filter(|group_type| !group_type.is_null()) {
                 group_traits.insert("$group_type".into(), group_type.clone());
             }
+            group_type = self::group_type(&properties);
             // In PostHog a user is in a group by the events that name it (`$groups`, which
             // posthog-js's `$groupidentify` carries too), not by this call: the server SDKs
             // send it under a distinct_id of their own (`$company_acme`, a random uuid).
-            member_of.get_or_insert_default();
+            named.get_or_insert_default();
             group_id = group_key;
             traits = Some(as_text(&group_traits)?);
             EventType::Group
@@ -101,6 +103,7 @@ pub(super) fn posthog_event<'a>(
         }
     };
     properties.remove("token");
+    let (member_types, member_of) = named.map(|named| named.into_iter().unzip()).unzip();
     let browser = browser_context(&properties).map(|context| as_text(&context)).transpose()?;
     Ok(Event {
         message_id: take_id(&mut message, "uuid", MAX_MESSAGE_ID_CHARS)?
@@ -110,6 +113,8 @@ pub(super) fn posthog_event<'a>(
         user_id,
         anonymous_id,
         group_id,
+        group_type: group_type.map(Cow::Owned),
+        member_types,
         previous_id,
         properties: Some(as_text(&properties)?),
         traits,
@@ -123,22 +128,38 @@ pub(super) fn posthog_event<'a>(
     })
 }
 
-/// The groups an event names its user a member of: the values of `$groups` (group type to
+/// The groups an event names its user a member of, as (type, key): `$groups` (group type to
 /// group key), which posthog-js registers on every event after `group()` and the server SDKs
-/// send from `capture(groups=…)`. `None` when it names none. A value that can be no group id
-/// (an object, a key too long) is passed over, as PostHog keeps such an event: it stays in the
-/// properties. More than `MAX_GROUPS_PER_EVENT` are refused by `Event::validate`.
-fn groups_named<'a>(properties: &JsonObject) -> Option<Vec<Cow<'a, str>>> {
+/// send from `capture(groups=…)`. `None` when it names none. What can be no group (a key that
+/// is an object or too long, a type too long) is passed over, as PostHog keeps such an event:
+/// it stays in the properties. More than `MAX_GROUPS_PER_EVENT` are refused by
+/// `Event::validate`.
+pub(crate) fn groups_named<'a>(properties: &JsonObject) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
     let Some(Value::Object(groups)) = properties.get("$groups") else { return None };
-    let mut keys: Vec<Cow<'a, str>> = Vec::new();
-    for key in groups.values() {
-        if let Ok(Some(key)) = id_value("$groups", key.clone().into(), MAX_ID_CHARS)
-            && !keys.iter().any(|known| as_compared(known) == as_compared(&key))
+    let mut named: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+    for (kind, key) in groups {
+        if let Ok(Some(id)) = id_value("$groups", key.clone().into(), MAX_ID_CHARS)
+            && is_group_type(kind)
         {
-            keys.push(key);
+            // Types that SQL compares equal (`company`, `company `) name one group.
+            let compared = (as_compared(kind), as_compared(&id));
+            if !named.iter().any(|(known, known_id)| (as_compared(known), as_compared(known_id)) == compared) {
+                named.push((Cow::Owned(kind.clone()), id));
+            }
         }
     }
-    (!keys.is_empty()).then_some(keys)
+    (!named.is_empty()).then_some(named)
+}
+
+/// The type of a `$groupidentify`'s group, as `$groups` names it; none where it can be no
+/// type (it stays in the traits).
+pub(crate) fn group_type(properties: &JsonObject) -> Option<String> {
+    properties.get("$group_type").and_then(Value::as_str).filter(|kind| is_group_type(kind)).map(str::to_owned)
+}
+
+/// Whether `kind` can be a group's type: what an id can be (empty too: no type).
+fn is_group_type(kind: &str) -> bool {
+    check_text("a group type", kind, MAX_ID_CHARS).is_ok()
 }
 
 /// A page's or screen's name cut to the longest accepted, borrowed when it fits.

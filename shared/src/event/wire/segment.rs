@@ -58,6 +58,7 @@ pub(super) fn segment_event<'a>(
         user_id: take_id(&mut message, "userId", MAX_ID_CHARS)?,
         anonymous_id: take_id(&mut message, "anonymousId", MAX_ID_CHARS)?,
         group_id: take_id(&mut message, "groupId", MAX_ID_CHARS)?,
+        group_type: None,
         previous_id: take_id(&mut message, "previousId", MAX_ID_CHARS)?,
         properties: take_object(&mut message, "properties")?,
         traits,
@@ -68,5 +69,6 @@ pub(super) fn segment_event<'a>(
         sent_at,
         timestamp_clamped,
         member_of: None,
+        member_types: None,
     })
 }
