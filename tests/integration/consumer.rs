@@ -208,9 +208,9 @@ async fn a_rejection_the_database_refuses_holds_back_no_other_message() {
 }
 
 /// Batches that identify the same users and put them in the same groups, in different orders
-/// (Segment group calls, and PostHog events naming the groups, some new), lock the profiles
-/// and memberships in one order (the key's), so that concurrent consumers neither deadlock
-/// nor roll back and retry.
+/// (Segment group calls; PostHog events naming companies and teams, some new, and the
+/// companies' `$groupidentify`), lock the profiles and memberships in one order (the key's),
+/// so that concurrent consumers neither deadlock nor roll back and retry.
 #[tokio::test]
 async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() {
     use rand::SeedableRng;
@@ -244,6 +244,11 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
                 json!({"event": "clicked", "distinct_id": user, "uuid": uuid::Uuid::now_v7().to_string(),
                     "properties": {"$groups": {"company": format!("g-{}", n % 10), "team": format!("t-{}", n % 7)}}})
             })
+            // And the companies' traits (`$groupidentify`), which other batches' `$groups` name.
+            .chain((0..10).map(|n| {
+                json!({"event": "$groupidentify", "distinct_id": format!("$company_g-{n}"), "uuid": uuid::Uuid::now_v7().to_string(),
+                    "properties": {"$group_type": "company", "$group_key": format!("g-{n}"), "$group_set": {"batch": batch}}})
+            }))
             .collect();
         let body = json!({"api_key": app.key, "batch": events});
         assert_eq!(app.send(post_json("/batch/", None, &body)).await.status, http::StatusCode::OK);
@@ -262,7 +267,7 @@ async fn concurrent_batches_of_the_same_users_in_other_orders_do_not_deadlock() 
     }
     let conflicts: Vec<u64> = reports.iter().map(|report| report.lock_conflicts).collect();
     assert_eq!(conflicts, [0; 16], "rolled back for a lock conflict");
-    assert_eq!(app.db.count("events").await, 8 * 120);
+    assert_eq!(app.db.count("events").await, 8 * 130);
     assert_eq!(app.db.count("users").await, 40);
     // Segment's g-0 … g-9 (no type) are not PostHog's company g-0 … g-9; and team t-0 … t-6.
     assert_eq!(app.db.count("group_profiles").await, 27);

@@ -328,15 +328,29 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
         json!({"type": "group", "userId": "bystander", "groupId": "shared", "messageId": "g8"}),
     ]);
     send_and_store(&app, &app.key, messages).await;
-    // Named again: the consumer reads these memberships as stored, and keeps them in memory.
-    let again = json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g6-again"});
-    send_and_store(&app, &app.key, vec![again]).await;
+    // b-599 names PostHog's workspace of that key too, twice: the second batch reads its
+    // membership as stored, and the consumer keeps it in memory.
+    let named_by = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"workspace": "a-example-com"}}});
+    let posthog = |events: Vec<Value>| {
+        let app = &app;
+        async move {
+            let batch = json!({"api_key": app.key, "batch": events});
+            let reply = app.send(evtrack_tests::post_json("/batch/", None, &batch)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+            assert!(app.consume_queued().await.is_empty());
+        }
+    };
+    for uuid in ["0193a000-0000-7000-8000-000000000001", "0193a000-0000-7000-8000-000000000002"] {
+        posthog(vec![named_by("b-599", uuid)]).await;
+    }
+    assert_eq!(app.db.count("group_members WHERE group_type = 'workspace' AND member_id = 'b-599'").await, 1);
     let requested = request_erasure(&app, "a").await;
     assert_eq!(requested["ids"], 601, "{requested}");
     run_cleanup(&app, "2026-11-30T10:00:00Z").await;
     let done = erasure(&app, &requested["id"]).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a'").await, 0, "the workspace goes");
+    // Segment's a-example-com and PostHog's workspace of that key.
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 0, "named by them alone");
     assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
     assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
@@ -344,14 +358,11 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     // The consumer still holds the erased id's membership as known, but never looks it up: the
     // erased id's events are left out first. A newcomer's PostHog event naming the group (not
     // known) makes it again.
-    let named_by = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"workspace": "a-example-com"}}});
-    let later = json!({"api_key": app.key, "batch": [
+    posthog(vec![
         named_by("newcomer", "0193a000-0000-7000-8000-000000000009"),
         named_by("b-599", "0193a000-0000-7000-8000-000000000010"),
-    ]});
-    let reply = app.send(evtrack_tests::post_json("/batch/", None, &later)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-    assert!(app.consume_queued().await.is_empty());
+    ])
+    .await;
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 1);
     let members: Vec<String> =
         app.db.query("SELECT member_id FROM group_members WHERE group_id = 'a-example-com'").await;

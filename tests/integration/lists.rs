@@ -1080,6 +1080,26 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
             reply.json
         );
     }
+
+    // Typed twins, PostHog's team ab03 and project ab07 (m-03 in both), under the same cap of
+    // 3 rows examined: the groups of one type page by page, and m-03's groups with both.
+    let body = json!({"api_key": app.key, "batch": [
+        {"event": "x", "distinct_id": "m-03", "properties": {"$groups": {"team": "ab03", "project": "ab07"}}}]});
+    assert_eq!(app.send(evtrack_tests::post_json("/batch/", None, &body)).await.status, StatusCode::OK);
+    assert!(app.consume_queued().await.is_empty());
+    // m-05's workspace shows again since cleanup (above): 13 without a type.
+    assert_eq!(pages("/v1/groups".into()).await.len(), 15);
+    assert_eq!(ids(pages("/v1/groups?type=team".into()).await, "groupId"), ["ab03"]);
+    assert_eq!(ids(pages("/v1/groups?type=project&prefix=ab".into()).await, "groupId"), ["ab07"]);
+    assert_eq!(pages("/v1/groups?type=".into()).await.len(), 13);
+    let of_m03 = pages(groups_of("m-03")).await;
+    let twins: Vec<(&str, &str)> = of_m03
+        .iter()
+        .filter(|group| ["ab03", "ab07"].contains(&group["groupId"].as_str().unwrap_or_default()))
+        .map(|group| (group["groupId"].as_str().unwrap_or_default(), group["groupType"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(twins, [("ab03", ""), ("ab03", "team"), ("ab07", ""), ("ab07", "project")]);
+    assert_eq!(of_m03.len(), 11);
 }
 
 #[tokio::test]

@@ -250,13 +250,22 @@ impl Event<'_> {
     /// kept of PostHog's (`$groups` in its properties, a `$groupidentify`'s `$group_type`), so
     /// that a deploy's queued events join the same groups as the events after it.
     pub fn with_group_types(mut self) -> Self {
-        if self.member_of.is_none() || self.member_types.is_some() {
+        let Some(keys) = &self.member_of else { return self };
+        if self.member_types.is_some() {
             return self;
         }
         let properties: JsonObject =
             self.properties.as_ref().and_then(|text| serde_json::from_str(text.get()).ok()).unwrap_or_default();
-        let (types, ids) = wire::groups_named(&properties).unwrap_or_default().into_iter().unzip();
-        (self.member_types, self.member_of) = (Some(types), Some(ids));
+        // A personless event names no member (nor did it then); one whose types name more
+        // groups than an event may keeps its keys as that release stored them, untyped.
+        let personless = properties.get("$process_person_profile") == Some(&Value::Bool(false));
+        match wire::groups_named(&properties).unwrap_or_default() {
+            named if !personless && named.len() <= MAX_GROUPS_PER_EVENT => {
+                let (types, ids) = named.into_iter().unzip();
+                (self.member_types, self.member_of) = (Some(types), Some(ids));
+            }
+            _ => self.member_types = Some(vec![Cow::Borrowed(""); keys.len()]),
+        }
         if self.kind == EventType::Group && self.group_type.is_none() {
             self.group_type = wire::group_type(&properties).map(Cow::Owned);
         }
@@ -571,5 +580,15 @@ mod tests {
         assert!(bad.validate().is_err(), "a type is checked as an id is");
         let uneven = Event { member_of: texts(&["42"]), member_types: texts(&[]), ..track() };
         assert!(uneven.validate().is_err());
+        // What that release's ingest left out stays out: a personless event's groups, and six
+        // types (of five keys) where an event names at most five groups.
+        let personless = raw(r#"{"$groups":{"company":"acme"},"$process_person_profile":false}"#);
+        let call = Event { member_of: texts(&[]), properties: Some(personless), ..track() };
+        assert_eq!(call.with_group_types().groups_joined().count(), 0);
+        let six = raw(r#"{"$groups":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"5"}}"#);
+        let keys = ["1", "2", "3", "4", "5"];
+        let earlier = Event { member_of: texts(&keys), properties: Some(six), ..track() };
+        let kept: Vec<GroupRef<'_>> = keys.iter().map(|id| GroupRef { kind: "", id }).collect();
+        assert_eq!(earlier.with_group_types().groups_joined().collect::<Vec<_>>(), kept);
     }
 }

@@ -568,7 +568,7 @@ mod tests {
             Shape::PostHog,
             json!({"api_key": "k", "batch": [
                 {"event": "x", "distinct_id": "u", "properties": {"$groups": ["acme"]}},
-                {"event": "x", "distinct_id": "u", "properties": {"$groups": {"a": {"id": 1}, "b": "x".repeat(300), "c": "acme", "d": "acme "}}},
+                {"event": "x", "distinct_id": "u", "properties": {"$groups": {"a": {"id": 1}, "b": "x".repeat(300), "c": "acme", "d": "acme ", "": "acme"}}},
                 {"event": "x", "distinct_id": "9f0c", "properties": {"$groups": {"company": "acme"}, "$process_person_profile": false}}
             ]}),
         )

@@ -157,9 +157,10 @@ pub(crate) fn group_type(properties: &JsonObject) -> Option<String> {
     properties.get("$group_type").and_then(Value::as_str).filter(|kind| is_group_type(kind)).map(str::to_owned)
 }
 
-/// Whether `kind` can be a group's type: what an id can be (empty too: no type).
+/// Whether `kind` can be a group's type: what an id can be, and not empty (the type of groups
+/// of calls that name none).
 fn is_group_type(kind: &str) -> bool {
-    check_text("a group type", kind, MAX_ID_CHARS).is_ok()
+    !kind.is_empty() && check_text("a group type", kind, MAX_ID_CHARS).is_ok()
 }
 
 /// A page's or screen's name cut to the longest accepted, borrowed when it fits.
