@@ -299,6 +299,14 @@ impl TestApp {
         messages
     }
 
+    /// Sends PostHog's `events` (a `/batch/` with the app's key) and stores what they queue.
+    pub async fn store_posthog(&self, events: Value) {
+        let body = serde_json::json!({"api_key": self.key, "batch": events});
+        let reply = self.send(post_json("/batch/", None, &body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert!(self.consume_queued().await.is_empty(), "every message stored");
+    }
+
     /// Runs the consumer on everything queued; returns the ids it reported as failed.
     pub async fn consume_queued(&self) -> Vec<String> {
         let messages = self.take_queued().await;

@@ -331,15 +331,7 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     // b-599 names PostHog's workspace of that key too, twice: the second batch reads its
     // membership as stored, and the consumer keeps it in memory.
     let named_by = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"workspace": "a-example-com"}}});
-    let posthog = |events: Vec<Value>| {
-        let app = &app;
-        async move {
-            let batch = json!({"api_key": app.key, "batch": events});
-            let reply = app.send(evtrack_tests::post_json("/batch/", None, &batch)).await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-            assert!(app.consume_queued().await.is_empty());
-        }
-    };
+    let posthog = |events: Vec<Value>| app.store_posthog(Value::from(events));
     for uuid in ["0193a000-0000-7000-8000-000000000001", "0193a000-0000-7000-8000-000000000002"] {
         posthog(vec![named_by("b-599", uuid)]).await;
     }

@@ -760,15 +760,7 @@ async fn posthog_groups_on_events_make_their_users_members_of_groups_that_can_be
     let app = TestApp::new().await;
     let (_, read) = issue_key(&app.db.store, &app.config, Some(app.project), Scope::Read, "r").await;
     let read = read.reveal().to_string();
-    let posthog = |batch: Value| {
-        let app = &app;
-        async move {
-            let body = json!({"api_key": app.key, "batch": batch});
-            let reply = app.send(evtrack_tests::post_json("/batch/", None, &body)).await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
-            assert!(app.consume_queued().await.is_empty());
-        }
-    };
+    let posthog = |events: Value| app.store_posthog(events);
     let clicked = |user: &str, at: &str, groups: Value| json!({"event": "clicked", "distinct_id": user, "timestamp": at, "properties": {"$groups": groups}});
     posthog(json!([
         clicked("u-1", "2026-12-01T10:00:00Z", json!({"company": "acme", "project": 42})),
@@ -1083,10 +1075,9 @@ async fn groups_are_listed_by_id_prefix_and_traits_with_their_members_and_a_user
 
     // Typed twins, PostHog's team ab03 and project ab07 (m-03 in both), under the same cap of
     // 3 rows examined: the groups of one type page by page, and m-03's groups with both.
-    let body = json!({"api_key": app.key, "batch": [
-        {"event": "x", "distinct_id": "m-03", "properties": {"$groups": {"team": "ab03", "project": "ab07"}}}]});
-    assert_eq!(app.send(evtrack_tests::post_json("/batch/", None, &body)).await.status, StatusCode::OK);
-    assert!(app.consume_queued().await.is_empty());
+    app.store_posthog(json!([
+        {"event": "x", "distinct_id": "m-03", "properties": {"$groups": {"team": "ab03", "project": "ab07"}}}]))
+        .await;
     // m-05's workspace shows again since cleanup (above): 13 without a type.
     assert_eq!(pages("/v1/groups".into()).await.len(), 15);
     assert_eq!(ids(pages("/v1/groups?type=team".into()).await, "groupId"), ["ab03"]);

@@ -428,7 +428,8 @@ async fn export_events(State(api): State<Arc<Api>>, project: Reading, RawQuery(q
 
 /// `GET /v1/users`: profiles in id order, by id prefix and traits.
 async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
-    let (question, pages) = ProfilesQuestion::read(&api, "users", project.0, query.as_deref()).await?;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "prefix", "where"])?;
+    let (question, pages) = ProfilesQuestion::read(&api, "users", project.0, &params).await?;
     let ProfilesQuestion { prefix, traits, .. } = &question;
     let after = pages.after.as_deref();
     let page = api.store.list_users(project.0, prefix, traits, after, pages.limit, api.list_rows_examined).await?;
@@ -438,7 +439,8 @@ async fn list_users(State(api): State<Arc<Api>>, project: Reading, RawQuery(quer
 /// `GET /v1/groups`: group profiles in the order of their ids and types, by id prefix, type
 /// and traits.
 async fn list_groups(State(api): State<Arc<Api>>, project: Reading, RawQuery(query): RawQuery) -> Reply {
-    let (question, pages) = ProfilesQuestion::read(&api, "groups", project.0, query.as_deref()).await?;
+    let params = Params::parse(query.as_deref(), &["project", "limit", "cursor", "prefix", "where", "type"])?;
+    let (question, pages) = ProfilesQuestion::read(&api, "groups", project.0, &params).await?;
     let ProfilesQuestion { prefix, traits, kind } = &question;
     let (after, examined) = (pages.after.as_deref(), api.list_rows_examined);
     let page = api.store.list_groups(project.0, kind.as_deref(), prefix, traits, after, pages.limit, examined).await?;
@@ -454,20 +456,14 @@ struct ProfilesQuestion {
 }
 
 impl ProfilesQuestion {
-    async fn read(api: &Api, route: &str, project: ProjectId, query: Option<&str>) -> Result<(Self, IdPages), Failure> {
-        let typed = route == "groups";
-        let allowed: &[&str] = match typed {
-            true => &["project", "limit", "cursor", "prefix", "where", "type"],
-            false => &["project", "limit", "cursor", "prefix", "where"],
-        };
-        let params = Params::parse(query, allowed)?;
+    async fn read(api: &Api, route: &str, project: ProjectId, params: &Params) -> Result<(Self, IdPages), Failure> {
         let prefix = params.one("prefix").unwrap_or_default().to_string();
         if prefix.chars().count() > MAX_ID_CHARS {
             return Err(Failure::Invalid(format!("prefix has at most {MAX_ID_CHARS} characters")));
         }
         let traits = params.json_filters(&[JsonDocument::Traits])?;
         let kind = params.group_type()?;
-        let pages = IdPages::read(api, &params, params.list_name(route, project)).await?;
+        let pages = IdPages::read(api, params, params.list_name(route, project)).await?;
         Ok((Self { prefix, traits, kind }, pages))
     }
 }

@@ -293,15 +293,6 @@ impl Store {
     }
 }
 
-/// The one of `found` (live groups of one id, in type order), or why there is not one.
-fn the_one<T>(mut found: Vec<T>, kind: impl Fn(T) -> String) -> Result<T, GroupMiss> {
-    match found.len() {
-        0 => Err(GroupMiss::NotFound),
-        1 => Ok(found.remove(0)),
-        _ => Err(GroupMiss::SeveralTypes(found.into_iter().map(kind).collect())),
-    }
-}
-
 /// The type of the live group `group_id` (of `kind`, if given; of the only one otherwise),
 /// as `Store::group` finds it (its traits not read).
 pub(super) async fn group_type_of(
@@ -312,8 +303,12 @@ pub(super) async fn group_type_of(
 ) -> Result<Result<String, GroupMiss>, StoreError> {
     let (group, params) = live_group(project, group_id, kind);
     let sql = format!("SELECT group_type FROM {group} ORDER BY group_type LIMIT {TYPES_NAMED}");
-    let types: Vec<String> = with_timeout(conn.exec(sql, params)).await?;
-    Ok(the_one(types, |kind| kind))
+    let mut types: Vec<String> = with_timeout(conn.exec(sql, params)).await?;
+    Ok(match types.len() {
+        0 => Err(GroupMiss::NotFound),
+        1 => Ok(types.remove(0)),
+        _ => Err(GroupMiss::SeveralTypes(types)),
+    })
 }
 
 /// The live group `group_id` of the project (of `kind`, if given), unless an erasure in
