@@ -321,3 +321,66 @@ async fn an_identify_that_would_take_a_profile_past_its_cap_leaves_the_traits_an
     assert_eq!(profile.json["traits"], json!({"plan": "pro"}));
     assert!(profile.json.get("traitsCappedAt").is_none(), "{}", profile.json);
 }
+
+/// A message queued by the release before group types (its events' `member_of` without
+/// `member_types`, its `$groupidentify` without `group_type`), consumed after the deploy: its
+/// groups are typed from the `$groups` and `$group_type` its events kept, as the same batch
+/// queued by this release would be.
+#[tokio::test]
+async fn a_message_of_the_release_before_group_types_joins_the_typed_groups() {
+    let app = TestApp::new().await;
+    let batch = |user: &str| {
+        json!({"api_key": app.key, "batch": [
+            {"event": "$groupidentify", "distinct_id": "$company_42", "timestamp": "2026-12-01T08:00:00Z",
+             "properties": {"$group_type": "company", "$group_key": "42", "$group_set": {"seats": 5}}},
+            {"event": "clicked", "distinct_id": user, "timestamp": "2026-12-01T09:00:00Z",
+             "properties": {"$groups": {"company": "42", "project": "42"}}},
+        ]})
+    };
+    let reply = app.send(post_json("/batch/", None, &batch("u-old"))).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+    let seal = evtrack::queue::EnvelopeSeal::from_config(&app.config);
+    let mut stripped = 0;
+    let earlier: Vec<evtrack::queue::local::QueuedMessage> = app
+        .take_queued()
+        .await
+        .into_iter()
+        .map(|message| {
+            let mut envelope: serde_json::Value = serde_json::from_str(&message.body).expect("envelope");
+            envelope.as_object_mut().expect("object").remove("sig");
+            for event in envelope["events"].as_array_mut().expect("events") {
+                let event = event.as_object_mut().expect("event");
+                stripped +=
+                    event.remove("member_types").is_some() as usize + event.remove("group_type").is_some() as usize;
+            }
+            evtrack::queue::local::QueuedMessage { body: seal.seal(envelope.to_string()), ..message }
+        })
+        .collect();
+    // The click's types, the `$groupidentify`'s type and its (empty) member types.
+    assert_eq!(stripped, 3, "the types this release queues, taken out");
+    assert!(app.deliver(&earlier).await.is_empty());
+    let reply = app.send(post_json("/batch/", None, &batch("u-new"))).await;
+    assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
+    assert!(app.consume_queued().await.is_empty());
+
+    let members: Vec<(String, String, String)> =
+        app.db.query("SELECT group_id, group_type, member_id FROM group_members ORDER BY 1, 2, 3").await;
+    let expected = [
+        ("42", "company", "u-new"),
+        ("42", "company", "u-old"),
+        ("42", "project", "u-new"),
+        ("42", "project", "u-old"),
+    ];
+    let expected: Vec<(String, String, String)> =
+        expected.iter().map(|(id, kind, member)| (id.to_string(), kind.to_string(), member.to_string())).collect();
+    assert_eq!(members, expected, "both releases' events join the same typed groups");
+    let groups: Vec<(String, String, Option<String>)> = app
+        .db
+        .query("SELECT group_id, group_type, JSON_EXTRACT(traits, '$.seats') FROM group_profiles ORDER BY 1, 2")
+        .await;
+    assert_eq!(
+        groups,
+        vec![("42".into(), "company".into(), Some("5".into())), ("42".into(), "project".into(), None)],
+        "one company 42 with its traits, no untyped twin"
+    );
+}

@@ -326,6 +326,8 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
         json!({"type": "group", "anonymousId": "b-599", "groupId": "a-example-com", "messageId": "g6"}),
         json!({"type": "group", "userId": "a", "groupId": "shared", "messageId": "g7"}),
         json!({"type": "group", "userId": "bystander", "groupId": "shared", "messageId": "g8"}),
+        // Segment's acme, without traits; PostHog's company acme (below) is its typed twin.
+        json!({"type": "group", "anonymousId": "b-001", "groupId": "acme", "messageId": "g9"}),
     ]);
     send_and_store(&app, &app.key, messages).await;
     // b-599 names PostHog's workspace of that key too, twice: the second batch reads its
@@ -336,6 +338,15 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
         posthog(vec![named_by("b-599", uuid)]).await;
     }
     assert_eq!(app.db.count("group_members WHERE group_type = 'workspace' AND member_id = 'b-599'").await, 1);
+    let in_company = |id: &str, uuid: &str| json!({"event": "clicked", "distinct_id": id, "uuid": uuid, "properties": {"$groups": {"company": "acme"}}});
+    posthog(vec![
+        in_company("b-001", "0193a000-0000-7000-8000-000000000003"),
+        in_company("bystander", "0193a000-0000-7000-8000-000000000004"),
+        json!({"event": "$groupidentify", "distinct_id": "$company_acme", "uuid": "0193a000-0000-7000-8000-000000000005",
+               "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"plan": "pro"}}}),
+    ])
+    .await;
+    assert_eq!(app.db.count("group_profiles WHERE group_id = 'acme'").await, 2, "the twins");
     let requested = request_erasure(&app, "a").await;
     assert_eq!(requested["ids"], 601, "{requested}");
     run_cleanup(&app, "2026-11-30T10:00:00Z").await;
@@ -345,7 +356,20 @@ async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_al
     // Segment's a-example-com and PostHog's workspace of that key.
     assert_eq!(app.db.count("group_profiles WHERE group_id = 'a-example-com'").await, 0, "named by them alone");
     assert_eq!(app.db.count("group_profiles WHERE group_id IN ('b-599', 'shared')").await, 2, "the bystander's");
-    assert_eq!(app.db.count("group_members").await, 2, "the bystander's memberships alone");
+    // The erased id's traitless acme goes; its typed twin, with traits and the bystander, stays.
+    let acme: Vec<(String, String)> = app
+        .db
+        .query("SELECT group_type, JSON_EXTRACT(traits, '$.plan') FROM group_profiles WHERE group_id = 'acme'")
+        .await;
+    assert_eq!(acme, [("company".to_string(), "\"pro\"".to_string())]);
+    let members: Vec<(String, String)> = app
+        .db
+        .query("SELECT group_id, group_type FROM group_members WHERE member_id = 'bystander' ORDER BY 1, 2")
+        .await;
+    let expected =
+        [("acme", "company"), ("b-599", ""), ("shared", "")].map(|(id, kind)| (id.to_string(), kind.to_string()));
+    assert_eq!(members, expected);
+    assert_eq!(app.db.count("group_members").await, 3, "the bystander's memberships alone");
 
     // The consumer still holds the erased id's membership as known, but never looks it up: the
     // erased id's events are left out first. A newcomer's PostHog event naming the group (not
