@@ -89,8 +89,8 @@ QUEUES = ["EventsQueue", "EventsDeadLetterQueue", "ScheduleDeadLetterQueue", "Jo
 
 # Actions that have no resource-level permissions, so "*" is the only possible Resource.
 # X-Ray: the trace writes Lambda's active tracing needs (and the sampling reads an X-Ray SDK
-# would make). EC2: the network-interface actions a function in a VPC needs (today they come
-# only from the allow-listed managed policy below, but may be inlined instead).
+# would make). EC2: the network-interface actions a function in a VPC needs (inline, under
+# HasVpc: AWSLambdaVPCAccessExecutionRole would also let every role write to every log group).
 STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
@@ -104,10 +104,7 @@ STAR_RESOURCE_ACTIONS = {
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 }
-# AWS managed policies a role may carry, and the condition that must guard each. Only the VPC
-# one: it grants the EC2 network-interface actions above (on "*", unavoidably) and log writes,
-# and is needed only when the functions run in a VPC. Everything else is inline and scoped.
-ALLOWED_MANAGED_POLICIES = {"service-role/AWSLambdaVPCAccessExecutionRole": "HasVpc"}
+VPC_ACTIONS = sorted(a for a in STAR_RESOURCE_ACTIONS if a.startswith("ec2:"))
 
 # The CloudWatch EMF metrics the functions write (namespace evtrack); the dashboard shows each.
 APP_METRICS = [
@@ -418,6 +415,11 @@ def check_functions(template):
             reserved = p.get("ReservedConcurrentExecutions")
             require(reserved == {"Fn::If": [condition, ref(parameter), ref("AWS::NoValue")]},
                     f"{name}: ReservedConcurrentExecutions {reserved}, not capped by {parameter}")
+        # The functions that count in Redis (ingest's rate limit; ingest's and the api's failed
+        # authentications) share the operator's, or count per instance: never localhost's default.
+        if name in ("IngestFunction", "ApiFunction"):
+            redis = variables.get("EVTRACK_REDIS_URL")
+            require(redis == {"Fn::If": ["HasRedis", ref("RedisUrl"), "none"]}, f"{name}: EVTRACK_REDIS_URL {redis}")
         lease = variables.get("EVTRACK_JOB_LEASE_SECONDS")
         require(lease is None or int(lease) > p["Timeout"], f"{name}: job lease {lease} s does not outlive the {p['Timeout']} s timeout")
     return f"{len(functions)} functions: arm64 default, provided.al2023, bootstrap, tracing, JSON logs at INFO, own log groups"
@@ -483,24 +485,27 @@ def check_statement(role, statement):
         require(not unscopable, f"{where}: Resource \"*\" for {unscopable}")
 
 
-def check_managed_policies(role, properties):
-    managed = properties.get("ManagedPolicyArns")
-    if managed is None:
-        return
-    condition, arns, otherwise = managed["Fn::If"] if isinstance(managed, dict) and "Fn::If" in managed else (None, managed, None)
-    for arn in as_list(arns):
-        arn_text = arn["Fn::Sub"] if isinstance(arn, dict) and "Fn::Sub" in arn else arn
-        name = str(arn_text).split(":policy/")[-1]
-        require(name in ALLOWED_MANAGED_POLICIES, f"{role}: managed policy {name} is not allow-listed")
-        require(condition == ALLOWED_MANAGED_POLICIES[name] and otherwise == ref("AWS::NoValue"),
-                f"{role}: {name} must be attached only under {ALLOWED_MANAGED_POLICIES[name]}")
+def check_vpc_access(role, properties):
+    """A function's role: the network-interface actions inline, in one statement attached only
+    under HasVpc, so that a function in a VPC can start."""
+    raw = [s for policy in properties.get("Policies", []) for s in as_list(policy["PolicyDocument"]["Statement"])]
+    guarded = [s["Fn::If"] for s in raw if isinstance(s, dict) and "Fn::If" in s]
+    vpc = [then for condition, then, otherwise in guarded
+           if condition == "HasVpc" and otherwise == ref("AWS::NoValue") and sorted(as_list(then["Action"])) == VPC_ACTIONS]
+    require(len(vpc) == 1, f"{role}: {len(vpc)} statements of {VPC_ACTIONS} under HasVpc, expected 1")
+    elsewhere = [s for s in raw if "Fn::If" not in s and any(a.startswith("ec2:") for a in as_list(s["Action"]))]
+    require(not elsewhere, f"{role}: EC2 actions outside HasVpc: {elsewhere}")
 
 
 def check_iam(template):
     roles = resources_of_type(template, "AWS::IAM::Role")
     count = 0
     for role, resource in roles.items():
-        check_managed_policies(role, resource["Properties"])
+        # No managed policy: AWS's VPC one would let every role write to every log group.
+        managed = resource["Properties"].get("ManagedPolicyArns")
+        require(managed is None, f"{role}: managed policies {managed}")
+        if role in {expected["role"] for expected in FUNCTIONS.values()}:
+            check_vpc_access(role, resource["Properties"])
         for statement in role_statements(template, role):
             check_statement(role, statement)
             count += 1
@@ -620,10 +625,18 @@ def check_workflow_actions():
 def check_parameters_and_outputs(template):
     undocumented = [name for name, p in template["Parameters"].items() if not p.get("Description")]
     require(not undocumented, f"parameters without Description: {undocumented}")
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    require(sorted(grouped) == sorted(template["Parameters"]), f"the console's groups hold {sorted(grouped)}")
+    # A previous pepper without its version would hash under version 0: every key refused.
+    rule = template.get("Rules", {}).get("PreviousPepperNeedsItsVersion", {})
+    require(rule.get("RuleCondition") == {"Fn::Not": [{"Fn::Equals": [ref("PreviousPepperSecretArn"), ""]}]}
+            and {"Fn::Not": [{"Fn::Equals": [ref("PreviousPepperVersion"), ""]}]} in [a["Assert"] for a in rule.get("Assertions", [])],
+            f"no rule that PreviousPepperVersion is set with PreviousPepperSecretArn: {rule}")
     missing = [name for name in OUTPUTS if name not in template.get("Outputs", {})]
     require(not missing, f"missing outputs: {missing}")
     require(template.get("Description"), "no template Description")
-    return f"{len(template['Parameters'])} parameters described, {len(OUTPUTS)} outputs"
+    return f"{len(template['Parameters'])} parameters described and grouped, {len(OUTPUTS)} outputs"
 
 
 def check_samconfig(template):
