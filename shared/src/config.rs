@@ -303,6 +303,7 @@ impl Config {
         let get = |name: &str| get(name).filter(|value| !value.trim().is_empty());
         let string = |name: &str, default: &str| get(name).unwrap_or_else(|| default.to_string());
         let defaults = Limits::default();
+        let key_pepper_version = parse(&get, "EVTRACK_KEY_PEPPER_VERSION", 1)?;
         Ok(Self {
             database_url: Secret::new(string("EVTRACK_DATABASE_URL", DEVELOPMENT_DATABASE_URL)),
             database_tls: DatabaseTls {
@@ -315,10 +316,10 @@ impl Config {
                 .map(Secret::new),
             sqs_queue_url: get("EVTRACK_SQS_QUEUE_URL").filter(|url| !url.is_empty()),
             key_pepper: Secret::new(string("EVTRACK_KEY_PEPPER", DEVELOPMENT_PEPPER)),
-            key_pepper_version: parse(&get, "EVTRACK_KEY_PEPPER_VERSION", 1)?,
+            key_pepper_version,
             key_pepper_previous: match get("EVTRACK_KEY_PEPPER_PREVIOUS") {
                 None => None,
-                Some(pepper) => Some((Secret::new(pepper), parse(&get, "EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", 0)?)),
+                Some(pepper) => Some((Secret::new(pepper), previous_pepper_version(&get, key_pepper_version)?)),
             },
             key_cache_ttl: Duration::from_secs(at_most(
                 parse(&get, "EVTRACK_KEY_CACHE_SECONDS", 30)?,
@@ -515,6 +516,24 @@ fn event_bytes(get: &impl Fn(&str) -> Option<String>, queue_message_bytes: usize
     Ok(bytes.min(queue_message_bytes / 2))
 }
 
+/// The previous pepper's version: required with it, and not the current pepper's. A key is
+/// checked against the version stored beside its hash, so a missing one (0) would refuse every
+/// key hashed under the previous pepper at once.
+fn previous_pepper_version(get: &impl Fn(&str) -> Option<String>, current: u16) -> Result<u16, ConfigError> {
+    const NAME: &str = "EVTRACK_KEY_PEPPER_PREVIOUS_VERSION";
+    let refused = |value: String, reason: &str| ConfigError { name: NAME, value, reason: reason.into() };
+    match parse(get, NAME, 0u16)? {
+        0 => Err(refused(
+            get(NAME).unwrap_or_default(),
+            "required with EVTRACK_KEY_PEPPER_PREVIOUS: the version its keys were hashed under (1 or more)",
+        )),
+        version if version == current => {
+            Err(refused(version.to_string(), "the same as EVTRACK_KEY_PEPPER_VERSION: a new pepper has a new version"))
+        }
+        version => Ok(version),
+    }
+}
+
 fn parse<T>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr,
@@ -560,6 +579,29 @@ mod tests {
         }
         let config = Config::from_lookup(|key| (key == "EVTRACK_KEY_CACHE_SECONDS").then(|| "300".into()));
         assert_eq!(config.expect("300 is allowed").key_cache_ttl.as_secs(), 300);
+    }
+
+    #[test]
+    fn a_previous_pepper_needs_its_own_version() {
+        fn with(settings: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            Config::from_lookup(|name| {
+                settings.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+            })
+        }
+        let previous = ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper");
+        for settings in [
+            &[previous][..],
+            &[previous, ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "")],
+            &[previous, ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "0")],
+            &[previous, ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "1")],
+        ] {
+            let err = with(settings).expect_err("refused");
+            assert!(err.to_string().contains("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION"), "{err}");
+        }
+        let config =
+            with(&[previous, ("EVTRACK_KEY_PEPPER_VERSION", "2"), ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "1")]);
+        let (_, version) = config.expect("allowed").key_pepper_previous.expect("a previous pepper");
+        assert_eq!(version, 1);
     }
 
     #[test]

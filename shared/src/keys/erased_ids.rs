@@ -53,7 +53,9 @@ mod tests {
     fn hasher_of_two_peppers() -> ErasedIdHasher {
         let config = Config::with_overrides(&[
             ("EVTRACK_KEY_PEPPER", crate::config::DEVELOPMENT_PEPPER),
+            ("EVTRACK_KEY_PEPPER_VERSION", "2"),
             ("EVTRACK_KEY_PEPPER_PREVIOUS", "old-pepper"),
+            ("EVTRACK_KEY_PEPPER_PREVIOUS_VERSION", "1"),
         ])
         .expect("config");
         ErasedIdHasher::from_config(&config)
