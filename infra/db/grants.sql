@@ -15,7 +15,7 @@ GRANT SELECT, INSERT, UPDATE ON `evtrack`.`events` TO 'evtrack_consumer'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`users` TO 'evtrack_consumer'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`aliases` TO 'evtrack_consumer'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`group_profiles` TO 'evtrack_consumer'@'%';
-GRANT SELECT, INSERT, UPDATE ON `evtrack`.`group_members` TO 'evtrack_consumer'@'%';
+GRANT SELECT, INSERT ON `evtrack`.`group_members` TO 'evtrack_consumer'@'%';
 GRANT SELECT, INSERT, UPDATE ON `evtrack`.`rejected_events` TO 'evtrack_consumer'@'%';
 GRANT SELECT, UPDATE (last_used_at) ON `evtrack`.`api_keys` TO 'evtrack_consumer'@'%';
 GRANT INSERT ON `evtrack`.`rollup_dirty_hours` TO 'evtrack_consumer'@'%';

@@ -22,6 +22,8 @@ const REFUSED: &[(&str, &[&str])] = &[
             "DELETE FROM users",
             "UPDATE api_keys SET key_hash = key_hash",
             "SELECT COUNT(*) FROM erasures",
+            // Memberships are only added.
+            "UPDATE group_members SET member_id = 'x'",
         ],
     ),
     (

@@ -26,11 +26,15 @@ pub const FUNCTION_USERS: [DatabaseUser; 5] = [
         grants: &[
             ("projects", "SELECT"),
             ("suppressed_subjects", "SELECT"),
+            // A duplicate's insert updates its id to itself (`ON DUPLICATE KEY UPDATE
+            // message_id = message_id`); MariaDB checks UPDATE on every column such an insert
+            // names, so UPDATE (message_id) alone is refused.
             ("events", "SELECT, INSERT, UPDATE"),
             ("users", "SELECT, INSERT, UPDATE"),
             ("aliases", "SELECT, INSERT, UPDATE"),
             ("group_profiles", "SELECT, INSERT, UPDATE"),
-            ("group_members", "SELECT, INSERT, UPDATE"),
+            // Memberships are only added (`INSERT IGNORE`).
+            ("group_members", "SELECT, INSERT"),
             ("rejected_events", "SELECT, INSERT, UPDATE"),
             // Only when a key was last used.
             ("api_keys", "SELECT, UPDATE (last_used_at)"),
