@@ -5,8 +5,8 @@
 #
 # The two keys belong to one project (the smoke-test project, see infra/aws/README.md).
 # Sends an identify and a track with the write key, waits (up to EVTRACK_SMOKE_TIMEOUT_SECONDS,
-# 90 by default) until the api shows the identified user's traits to the read key, checks
-# GET /health, and that the api refuses the write key with 403. Prints each check; never the
+# 90 by default) until the api shows the identified user's traits and both events, each once,
+# to the read key, checks GET /health, and that the api refuses the write key with 403. Prints each check; never the
 # keys. Exits non-zero at the first failure. Needs bash, curl and jq.
 set -euo pipefail
 
@@ -75,6 +75,19 @@ while :; do
   sleep 2
 done
 ok "GET /v1/users/$user (read key) → 200 with the identified traits, after $((SECONDS + timeout - deadline))s"
+
+# Both events stored, each once (the track may come from another queue message, later).
+while :; do
+  request GET "/v1/users/$user/events" read-bearer
+  if [ "$status" = 200 ] && jq -e '[.data[] | .type + ":" + (.name // "")] | sort == ["identify:", "track:Smoke Test"]' \
+    <<<"$body" >/dev/null 2>&1; then
+    break
+  fi
+  [ "$SECONDS" -lt "$deadline" ] \
+    || die "GET /v1/users/$user/events did not show the identify and the track within ${timeout}s; last answer: $status $body"
+  sleep 2
+done
+ok "GET /v1/users/$user/events (read key) → the identify and the track, each once"
 
 request GET /health no-auth
 if [ "$status" != 200 ] || ! jq -e '.status == "ok"' <<<"$body" >/dev/null 2>&1; then

@@ -285,17 +285,28 @@ pub(crate) fn refuse_development_secrets(config: &Config, secrets: &[Required]) 
 }
 
 /// `evtrack db grants`: the least-privilege grants of every function's database user.
-pub fn print_grants(database: &str) -> anyhow::Result<()> {
+pub fn print_grants(database: &str, user_prefix: &str) -> anyhow::Result<()> {
+    check_names(database, user_prefix)?;
+    print!("{}", grants::grants_sql(database, user_prefix));
+    Ok(())
+}
+
+/// The database's name and the users' prefix, as `grants` may put them in statements.
+fn check_names(database: &str, user_prefix: &str) -> anyhow::Result<()> {
     anyhow::ensure!(grants::is_identifier(database), "the database name is letters, digits and _");
-    print!("{}", grants::grants_sql(database));
+    anyhow::ensure!(
+        grants::is_identifier(user_prefix) && user_prefix.len() <= grants::MAX_USER_PREFIX_CHARS,
+        "the user prefix is letters, digits and _, at most {} characters (MySQL's user names: 32)",
+        grants::MAX_USER_PREFIX_CHARS
+    );
     Ok(())
 }
 
 /// `evtrack db users`: CREATE USER with a fresh random password per user, and the URL each
 /// function's secret should hold.
-pub fn print_users(database: &str, host: &str, port: u16) -> anyhow::Result<()> {
+pub fn print_users(database: &str, user_prefix: &str, host: &str, port: u16) -> anyhow::Result<()> {
     use rand::Rng;
-    anyhow::ensure!(grants::is_identifier(database), "the database name is letters, digits and _");
+    check_names(database, user_prefix)?;
     let passwords: Vec<(&str, String)> = grants::all_functions()
         .map(|function| {
             let password: String =
@@ -303,12 +314,12 @@ pub fn print_users(database: &str, host: &str, port: u16) -> anyhow::Result<()> 
             (function, password)
         })
         .collect();
-    for statement in grants::create_user_statements("evtrack", &passwords) {
+    for statement in grants::create_user_statements(user_prefix, &passwords) {
         println!("{statement};");
     }
     println!("\n-- Each function's database URL, for its Secrets Manager secret (shown once):");
     for (function, password) in &passwords {
-        let user = grants::user_name("evtrack", function);
+        let user = grants::user_name(user_prefix, function);
         println!("-- {function:<12} mysql://{user}:{password}@{host}:{port}/{database}?require_ssl=true");
     }
     Ok(())

@@ -138,12 +138,19 @@ enum DbCommand {
     Grants {
         #[arg(long, default_value = "evtrack")]
         database: String,
+        /// The users' names start with this (`<prefix>_ingest`, …): one set per environment
+        /// when environments share a database server (`evtrack_staging`).
+        #[arg(long, default_value = "evtrack")]
+        user_prefix: String,
     },
     /// Print CREATE USER statements with fresh random passwords, and each function's
     /// database URL (to store in its secret). Run once; then apply `evtrack db grants`.
     Users {
         #[arg(long, default_value = "evtrack")]
         database: String,
+        /// As for `grants`: the same prefix there.
+        #[arg(long, default_value = "evtrack")]
+        user_prefix: String,
         /// The host the functions connect to, for the printed URLs.
         #[arg(long)]
         host: String,
@@ -245,8 +252,10 @@ async fn main() -> ExitCode {
         Command::Key(KeyCommand::Revoke { id, json }) => commands::revoke_key(&config, id, json).await,
         Command::AdminKey(AdminKeyCommand::Create(args)) => commands::create_admin_key(&config, args).await,
         Command::Job(JobCommand::Run { name, slot, json }) => commands::run_job(&config, &name, slot, json).await,
-        Command::Db(DbCommand::Grants { database }) => commands::print_grants(&database),
-        Command::Db(DbCommand::Users { database, host, port }) => commands::print_users(&database, &host, port),
+        Command::Db(DbCommand::Grants { database, user_prefix }) => commands::print_grants(&database, &user_prefix),
+        Command::Db(DbCommand::Users { database, user_prefix, host, port }) => {
+            commands::print_users(&database, &user_prefix, &host, port)
+        }
         Command::Export { project, user: Some(user), output, .. } => {
             commands::export_user(&config, project, &user, &output).await
         }

@@ -83,7 +83,63 @@ fn the_grants_file_is_what_evtrack_db_grants_prints() {
     let file = std::fs::read_to_string(path).expect("infra/db/grants.sql");
     assert_eq!(
         file,
-        evtrack::store::grants::grants_sql("evtrack"),
+        evtrack::store::grants::grants_sql("evtrack", "evtrack"),
         "regenerate it: cargo run -p evtrack-cli --bin evtrack -- db grants > infra/db/grants.sql"
     );
+}
+
+/// Two environments on one database server: `evtrack db users` and `db grants` with a prefix
+/// of their own make and grant a second set of users, whose URLs reach the database with only
+/// their function's rights; a prefix that cannot be a MySQL user name is refused.
+#[tokio::test]
+async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
+    let db = TestDb::new().await;
+    let prefix = format!("et_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(workspace_binary("evtrack")).args(args).output().expect("evtrack runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (ok, users, stderr) =
+        run(&["db", "users", "--database", &db.name, "--user-prefix", &prefix, "--host", "127.0.0.1"]);
+    assert!(ok, "{stderr}");
+    let (ok, grants, stderr) = run(&["db", "grants", "--database", &db.name, "--user-prefix", &prefix]);
+    assert!(ok, "{stderr}");
+    assert!(!grants.contains("'evtrack_"), "no other environment's users are touched:\n{grants}");
+
+    let root = mysql_async::Pool::new(mysql_async::Opts::from_url(db.url.expose()).expect("url"));
+    let mut admin = root.get_conn().await.expect("connection");
+    let statements = |text: &str| -> Vec<String> {
+        text.lines().filter(|line| !line.starts_with("--") && !line.trim().is_empty()).map(str::to_string).collect()
+    };
+    for statement in statements(&users).into_iter().chain(statements(&grants)) {
+        admin.query_drop(&statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
+    }
+    let url = users
+        .lines()
+        .find_map(|line| line.strip_prefix("-- consumer").map(str::trim))
+        .expect("the consumer's URL")
+        .replace("?require_ssl=true", "");
+    assert!(url.contains(&format!("{prefix}_consumer:")), "{url}");
+    let mut consumer = mysql_async::Conn::from_url(url.as_str()).await.expect("the consumer's user connects");
+    let _: Vec<u64> = consumer.query("SELECT COUNT(*) FROM events").await.expect("reads events");
+    match consumer.query_drop("DELETE FROM events").await {
+        Err(mysql_async::Error::Server(err)) if err.code == 1142 => {}
+        other => panic!("the consumer must be refused DELETE, got {other:?}"),
+    }
+    consumer.disconnect().await.ok();
+    for function in evtrack::store::grants::all_functions() {
+        let user = evtrack::store::grants::user_name(&prefix, function);
+        admin.query_drop(format!("DROP USER '{user}'@'%'")).await.expect("drop user");
+    }
+    drop(admin);
+    root.disconnect().await.ok();
+
+    for bad in ["evtrack-staging", "a_prefix_longer_than_twenty", ""] {
+        let (ok, _, stderr) = run(&["db", "grants", "--user-prefix", bad]);
+        assert!(!ok && stderr.contains("user prefix"), "{bad:?}: {stderr}");
+    }
 }
