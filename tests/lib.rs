@@ -109,15 +109,22 @@ impl TestDb {
         evtrack::store::grants::user_name(&prefix, function)
     }
 
+    /// A fresh prefix for this database's users (`<prefix>_ingest`, …), which are dropped with
+    /// it, even after a failed test. One set per database.
+    pub fn users_prefix(&self) -> String {
+        // The random tail of a UUIDv7 (its head is the time, shared by parallel tests).
+        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        *self.users.lock().expect("lock") = Some(prefix.clone());
+        prefix
+    }
+
     /// Creates a database user per function with exactly the grants `evtrack db grants`
     /// prints for this database, and returns their URLs.
     pub async fn function_users(&self) -> FunctionUsers {
         use evtrack::store::grants;
-        // The random tail of a UUIDv7 (its head is the time, shared by parallel tests).
-        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let prefix = self.users_prefix();
         let passwords: Vec<(&str, String)> =
             grants::all_functions().map(|function| (function, Uuid::now_v7().simple().to_string())).collect();
-        *self.users.lock().expect("lock") = Some(prefix.clone());
         for statement in grants::create_user_statements(&prefix, &passwords)
             .into_iter()
             .chain(grants::grant_statements(&self.name, &prefix))

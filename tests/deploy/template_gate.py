@@ -105,6 +105,7 @@ STAR_RESOURCE_ACTIONS = {
     "ec2:UnassignPrivateIpAddresses",
 }
 VPC_ACTIONS = sorted(a for a in STAR_RESOURCE_ACTIONS if a.startswith("ec2:"))
+SQS_POLL_ACTIONS = sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"])
 
 # The CloudWatch EMF metrics the functions write (namespace evtrack); the dashboard shows each.
 APP_METRICS = [
@@ -148,7 +149,7 @@ ALL_OPTIONS_PARAMETERS = {
 # JSON above instead (see FACTS.md, "Deploying with SAM").
 MOTO_IGNORES = (
     "ApiGatewayV2 Api/Stage, Scheduler schedules, EventInvokeConfig, CloudWatch alarms, "
-    "role ManagedPolicyArns, function Architectures/TracingConfig/LoggingConfig"
+    "function Architectures/TracingConfig/LoggingConfig"
 )
 
 
@@ -357,6 +358,10 @@ def check_event_source_mapping(template):
     concurrency = default_value(template, p.get("ScalingConfig", {}).get("MaximumConcurrency"))
     require(isinstance(concurrency, int) and concurrency >= 2, f"ScalingConfig.MaximumConcurrency {concurrency}")
     require(p.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], f"FunctionResponseTypes {p.get('FunctionResponseTypes')}")
+    # What the mapping's poller does with the consumer's role, and nothing more (AWS's list).
+    polls = [s for s in role_statements(template, "ConsumerRole") if any(a.startswith("sqs:") for a in as_list(s["Action"]))]
+    require(len(polls) == 1 and sorted(as_list(polls[0]["Action"])) == SQS_POLL_ACTIONS
+            and polls[0].get("Resource") == get_att("EventsQueue"), f"ConsumerRole's SQS statements {polls}")
     return f"EventsQueue -> ConsumerFunction, batch {batch_size}, window {window} s, max concurrency {concurrency}"
 
 
@@ -491,10 +496,11 @@ def check_vpc_access(role, properties):
     raw = [s for policy in properties.get("Policies", []) for s in as_list(policy["PolicyDocument"]["Statement"])]
     guarded = [s["Fn::If"] for s in raw if isinstance(s, dict) and "Fn::If" in s]
     vpc = [then for condition, then, otherwise in guarded
-           if condition == "HasVpc" and otherwise == ref("AWS::NoValue") and sorted(as_list(then["Action"])) == VPC_ACTIONS]
+           if condition == "HasVpc" and otherwise == ref("AWS::NoValue") and then.get("Effect") == "Allow"
+           and sorted(as_list(then["Action"])) == VPC_ACTIONS and then.get("Resource") == "*"]
     require(len(vpc) == 1, f"{role}: {len(vpc)} statements of {VPC_ACTIONS} under HasVpc, expected 1")
-    elsewhere = [s for s in raw if "Fn::If" not in s and any(a.startswith("ec2:") for a in as_list(s["Action"]))]
-    require(not elsewhere, f"{role}: EC2 actions outside HasVpc: {elsewhere}")
+    ec2 = [s for s in statements_of({"Statement": raw}) if any(a.startswith("ec2:") for a in as_list(s["Action"]))]
+    require(len(ec2) == 1, f"{role}: EC2 actions outside the HasVpc statement: {ec2}")
 
 
 def check_iam(template):

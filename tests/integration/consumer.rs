@@ -329,15 +329,16 @@ async fn an_identify_that_would_take_a_profile_past_its_cap_leaves_the_traits_an
 #[tokio::test]
 async fn a_message_of_the_release_before_group_types_joins_the_typed_groups() {
     let app = TestApp::new().await;
-    let batch = |user: &str| {
+    // The earlier release's traits are the newer ones: they stand only if its call was typed.
+    let batch = |user: &str, seats: u32, at: &str| {
         json!({"api_key": app.key, "batch": [
-            {"event": "$groupidentify", "distinct_id": "$company_42", "timestamp": "2026-12-01T08:00:00Z",
-             "properties": {"$group_type": "company", "$group_key": "42", "$group_set": {"seats": 5}}},
+            {"event": "$groupidentify", "distinct_id": "$company_42", "timestamp": at,
+             "properties": {"$group_type": "company", "$group_key": "42", "$group_set": {"seats": seats}}},
             {"event": "clicked", "distinct_id": user, "timestamp": "2026-12-01T09:00:00Z",
              "properties": {"$groups": {"company": "42", "project": "42"}}},
         ]})
     };
-    let reply = app.send(post_json("/batch/", None, &batch("u-old"))).await;
+    let reply = app.send(post_json("/batch/", None, &batch("u-old", 5, "2026-12-01T08:00:00Z"))).await;
     assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
     let seal = evtrack::queue::EnvelopeSeal::from_config(&app.config);
     let mut stripped = 0;
@@ -359,7 +360,7 @@ async fn a_message_of_the_release_before_group_types_joins_the_typed_groups() {
     // The click's types, the `$groupidentify`'s type and its (empty) member types.
     assert_eq!(stripped, 3, "the types this release queues, taken out");
     assert!(app.deliver(&earlier).await.is_empty());
-    let reply = app.send(post_json("/batch/", None, &batch("u-new"))).await;
+    let reply = app.send(post_json("/batch/", None, &batch("u-new", 4, "2026-12-01T07:00:00Z"))).await;
     assert_eq!(reply.status, http::StatusCode::OK, "{}", reply.json);
     assert!(app.consume_queued().await.is_empty());
 
@@ -381,6 +382,6 @@ async fn a_message_of_the_release_before_group_types_joins_the_typed_groups() {
     assert_eq!(
         groups,
         vec![("42".into(), "company".into(), Some("5".into())), ("42".into(), "project".into(), None)],
-        "one company 42 with its traits, no untyped twin"
+        "one company 42 with the earlier release's (newer) traits, no untyped twin"
     );
 }

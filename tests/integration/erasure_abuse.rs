@@ -307,7 +307,8 @@ async fn an_erasure_requested_by_the_previous_release_is_still_carried_out() {
 /// An erasure of more ids than one chunk takes (500): a workspace named by an id of the first
 /// chunk whose other member is an id of a later one goes too, since no one outside the
 /// erasure is in it, and so does a group without traits that only the ids joined; a group
-/// with a member outside the erasure stays.
+/// with a member outside the erasure stays, and so does a typed twin (PostHog's company of
+/// the same key as a Segment group) with traits and a bystander.
 #[tokio::test]
 async fn an_erasure_over_several_chunks_deletes_a_workspace_whose_members_are_all_erased() {
     let app = TestApp::new().await;

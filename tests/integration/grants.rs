@@ -90,11 +90,14 @@ fn the_grants_file_is_what_evtrack_db_grants_prints() {
 
 /// Two environments on one database server: `evtrack db users` and `db grants` with a prefix
 /// of their own make and grant a second set of users, whose URLs reach the database with only
-/// their function's rights; a prefix that cannot be a MySQL user name is refused.
+/// their function's rights; a prefix that cannot be a MySQL user name is refused. (The users
+/// are dropped with the test database.)
 #[tokio::test]
 async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
     let db = TestDb::new().await;
-    let prefix = format!("et_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let prefix = db.users_prefix();
+    let opts = mysql_async::Opts::from_url(db.url.expose()).expect("url");
+    let (host, port) = (opts.ip_or_hostname().to_string(), opts.tcp_port().to_string());
     let run = |args: &[&str]| {
         let output = std::process::Command::new(workspace_binary("evtrack")).args(args).output().expect("evtrack runs");
         (
@@ -104,7 +107,7 @@ async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
         )
     };
     let (ok, users, stderr) =
-        run(&["db", "users", "--database", &db.name, "--user-prefix", &prefix, "--host", "127.0.0.1"]);
+        run(&["db", "users", "--database", &db.name, "--user-prefix", &prefix, "--host", &host, "--port", &port]);
     assert!(ok, "{stderr}");
     let (ok, grants, stderr) = run(&["db", "grants", "--database", &db.name, "--user-prefix", &prefix]);
     assert!(ok, "{stderr}");
@@ -131,10 +134,6 @@ async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
         other => panic!("the consumer must be refused DELETE, got {other:?}"),
     }
     consumer.disconnect().await.ok();
-    for function in evtrack::store::grants::all_functions() {
-        let user = evtrack::store::grants::user_name(&prefix, function);
-        admin.query_drop(format!("DROP USER '{user}'@'%'")).await.expect("drop user");
-    }
     drop(admin);
     root.disconnect().await.ok();
 
