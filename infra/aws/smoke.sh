@@ -6,8 +6,8 @@
 # The two keys belong to one project (the smoke-test project, see infra/aws/README.md).
 # Sends an identify and a track with the write key, waits (up to EVTRACK_SMOKE_TIMEOUT_SECONDS,
 # 90 by default) until the api shows the identified user's traits and both events, each once,
-# to the read key, checks GET /health, and that the api refuses the write key with 403. Prints each check; never the
-# keys. Exits non-zero at the first failure. Needs bash, curl and jq.
+# to the read key, checks GET /health, and that the api refuses the write key with 403. Prints
+# each check; never the keys. Exits non-zero at the first failure. Needs bash, curl and jq.
 set -euo pipefail
 
 die() { printf 'FAIL %s\n' "$*" >&2; exit 1; }

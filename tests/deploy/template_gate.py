@@ -490,28 +490,29 @@ def check_statement(role, statement):
         require(not unscopable, f"{where}: Resource \"*\" for {unscopable}")
 
 
-def check_vpc_access(role, properties):
+def check_vpc_access(template, role):
     """A function's role: the network-interface actions inline, in one statement attached only
     under HasVpc, so that a function in a VPC can start."""
-    raw = [s for policy in properties.get("Policies", []) for s in as_list(policy["PolicyDocument"]["Statement"])]
+    raw = [s for policy in props(template, role).get("Policies", []) for s in as_list(policy["PolicyDocument"]["Statement"])]
     guarded = [s["Fn::If"] for s in raw if isinstance(s, dict) and "Fn::If" in s]
     vpc = [then for condition, then, otherwise in guarded
            if condition == "HasVpc" and otherwise == ref("AWS::NoValue") and then.get("Effect") == "Allow"
            and sorted(as_list(then["Action"])) == VPC_ACTIONS and then.get("Resource") == "*"]
     require(len(vpc) == 1, f"{role}: {len(vpc)} statements of {VPC_ACTIONS} under HasVpc, expected 1")
-    ec2 = [s for s in statements_of({"Statement": raw}) if any(a.startswith("ec2:") for a in as_list(s["Action"]))]
+    ec2 = [s for s in role_statements(template, role) if any(a.startswith("ec2:") for a in as_list(s["Action"]))]
     require(len(ec2) == 1, f"{role}: EC2 actions outside the HasVpc statement: {ec2}")
 
 
 def check_iam(template):
     roles = resources_of_type(template, "AWS::IAM::Role")
+    function_roles = {expected["role"] for expected in FUNCTIONS.values()}
     count = 0
     for role, resource in roles.items():
         # No managed policy: AWS's VPC one would let every role write to every log group.
         managed = resource["Properties"].get("ManagedPolicyArns")
         require(managed is None, f"{role}: managed policies {managed}")
-        if role in {expected["role"] for expected in FUNCTIONS.values()}:
-            check_vpc_access(role, resource["Properties"])
+        if role in function_roles:
+            check_vpc_access(template, role)
         for statement in role_statements(template, role):
             check_statement(role, statement)
             count += 1

@@ -113,13 +113,11 @@ async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
     assert!(ok, "{stderr}");
     assert!(!grants.contains("'evtrack_"), "no other environment's users are touched:\n{grants}");
 
-    let root = mysql_async::Pool::new(mysql_async::Opts::from_url(db.url.expose()).expect("url"));
-    let mut admin = root.get_conn().await.expect("connection");
     let statements = |text: &str| -> Vec<String> {
         text.lines().filter(|line| !line.starts_with("--") && !line.trim().is_empty()).map(str::to_string).collect()
     };
     for statement in statements(&users).into_iter().chain(statements(&grants)) {
-        admin.query_drop(&statement).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
+        db.execute(&statement).await;
     }
     let url = users
         .lines()
@@ -134,8 +132,6 @@ async fn a_second_environment_on_the_same_server_gets_users_of_its_own() {
         other => panic!("the consumer must be refused DELETE, got {other:?}"),
     }
     consumer.disconnect().await.ok();
-    drop(admin);
-    root.disconnect().await.ok();
 
     for bad in ["evtrack-staging", "a_prefix_longer_than_twenty", ""] {
         let (ok, _, stderr) = run(&["db", "grants", "--user-prefix", bad]);
